@@ -1,0 +1,1003 @@
+//! The facade: one [`Device`] that routes host inputs to the sub-machines (provisioning,
+//! credentials, MQTT session, outbox, twin, upload) and hands their outputs back through one
+//! [`Device::poll_output`].
+//!
+//! The facade owns no protocol logic of its own beyond moving results between the
+//! sub-machines: each concern lives in its own module.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::config::{DeviceConfig, Transport};
+use crate::http::{HttpRequest, HttpResponse, RequestId};
+use crate::message::{Marker, MessageError, MessageOptions, StoredMessage, StreamOptions};
+use crate::mqtt::codec::{ConnectReturnCode, QoS};
+use crate::mqtt::session::{
+    ConnectParams, ConnectionId, Endpoint, Session, SessionEvent, SessionOutput,
+};
+use crate::outbox::{Outbox, OutboxError, Outcome, RejectReason};
+use crate::property_bag::encode_property_bag;
+use crate::provisioning::{
+    HttpCall, Provisioning, ProvisioningError, ProvisioningEvent, ProvisioningOperation,
+    ProvisioningRequest,
+};
+use crate::rng::Rng;
+use crate::store::{OutboxMeta, Record, Seq, StoreError, StoreRequest};
+use crate::token::{ConnectionInfo, Credentials, CredentialsEvent, RegistrationToken};
+use crate::twin::{Twin, TwinError, TwinEvent, TwinState};
+use crate::upload::{Upload, UploadEvent};
+
+/// Something that happened outside the core, stamped by [`Device::handle_input`] with `now`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Input<'a> {
+    /// The deadline of the last [`Output::Timeout`] was reached (early calls are harmless).
+    Timeout,
+    /// The answer to [`Output::Http`].
+    HttpResponse {
+        /// The request's id.
+        id: RequestId,
+        /// The answer.
+        response: HttpResponse,
+    },
+    /// [`Output::Http`] failed without an answer (network error, aborted).
+    HttpFailed {
+        /// The request's id.
+        id: RequestId,
+        /// What went wrong, for logs.
+        error: String,
+    },
+    /// The connection asked for by [`Output::Connect`] is open.
+    Connected {
+        /// Which connection.
+        conn: ConnectionId,
+    },
+    /// Bytes arrived on a connection.
+    Received {
+        /// Which connection.
+        conn: ConnectionId,
+        /// The bytes, in order, with no framing assumed.
+        bytes: &'a [u8],
+    },
+    /// A connection closed or could not be opened.
+    Closed {
+        /// Which connection.
+        conn: ConnectionId,
+        /// Why, for logs and events.
+        reason: String,
+    },
+    /// [`StoreRequest::Append`] of `first..=last` is durable.
+    Appended {
+        /// First sequence number of the append.
+        first: Seq,
+        /// Last sequence number of the append.
+        last: Seq,
+    },
+    /// [`StoreRequest::Append`] of `first..=last` failed; nothing of it was stored.
+    AppendFailed {
+        /// First sequence number of the append.
+        first: Seq,
+        /// Last sequence number of the append.
+        last: Seq,
+        /// Why.
+        error: StoreError,
+    },
+    /// The answer to [`StoreRequest::Load`].
+    Loaded {
+        /// The records, ascending.
+        records: Vec<Record>,
+    },
+    /// The host's network came back (the browser's `online` event): reconnect without waiting
+    /// for the backoff delay.
+    NetworkAvailable,
+}
+
+/// What the core asks of its host, one at a time from [`Device::poll_output`].
+#[derive(Debug, Clone, PartialEq)]
+#[must_use = "every output must be acted on; poll until Output::Timeout"]
+pub enum Output {
+    /// Make this HTTP request and answer with its id.
+    Http(HttpRequest),
+    /// Open an MQTT transport connection to `endpoint`; answer with `Connected` or `Closed`.
+    Connect {
+        /// The id of the new connection.
+        conn: ConnectionId,
+        /// Where to connect.
+        endpoint: Endpoint,
+    },
+    /// Write these bytes on the connection.
+    Transmit {
+        /// Which connection.
+        conn: ConnectionId,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+    /// Close the connection. No `Closed` input is needed for it.
+    Close {
+        /// Which connection.
+        conn: ConnectionId,
+    },
+    /// Perform this storage operation, in order with the others.
+    Store(StoreRequest),
+    /// Tell the app.
+    Event(Event),
+    /// Nothing more to do now: call [`Device::handle_timeout`] at this time (ms since the
+    /// epoch), or earlier when an input arrives. `None`: only inputs can wake the device.
+    Timeout(Option<u64>),
+}
+
+/// Where the device stands with the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ConnectionState {
+    /// Waiting for a technician to approve provisioning.
+    Provisioning,
+    /// Not connected; a reconnect is scheduled (or the device is stopped).
+    Disconnected,
+    /// Opening the connection.
+    Connecting,
+    /// Connected and subscribed: messages flow.
+    Connected,
+    /// Provisioning failed for good; messages stay queued.
+    Failed,
+    /// [`Device::stop`] was called.
+    Stopped,
+}
+
+/// What the app is told.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Show this operation (verification code, expiry) so a technician can approve it.
+    ProvisioningOperation(ProvisioningOperation),
+    /// The device holds a Registration Token and a credential for this identity.
+    Registered {
+        /// Workspace id.
+        workspace_id: String,
+        /// Device id.
+        device_id: String,
+    },
+    /// Provisioning stopped for good; the device needs a new start with other settings.
+    ProvisioningFailed(ProvisioningError),
+    /// The connection state changed.
+    ConnectionStateChanged(ConnectionState),
+    /// The Platform acknowledged this message.
+    MessageDelivered {
+        /// Its sequence number (what `send` returned).
+        seq: Seq,
+    },
+    /// This message will never be delivered.
+    MessageRejected {
+        /// Its sequence number.
+        seq: Seq,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// Desired properties changed (also sent once after the first twin fetch).
+    DesiredPropertiesChanged {
+        /// The whole desired document (without `$version`).
+        properties: serde_json::Value,
+        /// Its version.
+        version: u64,
+    },
+    /// The Platform accepted a reported-properties patch.
+    ReportedPropertiesAcknowledged,
+    /// The Platform refused a reported-properties patch; it is sent again later.
+    ReportedPropertiesRejected {
+        /// The status it answered with.
+        status: u16,
+    },
+    /// A cloud-to-device message.
+    CloudToDeviceMessage {
+        /// The property bag of its topic, still URL-encoded.
+        properties: String,
+        /// The payload.
+        payload: Vec<u8>,
+    },
+    /// The saved state could not be read and was replaced (queued messages are untouched).
+    SavedStateDiscarded {
+        /// Why it was unreadable.
+        reason: String,
+    },
+}
+
+/// Why a message was not accepted.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The message itself is invalid.
+    #[error(transparent)]
+    Message(#[from] MessageError),
+    /// The outbox is full.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    /// The device was stopped.
+    #[error("device is stopped")]
+    Stopped,
+}
+
+/// A snapshot of the device's queue and connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// Messages stored and not yet delivered or rejected.
+    pub pending_count: u64,
+    /// Their bytes in the store.
+    pub pending_bytes: u64,
+    /// When the oldest of them was enqueued, if known.
+    pub oldest_enqueued_at: Option<u64>,
+    /// Records held in memory (the window).
+    pub window_records: usize,
+    /// The connection state.
+    pub connection_state: ConnectionState,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SavedState {
+    operation: Option<ProvisioningOperation>,
+    token: Option<RegistrationToken>,
+    workspace_id: Option<String>,
+    device_id: Option<String>,
+    #[serde(default)]
+    twin: TwinState,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Provisioning(Box<Provisioning>),
+    Registered(Box<Credentials>),
+    Failed,
+    Stopped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    Provisioning,
+    Credentials,
+    Upload(Seq),
+}
+
+/// A device: the whole SDK's logic, driven by its host.
+///
+/// Getters take `&self`; inputs are `handle_*`; commands are verbs (`send`,
+/// `update_reported_properties`, `stop`); outputs come from [`Device::poll_output`], which must be
+/// drained (until it returns [`Output::Timeout`]) after every input and command.
+#[derive(Debug)]
+pub struct Device {
+    config: DeviceConfig,
+    now: u64,
+    rng: Rng,
+    phase: Phase,
+    session: Session,
+    outbox: Outbox,
+    twin: Twin,
+    upload: Option<Upload>,
+    saved: SavedState,
+    save_pending: bool,
+    next_request_id: u64,
+    requests: BTreeMap<RequestId, (Owner, u64)>,
+    http_out: VecDeque<HttpRequest>,
+    in_flight: BTreeMap<u16, Seq>,
+    events: VecDeque<Event>,
+    connection_state: ConnectionState,
+}
+
+impl Device {
+    /// Creates a device from its configuration, the host's random seed, what the host's store
+    /// holds (`meta`, and the state blob last saved with [`StoreRequest::SaveState`]).
+    pub fn new(
+        config: DeviceConfig,
+        now: u64,
+        rng_seed: [u8; 32],
+        meta: &OutboxMeta,
+        saved_state: Option<&[u8]>,
+    ) -> Self {
+        let mut rng = Rng::from_seed(rng_seed);
+        let mut events = VecDeque::new();
+        let saved: SavedState = match saved_state.map(serde_json::from_slice::<SavedState>) {
+            Some(Ok(saved)) => saved,
+            Some(Err(error)) => {
+                events.push_back(Event::SavedStateDiscarded {
+                    reason: error.to_string(),
+                });
+                SavedState::default()
+            }
+            None => SavedState::default(),
+        };
+        let session = Session::new(config.session, &mut rng);
+        let twin = Twin::new(config.twin, saved.twin.clone());
+        let mut device = Self {
+            outbox: Outbox::new(config.outbox, meta),
+            now,
+            rng,
+            phase: Phase::Failed,
+            session,
+            twin,
+            upload: None,
+            saved,
+            save_pending: false,
+            next_request_id: 1,
+            requests: BTreeMap::new(),
+            http_out: VecDeque::new(),
+            in_flight: BTreeMap::new(),
+            events,
+            connection_state: ConnectionState::Disconnected,
+            config,
+        };
+        match device.saved.token.clone() {
+            Some(token) if !token.is_expired(now) => device.start_credentials(now, token),
+            _ => device.start_provisioning(now),
+        }
+        device.drive(now);
+        device
+    }
+
+    // ----- getters -----------------------------------------------------------------------
+
+    /// Workspace id, once registered.
+    pub fn workspace_id(&self) -> Option<&str> {
+        self.saved.workspace_id.as_deref()
+    }
+
+    /// Device id, once registered.
+    pub fn device_id(&self) -> Option<&str> {
+        self.saved.device_id.as_deref()
+    }
+
+    /// The desired properties and their version (from the saved copy until the first fetch).
+    pub fn desired_properties(&self) -> (&serde_json::Value, Option<u64>) {
+        self.twin.desired()
+    }
+
+    /// The reported properties the app has set.
+    pub fn reported_properties(&self) -> &serde_json::Value {
+        self.twin.reported()
+    }
+
+    /// True while a reported-properties change waits for the Platform's acknowledgement.
+    pub fn reported_properties_pending(&self) -> bool {
+        self.twin.pending_reported()
+    }
+
+    /// True once the twin was fetched on the current connection.
+    pub fn is_twin_synced(&self) -> bool {
+        self.twin.is_synced()
+    }
+
+    /// The operation waiting for approval, if any.
+    pub fn provisioning_operation(&self) -> Option<&ProvisioningOperation> {
+        match &self.phase {
+            Phase::Provisioning(p) => p.operation(),
+            _ => None,
+        }
+    }
+
+    /// Queue and connection figures.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            pending_count: self.outbox.pending_count(),
+            pending_bytes: self.outbox.pending_bytes(),
+            oldest_enqueued_at: self.outbox.oldest_enqueued_at(),
+            window_records: self.outbox.in_memory().0,
+            connection_state: self.connection_state,
+        }
+    }
+
+    /// The outbox origin id used in the `vdev-seq` property.
+    pub fn outbox_origin(&self) -> &str {
+        self.outbox.origin()
+    }
+
+    // ----- commands ----------------------------------------------------------------------
+
+    /// Queues a message. Returns its sequence number once it is accepted; it is durable when
+    /// the host has executed the resulting [`StoreRequest::Append`].
+    pub fn send(
+        &mut self,
+        now: u64,
+        stream: &StreamOptions,
+        options: &MessageOptions,
+        payload: Vec<u8>,
+    ) -> Result<Seq, SendError> {
+        self.enqueue(now, stream, options, Marker::Data, payload)
+    }
+
+    /// Queues the marker that closes batch `batch_id`.
+    pub fn enqueue_batch_completion(
+        &mut self,
+        now: u64,
+        stream: &StreamOptions,
+        batch_id: &str,
+    ) -> Result<Seq, SendError> {
+        let options = MessageOptions {
+            batch_id: Some(batch_id.to_owned()),
+            ..Default::default()
+        };
+        self.enqueue(now, stream, &options, Marker::CompleteBatch, Vec::new())
+    }
+
+    /// Queues the marker that closes message `message_id` of batch `batch_id`.
+    pub fn enqueue_message_completion(
+        &mut self,
+        now: u64,
+        stream: &StreamOptions,
+        batch_id: &str,
+        message_id: &str,
+    ) -> Result<Seq, SendError> {
+        let options = MessageOptions {
+            batch_id: Some(batch_id.to_owned()),
+            message_id: Some(message_id.to_owned()),
+            ..Default::default()
+        };
+        self.enqueue(now, stream, &options, Marker::CompleteMessage, Vec::new())
+    }
+
+    fn enqueue(
+        &mut self,
+        now: u64,
+        stream: &StreamOptions,
+        options: &MessageOptions,
+        marker: Marker,
+        payload: Vec<u8>,
+    ) -> Result<Seq, SendError> {
+        if matches!(self.phase, Phase::Stopped) {
+            return Err(SendError::Stopped);
+        }
+        let now = self.clamp(now);
+        let message = StoredMessage::build(
+            stream,
+            options,
+            marker,
+            payload,
+            self.config.upload_threshold,
+            now,
+        )?;
+        let seq = self.outbox.enqueue(message)?;
+        Ok(seq)
+    }
+
+    /// Merges `patch` (a JSON object, merge-patch semantics) into the reported properties; the
+    /// difference is sent when connected and kept across restarts until acknowledged.
+    pub fn update_reported_properties(
+        &mut self,
+        now: u64,
+        patch: serde_json::Value,
+    ) -> Result<(), TwinError> {
+        let now = self.clamp(now);
+        self.twin.update_reported(now, patch)?;
+        self.drive(now);
+        Ok(())
+    }
+
+    /// Disconnects and stops all activity; queued messages stay in the store.
+    pub fn stop(&mut self, now: u64) {
+        let now = self.clamp(now);
+        self.session.clear_params("device stopped");
+        self.phase = Phase::Stopped;
+        self.upload = None;
+        self.requests.clear();
+        self.set_connection_state(ConnectionState::Stopped);
+        self.drive(now);
+    }
+
+    // ----- inputs ------------------------------------------------------------------------
+
+    /// Feeds one input.
+    pub fn handle_input(&mut self, now: u64, input: Input<'_>) {
+        let now = self.clamp(now);
+        match input {
+            Input::Timeout => return self.handle_timeout(now),
+            Input::HttpResponse { id, response } => self.route_response(now, id, Ok(response)),
+            Input::HttpFailed { id, error } => self.route_response(now, id, Err(error)),
+            Input::Connected { conn } => self.session.handle_connected(now, conn),
+            Input::Received { conn, bytes } => self.session.handle_received(now, conn, bytes),
+            Input::Closed { conn, reason } => self.session.handle_closed(now, conn, &reason),
+            Input::Appended { first, last } => self.outbox.handle_appended(first, last),
+            Input::AppendFailed { first, last, error } => {
+                self.outbox.handle_append_failed(first, last, &error)
+            }
+            Input::Loaded { records } => self.outbox.handle_loaded(records),
+            Input::NetworkAvailable => self.session.reconnect_soon(now),
+        }
+        self.drive(now);
+    }
+
+    /// Lets time-driven work happen. Idempotent; calling it early does nothing.
+    pub fn handle_timeout(&mut self, now: u64) {
+        let now = self.clamp(now);
+        let expired: Vec<RequestId> = self
+            .requests
+            .iter()
+            .filter(|(_, (_, deadline))| *deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.route_response(now, id, Err("request timed out".into()));
+        }
+        match &mut self.phase {
+            Phase::Provisioning(p) => p.handle_timeout(now),
+            Phase::Registered(c) => c.handle_timeout(now),
+            Phase::Failed | Phase::Stopped => {}
+        }
+        self.session.handle_timeout(now);
+        self.twin.handle_timeout(now);
+        self.drive(now);
+    }
+
+    fn clamp(&mut self, now: u64) -> u64 {
+        // Time never goes backwards for the core, whatever the host's clock does.
+        self.now = self.now.max(now);
+        self.now
+    }
+
+    fn route_response(&mut self, now: u64, id: RequestId, response: Result<HttpResponse, String>) {
+        let Some((owner, _)) = self.requests.remove(&id) else {
+            return;
+        };
+        match (owner, &mut self.phase) {
+            (Owner::Provisioning, Phase::Provisioning(p)) => {
+                p.handle_response(now, &mut self.rng, response)
+            }
+            (Owner::Credentials, Phase::Registered(c)) => {
+                c.handle_response(now, &mut self.rng, response)
+            }
+            (Owner::Upload(seq), _) => {
+                if let Some(upload) = self.upload.as_mut().filter(|u| u.seq() == seq) {
+                    upload.handle_response(now, &mut self.rng, response);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // ----- output ------------------------------------------------------------------------
+
+    /// The next thing for the host to do. Call repeatedly until it returns [`Output::Timeout`].
+    pub fn poll_output(&mut self) -> Output {
+        if let Some(request) = self.outbox.poll_store() {
+            return Output::Store(request);
+        }
+        if self.save_pending {
+            self.save_pending = false;
+            let state = serde_json::to_vec(&self.saved).expect("saved state always serializes");
+            return Output::Store(StoreRequest::SaveState { state });
+        }
+        if let Some(output) = self.session.poll_output() {
+            return match output {
+                SessionOutput::Connect { conn, endpoint } => Output::Connect { conn, endpoint },
+                SessionOutput::Transmit { conn, bytes } => Output::Transmit { conn, bytes },
+                SessionOutput::Close { conn } => Output::Close { conn },
+            };
+        }
+        if let Some(request) = self.http_out.pop_front() {
+            return Output::Http(request);
+        }
+        if let Some(event) = self.events.pop_front() {
+            return Output::Event(event);
+        }
+        Output::Timeout(self.poll_timeout())
+    }
+
+    fn poll_timeout(&self) -> Option<u64> {
+        let phase = match &self.phase {
+            Phase::Provisioning(p) => p.poll_timeout(),
+            Phase::Registered(c) => c.poll_timeout(),
+            Phase::Failed | Phase::Stopped => None,
+        };
+        let requests = self.requests.values().map(|(_, deadline)| *deadline).min();
+        // An upload step can only run with a usable credential; until then it waits for one.
+        let upload = match &self.phase {
+            Phase::Registered(c) if c.connection().is_some_and(|i| !i.is_expired(self.now)) => {
+                self.upload.as_ref().and_then(Upload::poll_timeout)
+            }
+            _ => None,
+        };
+        [
+            phase,
+            requests,
+            self.session.poll_timeout(),
+            self.twin.poll_timeout(),
+            upload,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    // ----- moving results between sub-machines ---------------------------------------------
+
+    /// Moves results between the sub-machines until none has anything left to say.
+    fn drive(&mut self, now: u64) {
+        for _ in 0..1_000 {
+            let mut progressed = self.drive_phase(now);
+            progressed |= self.drive_session(now);
+            progressed |= self.publish_ready(now);
+            progressed |= self.drive_twin(now);
+            progressed |= self.drive_upload(now);
+            while let Some(outcome) = self.outbox.poll_outcome() {
+                progressed = true;
+                self.events.push_back(match outcome {
+                    Outcome::Delivered(seq) => Event::MessageDelivered { seq },
+                    Outcome::Rejected(seq, reason) => Event::MessageRejected { seq, reason },
+                });
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn drive_phase(&mut self, now: u64) -> bool {
+        let mut progressed = false;
+        match &mut self.phase {
+            Phase::Provisioning(p) => {
+                if let Some(call) = p.poll_call() {
+                    self.issue(now, Owner::Provisioning, call);
+                    return true;
+                }
+                if let Some(event) = p.poll_event() {
+                    self.on_provisioning_event(now, event);
+                    return true;
+                }
+            }
+            Phase::Registered(c) => {
+                if let Some(call) = c.poll_call() {
+                    self.issue(now, Owner::Credentials, call);
+                    return true;
+                }
+                if let Some(event) = c.poll_event() {
+                    self.on_credentials_event(now, event);
+                    progressed = true;
+                }
+            }
+            Phase::Failed | Phase::Stopped => {}
+        }
+        progressed
+    }
+
+    fn issue(&mut self, now: u64, owner: Owner, call: HttpCall) {
+        let id = RequestId(self.next_request_id);
+        self.next_request_id += 1;
+        // Large uploads get time in proportion to their size (at 64 KB/s at worst).
+        let deadline = now + self.config.http_timeout_ms + call.body.len() as u64 / 64;
+        self.requests.insert(id, (owner, deadline));
+        self.http_out.push_back(HttpRequest {
+            id,
+            method: call.method,
+            url: call.url,
+            headers: call.headers,
+            body: call.body,
+            deadline,
+        });
+    }
+
+    fn on_provisioning_event(&mut self, now: u64, event: ProvisioningEvent) {
+        match event {
+            ProvisioningEvent::Operation(op) => {
+                self.saved.operation = Some(op.clone());
+                self.save_pending = true;
+                self.events.push_back(Event::ProvisioningOperation(op));
+            }
+            ProvisioningEvent::Completed(token) => {
+                self.saved.operation = None;
+                self.saved.token = Some(token.clone());
+                self.save_pending = true;
+                self.start_credentials(now, token);
+            }
+            ProvisioningEvent::Failed(error) => {
+                self.saved.operation = None;
+                self.save_pending = true;
+                self.phase = Phase::Failed;
+                self.set_connection_state(ConnectionState::Failed);
+                self.events.push_back(Event::ProvisioningFailed(error));
+            }
+        }
+    }
+
+    fn on_credentials_event(&mut self, now: u64, event: CredentialsEvent) {
+        match event {
+            CredentialsEvent::TokenChanged(token) => {
+                self.saved.token = Some(token);
+                self.save_pending = true;
+            }
+            CredentialsEvent::Registered(info) => self.on_registered(now, info),
+            CredentialsEvent::NeedsProvisioning => {
+                self.saved.token = None;
+                self.save_pending = true;
+                self.session
+                    .clear_params("registration token is no longer valid");
+                self.start_provisioning(now);
+            }
+        }
+    }
+
+    fn on_registered(&mut self, now: u64, info: ConnectionInfo) {
+        let identity_changed = self.saved.workspace_id.as_deref() != Some(&info.workspace_id)
+            || self.saved.device_id.as_deref() != Some(&info.device_id);
+        if identity_changed {
+            // Another device's twin means nothing to this one.
+            if self.saved.device_id.is_some() {
+                self.twin = Twin::new(self.config.twin, TwinState::default());
+            }
+            self.saved.workspace_id = Some(info.workspace_id.clone());
+            self.saved.device_id = Some(info.device_id.clone());
+            self.save_pending = true;
+        }
+        self.events.push_back(Event::Registered {
+            workspace_id: info.workspace_id.clone(),
+            device_id: info.device_id.clone(),
+        });
+        let client_id = info.client_id();
+        let params = ConnectParams {
+            endpoint: endpoint_for(&info, self.config.transport),
+            username: info.username(),
+            password: info.shared_access_signature.clone(),
+            subscriptions: vec![
+                ("$iothub/twin/res/#".into(), QoS::AtMostOnce),
+                (
+                    "$iothub/twin/PATCH/properties/desired/#".into(),
+                    QoS::AtMostOnce,
+                ),
+                (
+                    format!("devices/{client_id}/messages/devicebound/#"),
+                    QoS::AtLeastOnce,
+                ),
+            ],
+            client_id,
+            expires_at: info.sas_expires_at,
+        };
+        self.session.set_params(now, params);
+    }
+
+    fn start_provisioning(&mut self, now: u64) {
+        self.requests
+            .retain(|_, (owner, _)| *owner != Owner::Credentials);
+        let request = ProvisioningRequest {
+            instance_url: self.config.instance_url.clone(),
+            provisioning_token: self.config.provisioning_token.clone(),
+            device_id: self.config.device_id.as_ref().map(|d| d.to_string()),
+            parameters: self.config.provisioning_parameters.clone(),
+            poll_interval_ms: self.config.provisioning_poll_interval_ms,
+        };
+        let saved = self.saved.operation.clone();
+        self.phase = Phase::Provisioning(Box::new(Provisioning::new(
+            now,
+            request,
+            self.config.backoff,
+            saved,
+        )));
+        self.set_connection_state(ConnectionState::Provisioning);
+    }
+
+    fn start_credentials(&mut self, now: u64, token: RegistrationToken) {
+        self.requests
+            .retain(|_, (owner, _)| *owner != Owner::Provisioning);
+        self.phase = Phase::Registered(Box::new(Credentials::new(
+            now,
+            self.config.instance_url.clone(),
+            self.config.provisioning_token.clone(),
+            token,
+            self.config.backoff,
+        )));
+        self.set_connection_state(ConnectionState::Disconnected);
+    }
+
+    fn set_connection_state(&mut self, state: ConnectionState) {
+        if self.connection_state != state {
+            self.connection_state = state;
+            self.events.push_back(Event::ConnectionStateChanged(state));
+        }
+    }
+
+    fn drive_session(&mut self, now: u64) -> bool {
+        let Some(event) = self.session.poll_event() else {
+            return false;
+        };
+        match event {
+            SessionEvent::Connecting => self.set_connection_state(ConnectionState::Connecting),
+            SessionEvent::Ready => {
+                self.set_connection_state(ConnectionState::Connected);
+                self.twin.on_session_ready(now);
+            }
+            SessionEvent::Lost { .. } => {
+                self.in_flight.clear();
+                self.outbox.handle_connection_lost();
+                self.twin.on_session_lost();
+                if matches!(
+                    self.connection_state,
+                    ConnectionState::Connected | ConnectionState::Connecting
+                ) {
+                    self.set_connection_state(ConnectionState::Disconnected);
+                }
+            }
+            SessionEvent::Refused(
+                ConnectReturnCode::BadUserNameOrPassword | ConnectReturnCode::NotAuthorized,
+            ) => {
+                if let Phase::Registered(c) = &mut self.phase {
+                    c.renew_now(now);
+                }
+            }
+            SessionEvent::Refused(_) => {}
+            SessionEvent::CredentialExpired => {
+                if let Phase::Registered(c) = &mut self.phase {
+                    c.renew_now(now);
+                }
+            }
+            SessionEvent::Incoming(publish) => {
+                if !self
+                    .twin
+                    .handle_publish(now, &publish.topic, &publish.payload)
+                    && let Some((_, properties)) = publish.topic.split_once("/devicebound/")
+                {
+                    self.events.push_back(Event::CloudToDeviceMessage {
+                        properties: properties.to_owned(),
+                        payload: publish.payload,
+                    });
+                }
+            }
+            SessionEvent::Acked(packet_id) => {
+                if let Some(seq) = self.in_flight.remove(&packet_id) {
+                    self.outbox.handle_delivered(seq);
+                }
+            }
+        }
+        true
+    }
+
+    /// Publishes queued messages while the session has room, in order.
+    fn publish_ready(&mut self, now: u64) -> bool {
+        let mut progressed = false;
+        while self.session.can_publish() {
+            let Some(next) = self.outbox.next_publishable() else {
+                break;
+            };
+            let seq = next.seq;
+            if next.message.externalize && next.uploaded.is_none() {
+                if self.upload.is_none() {
+                    let payload = next.message.payload.clone();
+                    self.upload = Some(Upload::new(
+                        now,
+                        seq,
+                        self.outbox.origin(),
+                        payload,
+                        self.config.backoff,
+                    ));
+                    progressed = true;
+                }
+                break;
+            }
+            let seq_tag = format!("{}.{}", self.outbox.origin(), seq);
+            let externalized = next.uploaded.is_some();
+            let bag = encode_property_bag(&next.message.wire_properties(externalized, &seq_tag));
+            let topic = format!(
+                "devices/{}:{}/messages/events/{bag}",
+                self.saved.workspace_id.as_deref().unwrap_or_default(),
+                self.saved.device_id.as_deref().unwrap_or_default(),
+            );
+            let payload = match next.uploaded {
+                Some(blob) => serde_json::json!({ "link": blob }).to_string().into_bytes(),
+                None => next.message.payload.clone(),
+            };
+            let dup = next.dup;
+            match self.session.publish(now, topic, payload, dup) {
+                Ok(packet_id) => {
+                    self.in_flight.insert(packet_id, seq);
+                    self.outbox.mark_in_flight(seq);
+                }
+                Err(error) => self
+                    .outbox
+                    .reject(seq, RejectReason::Unencodable(error.to_string())),
+            }
+            progressed = true;
+        }
+        progressed
+    }
+
+    fn drive_twin(&mut self, now: u64) -> bool {
+        let mut progressed = false;
+        while self.session.is_ready() {
+            let Some(publish) = self.twin.poll_publish() else {
+                break;
+            };
+            self.session
+                .publish_qos0(now, publish.topic, publish.payload);
+            progressed = true;
+        }
+        while let Some(event) = self.twin.poll_event() {
+            progressed = true;
+            self.events.push_back(match event {
+                TwinEvent::DesiredChanged {
+                    properties,
+                    version,
+                } => Event::DesiredPropertiesChanged {
+                    properties,
+                    version,
+                },
+                TwinEvent::ReportedAcknowledged { .. } => Event::ReportedPropertiesAcknowledged,
+                TwinEvent::ReportedRejected { status } => {
+                    Event::ReportedPropertiesRejected { status }
+                }
+            });
+        }
+        if self.twin.take_state_dirty() {
+            self.saved.twin = self.twin.state().clone();
+            self.save_pending = true;
+            progressed = true;
+        }
+        progressed
+    }
+
+    fn drive_upload(&mut self, now: u64) -> bool {
+        let Some(upload) = self.upload.as_mut() else {
+            return false;
+        };
+        let connection = match &self.phase {
+            Phase::Registered(c) => c.connection(),
+            _ => None,
+        };
+        upload.handle_timeout(now, connection);
+        let seq = upload.seq();
+        if let Some(call) = upload.poll_call() {
+            self.issue(now, Owner::Upload(seq), call);
+            return true;
+        }
+        let Some(event) = upload.poll_event() else {
+            return false;
+        };
+        match event {
+            UploadEvent::Uploaded { seq, blob_name } => {
+                self.upload = None;
+                self.outbox.mark_uploaded(seq, blob_name);
+            }
+            UploadEvent::Refused { seq, reason } => {
+                self.upload = None;
+                self.outbox.reject(seq, RejectReason::UploadRefused(reason));
+            }
+            UploadEvent::NeedsCredentials => {
+                if let Phase::Registered(c) = &mut self.phase {
+                    c.renew_now(now);
+                }
+            }
+        }
+        true
+    }
+}
+
+fn endpoint_for(info: &ConnectionInfo, transport: Transport) -> Endpoint {
+    let tls = || {
+        info.endpoints
+            .mqtt_tls
+            .as_deref()
+            .and_then(split_host_port)
+            .map(|(host, port)| Endpoint::Tls { host, port })
+            .unwrap_or_else(|| Endpoint::Tls {
+                host: info.host_name.clone(),
+                port: 8883,
+            })
+    };
+    match transport {
+        Transport::Tcp => info
+            .endpoints
+            .mqtt_tcp
+            .as_deref()
+            .and_then(split_host_port)
+            .map(|(host, port)| Endpoint::Tcp { host, port })
+            .unwrap_or_else(tls),
+        Transport::Tls => tls(),
+        Transport::WebSocket => Endpoint::WebSocket {
+            url: info
+                .endpoints
+                .web_socket
+                .clone()
+                .unwrap_or_else(|| format!("wss://{}/$iothub/websocket", info.host_name)),
+        },
+    }
+}
+
+fn split_host_port(address: &str) -> Option<(String, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some((host.to_owned(), port.parse().ok()?))
+}

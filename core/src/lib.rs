@@ -1,0 +1,119 @@
+//! # vdev-core
+//!
+//! The whole logic of the vdev device SDK — provisioning, Registration Token lifetime, the MQTT
+//! session, the durable outbox, the twin, large-message uploads and backoff — as a pure state
+//! machine. It does **no I/O, reads no clock, draws no random numbers and takes no locks**: the
+//! host (browser, WASI component, native test driver) feeds it inputs stamped with the current
+//! time and performs the outputs it asks for. One code path serves every host, and the whole
+//! device can be run inside a deterministic simulator.
+//!
+//! ## Run loop
+//!
+//! After **any** call that changes the device (an input, a timeout, a command such as
+//! [`Device::send`]), poll [`Device::poll_output`] until it returns [`Output::Timeout`]:
+//!
+//! 1. Create the [`Device`] with its configuration, the time, 32 random bytes and what the
+//!    store holds ([`OutboxMeta`] and the saved state blob).
+//! 2. Drain outputs: perform [`Output::Http`], [`Output::Connect`], [`Output::Transmit`],
+//!    [`Output::Close`] and [`Output::Store`] (store requests in order), show
+//!    [`Output::Event`]s to the app.
+//! 3. On [`Output::Timeout`], arm one timer for that deadline.
+//! 4. When something happens — a response, bytes, a closed connection, a finished store
+//!    operation, the timer — call [`Device::handle_input`] (or [`Device::handle_timeout`]) with
+//!    the current time, then go to 2.
+//!
+//! ```no_run
+//! use vdev_core::{Device, DeviceConfig, Input, MemoryStore, Output};
+//!
+//! fn now() -> u64 {
+//!     // The host's clock: milliseconds since the Unix epoch.
+//!     # 1_800_000_000_000
+//! }
+//!
+//! let mut store = MemoryStore::new("k3x9q2");
+//! let config = DeviceConfig::new("http://127.0.0.1:8080", "provisioning-token");
+//! let mut device = Device::new(config, now(), [7; 32], &store.meta(), store.state());
+//! let seq = device
+//!     .send(now(), &Default::default(), &Default::default(), b"21.5".to_vec())
+//!     .expect("the outbox has room");
+//! loop {
+//!     match device.poll_output() {
+//!         Output::Store(request) => {
+//!             if let Some(answer) = store.execute(request) {
+//!                 device.handle_input(now(), answer);
+//!             }
+//!         }
+//!         Output::Event(event) => println!("message {seq}: {event:?}"),
+//!         Output::Timeout(deadline) => {
+//!             // Sleep until `deadline` or until I/O is ready, feed what happened, then:
+//!             let _ = deadline;
+//!             device.handle_input(now(), Input::Timeout);
+//!         }
+//!         // Perform HTTP requests and socket operations, answering with `handle_input`.
+//!         _ => {}
+//!     }
+//! }
+//! ```
+//!
+//! ## Design
+//!
+//! There are no callbacks: a callback would need shared ownership of the device, which means
+//! `Rc<RefCell<..>>` or locks, and re-entrancy bugs when the callback calls back in. Instead
+//! everything the core wants to happen is a value the host polls, as in quinn-proto and str0m.
+//! Time is an argument and never goes backwards inside the core (an earlier `now` is clamped).
+//! Randomness comes from the host's seed, so a simulation run is reproducible from its seed.
+//!
+//! ## Panics, errors and unwraps
+//!
+//! Input from the network, the Platform, the store and the app never panics: malformed packets
+//! close the connection, bad JSON is retried or reported, unreadable records are rejected with
+//! a reason. Every `expect` in the crate names the invariant that makes it unreachable.
+//!
+//! ## Durability
+//!
+//! [`Device::send`] returns a sequence number; the message is durable once the host has
+//! executed the [`StoreRequest::Append`] it produces (the host resolves the app's promise
+//! then). Only durable messages are published. Every message ends with
+//! [`Event::MessageDelivered`] or [`Event::MessageRejected`].
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+#![deny(missing_debug_implementations)]
+
+mod backoff;
+mod config;
+mod connection_string;
+mod device;
+mod http;
+mod identity;
+mod message;
+pub mod mqtt;
+mod outbox;
+mod property_bag;
+mod provisioning;
+mod retry_after;
+mod rng;
+mod store;
+mod timespan;
+mod timestamp;
+mod token;
+mod twin;
+mod upload;
+
+pub use backoff::BackoffConfig;
+pub use config::{DeviceConfig, Transport};
+pub use connection_string::{ConnectionString, ConnectionStringError};
+pub use device::{ConnectionState, Device, Event, Input, Output, SendError, Stats};
+pub use http::{HttpRequest, HttpResponse, Method, RequestId};
+pub use identity::{DEVICE_ID_MAX_LEN, DEVICE_ID_MIN_LEN, DeviceId, DeviceIdError};
+pub use message::{Compression, MessageError, MessageOptions, RecordError, StreamOptions};
+pub use mqtt::session::{ConnectionId, Endpoint, SessionConfig};
+pub use outbox::{OutboxError, OutboxLimits, RejectReason};
+pub use property_bag::{PropertyBagError, decode_property_bag, encode_property_bag};
+pub use provisioning::{ProvisioningError, ProvisioningOperation};
+pub use retry_after::{MAX_RETRY_AFTER_MS, parse_retry_after};
+pub use store::{MemoryStore, OutboxMeta, Record, Seq, StoreError, StoreRequest};
+pub use timespan::{TimeSpanError, format_timespan, parse_timespan};
+pub use timestamp::{TimestampError, format_rfc3339, parse_rfc3339};
+pub use token::{ConnectionInfo, GatewayEndpoints, RegistrationToken};
+pub use twin::{TwinConfig, TwinError, TwinState, merge_patch_diff};

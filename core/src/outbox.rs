@@ -1,0 +1,624 @@
+//! The outbox: sequence numbers, durability, the bounded in-memory window over the host's
+//! store, delivery order, acknowledgements and the outcome of every message.
+//!
+//! Invariants (checked by the simulator):
+//! - a message is published only after the host confirmed its append, and in sequence order;
+//! - the window holds a contiguous run `[window front, load_from)` of the stored sequence
+//!   numbers; everything at or above `load_from` is in the store but not in memory, so a backlog
+//!   of any size costs only the window's memory;
+//! - after a reconnect, the messages that were in flight are at the front of the window and go
+//!   first, in order;
+//! - every message ends with exactly one outcome: delivered, or rejected with a reason.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use thiserror::Error;
+
+use crate::message::StoredMessage;
+use crate::store::{OutboxMeta, Record, Seq, StoreError, StoreRequest};
+
+/// Bounds of the outbox, with the policy that applies when they are reached.
+///
+/// When either limit would be exceeded, `send` fails with [`OutboxError::Full`] and the message
+/// is not stored; messages already stored are never dropped to make room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxLimits {
+    /// Most messages stored at once.
+    pub max_messages: u64,
+    /// Most bytes of stored records at once.
+    pub max_bytes: u64,
+    /// Most records kept in memory (the window over the store).
+    pub window_records: usize,
+    /// Byte budget of the records kept in memory (at least one record is always kept).
+    pub window_bytes: usize,
+}
+
+impl Default for OutboxLimits {
+    fn default() -> Self {
+        Self {
+            max_messages: 10_000_000,
+            max_bytes: 1 << 30,
+            window_records: 256,
+            window_bytes: 4 << 20,
+        }
+    }
+}
+
+/// Why a message was not accepted into the outbox.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OutboxError {
+    /// Storing the message would exceed a limit of [`OutboxLimits`].
+    #[error(
+        "outbox is full: {count} messages, {bytes} bytes stored (limits: {max_messages} messages, {max_bytes} bytes)"
+    )]
+    Full {
+        /// Messages stored now.
+        count: u64,
+        /// Bytes stored now.
+        bytes: u64,
+        /// The message limit.
+        max_messages: u64,
+        /// The byte limit.
+        max_bytes: u64,
+    },
+}
+
+/// Why a stored message will never be delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// The host's store failed to append it; `send` reported the same error.
+    #[error("not stored: {0}")]
+    NotStored(StoreError),
+    /// The stored record could not be read back.
+    #[error("stored record is unreadable: {0}")]
+    Corrupt(String),
+    /// The Platform refused the payload upload for good.
+    #[error("upload refused by the platform: {0}")]
+    UploadRefused(String),
+    /// The message does not fit in an MQTT packet.
+    #[error("message cannot be encoded: {0}")]
+    Unencodable(String),
+}
+
+/// The final outcome of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Delivered(Seq),
+    Rejected(Seq, RejectReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotState {
+    /// Appended by the app; the host has not confirmed durability yet.
+    Storing,
+    /// Durable, waiting its turn.
+    Ready,
+    /// Published, waiting for PUBACK.
+    InFlight,
+    /// Delivered or rejected; removed from the front when everything before it is.
+    Done,
+}
+
+#[derive(Debug)]
+struct Slot {
+    seq: Seq,
+    state: SlotState,
+    size: usize,
+    message: Result<StoredMessage, RejectReason>,
+    /// Blob name once the payload was uploaded (externalized messages only).
+    uploaded: Option<String>,
+    /// Published at least once on some connection: set DUP when it goes again.
+    sent_before: bool,
+}
+
+/// A message at the head of the queue that may be published now.
+#[derive(Debug)]
+pub(crate) struct Publishable<'a> {
+    pub(crate) seq: Seq,
+    pub(crate) message: &'a StoredMessage,
+    pub(crate) uploaded: Option<&'a str>,
+    pub(crate) dup: bool,
+}
+
+/// A load request waiting for its answer.
+#[derive(Debug, Clone, Copy)]
+struct PendingLoad {
+    /// `next_seq` when the load was requested.
+    target: Seq,
+    max_count: usize,
+    max_bytes: usize,
+}
+
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    limits: OutboxLimits,
+    origin: String,
+    next_seq: Seq,
+    count: u64,
+    bytes: u64,
+    window: VecDeque<Slot>,
+    window_size: usize,
+    /// Lowest sequence number that is neither in the window nor delivered.
+    load_from: Seq,
+    /// The outstanding load, if any.
+    loading: Option<PendingLoad>,
+    appends: Vec<Record>,
+    /// Record sizes of appends the host has not confirmed yet.
+    unconfirmed: BTreeMap<Seq, usize>,
+    removals: Vec<Seq>,
+    outcomes: VecDeque<Outcome>,
+}
+
+impl Outbox {
+    pub(crate) fn new(limits: OutboxLimits, meta: &OutboxMeta) -> Self {
+        Self {
+            limits,
+            origin: meta.origin.clone(),
+            next_seq: meta.next_seq,
+            count: meta.count,
+            bytes: meta.bytes,
+            window: VecDeque::new(),
+            window_size: 0,
+            load_from: if meta.count == 0 { meta.next_seq } else { 0 },
+            loading: None,
+            appends: Vec::new(),
+            unconfirmed: BTreeMap::new(),
+            removals: Vec::new(),
+            outcomes: VecDeque::new(),
+        }
+    }
+
+    pub(crate) fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Accepts a message; it is published once the host confirms the append.
+    pub(crate) fn enqueue(&mut self, message: StoredMessage) -> Result<Seq, OutboxError> {
+        let data = message.encode();
+        let size = data.len();
+        if self.count + 1 > self.limits.max_messages
+            || self.bytes + size as u64 > self.limits.max_bytes
+        {
+            return Err(OutboxError::Full {
+                count: self.count,
+                bytes: self.bytes,
+                max_messages: self.limits.max_messages,
+                max_bytes: self.limits.max_bytes,
+            });
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.count += 1;
+        self.bytes += size as u64;
+        // Straight into the window when nothing older waits in the store and there is room:
+        // a live stream never needs a round trip through storage.
+        if self.load_from == seq && self.loading.is_none() && self.has_room() {
+            self.push_slot(seq, SlotState::Storing, size, Ok(message));
+            self.load_from = seq + 1;
+        }
+        self.unconfirmed.insert(seq, size);
+        self.appends.push(Record { seq, data });
+        Ok(seq)
+    }
+
+    fn has_room(&self) -> bool {
+        self.window.is_empty()
+            || (self.window.len() < self.limits.window_records
+                && self.window_size < self.limits.window_bytes)
+    }
+
+    fn push_slot(
+        &mut self,
+        seq: Seq,
+        state: SlotState,
+        size: usize,
+        message: Result<StoredMessage, RejectReason>,
+    ) {
+        self.window_size += size;
+        self.window.push_back(Slot {
+            seq,
+            state,
+            size,
+            message,
+            uploaded: None,
+            sent_before: false,
+        });
+    }
+
+    /// The host confirmed that `first..=last` are durable.
+    pub(crate) fn handle_appended(&mut self, first: Seq, last: Seq) {
+        self.unconfirmed
+            .retain(|seq, _| !(first..=last).contains(seq));
+        for slot in &mut self.window {
+            if (first..=last).contains(&slot.seq) && slot.state == SlotState::Storing {
+                slot.state = SlotState::Ready;
+            }
+        }
+    }
+
+    /// The host could not store `first..=last`: they are rejected and forgotten.
+    pub(crate) fn handle_append_failed(&mut self, first: Seq, last: Seq, error: &StoreError) {
+        for seq in first..=last {
+            // Only appends still waiting for an answer can fail; anything else is a host bug
+            // that must not corrupt the accounting.
+            let Some(size) = self.unconfirmed.remove(&seq) else {
+                continue;
+            };
+            if let Some(index) = self.window.iter().position(|s| s.seq == seq) {
+                let slot = self.window.remove(index).expect("index was just found");
+                self.window_size -= slot.size;
+            }
+            self.count = self.count.saturating_sub(1);
+            self.bytes = self.bytes.saturating_sub(size as u64);
+            self.outcomes.push_back(Outcome::Rejected(
+                seq,
+                RejectReason::NotStored(error.clone()),
+            ));
+        }
+    }
+
+    /// Records loaded from the store, in answer to the outstanding load.
+    pub(crate) fn handle_loaded(&mut self, records: Vec<Record>) {
+        let Some(load) = self.loading.take() else {
+            return;
+        };
+        let exhausted = records.len() < load.max_count
+            && records.iter().map(|r| r.data.len()).sum::<usize>() < load.max_bytes;
+        for record in records {
+            // A load answer may overlap what the window already has; keep order strict.
+            if record.seq < self.load_from {
+                continue;
+            }
+            let message = StoredMessage::decode(&record.data)
+                .map_err(|error| RejectReason::Corrupt(error.to_string()));
+            self.push_slot(record.seq, SlotState::Ready, record.data.len(), message);
+            self.load_from = record.seq + 1;
+        }
+        if exhausted {
+            // Nothing else existed below `target` when the store answered.
+            self.load_from = self.load_from.max(load.target);
+        }
+        self.reject_corrupt_front();
+    }
+
+    fn reject_corrupt_front(&mut self) {
+        for slot in &mut self.window {
+            if slot.state == SlotState::Ready
+                && let Err(reason) = &slot.message
+            {
+                slot.state = SlotState::Done;
+                self.outcomes
+                    .push_back(Outcome::Rejected(slot.seq, reason.clone()));
+                self.removals.push(slot.seq);
+            }
+        }
+        self.pop_done();
+    }
+
+    fn load_request_size(&self) -> (usize, usize) {
+        let count = self.limits.window_records.saturating_sub(self.window.len());
+        let bytes = self.limits.window_bytes.saturating_sub(self.window_size);
+        (count.max(1), bytes.max(1))
+    }
+
+    /// The next message to publish, if the one at the head of the order is ready.
+    pub(crate) fn next_publishable(&self) -> Option<Publishable<'_>> {
+        let slot = self
+            .window
+            .iter()
+            .find(|slot| slot.state != SlotState::InFlight && slot.state != SlotState::Done)?;
+        if slot.state != SlotState::Ready {
+            return None;
+        }
+        Some(Publishable {
+            seq: slot.seq,
+            message: slot.message.as_ref().ok()?,
+            uploaded: slot.uploaded.as_deref(),
+            dup: slot.sent_before,
+        })
+    }
+
+    pub(crate) fn mark_uploaded(&mut self, seq: Seq, blob_name: String) {
+        if let Some(slot) = self.slot_mut(seq) {
+            slot.uploaded = Some(blob_name);
+        }
+    }
+
+    pub(crate) fn mark_in_flight(&mut self, seq: Seq) {
+        if let Some(slot) = self.slot_mut(seq) {
+            slot.state = SlotState::InFlight;
+            slot.sent_before = true;
+        }
+    }
+
+    /// The Platform acknowledged `seq`.
+    pub(crate) fn handle_delivered(&mut self, seq: Seq) {
+        self.finish(seq, Outcome::Delivered(seq));
+    }
+
+    /// `seq` will never be delivered.
+    pub(crate) fn reject(&mut self, seq: Seq, reason: RejectReason) {
+        self.finish(seq, Outcome::Rejected(seq, reason));
+    }
+
+    fn finish(&mut self, seq: Seq, outcome: Outcome) {
+        let Some(slot) = self.slot_mut(seq) else {
+            return;
+        };
+        if slot.state == SlotState::Done {
+            return;
+        }
+        slot.state = SlotState::Done;
+        self.removals.push(seq);
+        self.outcomes.push_back(outcome);
+        self.pop_done();
+    }
+
+    fn pop_done(&mut self) {
+        while self
+            .window
+            .front()
+            .is_some_and(|slot| slot.state == SlotState::Done)
+        {
+            let slot = self.window.pop_front().expect("front exists");
+            self.window_size -= slot.size;
+            self.count = self.count.saturating_sub(1);
+            self.bytes = self.bytes.saturating_sub(slot.size as u64);
+        }
+    }
+
+    /// The connection dropped: whatever was in flight goes again, first, in order.
+    pub(crate) fn handle_connection_lost(&mut self) {
+        for slot in &mut self.window {
+            if slot.state == SlotState::InFlight {
+                slot.state = SlotState::Ready;
+            }
+        }
+    }
+
+    fn slot_mut(&mut self, seq: Seq) -> Option<&mut Slot> {
+        let front = self.window.front()?.seq;
+        // The window is sorted by sequence; search instead of indexing since there may be gaps.
+        if seq < front {
+            return None;
+        }
+        let index = self.window.binary_search_by_key(&seq, |s| s.seq).ok()?;
+        self.window.get_mut(index)
+    }
+
+    /// The next storage operation to perform, if any.
+    #[must_use]
+    pub(crate) fn poll_store(&mut self) -> Option<StoreRequest> {
+        if !self.appends.is_empty() {
+            return Some(StoreRequest::Append {
+                records: std::mem::take(&mut self.appends),
+            });
+        }
+        if !self.removals.is_empty() {
+            let mut seqs = std::mem::take(&mut self.removals);
+            seqs.sort_unstable();
+            return Some(StoreRequest::Remove { seqs });
+        }
+        if self.loading.is_none() && self.load_from < self.next_seq && self.has_room() {
+            let (max_count, max_bytes) = self.load_request_size();
+            self.loading = Some(PendingLoad {
+                target: self.next_seq,
+                max_count,
+                max_bytes,
+            });
+            return Some(StoreRequest::Load {
+                from: self.load_from,
+                max_count,
+                max_bytes,
+            });
+        }
+        None
+    }
+
+    #[must_use]
+    pub(crate) fn poll_outcome(&mut self) -> Option<Outcome> {
+        self.outcomes.pop_front()
+    }
+
+    /// Messages stored and not yet delivered or rejected.
+    pub(crate) fn pending_count(&self) -> u64 {
+        self.count
+    }
+
+    /// Bytes of the records stored and not yet delivered or rejected.
+    pub(crate) fn pending_bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Enqueue time of the oldest undelivered message, when it is in memory.
+    pub(crate) fn oldest_enqueued_at(&self) -> Option<u64> {
+        self.window
+            .iter()
+            .find(|s| s.state != SlotState::Done)
+            .and_then(|s| s.message.as_ref().ok())
+            .map(|m| m.enqueued_at)
+    }
+
+    pub(crate) fn in_memory(&self) -> (usize, usize) {
+        (self.window.len(), self.window_size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Marker, StreamOptions};
+    use crate::store::MemoryStore;
+
+    fn message(n: u8) -> StoredMessage {
+        StoredMessage::build(
+            &StreamOptions::default(),
+            &Default::default(),
+            Marker::Data,
+            vec![n; 8],
+            usize::MAX,
+            0,
+        )
+        .unwrap()
+    }
+
+    fn drain(outbox: &mut Outbox, store: &mut MemoryStore) {
+        while let Some(request) = outbox.poll_store() {
+            match store.execute(request) {
+                Some(crate::Input::Appended { first, last }) => outbox.handle_appended(first, last),
+                Some(crate::Input::Loaded { records }) => outbox.handle_loaded(records),
+                _ => {}
+            }
+        }
+    }
+
+    fn publish_all(outbox: &mut Outbox) -> Vec<Seq> {
+        let mut sent = Vec::new();
+        while let Some(p) = outbox.next_publishable() {
+            let seq = p.seq;
+            outbox.mark_in_flight(seq);
+            sent.push(seq);
+        }
+        sent
+    }
+
+    #[test]
+    fn nothing_is_published_before_it_is_durable() {
+        let mut store = MemoryStore::new("o");
+        let mut outbox = Outbox::new(OutboxLimits::default(), &store.meta());
+        outbox.enqueue(message(1)).unwrap();
+        assert!(outbox.next_publishable().is_none());
+        drain(&mut outbox, &mut store);
+        assert_eq!(publish_all(&mut outbox), [0]);
+    }
+
+    #[test]
+    fn a_backlog_larger_than_the_window_drains_in_order_with_bounded_memory() {
+        let limits = OutboxLimits {
+            window_records: 4,
+            ..Default::default()
+        };
+        let mut store = MemoryStore::new("o");
+        let mut outbox = Outbox::new(limits, &store.meta());
+        for n in 0..50 {
+            outbox.enqueue(message(n)).unwrap();
+        }
+        drain(&mut outbox, &mut store);
+        let mut delivered = Vec::new();
+        loop {
+            drain(&mut outbox, &mut store);
+            assert!(outbox.in_memory().0 <= 4);
+            let sent = publish_all(&mut outbox);
+            if sent.is_empty() {
+                break;
+            }
+            for seq in sent {
+                outbox.handle_delivered(seq);
+                delivered.push(seq);
+            }
+        }
+        assert_eq!(delivered, (0..50).collect::<Vec<_>>());
+        drain(&mut outbox, &mut store);
+        assert_eq!(store.meta().count, 0);
+        assert_eq!(outbox.pending_count(), 0);
+    }
+
+    #[test]
+    fn in_flight_messages_go_first_after_a_reconnect() {
+        let mut store = MemoryStore::new("o");
+        let mut outbox = Outbox::new(OutboxLimits::default(), &store.meta());
+        for n in 0..5 {
+            outbox.enqueue(message(n)).unwrap();
+        }
+        drain(&mut outbox, &mut store);
+        assert_eq!(publish_all(&mut outbox), [0, 1, 2, 3, 4]);
+        outbox.handle_delivered(1);
+        outbox.handle_connection_lost();
+        let again: Vec<(Seq, bool)> = std::iter::from_fn(|| {
+            let p = outbox.next_publishable()?;
+            let item = (p.seq, p.dup);
+            outbox.mark_in_flight(item.0);
+            Some(item)
+        })
+        .collect();
+        assert_eq!(again, [(0, true), (2, true), (3, true), (4, true)]);
+    }
+
+    #[test]
+    fn restart_resumes_from_the_store() {
+        let mut store = MemoryStore::new("o");
+        let mut outbox = Outbox::new(OutboxLimits::default(), &store.meta());
+        for n in 0..3 {
+            outbox.enqueue(message(n)).unwrap();
+        }
+        drain(&mut outbox, &mut store);
+        publish_all(&mut outbox);
+        outbox.handle_delivered(0);
+        drain(&mut outbox, &mut store);
+        let mut restarted = Outbox::new(OutboxLimits::default(), &store.meta());
+        drain(&mut restarted, &mut store);
+        assert_eq!(publish_all(&mut restarted), [1, 2]);
+        assert_eq!(restarted.enqueue(message(9)).unwrap(), 3);
+    }
+
+    #[test]
+    fn full_outbox_refuses_without_touching_stored_messages() {
+        let limits = OutboxLimits {
+            max_messages: 2,
+            ..Default::default()
+        };
+        let mut store = MemoryStore::new("o");
+        let mut outbox = Outbox::new(limits, &store.meta());
+        outbox.enqueue(message(0)).unwrap();
+        outbox.enqueue(message(1)).unwrap();
+        assert!(matches!(
+            outbox.enqueue(message(2)),
+            Err(OutboxError::Full { count: 2, .. })
+        ));
+        drain(&mut outbox, &mut store);
+        assert_eq!(store.meta().count, 2);
+    }
+
+    #[test]
+    fn failed_appends_are_rejected_and_freed() {
+        let mut outbox = Outbox::new(OutboxLimits::default(), &MemoryStore::new("o").meta());
+        outbox.enqueue(message(0)).unwrap();
+        let _ = outbox.poll_store();
+        outbox.handle_append_failed(0, 0, &StoreError::QuotaExceeded);
+        assert_eq!(
+            outbox.poll_outcome(),
+            Some(Outcome::Rejected(
+                0,
+                RejectReason::NotStored(StoreError::QuotaExceeded)
+            ))
+        );
+        assert_eq!(outbox.pending_count(), 0);
+        assert!(outbox.next_publishable().is_none());
+    }
+
+    #[test]
+    fn corrupt_records_are_rejected_not_fatal() {
+        let mut store = MemoryStore::new("o");
+        let _ = store.execute(StoreRequest::Append {
+            records: vec![
+                Record {
+                    seq: 0,
+                    data: vec![99, 1, 2],
+                },
+                Record {
+                    seq: 1,
+                    data: message(1).encode(),
+                },
+            ],
+        });
+        let mut outbox = Outbox::new(OutboxLimits::default(), &store.meta());
+        drain(&mut outbox, &mut store);
+        assert!(matches!(
+            outbox.poll_outcome(),
+            Some(Outcome::Rejected(0, RejectReason::Corrupt(_)))
+        ));
+        assert_eq!(publish_all(&mut outbox), [1]);
+    }
+}

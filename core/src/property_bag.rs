@@ -1,0 +1,249 @@
+//! The URL-encoded property bag at the end of an IoT Hub telemetry topic
+//! (`devices/<ws>:<dev>/messages/events/<bag>`), e.g. `stream-name=temp&batch-id=b%201`.
+//!
+//! Encoding matches the official SDK byte for byte: every byte except `A-Z a-z 0-9 - . _ ~` is
+//! percent-encoded with uppercase hex (what `urlencoding::encode` does). Keys are encoded the
+//! same way; the official SDK leaves them raw, which only differs for keys outside that set,
+//! and none of the Platform's keys are. Decoding reads `%XX` escapes only: IoT Hub does not
+//! use `+` for a space, so `+` stays `+`.
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use thiserror::Error;
+
+/// Bytes left as they are: the RFC 3986 unreserved set.
+const ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Why a text is not a property bag this module can read.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum PropertyBagError {
+    /// A `%` is not followed by two hexadecimal digits.
+    #[error(
+        "property bag has the invalid escape {escape:?} at byte {position}: \
+         '%' must be followed by two hex digits"
+    )]
+    InvalidEscape {
+        /// The `%` and up to two characters after it.
+        escape: String,
+        /// The byte offset of the `%` in the bag.
+        position: usize,
+    },
+    /// A key or value decodes to bytes that are not UTF-8.
+    #[error("property bag {part} at byte {position} does not decode to valid utf-8")]
+    InvalidUtf8 {
+        /// `"key"` or `"value"`.
+        part: &'static str,
+        /// The byte offset in the bag where that key or value starts.
+        position: usize,
+    },
+}
+
+/// Writes `key=value` pairs joined by `&`, percent-encoding keys and values.
+pub fn encode_property_bag(props: &[(&str, &str)]) -> String {
+    let mut bag = String::new();
+    for (index, (key, value)) in props.iter().enumerate() {
+        if index > 0 {
+            bag.push('&');
+        }
+        bag.extend(utf8_percent_encode(key, ESCAPED));
+        bag.push('=');
+        bag.extend(utf8_percent_encode(value, ESCAPED));
+    }
+    bag
+}
+
+/// Reads `key=value` pairs joined by `&`, in order, decoding `%XX` escapes.
+///
+/// A pair without `=` is a key with an empty value; empty pairs (as in `a=1&&b=2` or a
+/// trailing `&`) are skipped; repeated keys are all kept.
+pub fn decode_property_bag(bag: &str) -> Result<Vec<(String, String)>, PropertyBagError> {
+    check_escapes(bag)?;
+    let mut props = Vec::new();
+    let mut pair_start = 0;
+    for pair in bag.split('&') {
+        if !pair.is_empty() {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value_start = pair_start + key.len() + 1;
+            props.push((
+                decode(key, "key", pair_start)?,
+                decode(value, "value", value_start)?,
+            ));
+        }
+        pair_start += pair.len() + 1;
+    }
+    Ok(props)
+}
+
+fn check_escapes(bag: &str) -> Result<(), PropertyBagError> {
+    let bytes = bag.as_bytes();
+    for (position, _) in bag.match_indices('%') {
+        let digits = bytes.get(position + 1..position + 3);
+        if !digits.is_some_and(|digits| digits.iter().all(u8::is_ascii_hexdigit)) {
+            let escape = bag[position..].chars().take(3).collect();
+            return Err(PropertyBagError::InvalidEscape { escape, position });
+        }
+    }
+    Ok(())
+}
+
+fn decode(encoded: &str, part: &'static str, position: usize) -> Result<String, PropertyBagError> {
+    percent_decode_str(encoded)
+        .decode_utf8()
+        .map(|decoded| decoded.into_owned())
+        .map_err(|_| PropertyBagError::InvalidUtf8 { part, position })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn owned(props: &[(&str, &str)]) -> Vec<(String, String)> {
+        props
+            .iter()
+            .map(|&(key, value)| (key.to_owned(), value.to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn encodes_like_the_official_sdk() {
+        let bag = encode_property_bag(&[
+            ("stream-group-name", "my group"),
+            ("stream-name", "temp/°C"),
+            ("batch-id", "a&b=c+d%~._-"),
+            ("content-encoding", "br"),
+        ]);
+        assert_eq!(
+            bag,
+            "stream-group-name=my%20group&stream-name=temp%2F%C2%B0C\
+             &batch-id=a%26b%3Dc%2Bd%25~._-&content-encoding=br"
+        );
+        assert_eq!(encode_property_bag(&[]), "");
+        assert_eq!(encode_property_bag(&[("k", "")]), "k=");
+        assert_eq!(encode_property_bag(&[("a b", "c")]), "a%20b=c");
+    }
+
+    #[test]
+    fn decodes_pairs_in_order() {
+        let props = decode_property_bag("stream-name=temp%2F%c2%b0C&k=1&k=2&flag&empty=").unwrap();
+        assert_eq!(
+            props,
+            owned(&[
+                ("stream-name", "temp/°C"),
+                ("k", "1"),
+                ("k", "2"),
+                ("flag", ""),
+                ("empty", ""),
+            ])
+        );
+        assert_eq!(decode_property_bag(""), Ok(vec![]));
+        assert_eq!(
+            decode_property_bag("a=1&&b=2&"),
+            Ok(owned(&[("a", "1"), ("b", "2")]))
+        );
+        assert_eq!(decode_property_bag("a=b=c"), Ok(owned(&[("a", "b=c")])));
+        // `+` is a literal plus in IoT Hub property bags.
+        assert_eq!(decode_property_bag("a=1+1"), Ok(owned(&[("a", "1+1")])));
+    }
+
+    #[test]
+    fn rejects_bad_escapes_saying_where() {
+        let error = decode_property_bag("a=1&b=%G1").unwrap_err();
+        assert_eq!(
+            error,
+            PropertyBagError::InvalidEscape {
+                escape: "%G1".into(),
+                position: 6
+            }
+        );
+        assert_eq!(
+            error.to_string(),
+            r#"property bag has the invalid escape "%G1" at byte 6: '%' must be followed by two hex digits"#
+        );
+        for (bag, position) in [
+            ("%", 0),
+            ("a=%4", 2),
+            ("a=%%41", 2),
+            ("a%é=1", 1),
+            ("k=v%", 3),
+        ] {
+            assert!(
+                matches!(
+                    decode_property_bag(bag),
+                    Err(PropertyBagError::InvalidEscape { position: at, .. }) if at == position
+                ),
+                "{bag:?} gave {:?}",
+                decode_property_bag(bag)
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_invalid_utf8_saying_which_part() {
+        assert_eq!(
+            decode_property_bag("ok=1&a=%FF"),
+            Err(PropertyBagError::InvalidUtf8 {
+                part: "value",
+                position: 7
+            })
+        );
+        assert_eq!(
+            decode_property_bag("ok=1&%C3=x"),
+            Err(PropertyBagError::InvalidUtf8 {
+                part: "key",
+                position: 5
+            })
+        );
+        assert_eq!(
+            PropertyBagError::InvalidUtf8 {
+                part: "value",
+                position: 7
+            }
+            .to_string(),
+            "property bag value at byte 7 does not decode to valid utf-8"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn values_match_urlencoding_byte_for_byte(value in any::<String>()) {
+            let bag = encode_property_bag(&[("k", &value)]);
+            prop_assert_eq!(bag, format!("k={}", urlencoding::encode(&value)));
+        }
+
+        #[test]
+        fn encoded_bags_use_only_unreserved_bytes_and_uppercase_escapes(
+            key in any::<String>(),
+            value in any::<String>(),
+        ) {
+            let bag = encode_property_bag(&[(&key, &value)]);
+            prop_assert!(bag.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~%=".contains(&b)));
+            for (position, _) in bag.match_indices('%') {
+                let hex = &bag.as_bytes()[position + 1..position + 3];
+                prop_assert!(hex.iter().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(b)));
+            }
+        }
+
+        #[test]
+        fn round_trips_arbitrary_unicode(props in proptest::collection::vec((any::<String>(), any::<String>()), 0..8)) {
+            let borrowed: Vec<(&str, &str)> =
+                props.iter().map(|(key, value)| (key.as_str(), value.as_str())).collect();
+            let bag = encode_property_bag(&borrowed);
+            prop_assert_eq!(decode_property_bag(&bag), Ok(props));
+        }
+
+        #[test]
+        fn junk_never_panics(bag in any::<String>()) {
+            let _ = decode_property_bag(&bag);
+        }
+
+        #[test]
+        fn near_misses_never_panic(bag in "[a-z=&%0-9A-Fé]{0,24}") {
+            let _ = decode_property_bag(&bag);
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! Provisioning: turning a Provisioning Token into a Registration Token through an operation a
+//! technician approves.
+//!
+//! `init` starts an operation, which the app shows (its verification code and expiry); then
+//! `complete` is polled until the operation is approved (202 means not yet). A cancelled
+//! operation ends provisioning with an error; an expired one (or an unknown one, after the
+//! Platform lost it) starts a new operation. A still-valid operation saved before a restart is
+//! resumed instead of starting a new one.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::backoff::{Backoff, BackoffConfig};
+use crate::http::{HttpResponse, Method, Verdict, classify, describe_problem, join_url};
+use crate::rng::Rng;
+use crate::timestamp::parse_rfc3339;
+use crate::token::RegistrationToken;
+
+/// A provisioning operation waiting for a technician's approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisioningOperation {
+    /// The operation id.
+    pub id: String,
+    /// The code the technician matches when approving.
+    pub verification_code: String,
+    /// When the operation expires (ms since the epoch).
+    pub expires_at: u64,
+}
+
+/// Why provisioning stopped for good.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProvisioningError {
+    /// A technician (or the Platform) cancelled the operation.
+    #[error("provisioning operation {operation_id} was cancelled")]
+    Cancelled {
+        /// The cancelled operation.
+        operation_id: String,
+    },
+    /// The Platform refused the Provisioning Token (401).
+    #[error("provisioning token is invalid, expired or revoked")]
+    InvalidProvisioningToken,
+    /// The Platform refused the request as malformed (400 and other final statuses).
+    #[error("provisioning request refused: {0}")]
+    Refused(String),
+}
+
+/// What the host needs to run provisioning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ProvisioningRequest {
+    pub(crate) instance_url: String,
+    pub(crate) provisioning_token: String,
+    pub(crate) device_id: Option<String>,
+    pub(crate) parameters: Vec<(String, String)>,
+    pub(crate) poll_interval_ms: u64,
+}
+
+/// An HTTP call a sub-machine wants made; the facade gives it an id and a deadline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HttpCall {
+    pub(crate) method: Method,
+    pub(crate) url: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl HttpCall {
+    pub(crate) fn json(method: Method, url: String, token: &str, body: serde_json::Value) -> Self {
+        Self {
+            method,
+            url,
+            headers: vec![
+                ("Authorization".into(), format!("DeviceToken {token}")),
+                ("Content-Type".into(), "application/json".into()),
+            ],
+            body: body.to_string().into_bytes(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ProvisioningEvent {
+    /// Show this operation to the app (and save it, to resume after a restart).
+    Operation(ProvisioningOperation),
+    /// Approved: the new Registration Token.
+    Completed(RegistrationToken),
+    /// Stopped for good.
+    Failed(ProvisioningError),
+}
+
+#[derive(Debug, Clone)]
+enum State {
+    /// Start a new operation at the given time.
+    Init {
+        at: u64,
+    },
+    InitSent,
+    /// Poll `complete` at the given time.
+    Poll {
+        op: ProvisioningOperation,
+        at: u64,
+    },
+    PollSent {
+        op: ProvisioningOperation,
+    },
+    Finished,
+}
+
+#[derive(Debug)]
+pub(crate) struct Provisioning {
+    request: ProvisioningRequest,
+    state: State,
+    backoff: Backoff,
+    call: Option<HttpCall>,
+    events: Vec<ProvisioningEvent>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InitResponse {
+    provisioning_operation_id: String,
+    verification_code: String,
+    expiration_time: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CompleteResponse {
+    registration_token: String,
+    expiration_time: Option<String>,
+}
+
+const CANCELLED_PROBLEM: &str = "provisioningOperationCancelled";
+
+impl Provisioning {
+    /// Starts provisioning, resuming `saved` when it has not expired yet.
+    pub(crate) fn new(
+        now: u64,
+        request: ProvisioningRequest,
+        backoff: BackoffConfig,
+        saved: Option<ProvisioningOperation>,
+    ) -> Self {
+        let mut events = Vec::new();
+        let state = match saved {
+            Some(op) if op.expires_at > now => {
+                events.push(ProvisioningEvent::Operation(op.clone()));
+                State::Poll { op, at: now }
+            }
+            _ => State::Init { at: now },
+        };
+        Self {
+            request,
+            state,
+            backoff: Backoff::new(backoff),
+            call: None,
+            events,
+        }
+    }
+
+    pub(crate) fn handle_timeout(&mut self, now: u64) {
+        match &self.state {
+            State::Init { at } if *at <= now => {
+                let mut body = serde_json::Map::new();
+                if let Some(id) = &self.request.device_id {
+                    body.insert("deviceId".into(), id.clone().into());
+                }
+                if !self.request.parameters.is_empty() {
+                    let params = self
+                        .request
+                        .parameters
+                        .iter()
+                        .map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone())))
+                        .collect();
+                    body.insert("parameters".into(), serde_json::Value::Object(params));
+                }
+                self.call = Some(HttpCall::json(
+                    Method::Post,
+                    join_url(&self.request.instance_url, "/provisioning-operations/init"),
+                    &self.request.provisioning_token,
+                    serde_json::Value::Object(body),
+                ));
+                self.state = State::InitSent;
+            }
+            State::Poll { op, at } if *at <= now || op.expires_at <= now => {
+                let op = op.clone();
+                if op.expires_at <= now {
+                    self.state = State::Init { at: now };
+                    return self.handle_timeout(now);
+                }
+                self.call = Some(HttpCall::json(
+                    Method::Put,
+                    join_url(
+                        &self.request.instance_url,
+                        "/provisioning-operations/complete",
+                    ),
+                    &self.request.provisioning_token,
+                    serde_json::json!({ "provisioningOperationId": op.id }),
+                ));
+                self.state = State::PollSent { op };
+            }
+            _ => {}
+        }
+    }
+
+    /// The answer to the last call; `Err` when the request failed without a response.
+    pub(crate) fn handle_response(
+        &mut self,
+        now: u64,
+        rng: &mut Rng,
+        response: Result<HttpResponse, String>,
+    ) {
+        match std::mem::replace(&mut self.state, State::Finished) {
+            State::InitSent => self.on_init_response(now, rng, response),
+            State::PollSent { op } => self.on_complete_response(now, rng, op, response),
+            other => self.state = other,
+        }
+    }
+
+    fn on_init_response(
+        &mut self,
+        now: u64,
+        rng: &mut Rng,
+        response: Result<HttpResponse, String>,
+    ) {
+        let verdict = match &response {
+            Ok(r) => classify(r, now),
+            Err(_) => Verdict::RetryLater {
+                retry_after_ms: None,
+            },
+        };
+        match verdict {
+            Verdict::Success | Verdict::Pending => {
+                let body = response.map(|r| r.body).unwrap_or_default();
+                match parse_init(&body) {
+                    Some(op) => {
+                        self.backoff.reset();
+                        self.events.push(ProvisioningEvent::Operation(op.clone()));
+                        self.state = State::Poll {
+                            op,
+                            at: now + self.request.poll_interval_ms,
+                        };
+                    }
+                    None => self.retry_init(now, rng, None),
+                }
+            }
+            Verdict::Unauthorized => self.fail(ProvisioningError::InvalidProvisioningToken),
+            Verdict::Rejected { detail } => self.fail(ProvisioningError::Refused(detail)),
+            Verdict::Gone { .. } => self.fail(ProvisioningError::Refused(describe_problem(
+                410,
+                &response.map(|r| r.body).unwrap_or_default(),
+            ))),
+            Verdict::RetryLater { retry_after_ms } => self.retry_init(now, rng, retry_after_ms),
+        }
+    }
+
+    fn on_complete_response(
+        &mut self,
+        now: u64,
+        rng: &mut Rng,
+        op: ProvisioningOperation,
+        response: Result<HttpResponse, String>,
+    ) {
+        let verdict = match &response {
+            Ok(r) if r.status == 404 => Verdict::Gone {
+                problem_type: String::new(),
+            },
+            Ok(r) => classify(r, now),
+            Err(_) => Verdict::RetryLater {
+                retry_after_ms: None,
+            },
+        };
+        match verdict {
+            Verdict::Pending => {
+                self.backoff.reset();
+                self.state = State::Poll {
+                    op,
+                    at: now + self.request.poll_interval_ms,
+                };
+            }
+            Verdict::Success => {
+                let body = response.map(|r| r.body).unwrap_or_default();
+                match parse_complete(&body, now) {
+                    Some(token) => {
+                        self.events.push(ProvisioningEvent::Completed(token));
+                        self.state = State::Finished;
+                    }
+                    // A garbled approval is retried: calling `complete` again returns a token.
+                    None => self.retry_poll(now, rng, op, None),
+                }
+            }
+            Verdict::Gone { problem_type } if problem_type.ends_with(CANCELLED_PROBLEM) => self
+                .fail(ProvisioningError::Cancelled {
+                    operation_id: op.id,
+                }),
+            // Expired or unknown: a new operation is needed.
+            Verdict::Gone { .. } => self.state = State::Init { at: now },
+            Verdict::Unauthorized => self.fail(ProvisioningError::InvalidProvisioningToken),
+            Verdict::Rejected { detail } => self.fail(ProvisioningError::Refused(detail)),
+            Verdict::RetryLater { retry_after_ms } => self.retry_poll(now, rng, op, retry_after_ms),
+        }
+    }
+
+    fn retry_init(&mut self, now: u64, rng: &mut Rng, retry_after_ms: Option<u64>) {
+        let delay = self.backoff.next_delay(rng, retry_after_ms);
+        self.state = State::Init { at: now + delay };
+    }
+
+    fn retry_poll(
+        &mut self,
+        now: u64,
+        rng: &mut Rng,
+        op: ProvisioningOperation,
+        retry_after_ms: Option<u64>,
+    ) {
+        let delay = self
+            .backoff
+            .next_delay(rng, retry_after_ms)
+            .max(self.request.poll_interval_ms);
+        self.state = State::Poll {
+            op,
+            at: now + delay,
+        };
+    }
+
+    fn fail(&mut self, error: ProvisioningError) {
+        self.events.push(ProvisioningEvent::Failed(error));
+        self.state = State::Finished;
+    }
+
+    #[must_use]
+    pub(crate) fn poll_call(&mut self) -> Option<HttpCall> {
+        self.call.take()
+    }
+
+    #[must_use]
+    pub(crate) fn poll_event(&mut self) -> Option<ProvisioningEvent> {
+        (!self.events.is_empty()).then(|| self.events.remove(0))
+    }
+
+    #[must_use]
+    pub(crate) fn poll_timeout(&self) -> Option<u64> {
+        match &self.state {
+            State::Init { at } => Some(*at),
+            State::Poll { op, at } => Some((*at).min(op.expires_at)),
+            _ => None,
+        }
+    }
+
+    /// The operation being waited on, if any.
+    pub(crate) fn operation(&self) -> Option<&ProvisioningOperation> {
+        match &self.state {
+            State::Poll { op, .. } | State::PollSent { op } => Some(op),
+            _ => None,
+        }
+    }
+}
+
+fn parse_init(body: &[u8]) -> Option<ProvisioningOperation> {
+    let init: InitResponse = serde_json::from_slice(body).ok()?;
+    Some(ProvisioningOperation {
+        id: init.provisioning_operation_id,
+        verification_code: init.verification_code,
+        expires_at: parse_rfc3339(&init.expiration_time).ok()?,
+    })
+}
+
+fn parse_complete(body: &[u8], now: u64) -> Option<RegistrationToken> {
+    let complete: CompleteResponse = serde_json::from_slice(body).ok()?;
+    let expires_at = match complete.expiration_time {
+        Some(time) => Some(parse_rfc3339(&time).ok()?),
+        None => None,
+    };
+    Some(RegistrationToken {
+        token: complete.registration_token,
+        obtained_at: now,
+        expires_at,
+    })
+}

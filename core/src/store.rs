@@ -1,0 +1,243 @@
+//! The contract between the core and the host's durable storage, and an in-memory store.
+//!
+//! The core never touches storage. It emits [`StoreRequest`]s, which the host executes **in the
+//! order they were emitted** (IndexedDB transactions on one object store, appends to one file),
+//! and it answers the two that need an answer: appends ([`crate::Input::Appended`] /
+//! [`crate::Input::AppendFailed`]) and loads ([`crate::Input::Loaded`]).
+//!
+//! What a store keeps:
+//! - records keyed by sequence number, each an opaque byte string;
+//! - the *origin*: a random id made when the store is created and never changed, so the Platform
+//!   can tell a replay from a new message even if a device's storage is wiped and sequence
+//!   numbers start again;
+//! - the high-water mark: one past the highest sequence ever appended, kept even after those
+//!   records are removed (a store that forgot it would reuse sequence numbers, and the
+//!   Platform would drop new messages as replays);
+//! - one opaque state blob ([`StoreRequest::SaveState`]): identity, tokens, pending
+//!   provisioning operation, twin.
+//!
+//! [`MemoryStore`] implements it in memory for tests, simulations and hosts that do not need
+//! durability.
+
+use std::collections::BTreeMap;
+
+/// Per-device sequence number of a stored message.
+pub type Seq = u64;
+
+/// One stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Its sequence number.
+    pub seq: Seq,
+    /// The core's encoding of the message; opaque to the store.
+    pub data: Vec<u8>,
+}
+
+/// What the host reads from its store before creating the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMeta {
+    /// The store's origin id: 1 to 32 characters of `0-9 a-z`.
+    pub origin: String,
+    /// One past the highest sequence number ever appended (0 for a new store).
+    pub next_seq: Seq,
+    /// Number of records stored.
+    pub count: u64,
+    /// Total bytes of the stored records' data.
+    pub bytes: u64,
+}
+
+/// A storage operation for the host to perform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "store requests must be executed in order; dropping one loses or stalls messages"]
+pub enum StoreRequest {
+    /// Durably append these records (consecutive sequence numbers), all or none, then answer
+    /// with [`crate::Input::Appended`] or [`crate::Input::AppendFailed`] for the same range.
+    Append {
+        /// The records, in sequence order.
+        records: Vec<Record>,
+    },
+    /// Read records with `seq >= from` in ascending order, at most `max_count` of them, stopping
+    /// after the record that brings the total data size to `max_bytes` or more (always at
+    /// least one record when there is one). Answer with [`crate::Input::Loaded`].
+    Load {
+        /// Lowest sequence number wanted.
+        from: Seq,
+        /// Most records to return.
+        max_count: usize,
+        /// Byte budget, see above.
+        max_bytes: usize,
+    },
+    /// Remove these records (delivered or rejected). No answer. Losing a remove to a crash is
+    /// harmless: the message is sent again and the Platform drops the replay.
+    Remove {
+        /// The sequence numbers, ascending.
+        seqs: Vec<Seq>,
+    },
+    /// Replace the saved device state. No answer.
+    SaveState {
+        /// Opaque bytes (JSON); hand them back to [`crate::Device::new`] on the next start.
+        state: Vec<u8>,
+    },
+}
+
+/// Why a store could not perform an append.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The storage quota is exhausted (the browser's `QuotaExceededError`, a full disk).
+    #[error("storage quota exceeded")]
+    QuotaExceeded,
+    /// Any other storage failure, with the host's description.
+    #[error("storage failed: {0}")]
+    Failed(String),
+}
+
+/// An in-memory store that follows the contract exactly.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    origin: String,
+    records: BTreeMap<Seq, Vec<u8>>,
+    next_seq: Seq,
+    bytes: u64,
+    state: Option<Vec<u8>>,
+}
+
+impl MemoryStore {
+    /// A new, empty store with the given origin id.
+    pub fn new(origin: impl Into<String>) -> Self {
+        Self {
+            origin: origin.into(),
+            ..Default::default()
+        }
+    }
+
+    /// What [`crate::Device::new`] needs to know about the stored records.
+    pub fn meta(&self) -> OutboxMeta {
+        OutboxMeta {
+            origin: self.origin.clone(),
+            next_seq: self.next_seq,
+            count: self.records.len() as u64,
+            bytes: self.bytes,
+        }
+    }
+
+    /// The saved device state, if any.
+    pub fn state(&self) -> Option<&[u8]> {
+        self.state.as_deref()
+    }
+
+    /// The stored records in order.
+    pub fn records(&self) -> impl Iterator<Item = (Seq, &[u8])> {
+        self.records
+            .iter()
+            .map(|(seq, data)| (*seq, data.as_slice()))
+    }
+
+    /// Performs `request`; returns the answer the core expects, if any.
+    pub fn execute(&mut self, request: StoreRequest) -> Option<crate::Input<'static>> {
+        match request {
+            StoreRequest::Append { records } => {
+                let (first, last) = (records.first()?.seq, records.last()?.seq);
+                for record in records {
+                    self.next_seq = self.next_seq.max(record.seq + 1);
+                    self.bytes += record.data.len() as u64;
+                    if let Some(old) = self.records.insert(record.seq, record.data) {
+                        self.bytes -= old.len() as u64;
+                    }
+                }
+                Some(crate::Input::Appended { first, last })
+            }
+            StoreRequest::Load {
+                from,
+                max_count,
+                max_bytes,
+            } => Some(crate::Input::Loaded {
+                records: self.load(from, max_count, max_bytes),
+            }),
+            StoreRequest::Remove { seqs } => {
+                for seq in seqs {
+                    if let Some(old) = self.records.remove(&seq) {
+                        self.bytes -= old.len() as u64;
+                    }
+                }
+                None
+            }
+            StoreRequest::SaveState { state } => {
+                self.state = Some(state);
+                None
+            }
+        }
+    }
+
+    fn load(&self, from: Seq, max_count: usize, max_bytes: usize) -> Vec<Record> {
+        let mut out = Vec::new();
+        let mut total = 0;
+        for (seq, data) in self.records.range(from..).take(max_count) {
+            if total >= max_bytes {
+                break;
+            }
+            total += data.len();
+            out.push(Record {
+                seq: *seq,
+                data: data.clone(),
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn append(store: &mut MemoryStore, seqs: std::ops::Range<u64>) {
+        let records = seqs
+            .map(|seq| Record {
+                seq,
+                data: vec![seq as u8; 10],
+            })
+            .collect();
+        let _ = store.execute(StoreRequest::Append { records });
+    }
+
+    #[test]
+    fn high_water_mark_survives_removal() {
+        let mut store = MemoryStore::new("o1");
+        append(&mut store, 0..5);
+        let _ = store.execute(StoreRequest::Remove {
+            seqs: vec![0, 1, 2, 3, 4],
+        });
+        let meta = store.meta();
+        assert_eq!((meta.next_seq, meta.count, meta.bytes), (5, 0, 0));
+    }
+
+    #[test]
+    fn load_respects_count_and_bytes() {
+        let mut store = MemoryStore::new("o1");
+        append(&mut store, 0..10);
+        let loaded = |input: Option<crate::Input<'_>>| match input {
+            Some(crate::Input::Loaded { records }) => {
+                records.iter().map(|r| r.seq).collect::<Vec<_>>()
+            }
+            other => panic!("unexpected {other:?}"),
+        };
+        let by_count = store.execute(StoreRequest::Load {
+            from: 3,
+            max_count: 2,
+            max_bytes: 1_000,
+        });
+        assert_eq!(loaded(by_count), [3, 4]);
+        let by_bytes = store.execute(StoreRequest::Load {
+            from: 8,
+            max_count: 10,
+            max_bytes: 15,
+        });
+        assert_eq!(loaded(by_bytes), [8, 9]);
+        let one_at_least = store.execute(StoreRequest::Load {
+            from: 0,
+            max_count: 10,
+            max_bytes: 1,
+        });
+        assert_eq!(loaded(one_at_least), [0]);
+    }
+}

@@ -1,0 +1,425 @@
+//! The Registration Token's lifetime and the MQTT credential it buys.
+//!
+//! The token is refreshed at half its remaining lifetime, but never later than ten minutes
+//! before it expires, and its real expiry is what is kept (the official SDK saves the half-life
+//! point as the expiry, which forces a needless re-provisioning after a long time offline).
+//! `register` exchanges the token for an MQTT credential (a SAS signature with its own expiry),
+//! which is renewed before it expires so the session never connects with a stale one.
+//! A token that the Platform no longer accepts (401: revoked or expired) or that expired
+//! locally ends here with [`CredentialsEvent::NeedsProvisioning`]: the device provisions again
+//! and keeps its queue.
+
+use serde::{Deserialize, Serialize};
+
+use crate::backoff::{Backoff, BackoffConfig};
+use crate::connection_string::ConnectionString;
+use crate::http::{HttpResponse, Method, Verdict, classify, join_url};
+use crate::provisioning::HttpCall;
+use crate::rng::Rng;
+use crate::timespan::parse_timespan;
+use crate::timestamp::parse_rfc3339;
+
+/// A Registration Token and its lifetime.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationToken {
+    /// The token.
+    pub token: String,
+    /// When the device obtained it (ms since the epoch).
+    pub obtained_at: u64,
+    /// When it expires (ms since the epoch); `None` means it never does.
+    pub expires_at: Option<u64>,
+}
+
+/// Never refresh later than this before the token expires.
+const REFRESH_MARGIN_MS: u64 = 10 * 60 * 1_000;
+
+impl RegistrationToken {
+    /// When to refresh: half the lifetime, never later than ten minutes before expiry — but
+    /// not before a quarter of the lifetime (and at least a second) has passed, so a token
+    /// shorter than ten minutes is not refreshed in a tight loop.
+    pub fn refresh_at(&self) -> Option<u64> {
+        let expires_at = self.expires_at?;
+        let lifetime = expires_at.saturating_sub(self.obtained_at);
+        let half = self.obtained_at + lifetime / 2;
+        let floor = self.obtained_at + (lifetime / 4).max(1_000);
+        Some(
+            half.min(expires_at.saturating_sub(REFRESH_MARGIN_MS))
+                .max(floor),
+        )
+    }
+
+    /// True once the token can no longer be used.
+    pub fn is_expired(&self, now: u64) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
+    }
+}
+
+/// Where and how to reach the device gateway, from the `register` answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// The IoT Hub host name.
+    pub host_name: String,
+    /// Workspace id.
+    pub workspace_id: String,
+    /// Device id.
+    pub device_id: String,
+    /// MQTT password: the `SharedAccessSignature sr=...` string, also used for uploads.
+    pub shared_access_signature: String,
+    /// When the signature expires (ms since the epoch), when known.
+    pub sas_expires_at: Option<u64>,
+    /// When the signature was obtained (ms since the epoch).
+    pub obtained_at: u64,
+    /// Endpoints a stand-in Platform announces (plain TCP, WebSocket port, HTTP base).
+    pub endpoints: GatewayEndpoints,
+}
+
+impl ConnectionInfo {
+    /// `<workspace>:<device>`, the MQTT client id.
+    pub fn client_id(&self) -> String {
+        format!("{}:{}", self.workspace_id, self.device_id)
+    }
+
+    /// The MQTT user name of the IoT Hub dialect.
+    pub fn username(&self) -> String {
+        format!(
+            "{}/{}/?api-version=2018-06-30",
+            self.host_name,
+            self.client_id()
+        )
+    }
+
+    /// True once the signature can no longer be used.
+    pub fn is_expired(&self, now: u64) -> bool {
+        self.sas_expires_at.is_some_and(|at| now >= at)
+    }
+
+    /// When to renew the signature: after 80% of its lifetime.
+    pub fn renew_at(&self) -> Option<u64> {
+        let expires_at = self.sas_expires_at?;
+        let lifetime = expires_at.saturating_sub(self.obtained_at);
+        Some(self.obtained_at + lifetime / 5 * 4)
+    }
+
+    /// Base URL of the device file-upload endpoints.
+    pub fn upload_base(&self) -> String {
+        self.endpoints
+            .http
+            .clone()
+            .unwrap_or_else(|| format!("https://{}", self.host_name))
+    }
+}
+
+/// Extra endpoints announced by a stand-in Platform; a real instance announces none and the
+/// IoT Hub defaults apply.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayEndpoints {
+    /// `host:port` of plain MQTT over TCP.
+    pub mqtt_tcp: Option<String>,
+    /// `host:port` of MQTT over TLS.
+    pub mqtt_tls: Option<String>,
+    /// URL of MQTT over WebSocket.
+    pub web_socket: Option<String>,
+    /// Base URL of the device HTTP endpoints (file upload).
+    pub http: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RegisterResponse {
+    connection_string: String,
+    connection_string_expiration: Option<String>,
+    token_remaining_lifetime: Option<String>,
+    #[serde(default)]
+    gateway_endpoints: GatewayEndpoints,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RefreshResponse {
+    registration_token: String,
+    expiration_time: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CredentialsEvent {
+    /// A new Registration Token: save it.
+    TokenChanged(RegistrationToken),
+    /// A fresh MQTT credential.
+    Registered(ConnectionInfo),
+    /// The token is unusable: provision again.
+    NeedsProvisioning,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    Register,
+    Refresh,
+}
+
+#[derive(Debug)]
+pub(crate) struct Credentials {
+    instance_url: String,
+    provisioning_token: String,
+    token: RegistrationToken,
+    connection: Option<ConnectionInfo>,
+    /// Register at this time (first registration, renewal, or a retry).
+    register_at: Option<u64>,
+    /// Retry a failed refresh at this time (the regular one is `token.refresh_at()`).
+    refresh_retry_at: Option<u64>,
+    in_flight: Option<Pending>,
+    register_backoff: Backoff,
+    refresh_backoff: Backoff,
+    call: Option<HttpCall>,
+    events: Vec<CredentialsEvent>,
+    dead: bool,
+}
+
+impl Credentials {
+    pub(crate) fn new(
+        now: u64,
+        instance_url: String,
+        provisioning_token: String,
+        token: RegistrationToken,
+        backoff: BackoffConfig,
+    ) -> Self {
+        Self {
+            instance_url,
+            provisioning_token,
+            token,
+            connection: None,
+            register_at: Some(now),
+            refresh_retry_at: None,
+            in_flight: None,
+            register_backoff: Backoff::new(backoff),
+            refresh_backoff: Backoff::new(backoff),
+            call: None,
+            events: Vec::new(),
+            dead: false,
+        }
+    }
+
+    pub(crate) fn connection(&self) -> Option<&ConnectionInfo> {
+        self.connection.as_ref()
+    }
+
+    /// The gateway refused the credential, or it is about to expire: register again now.
+    pub(crate) fn renew_now(&mut self, now: u64) {
+        if self.in_flight != Some(Pending::Register) {
+            self.register_at = Some(self.register_at.map_or(now, |at| at.min(now)));
+        }
+    }
+
+    fn refresh_due(&self) -> Option<u64> {
+        self.refresh_retry_at.or_else(|| self.token.refresh_at())
+    }
+
+    pub(crate) fn handle_timeout(&mut self, now: u64) {
+        if self.dead || self.in_flight.is_some() {
+            return;
+        }
+        if self.token.is_expired(now) {
+            return self.give_up();
+        }
+        if self.refresh_due().is_some_and(|at| at <= now) {
+            self.call = Some(HttpCall::json(
+                Method::Put,
+                join_url(&self.instance_url, "/devices/registration-tokens/refresh"),
+                &self.provisioning_token,
+                serde_json::json!({ "registrationToken": self.token.token }),
+            ));
+            self.in_flight = Some(Pending::Refresh);
+            return;
+        }
+        let renewal_due = self
+            .connection
+            .as_ref()
+            .and_then(ConnectionInfo::renew_at)
+            .is_some_and(|at| at <= now);
+        if self.register_at.is_some_and(|at| at <= now) || renewal_due {
+            self.register_at = None;
+            self.call = Some(HttpCall::json(
+                Method::Put,
+                join_url(&self.instance_url, "/devices/register"),
+                &self.token.token,
+                serde_json::json!({ "connectionStringType": "SharedAccessSignature" }),
+            ));
+            self.in_flight = Some(Pending::Register);
+        }
+    }
+
+    pub(crate) fn handle_response(
+        &mut self,
+        now: u64,
+        rng: &mut Rng,
+        response: Result<HttpResponse, String>,
+    ) {
+        let Some(pending) = self.in_flight.take() else {
+            return;
+        };
+        let verdict = match &response {
+            Ok(r) => classify(r, now),
+            Err(_) => Verdict::RetryLater {
+                retry_after_ms: None,
+            },
+        };
+        let body = response.map(|r| r.body).unwrap_or_default();
+        match (pending, verdict) {
+            (Pending::Register, Verdict::Success) => match parse_register(&body, now) {
+                Some((info, remaining)) => {
+                    self.register_backoff.reset();
+                    if let Some(remaining_ms) = remaining {
+                        self.learn_expiry(now, remaining_ms);
+                    }
+                    self.connection = Some(info.clone());
+                    self.events.push(CredentialsEvent::Registered(info));
+                }
+                None => self.retry_register(now, rng, None),
+            },
+            (Pending::Refresh, Verdict::Success) => match parse_refresh(&body, now) {
+                Some(token) => {
+                    self.refresh_backoff.reset();
+                    self.refresh_retry_at = None;
+                    self.token = token.clone();
+                    self.events.push(CredentialsEvent::TokenChanged(token));
+                }
+                None => self.retry_refresh(now, rng, None),
+            },
+            (_, Verdict::Unauthorized | Verdict::Gone { .. }) => self.give_up(),
+            // A refused refresh means the token itself is no longer acceptable.
+            (Pending::Refresh, Verdict::Rejected { .. }) => self.give_up(),
+            (Pending::Register, Verdict::Rejected { .. }) => self.give_up(),
+            (Pending::Register, Verdict::RetryLater { retry_after_ms }) => {
+                self.retry_register(now, rng, retry_after_ms)
+            }
+            (Pending::Refresh, Verdict::RetryLater { retry_after_ms }) => {
+                self.retry_refresh(now, rng, retry_after_ms)
+            }
+            (Pending::Register, Verdict::Pending) => self.retry_register(now, rng, None),
+            (Pending::Refresh, Verdict::Pending) => self.retry_refresh(now, rng, None),
+        }
+    }
+
+    /// `register` tells the token's remaining lifetime; trust it when it is shorter.
+    fn learn_expiry(&mut self, now: u64, remaining_ms: i64) {
+        let expires_at = now.saturating_add_signed(remaining_ms);
+        if self.token.expires_at.is_none_or(|at| expires_at < at) {
+            self.token.expires_at = Some(expires_at);
+            self.events
+                .push(CredentialsEvent::TokenChanged(self.token.clone()));
+        }
+    }
+
+    fn retry_register(&mut self, now: u64, rng: &mut Rng, retry_after_ms: Option<u64>) {
+        self.register_at = Some(now + self.register_backoff.next_delay(rng, retry_after_ms));
+    }
+
+    fn retry_refresh(&mut self, now: u64, rng: &mut Rng, retry_after_ms: Option<u64>) {
+        self.refresh_retry_at = Some(now + self.refresh_backoff.next_delay(rng, retry_after_ms));
+    }
+
+    fn give_up(&mut self) {
+        if !self.dead {
+            self.dead = true;
+            self.connection = None;
+            self.events.push(CredentialsEvent::NeedsProvisioning);
+        }
+    }
+
+    #[must_use]
+    pub(crate) fn poll_call(&mut self) -> Option<HttpCall> {
+        self.call.take()
+    }
+
+    #[must_use]
+    pub(crate) fn poll_event(&mut self) -> Option<CredentialsEvent> {
+        (!self.events.is_empty()).then(|| self.events.remove(0))
+    }
+
+    #[must_use]
+    pub(crate) fn poll_timeout(&self) -> Option<u64> {
+        if self.dead || self.in_flight.is_some() {
+            return None;
+        }
+        let renewal = self.connection.as_ref().and_then(ConnectionInfo::renew_at);
+        [
+            self.register_at,
+            self.refresh_due(),
+            renewal,
+            self.token.expires_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
+fn parse_register(body: &[u8], now: u64) -> Option<(ConnectionInfo, Option<i64>)> {
+    let response: RegisterResponse = serde_json::from_slice(body).ok()?;
+    let parsed = ConnectionString::parse(&response.connection_string).ok()?;
+    let sas_expires_at = match &response.connection_string_expiration {
+        Some(time) => parse_rfc3339(time).ok(),
+        None => None,
+    }
+    .or_else(|| parsed.sas_expiry_ms());
+    let remaining = match &response.token_remaining_lifetime {
+        Some(span) => Some(parse_timespan(span).ok()?),
+        None => None,
+    };
+    let info = ConnectionInfo {
+        host_name: parsed.host_name,
+        workspace_id: parsed.workspace_id,
+        device_id: parsed.device_id,
+        shared_access_signature: parsed.shared_access_signature,
+        sas_expires_at,
+        obtained_at: now,
+        endpoints: response.gateway_endpoints,
+    };
+    Some((info, remaining))
+}
+
+fn parse_refresh(body: &[u8], now: u64) -> Option<RegistrationToken> {
+    let response: RefreshResponse = serde_json::from_slice(body).ok()?;
+    let expires_at = match response.expiration_time {
+        Some(time) => Some(parse_rfc3339(&time).ok()?),
+        None => None,
+    };
+    Some(RegistrationToken {
+        token: response.registration_token,
+        obtained_at: now,
+        expires_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: u64 = 60_000;
+
+    #[test]
+    fn refresh_at_half_life_but_not_later_than_ten_minutes_before_expiry() {
+        let long = RegistrationToken {
+            token: "t".into(),
+            obtained_at: 0,
+            expires_at: Some(60 * MIN),
+        };
+        assert_eq!(long.refresh_at(), Some(30 * MIN));
+        let short = RegistrationToken {
+            expires_at: Some(16 * MIN),
+            ..long.clone()
+        };
+        assert_eq!(short.refresh_at(), Some(6 * MIN));
+        let tiny = RegistrationToken {
+            expires_at: Some(MIN),
+            ..long.clone()
+        };
+        assert_eq!(tiny.refresh_at(), Some(MIN / 4));
+        let infinite = RegistrationToken {
+            expires_at: None,
+            ..long
+        };
+        assert_eq!(infinite.refresh_at(), None);
+        assert!(!infinite.is_expired(u64::MAX));
+    }
+}

@@ -1,0 +1,240 @@
+//! Large messages: the three-step HTTP upload of a payload too big for MQTT, after which a
+//! small link message takes its place in the order.
+//!
+//! Steps (DESIGN.md §3): ask the Platform for an upload slot (`POST .../files`), `PUT` the bytes
+//! to the blob URL it returns, notify the Platform (`POST .../files/notifications`). Transient
+//! failures retry the failed step with backoff; a 401 asks for a fresh credential first; a final
+//! refusal rejects the message. The blob name is derived from the outbox origin and the
+//! sequence number, so a retry after a crash overwrites the same blob instead of leaving
+//! orphans.
+
+use serde::Deserialize;
+
+use crate::backoff::{Backoff, BackoffConfig};
+use crate::http::{HttpResponse, Method, Verdict, classify};
+use crate::provisioning::HttpCall;
+use crate::rng::Rng;
+use crate::store::Seq;
+use crate::token::ConnectionInfo;
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Slot {
+    correlation_id: String,
+    host_name: String,
+    container_name: String,
+    blob_name: String,
+    sas_token: String,
+    /// A stand-in Platform's direct upload URL.
+    upload_url: Option<String>,
+}
+
+impl Slot {
+    fn blob_url(&self) -> String {
+        self.upload_url.clone().unwrap_or_else(|| {
+            format!(
+                "https://{}/{}/{}{}",
+                self.host_name, self.container_name, self.blob_name, self.sas_token
+            )
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    Request { at: u64 },
+    RequestSent,
+    Put { at: u64, slot: Slot },
+    PutSent { slot: Slot },
+    Notify { at: u64, slot: Slot },
+    NotifySent { slot: Slot },
+    Finished,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum UploadEvent {
+    /// The payload is stored as this blob; publish the link.
+    Uploaded { seq: Seq, blob_name: String },
+    /// The Platform refused the upload for good.
+    Refused { seq: Seq, reason: String },
+    /// The credential was refused: get a new one, the upload waits.
+    NeedsCredentials,
+}
+
+#[derive(Debug)]
+pub(crate) struct Upload {
+    seq: Seq,
+    blob_name: String,
+    payload: Vec<u8>,
+    step: Step,
+    backoff: Backoff,
+    call: Option<HttpCall>,
+    events: Vec<UploadEvent>,
+}
+
+const API_VERSION: &str = "api-version=2020-03-13";
+
+impl Upload {
+    pub(crate) fn new(
+        now: u64,
+        seq: Seq,
+        origin: &str,
+        payload: Vec<u8>,
+        backoff: BackoffConfig,
+    ) -> Self {
+        Self {
+            seq,
+            blob_name: format!("{origin}-{seq}"),
+            payload,
+            step: Step::Request { at: now },
+            backoff: Backoff::new(backoff),
+            call: None,
+            events: Vec::new(),
+        }
+    }
+
+    pub(crate) fn seq(&self) -> Seq {
+        self.seq
+    }
+
+    /// Makes the next call when it is due and a usable credential exists.
+    pub(crate) fn handle_timeout(&mut self, now: u64, connection: Option<&ConnectionInfo>) {
+        let Some(connection) = connection.filter(|c| !c.is_expired(now)) else {
+            return;
+        };
+        let device = connection.client_id();
+        let base = connection.upload_base();
+        let auth = (
+            "Authorization".to_owned(),
+            connection.shared_access_signature.clone(),
+        );
+        let json = ("Content-Type".to_owned(), "application/json".to_owned());
+        match self.step.clone() {
+            Step::Request { at } if at <= now => {
+                self.call = Some(HttpCall {
+                    method: Method::Post,
+                    url: format!("{base}/devices/{device}/files?{API_VERSION}"),
+                    headers: vec![auth, json],
+                    body: serde_json::json!({ "blobName": self.blob_name })
+                        .to_string()
+                        .into_bytes(),
+                });
+                self.step = Step::RequestSent;
+            }
+            Step::Put { at, slot } if at <= now => {
+                self.call = Some(HttpCall {
+                    method: Method::Put,
+                    url: slot.blob_url(),
+                    headers: vec![("x-ms-blob-type".into(), "BlockBlob".into())],
+                    body: self.payload.clone(),
+                });
+                self.step = Step::PutSent { slot };
+            }
+            Step::Notify { at, slot } if at <= now => {
+                self.call = Some(HttpCall {
+                    method: Method::Post,
+                    url: format!("{base}/devices/{device}/files/notifications?{API_VERSION}"),
+                    headers: vec![auth, json],
+                    body: serde_json::json!({
+                        "correlationId": slot.correlation_id,
+                        "isSuccess": true,
+                        "statusCode": 201,
+                        "statusDescription": "uploaded",
+                    })
+                    .to_string()
+                    .into_bytes(),
+                });
+                self.step = Step::NotifySent { slot };
+            }
+            _ => {}
+        }
+    }
+
+    pub(crate) fn handle_response(
+        &mut self,
+        now: u64,
+        rng: &mut Rng,
+        response: Result<HttpResponse, String>,
+    ) {
+        let verdict = match &response {
+            Ok(r) => classify(r, now),
+            Err(_) => Verdict::RetryLater {
+                retry_after_ms: None,
+            },
+        };
+        let body = response.map(|r| r.body).unwrap_or_default();
+        let step = std::mem::replace(&mut self.step, Step::Finished);
+        let mut retry_at = |this: &mut Self, retry_after: Option<u64>| {
+            now + this.backoff.next_delay(rng, retry_after)
+        };
+        self.step = match (step, verdict) {
+            (Step::RequestSent, Verdict::Success) => match serde_json::from_slice::<Slot>(&body) {
+                Ok(slot) => {
+                    self.backoff.reset();
+                    Step::Put { at: now, slot }
+                }
+                Err(_) => Step::Request {
+                    at: retry_at(self, None),
+                },
+            },
+            (Step::PutSent { slot }, Verdict::Success) => {
+                self.backoff.reset();
+                Step::Notify { at: now, slot }
+            }
+            (Step::NotifySent { .. }, Verdict::Success) => {
+                self.events.push(UploadEvent::Uploaded {
+                    seq: self.seq,
+                    blob_name: self.blob_name.clone(),
+                });
+                Step::Finished
+            }
+            (step, Verdict::Unauthorized) => {
+                self.events.push(UploadEvent::NeedsCredentials);
+                let at = retry_at(self, None);
+                restart(step, at)
+            }
+            (_, Verdict::Rejected { detail }) => {
+                self.events.push(UploadEvent::Refused {
+                    seq: self.seq,
+                    reason: detail,
+                });
+                Step::Finished
+            }
+            (step, Verdict::RetryLater { retry_after_ms }) => {
+                let at = retry_at(self, retry_after_ms);
+                restart(step, at)
+            }
+            (step, _) => {
+                let at = retry_at(self, None);
+                restart(step, at)
+            }
+        };
+    }
+
+    #[must_use]
+    pub(crate) fn poll_call(&mut self) -> Option<HttpCall> {
+        self.call.take()
+    }
+
+    #[must_use]
+    pub(crate) fn poll_event(&mut self) -> Option<UploadEvent> {
+        (!self.events.is_empty()).then(|| self.events.remove(0))
+    }
+
+    #[must_use]
+    pub(crate) fn poll_timeout(&self) -> Option<u64> {
+        match &self.step {
+            Step::Request { at } | Step::Put { at, .. } | Step::Notify { at, .. } => Some(*at),
+            _ => None,
+        }
+    }
+}
+
+/// The step to retry after a failure of `sent`.
+fn restart(sent: Step, at: u64) -> Step {
+    match sent {
+        Step::PutSent { slot } => Step::Put { at, slot },
+        Step::NotifySent { slot } => Step::Notify { at, slot },
+        _ => Step::Request { at },
+    }
+}

@@ -1,0 +1,930 @@
+//! Runs one device against the simulated Platform for one seed and checks the invariants.
+//!
+//! Faults happen during `[0, fault_end)`: network cuts and partitions, dropped HTTP requests and
+//! answers, device crashes (appends not yet durable are lost) and restarts from the store,
+//! token revocation, duplicate-ID kicks, gateway acknowledgements lost. After `fault_end` the
+//! world is healthy and the device must drain its queue within `drain_bound_ms`.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use vdev_core::{
+    BackoffConfig, Compression, ConnectionId, Device, DeviceConfig, DeviceId, Event, HttpRequest,
+    HttpResponse, Input, MemoryStore, MessageOptions, Output, SessionConfig, StoreError,
+    StoreRequest, StreamOptions, Transport, TwinConfig,
+};
+
+use super::platform::{PROVISIONING_TOKEN, Platform, Validity};
+
+const SECOND: u64 = 1_000;
+const MINUTE: u64 = 60 * SECOND;
+const START: u64 = 1_800_000_000_000;
+
+#[derive(Debug)]
+enum Ev {
+    DeviceTimer {
+        instance: u64,
+    },
+    StoreDone {
+        instance: u64,
+    },
+    HttpAtPlatform {
+        instance: u64,
+        request: HttpRequest,
+    },
+    HttpAtDevice {
+        instance: u64,
+        id: vdev_core::RequestId,
+        response: Result<HttpResponse, String>,
+    },
+    Connected {
+        instance: u64,
+        conn: ConnectionId,
+        link: u64,
+    },
+    ConnectFailed {
+        instance: u64,
+        conn: ConnectionId,
+    },
+    BytesToPlatform {
+        link: u64,
+        bytes: Vec<u8>,
+    },
+    BytesToDevice {
+        instance: u64,
+        conn: ConnectionId,
+        bytes: Vec<u8>,
+    },
+    ClosedToDevice {
+        instance: u64,
+        conn: ConnectionId,
+    },
+    AppSend,
+    AppReport,
+    Crash,
+    Restart,
+    Approve {
+        op: String,
+    },
+    Revoke,
+    Cut,
+    PartitionStart,
+    PartitionEnd,
+    DesiredChange,
+    AckLossStart,
+    AckLossEnd,
+    SasExpiryCheck,
+}
+
+struct Link {
+    instance: u64,
+    conn: ConnectionId,
+    open: bool,
+    to_platform_at: u64,
+    to_device_at: u64,
+}
+
+/// Everything that happened, for the checks.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub violations: Vec<String>,
+    pub sent: usize,
+    pub crashes: usize,
+}
+
+pub struct Sim {
+    rng: StdRng,
+    now: u64,
+    queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    events: Vec<Option<Ev>>,
+    counter: u64,
+    platform: Platform,
+    device: Option<Device>,
+    instance: u64,
+    timer_at: Option<u64>,
+    store: MemoryStore,
+    store_ops: std::collections::VecDeque<StoreRequest>,
+    store_busy: bool,
+    links: BTreeMap<u64, Link>,
+    next_link: u64,
+    partitioned: bool,
+    http_loss: f64,
+    latency_ms: u64,
+    fault_end: u64,
+    quota_fail: f64,
+    // What the app saw.
+    attempted: BTreeMap<u64, Vec<u8>>,
+    completed: BTreeSet<u64>,
+    delivered: BTreeSet<u64>,
+    rejected: BTreeSet<u64>,
+    refused_sends: usize,
+    reported_target: serde_json::Value,
+    report: Report,
+    message_counter: u64,
+    large_every: u64,
+    compression: Compression,
+    trace: bool,
+}
+
+impl Sim {
+    pub fn new(seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let token_lifetime = match rng.random_range(0..3) {
+            0 => None,
+            1 => Some(rng.random_range(2 * MINUTE..30 * MINUTE)),
+            _ => Some(rng.random_range(20 * MINUTE..120 * MINUTE)),
+        };
+        let sas_lifetime = rng.random_range(MINUTE..20 * MINUTE);
+        let op_lifetime = rng.random_range(20 * SECOND..5 * MINUTE);
+        let fault_end = START + rng.random_range(MINUTE..8 * MINUTE);
+        let http_loss = [0.0, 0.02, 0.1][rng.random_range(0..3)];
+        let latency_ms = rng.random_range(1..60);
+        let quota_fail = [0.0, 0.0, 0.05][rng.random_range(0..3)];
+        let large_every = [0, 0, 7][rng.random_range(0..3)];
+        let compression = [Compression::None, Compression::Fastest][rng.random_range(0..2)];
+        let origin = format!("o{:x}", rng.random::<u32>());
+        let mut sim = Self {
+            rng,
+            now: START,
+            queue: BinaryHeap::new(),
+            events: Vec::new(),
+            counter: 0,
+            platform: Platform::new(token_lifetime, sas_lifetime, op_lifetime),
+            device: None,
+            instance: 0,
+            timer_at: None,
+            store: MemoryStore::new(origin),
+            store_ops: Default::default(),
+            store_busy: false,
+            links: BTreeMap::new(),
+            next_link: 1,
+            partitioned: false,
+            http_loss,
+            latency_ms,
+            fault_end,
+            quota_fail,
+            attempted: BTreeMap::new(),
+            completed: BTreeSet::new(),
+            delivered: BTreeSet::new(),
+            rejected: BTreeSet::new(),
+            refused_sends: 0,
+            reported_target: json!({}),
+            report: Report::default(),
+            message_counter: 0,
+            large_every,
+            compression,
+            trace: std::env::var("VDEV_SIM_TRACE").is_ok(),
+        };
+        sim.schedule_faults_and_app();
+        sim
+    }
+
+    fn config(&self) -> DeviceConfig {
+        let mut config = DeviceConfig::new("http://platform.sim", PROVISIONING_TOKEN);
+        config.device_id = Some(DeviceId::parse("sim-device-1").unwrap());
+        config.transport = Transport::Tcp;
+        config.provisioning_poll_interval_ms = SECOND;
+        config.http_timeout_ms = 5 * SECOND;
+        config.upload_threshold = 2_000;
+        config.backoff = BackoffConfig {
+            initial_ms: 200,
+            max_ms: 10 * SECOND,
+        };
+        config.session = SessionConfig {
+            keep_alive_secs: 30,
+            ping_timeout_ms: 10 * SECOND,
+            connect_timeout_ms: 10 * SECOND,
+            max_in_flight: 8,
+            ack_timeout_ms: 15 * SECOND,
+            stable_after_ms: 20 * SECOND,
+            backoff: BackoffConfig {
+                initial_ms: 200,
+                max_ms: 10 * SECOND,
+            },
+            ..Default::default()
+        };
+        config.outbox.window_records = 16;
+        config.twin = TwinConfig {
+            request_timeout_ms: 10 * SECOND,
+        };
+        config
+    }
+
+    fn at(&mut self, time: u64, ev: Ev) {
+        self.counter += 1;
+        self.events.push(Some(ev));
+        self.queue
+            .push(Reverse((time, self.counter, self.events.len() - 1)));
+    }
+
+    fn latency(&mut self) -> u64 {
+        self.rng.random_range(1..=self.latency_ms)
+    }
+
+    fn schedule_faults_and_app(&mut self) {
+        let span = self.fault_end - START;
+        let sends = self.rng.random_range(10..60);
+        for _ in 0..sends {
+            let t = START + self.rng.random_range(0..span);
+            self.at(t, Ev::AppSend);
+            // Bursts: several sends at the same instant.
+            if self.rng.random_bool(0.2) {
+                for _ in 0..self.rng.random_range(1..6) {
+                    self.at(t, Ev::AppSend);
+                }
+            }
+        }
+        for _ in 0..self.rng.random_range(0..4) {
+            let t = START + self.rng.random_range(0..span);
+            self.at(t, Ev::AppReport);
+            let t = START + self.rng.random_range(0..span);
+            self.at(t, Ev::DesiredChange);
+        }
+        let faults = self.rng.random_range(0..8);
+        for _ in 0..faults {
+            let t = START + self.rng.random_range(0..span);
+            match self.rng.random_range(0..7) {
+                0 => self.at(t, Ev::Crash),
+                1 => self.at(t, Ev::Cut),
+                2 => {
+                    let end = (t + self.rng.random_range(SECOND..2 * MINUTE)).min(self.fault_end);
+                    self.at(t, Ev::PartitionStart);
+                    self.at(end, Ev::PartitionEnd);
+                }
+                3 => self.at(t, Ev::Revoke),
+                4 => {
+                    let end = (t + self.rng.random_range(SECOND..MINUTE)).min(self.fault_end);
+                    self.at(t, Ev::AckLossStart);
+                    self.at(end, Ev::AckLossEnd);
+                }
+                5 => self.at(t, Ev::Cut),
+                _ => self.at(t, Ev::Crash),
+            }
+        }
+        self.at(START, Ev::Restart);
+        self.at(self.fault_end, Ev::PartitionEnd);
+        self.at(self.fault_end, Ev::AckLossEnd);
+    }
+
+    /// Runs to the end and checks the invariants.
+    pub fn run(mut self, drain_bound_ms: u64) -> Report {
+        let end = self.fault_end + drain_bound_ms;
+        let mut steps = 0u64;
+        while let Some(Reverse((time, _, index))) = self.queue.pop() {
+            if time > end {
+                break;
+            }
+            steps += 1;
+            if steps > 2_000_000 {
+                self.report
+                    .violations
+                    .push("simulation did not settle (event storm)".into());
+                break;
+            }
+            self.now = self.now.max(time);
+            let ev = self.events[index].take().expect("each event runs once");
+            if self.trace {
+                let text = format!("{ev:?}");
+                println!("{:>9} {}", self.now - START, &text[..text.len().min(160)]);
+            }
+            self.handle(ev);
+            if self.now >= self.fault_end && self.is_drained() {
+                break;
+            }
+        }
+        self.check();
+        self.report
+    }
+
+    fn is_drained(&self) -> bool {
+        let Some(device) = &self.device else {
+            return false;
+        };
+        device.stats().pending_count == 0
+            && self.store_ops.is_empty()
+            && self
+                .completed
+                .iter()
+                .all(|s| self.delivered.contains(s) || self.rejected.contains(s))
+            && self.platform.reported == self.reported_target
+            && device.desired_properties().1 == Some(self.platform.desired_version)
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        let now = self.now;
+        match ev {
+            Ev::DeviceTimer { instance } => {
+                if instance == self.instance && self.timer_at.is_some_and(|t| t <= now) {
+                    self.timer_at = None;
+                    self.with_device(|d, now| d.handle_timeout(now));
+                }
+            }
+            Ev::StoreDone { instance } => self.store_done(instance),
+            Ev::HttpAtPlatform { instance, request } => self.http_at_platform(instance, request),
+            Ev::HttpAtDevice {
+                instance,
+                id,
+                response,
+            } => {
+                if instance == self.instance {
+                    let input = match response {
+                        Ok(response) => Input::HttpResponse { id, response },
+                        Err(error) => Input::HttpFailed { id, error },
+                    };
+                    self.with_device(|d, now| d.handle_input(now, input));
+                }
+            }
+            Ev::Connected {
+                instance,
+                conn,
+                link,
+            } => {
+                if instance == self.instance && self.links.get(&link).is_some_and(|l| l.open) {
+                    self.with_device(|d, now| d.handle_input(now, Input::Connected { conn }));
+                }
+            }
+            Ev::ConnectFailed { instance, conn } => {
+                if instance == self.instance {
+                    let input = Input::Closed {
+                        conn,
+                        reason: "connection refused".into(),
+                    };
+                    self.with_device(|d, now| d.handle_input(now, input));
+                }
+            }
+            Ev::BytesToPlatform { link, bytes } => self.bytes_to_platform(link, bytes),
+            Ev::BytesToDevice {
+                instance,
+                conn,
+                bytes,
+            } => {
+                // Bytes already on the wire arrive even if the peer closed after sending them.
+                if instance == self.instance {
+                    self.with_device(|d, now| {
+                        d.handle_input(
+                            now,
+                            Input::Received {
+                                conn,
+                                bytes: &bytes,
+                            },
+                        )
+                    });
+                }
+            }
+            Ev::ClosedToDevice { instance, conn } => {
+                if instance == self.instance {
+                    let input = Input::Closed {
+                        conn,
+                        reason: "reset by peer".into(),
+                    };
+                    self.with_device(|d, now| d.handle_input(now, input));
+                }
+            }
+            Ev::AppSend => self.app_send(),
+            Ev::AppReport => {
+                let n = self.rng.random_range(0..100);
+                let patch = json!({ "reading": n, "fw": { "v": n % 3 } });
+                json_patch::merge(&mut self.reported_target, &patch);
+                if self.device.is_some() {
+                    self.with_device(|d, now| d.update_reported_properties(now, patch).unwrap());
+                }
+            }
+            Ev::Crash => self.crash(),
+            Ev::Restart => self.restart(),
+            Ev::Approve { op } => self.platform.approve(&op, now),
+            Ev::Revoke => {
+                for link in self.platform.revoke_all() {
+                    self.cut_link(link);
+                }
+            }
+            Ev::Cut => {
+                let open: Vec<u64> = self
+                    .links
+                    .iter()
+                    .filter(|(_, l)| l.open)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for link in open {
+                    self.cut_link(link);
+                }
+            }
+            Ev::PartitionStart => {
+                self.partitioned = true;
+                let open: Vec<u64> = self
+                    .links
+                    .iter()
+                    .filter(|(_, l)| l.open)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for link in open {
+                    self.cut_link(link);
+                }
+            }
+            Ev::PartitionEnd => self.partitioned = false,
+            Ev::DesiredChange => {
+                let rate = self.rng.random_range(1..10);
+                for (link, bytes) in self.platform.set_desired(json!({ "rate": rate })) {
+                    self.send_to_device(link, bytes);
+                }
+            }
+            Ev::AckLossStart => self.platform.drop_pubacks = true,
+            Ev::AckLossEnd => self.platform.drop_pubacks = false,
+            Ev::SasExpiryCheck => {
+                let expired: Vec<u64> = self
+                    .platform
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| c.sas_expires_at.is_some_and(|at| at <= now))
+                    .map(|(k, _)| *k)
+                    .collect();
+                for link in expired {
+                    self.cut_link(link);
+                }
+            }
+        }
+    }
+
+    fn with_device(&mut self, f: impl FnOnce(&mut Device, u64)) {
+        let now = self.now;
+        if let Some(device) = self.device.as_mut() {
+            f(device, now);
+            self.drain();
+        }
+    }
+
+    fn app_send(&mut self) {
+        let Some(device) = self.device.as_mut() else {
+            return; // the app is down with the device
+        };
+        self.message_counter += 1;
+        let n = self.message_counter;
+        let size = if self.large_every > 0 && n.is_multiple_of(self.large_every) {
+            5_000
+        } else {
+            self.rng.random_range(1..200)
+        };
+        let mut payload = format!("message {n} ").into_bytes();
+        payload.resize(size.max(payload.len()), b'x' + (n % 3) as u8);
+        let stream = StreamOptions {
+            stream_group: Some("g".into()),
+            stream: Some("s".into()),
+            compression: self.compression,
+            ..Default::default()
+        };
+        let options = MessageOptions {
+            batch_id: Some(format!("b{}", n / 10)),
+            ..Default::default()
+        };
+        match device.send(self.now, &stream, &options, payload.clone()) {
+            Ok(seq) => {
+                self.attempted.insert(seq, payload);
+                self.report.sent += 1;
+            }
+            Err(_) => self.refused_sends += 1,
+        }
+        self.drain();
+    }
+
+    fn crash(&mut self) {
+        if self.device.take().is_none() {
+            return;
+        }
+        self.report.crashes += 1;
+        self.instance += 1;
+        self.timer_at = None;
+        // Storage operations not finished are lost with the process.
+        self.store_ops.clear();
+        self.store_busy = false;
+        let open: Vec<u64> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.open)
+            .map(|(k, _)| *k)
+            .collect();
+        for link in open {
+            // The OS resets the sockets of a killed process.
+            self.links.get_mut(&link).unwrap().open = false;
+            self.platform.close(link);
+        }
+        let delay = self.rng.random_range(0..5 * SECOND);
+        self.at(self.now + delay, Ev::Restart);
+    }
+
+    fn restart(&mut self) {
+        if self.device.is_some() {
+            return;
+        }
+        self.instance += 1;
+        let seed: [u8; 32] = self.rng.random();
+        let device = Device::new(
+            self.config(),
+            self.now,
+            seed,
+            &self.store.meta(),
+            self.store.state(),
+        );
+        // What the app had reported lives in the device's saved state; the app's own target is
+        // whatever the device restored.
+        self.reported_target = device.reported_properties().clone();
+        self.device = Some(device);
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        loop {
+            let Some(device) = self.device.as_mut() else {
+                return;
+            };
+            let output = device.poll_output();
+            match output {
+                Output::Timeout(deadline) => {
+                    self.timer_at = deadline;
+                    if let Some(at) = deadline {
+                        let instance = self.instance;
+                        self.at(at.max(self.now), Ev::DeviceTimer { instance });
+                    }
+                    return;
+                }
+                Output::Store(request) => {
+                    self.store_ops.push_back(request);
+                    self.kick_store();
+                }
+                Output::Http(request) => self.http_out(request),
+                Output::Connect { conn, endpoint: _ } => self.connect(conn),
+                Output::Transmit { conn, bytes } => self.transmit(conn, bytes),
+                Output::Close { conn } => {
+                    if let Some((&id, _)) = self
+                        .links
+                        .iter()
+                        .find(|(_, l)| l.conn == conn && l.instance == self.instance)
+                    {
+                        self.links.get_mut(&id).unwrap().open = false;
+                        let at = self.now + self.latency();
+                        self.at(
+                            at,
+                            Ev::BytesToPlatform {
+                                link: id,
+                                bytes: Vec::new(),
+                            },
+                        );
+                    }
+                }
+                Output::Event(event) => self.app_event(event),
+            }
+        }
+    }
+
+    fn app_event(&mut self, event: Event) {
+        if self.trace {
+            println!("{:>9}   event {event:?}", self.now - START);
+        }
+        match event {
+            Event::MessageDelivered { seq } => {
+                if !self.attempted.contains_key(&seq) {
+                    self.report
+                        .violations
+                        .push(format!("delivered event for unknown seq {seq}"));
+                }
+                self.delivered.insert(seq);
+            }
+            Event::MessageRejected { seq, reason } => {
+                if self.completed.contains(&seq) {
+                    self.report
+                        .violations
+                        .push(format!("durable message {seq} rejected: {reason}"));
+                }
+                self.rejected.insert(seq);
+            }
+            Event::ProvisioningFailed(error) => {
+                self.report
+                    .violations
+                    .push(format!("provisioning failed: {error}"));
+            }
+            _ => {}
+        }
+    }
+
+    fn kick_store(&mut self) {
+        if self.store_busy || self.store_ops.is_empty() {
+            return;
+        }
+        self.store_busy = true;
+        let delay = self.rng.random_range(0..5);
+        let instance = self.instance;
+        self.at(self.now + delay, Ev::StoreDone { instance });
+    }
+
+    fn store_done(&mut self, instance: u64) {
+        if instance != self.instance {
+            return;
+        }
+        self.store_busy = false;
+        let Some(request) = self.store_ops.pop_front() else {
+            return;
+        };
+        if let StoreRequest::Append { records } = &request
+            && self.quota_fail > 0.0
+            && self.now < self.fault_end
+            && self.rng.random_bool(self.quota_fail)
+        {
+            let (first, last) = (records[0].seq, records[records.len() - 1].seq);
+            let input = Input::AppendFailed {
+                first,
+                last,
+                error: StoreError::QuotaExceeded,
+            };
+            self.with_device(|d, now| d.handle_input(now, input));
+            self.kick_store();
+            return;
+        }
+        let answer = self.store.execute(request);
+        if let Some(Input::Appended { first, last }) = &answer {
+            // The app's send resolves here: from now on the message must not be lost.
+            self.completed.extend(*first..=*last);
+        }
+        if let Some(answer) = answer {
+            self.with_device(|d, now| d.handle_input(now, answer));
+        }
+        self.kick_store();
+    }
+
+    fn check_token_use(&mut self, request: &HttpRequest) {
+        let auth = request
+            .headers
+            .iter()
+            .find(|(k, _)| k == "Authorization")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        if let Some(token) = auth.strip_prefix("DeviceToken ") {
+            if token != PROVISIONING_TOKEN
+                && self.platform.token_validity(token, self.now) == Validity::Expired
+            {
+                self.report.violations.push(format!(
+                    "registration token used after expiry at {}",
+                    self.now
+                ));
+            }
+        } else if auth.starts_with("SharedAccessSignature")
+            && self.platform.sas_validity(&auth, self.now) == Validity::Expired
+        {
+            self.report
+                .violations
+                .push("SAS used for upload after expiry".into());
+        }
+        if let Ok(body) = serde_json::from_slice::<serde_json::Value>(&request.body)
+            && let Some(token) = body["registrationToken"].as_str()
+            && self.platform.token_validity(token, self.now) == Validity::Expired
+        {
+            self.report
+                .violations
+                .push("registration token refreshed after expiry".into());
+        }
+    }
+
+    fn http_out(&mut self, request: HttpRequest) {
+        if self.trace {
+            println!(
+                "{:>9}   http {:?} {}",
+                self.now - START,
+                request.method,
+                request.url
+            );
+        }
+        self.check_token_use(&request);
+        if self.partitioned || (self.now < self.fault_end && self.rng.random_bool(self.http_loss)) {
+            return; // lost; the device's deadline catches it
+        }
+        let at = self.now + self.latency();
+        let instance = self.instance;
+        self.at(at, Ev::HttpAtPlatform { instance, request });
+    }
+
+    fn http_at_platform(&mut self, instance: u64, request: HttpRequest) {
+        let before = self.platform.new_ops.len();
+        let response = self.platform.http(self.now, &request);
+        for op in self
+            .platform
+            .new_ops
+            .split_off(before.min(self.platform.new_ops.len()))
+        {
+            // The technician approves after a while; sometimes too late for the operation.
+            let delay = self.rng.random_range(SECOND..90 * SECOND);
+            self.at(self.now + delay, Ev::Approve { op });
+        }
+        if self.partitioned || (self.now < self.fault_end && self.rng.random_bool(self.http_loss)) {
+            return;
+        }
+        let at = self.now + self.latency();
+        self.at(
+            at,
+            Ev::HttpAtDevice {
+                instance,
+                id: request.id,
+                response: Ok(response),
+            },
+        );
+    }
+
+    fn connect(&mut self, conn: ConnectionId) {
+        let instance = self.instance;
+        let at = self.now + self.latency();
+        if self.partitioned {
+            self.at(at, Ev::ConnectFailed { instance, conn });
+            return;
+        }
+        let link = self.next_link;
+        self.next_link += 1;
+        self.links.insert(
+            link,
+            Link {
+                instance,
+                conn,
+                open: true,
+                to_platform_at: at,
+                to_device_at: at,
+            },
+        );
+        self.platform.open(link);
+        self.at(
+            at,
+            Ev::Connected {
+                instance,
+                conn,
+                link,
+            },
+        );
+    }
+
+    fn transmit(&mut self, conn: ConnectionId, bytes: Vec<u8>) {
+        let Some((&id, _)) = self
+            .links
+            .iter()
+            .find(|(_, l)| l.conn == conn && l.instance == self.instance && l.open)
+        else {
+            return;
+        };
+        if let Some(violation) = self.check_connect_credential(&bytes) {
+            self.report.violations.push(violation);
+        }
+        let latency = self.latency();
+        let link = self.links.get_mut(&id).unwrap();
+        // TCP keeps order: a later write never overtakes an earlier one.
+        link.to_platform_at = link.to_platform_at.max(self.now + latency);
+        let at = link.to_platform_at;
+        self.at(at, Ev::BytesToPlatform { link: id, bytes });
+    }
+
+    fn check_connect_credential(&self, bytes: &[u8]) -> Option<String> {
+        if bytes.first().is_some_and(|b| b >> 4 == 1)
+            && let Ok(Some((vdev_core::mqtt::codec::Packet::Connect(c), _))) =
+                vdev_core::mqtt::codec::decode(bytes, 1 << 20)
+        {
+            let sas = String::from_utf8(c.password.unwrap_or_default()).unwrap_or_default();
+            if self.platform.sas_validity(&sas, self.now) == Validity::Expired {
+                return Some(format!("CONNECT with an expired SAS at {}", self.now));
+            }
+        }
+        None
+    }
+
+    fn bytes_to_platform(&mut self, link: u64, bytes: Vec<u8>) {
+        if bytes.is_empty() {
+            // The device closed the connection.
+            self.platform.close(link);
+            return;
+        }
+        if !self.platform.conns.contains_key(&link) {
+            return;
+        }
+        let (reply, close) = self.platform.mqtt(self.now, link, &bytes);
+        if let Some(at) = self
+            .platform
+            .conns
+            .get(&link)
+            .and_then(|c| c.sas_expires_at)
+        {
+            self.at(at, Ev::SasExpiryCheck);
+        }
+        if !reply.is_empty() {
+            self.send_to_device(link, reply);
+        }
+        if close {
+            self.cut_link(link);
+        }
+    }
+
+    fn send_to_device(&mut self, link_id: u64, bytes: Vec<u8>) {
+        let latency = self.latency();
+        let Some(link) = self.links.get_mut(&link_id) else {
+            return;
+        };
+        if !link.open {
+            return;
+        }
+        link.to_device_at = link.to_device_at.max(self.now + latency);
+        let (at, instance, conn) = (link.to_device_at, link.instance, link.conn);
+        self.at(
+            at,
+            Ev::BytesToDevice {
+                instance,
+                conn,
+                bytes,
+            },
+        );
+    }
+
+    fn cut_link(&mut self, link_id: u64) {
+        self.platform.close(link_id);
+        let Some(link) = self.links.get_mut(&link_id) else {
+            return;
+        };
+        if !link.open {
+            return;
+        }
+        link.open = false;
+        // The reset reaches the device after everything already on the wire.
+        let at = link.to_device_at.max(self.now) + 1;
+        let (instance, conn) = (link.instance, link.conn);
+        self.at(at, Ev::ClosedToDevice { instance, conn });
+    }
+
+    fn check(&mut self) {
+        let violations = &mut self.report.violations;
+        let origin = self.store.meta().origin;
+        let stored: Vec<_> = self
+            .platform
+            .stored
+            .iter()
+            .filter(|m| m.origin == origin)
+            .collect();
+        // In order, each once.
+        for pair in stored.windows(2) {
+            if pair[0].seq >= pair[1].seq {
+                violations.push(format!(
+                    "stored out of order: {} then {}",
+                    pair[0].seq, pair[1].seq
+                ));
+            }
+        }
+        let stored_seqs: BTreeSet<u64> = stored.iter().map(|m| m.seq).collect();
+        for m in &stored {
+            let has = |k: &str, v: &str| m.properties.iter().any(|(a, b)| a == k && b == v);
+            let has_batch = m
+                .properties
+                .iter()
+                .any(|(k, v)| k == "batch-id" && v.starts_with('b'));
+            if !has("stream-group-name", "g") || !has("stream-name", "s") || !has_batch {
+                violations.push(format!("message {} lost its stream properties", m.seq));
+            }
+            match self.attempted.get(&m.seq) {
+                Some(payload) if *payload == m.payload => {}
+                Some(_) => {
+                    violations.push(format!("message {} stored with another payload", m.seq))
+                }
+                None => violations.push(format!("message {} stored but never sent", m.seq)),
+            }
+        }
+        for seq in &self.completed {
+            if !stored_seqs.contains(seq) {
+                violations.push(format!(
+                    "message {seq} was stored durably by the device but never reached the platform"
+                ));
+            }
+            if !self.delivered.contains(seq) {
+                violations.push(format!("message {seq} has no delivered outcome"));
+            }
+        }
+        let pending = self.device.as_ref().map(|d| d.stats().pending_count);
+        if pending != Some(0) {
+            violations.push(format!("queue did not drain: {pending:?} pending"));
+        }
+        if self.store.meta().count != 0 {
+            violations.push(format!(
+                "store still holds {} records",
+                self.store.meta().count
+            ));
+        }
+        if self.platform.reported != self.reported_target {
+            violations.push(format!(
+                "reported properties differ: platform {} device {}",
+                self.platform.reported, self.reported_target
+            ));
+        }
+        if let Some(device) = &self.device {
+            let (desired, version) = device.desired_properties();
+            let mut platform_desired = self.platform.desired.clone();
+            if let Some(map) = platform_desired.as_object_mut() {
+                map.remove("$version");
+            }
+            if version != Some(self.platform.desired_version) || *desired != platform_desired {
+                violations.push(format!(
+                    "desired properties differ: device {desired} v{version:?}, platform {} v{}",
+                    self.platform.desired, self.platform.desired_version
+                ));
+            }
+        }
+    }
+}

@@ -1,0 +1,550 @@
+//! A model of the Platform's wire contract for the simulator: provisioning operations with a
+//! technician, Registration Tokens with lifetimes and revocation, SAS credentials, an MQTT
+//! gateway with deduplication by `vdev-seq`, the twin and file uploads.
+//!
+//! It is written from DESIGN.md §3, not from the core's code: the point is to hold the device
+//! to the contract. It decodes MQTT with the core's public codec; the real stand-in Platform
+//! (`vdev-platform`) checks the codec against an independent implementation.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+use vdev_core::mqtt::codec::{
+    self, ConnAck, ConnectReturnCode, Packet, Publish, QoS, SubAck, SubAckCode,
+};
+use vdev_core::{
+    HttpRequest, HttpResponse, Method, decode_property_bag, format_rfc3339, format_timespan,
+};
+
+pub const WORKSPACE: &str = "ws1";
+pub const PROVISIONING_TOKEN: &str = "pt-secret";
+pub const HOST: &str = "hub.sim";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpState {
+    Pending,
+    Approved,
+}
+
+#[derive(Debug, Clone)]
+pub struct Operation {
+    pub expires_at: u64,
+    pub state: OpState,
+    pub device_id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Token {
+    pub device_id: String,
+    pub expires_at: Option<u64>,
+    pub revoked: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    pub origin: String,
+    pub seq: u64,
+    pub payload: Vec<u8>,
+    pub properties: Vec<(String, String)>,
+}
+
+#[derive(Debug, Default)]
+pub struct BrokerConn {
+    rx: Vec<u8>,
+    pub device_id: Option<String>,
+    pub sas_expires_at: Option<u64>,
+}
+
+/// What a token or credential was when it was used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validity {
+    Valid,
+    Expired,
+    Revoked,
+    Unknown,
+}
+
+#[derive(Debug)]
+pub struct Platform {
+    pub ops: BTreeMap<String, Operation>,
+    pub tokens: BTreeMap<String, Token>,
+    pub sas: BTreeMap<String, (String, u64)>,
+    pub token_lifetime: Option<u64>,
+    pub sas_lifetime: u64,
+    pub op_lifetime: u64,
+    pub stored: Vec<StoredMessage>,
+    pub replays_dropped: u64,
+    max_seq: BTreeMap<String, u64>,
+    pub conns: BTreeMap<u64, BrokerConn>,
+    pub desired: Value,
+    pub desired_version: u64,
+    pub reported: Value,
+    pub reported_version: u64,
+    pub blobs: BTreeMap<String, Vec<u8>>,
+    uploads: BTreeMap<String, String>,
+    counter: u64,
+    /// Operations created since the harness last looked (for the technician).
+    pub new_ops: Vec<String>,
+    pub drop_pubacks: bool,
+}
+
+impl Platform {
+    pub fn new(token_lifetime: Option<u64>, sas_lifetime: u64, op_lifetime: u64) -> Self {
+        Self {
+            ops: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+            sas: BTreeMap::new(),
+            token_lifetime,
+            sas_lifetime,
+            op_lifetime,
+            stored: Vec::new(),
+            replays_dropped: 0,
+            max_seq: BTreeMap::new(),
+            conns: BTreeMap::new(),
+            desired: json!({}),
+            desired_version: 1,
+            reported: json!({}),
+            reported_version: 1,
+            blobs: BTreeMap::new(),
+            uploads: BTreeMap::new(),
+            counter: 0,
+            new_ops: Vec::new(),
+            drop_pubacks: false,
+        }
+    }
+
+    fn next(&mut self, prefix: &str) -> String {
+        self.counter += 1;
+        format!("{prefix}{}", self.counter)
+    }
+
+    pub fn token_validity(&self, token: &str, now: u64) -> Validity {
+        match self.tokens.get(token) {
+            None => Validity::Unknown,
+            Some(t) if t.revoked => Validity::Revoked,
+            Some(t) if t.expires_at.is_some_and(|at| now >= at) => Validity::Expired,
+            Some(_) => Validity::Valid,
+        }
+    }
+
+    pub fn sas_validity(&self, sas: &str, now: u64) -> Validity {
+        match self.sas.get(sas) {
+            None => Validity::Unknown,
+            Some((_, at)) if now >= *at => Validity::Expired,
+            Some(_) => Validity::Valid,
+        }
+    }
+
+    pub fn approve(&mut self, op_id: &str, now: u64) {
+        if let Some(op) = self.ops.get_mut(op_id)
+            && op.state == OpState::Pending
+            && op.expires_at > now
+        {
+            op.state = OpState::Approved;
+        }
+    }
+
+    /// Revokes every token and credential of the device; returns connections to close.
+    pub fn revoke_all(&mut self) -> Vec<u64> {
+        for token in self.tokens.values_mut() {
+            token.revoked = true;
+        }
+        self.sas.clear();
+        self.conns.keys().copied().collect()
+    }
+
+    pub fn set_desired(&mut self, patch: Value) -> Vec<(u64, Vec<u8>)> {
+        json_patch::merge(&mut self.desired, &patch);
+        self.desired_version += 1;
+        let mut body = patch;
+        body["$version"] = json!(self.desired_version);
+        let packet = Packet::Publish(Publish {
+            topic: format!(
+                "$iothub/twin/PATCH/properties/desired/?$version={}",
+                self.desired_version
+            ),
+            qos: QoS::AtMostOnce,
+            packet_id: None,
+            dup: false,
+            retain: false,
+            payload: body.to_string().into_bytes(),
+        });
+        let mut bytes = Vec::new();
+        packet.encode(&mut bytes).unwrap();
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.device_id.is_some())
+            .map(|(id, _)| (*id, bytes.clone()))
+            .collect()
+    }
+
+    // ----- HTTP ---------------------------------------------------------------------------
+
+    pub fn http(&mut self, now: u64, request: &HttpRequest) -> HttpResponse {
+        let auth = request
+            .headers
+            .iter()
+            .find(|(k, _)| k == "Authorization")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("");
+        let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+        let path = request
+            .url
+            .strip_prefix("http://platform.sim")
+            .or_else(|| request.url.strip_prefix("http://blobs.sim"))
+            .unwrap_or(&request.url);
+        let device_token = auth.strip_prefix("DeviceToken ").unwrap_or("");
+        match (request.method, path.split('?').next().unwrap_or("")) {
+            (Method::Post, "/provisioning-operations/init") => {
+                if device_token != PROVISIONING_TOKEN {
+                    return status(401);
+                }
+                let id = self.next("op");
+                let device_id = body["deviceId"]
+                    .as_str()
+                    .unwrap_or("sim-default")
+                    .to_owned();
+                let code = format!("{:06}", self.counter * 7919 % 1_000_000);
+                self.ops.insert(
+                    id.clone(),
+                    Operation {
+                        expires_at: now + self.op_lifetime,
+                        state: OpState::Pending,
+                        device_id,
+                    },
+                );
+                self.new_ops.push(id.clone());
+                ok(json!({
+                    "provisioningOperationId": id,
+                    "verificationCode": code,
+                    "expirationTime": format_rfc3339(now + self.op_lifetime),
+                }))
+            }
+            (Method::Put, "/provisioning-operations/complete") => {
+                if device_token != PROVISIONING_TOKEN {
+                    return status(401);
+                }
+                let id = body["provisioningOperationId"].as_str().unwrap_or("");
+                let Some(op) = self.ops.get(id).cloned() else {
+                    return status(404);
+                };
+                match op.state {
+                    _ if op.expires_at <= now => problem(
+                        410,
+                        "/problems/deviceProvisioning/provisioningOperationExpired",
+                    ),
+                    OpState::Pending => status(202),
+                    OpState::Approved => {
+                        // A new token invalidates the older ones of this device.
+                        for t in self.tokens.values_mut() {
+                            if t.device_id == op.device_id {
+                                t.revoked = true;
+                            }
+                        }
+                        let token = self.next("rt");
+                        let expires_at = self.token_lifetime.map(|l| now + l);
+                        self.tokens.insert(
+                            token.clone(),
+                            Token {
+                                device_id: op.device_id.clone(),
+                                expires_at,
+                                revoked: false,
+                            },
+                        );
+                        ok(json!({
+                            "registrationToken": token,
+                            "expirationTime": expires_at.map(format_rfc3339),
+                        }))
+                    }
+                }
+            }
+            (Method::Put, "/devices/register") => {
+                let token = device_token.to_owned();
+                if self.token_validity(&token, now) != Validity::Valid {
+                    return status(401);
+                }
+                let t = self.tokens[&token].clone();
+                let sas = format!(
+                    "SharedAccessSignature sr={HOST}&sig={}&se={}",
+                    self.next("sig"),
+                    (now + self.sas_lifetime) / 1000
+                );
+                self.sas
+                    .insert(sas.clone(), (t.device_id.clone(), now + self.sas_lifetime));
+                let remaining = t.expires_at.map(|at| format_timespan((at - now) as i64));
+                ok(json!({
+                    "connectionString": format!("HostName={HOST};DeviceId={WORKSPACE}:{};SharedAccessSignature={sas}", t.device_id),
+                    "iotHubHostName": HOST,
+                    "connectionStringType": "SharedAccessSignature",
+                    "connectionStringExpiration": format_rfc3339(now + self.sas_lifetime),
+                    "tokenRemainingLifetime": remaining,
+                    "gatewayEndpoints": {"mqttTcp": "127.0.0.1:1883", "http": "http://platform.sim"},
+                }))
+            }
+            (Method::Put, "/devices/registration-tokens/refresh") => {
+                if device_token != PROVISIONING_TOKEN {
+                    return status(401);
+                }
+                let old = body["registrationToken"].as_str().unwrap_or("").to_owned();
+                if self.token_validity(&old, now) != Validity::Valid {
+                    return status(401);
+                }
+                let device_id = self.tokens[&old].device_id.clone();
+                let token = self.next("rt");
+                let expires_at = self.token_lifetime.map(|l| now + l);
+                self.tokens.insert(
+                    token.clone(),
+                    Token {
+                        device_id,
+                        expires_at,
+                        revoked: false,
+                    },
+                );
+                ok(
+                    json!({"registrationToken": token, "expirationTime": expires_at.map(format_rfc3339)}),
+                )
+            }
+            (Method::Post, p) if p.ends_with("/files") => {
+                if self.sas_validity(auth, now) != Validity::Valid {
+                    return status(401);
+                }
+                let blob = body["blobName"].as_str().unwrap_or("").to_owned();
+                let correlation = self.next("corr");
+                self.uploads.insert(correlation.clone(), blob.clone());
+                ok(json!({
+                    "correlationId": correlation,
+                    "hostName": "blobs.sim",
+                    "containerName": "c",
+                    "blobName": blob,
+                    "sasToken": "?sig=x",
+                    "uploadUrl": format!("http://blobs.sim/c/{blob}?sig=x"),
+                }))
+            }
+            (Method::Put, p) if p.starts_with("/c/") => {
+                self.blobs
+                    .insert(p["/c/".len()..].to_owned(), request.body.clone());
+                status(201)
+            }
+            (Method::Post, p) if p.ends_with("/files/notifications") => {
+                if self.sas_validity(auth, now) != Validity::Valid {
+                    return status(401);
+                }
+                status(204)
+            }
+            _ => status(404),
+        }
+    }
+
+    // ----- MQTT ---------------------------------------------------------------------------
+
+    pub fn open(&mut self, link: u64) {
+        self.conns.insert(link, BrokerConn::default());
+    }
+
+    pub fn close(&mut self, link: u64) {
+        self.conns.remove(&link);
+    }
+
+    /// Bytes from the device; returns bytes to send back and whether to close the connection.
+    pub fn mqtt(&mut self, now: u64, link: u64, bytes: &[u8]) -> (Vec<u8>, bool) {
+        let mut out = Vec::new();
+        let Some(conn) = self.conns.get_mut(&link) else {
+            return (out, true);
+        };
+        conn.rx.extend_from_slice(bytes);
+        loop {
+            let conn = self.conns.get_mut(&link).expect("checked above");
+            let (packet, used) = match codec::decode(&conn.rx, 1 << 24) {
+                Ok(Some(decoded)) => decoded,
+                Ok(None) => return (out, false),
+                Err(error) => panic!("device sent a malformed packet: {error}"),
+            };
+            conn.rx.drain(..used);
+            if !self.handle_packet(now, link, packet, &mut out) {
+                return (out, true);
+            }
+        }
+    }
+
+    fn handle_packet(&mut self, now: u64, link: u64, packet: Packet, out: &mut Vec<u8>) -> bool {
+        let send = |out: &mut Vec<u8>, p: Packet| p.encode(out).unwrap();
+        let conn_device = self.conns[&link].device_id.clone();
+        match packet {
+            Packet::Connect(connect) => {
+                let password =
+                    String::from_utf8(connect.password.unwrap_or_default()).unwrap_or_default();
+                let accepted = match self.sas.get(&password) {
+                    Some((device, at)) if *at > now => {
+                        let expected = format!("{WORKSPACE}:{device}");
+                        connect.client_id == expected
+                            && connect.username.as_deref()
+                                == Some(&format!("{HOST}/{expected}/?api-version=2018-06-30"))
+                    }
+                    _ => false,
+                };
+                if !accepted {
+                    send(
+                        out,
+                        Packet::ConnAck(ConnAck {
+                            session_present: false,
+                            code: ConnectReturnCode::NotAuthorized,
+                        }),
+                    );
+                    return false;
+                }
+                let (device, at) = self.sas[&password].clone();
+                let conn = self.conns.get_mut(&link).unwrap();
+                conn.device_id = Some(device);
+                conn.sas_expires_at = Some(at);
+                send(
+                    out,
+                    Packet::ConnAck(ConnAck {
+                        session_present: false,
+                        code: ConnectReturnCode::Accepted,
+                    }),
+                );
+            }
+            _ if conn_device.is_none() => return false,
+            Packet::Subscribe(s) => {
+                let codes = s
+                    .filters
+                    .iter()
+                    .map(|(_, q)| SubAckCode::Granted(*q))
+                    .collect();
+                send(
+                    out,
+                    Packet::SubAck(SubAck {
+                        packet_id: s.packet_id,
+                        codes,
+                    }),
+                );
+            }
+            Packet::PingReq => send(out, Packet::PingResp),
+            Packet::Publish(p) => return self.handle_publish(now, conn_device.unwrap(), p, out),
+            Packet::Disconnect => return false,
+            _ => {}
+        }
+        true
+    }
+
+    fn handle_publish(&mut self, _now: u64, device: String, p: Publish, out: &mut Vec<u8>) -> bool {
+        let send = |out: &mut Vec<u8>, p: Packet| p.encode(out).unwrap();
+        let events_prefix = format!("devices/{WORKSPACE}:{device}/messages/events/");
+        if let Some(bag) = p.topic.strip_prefix(&events_prefix) {
+            let properties = decode_property_bag(bag).expect("property bag decodes");
+            let seq_tag = properties
+                .iter()
+                .find(|(k, _)| k == "vdev-seq")
+                .map(|(_, v)| v.clone());
+            let (origin, seq) = seq_tag
+                .as_deref()
+                .and_then(|t| t.split_once('.'))
+                .map(|(o, s)| (o.to_owned(), s.parse::<u64>().expect("seq is a number")))
+                .expect("vdev always sends vdev-seq");
+            let fresh = self.max_seq.get(&origin).is_none_or(|max| seq > *max);
+            if fresh {
+                self.max_seq.insert(origin.clone(), seq);
+                let externalized = properties
+                    .iter()
+                    .any(|(k, v)| k == "has-externalized-payload" && v == "true");
+                let payload = if externalized {
+                    let link: Value = serde_json::from_slice(&p.payload).expect("link JSON");
+                    let name = link["link"].as_str().expect("link name");
+                    self.blobs
+                        .get(name)
+                        .cloned()
+                        .expect("the blob was uploaded before the link")
+                } else {
+                    p.payload
+                };
+                let compressed = properties
+                    .iter()
+                    .any(|(k, v)| k == "content-encoding" && v == "br");
+                let payload = if compressed {
+                    let mut plain = Vec::new();
+                    brotli::BrotliDecompress(&mut &payload[..], &mut plain).expect("valid brotli");
+                    plain
+                } else {
+                    payload
+                };
+                self.stored.push(StoredMessage {
+                    origin,
+                    seq,
+                    payload,
+                    properties,
+                });
+            } else {
+                self.replays_dropped += 1;
+            }
+            if !self.drop_pubacks
+                && let Some(packet_id) = p.packet_id
+            {
+                send(out, Packet::PubAck { packet_id });
+            }
+            return true;
+        }
+        if let Some(rest) = p.topic.strip_prefix("$iothub/twin/GET/?$rid=") {
+            let body = json!({
+                "desired": merge_version(&self.desired, self.desired_version),
+                "reported": merge_version(&self.reported, self.reported_version),
+            });
+            send(out, twin_response(200, rest, body.to_string().into_bytes()));
+            return true;
+        }
+        if let Some(rest) = p
+            .topic
+            .strip_prefix("$iothub/twin/PATCH/properties/reported/?$rid=")
+        {
+            let patch: Value = serde_json::from_slice(&p.payload).expect("reported patch JSON");
+            json_patch::merge(&mut self.reported, &patch);
+            self.reported_version += 1;
+            let rid = format!("{rest}&$version={}", self.reported_version);
+            send(out, twin_response(204, &rid, Vec::new()));
+            return true;
+        }
+        panic!("device published to an unexpected topic {}", p.topic);
+    }
+}
+
+fn merge_version(doc: &Value, version: u64) -> Value {
+    let mut doc = doc.clone();
+    doc["$version"] = json!(version);
+    doc
+}
+
+fn twin_response(status: u16, rid: &str, payload: Vec<u8>) -> Packet {
+    Packet::Publish(Publish {
+        topic: format!("$iothub/twin/res/{status}/?$rid={rid}"),
+        qos: QoS::AtMostOnce,
+        packet_id: None,
+        dup: false,
+        retain: false,
+        payload,
+    })
+}
+
+fn status(code: u16) -> HttpResponse {
+    HttpResponse {
+        status: code,
+        retry_after: None,
+        body: Vec::new(),
+    }
+}
+
+fn ok(body: Value) -> HttpResponse {
+    HttpResponse {
+        status: 200,
+        retry_after: None,
+        body: body.to_string().into_bytes(),
+    }
+}
+
+fn problem(code: u16, kind: &str) -> HttpResponse {
+    HttpResponse {
+        status: code,
+        retry_after: None,
+        body: json!({"type": kind, "title": "gone", "status": code})
+            .to_string()
+            .into_bytes(),
+    }
+}

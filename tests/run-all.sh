@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Every test of the project, from a fresh machine: installs what is missing, then builds and tests.
+# This is the README's test command and what CI runs (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain targets"
+installed_targets=$(rustup target list --installed)
+for target in wasm32-unknown-unknown wasm32-wasip2; do
+  grep -qx "$target" <<<"$installed_targets" || rustup target add "$target"
+done
+rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+
+step "formatting and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "the core builds for the browser and WASI targets"
+cargo build -p vdev-core --target wasm32-unknown-unknown
+cargo build -p vdev-core --target wasm32-wasip2
+
+step "tests (unit, property, simulation: VDEV_SIM_SEEDS=${VDEV_SIM_SEEDS:-10000})"
+cargo test --workspace
