@@ -29,6 +29,9 @@ use crate::token::{ConnectionInfo, Credentials, CredentialsEvent, RegistrationTo
 use crate::twin::{Twin, TwinError, TwinEvent, TwinState};
 use crate::upload::{Upload, UploadEvent};
 
+/// Failed connection attempts in a row after which the device registers again.
+const RENEW_AFTER_FAILED_CONNECTS: u32 = 3;
+
 /// Something that happened outside the core, stamped by [`Device::handle_input`] with `now`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -801,7 +804,17 @@ impl Device {
                 self.set_connection_state(ConnectionState::Connected);
                 self.twin.on_session_ready(now);
             }
-            SessionEvent::Lost { .. } => {
+            SessionEvent::Lost {
+                failed_attempts, ..
+            } => {
+                // Every third failed attempt in a row, ask for a fresh credential: the gateway
+                // may have moved (new endpoints) or stopped accepting the old signature.
+                if failed_attempts > 0
+                    && failed_attempts.is_multiple_of(RENEW_AFTER_FAILED_CONNECTS)
+                    && let Phase::Registered(c) = &mut self.phase
+                {
+                    c.renew_now(now);
+                }
                 self.in_flight.clear();
                 self.outbox.handle_connection_lost();
                 self.twin.on_session_lost();

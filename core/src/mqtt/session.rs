@@ -112,6 +112,8 @@ pub(crate) enum SessionEvent {
     Ready,
     Lost {
         reason: String,
+        /// Connection attempts in a row that never became ready (0 after a working session).
+        failed_attempts: u32,
     },
     Refused(ConnectReturnCode),
     /// The credential expired before a connection could use it; new parameters are needed.
@@ -162,6 +164,7 @@ pub(crate) struct Session {
     last_sent_at: u64,
     ping_deadline: Option<u64>,
     backoff: Backoff,
+    failed_attempts: u32,
     rng: Rng,
     outputs: Vec<SessionOutput>,
     events: Vec<SessionEvent>,
@@ -181,6 +184,7 @@ impl Session {
             last_sent_at: 0,
             ping_deadline: None,
             backoff: Backoff::new(config.backoff),
+            failed_attempts: 0,
             rng: rng.fork(),
             outputs: Vec::new(),
             events: Vec::new(),
@@ -411,6 +415,7 @@ impl Session {
 
     fn become_ready(&mut self, now: u64, conn: ConnectionId) {
         self.state = State::Ready { conn, since: now };
+        self.failed_attempts = 0;
         self.events.push(SessionEvent::Ready);
     }
 
@@ -492,7 +497,10 @@ impl Session {
             self.outputs.push(SessionOutput::Close { conn });
         }
         self.in_flight.clear();
-        self.events.push(SessionEvent::Lost { reason });
+        self.events.push(SessionEvent::Lost {
+            reason,
+            failed_attempts: self.failed_attempts,
+        });
         self.state = State::Idle;
     }
 
@@ -502,8 +510,14 @@ impl Session {
         {
             self.backoff.reset();
         }
+        if !matches!(self.state, State::Ready { .. }) {
+            self.failed_attempts = self.failed_attempts.saturating_add(1);
+        }
         self.in_flight.clear();
-        self.events.push(SessionEvent::Lost { reason });
+        self.events.push(SessionEvent::Lost {
+            reason,
+            failed_attempts: self.failed_attempts,
+        });
         self.state = if self.params.is_some() {
             State::Waiting {
                 at: now + self.backoff_delay(),
