@@ -477,7 +477,7 @@ impl Device {
     /// Disconnects and stops all activity; queued messages stay in the store.
     pub fn stop(&mut self, now: u64) {
         let now = self.clamp(now);
-        self.session.clear_params("device stopped");
+        self.session.clear_params(now, "device stopped");
         self.phase = Phase::Stopped;
         self.upload = None;
         self.requests.clear();
@@ -710,7 +710,7 @@ impl Device {
                 self.saved.token = None;
                 self.save_pending = true;
                 self.session
-                    .clear_params("registration token is no longer valid");
+                    .clear_params(now, "registration token is no longer valid");
                 self.start_provisioning(now);
             }
         }

@@ -206,9 +206,13 @@ impl Session {
     }
 
     /// Forget the credentials and close the connection (e.g. the device must provision again).
-    pub(crate) fn clear_params(&mut self, reason: &str) {
+    pub(crate) fn clear_params(&mut self, now: u64, reason: &str) {
         self.params = None;
         if self.connection().is_some() {
+            if self.is_ready() {
+                // Say goodbye so the gateway does not wait for the keep-alive to expire.
+                self.send_packet(now, &Packet::Disconnect);
+            }
             self.drop_connection(reason.into());
         }
         self.state = State::Idle;
