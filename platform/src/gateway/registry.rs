@@ -1,0 +1,119 @@
+//! Live MQTT sessions by device: at most one per Device ID (a newer connection closes the older
+//! one), and the channel through which the HTTP side reaches a connected device.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+/// What the rest of the Platform asks a live session to do.
+#[derive(Debug, Clone)]
+pub enum SessionCommand {
+    /// Close the connection, for the logged reason.
+    Disconnect(String),
+    /// Push a desired-properties merge patch (body includes `$version`).
+    DesiredPatch {
+        /// The new desired version.
+        version: i64,
+        /// The merge patch.
+        patch: Value,
+    },
+    /// New cloud-to-device messages are queued.
+    CloudToDeviceQueued,
+}
+
+#[derive(Debug)]
+struct Entry {
+    session_id: u64,
+    token_id: String,
+    sender: mpsc::UnboundedSender<SessionCommand>,
+}
+
+/// The registry of live sessions.
+#[derive(Debug, Default)]
+pub struct SessionRegistry {
+    sessions: Mutex<HashMap<(String, String), Entry>>,
+    next_id: AtomicU64,
+}
+
+impl SessionRegistry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Entry>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Register a newly authenticated session, closing an older one of the same device.
+    pub fn register(
+        &self,
+        workspace_id: &str,
+        device_id: &str,
+        token_id: &str,
+    ) -> (u64, mpsc::UnboundedReceiver<SessionCommand>) {
+        let session_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let old = self.lock().insert(
+            (workspace_id.to_owned(), device_id.to_owned()),
+            Entry {
+                session_id,
+                token_id: token_id.to_owned(),
+                sender,
+            },
+        );
+        if let Some(old) = old {
+            // The old session may already be gone; then there is nobody to tell.
+            let _ = old.sender.send(SessionCommand::Disconnect(
+                "a newer connection with the same device id".to_owned(),
+            ));
+        }
+        (session_id, receiver)
+    }
+
+    /// Forget a session that ended (only if it is still the registered one).
+    pub fn unregister(&self, workspace_id: &str, device_id: &str, session_id: u64) {
+        let mut sessions = self.lock();
+        let key = (workspace_id.to_owned(), device_id.to_owned());
+        if sessions
+            .get(&key)
+            .is_some_and(|e| e.session_id == session_id)
+        {
+            sessions.remove(&key);
+        }
+    }
+
+    /// Deliver a command to the device's live session, if any.
+    pub fn send(&self, workspace_id: &str, device_id: &str, command: SessionCommand) {
+        if let Some(entry) = self
+            .lock()
+            .get(&(workspace_id.to_owned(), device_id.to_owned()))
+        {
+            let _ = entry.sender.send(command);
+        }
+    }
+
+    /// Whether the device has a live session.
+    pub fn is_connected(&self, workspace_id: &str, device_id: &str) -> bool {
+        self.lock()
+            .contains_key(&(workspace_id.to_owned(), device_id.to_owned()))
+    }
+
+    /// Close the device's live session.
+    pub fn disconnect_device(&self, workspace_id: &str, device_id: &str, reason: &str) {
+        self.send(
+            workspace_id,
+            device_id,
+            SessionCommand::Disconnect(reason.to_owned()),
+        );
+    }
+
+    /// Close live sessions that authenticated with credentials of this Registration Token.
+    pub fn disconnect_token(&self, token_id: &str, reason: &str) {
+        for entry in self.lock().values().filter(|e| e.token_id == token_id) {
+            let _ = entry
+                .sender
+                .send(SessionCommand::Disconnect(reason.to_owned()));
+        }
+    }
+}

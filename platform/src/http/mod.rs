@@ -1,0 +1,196 @@
+//! The HTTP side: device API (provisioning, registration, uploads), admin API (bearer token),
+//! the MQTT-over-WebSocket endpoint and the technician console, as one axum router served on
+//! plain HTTP and, optionally, HTTPS.
+
+mod admin;
+mod device;
+mod upload;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use serde::de::DeserializeOwned;
+use tower_http::cors::CorsLayer;
+
+use crate::gateway::transport::WebSocketTransport;
+use crate::problem::Problem;
+use crate::state::AppState;
+
+/// Shared state as handlers receive it.
+pub(crate) type SharedState = Arc<AppState>;
+
+/// A JSON body whose every failure (too large, not JSON, wrong shape) is a problem detail.
+#[derive(Debug)]
+pub(crate) struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<SharedState> for JsonBody<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &SharedState) -> Result<Self, Problem> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::too_large(state.max_json_body_bytes)
+            } else {
+                Problem::bad_request(format!("cannot read the request body: {rejection}"))
+            }
+        })?;
+        let text = if bytes.iter().all(u8::is_ascii_whitespace) {
+            &b"{}"[..]
+        } else {
+            &bytes[..]
+        };
+        serde_json::from_slice(text).map(JsonBody).map_err(|e| {
+            Problem::bad_request(format!("request body is not the expected json: {e}"))
+        })
+    }
+}
+
+/// The token after `<scheme> ` in the Authorization header.
+pub(crate) fn authorization<'a>(headers: &'a HeaderMap, scheme: &str) -> Option<&'a str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix(scheme)?
+        .strip_prefix(' ')
+        .map(str::trim)
+}
+
+/// Answer a device call with an armed fault instead of running it.
+async fn inject_faults(
+    State(state): State<SharedState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match state.faults.take_http(request.uri().path()) {
+        Some(problem) => problem.into_response(),
+        None => next.run(request).await,
+    }
+}
+
+/// Turn axum's own plain-text rejections (bad path or query, wrong method, ...) into problem
+/// details, so every error a client sees has the same shape.
+async fn errors_as_problems(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let body = axum::body::to_bytes(response.into_body(), 16 * 1024)
+        .await
+        .unwrap_or_default();
+    let detail = String::from_utf8_lossy(&body).trim().to_owned();
+    let title = status.canonical_reason().unwrap_or("Error");
+    let detail = if detail.is_empty() {
+        title.to_lowercase()
+    } else {
+        detail
+    };
+    Problem::new(status, title, detail).into_response()
+}
+
+/// The whole router.
+pub(crate) fn router(state: SharedState) -> Router {
+    Router::new()
+        .merge(
+            device::routes(state.clone())
+                .merge(upload::routes(state.clone()))
+                .route_layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    inject_faults,
+                )),
+        )
+        .merge(admin::routes(state.clone()))
+        .route("/$iothub/websocket", get(websocket))
+        .route("/console", get(console))
+        .route("/", get(|| async { Redirect::temporary("/console") }))
+        .fallback(|| async { Problem::not_found("no such endpoint") })
+        .layer(axum::middleware::map_response(errors_as_problems))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.max_json_body_bytes,
+        ))
+        .layer(CorsLayer::permissive())
+        .with_state(state)
+}
+
+async fn websocket(State(state): State<SharedState>, upgrade: WebSocketUpgrade) -> Response {
+    let shutdown = state.shutdown.clone();
+    let max = state.max_message_bytes + 1024;
+    upgrade
+        .protocols(["mqtt"])
+        .max_message_size(max)
+        .on_upgrade(move |socket| {
+            crate::gateway::session::run(
+                WebSocketTransport::new(socket),
+                state,
+                shutdown,
+                "websocket".to_owned(),
+            )
+        })
+        .into_response()
+}
+
+async fn console() -> Html<&'static str> {
+    Html(include_str!("console.html"))
+}
+
+/// Serve the router over TLS until shutdown (axum's `serve` speaks plain TCP only).
+pub(crate) async fn serve_https(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    router: Router,
+    shutdown: tokio_util::sync::CancellationToken,
+    tasks: tokio_util::task::TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(%e, "https accept failed");
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let tls = match tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                acceptor.accept(stream),
+            )
+            .await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::info!(%peer, %e, "https handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let connection =
+                builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service);
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                result = connection => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, %e, "https connection ended with an error");
+                    }
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,87 @@
+//! The shared state every HTTP handler and MQTT session sees.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+
+use crate::gateway::registry::SessionRegistry;
+use crate::problem::Problem;
+use crate::store::Store;
+
+/// Where devices reach the gateway; filled in once the listeners are bound.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayEndpoints {
+    /// `host:port` of MQTT over plain TCP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_tcp: Option<String>,
+    /// `host:port` of MQTT over TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_tls: Option<String>,
+    /// `ws://` URL of MQTT over WebSocket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub web_socket: Option<String>,
+    /// Base URL of the device HTTP endpoints (file uploads).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+}
+
+/// Everything shared.
+#[derive(Debug)]
+pub struct AppState {
+    /// The database.
+    pub store: Store,
+    /// Key that signs device Shared Access Signatures and upload URLs.
+    pub signing_key: [u8; 32],
+    /// Hash of the admin bearer token.
+    pub admin_token_hash: String,
+    /// Host name devices are told to use (`iotHubHostName`).
+    pub host_name: String,
+    /// Lifetime of an issued MQTT credential, in seconds.
+    pub sas_lifetime_seconds: i64,
+    /// Largest JSON body accepted.
+    pub max_json_body_bytes: usize,
+    /// Largest MQTT packet and uploaded blob accepted.
+    pub max_message_bytes: usize,
+    /// Directory of uploaded blobs.
+    pub blob_dir: PathBuf,
+    /// Live MQTT sessions.
+    pub sessions: SessionRegistry,
+    /// Gateway endpoints, set once after binding.
+    pub endpoints: OnceLock<GatewayEndpoints>,
+    /// Base URL of the plain HTTP listener, set once after binding.
+    pub http_base: OnceLock<String>,
+    /// Faults armed for device tests.
+    pub faults: crate::faults::Faults,
+    /// Cancelled when the Platform stops.
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// Connection tasks, awaited on shutdown.
+    pub tasks: tokio_util::task::TaskTracker,
+}
+
+impl AppState {
+    /// Fail with 404 unless the workspace exists; 423 when `require_enabled` and it is disabled.
+    pub fn check_workspace(
+        &self,
+        workspace_id: &str,
+        require_enabled: bool,
+    ) -> Result<(), Problem> {
+        let disabled: Option<bool> = {
+            let db = self.store.lock();
+            rusqlite::OptionalExtension::optional(db.query_row(
+                "SELECT disabled FROM workspaces WHERE id = ?1",
+                [workspace_id],
+                |r| r.get(0),
+            ))
+            .map_err(crate::store::StoreError::from)?
+        };
+        match disabled {
+            None => Err(Problem::not_found(format!(
+                "workspace {workspace_id} does not exist"
+            ))),
+            Some(true) if require_enabled => Err(Problem::workspace_disabled()),
+            Some(_) => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! Test certificate authority and the server certificate for the TLS listeners (rcgen): made once
+//! per data directory, so clients that trust the CA keep trusting restarts.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Why TLS material could not be made or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// Reading or writing the PEM files failed.
+    #[error("tls files in {path}: {source}")]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// Certificate generation failed.
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// A PEM file did not parse.
+    #[error("pem file does not parse: {0}")]
+    Pem(#[from] rustls::pki_types::pem::Error),
+    /// rustls refused the certificate or key.
+    #[error("tls configuration failed: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The TLS configuration and where the CA certificate is.
+#[derive(Debug, Clone)]
+pub(crate) struct TlsMaterial {
+    /// PEM of the test CA that signed the server certificate.
+    pub(crate) ca_path: PathBuf,
+    /// Server configuration for the TLS listeners.
+    pub(crate) server_config: Arc<rustls::ServerConfig>,
+}
+
+/// Load the CA and server certificate from `dir`, or make them for `host`.
+pub(crate) fn load_or_create(dir: &Path, host: &str) -> Result<TlsMaterial, TlsError> {
+    let io = |source| TlsError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let ca_path = dir.join("ca.pem");
+    let cert_path = dir.join("server.pem");
+    let key_path = dir.join("server-key.pem");
+    let host_path = dir.join("server-host.txt");
+    let same_host = std::fs::read_to_string(&host_path).is_ok_and(|h| h == host);
+    if !(same_host && ca_path.exists() && cert_path.exists() && key_path.exists()) {
+        let ca_key = KeyPair::generate()?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "vdev-platform test CA");
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca_params.self_signed(&ca_key)?;
+        let server_key = KeyPair::generate()?;
+        let mut server_params = CertificateParams::new(vec![host.to_owned()])?;
+        server_params
+            .distinguished_name
+            .push(DnType::CommonName, host);
+        for ip in ["127.0.0.1", "::1"] {
+            if let Ok(ip) = ip.parse() {
+                server_params.subject_alt_names.push(SanType::IpAddress(ip));
+            }
+        }
+        server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        server_params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        let server_cert = server_params.signed_by(&server_key, &ca_cert, &ca_key)?;
+        std::fs::write(&ca_path, ca_cert.pem()).map_err(io)?;
+        std::fs::write(&cert_path, server_cert.pem()).map_err(io)?;
+        std::fs::write(&key_path, server_key.serialize_pem()).map_err(io)?;
+        std::fs::write(&host_path, host).map_err(io)?;
+    }
+    let certs = CertificateDer::pem_file_iter(&cert_path)?.collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(&key_path)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server_config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    Ok(TlsMaterial {
+        ca_path,
+        server_config: Arc::new(server_config),
+    })
+}

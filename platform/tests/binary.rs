@@ -1,0 +1,216 @@
+//! The `vdev-platform` binary as a real process: it prints where everything is, writes
+//! `platform.json`, and keeps its state (tokens, devices, messages) across a hard kill and restart.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Device, Mqtt};
+use rumqttc::ConnectReturnCode;
+use serde_json::{Value, json};
+use vdev_platform::PlatformInfo;
+
+struct Running {
+    child: Child,
+    info: PlatformInfo,
+    printed: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start the binary and wait (bounded) until it prints the path of platform.json.
+fn start(data_dir: &Path) -> Running {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vdev-platform"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args([
+            "--http",
+            "127.0.0.1:0",
+            "--mqtt-tcp",
+            "127.0.0.1:0",
+            "--mqtt-tls",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut printed = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            printed.push_str(&line);
+            printed.push('\n');
+            if line.contains("platform.json:") {
+                let _ = tx.send(printed.clone());
+            }
+        }
+    });
+    let printed = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the binary prints its platform.json path");
+    let info: PlatformInfo = serde_json::from_slice(
+        &std::fs::read(data_dir.join("platform.json")).expect("platform.json written"),
+    )
+    .expect("platform.json parses");
+    Running {
+        child,
+        info,
+        printed,
+    }
+}
+
+async fn call(
+    info: &PlatformInfo,
+    method: &str,
+    path: &str,
+    auth: &str,
+    body: Value,
+) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let response = client
+        .request(
+            reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
+            format!("{}{path}", info.http_url.as_deref().expect("http")),
+        )
+        .header("Authorization", auth)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn binary_prints_its_endpoints_and_keeps_state_across_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = start(dir.path());
+    let info = first.info.clone();
+    for shown in [
+        &info.admin_token,
+        &info.workspace_id,
+        &info.provisioning_token,
+        &info.console_url,
+    ] {
+        assert!(
+            first.printed.contains(shown.as_str()),
+            "printed: {}",
+            first.printed
+        );
+    }
+    assert!(info.ca_certificate_path.exists());
+
+    let pt = format!("DeviceToken {}", info.provisioning_token);
+    let admin = format!("Bearer {}", info.admin_token);
+    let (_, op) = call(
+        &info,
+        "POST",
+        "/provisioning-operations/init",
+        &pt,
+        json!({"deviceId": "proc-01"}),
+    )
+    .await;
+    let op_id = op["provisioningOperationId"].clone();
+    let approve_path = format!(
+        "/workspaces/{}/provisioning-operations/approve",
+        info.workspace_id
+    );
+    let (status, _) = call(
+        &info,
+        "PUT",
+        &approve_path,
+        &admin,
+        json!({"provisioningOperationId": op_id}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, rt) = call(
+        &info,
+        "PUT",
+        "/provisioning-operations/complete",
+        &pt,
+        json!({"provisioningOperationId": op_id}),
+    )
+    .await;
+    let rt = rt["registrationToken"].as_str().expect("rt").to_owned();
+    let register = |info: PlatformInfo, rt: String| async move {
+        call(
+            &info,
+            "PUT",
+            "/devices/register",
+            &format!("DeviceToken {rt}"),
+            json!({"connectionStringType": "SharedAccessSignature"}),
+        )
+        .await
+    };
+    let (status, registration) = register(info.clone(), rt.clone()).await;
+    assert_eq!(status, 200);
+    let device = Device::from_registration(&registration, rt.clone());
+    let (host, port) = registration["gatewayEndpoints"]["mqttTcp"]
+        .as_str()
+        .and_then(|e| e.rsplit_once(':'))
+        .map(|(h, p)| (h.to_owned(), p.parse::<u16>().expect("port")))
+        .expect("mqtt endpoint in the register response");
+    let mut mqtt = Mqtt::spawn(device.options(&host, port));
+    assert_eq!(mqtt.connack().await, Ok(ConnectReturnCode::Success));
+    mqtt.publish_message(
+        device.events_topic("vdev-seq=p.1"),
+        b"before restart".to_vec(),
+    )
+    .await;
+    drop(mqtt);
+    drop(first); // SIGKILL: no graceful shutdown
+
+    let second = start(dir.path());
+    let again = second.info.clone();
+    assert_eq!(again.admin_token, info.admin_token);
+    assert_eq!(again.workspace_id, info.workspace_id);
+    assert_eq!(again.provisioning_token, info.provisioning_token);
+    let (status, registration) = register(again.clone(), rt).await;
+    assert_eq!(status, 200, "the registration token survives the restart");
+    let device = Device::from_registration(&registration, device.registration_token.clone());
+    let (host, port) = registration["gatewayEndpoints"]["mqttTcp"]
+        .as_str()
+        .and_then(|e| e.rsplit_once(':'))
+        .map(|(h, p)| (h.to_owned(), p.parse::<u16>().expect("port")))
+        .expect("mqtt endpoint");
+    let mut mqtt = Mqtt::spawn(device.options(&host, port));
+    assert_eq!(mqtt.connack().await, Ok(ConnectReturnCode::Success));
+    // The replayed sequence number is still known: it is dropped, the next one is stored.
+    mqtt.publish_message(device.events_topic("vdev-seq=p.1"), b"replay".to_vec())
+        .await;
+    mqtt.publish_message(
+        device.events_topic("vdev-seq=p.2"),
+        b"after restart".to_vec(),
+    )
+    .await;
+    let (_, stored) = call(
+        &again,
+        "GET",
+        &format!(
+            "/workspaces/{}/devices/proc-01/messages",
+            again.workspace_id
+        ),
+        &admin,
+        Value::Null,
+    )
+    .await;
+    let payloads: Vec<&str> = stored
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|m| m["payloadText"].as_str())
+        .collect();
+    assert_eq!(payloads, ["before restart", "after restart"]);
+}

@@ -1,0 +1,482 @@
+//! The MQTT device gateway with an independent client (rumqttc) and raw sockets: telemetry with
+//! its property bag and deduplication, twins, cloud-to-device, identity rules, refusals and
+//! malformed input.
+
+mod common;
+
+use common::{Mqtt, TestPlatform, eventually};
+use rumqttc::{ConnectReturnCode, Packet, SubscribeReasonCode};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn messages(platform: &TestPlatform, device: &str) -> Vec<Value> {
+    let (_, body) = platform
+        .admin(
+            "GET",
+            &format!("/devices/{device}/messages?limit=1000"),
+            None,
+        )
+        .await;
+    body.as_array().expect("message list").clone()
+}
+
+#[tokio::test]
+async fn telemetry_is_stored_with_its_property_bag_and_replays_are_dropped() {
+    let platform = TestPlatform::start().await;
+    let device = platform.provision("sensor-01").await;
+    let (host, port) = platform.mqtt_tcp();
+    let mut mqtt = Mqtt::spawn(device.options(&host, port));
+    assert_eq!(mqtt.connack().await, Ok(ConnectReturnCode::Success));
+
+    let bag = "stream-group-name=group%201&stream-name=s&site-id=site&batch-id=b1&batch-slice-id=sl\
+               &message-id=m1&chunk-id=c1&content-encoding=br&complete-batch=true";
+    mqtt.publish_message(
+        device.events_topic(&format!("{bag}&vdev-seq=o1.1")),
+        b"first".to_vec(),
+    )
+    .await;
+    mqtt.publish_message(device.events_topic("vdev-seq=o1.2"), b"second".to_vec())
+        .await;
+    // Replays of n=1 and n=2 are acknowledged but not stored again.
+    mqtt.publish_message(device.events_topic("vdev-seq=o1.1"), b"replay".to_vec())
+        .await;
+    mqtt.publish_message(device.events_topic("vdev-seq=o1.2"), b"replay".to_vec())
+        .await;
+    // Another origin of the same device has its own sequence.
+    mqtt.publish_message(
+        device.events_topic("vdev-seq=o2.1"),
+        b"other origin".to_vec(),
+    )
+    .await;
+    mqtt.publish_message(device.events_topic("vdev-seq=o1.3"), b"third".to_vec())
+        .await;
+    // Without vdev-seq every copy is stored.
+    mqtt.publish_message(device.events_topic(""), b"plain".to_vec())
+        .await;
+    mqtt.publish_message(device.events_topic(""), b"plain".to_vec())
+        .await;
+
+    let stored = messages(&platform, "sensor-01").await;
+    let payloads: Vec<&str> = stored
+        .iter()
+        .map(|m| m["payloadText"].as_str().unwrap_or("<binary>"))
+        .collect();
+    let first = &stored[0];
+    assert_eq!(
+        payloads[1..],
+        ["second", "other origin", "third", "plain", "plain"]
+    );
+    assert_eq!(first["streamGroup"], "group 1");
+    assert_eq!(first["stream"], "s");
+    assert_eq!(first["siteId"], "site");
+    assert_eq!(first["batchId"], "b1");
+    assert_eq!(first["batchSliceId"], "sl");
+    assert_eq!(first["messageId"], "m1");
+    assert_eq!(first["chunkId"], "c1");
+    assert_eq!(first["contentEncoding"], "br");
+    assert_eq!(first["completeBatch"], true);
+    assert_eq!(first["sequence"], json!({"origin": "o1", "n": 1}));
+    let seqs: Vec<Value> = stored.iter().map(|m| m["sequence"].clone()).collect();
+    assert_eq!(seqs[2], json!({"origin": "o2", "n": 1}));
+    assert_eq!(seqs[3], json!({"origin": "o1", "n": 3}));
+
+    let (_, by_batch) = platform.admin("GET", "/messages?batchId=b1", None).await;
+    assert_eq!(by_batch.as_array().map(Vec::len), Some(1));
+    let (_, by_stream) = platform
+        .admin("GET", "/messages?streamGroup=group%201&stream=s", None)
+        .await;
+    assert_eq!(by_stream.as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn malformed_sequence_closes_the_connection_and_stores_nothing() {
+    let platform = TestPlatform::start().await;
+    let device = platform.provision("sensor-02").await;
+    let (host, port) = platform.mqtt_tcp();
+    let mut mqtt = Mqtt::spawn(device.options(&host, port));
+    assert_eq!(mqtt.connack().await, Ok(ConnectReturnCode::Success));
+    mqtt.publish_raw(device.events_topic("vdev-seq=UPPER.1"), b"x".to_vec())
+        .await;
+    assert!(
+        mqtt.next_matching(|p| matches!(p, Packet::PubAck(_)).then_some(()))
+            .await
+            .is_err()
+    );
+    assert!(messages(&platform, "sensor-02").await.is_empty());
+}
+
+#[tokio::test]
+async fn twin_get_reported_patch_and_desired_push() {
+    let platform = TestPlatform::start().await;
+    let device = platform.provision("twin-01").await;
+    let (status, _) = platform
+        .admin("PUT", "/devices/twin-01/tags", Some(json!({"site": "lab"})))
+        .await;
+    assert!(status.is_success());
+    let (host, port) = platform.mqtt_tcp();
+    let mut mqtt = Mqtt::spawn(device.options(&host, port));
+    assert_eq!(mqtt.connack().await, Ok(ConnectReturnCode::Success));
+    assert_eq!(
+        mqtt.subscribe("$iothub/twin/res/#").await,
+        SubscribeReasonCode::Success(rumqttc::QoS::AtLeastOnce)
+    );
+    mqtt.subscribe("$iothub/twin/PATCH/properties/desired/#")
+        .await;
+
+    mqtt.publish_raw("$iothub/twin/GET/?$rid=42".into(), Vec::new())
+        .await;
+    let (topic, twin) = mqtt
+        .next_matching(|p| match p {
+            Packet::Publish(p) if p.topic.starts_with("$iothub/twin/res/") => Some((
+                p.topic.clone(),
+                serde_json::from_slice::<Value>(&p.payload).ok()?,
+            )),
+            _ => None,
+        })
+        .await
+        .expect("twin response");
+    assert_eq!(topic, "$iothub/twin/res/200/?$rid=42");
+    assert_eq!(
+        twin,
+        json!({"desired": {"$version": 1}, "reported": {"$version": 1}}),
+        "tags never reach the device"
+    );
+
+    mqtt.publish_raw(
+        "$iothub/twin/PATCH/properties/reported/?$rid=7".into(),
+        br#"{"fw":"1.0","nested":{"a":1}}"#.to_vec(),
+    )
+    .await;
+    let topic = mqtt
+        .next_matching(|p| match p {
+            Packet::Publish(p) if p.topic.contains("$rid=7") => Some(p.topic.clone()),
+            _ => None,
+        })
+        .await
+        .expect("patch response");
+    assert_eq!(topic, "$iothub/twin/res/204/?$rid=7&$version=2");
+    mqtt.publish_raw(
+        "$iothub/twin/PATCH/properties/reported/?$rid=8".into(),
+        b"not json".to_vec(),
+    )
+    .await;
+    let topic = mqtt
+        .next_matching(|p| match p {
+            Packet::Publish(p) if p.topic.contains("$rid=8") => Some(p.topic.clone()),
+            _ => None,
+        })
+        .await
+        .expect("bad patch response");
+    assert_eq!(topic, "$iothub/twin/res/400/?$rid=8");
+    let (_, reported) = platform
+        .admin("GET", "/devices/twin-01/reported-properties", None)
+        .await;
+    assert_eq!(reported["fw"], "1.0");
+    assert_eq!(reported["$version"], 2);
+
+    let (status, _) = platform
+        .admin(
+            "PUT",
+            "/devices/twin-01/desired-properties",
+            Some(json!({"interval": 5, "mode": "a"})),
+        )
+        .await;
+    assert!(status.is_success());
+    let (_, _) = platform
+        .admin(
+            "PUT",
+            "/devices/twin-01/desired-properties",
+            Some(json!({"interval": 6})),
+        )
+        .await;
+    let mut patches = Vec::new();
+    while patches.len() < 2 {
+        let patch = mqtt
+            .next_matching(|p| match p {
+                Packet::Publish(p)
+                    if p.topic
+                        .starts_with("$iothub/twin/PATCH/properties/desired/") =>
+                {
+                    Some((
+                        p.topic.clone(),
+                        serde_json::from_slice::<Value>(&p.payload).ok()?,
+                    ))
+                }
+                _ => None,
+            })
+            .await
+            .expect("desired patch");
+        patches.push(patch);
+    }
+    assert_eq!(
+        patches[0].0,
+        "$iothub/twin/PATCH/properties/desired/?$version=2"
+    );
+    assert_eq!(
+        patches[0].1,
+        json!({"interval": 5, "mode": "a", "$version": 2})
+    );
+    assert_eq!(
+        patches[1].1,
+        json!({"interval": 6, "mode": null, "$version": 3}),
+        "a merge patch removes keys with null"
+    );
+    let (_, desired) = platform
+        .admin("GET", "/devices/twin-01/desired-properties", None)
+        .await;
+    assert_eq!(desired, json!({"interval": 6}));
+}
+
+#[tokio::test]
+async fn cloud_to_device_messages_are_delivered_after_subscribing() {
+    let platform = TestPlatform::start().await;
+    let device = platform.provision("c2d-01").await;
+    let (status, _) = platform
+        .admin(
+            "POST",
+            "/devices/c2d-01/c2d-messages",
+            Some(json!({"queued": "before connect"})),
+        )
+        .await;
+    assert!(status.is_success());
+    let (host, port) = platform.mqtt_tcp();
+    let mut mqtt = Mqtt::spawn(device.options(&host, port));
+    assert_eq!(mqtt.connack().await, Ok(ConnectReturnCode::Success));
+    mqtt.subscribe(&format!(
+        "devices/{}/messages/devicebound/#",
+        device.client_id()
+    ))
+    .await;
+    let payload = mqtt
+        .next_matching(|p| match p {
+            Packet::Publish(p) if p.topic.contains("/messages/devicebound/") => {
+                Some(p.payload.to_vec())
+            }
+            _ => None,
+        })
+        .await
+        .expect("c2d");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&payload).ok(),
+        Some(json!({"queued": "before connect"}))
+    );
+}
+
+#[tokio::test]
+async fn sessions_are_confined_to_their_own_device() {
+    let platform = TestPlatform::start().await;
+    let mine = platform.provision("mine-01").await;
+    let other = platform.provision("other-01").await;
+    let (host, port) = platform.mqtt_tcp();
+    let mut mqtt = Mqtt::spawn(mine.options(&host, port));
+    assert_eq!(mqtt.connack().await, Ok(ConnectReturnCode::Success));
+    let foreign = format!("devices/{}/messages/devicebound/#", other.client_id());
+    assert_eq!(mqtt.subscribe(&foreign).await, SubscribeReasonCode::Failure);
+    assert_eq!(mqtt.subscribe("#").await, SubscribeReasonCode::Failure);
+    mqtt.publish_raw(other.events_topic(""), b"spoofed".to_vec())
+        .await;
+    let outcome = mqtt
+        .next_matching(|p| matches!(p, Packet::PubAck(_)).then_some(()))
+        .await;
+    assert!(
+        outcome.is_err(),
+        "publishing as another device closes the connection"
+    );
+    assert!(messages(&platform, "other-01").await.is_empty());
+
+    // Another device's credentials do not work with my client id.
+    let mut options = mine.options(&host, port);
+    options.set_credentials(mine.username(), other.sas.clone());
+    let mut forged = Mqtt::spawn(options);
+    assert!(forged.connack().await.is_err(), "connection refused");
+}
+
+#[tokio::test]
+async fn a_newer_connection_with_the_same_device_id_wins() {
+    let platform = TestPlatform::start().await;
+    let device = platform.provision("dup-01").await;
+    let (host, port) = platform.mqtt_tcp();
+    let mut first = Mqtt::spawn(device.options(&host, port));
+    assert_eq!(first.connack().await, Ok(ConnectReturnCode::Success));
+    let mut second = Mqtt::spawn(device.options(&host, port));
+    assert_eq!(second.connack().await, Ok(ConnectReturnCode::Success));
+    let first_end = first.next_matching(|_| None::<()>).await;
+    assert!(first_end.is_err(), "the older connection is closed");
+    second
+        .publish_message(device.events_topic(""), b"still here".to_vec())
+        .await;
+    let (_, dev) = platform.admin("GET", "/devices/dup-01", None).await;
+    assert_eq!(dev["connected"], true);
+}
+
+async fn raw_connect(port: u16, client_id: &str, username: &str, password: &str) -> Vec<u8> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let mut payload = Vec::new();
+    for field in [client_id, username, password] {
+        payload.extend_from_slice(&(field.len() as u16).to_be_bytes());
+        payload.extend_from_slice(field.as_bytes());
+    }
+    let mut variable = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0b1100_0010, 0, 60];
+    variable.extend_from_slice(&payload);
+    let mut packet = vec![0x10];
+    let mut len = variable.len();
+    loop {
+        let mut byte = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            byte |= 0x80;
+        }
+        packet.push(byte);
+        if len == 0 {
+            break;
+        }
+    }
+    packet.extend_from_slice(&variable);
+    stream.write_all(&packet).await.expect("write");
+    let mut answer = vec![0; 4];
+    tokio::time::timeout(common::DEADLINE, stream.read_exact(&mut answer))
+        .await
+        .expect("connack in time")
+        .expect("connack");
+    answer
+}
+
+#[tokio::test]
+async fn connect_refusals_use_the_mqtt_return_codes() {
+    let platform = TestPlatform::start().await;
+    let device = platform.provision("auth-01").await;
+    let (_, port) = platform.mqtt_tcp();
+    let ok = raw_connect(port, &device.client_id(), &device.username(), &device.sas).await;
+    assert_eq!(ok, [0x20, 2, 0, 0]);
+    let malformed = raw_connect(port, &device.client_id(), &device.username(), "password").await;
+    assert_eq!(malformed[3], 4, "bad user name or password");
+    let forged = device.sas.replacen("sig=", "sig=AAAA", 1);
+    let forged = raw_connect(port, &device.client_id(), &device.username(), &forged).await;
+    assert_eq!(forged[3], 5, "not authorized");
+    let bad_id = raw_connect(port, "no-colon", &device.username(), &device.sas).await;
+    assert_eq!(bad_id[3], 2, "identifier rejected");
+}
+
+#[tokio::test]
+async fn malformed_mqtt_closes_only_that_connection() {
+    let platform = TestPlatform::start().await;
+    let device = platform.provision("junk-01").await;
+    let (host, port) = platform.mqtt_tcp();
+    let mut healthy = Mqtt::spawn(device.options(&host, port));
+    assert_eq!(healthy.connack().await, Ok(ConnectReturnCode::Success));
+
+    let mut junk = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    junk.write_all(&[0xF0, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F, 1, 2, 3])
+        .await
+        .expect("write");
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(common::DEADLINE, junk.read(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the platform closes a connection that sends garbage"
+    );
+
+    healthy
+        .publish_message(device.events_topic(""), b"after junk".to_vec())
+        .await;
+    assert_eq!(messages(&platform, "junk-01").await.len(), 1);
+    let (status, _) = platform.admin("GET", "/devices", None).await;
+    assert!(status.is_success(), "the http side keeps serving");
+}
+
+#[tokio::test]
+async fn websocket_transport_carries_mqtt() {
+    let platform = TestPlatform::start().await;
+    let device = platform.provision("ws-01").await;
+    let url = platform
+        .platform
+        .info()
+        .gateway_endpoints
+        .web_socket
+        .clone()
+        .expect("ws url");
+    let port: u16 = url
+        .trim_start_matches("ws://127.0.0.1:")
+        .split('/')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let mut mqtt = Mqtt::spawn_websocket(&device, &url, port);
+    assert_eq!(mqtt.connack().await, Ok(ConnectReturnCode::Success));
+    mqtt.publish_message(
+        device.events_topic("vdev-seq=w.1"),
+        b"over websocket".to_vec(),
+    )
+    .await;
+    let stored = eventually("the websocket message", || async {
+        let stored = messages(&platform, "ws-01").await;
+        (!stored.is_empty()).then_some(stored)
+    })
+    .await;
+    assert_eq!(stored[0]["payloadText"], "over websocket");
+}
+
+#[tokio::test]
+async fn a_session_ends_when_its_credential_expires() {
+    let platform = TestPlatform::start_with(|config| vdev_platform::Config {
+        sas_lifetime: std::time::Duration::from_secs(2),
+        ..config
+    })
+    .await;
+    let device = platform.provision("expiry-01").await;
+    let (host, port) = platform.mqtt_tcp();
+    let mut mqtt = Mqtt::spawn(device.options(&host, port));
+    assert_eq!(mqtt.connack().await, Ok(ConnectReturnCode::Success));
+    let ended = mqtt.next_matching(|_| None::<()>).await;
+    assert!(
+        ended.is_err(),
+        "the gateway closes the session at credential expiry"
+    );
+    let mut stale = Mqtt::spawn(device.options(&host, port));
+    assert!(
+        stale.connack().await.is_err(),
+        "an expired credential is refused"
+    );
+    let (_, registration) = platform.register(&device.registration_token).await;
+    let renewed =
+        common::Device::from_registration(&registration, device.registration_token.clone());
+    let mut fresh = Mqtt::spawn(renewed.options(&host, port));
+    assert_eq!(fresh.connack().await, Ok(ConnectReturnCode::Success));
+}
+
+#[tokio::test]
+async fn an_oversized_mqtt_packet_closes_only_that_connection() {
+    let platform = TestPlatform::start_with(|config| vdev_platform::Config {
+        max_message_bytes: 1024,
+        ..config
+    })
+    .await;
+    let device = platform.provision("big-01").await;
+    let (host, port) = platform.mqtt_tcp();
+    let mut mqtt = Mqtt::spawn(device.options(&host, port));
+    assert_eq!(mqtt.connack().await, Ok(ConnectReturnCode::Success));
+    mqtt.publish_raw(device.events_topic(""), vec![b'x'; 8 * 1024])
+        .await;
+    let outcome = mqtt
+        .next_matching(|p| matches!(p, Packet::PubAck(_)).then_some(()))
+        .await;
+    assert!(
+        outcome.is_err(),
+        "the oversized packet closes the connection"
+    );
+    assert!(messages(&platform, "big-01").await.is_empty());
+
+    let mut again = Mqtt::spawn(device.options(&host, port));
+    assert_eq!(again.connack().await, Ok(ConnectReturnCode::Success));
+    again
+        .publish_message(device.events_topic(""), b"small".to_vec())
+        .await;
+    assert_eq!(messages(&platform, "big-01").await.len(), 1);
+}

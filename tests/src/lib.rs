@@ -1,0 +1,3 @@
+//! Test hosts and helpers shared by the cross-crate tests in `tests/`.
+
+pub mod native;

@@ -1,0 +1,321 @@
+//! A native host for `vdev-core`: tokio TCP sockets for MQTT, reqwest for HTTP, and a
+//! [`MemoryStore`] shared across restarts of the device. It is the thinnest possible adapter —
+//! feed inputs, drain outputs, arm one timer — so a test that passes here proves the core,
+//! not the glue. Plain TCP only: the stand-in Platform offers it on loopback.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use vdev_core::{
+    ConnectionId, Device, DeviceConfig, Endpoint, Event, HttpRequest, HttpResponse, Input,
+    MemoryStore, MessageOptions, Method, Output, RequestId, SendError, Seq, Stats, StreamOptions,
+};
+
+/// A store that outlives one run of the device, as a disk would.
+pub type SharedStore = Arc<Mutex<MemoryStore>>;
+
+/// Milliseconds since the Unix epoch, the core's notion of time.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_millis() as u64
+}
+
+enum Command {
+    Send {
+        stream: StreamOptions,
+        options: MessageOptions,
+        payload: Vec<u8>,
+        stored: oneshot::Sender<Result<Seq, SendError>>,
+    },
+    Stats(oneshot::Sender<Stats>),
+    Stop(oneshot::Sender<()>),
+}
+
+enum Io {
+    Http(RequestId, Result<HttpResponse, String>),
+    Connected(ConnectionId, OwnedWriteHalf),
+    Data(ConnectionId, Vec<u8>),
+    Closed(ConnectionId, String),
+}
+
+/// A running device driven by tokio.
+pub struct NativeDevice {
+    commands: mpsc::UnboundedSender<Command>,
+    /// Everything the core told the app, in order.
+    pub events: mpsc::UnboundedReceiver<Event>,
+    task: JoinHandle<()>,
+}
+
+impl NativeDevice {
+    /// Starts a device on `store` (its saved state and queued messages are resumed).
+    pub fn start(config: DeviceConfig, store: SharedStore, seed: [u8; 32]) -> Self {
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (event_tx, events) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(config, store, seed, command_rx, event_tx));
+        Self {
+            commands,
+            events,
+            task,
+        }
+    }
+
+    /// Queues a message; resolves once it is durable in the store.
+    pub async fn send(&self, stream: StreamOptions, payload: Vec<u8>) -> Result<Seq, SendError> {
+        let (stored, reply) = oneshot::channel();
+        self.commands
+            .send(Command::Send {
+                stream,
+                options: MessageOptions::default(),
+                payload,
+                stored,
+            })
+            .expect("device task is running");
+        reply.await.expect("device task answers")
+    }
+
+    /// Queue and connection figures.
+    pub async fn stats(&self) -> Stats {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Stats(tx))
+            .expect("device task is running");
+        rx.await.expect("device task answers")
+    }
+
+    /// Stops the device (its store keeps everything) and waits for the task to end.
+    pub async fn stop(self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Stop(tx)).is_ok() {
+            let _ = rx.await;
+        }
+        let _ = self.task.await;
+    }
+}
+
+struct Host {
+    device: Device,
+    store: SharedStore,
+    io_tx: mpsc::UnboundedSender<Io>,
+    writers: HashMap<ConnectionId, OwnedWriteHalf>,
+    waiting_durable: BTreeMap<Seq, oneshot::Sender<Result<Seq, SendError>>>,
+    events: mpsc::UnboundedSender<Event>,
+    http: reqwest::Client,
+}
+
+async fn run(
+    config: DeviceConfig,
+    store: SharedStore,
+    seed: [u8; 32],
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let device = {
+        let store = store.lock().expect("store lock");
+        Device::new(config, now_ms(), seed, &store.meta(), store.state())
+    };
+    let (io_tx, mut io_rx) = mpsc::unbounded_channel();
+    let mut host = Host {
+        device,
+        store,
+        io_tx,
+        writers: HashMap::new(),
+        waiting_durable: BTreeMap::new(),
+        events,
+        http: reqwest::Client::new(),
+    };
+    loop {
+        let deadline = host.drain().await;
+        let sleep = match deadline {
+            Some(at) => {
+                let wait = at.saturating_sub(now_ms());
+                Instant::now() + Duration::from_millis(wait)
+            }
+            None => Instant::now() + Duration::from_secs(3600),
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(sleep) => host.device.handle_timeout(now_ms()),
+            Some(io) = io_rx.recv() => host.handle_io(io),
+            command = commands.recv() => match command {
+                Some(Command::Send { stream, options, payload, stored }) => {
+                    match host.device.send(now_ms(), &stream, &options, payload) {
+                        Ok(seq) => { host.waiting_durable.insert(seq, stored); }
+                        Err(error) => { let _ = stored.send(Err(error)); }
+                    }
+                }
+                Some(Command::Stats(reply)) => { let _ = reply.send(host.device.stats()); }
+                Some(Command::Stop(reply)) => {
+                    host.device.stop(now_ms());
+                    host.drain().await;
+                    let _ = reply.send(());
+                    return;
+                }
+                None => return,
+            },
+        }
+    }
+}
+
+impl Host {
+    /// Performs every output until the core names its next deadline.
+    async fn drain(&mut self) -> Option<u64> {
+        loop {
+            match self.device.poll_output() {
+                Output::Timeout(deadline) => return deadline,
+                Output::Store(request) => {
+                    let answer = self.store.lock().expect("store lock").execute(request);
+                    if let Some(answer) = answer {
+                        if let Input::Appended { first, last } = &answer {
+                            let durable: Vec<Seq> = self
+                                .waiting_durable
+                                .range(first..=last)
+                                .map(|(s, _)| *s)
+                                .collect();
+                            for seq in durable {
+                                if let Some(reply) = self.waiting_durable.remove(&seq) {
+                                    let _ = reply.send(Ok(seq));
+                                }
+                            }
+                        }
+                        self.device.handle_input(now_ms(), answer);
+                    }
+                }
+                Output::Http(request) => self.http(request),
+                Output::Connect { conn, endpoint } => self.connect(conn, endpoint),
+                Output::Transmit { conn, bytes } => {
+                    let failed = match self.writers.get_mut(&conn) {
+                        Some(writer) => writer.write_all(&bytes).await.err(),
+                        None => None,
+                    };
+                    if let Some(error) = failed {
+                        self.writers.remove(&conn);
+                        let reason = format!("write failed: {error}");
+                        self.device
+                            .handle_input(now_ms(), Input::Closed { conn, reason });
+                    }
+                }
+                Output::Close { conn } => {
+                    if let Some(mut writer) = self.writers.remove(&conn) {
+                        let _ = writer.shutdown().await;
+                    }
+                }
+                Output::Event(event) => {
+                    let _ = self.events.send(event);
+                }
+            }
+        }
+    }
+
+    fn handle_io(&mut self, io: Io) {
+        let now = now_ms();
+        match io {
+            Io::Http(id, Ok(response)) => self
+                .device
+                .handle_input(now, Input::HttpResponse { id, response }),
+            Io::Http(id, Err(error)) => self
+                .device
+                .handle_input(now, Input::HttpFailed { id, error }),
+            Io::Connected(conn, writer) => {
+                self.writers.insert(conn, writer);
+                self.device.handle_input(now, Input::Connected { conn });
+            }
+            Io::Data(conn, bytes) => self.device.handle_input(
+                now,
+                Input::Received {
+                    conn,
+                    bytes: &bytes,
+                },
+            ),
+            Io::Closed(conn, reason) => {
+                self.writers.remove(&conn);
+                self.device
+                    .handle_input(now, Input::Closed { conn, reason });
+            }
+        }
+    }
+
+    fn http(&self, request: HttpRequest) {
+        let client = self.http.clone();
+        let io = self.io_tx.clone();
+        tokio::spawn(async move {
+            let method = match request.method {
+                Method::Get => reqwest::Method::GET,
+                Method::Post => reqwest::Method::POST,
+                Method::Put => reqwest::Method::PUT,
+            };
+            let timeout = Duration::from_millis(request.deadline.saturating_sub(now_ms()));
+            let mut builder = client
+                .request(method, &request.url)
+                .timeout(timeout)
+                .body(request.body);
+            for (name, value) in &request.headers {
+                builder = builder.header(name, value);
+            }
+            let result = async {
+                let response = builder.send().await.map_err(|e| e.to_string())?;
+                let status = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let body = response.bytes().await.map_err(|e| e.to_string())?.to_vec();
+                Ok(HttpResponse {
+                    status,
+                    retry_after,
+                    body,
+                })
+            }
+            .await;
+            let _ = io.send(Io::Http(request.id, result));
+        });
+    }
+
+    fn connect(&self, conn: ConnectionId, endpoint: Endpoint) {
+        let io = self.io_tx.clone();
+        tokio::spawn(async move {
+            let Endpoint::Tcp { host, port } = endpoint else {
+                let _ = io.send(Io::Closed(conn, "this host speaks plain TCP only".into()));
+                return;
+            };
+            let stream = match TcpStream::connect((host.as_str(), port)).await {
+                Ok(stream) => stream,
+                Err(error) => {
+                    let _ = io.send(Io::Closed(conn, format!("connect failed: {error}")));
+                    return;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let (mut reader, writer) = stream.into_split();
+            if io.send(Io::Connected(conn, writer)).is_err() {
+                return;
+            }
+            let mut buffer = vec![0u8; 64 * 1024];
+            loop {
+                match reader.read(&mut buffer).await {
+                    Ok(0) => {
+                        let _ = io.send(Io::Closed(conn, "closed by the gateway".into()));
+                        return;
+                    }
+                    Ok(n) => {
+                        if io.send(Io::Data(conn, buffer[..n].to_vec())).is_err() {
+                            return;
+                        }
+                    }
+                    Err(error) => {
+                        let _ = io.send(Io::Closed(conn, format!("read failed: {error}")));
+                        return;
+                    }
+                }
+            }
+        });
+    }
+}
