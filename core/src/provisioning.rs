@@ -12,6 +12,7 @@ use thiserror::Error;
 
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::http::{HttpResponse, Method, Verdict, classify, describe_problem, join_url};
+use crate::retry_after::parse_retry_after;
 use crate::rng::Rng;
 use crate::timestamp::parse_rfc3339;
 use crate::token::RegistrationToken;
@@ -111,6 +112,9 @@ pub(crate) struct Provisioning {
     request: ProvisioningRequest,
     state: State,
     backoff: Backoff,
+    /// A failed `complete` is not called again before this time, even for a new operation
+    /// (its backoff or `Retry-After` outlives an operation that expired meanwhile).
+    complete_not_before: u64,
     call: Option<HttpCall>,
     events: Vec<ProvisioningEvent>,
 }
@@ -152,6 +156,7 @@ impl Provisioning {
             request,
             state,
             backoff: Backoff::new(backoff),
+            complete_not_before: now,
             call: None,
             events,
         }
@@ -237,7 +242,7 @@ impl Provisioning {
                         self.events.push(ProvisioningEvent::Operation(op.clone()));
                         self.state = State::Poll {
                             op,
-                            at: now + self.request.poll_interval_ms,
+                            at: (now + self.request.poll_interval_ms).max(self.complete_not_before),
                         };
                     }
                     None => self.retry_init(now, rng, None),
@@ -272,9 +277,16 @@ impl Provisioning {
         match verdict {
             Verdict::Pending => {
                 self.backoff.reset();
+                // The Platform may say how long approval polling should pause.
+                let retry_after = response
+                    .as_ref()
+                    .ok()
+                    .and_then(|r| r.retry_after.as_deref())
+                    .and_then(|value| parse_retry_after(value, now))
+                    .unwrap_or(0);
                 self.state = State::Poll {
                     op,
-                    at: now + self.request.poll_interval_ms,
+                    at: now + retry_after.max(self.request.poll_interval_ms),
                 };
             }
             Verdict::Success => {
@@ -316,6 +328,7 @@ impl Provisioning {
             .backoff
             .next_delay(rng, retry_after_ms)
             .max(self.request.poll_interval_ms);
+        self.complete_not_before = now + delay;
         self.state = State::Poll {
             op,
             at: now + delay,

@@ -165,6 +165,8 @@ pub(crate) struct Credentials {
     connection: Option<ConnectionInfo>,
     /// Register at this time (first registration, renewal, or a retry).
     register_at: Option<u64>,
+    /// A failed `register` is not called again before this time (its backoff or `Retry-After`).
+    register_not_before: u64,
     /// Retry a failed refresh at this time (the regular one is `token.refresh_at()`).
     refresh_retry_at: Option<u64>,
     in_flight: Option<Pending>,
@@ -189,6 +191,7 @@ impl Credentials {
             token,
             connection: None,
             register_at: Some(now),
+            register_not_before: now,
             refresh_retry_at: None,
             in_flight: None,
             register_backoff: Backoff::new(backoff),
@@ -208,6 +211,15 @@ impl Credentials {
         if self.in_flight != Some(Pending::Register) {
             self.register_at = Some(self.register_at.map_or(now, |at| at.min(now)));
         }
+    }
+
+    /// A scheduled register (first, forced or retry) comes before the regular renewal, and
+    /// nothing comes before the last failure's delay.
+    fn register_due(&self) -> Option<u64> {
+        let renewal = self.connection.as_ref().and_then(ConnectionInfo::renew_at);
+        self.register_at
+            .or(renewal)
+            .map(|at| at.max(self.register_not_before))
     }
 
     fn refresh_due(&self) -> Option<u64> {
@@ -231,12 +243,7 @@ impl Credentials {
             self.in_flight = Some(Pending::Refresh);
             return;
         }
-        let renewal_due = self
-            .connection
-            .as_ref()
-            .and_then(ConnectionInfo::renew_at)
-            .is_some_and(|at| at <= now);
-        if self.register_at.is_some_and(|at| at <= now) || renewal_due {
+        if self.register_due().is_some_and(|at| at <= now) {
             self.register_at = None;
             self.call = Some(HttpCall::json(
                 Method::Put,
@@ -311,7 +318,8 @@ impl Credentials {
     }
 
     fn retry_register(&mut self, now: u64, rng: &mut Rng, retry_after_ms: Option<u64>) {
-        self.register_at = Some(now + self.register_backoff.next_delay(rng, retry_after_ms));
+        self.register_not_before = now + self.register_backoff.next_delay(rng, retry_after_ms);
+        self.register_at = Some(self.register_not_before);
     }
 
     fn retry_refresh(&mut self, now: u64, rng: &mut Rng, retry_after_ms: Option<u64>) {
@@ -341,11 +349,9 @@ impl Credentials {
         if self.dead || self.in_flight.is_some() {
             return None;
         }
-        let renewal = self.connection.as_ref().and_then(ConnectionInfo::renew_at);
         [
-            self.register_at,
+            self.register_due(),
             self.refresh_due(),
-            renewal,
             self.token.expires_at,
         ]
         .into_iter()

@@ -24,10 +24,22 @@ fn main() {
     let mut violations = 0usize;
     let mut failing = Vec::new();
     let (mut sent, mut crashes) = (0usize, 0usize);
+    let mut faults = [0u64; 7];
     for &seed in &seeds {
         let report = Sim::new(seed).run(DRAIN_BOUND_MS);
         sent += report.sent;
         crashes += report.crashes;
+        for (total, count) in faults.iter_mut().zip([
+            report.kicks as u64,
+            report.kick_storms as u64,
+            report.half_open as u64,
+            report.throttled,
+            report.upload_errors,
+            report.refused_uploads as u64,
+            report.skipped_operations as u64,
+        ]) {
+            *total += count;
+        }
         if !report.violations.is_empty() {
             violations += report.violations.len();
             if failing.len() < 10 {
@@ -38,6 +50,19 @@ fn main() {
     println!(
         "simulation: {} seeds, {violations} violations ({sent} messages, {crashes} crashes)",
         seeds.len()
+    );
+    let [
+        kicks,
+        storms,
+        half_open,
+        throttled,
+        upload_errors,
+        refused,
+        skipped,
+    ] = faults;
+    println!(
+        "faults: {kicks} kicks, {storms} kick storms, {half_open} half-open links, {throttled} throttled calls, \
+         {upload_errors} upload errors, {refused} refused uploads, {skipped} operations left to expire"
     );
     for (seed, list) in &failing {
         println!(

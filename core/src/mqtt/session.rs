@@ -162,6 +162,8 @@ pub(crate) struct Session {
     rx: Vec<u8>,
     tx: Vec<u8>,
     last_sent_at: u64,
+    /// When bytes last came from the gateway: a silent gateway is probed even while we send.
+    last_received_at: u64,
     ping_deadline: Option<u64>,
     backoff: Backoff,
     failed_attempts: u32,
@@ -182,6 +184,7 @@ impl Session {
             rx: Vec::new(),
             tx: Vec::new(),
             last_sent_at: 0,
+            last_received_at: 0,
             ping_deadline: None,
             backoff: Backoff::new(config.backoff),
             failed_attempts: 0,
@@ -339,6 +342,7 @@ impl Session {
         }
         self.rx.extend_from_slice(bytes);
         self.ping_deadline = None;
+        self.last_received_at = now;
         loop {
             match codec::decode(&self.rx, self.config.max_packet_size) {
                 Ok(Some((packet, used))) => {
@@ -455,7 +459,8 @@ impl Session {
     }
 
     fn keep_alive_due(&self) -> u64 {
-        self.last_sent_at + u64::from(self.config.keep_alive_secs) * 1_000
+        self.last_sent_at.min(self.last_received_at)
+            + u64::from(self.config.keep_alive_secs) * 1_000
     }
 
     fn open(&mut self, now: u64) {

@@ -1,9 +1,17 @@
 //! Runs one device against the simulated Platform for one seed and checks the invariants.
 //!
-//! Faults happen during `[0, fault_end)`: network cuts and partitions, dropped HTTP requests and
-//! answers, device crashes (appends not yet durable are lost) and restarts from the store,
-//! token revocation, duplicate-ID kicks, gateway acknowledgements lost. After `fault_end` the
-//! world is healthy and the device must drain its queue within `drain_bound_ms`.
+//! Faults happen during `[0, fault_end)`: network cuts and partitions, half-open connections
+//! (the gateway goes silent without closing), dropped HTTP requests and answers, throttling
+//! (429 and 503 with `Retry-After`, 423), failing and refused uploads, device crashes (appends
+//! not yet durable are lost) and restarts from the store, token revocation, duplicate Device ID
+//! kicks (single ones and storms), gateway acknowledgements lost, and a technician who lets
+//! operations expire. After `fault_end` the world is healthy and the device must drain its
+//! queue within `drain_bound_ms`.
+//!
+//! Besides the end-of-run invariants, the harness checks while it runs: no token or credential
+//! is used after its expiry, no endpoint is called again before the `Retry-After` it answered
+//! has passed, a half-open connection is abandoned within keep-alive plus ping timeout, and a
+//! kick storm sees a bounded number of CONNECTs (the backoff grows for short-lived sessions).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -17,11 +25,14 @@ use vdev_core::{
     StoreRequest, StreamOptions, Transport, TwinConfig,
 };
 
-use super::platform::{PROVISIONING_TOKEN, Platform, Validity};
+use super::platform::{Endpoint, PROVISIONING_TOKEN, Platform, Validity};
 
 const SECOND: u64 = 1_000;
 const MINUTE: u64 = 60 * SECOND;
 const START: u64 = 1_800_000_000_000;
+/// Session timing of the simulated device (see `Sim::config`).
+const KEEP_ALIVE_MS: u64 = 30 * SECOND;
+const PING_TIMEOUT_MS: u64 = 10 * SECOND;
 
 #[derive(Debug)]
 enum Ev {
@@ -37,6 +48,7 @@ enum Ev {
     },
     HttpAtDevice {
         instance: u64,
+        endpoint: Endpoint,
         id: vdev_core::RequestId,
         response: Result<HttpResponse, String>,
     },
@@ -77,6 +89,34 @@ enum Ev {
     AckLossStart,
     AckLossEnd,
     SasExpiryCheck,
+    /// Another connection with the same Device ID takes over; `remaining` more follow.
+    Kick {
+        remaining: u32,
+    },
+    /// A rival with the same Device ID keeps taking over every new session until `until`.
+    KickStormStart {
+        until: u64,
+    },
+    KickStormEnd,
+    /// The rival's connection arrives and this link is closed by the gateway.
+    KickLink {
+        link: u64,
+    },
+    /// The gateway side of the live connection goes silent: no bytes, no close.
+    HalfOpen,
+    HalfOpenCheck {
+        link: u64,
+    },
+}
+
+/// A kick storm in progress: how many CONNECTs the device sent during it.
+#[derive(Debug)]
+struct KickStorm {
+    started: u64,
+    until: u64,
+    connects: u64,
+    /// Restarts and new credentials during the storm: each may connect at once, legitimately.
+    fresh_starts: u64,
 }
 
 struct Link {
@@ -85,6 +125,8 @@ struct Link {
     open: bool,
     to_platform_at: u64,
     to_device_at: u64,
+    /// The gateway went silent: bytes in either direction vanish and no close is seen.
+    half_open: bool,
 }
 
 /// Everything that happened, for the checks.
@@ -93,6 +135,14 @@ pub struct Report {
     pub violations: Vec<String>,
     pub sent: usize,
     pub crashes: usize,
+    /// How often each newer fault struck, to show the seeds exercise them.
+    pub kicks: usize,
+    pub kick_storms: usize,
+    pub half_open: usize,
+    pub throttled: u64,
+    pub upload_errors: u64,
+    pub refused_uploads: usize,
+    pub skipped_operations: usize,
 }
 
 pub struct Sim {
@@ -127,6 +177,14 @@ pub struct Sim {
     large_every: u64,
     compression: Compression,
     trace: bool,
+    /// The technician never approves the first operation (it expires; the second is approved).
+    technician_skips_first: bool,
+    /// Chance that the technician lets an operation of the fault window expire.
+    technician_ignore_rate: f64,
+    operations_seen: usize,
+    /// Per endpoint, the time before which the device must not call again (`Retry-After`).
+    not_before: BTreeMap<Endpoint, u64>,
+    kick_storm: Option<KickStorm>,
 }
 
 impl Sim {
@@ -146,13 +204,19 @@ impl Sim {
         let large_every = [0, 0, 7][rng.random_range(0..3)];
         let compression = [Compression::None, Compression::Fastest][rng.random_range(0..2)];
         let origin = format!("o{:x}", rng.random::<u32>());
+        let mut platform = Platform::new(token_lifetime, sas_lifetime, op_lifetime);
+        platform.throttle_rate = [0.0, 0.0, 0.05, 0.15][rng.random_range(0..4)];
+        platform.upload_error_rate = [0.0, 0.1, 0.3][rng.random_range(0..3)];
+        platform.upload_refusal_rate = [0.0, 0.0, 0.15][rng.random_range(0..3)];
+        let technician_skips_first = rng.random_bool(0.2);
+        let technician_ignore_rate = [0.0, 0.0, 0.2][rng.random_range(0..3)];
         let mut sim = Self {
             rng,
             now: START,
             queue: BinaryHeap::new(),
             events: Vec::new(),
             counter: 0,
-            platform: Platform::new(token_lifetime, sas_lifetime, op_lifetime),
+            platform,
             device: None,
             instance: 0,
             timer_at: None,
@@ -177,6 +241,11 @@ impl Sim {
             large_every,
             compression,
             trace: std::env::var("VDEV_SIM_TRACE").is_ok(),
+            technician_skips_first,
+            technician_ignore_rate,
+            operations_seen: 0,
+            not_before: BTreeMap::new(),
+            kick_storm: None,
         };
         sim.schedule_faults_and_app();
         sim
@@ -194,8 +263,8 @@ impl Sim {
             max_ms: 10 * SECOND,
         };
         config.session = SessionConfig {
-            keep_alive_secs: 30,
-            ping_timeout_ms: 10 * SECOND,
+            keep_alive_secs: (KEEP_ALIVE_MS / SECOND) as u16,
+            ping_timeout_ms: PING_TIMEOUT_MS,
             connect_timeout_ms: 10 * SECOND,
             max_in_flight: 8,
             ack_timeout_ms: 15 * SECOND,
@@ -246,7 +315,7 @@ impl Sim {
         let faults = self.rng.random_range(0..8);
         for _ in 0..faults {
             let t = START + self.rng.random_range(0..span);
-            match self.rng.random_range(0..7) {
+            match self.rng.random_range(0..10) {
                 0 => self.at(t, Ev::Crash),
                 1 => self.at(t, Ev::Cut),
                 2 => {
@@ -261,7 +330,20 @@ impl Sim {
                     self.at(end, Ev::AckLossEnd);
                 }
                 5 => self.at(t, Ev::Cut),
-                _ => self.at(t, Ev::Crash),
+                6 => self.at(t, Ev::Crash),
+                7 => {
+                    let remaining = self.rng.random_range(0..3);
+                    self.at(t, Ev::Kick { remaining });
+                }
+                8 => {
+                    let until =
+                        (t + self.rng.random_range(20 * SECOND..2 * MINUTE)).min(self.fault_end);
+                    self.at(t, Ev::KickStormStart { until });
+                    self.at(until, Ev::KickStormEnd);
+                }
+                // Rare: half of the draws that land here.
+                _ if self.rng.random_bool(0.5) => self.at(t, Ev::HalfOpen),
+                _ => self.at(t, Ev::Cut),
             }
         }
         self.at(START, Ev::Restart);
@@ -326,10 +408,19 @@ impl Sim {
             Ev::HttpAtPlatform { instance, request } => self.http_at_platform(instance, request),
             Ev::HttpAtDevice {
                 instance,
+                endpoint,
                 id,
                 response,
             } => {
                 if instance == self.instance {
+                    if let Ok(response) = &response
+                        && let Some(seconds) = response
+                            .retry_after
+                            .as_deref()
+                            .and_then(|value| value.parse::<u64>().ok())
+                    {
+                        self.not_before.insert(endpoint, now + seconds * SECOND);
+                    }
                     let input = match response {
                         Ok(response) => Input::HttpResponse { id, response },
                         Err(error) => Input::HttpFailed { id, error },
@@ -432,6 +523,63 @@ impl Sim {
             }
             Ev::AckLossStart => self.platform.drop_pubacks = true,
             Ev::AckLossEnd => self.platform.drop_pubacks = false,
+            Ev::Kick { remaining } => {
+                self.report.kicks += 1;
+                self.kick_live_sessions();
+                if remaining > 0 {
+                    let at = now + self.rng.random_range(SECOND..10 * SECOND);
+                    self.at(
+                        at,
+                        Ev::Kick {
+                            remaining: remaining - 1,
+                        },
+                    );
+                }
+            }
+            Ev::KickStormStart { until } => {
+                if self.kick_storm.is_none() {
+                    self.report.kick_storms += 1;
+                    self.kick_storm = Some(KickStorm {
+                        started: now,
+                        until,
+                        connects: 0,
+                        fresh_starts: 0,
+                    });
+                    self.kick_live_sessions();
+                }
+            }
+            Ev::KickStormEnd => self.end_kick_storm(),
+            Ev::KickLink { link } => {
+                if self.platform.conns.contains_key(&link) {
+                    self.cut_link(link);
+                }
+            }
+            Ev::HalfOpen => {
+                let live: Vec<u64> = self
+                    .links
+                    .iter()
+                    .filter(|(_, l)| l.open && !l.half_open && l.instance == self.instance)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for link in live {
+                    self.report.half_open += 1;
+                    self.links.get_mut(&link).unwrap().half_open = true;
+                    // The device has only its keep-alive and ack timers to notice.
+                    let check_at = now + KEEP_ALIVE_MS + PING_TIMEOUT_MS + SECOND;
+                    self.at(check_at, Ev::HalfOpenCheck { link });
+                }
+            }
+            Ev::HalfOpenCheck { link } => {
+                if let Some(l) = self.links.get(&link)
+                    && l.open
+                    && l.instance == self.instance
+                {
+                    self.report.violations.push(format!(
+                        "half-open link {link} still used {} ms after the gateway went silent",
+                        KEEP_ALIVE_MS + PING_TIMEOUT_MS + SECOND
+                    ));
+                }
+            }
             Ev::SasExpiryCheck => {
                 let expired: Vec<u64> = self
                     .platform
@@ -444,6 +592,39 @@ impl Sim {
                     self.cut_link(link);
                 }
             }
+        }
+    }
+
+    /// The gateway closes every authenticated session of the device, as when another
+    /// connection with the same Device ID arrives.
+    fn kick_live_sessions(&mut self) {
+        let live: Vec<u64> = self
+            .platform
+            .conns
+            .iter()
+            .filter(|(_, c)| c.device_id.is_some())
+            .map(|(k, _)| *k)
+            .collect();
+        for link in live {
+            self.cut_link(link);
+        }
+    }
+
+    /// Without growing backoff a device kicked within a second of connecting would reconnect
+    /// a few times per second; with it, the delay reaches `max_ms` (10 s) after a handful of
+    /// kicks. The bound sits between the two: a few quick attempts, then one per 3 s, plus a
+    /// fresh ramp for each restart or new credential.
+    fn end_kick_storm(&mut self) {
+        let Some(storm) = self.kick_storm.take() else {
+            return;
+        };
+        let duration = storm.until.saturating_sub(storm.started);
+        let bound = 8 + duration / (3 * SECOND) + 8 * storm.fresh_starts;
+        if storm.connects > bound {
+            self.report.violations.push(format!(
+                "{} CONNECTs during a {duration} ms kick storm (bound {bound}): the backoff does not grow",
+                storm.connects
+            ));
         }
     }
 
@@ -495,6 +676,8 @@ impl Sim {
         self.report.crashes += 1;
         self.instance += 1;
         self.timer_at = None;
+        // A new process cannot know what the old one was told.
+        self.not_before.clear();
         // Storage operations not finished are lost with the process.
         self.store_ops.clear();
         self.store_busy = false;
@@ -518,6 +701,9 @@ impl Sim {
             return;
         }
         self.instance += 1;
+        if let Some(storm) = &mut self.kick_storm {
+            storm.fresh_starts += 1;
+        }
         let seed: [u8; 32] = self.rng.random();
         let device = Device::new(
             self.config(),
@@ -590,8 +776,13 @@ impl Sim {
                 }
                 self.delivered.insert(seq);
             }
+            Event::Registered { .. } => {
+                if let Some(storm) = &mut self.kick_storm {
+                    storm.fresh_starts += 1;
+                }
+            }
             Event::MessageRejected { seq, reason } => {
-                if self.completed.contains(&seq) {
+                if self.completed.contains(&seq) && !self.refused_seqs().contains(&seq) {
                     self.report
                         .violations
                         .push(format!("durable message {seq} rejected: {reason}"));
@@ -605,6 +796,16 @@ impl Sim {
             }
             _ => {}
         }
+    }
+
+    /// Messages whose upload the Platform refused for good (blobs are named `<origin>-<seq>`).
+    fn refused_seqs(&self) -> BTreeSet<u64> {
+        let origin = self.store.meta().origin;
+        self.platform
+            .refused_blobs
+            .iter()
+            .filter_map(|blob| blob.strip_prefix(&origin)?.strip_prefix('-')?.parse().ok())
+            .collect()
     }
 
     fn kick_store(&mut self) {
@@ -694,6 +895,16 @@ impl Sim {
             );
         }
         self.check_token_use(&request);
+        let endpoint = Endpoint::of(&request);
+        if let Some(&not_before) = self.not_before.get(&endpoint)
+            && self.now < not_before
+        {
+            self.report.violations.push(format!(
+                "{endpoint:?} called at {} ms, {} ms before its Retry-After passed",
+                self.now - START,
+                not_before - self.now
+            ));
+        }
         if self.partitioned || (self.now < self.fault_end && self.rng.random_bool(self.http_loss)) {
             return; // lost; the device's deadline catches it
         }
@@ -704,12 +915,20 @@ impl Sim {
 
     fn http_at_platform(&mut self, instance: u64, request: HttpRequest) {
         let before = self.platform.new_ops.len();
-        let response = self.platform.http(self.now, &request);
+        let faults = (self.now < self.fault_end).then_some(&mut self.rng);
+        let response = self.platform.http(self.now, &request, faults);
         for op in self
             .platform
             .new_ops
             .split_off(before.min(self.platform.new_ops.len()))
         {
+            self.operations_seen += 1;
+            let skipped = (self.technician_skips_first && self.operations_seen == 1)
+                || (self.now < self.fault_end && self.rng.random_bool(self.technician_ignore_rate));
+            if skipped {
+                self.report.skipped_operations += 1;
+                continue; // it expires, and the device must start another
+            }
             // The technician approves after a while; sometimes too late for the operation.
             let delay = self.rng.random_range(SECOND..90 * SECOND);
             self.at(self.now + delay, Ev::Approve { op });
@@ -722,6 +941,7 @@ impl Sim {
             at,
             Ev::HttpAtDevice {
                 instance,
+                endpoint: Endpoint::of(&request),
                 id: request.id,
                 response: Ok(response),
             },
@@ -745,6 +965,7 @@ impl Sim {
                 open: true,
                 to_platform_at: at,
                 to_device_at: at,
+                half_open: false,
             },
         );
         self.platform.open(link);
@@ -768,6 +989,11 @@ impl Sim {
         };
         if let Some(violation) = self.check_connect_credential(&bytes) {
             self.report.violations.push(violation);
+        }
+        if bytes.first().is_some_and(|b| b >> 4 == 1)
+            && let Some(storm) = &mut self.kick_storm
+        {
+            storm.connects += 1;
         }
         let latency = self.latency();
         let link = self.links.get_mut(&id).unwrap();
@@ -796,10 +1022,29 @@ impl Sim {
             self.platform.close(link);
             return;
         }
-        if !self.platform.conns.contains_key(&link) {
+        if !self.platform.conns.contains_key(&link)
+            || self.links.get(&link).is_some_and(|l| l.half_open)
+        {
             return;
         }
+        let was_authenticated = self.platform.conns[&link].device_id.is_some();
         let (reply, close) = self.platform.mqtt(self.now, link, &bytes);
+        let authenticated = self
+            .platform
+            .conns
+            .get(&link)
+            .is_some_and(|c| c.device_id.is_some());
+        if !was_authenticated
+            && authenticated
+            && self
+                .kick_storm
+                .as_ref()
+                .is_some_and(|storm| self.now < storm.until)
+        {
+            // The rival reconnects soon after, well before the session counts as stable.
+            let at = self.now + self.rng.random_range(100..1_500);
+            self.at(at, Ev::KickLink { link });
+        }
         if let Some(at) = self
             .platform
             .conns
@@ -821,7 +1066,7 @@ impl Sim {
         let Some(link) = self.links.get_mut(&link_id) else {
             return;
         };
-        if !link.open {
+        if !link.open || link.half_open {
             return;
         }
         link.to_device_at = link.to_device_at.max(self.now + latency);
@@ -841,8 +1086,8 @@ impl Sim {
         let Some(link) = self.links.get_mut(&link_id) else {
             return;
         };
-        if !link.open {
-            return;
+        if !link.open || link.half_open {
+            return; // a silent gateway sends no reset either
         }
         link.open = false;
         // The reset reaches the device after everything already on the wire.
@@ -852,6 +1097,10 @@ impl Sim {
     }
 
     fn check(&mut self) {
+        let refused = self.refused_seqs();
+        self.report.throttled = self.platform.throttled;
+        self.report.upload_errors = self.platform.upload_errors;
+        self.report.refused_uploads = refused.len();
         let violations = &mut self.report.violations;
         let origin = self.store.meta().origin;
         let stored: Vec<_> = self
@@ -870,6 +1119,17 @@ impl Sim {
             }
         }
         let stored_seqs: BTreeSet<u64> = stored.iter().map(|m| m.seq).collect();
+        // A message the Platform refused for good ends rejected: never delivered, never stored.
+        for seq in refused.intersection(&self.completed) {
+            if !self.rejected.contains(seq) || self.delivered.contains(seq) {
+                violations.push(format!(
+                    "message {seq} refused by the platform has no rejected outcome"
+                ));
+            }
+            if stored_seqs.contains(seq) {
+                violations.push(format!("message {seq} refused by the platform was stored"));
+            }
+        }
         for m in &stored {
             let has = |k: &str, v: &str| m.properties.iter().any(|(a, b)| a == k && b == v);
             let has_batch = m
@@ -887,7 +1147,7 @@ impl Sim {
                 None => violations.push(format!("message {} stored but never sent", m.seq)),
             }
         }
-        for seq in &self.completed {
+        for seq in self.completed.difference(&refused) {
             if !stored_seqs.contains(seq) {
                 violations.push(format!(
                     "message {seq} was stored durably by the device but never reached the platform"

@@ -3,11 +3,15 @@
 //! gateway with deduplication by `vdev-seq`, the twin and file uploads.
 //!
 //! It is written from DESIGN.md §3, not from the core's code: the point is to hold the device
-//! to the contract. It decodes MQTT with the core's public codec; the real stand-in Platform
+//! to the contract. During the fault window the harness lets it answer with the failures a real
+//! Platform gives: 429 and 503 with `Retry-After`, 423 (workspace disabled), transient 500s on
+//! the blob and the upload notification, and a final 400 that refuses an upload for good. It decodes MQTT with the core's public codec; the real stand-in Platform
 //! (`vdev-platform`) checks the codec against an independent implementation.
 
 use std::collections::BTreeMap;
 
+use rand::Rng;
+use rand::rngs::StdRng;
 use serde_json::{Value, json};
 use vdev_core::mqtt::codec::{
     self, ConnAck, ConnectReturnCode, Packet, Publish, QoS, SubAck, SubAckCode,
@@ -86,6 +90,47 @@ pub struct Platform {
     /// Operations created since the harness last looked (for the technician).
     pub new_ops: Vec<String>,
     pub drop_pubacks: bool,
+    /// Chance that a device call is answered 429, 503 (both with `Retry-After`) or 423.
+    pub throttle_rate: f64,
+    /// Chance that a blob `PUT` or an upload notification fails with 500.
+    pub upload_error_rate: f64,
+    /// Chance that a `files` request is refused for good (400).
+    pub upload_refusal_rate: f64,
+    /// Blob names whose upload was refused for good; asking again gets the same answer.
+    pub refused_blobs: Vec<String>,
+    /// Answers 429, 503 or 423 given.
+    pub throttled: u64,
+    /// Transient upload failures (500) given.
+    pub upload_errors: u64,
+}
+
+/// Which device call a request is: faults and the `Retry-After` check are per endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Endpoint {
+    Init,
+    Complete,
+    Register,
+    Refresh,
+    Files,
+    Blob,
+    Notification,
+    Other,
+}
+
+impl Endpoint {
+    pub fn of(request: &HttpRequest) -> Self {
+        let path = request.url.split('?').next().unwrap_or("");
+        match (request.method, path) {
+            (Method::Post, p) if p.ends_with("/provisioning-operations/init") => Self::Init,
+            (Method::Put, p) if p.ends_with("/provisioning-operations/complete") => Self::Complete,
+            (Method::Put, p) if p.ends_with("/devices/register") => Self::Register,
+            (Method::Put, p) if p.ends_with("/registration-tokens/refresh") => Self::Refresh,
+            (Method::Post, p) if p.ends_with("/files") => Self::Files,
+            (Method::Post, p) if p.ends_with("/files/notifications") => Self::Notification,
+            (Method::Put, p) if p.starts_with("http://blobs.sim/") => Self::Blob,
+            _ => Self::Other,
+        }
+    }
 }
 
 impl Platform {
@@ -110,6 +155,12 @@ impl Platform {
             counter: 0,
             new_ops: Vec::new(),
             drop_pubacks: false,
+            throttle_rate: 0.0,
+            upload_error_rate: 0.0,
+            upload_refusal_rate: 0.0,
+            refused_blobs: Vec::new(),
+            throttled: 0,
+            upload_errors: 0,
         }
     }
 
@@ -180,7 +231,40 @@ impl Platform {
 
     // ----- HTTP ---------------------------------------------------------------------------
 
-    pub fn http(&mut self, now: u64, request: &HttpRequest) -> HttpResponse {
+    /// Answers a device call; `faults` is the harness's randomness while faults are allowed.
+    pub fn http(
+        &mut self,
+        now: u64,
+        request: &HttpRequest,
+        faults: Option<&mut StdRng>,
+    ) -> HttpResponse {
+        let endpoint = Endpoint::of(request);
+        if let Some(rng) = faults {
+            if endpoint != Endpoint::Other && rng.random_bool(self.throttle_rate) {
+                self.throttled += 1;
+                return match rng.random_range(0..3) {
+                    0 => retry_after(429, rng.random_range(1..=20)),
+                    1 => retry_after(503, rng.random_range(1..=20)),
+                    _ => problem(423, "/problems/workspaceDisabled"),
+                };
+            }
+            if matches!(endpoint, Endpoint::Blob | Endpoint::Notification)
+                && rng.random_bool(self.upload_error_rate)
+            {
+                self.upload_errors += 1;
+                return status(500);
+            }
+            if endpoint == Endpoint::Files && rng.random_bool(self.upload_refusal_rate) {
+                let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+                if let Some(blob) = body["blobName"].as_str() {
+                    self.refused_blobs.push(blob.to_owned());
+                }
+            }
+        }
+        self.answer(now, request)
+    }
+
+    fn answer(&mut self, now: u64, request: &HttpRequest) -> HttpResponse {
         let auth = request
             .headers
             .iter()
@@ -309,6 +393,9 @@ impl Platform {
                     return status(401);
                 }
                 let blob = body["blobName"].as_str().unwrap_or("").to_owned();
+                if self.refused_blobs.contains(&blob) {
+                    return problem(400, "/problems/upload/blobRefused");
+                }
                 let correlation = self.next("corr");
                 self.uploads.insert(correlation.clone(), blob.clone());
                 ok(json!({
@@ -536,6 +623,14 @@ fn ok(body: Value) -> HttpResponse {
         status: 200,
         retry_after: None,
         body: body.to_string().into_bytes(),
+    }
+}
+
+fn retry_after(code: u16, seconds: u64) -> HttpResponse {
+    HttpResponse {
+        status: code,
+        retry_after: Some(seconds.to_string()),
+        body: Vec::new(),
     }
 }
 

@@ -1,0 +1,551 @@
+//! Transcript tests: one `Device` driven by hand against a scripted Platform and gateway, with
+//! the exact sequence of its outputs asserted (in the manner of rustls's `tests/unbuffered.rs`).
+//! A change of behaviour shows up here as a readable diff of transcript lines.
+
+mod common;
+
+use common::{Host, MINUTE, OPERATION_ID, SAS, T0, complete_body, init_body, register_body};
+use serde_json::{Value, json};
+use vdev_core::mqtt::codec::{ConnectReturnCode, Packet};
+use vdev_core::{
+    DeviceConfig, HttpResponse, Input, MemoryStore, OutboxError, ProvisioningError, SendError,
+};
+
+const CANCELLED: &str = "/problems/deviceProvisioning/provisioningOperationCancelled";
+const EXPIRED: &str = "/problems/deviceProvisioning/provisioningOperationExpired";
+
+fn problem(kind: &str) -> Value {
+    json!({ "type": kind, "title": "gone", "status": 410 })
+}
+
+#[test]
+fn fresh_provisioning_to_connected_transcript() {
+    let (mut host, start) = Host::fresh();
+    assert_eq!(
+        start,
+        [
+            "event state Provisioning",
+            "http POST /provisioning-operations/init",
+        ]
+    );
+    let init = host.pending[0].clone();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&init.body).unwrap(),
+        json!({ "deviceId": "dev-1" })
+    );
+    assert!(
+        init.headers
+            .contains(&("Authorization".into(), "DeviceToken pt-1".into()))
+    );
+
+    assert_eq!(
+        host.answer(
+            "/provisioning-operations/init",
+            200,
+            init_body(OPERATION_ID)
+        ),
+        ["store save-state", "event operation op-1 code 123456"]
+    );
+    assert_eq!(host.deadline, Some(T0 + 1_000), "polls after the interval");
+    assert_eq!(
+        host.advance(),
+        ["http PUT /provisioning-operations/complete"]
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&host.pending[0].body).unwrap(),
+        json!({ "provisioningOperationId": "op-1" })
+    );
+    assert_eq!(
+        host.answer("/provisioning-operations/complete", 202, Value::Null),
+        [] as [&str; 0]
+    );
+    assert_eq!(
+        host.advance(),
+        ["http PUT /provisioning-operations/complete"]
+    );
+    assert_eq!(
+        host.answer("/provisioning-operations/complete", 202, Value::Null),
+        [] as [&str; 0]
+    );
+    assert_eq!(
+        host.advance(),
+        ["http PUT /provisioning-operations/complete"]
+    );
+    assert_eq!(
+        host.answer("/provisioning-operations/complete", 200, complete_body()),
+        [
+            "store save-state",
+            "event state Disconnected",
+            "http PUT /devices/register",
+        ]
+    );
+    assert!(
+        host.pending[0]
+            .headers
+            .contains(&("Authorization".into(), "DeviceToken rt-1".into())),
+        "register uses the Registration Token"
+    );
+    assert_eq!(
+        host.answer("/devices/register", 200, register_body()),
+        [
+            "store save-state",
+            "event registered ws1:dev-1",
+            "connect tcp 127.0.0.1:1883",
+            "event state Connecting",
+        ]
+    );
+    let conn = host.conn.unwrap();
+    assert_eq!(
+        host.input(Input::Connected { conn }),
+        ["send CONNECT ws1:dev-1"]
+    );
+    let Packet::Connect(connect) = &host.sent[0] else {
+        panic!("the first packet is CONNECT");
+    };
+    assert_eq!(connect.client_id, "ws1:dev-1");
+    assert_eq!(
+        connect.username.as_deref(),
+        Some("hub.example/ws1:dev-1/?api-version=2018-06-30")
+    );
+    assert_eq!(connect.password.as_deref(), Some(SAS.as_bytes()));
+    assert!(connect.clean_session);
+
+    assert_eq!(
+        host.connack(ConnectReturnCode::Accepted),
+        [
+            "send SUBSCRIBE $iothub/twin/res/# q0, $iothub/twin/PATCH/properties/desired/# q0, devices/ws1:dev-1/messages/devicebound/# q1"
+        ]
+    );
+    assert_eq!(
+        host.suback(),
+        ["store save-state", "send twin GET", "event state Connected"]
+    );
+    assert!(!host.device.is_twin_synced());
+    assert_eq!(
+        host.twin_response(),
+        ["store save-state", "event desired v1"]
+    );
+    assert!(host.device.is_twin_synced());
+}
+
+#[test]
+fn restart_with_a_saved_operation_resumes_polling_it() {
+    let mut first = Host::provisioning();
+    first.answer(
+        "/provisioning-operations/init",
+        200,
+        init_body(OPERATION_ID),
+    );
+    first.wait(30_000);
+    let store = first.store.clone();
+
+    let device_config: DeviceConfig = common::config();
+    let (mut second, start) = Host::new(device_config, store);
+    // No new `init`: the same operation is shown again and its approval polled.
+    assert_eq!(
+        start,
+        [
+            "store save-state",
+            "event state Provisioning",
+            "event operation op-1 code 123456",
+            "http PUT /provisioning-operations/complete",
+        ]
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&second.pending[0].body).unwrap(),
+        json!({ "provisioningOperationId": "op-1" })
+    );
+    assert_eq!(
+        second.answer("/provisioning-operations/complete", 200, complete_body()),
+        [
+            "store save-state",
+            "event state Disconnected",
+            "http PUT /devices/register",
+        ]
+    );
+}
+
+#[test]
+fn cancelled_operation_ends_provisioning() {
+    let mut host = Host::provisioning();
+    host.answer(
+        "/provisioning-operations/init",
+        200,
+        init_body(OPERATION_ID),
+    );
+    host.advance();
+    assert_eq!(
+        host.answer("/provisioning-operations/complete", 410, problem(CANCELLED)),
+        [
+            "store save-state",
+            "event state Failed",
+            "event provisioning failed: provisioning operation op-1 was cancelled",
+        ]
+    );
+    assert!(host.events.contains(&vdev_core::Event::ProvisioningFailed(
+        ProvisioningError::Cancelled {
+            operation_id: OPERATION_ID.into()
+        }
+    )));
+    assert_eq!(host.deadline, None, "nothing more happens");
+}
+
+#[test]
+fn expired_operation_starts_a_new_one() {
+    let mut host = Host::provisioning();
+    host.answer(
+        "/provisioning-operations/init",
+        200,
+        init_body(OPERATION_ID),
+    );
+    host.advance();
+    assert_eq!(
+        host.answer("/provisioning-operations/complete", 410, problem(EXPIRED)),
+        ["http POST /provisioning-operations/init"]
+    );
+    assert_eq!(
+        host.answer("/provisioning-operations/init", 200, init_body("op-2")),
+        ["store save-state", "event operation op-2 code 123456"]
+    );
+    assert_eq!(
+        host.advance(),
+        ["http PUT /provisioning-operations/complete"]
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&host.pending[0].body).unwrap(),
+        json!({ "provisioningOperationId": "op-2" })
+    );
+}
+
+#[test]
+fn invalid_provisioning_token_ends_provisioning() {
+    let mut host = Host::provisioning();
+    assert_eq!(
+        host.answer("/provisioning-operations/init", 401, Value::Null),
+        [
+            "store save-state",
+            "event state Failed",
+            "event provisioning failed: provisioning token is invalid, expired or revoked",
+        ]
+    );
+    assert_eq!(
+        host.events.last(),
+        Some(&vdev_core::Event::ProvisioningFailed(
+            ProvisioningError::InvalidProvisioningToken
+        ))
+    );
+}
+
+#[test]
+fn bad_request_is_refused_without_retry() {
+    let mut host = Host::provisioning();
+    let body = json!({ "title": "Bad Request", "detail": "deviceId is invalid", "status": 400 });
+    assert_eq!(
+        host.answer("/provisioning-operations/init", 400, body),
+        [
+            "store save-state",
+            "event state Failed",
+            "event provisioning failed: provisioning request refused: status 400: deviceId is invalid",
+        ]
+    );
+    assert_eq!(host.deadline, None, "no retry");
+    assert!(host.pending.is_empty());
+}
+
+#[test]
+fn retry_after_on_init_delays_the_next_call() {
+    let mut host = Host::provisioning();
+    let throttled = HttpResponse {
+        status: 429,
+        retry_after: Some("7".into()),
+        body: Vec::new(),
+    };
+    assert_eq!(
+        host.answer_raw("/provisioning-operations/init", throttled),
+        [] as [&str; 0]
+    );
+    assert_eq!(host.deadline, Some(T0 + 7_000));
+}
+
+#[test]
+fn unauthorized_register_at_run_time_provisions_again_and_keeps_the_queue() {
+    let mut host = Host::connected();
+    let conn = host.conn.unwrap();
+    assert_eq!(
+        host.input(Input::Closed {
+            conn,
+            reason: "reset".into()
+        }),
+        ["event state Disconnected"]
+    );
+    let (first, _) = host.send("one");
+    let (second, _) = host.send("two");
+    assert_eq!(host.store.meta().count, 2);
+
+    assert_eq!(
+        host.advance(),
+        ["connect tcp 127.0.0.1:1883", "event state Connecting"]
+    );
+    let conn = host.conn.unwrap();
+    assert_eq!(
+        host.input(Input::Connected { conn }),
+        ["send CONNECT ws1:dev-1"]
+    );
+    // The gateway no longer accepts the signature: the device registers again.
+    assert_eq!(
+        host.connack(ConnectReturnCode::NotAuthorized),
+        [
+            "close",
+            "event state Disconnected",
+            "http PUT /devices/register"
+        ]
+    );
+    // The Registration Token was revoked: provisioning starts over, with a new operation.
+    assert_eq!(
+        host.answer("/devices/register", 401, Value::Null),
+        [
+            "store save-state",
+            "event state Provisioning",
+            "http POST /provisioning-operations/init",
+        ]
+    );
+    assert_eq!(host.device.stats().pending_count, 2);
+    let stored: Vec<u64> = host.store.records().map(|(seq, _)| seq).collect();
+    assert_eq!(stored, [first, second]);
+    assert!(
+        !host
+            .events
+            .iter()
+            .any(|e| matches!(e, vdev_core::Event::MessageRejected { .. }))
+    );
+}
+
+#[test]
+fn message_is_published_only_after_it_is_durable() {
+    let mut host = Host::connected();
+    host.hold_appends = true;
+    let (seq, lines) = host.send("21.5");
+    assert_eq!(lines, ["store append 0..=0"]);
+    // Any input drives the device; the message must still wait for its append.
+    assert_eq!(host.receive(Packet::PingResp), [] as [&str; 0]);
+    host.wait(1);
+    assert_eq!(host.input(Input::Timeout), [] as [&str; 0]);
+    assert!(host.telemetry().is_empty(), "not durable yet");
+    assert_eq!(host.release_appends(), [format!("send PUBLISH seq {seq}")]);
+}
+
+#[test]
+fn pubacks_out_of_order_finish_the_message_they_acknowledge() {
+    let mut host = Host::connected();
+    let seqs: Vec<u64> = (0..3).map(|i| host.send(&format!("m{i}")).0).collect();
+    let published = host.telemetry();
+    assert_eq!(
+        published.iter().map(|(_, seq)| *seq).collect::<Vec<_>>(),
+        seqs
+    );
+    let ids: Vec<u16> = published.iter().map(|(id, _)| *id).collect();
+    assert_eq!(
+        host.receive(Packet::PubAck { packet_id: ids[2] }),
+        ["store remove [2]", "event delivered 2"]
+    );
+    assert_eq!(
+        host.receive(Packet::PubAck { packet_id: ids[0] }),
+        ["store remove [0]", "event delivered 0"]
+    );
+    // A duplicate acknowledgement changes nothing.
+    assert_eq!(
+        host.receive(Packet::PubAck { packet_id: ids[2] }),
+        [] as [&str; 0]
+    );
+    assert_eq!(
+        host.receive(Packet::PubAck { packet_id: ids[1] }),
+        ["store remove [1]", "event delivered 1"]
+    );
+    assert_eq!(host.store.meta().count, 0);
+}
+
+#[test]
+fn full_outbox_refuses_the_message() {
+    let mut config = common::config();
+    config.outbox.max_messages = 2;
+    let (mut host, _) = Host::new(config, MemoryStore::new("o1"));
+    host.send("one");
+    host.send("two");
+    let refused = host.device.send(
+        host.now,
+        &Default::default(),
+        &Default::default(),
+        b"three".to_vec(),
+    );
+    assert!(
+        matches!(
+            refused,
+            Err(SendError::Outbox(OutboxError::Full {
+                count: 2,
+                max_messages: 2,
+                ..
+            }))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(host.drain(), [] as [&str; 0], "nothing was stored");
+    assert_eq!(host.store.meta().count, 2);
+}
+
+#[test]
+fn operation_expiring_unapproved_is_replaced_after_its_expiry() {
+    let mut host = Host::provisioning();
+    host.answer(
+        "/provisioning-operations/init",
+        200,
+        init_body(OPERATION_ID),
+    );
+    // The technician never approves: the device polls every second until the expiry.
+    let mut polls = 0;
+    loop {
+        let lines = host.advance();
+        if lines != ["http PUT /provisioning-operations/complete"] {
+            assert_eq!(lines, ["http POST /provisioning-operations/init"]);
+            break;
+        }
+        polls += 1;
+        assert!(polls <= 600, "still polling an expired operation");
+        host.answer("/provisioning-operations/complete", 202, Value::Null);
+    }
+    assert!(polls > 500, "polled every second: {polls}");
+    assert_eq!(
+        host.now,
+        T0 + 10 * MINUTE,
+        "a new operation right at expiry"
+    );
+}
+
+#[test]
+fn silent_gateway_is_probed_even_while_the_device_keeps_sending() {
+    let mut host = Host::connected();
+    let last_heard = host.now;
+    // An unanswered reported-properties patch is sent again and again, so the device never
+    // falls silent itself; only the gateway's silence can reveal the dead connection.
+    host.device
+        .update_reported_properties(host.now, json!({ "fw": "1.0" }))
+        .unwrap();
+    let mut lines = host.drain();
+    let keep_alive = 60_000;
+    let ping_timeout = 20_000;
+    while host.conn.is_some() && host.now <= last_heard + keep_alive + ping_timeout {
+        lines.extend(host.advance());
+    }
+    assert!(lines.contains(&"send twin PATCH reported".to_owned()));
+    let ping = lines.iter().position(|l| l == "send PINGREQ");
+    let close = lines.iter().position(|l| l == "close");
+    assert!(
+        ping.is_some() && close > ping,
+        "no keep-alive probe and close: {lines:?}"
+    );
+    assert!(host.now <= last_heard + keep_alive + ping_timeout);
+}
+
+#[test]
+fn retry_after_on_register_holds_even_when_connections_keep_failing() {
+    let mut host = Host::connected();
+    let conn = host.conn.unwrap();
+    host.input(Input::Closed {
+        conn,
+        reason: "reset".into(),
+    });
+    let throttled = HttpResponse {
+        status: 503,
+        retry_after: Some("300".into()),
+        body: Vec::new(),
+    };
+    let mut answered_at = None;
+    // Connection attempts time out one after another (every third one asks for a fresh
+    // credential), but the Platform asked for five minutes of quiet on `register`.
+    while host.now < T0 + 30 * MINUTE {
+        let lines = host.advance();
+        if lines.contains(&"http PUT /devices/register".to_owned()) {
+            if let Some(at) = answered_at {
+                assert!(
+                    host.now >= at + 300_000,
+                    "register called {} ms after a Retry-After of 300 s",
+                    host.now - at
+                );
+                return;
+            }
+            answered_at = Some(host.now);
+            host.answer_raw("/devices/register", throttled.clone());
+        }
+    }
+    panic!("register was never called again");
+}
+
+#[test]
+fn retry_after_on_complete_outlives_an_operation_that_expired_meanwhile() {
+    let mut host = Host::provisioning();
+    let mut short_lived = init_body(OPERATION_ID);
+    short_lived["expirationTime"] = json!(vdev_core::format_rfc3339(T0 + 5_000));
+    host.answer("/provisioning-operations/init", 200, short_lived);
+    assert_eq!(
+        host.advance(),
+        ["http PUT /provisioning-operations/complete"]
+    );
+    let throttled_at = host.now;
+    let throttled = HttpResponse {
+        status: 429,
+        retry_after: Some("30".into()),
+        body: Vec::new(),
+    };
+    host.answer_raw("/provisioning-operations/complete", throttled);
+    assert_eq!(host.advance(), ["http POST /provisioning-operations/init"]);
+    assert_eq!(
+        host.now,
+        T0 + 5_000,
+        "a new operation when the first expires"
+    );
+    host.answer("/provisioning-operations/init", 200, init_body("op-2"));
+    assert_eq!(
+        host.advance(),
+        ["http PUT /provisioning-operations/complete"]
+    );
+    assert_eq!(
+        host.now,
+        throttled_at + 30_000,
+        "complete waits out its Retry-After"
+    );
+}
+
+#[test]
+fn failed_credential_renewal_waits_before_the_next_register() {
+    let mut host = Host::connected();
+    let throttled = HttpResponse {
+        status: 503,
+        retry_after: Some("60".into()),
+        body: Vec::new(),
+    };
+    let mut throttled_at = None;
+    // The signature lasts an hour and is renewed after 80% of it; the gateway answers pings.
+    while host.now < T0 + 60 * MINUTE {
+        let lines = host.advance();
+        if lines.contains(&"send PINGREQ".to_owned()) {
+            host.receive(Packet::PingResp);
+        }
+        if lines.contains(&"http PUT /devices/register".to_owned()) {
+            if let Some(at) = throttled_at {
+                assert_eq!(
+                    host.now,
+                    at + 60_000,
+                    "the renewal waits out its Retry-After"
+                );
+                return;
+            }
+            assert!(
+                host.now >= T0 + 48 * MINUTE,
+                "renewed after 80% of the lifetime"
+            );
+            throttled_at = Some(host.now);
+            let lines = host.answer_raw("/devices/register", throttled.clone());
+            assert!(!lines.contains(&"http PUT /devices/register".to_owned()));
+        }
+    }
+    panic!("the credential was not renewed");
+}
