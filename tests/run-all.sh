@@ -15,9 +15,10 @@ rustup component list --installed | grep -q '^rustfmt' || rustup component add r
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 
 step "system packages"
-# mosquitto-clients: an independent MQTT peer; libssl-dev + pkg-config: the official SDK's OpenSSL.
+# mosquitto-clients: an independent MQTT peer; libssl-dev + pkg-config: the official SDK's OpenSSL;
+# chromium + chromium-driver: the browser tests (node, npm and python3 come with the machine).
 missing=()
-for pkg in mosquitto-clients libssl-dev pkg-config; do
+for pkg in mosquitto-clients libssl-dev pkg-config chromium chromium-driver; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
@@ -26,13 +27,28 @@ if ((${#missing[@]})); then
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
+step "wasm-bindgen-cli 0.2.130 (must equal the wasm-bindgen crate)"
+if ! wasm-bindgen --version 2>/dev/null | grep -q ' 0\.2\.130$'; then
+  # Without --locked: its lockfile wants a crate version the registry here lacks.
+  cargo install wasm-bindgen-cli --version 0.2.130
+fi
+
 step "formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p vdev-web --target wasm32-unknown-unknown --all-targets -- -D warnings
 
 step "the core builds for the browser and WASI targets"
 cargo build -p vdev-core --target wasm32-unknown-unknown
 cargo build -p vdev-core --target wasm32-wasip2
 
 step "tests (unit, property, simulation: VDEV_SIM_SEEDS=${VDEV_SIM_SEEDS:-10000})"
-cargo test --workspace
+# vdev-web's tests run in the browser, below.
+cargo test --workspace --exclude vdev-web
+
+step "browser SDK: IndexedDB store, JS API and a real Platform in headless Chromium"
+bash wasm-web/scripts/test.sh
+
+step "browser SDK: npm package (size-tuned build, gzipped size) and its smoke test"
+bash wasm-web/scripts/build.sh
+python3 wasm-web/scripts/smoke.py wasm-web/pkg

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Runs vdev-web's tests:
+#   1. the native unit tests of the crate (pure helpers);
+#   2. the wasm_bindgen_test suites in headless Chromium: tests/store.rs (IndexedDB store
+#      contract), tests/api.rs (the JS API's refusals, no network), tests/platform.rs
+#      (DeviceClient against a real vdev-platform).
+# It starts vdev-platform on ephemeral loopback ports with a temporary data directory and
+# hands its URL and tokens to the wasm tests at compile time (VDEV_WEB_TEST_* read with
+# `option_env!`): a wasm test cannot read files or the environment at run time, and baking
+# them in costs only a re-link of the test crates. The platform is stopped on exit.
+#
+# Needs: rustup target wasm32-unknown-unknown, wasm-bindgen-cli 0.2.130 (same version as the
+# `wasm-bindgen` crate), Debian's chromium and chromium-driver, python3.
+# Extra arguments go to the wasm `cargo test` (e.g. `-- provisioning`).
+set -euo pipefail
+
+web_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+root="$(cd "$web_dir/.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
+
+expected_bindgen="0.2.130"
+if ! command -v wasm-bindgen-test-runner >/dev/null; then
+    echo "error: wasm-bindgen-test-runner not found: cargo install wasm-bindgen-cli --version $expected_bindgen" >&2
+    exit 1
+fi
+if ! wasm-bindgen --version | grep -q " $expected_bindgen\$"; then
+    echo "error: wasm-bindgen-cli must be $expected_bindgen (found: $(wasm-bindgen --version))" >&2
+    exit 1
+fi
+export CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}"
+if [ ! -x "$CHROMEDRIVER" ]; then
+    echo "error: $CHROMEDRIVER not found: apt-get install -y chromium chromium-driver" >&2
+    exit 1
+fi
+
+echo "== vdev-web: native unit tests"
+cargo test -p vdev-web --lib
+
+echo "== vdev-web: building vdev-platform"
+cargo build -p vdev-platform
+platform_bin="$CARGO_TARGET_DIR/debug/vdev-platform"
+
+data_dir="$(mktemp -d -t vdev-web-test.XXXXXX)"
+platform_pid=""
+cleanup() {
+    if [ -n "$platform_pid" ]; then
+        kill "$platform_pid" 2>/dev/null || true
+        wait "$platform_pid" 2>/dev/null || true
+    fi
+    rm -rf "$data_dir"
+}
+trap cleanup EXIT
+
+"$platform_bin" --data-dir "$data_dir" --http 127.0.0.1:0 --https off \
+    --mqtt-tcp off --mqtt-tls off >"$data_dir/platform.log" 2>&1 &
+platform_pid=$!
+
+# Wait (bounded) until the platform has bound its listener and written platform.json.
+read_info() {
+    python3 - "$data_dir/platform.json" <<'PY'
+import json, sys
+info = json.load(open(sys.argv[1]))
+for key in ("httpUrl", "adminToken", "workspaceId", "provisioningToken"):
+    value = info.get(key)
+    if not value:
+        sys.exit(1)
+    print(value)
+PY
+}
+deadline=$((SECONDS + 60))
+until info="$(read_info 2>/dev/null)"; do
+    if ! kill -0 "$platform_pid" 2>/dev/null; then
+        echo "error: vdev-platform exited:" >&2
+        cat "$data_dir/platform.log" >&2
+        exit 1
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+        echo "error: vdev-platform wrote no platform.json within 60 s" >&2
+        cat "$data_dir/platform.log" >&2
+        exit 1
+    fi
+    sleep 0.2
+done
+{
+    read -r VDEV_WEB_TEST_HTTP_URL
+    read -r VDEV_WEB_TEST_ADMIN_TOKEN
+    read -r VDEV_WEB_TEST_WORKSPACE
+    read -r VDEV_WEB_TEST_PROVISIONING_TOKEN
+} <<<"$info"
+export VDEV_WEB_TEST_HTTP_URL VDEV_WEB_TEST_ADMIN_TOKEN VDEV_WEB_TEST_WORKSPACE VDEV_WEB_TEST_PROVISIONING_TOKEN
+echo "== vdev-platform at $VDEV_WEB_TEST_HTTP_URL"
+
+echo "== vdev-web: browser tests (headless Chromium)"
+# The runner looks for webdriver.json (extra Chrome flags) in the working directory.
+cd "$web_dir"
+status=0
+CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-300}" \
+    cargo test -p vdev-web --target wasm32-unknown-unknown --test store --test api --test platform "$@" || status=$?
+if [ "$status" -ne 0 ]; then
+    echo "== vdev-platform log (last 60 lines)" >&2
+    tail -n 60 "$data_dir/platform.log" >&2
+fi
+exit "$status"

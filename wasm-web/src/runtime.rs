@@ -1,0 +1,95 @@
+//! What the browser gives the driver besides sockets, HTTP and storage: the clock, random
+//! bytes, the rule about unencrypted connections, and the console for errors nobody awaits.
+//!
+//! Everything goes through the global object (`globalThis`), not `window`, so the same code
+//! runs in a page and in a worker.
+
+use js_sys::Reflect;
+use wasm_bindgen::{JsCast, JsValue};
+
+/// Milliseconds since the Unix epoch, the core's notion of time.
+pub(crate) fn now_ms() -> u64 {
+    js_sys::Date::now() as u64
+}
+
+/// `N` bytes from `crypto.getRandomValues`.
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], String> {
+    let crypto = Reflect::get(&js_sys::global(), &JsValue::from_str("crypto"))
+        .ok()
+        .and_then(|crypto| crypto.dyn_into::<web_sys::Crypto>().ok())
+        .ok_or("this environment has no crypto.getRandomValues")?;
+    let mut bytes = [0u8; N];
+    crypto
+        .get_random_values_with_u8_array(&mut bytes)
+        .map_err(|error| format!("crypto.getRandomValues failed: {}", describe(&error)))?;
+    Ok(bytes)
+}
+
+/// Whether `host` (as `URL.hostname` gives it) is a loopback address: `localhost`,
+/// 127.0.0.0/8 or `[::1]`.
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.eq_ignore_ascii_case("localhost") || host == "::1" {
+        return true;
+    }
+    host.parse::<std::net::Ipv4Addr>()
+        .is_ok_and(|address| address.is_loopback())
+}
+
+/// Refuses URLs that would carry tokens unencrypted off this machine: `ws://` and `http://` are
+/// allowed for loopback hosts only; `wss://` and `https://` anywhere.
+pub(crate) fn check_url_allowed(url: &str) -> Result<(), String> {
+    let parsed = web_sys::Url::new(url).map_err(|_| format!("{url:?} is not a valid url"))?;
+    match parsed.protocol().as_str() {
+        "wss:" | "https:" => Ok(()),
+        "ws:" | "http:" if is_loopback_host(&parsed.hostname()) => Ok(()),
+        "ws:" | "http:" => Err(format!(
+            "refusing unencrypted {url}: ws:// and http:// are allowed only for loopback hosts, use wss:// or https://"
+        )),
+        other => Err(format!("unsupported url scheme {other:?} in {url}")),
+    }
+}
+
+/// A readable description of a thrown JavaScript value (an `Error`, a `DOMException`, ...).
+pub(crate) fn describe(value: &JsValue) -> String {
+    if let Some(error) = value.dyn_ref::<js_sys::Error>() {
+        return format!("{}: {}", error.name(), error.message());
+    }
+    if let Some(exception) = value.dyn_ref::<web_sys::DomException>() {
+        return format!("{}: {}", exception.name(), exception.message());
+    }
+    value.as_string().unwrap_or_else(|| format!("{value:?}"))
+}
+
+/// Reports an error that has no caller to return to (an app callback threw, storage keeps failing).
+pub(crate) fn console_error(message: &str) {
+    web_sys::console::error_1(&JsValue::from_str(&format!("vdev: {message}")));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_host;
+
+    #[test]
+    fn loopback_hosts_are_recognised() {
+        for host in [
+            "localhost",
+            "127.0.0.1",
+            "127.3.2.1",
+            "[::1]",
+            "::1",
+            "LOCALHOST",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "example.com",
+            "10.0.0.1",
+            "128.0.0.1",
+            "[::2]",
+            "localhost.example",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The JavaScript API's refusals, in a real browser and without any network traffic: options
+//! of the wrong type, unencrypted URLs to hosts that are not loopback, payloads of the wrong
+//! type, and calls after `stop()`.
+
+#![cfg(target_arch = "wasm32")]
+
+mod common;
+
+use common::{js_object, unique};
+use js_sys::Promise;
+use vdev_web::{DeviceClient, IdbStore};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+async fn start_error(options: JsValue) -> String {
+    let error = DeviceClient::start(options.unchecked_into())
+        .await
+        .map(|_| ())
+        .map_err(JsValue::from)
+        .expect_err("start refuses these options");
+    error
+        .dyn_into::<js_sys::Error>()
+        .expect("an Error")
+        .message()
+        .into()
+}
+
+async fn rejection(promise: Promise) -> String {
+    let error = JsFuture::from(promise)
+        .await
+        .expect_err("the promise rejects");
+    error
+        .dyn_into::<js_sys::Error>()
+        .expect("an Error")
+        .message()
+        .into()
+}
+
+#[wasm_bindgen_test]
+async fn start_refuses_unencrypted_urls_to_hosts_that_are_not_loopback() {
+    let message = start_error(js_object(&[
+        ("instance", "http://example.com".into()),
+        ("provisioningToken", "token".into()),
+        ("database", unique("vdev-api").into()),
+    ]))
+    .await;
+    assert!(
+        message.contains("refusing unencrypted http://example.com"),
+        "{message}"
+    );
+}
+
+#[wasm_bindgen_test]
+async fn start_names_the_option_that_is_missing_or_mistyped() {
+    let missing = start_error(js_object(&[
+        ("instance", "http://127.0.0.1:9".into()),
+        ("provisioningToken", "token".into()),
+    ]))
+    .await;
+    assert_eq!(missing, "option database: is required");
+
+    let mistyped = start_error(js_object(&[
+        ("instance", "http://127.0.0.1:9".into()),
+        ("provisioningToken", "token".into()),
+        ("database", "db".into()),
+        ("onMessageOutcome", "not a function".into()),
+    ]))
+    .await;
+    assert_eq!(mistyped, "option onMessageOutcome: must be a function");
+
+    let bad_id = start_error(js_object(&[
+        ("instance", "http://127.0.0.1:9".into()),
+        ("provisioningToken", "token".into()),
+        ("database", "db".into()),
+        ("deviceId", "no spaces allowed".into()),
+    ]))
+    .await;
+    assert!(bad_id.starts_with("option deviceId: "), "{bad_id}");
+}
+
+#[wasm_bindgen_test]
+async fn sends_of_the_wrong_type_or_after_stop_are_rejected() {
+    // Port 9 (discard) on loopback: nothing answers there, and nothing leaves the machine.
+    let database = unique("vdev-api");
+    let client = DeviceClient::start(
+        js_object(&[
+            ("instance", "http://127.0.0.1:9".into()),
+            ("provisioningToken", "token".into()),
+            ("database", database.clone().into()),
+        ])
+        .unchecked_into(),
+    )
+    .await
+    .map_err(JsValue::from)
+    .expect("the client starts");
+    let compression = client
+        .create_stream_sender(Some(
+            js_object(&[("compression", "best".into())]).unchecked_into(),
+        ))
+        .map(|_| ())
+        .map_err(JsValue::from)
+        .expect_err("an unknown compression is refused");
+    let compression: js_sys::Error = compression.unchecked_into();
+    assert!(
+        String::from(compression.message()).starts_with("option compression: "),
+        "{:?}",
+        compression.message()
+    );
+
+    let sender = client.create_stream_sender(None).unwrap();
+    let wrong = sender.send_message(JsValue::from_f64(42.0).unchecked_into(), None);
+    assert_eq!(
+        rejection(wrong.unchecked_into()).await,
+        "option payload: must be a Uint8Array or a string"
+    );
+
+    let seq = JsFuture::from(Promise::from(JsValue::from(
+        sender.send_message(JsValue::from_str("kept").unchecked_into(), None),
+    )))
+    .await
+    .expect("stored while the platform is unreachable");
+    assert_eq!(seq.as_f64(), Some(0.0));
+    assert_eq!(client.pending_messages_count(), 1.0);
+
+    JsFuture::from(Promise::from(JsValue::from(client.stop())))
+        .await
+        .expect("stop resolves");
+    let after = sender.send_message(JsValue::from_str("late").unchecked_into(), None);
+    assert_eq!(
+        rejection(after.unchecked_into()).await,
+        "the client is stopped"
+    );
+    IdbStore::delete(&database).await.expect("deleted");
+}
+
+#[wasm_bindgen_test]
+async fn a_storage_failure_rejects_the_send_and_reports_the_outcome() {
+    let database = unique("vdev-api");
+    let (outcomes, on_outcome) = common::Recorder::new();
+    let client = DeviceClient::start(
+        js_object(&[
+            ("instance", "http://127.0.0.1:9".into()),
+            ("provisioningToken", "token".into()),
+            ("database", database.clone().into()),
+            ("onMessageOutcome", on_outcome.into()),
+        ])
+        .unchecked_into(),
+    )
+    .await
+    .map_err(JsValue::from)
+    .expect("the client starts");
+    let sender = client.create_stream_sender(None).unwrap();
+    let send = |text: &str| {
+        JsFuture::from(Promise::from(JsValue::from(
+            sender.send_message(JsValue::from_str(text).unchecked_into(), None),
+        )))
+    };
+    assert_eq!(send("stored").await.unwrap().as_f64(), Some(0.0));
+
+    // Deleting the database closes the client's connection to it: every later transaction fails.
+    IdbStore::delete(&database).await.expect("deleted");
+    let error: js_sys::Error = send("lost").await.expect_err("not stored").unchecked_into();
+    let message = String::from(error.message());
+    assert!(
+        message.starts_with("message not stored: storage failed: "),
+        "{message}"
+    );
+    common::wait_until("the rejected outcome", 5_000.0, || outcomes.len() == 1).await;
+    let outcome = &outcomes.first_args()[0];
+    assert_eq!(common::field_number(outcome, "sequence"), Some(1.0));
+    assert_eq!(
+        common::field_string(outcome, "status").as_deref(),
+        Some("rejected")
+    );
+    assert!(
+        common::field_string(outcome, "reason")
+            .unwrap_or_default()
+            .starts_with("not stored: storage failed: ")
+    );
+    assert_eq!(
+        client.pending_messages_count(),
+        1.0,
+        "the stored one is still pending"
+    );
+    JsFuture::from(Promise::from(JsValue::from(client.stop())))
+        .await
+        .expect("stop resolves even though storage keeps failing");
+}

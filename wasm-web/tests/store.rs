@@ -1,0 +1,247 @@
+//! The IndexedDB store against the core's storage contract, in a real browser: the same
+//! requests go to `IdbStore` and to the core's reference `MemoryStore`, and what survives
+//! closing and reopening the database is checked.
+
+#![cfg(target_arch = "wasm32")]
+
+mod common;
+
+use vdev_core::{Input, MemoryStore, OutboxMeta, Record, StoreRequest};
+use vdev_web::{IdbStore, StoredContents};
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+fn records(seqs: std::ops::Range<u64>, size: usize) -> Vec<Record> {
+    seqs.map(|seq| Record {
+        seq,
+        data: vec![seq as u8; size],
+    })
+    .collect()
+}
+
+fn append(seqs: std::ops::Range<u64>, size: usize) -> StoreRequest {
+    StoreRequest::Append {
+        records: records(seqs, size),
+    }
+}
+
+fn load(from: u64, max_count: usize, max_bytes: usize) -> StoreRequest {
+    StoreRequest::Load {
+        from,
+        max_count,
+        max_bytes,
+    }
+}
+
+fn loaded_seqs(answers: &[Input<'static>]) -> Vec<Vec<u64>> {
+    answers
+        .iter()
+        .filter_map(|answer| match answer {
+            Input::Loaded { records } => Some(records.iter().map(|r| r.seq).collect()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Opens a fresh database with a unique name.
+async fn fresh() -> (IdbStore, StoredContents) {
+    IdbStore::open(&common::unique("vdev-store-test"))
+        .await
+        .expect("a new database opens")
+}
+
+async fn reopen(store: IdbStore) -> (IdbStore, StoredContents) {
+    let name = store.name().to_owned();
+    store.close();
+    IdbStore::open(&name).await.expect("the database reopens")
+}
+
+async fn discard(store: IdbStore) {
+    let name = store.name().to_owned();
+    store.close();
+    IdbStore::delete(&name)
+        .await
+        .expect("the database is deleted");
+}
+
+#[wasm_bindgen_test]
+async fn new_database_has_an_origin_and_nothing_else() {
+    let (store, contents) = fresh().await;
+    let origin = &contents.meta.origin;
+    assert!(
+        (1..=32).contains(&origin.len())
+            && origin
+                .chars()
+                .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()),
+        "origin {origin:?} is 1 to 32 characters of 0-9 a-z"
+    );
+    assert_eq!(
+        (
+            contents.meta.next_seq,
+            contents.meta.count,
+            contents.meta.bytes
+        ),
+        (0, 0, 0)
+    );
+    assert_eq!(contents.state, None);
+    let (other, other_contents) = fresh().await;
+    assert_ne!(
+        other_contents.meta.origin, contents.meta.origin,
+        "each database gets its own random origin"
+    );
+    discard(other).await;
+    discard(store).await;
+}
+
+#[wasm_bindgen_test]
+async fn answers_like_the_memory_store() {
+    let (store, contents) = fresh().await;
+    let mut reference = MemoryStore::new(contents.meta.origin.clone());
+    let batches = vec![
+        vec![append(0..10, 10)],
+        vec![load(3, 2, 1_000), load(8, 10, 15), load(0, 10, 1)],
+        vec![
+            StoreRequest::Remove {
+                seqs: vec![0, 1, 2],
+            },
+            append(10..12, 7),
+            load(0, 100, 1 << 20),
+        ],
+        vec![load(20, 5, 100)],
+    ];
+    for batch in batches {
+        let answers = store.execute(&batch).await.expect("the batch commits");
+        let expected: Vec<Input<'static>> = batch
+            .iter()
+            .cloned()
+            .filter_map(|request| reference.execute(request))
+            .collect();
+        assert_eq!(answers, expected, "answers to {batch:?}");
+    }
+    let (store, contents) = reopen(store).await;
+    assert_eq!(contents.meta, reference.meta());
+    discard(store).await;
+}
+
+#[wasm_bindgen_test]
+async fn everything_survives_reopening_and_the_high_water_mark_outlives_removal() {
+    let (store, contents) = fresh().await;
+    let origin = contents.meta.origin.clone();
+    let state = br#"{"device_id":"d1"}"#.to_vec();
+    store
+        .execute(&[
+            append(0..5, 4),
+            StoreRequest::SaveState {
+                state: state.clone(),
+            },
+        ])
+        .await
+        .expect("the batch commits");
+
+    let (store, contents) = reopen(store).await;
+    assert_eq!(
+        contents.meta,
+        OutboxMeta {
+            origin: origin.clone(),
+            next_seq: 5,
+            count: 5,
+            bytes: 20
+        }
+    );
+    assert_eq!(contents.state.as_deref(), Some(state.as_slice()));
+    let answers = store.execute(&[load(0, 10, 1_000)]).await.unwrap();
+    assert_eq!(
+        answers,
+        vec![Input::Loaded {
+            records: records(0..5, 4)
+        }]
+    );
+
+    store
+        .execute(&[StoreRequest::Remove {
+            seqs: vec![0, 1, 2, 3, 4],
+        }])
+        .await
+        .unwrap();
+    let (store, contents) = reopen(store).await;
+    assert_eq!(
+        contents.meta,
+        OutboxMeta {
+            origin: origin.clone(),
+            next_seq: 5,
+            count: 0,
+            bytes: 0
+        },
+        "the high-water mark is kept after every record is removed"
+    );
+    assert_eq!(
+        loaded_seqs(&store.execute(&[load(0, 10, 1_000)]).await.unwrap()),
+        [Vec::<u64>::new()]
+    );
+    let newer = br#"{"device_id":"d2"}"#.to_vec();
+    store
+        .execute(&[StoreRequest::SaveState {
+            state: newer.clone(),
+        }])
+        .await
+        .unwrap();
+    let (store, contents) = reopen(store).await;
+    assert_eq!(contents.meta.origin, origin, "the origin never changes");
+    assert_eq!(
+        contents.state.as_deref(),
+        Some(newer.as_slice()),
+        "one state blob, replaced"
+    );
+    discard(store).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_batch_sees_its_own_appends_and_removes() {
+    let (store, _) = fresh().await;
+    let answers = store
+        .execute(&[
+            append(0..3, 2),
+            load(0, 10, 100),
+            StoreRequest::Remove { seqs: vec![1] },
+            load(0, 10, 100),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(answers[0], Input::Appended { first: 0, last: 2 });
+    assert_eq!(loaded_seqs(&answers), [vec![0, 1, 2], vec![0, 2]]);
+    discard(store).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_record_that_is_not_bytes_loads_as_empty_for_the_core_to_reject() {
+    // Something other than this store wrote a string under a sequence number.
+    let (store, _) = fresh().await;
+    let name = store.name().to_owned();
+    store.execute(&[append(0..2, 3)]).await.unwrap();
+    store.close();
+    let factory = idb::Factory::new().unwrap();
+    let database = factory.open(&name, None).unwrap().await.unwrap();
+    let transaction = database
+        .transaction(&["records"], idb::TransactionMode::ReadWrite)
+        .unwrap();
+    transaction
+        .object_store("records")
+        .unwrap()
+        .put(
+            &wasm_bindgen::JsValue::from_str("junk"),
+            Some(&wasm_bindgen::JsValue::from_f64(0.0)),
+        )
+        .unwrap()
+        .await
+        .unwrap();
+    transaction.commit().unwrap().await.unwrap();
+    database.close();
+
+    let (store, _) = IdbStore::open(&name).await.unwrap();
+    let answers = store.execute(&[load(0, 10, 100)]).await.unwrap();
+    let mut expected = records(0..2, 3);
+    expected[0].data.clear();
+    assert_eq!(answers, vec![Input::Loaded { records: expected }]);
+    discard(store).await;
+}
