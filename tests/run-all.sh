@@ -37,10 +37,14 @@ step "formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p vdev-web --target wasm32-unknown-unknown --all-targets -- -D warnings
+cargo clippy -p vdev-wasi --target wasm32-wasip2 --all-targets -- -D warnings
 
 step "the core builds for the browser and WASI targets"
 cargo build -p vdev-core --target wasm32-unknown-unknown
 cargo build -p vdev-core --target wasm32-wasip2
+
+step "the WASI components (library and command), which the wasmtime host tests load"
+cargo build -p vdev-wasi --target wasm32-wasip2 --release
 
 step "tests (unit, property, simulation: VDEV_SIM_SEEDS=${VDEV_SIM_SEEDS:-10000})"
 # vdev-web's tests run in the browser, below.

@@ -1,0 +1,586 @@
+//! A wasmtime host for the vdev WASI component (`vdev-wasi`): it loads the release build of the
+//! command component, grants each instance one directory (its store) and loopback-only
+//! networking — TCP connects and outgoing HTTP to anything but 127.0.0.0/8 and ::1 are denied —
+//! and runs many instances at once on one engine, each in its own tokio task.
+//!
+//! The component is built on first use with
+//! `cargo build -p vdev-wasi --target wasm32-wasip2 --release` (the artifact paths are read from
+//! cargo's JSON messages, so any `CARGO_TARGET_DIR` works); `VDEV_WASI_COMMAND` names a prebuilt
+//! command component instead.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command as Process;
+use std::sync::OnceLock;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use wasmtime::component::{Component, Func, Linker, ResourceAny, ResourceTable, Val};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::cli::{AsyncStdinStream, AsyncStdoutStream};
+use wasmtime_wasi::p2::bindings::Command;
+use wasmtime_wasi::sockets::SocketAddrUse;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+/// Errors of the host are wasmtime's (anyhow) errors.
+pub type Result<T> = wasmtime::Result<T>;
+
+/// True for addresses a test may send traffic to.
+pub fn is_loopback(ip: IpAddr) -> bool {
+    ip.is_loopback()
+}
+
+fn socket_allowed(addr: SocketAddr, use_: SocketAddrUse) -> bool {
+    match use_ {
+        // A connect binds implicitly to the wildcard address first.
+        SocketAddrUse::TcpBind => is_loopback(addr.ip()) || addr.ip().is_unspecified(),
+        SocketAddrUse::TcpConnect => is_loopback(addr.ip()),
+        _ => false,
+    }
+}
+
+/// Outgoing HTTP hooks that deny every host but a loopback address (or `localhost`).
+struct LoopbackOnly;
+
+impl WasiHttpHooks for LoopbackOnly {
+    #[allow(clippy::type_complexity)]
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn Future<Output = std::result::Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = std::result::Result<
+                    (
+                        http::Response<WasiBody>,
+                        Box<
+                            dyn Future<Output = std::result::Result<(), wasmtime_wasi_http::Error>>
+                                + Send,
+                        >,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        drop(fut);
+        let host = request.uri().host().unwrap_or_default();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let allowed = host == "localhost" || host.parse::<IpAddr>().is_ok_and(is_loopback);
+        Box::new(async move {
+            if !allowed {
+                return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+            }
+            use http_body_util::BodyExt;
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io)
+                    as Box<
+                        dyn Future<Output = std::result::Result<(), wasmtime_wasi_http::Error>>
+                            + Send,
+                    >,
+            ))
+        })
+    }
+}
+
+struct State {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: LoopbackOnly,
+    table: ResourceTable,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// The two components of one release build of `vdev-wasi`.
+#[derive(Debug, Clone)]
+pub struct ComponentPaths {
+    /// `vdev-device.wasm`, the `command` world.
+    pub command: PathBuf,
+    /// `vdev_wasi.wasm`, the `library` world.
+    pub library: PathBuf,
+}
+
+/// Builds the release components once per test process and returns their paths
+/// (`VDEV_WASI_COMMAND` and `VDEV_WASI_LIBRARY` name prebuilt ones instead).
+pub fn component_paths() -> Result<ComponentPaths> {
+    static PATHS: OnceLock<std::result::Result<ComponentPaths, String>> = OnceLock::new();
+    PATHS
+        .get_or_init(|| {
+            if let (Ok(command), Ok(library)) = (
+                std::env::var("VDEV_WASI_COMMAND"),
+                std::env::var("VDEV_WASI_LIBRARY"),
+            ) {
+                return Ok(ComponentPaths {
+                    command: command.into(),
+                    library: library.into(),
+                });
+            }
+            build_components().map_err(|e| format!("{e:#}"))
+        })
+        .clone()
+        .map_err(wasmtime::Error::msg)
+}
+
+fn build_components() -> Result<ComponentPaths> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let output = Process::new(cargo)
+        .current_dir(&workspace)
+        .args([
+            "build",
+            "-p",
+            "vdev-wasi",
+            "--target",
+            "wasm32-wasip2",
+            "--release",
+            "--message-format=json-render-diagnostics",
+        ])
+        .output()?;
+    if !output.status.success() {
+        wasmtime::bail!(
+            "building the component failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // Every `"<path>.wasm"` string in cargo's artifact messages.
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let wasm: Vec<PathBuf> = stdout
+        .split('"')
+        .filter(|piece| piece.ends_with(".wasm"))
+        .map(PathBuf::from)
+        .collect();
+    let find = |name: &str| {
+        wasm.iter()
+            .find(|p| p.file_name().is_some_and(|f| f == name))
+            .cloned()
+            .ok_or_else(|| wasmtime::Error::msg(format!("cargo reported no {name} artifact")))
+    };
+    Ok(ComponentPaths {
+        command: find("vdev-device.wasm")?,
+        library: find("vdev_wasi.wasm")?,
+    })
+}
+
+/// One engine and the compiled components, shared by every instance.
+#[derive(Clone)]
+pub struct WasiHost {
+    engine: Engine,
+    command: Component,
+    library: Component,
+    linker: std::sync::Arc<Linker<State>>,
+}
+
+impl WasiHost {
+    /// Builds (or locates) and compiles both components once per test process; every caller
+    /// shares the engine and the compiled code (compiling is the slow part of a debug host).
+    pub fn load() -> Result<Self> {
+        static HOST: OnceLock<std::result::Result<WasiHost, String>> = OnceLock::new();
+        HOST.get_or_init(|| Self::compile().map_err(|e| format!("{e:#}")))
+            .clone()
+            .map_err(wasmtime::Error::msg)
+    }
+
+    fn compile() -> Result<Self> {
+        let paths = component_paths()?;
+        let engine = Engine::new(&Config::new())?;
+        let command = Component::from_file(&engine, &paths.command)?;
+        let library = Component::from_file(&engine, &paths.library)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        Ok(Self {
+            engine,
+            command,
+            library,
+            linker: std::sync::Arc::new(linker),
+        })
+    }
+
+    fn context(
+        args: &[String],
+        env: &[(String, String)],
+        store_dir: &Path,
+        stdin: AsyncStdinStream,
+        stdout: AsyncStdoutStream,
+    ) -> Result<State> {
+        let mut builder = WasiCtxBuilder::new();
+        let mut argv = vec!["vdev-device".to_owned()];
+        argv.extend(args.iter().cloned());
+        builder
+            .args(&argv)
+            .envs(env)
+            .stdin(stdin)
+            .stdout(stdout)
+            .inherit_stderr()
+            .preopened_dir(store_dir, ".", FsPerms::ReadWrite)?
+            .allow_tcp(true)
+            .allow_udp(false)
+            .allow_ip_name_lookup(true)
+            .socket_addr_check(|addr, use_| Box::pin(async move { socket_allowed(addr, use_) }));
+        Ok(State {
+            wasi: builder.build(),
+            http: WasiHttpCtx::new(),
+            hooks: LoopbackOnly,
+            table: ResourceTable::new(),
+        })
+    }
+
+    /// Instantiates the library component with its store in `store_dir` and starts a device
+    /// through `vdev:device/client` (`device.start`).
+    pub async fn start_library_device(
+        &self,
+        store_dir: &Path,
+        config: LibraryConfig,
+    ) -> Result<LibraryDevice> {
+        let state = Self::context(
+            &[],
+            &[],
+            store_dir,
+            AsyncStdinStream::new(tokio::io::empty()),
+            AsyncStdoutStream::new(1024, tokio::io::sink()),
+        )?;
+        let mut store = Store::new(&self.engine, state);
+        let instance = self
+            .linker
+            .instantiate_async(&mut store, &self.library)
+            .await?;
+        let client = instance
+            .get_export_index(&mut store, None, CLIENT)
+            .ok_or_else(|| wasmtime::Error::msg("the component exports no vdev:device/client"))?;
+        let func = |store: &mut Store<State>, name: &str| {
+            instance
+                .get_export_index(&mut *store, Some(&client), name)
+                .and_then(|index| instance.get_func(&mut *store, index))
+                .ok_or_else(|| wasmtime::Error::msg(format!("client has no {name}")))
+        };
+        let start = func(&mut store, "[static]device.start")?;
+        let funcs = LibraryFuncs {
+            send: func(&mut store, "[method]device.send")?,
+            poll: func(&mut store, "[method]device.poll")?,
+            pending_count: func(&mut store, "[method]device.pending-count")?,
+            update_reported: func(&mut store, "[method]device.update-reported-properties")?,
+            stop: func(&mut store, "[method]device.stop")?,
+        };
+        let mut result = [Val::Bool(false)];
+        start
+            .call_async(&mut store, &[config.to_val()], &mut result)
+            .await?;
+        let device = match ok_value(&result[0])? {
+            Some(Val::Resource(device)) => device,
+            other => wasmtime::bail!("device.start returned {other:?}"),
+        };
+        Ok(LibraryDevice {
+            store,
+            device,
+            funcs,
+        })
+    }
+
+    /// Starts one instance of the command component with `args` and `env`, its store in
+    /// `store_dir` (preopened as `.`).
+    pub fn spawn_command(
+        &self,
+        args: &[String],
+        env: &[(String, String)],
+        store_dir: &Path,
+    ) -> Result<CommandRun> {
+        let (stdin_writer, stdin_reader) = tokio::io::duplex(64 * 1024);
+        let (stdout_writer, stdout_reader) = tokio::io::duplex(64 * 1024);
+        let state = Self::context(
+            args,
+            env,
+            store_dir,
+            AsyncStdinStream::new(stdin_reader),
+            AsyncStdoutStream::new(64 * 1024, stdout_writer),
+        )?;
+        let mut store = Store::new(&self.engine, state);
+        let component = self.command.clone();
+        let linker = self.linker.clone();
+        let task = tokio::spawn(async move {
+            let command = Command::instantiate_async(&mut store, &component, &linker).await?;
+            match command.wasi_cli_run().call_run(&mut store).await {
+                Ok(Ok(())) => Ok(0),
+                Ok(Err(())) => Ok(1),
+                Err(error) => match error.downcast_ref::<I32Exit>() {
+                    Some(exit) => Ok(exit.0),
+                    None => Err(error),
+                },
+            }
+        });
+        let (line_tx, lines) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stdout_reader).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if line_tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(CommandRun {
+            lines,
+            stdin: Some(stdin_writer),
+            task,
+        })
+    }
+}
+
+/// A running instance of the command component.
+pub struct CommandRun {
+    /// Its standard output, line by line (JSON events).
+    pub lines: mpsc::UnboundedReceiver<String>,
+    stdin: Option<DuplexStream>,
+    task: JoinHandle<Result<i32>>,
+}
+
+impl CommandRun {
+    /// Writes to its standard input.
+    pub async fn write_stdin(&mut self, bytes: &[u8]) -> Result<()> {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| wasmtime::Error::msg("stdin is closed"))?;
+        stdin.write_all(bytes).await?;
+        Ok(())
+    }
+
+    /// Ends its standard input.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Waits for the instance to exit; returns its exit code.
+    pub async fn wait(self) -> Result<i32> {
+        self.task.await?
+    }
+
+    /// Ends the instance at once, wherever it is (its store directory stays as it was).
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+/// The exported interface of the library world.
+const CLIENT: &str = "vdev:device/client@0.1.0";
+
+/// The WIT `configuration` record, for the library world.
+#[derive(Debug, Clone)]
+pub struct LibraryConfig {
+    /// Base URL of the Platform's device API.
+    pub instance_url: String,
+    /// The Provisioning Token.
+    pub provisioning_token: String,
+    /// The Device ID to ask for.
+    pub device_id: String,
+}
+
+impl LibraryConfig {
+    fn to_val(&self) -> Val {
+        let some = |v: Val| Val::Option(Some(Box::new(v)));
+        Val::Record(vec![
+            (
+                "instance-url".into(),
+                Val::String(self.instance_url.clone()),
+            ),
+            (
+                "provisioning-token".into(),
+                Val::String(self.provisioning_token.clone()),
+            ),
+            (
+                "device-id".into(),
+                some(Val::String(self.device_id.clone())),
+            ),
+            ("provisioning-parameters".into(), Val::List(Vec::new())),
+            ("transport".into(), Val::Enum("tcp".into())),
+            ("store-dir".into(), Val::String(".".into())),
+            ("provisioning-poll-interval-ms".into(), some(Val::U64(200))),
+            ("retry-initial-ms".into(), some(Val::U64(100))),
+            ("retry-max-ms".into(), some(Val::U64(1_000))),
+        ])
+    }
+}
+
+struct LibraryFuncs {
+    send: Func,
+    poll: Func,
+    pending_count: Func,
+    update_reported: Func,
+    stop: Func,
+}
+
+/// A device of the library world, called through `vdev:device/client`.
+pub struct LibraryDevice {
+    store: Store<State>,
+    device: ResourceAny,
+    funcs: LibraryFuncs,
+}
+
+/// One `event` of the library world: its case name and payload.
+#[derive(Debug, Clone)]
+pub struct LibraryEvent {
+    /// The case, e.g. `provisioning-operation`, `message-delivered`.
+    pub name: String,
+    /// Its payload, if the case has one.
+    pub payload: Option<Val>,
+}
+
+impl LibraryEvent {
+    /// A field of a record payload, when it is a string.
+    pub fn string_field(&self, field: &str) -> Option<String> {
+        match &self.payload {
+            Some(Val::Record(fields)) => fields.iter().find_map(|(name, value)| match value {
+                Val::String(text) if name == field => Some(text.clone()),
+                _ => None,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The `ok` value of a `result`, or its error as text.
+fn ok_value(value: &Val) -> Result<Option<Val>> {
+    match value {
+        Val::Result(Ok(value)) => Ok(value.as_deref().cloned()),
+        Val::Result(Err(error)) => wasmtime::bail!("call failed: {error:?}"),
+        other => wasmtime::bail!("not a result: {other:?}"),
+    }
+}
+
+impl LibraryDevice {
+    /// `device.send` to stream group `telemetry`, stream `wasi`; returns the sequence number
+    /// once the message is durable.
+    pub async fn send(&mut self, payload: &[u8]) -> Result<u64> {
+        let none = || Val::Option(None);
+        let some = |v: &str| Val::Option(Some(Box::new(Val::String(v.into()))));
+        let stream = Val::Record(vec![
+            ("stream-group".into(), some("telemetry")),
+            ("stream".into(), some("wasi")),
+            ("site-id".into(), none()),
+            ("compression".into(), Val::Enum("none".into())),
+        ]);
+        let options = Val::Record(vec![
+            ("batch-id".into(), none()),
+            ("message-id".into(), none()),
+            ("batch-slice-id".into(), none()),
+            ("chunk-id".into(), none()),
+        ]);
+        let bytes = Val::List(payload.iter().map(|b| Val::U8(*b)).collect());
+        let params = [Val::Resource(self.device), stream, options, bytes];
+        let mut result = [Val::Bool(false)];
+        self.funcs
+            .send
+            .call_async(&mut self.store, &params, &mut result)
+            .await?;
+        match ok_value(&result[0])? {
+            Some(Val::U64(seq)) => Ok(seq),
+            other => wasmtime::bail!("send returned {other:?}"),
+        }
+    }
+
+    /// `device.poll(timeout-ms)`.
+    pub async fn poll(&mut self, timeout_ms: u32) -> Result<Vec<LibraryEvent>> {
+        let mut result = [Val::Bool(false)];
+        self.funcs
+            .poll
+            .call_async(
+                &mut self.store,
+                &[Val::Resource(self.device), Val::U32(timeout_ms)],
+                &mut result,
+            )
+            .await?;
+        let Val::List(events) = &result[0] else {
+            wasmtime::bail!("poll returned {:?}", result[0]);
+        };
+        events
+            .iter()
+            .map(|event| match event {
+                Val::Variant(name, payload) => Ok(LibraryEvent {
+                    name: name.clone(),
+                    payload: payload.as_deref().cloned(),
+                }),
+                other => wasmtime::bail!("not an event: {other:?}"),
+            })
+            .collect()
+    }
+
+    /// `device.pending-count()`.
+    pub async fn pending_count(&mut self) -> Result<u64> {
+        let mut result = [Val::Bool(false)];
+        self.funcs
+            .pending_count
+            .call_async(&mut self.store, &[Val::Resource(self.device)], &mut result)
+            .await?;
+        match result[0] {
+            Val::U64(count) => Ok(count),
+            ref other => wasmtime::bail!("pending-count returned {other:?}"),
+        }
+    }
+
+    /// `device.update-reported-properties(patch-json)`.
+    pub async fn update_reported_properties(&mut self, patch_json: &str) -> Result<()> {
+        let mut result = [Val::Bool(false)];
+        self.funcs
+            .update_reported
+            .call_async(
+                &mut self.store,
+                &[Val::Resource(self.device), Val::String(patch_json.into())],
+                &mut result,
+            )
+            .await?;
+        ok_value(&result[0]).map(drop)
+    }
+
+    /// `device.stop()`, then drops the resource.
+    pub async fn stop(mut self) -> Result<()> {
+        self.funcs
+            .stop
+            .call_async(&mut self.store, &[Val::Resource(self.device)], &mut [])
+            .await?;
+        self.device.resource_drop_async(&mut self.store).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_connects_are_allowed() {
+        let at = |ip: &str| SocketAddr::new(ip.parse().expect("ip"), 1883);
+        assert!(socket_allowed(at("127.0.0.1"), SocketAddrUse::TcpConnect));
+        assert!(socket_allowed(at("127.8.9.10"), SocketAddrUse::TcpConnect));
+        assert!(socket_allowed(at("::1"), SocketAddrUse::TcpConnect));
+        assert!(!socket_allowed(at("192.0.2.1"), SocketAddrUse::TcpConnect));
+        assert!(!socket_allowed(
+            at("::ffff:192.0.2.1"),
+            SocketAddrUse::TcpConnect
+        ));
+        assert!(socket_allowed(at("0.0.0.0"), SocketAddrUse::TcpBind));
+        assert!(!socket_allowed(at("192.0.2.1"), SocketAddrUse::TcpBind));
+        assert!(!socket_allowed(at("127.0.0.1"), SocketAddrUse::TcpListen));
+        assert!(!socket_allowed(at("127.0.0.1"), SocketAddrUse::UdpBind));
+    }
+}

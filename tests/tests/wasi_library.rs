@@ -1,0 +1,167 @@
+//! The WASI library component (`vdev_wasi.wasm`, world `vdev:device/library`) called by the
+//! wasmtime host through `vdev:device/client`: the host drives the device with `poll` and sends
+//! with `send`, and desired/reported properties round-trip, against the stand-in Platform on
+//! loopback.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use vdev_platform::{Config, Platform, PlatformInfo};
+use vdev_tests::wasi_host::{LibraryConfig, LibraryDevice, LibraryEvent, WasiHost};
+use wasmtime::component::Val;
+
+const DEADLINE: Duration = Duration::from_secs(120);
+const MESSAGES: usize = 200;
+
+async fn admin(info: &PlatformInfo, method: reqwest::Method, path: &str, body: Value) -> Value {
+    let url = format!(
+        "{}/workspaces/{}{path}",
+        info.http_url.as_deref().expect("http"),
+        info.workspace_id
+    );
+    let response = reqwest::Client::new()
+        .request(method, url)
+        .bearer_auth(&info.admin_token)
+        .json(&body)
+        .send()
+        .await
+        .expect("admin call");
+    assert!(response.status().is_success(), "{}", response.status());
+    response.json().await.unwrap_or(Value::Null)
+}
+
+/// Polls the device until `pick` accepts an event, within the deadline.
+async fn poll_until<T>(
+    device: &mut LibraryDevice,
+    seen: &mut Vec<LibraryEvent>,
+    mut pick: impl FnMut(&LibraryEvent) -> Option<T>,
+) -> T {
+    let end = Instant::now() + DEADLINE;
+    while Instant::now() < end {
+        for event in device.poll(500).await.expect("poll") {
+            let found = pick(&event);
+            seen.push(event);
+            if let Some(found) = found {
+                return found;
+            }
+        }
+    }
+    panic!("no awaited event within the deadline; saw {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_library_world_provisions_round_trips_properties_and_delivers_in_order() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let platform = Platform::start(Config::ephemeral(dir.path().join("platform")))
+        .await
+        .expect("platform starts");
+    let info = platform.info().clone();
+    let host = tokio::task::spawn_blocking(WasiHost::load)
+        .await
+        .expect("load task")
+        .expect("the components build and compile");
+    let store = dir.path().join("device");
+    std::fs::create_dir_all(&store).expect("store dir");
+    let config = LibraryConfig {
+        instance_url: info.http_url.clone().expect("http"),
+        provisioning_token: info.provisioning_token.clone(),
+        device_id: "wasi-lib-1".into(),
+    };
+    let mut device = host
+        .start_library_device(&store, config)
+        .await
+        .expect("device starts");
+    let mut seen = Vec::new();
+
+    let operation_id = poll_until(&mut device, &mut seen, |e| {
+        (e.name == "provisioning-operation").then(|| e.string_field("id").expect("operation id"))
+    })
+    .await;
+    admin(
+        &info,
+        reqwest::Method::PUT,
+        "/provisioning-operations/approve",
+        json!({ "provisioningOperationId": operation_id }),
+    )
+    .await;
+    poll_until(&mut device, &mut seen, |e| {
+        (e.name == "registered").then_some(())
+    })
+    .await;
+
+    // Twin: desired properties set by the Platform arrive; reported ones set here reach it.
+    admin(
+        &info,
+        reqwest::Method::PUT,
+        "/devices/wasi-lib-1/desired-properties",
+        json!({ "interval": 5 }),
+    )
+    .await;
+    poll_until(&mut device, &mut seen, |e| {
+        let desired = match &e.payload {
+            Some(Val::Record(fields)) if e.name == "desired-properties-changed" => {
+                fields.iter().find_map(|(name, value)| match value {
+                    Val::String(json) if name == "json" => Some(json.clone()),
+                    _ => None,
+                })
+            }
+            _ => None,
+        }?;
+        let desired: Value = serde_json::from_str(&desired).expect("desired json");
+        (desired["interval"] == 5).then_some(())
+    })
+    .await;
+    device
+        .update_reported_properties(r#"{"firmware":"1.2.3"}"#)
+        .await
+        .expect("reported patch accepted");
+    poll_until(&mut device, &mut seen, |e| {
+        (e.name == "reported-properties-acknowledged").then_some(())
+    })
+    .await;
+    let reported = admin(
+        &info,
+        reqwest::Method::GET,
+        "/devices/wasi-lib-1/reported-properties",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(reported["firmware"], "1.2.3", "{reported}");
+
+    let mut last_seq = None;
+    for n in 0..MESSAGES {
+        let seq = device
+            .send(format!("library reading {n}").as_bytes())
+            .await
+            .expect("stored");
+        assert!(last_seq.is_none_or(|last| seq > last));
+        last_seq = Some(seq);
+    }
+    let mut delivered = 0;
+    poll_until(&mut device, &mut seen, |e| {
+        delivered += usize::from(e.name == "message-delivered");
+        (delivered == MESSAGES).then_some(())
+    })
+    .await;
+    assert_eq!(device.pending_count().await.expect("pending"), 0);
+    device.stop().await.expect("stops");
+
+    let stored = admin(
+        &info,
+        reqwest::Method::GET,
+        "/devices/wasi-lib-1/messages?limit=10000",
+        Value::Null,
+    )
+    .await;
+    let payloads: Vec<&str> = stored
+        .as_array()
+        .expect("message list")
+        .iter()
+        .map(|m| m["payloadText"].as_str().expect("text"))
+        .collect();
+    let expected: Vec<String> = (0..MESSAGES)
+        .map(|n| format!("library reading {n}"))
+        .collect();
+    assert_eq!(payloads, expected, "stored once, in order");
+    platform.shutdown().await;
+}

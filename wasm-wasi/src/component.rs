@@ -1,0 +1,338 @@
+//! The `library` world: `vdev:device/client` exported with `wit-bindgen`, each resource a thin
+//! wrapper over a [`Driver`]. Resources are called through `&self`, and a stream sender shares
+//! its device, so the driver sits in an `Rc<RefCell<..>>` — the single-threaded adapter layer is
+//! the one place where that is fine (the core stays free of it).
+
+#![allow(unsafe_code)]
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use vdev_core::{Compression, ConnectionState, Event, MessageOptions, StreamOptions, Transport};
+
+use crate::driver::{Driver, StartError, StoreFailure, now_ms};
+use crate::notice::Notice;
+use crate::settings::Settings;
+
+wit_bindgen::generate!({
+    path: "../wit",
+    world: "library",
+    with: {
+        "wasi:io/poll@0.2.12": wasip2::io::poll,
+        "wasi:io/error@0.2.12": wasip2::io::error,
+        "wasi:io/streams@0.2.12": wasip2::io::streams,
+        "wasi:clocks/monotonic-clock@0.2.12": wasip2::clocks::monotonic_clock,
+        "wasi:http/types@0.2.12": wasip2::http::types,
+        "wasi:http/outgoing-handler@0.2.12": wasip2::http::outgoing_handler,
+    },
+});
+
+use exports::vdev::device::client::{
+    self, Device as DeviceHandle, Guest, GuestDevice, GuestStreamSender, StreamSender,
+};
+use vdev::device::types as wit;
+
+struct Component;
+
+export!(Component);
+
+impl Guest for Component {
+    type Device = DeviceResource;
+    type StreamSender = StreamSenderResource;
+}
+
+/// A device resource.
+pub(crate) struct DeviceResource {
+    driver: Rc<RefCell<Driver>>,
+}
+
+/// A stream sender resource.
+pub(crate) struct StreamSenderResource {
+    driver: Rc<RefCell<Driver>>,
+    stream: StreamOptions,
+}
+
+fn stream_options(options: wit::StreamOptions) -> StreamOptions {
+    StreamOptions {
+        stream_group: options.stream_group,
+        stream: options.stream,
+        site_id: options.site_id,
+        compression: match options.compression {
+            wit::Compression::None => Compression::None,
+            wit::Compression::Fastest => Compression::Fastest,
+            wit::Compression::SmallestSize => Compression::SmallestSize,
+        },
+    }
+}
+
+fn message_options(options: wit::MessageOptions) -> MessageOptions {
+    MessageOptions {
+        batch_id: options.batch_id,
+        message_id: options.message_id,
+        batch_slice_id: options.batch_slice_id,
+        chunk_id: options.chunk_id,
+    }
+}
+
+fn send_error(failure: StoreFailure) -> wit::SendError {
+    use vdev_core::SendError;
+    match failure {
+        StoreFailure::Refused(SendError::Message(e)) => {
+            wit::SendError::InvalidMessage(e.to_string())
+        }
+        StoreFailure::Refused(SendError::Outbox(e)) => wit::SendError::OutboxFull(e.to_string()),
+        StoreFailure::Refused(SendError::Stopped) => wit::SendError::Stopped,
+        StoreFailure::Refused(other) => wit::SendError::InvalidMessage(other.to_string()),
+        StoreFailure::NotStored(e) => wit::SendError::NotStored(e.to_string()),
+    }
+}
+
+fn connection_state(state: ConnectionState) -> wit::ConnectionState {
+    match state {
+        ConnectionState::Provisioning => wit::ConnectionState::Provisioning,
+        ConnectionState::Disconnected => wit::ConnectionState::Disconnected,
+        ConnectionState::Connecting => wit::ConnectionState::Connecting,
+        ConnectionState::Connected => wit::ConnectionState::Connected,
+        ConnectionState::Failed => wit::ConnectionState::Failed,
+        ConnectionState::Stopped => wit::ConnectionState::Stopped,
+    }
+}
+
+fn operation(op: &vdev_core::ProvisioningOperation) -> wit::ProvisioningOperation {
+    wit::ProvisioningOperation {
+        id: op.id.clone(),
+        verification_code: op.verification_code.clone(),
+        expires_at: op.expires_at,
+    }
+}
+
+fn event(notice: Notice) -> Option<wit::Event> {
+    Some(match notice {
+        Notice::Recovered(r) => wit::Event::OutboxRecovered(wit::OutboxRecovery {
+            file: r.file,
+            valid_bytes: r.valid_bytes,
+            cut_bytes: r.cut_bytes,
+            reason: r.reason,
+        }),
+        Notice::StoreFailed(error) => wit::Event::StoreFailed(error),
+        Notice::Core(event) => match event {
+            Event::ProvisioningOperation(op) => wit::Event::ProvisioningOperation(operation(&op)),
+            Event::Registered {
+                workspace_id,
+                device_id,
+            } => wit::Event::Registered(wit::Identity {
+                workspace_id,
+                device_id,
+            }),
+            Event::ProvisioningFailed(e) => wit::Event::ProvisioningFailed(e.to_string()),
+            Event::ConnectionStateChanged(s) => {
+                wit::Event::ConnectionStateChanged(connection_state(s))
+            }
+            Event::MessageDelivered { seq } => wit::Event::MessageDelivered(seq),
+            Event::MessageRejected { seq, reason } => wit::Event::MessageRejected(wit::Rejection {
+                seq,
+                reason: reason.to_string(),
+            }),
+            Event::DesiredPropertiesChanged {
+                properties,
+                version,
+            } => wit::Event::DesiredPropertiesChanged(wit::DesiredProperties {
+                json: properties.to_string(),
+                version: Some(version),
+            }),
+            Event::ReportedPropertiesAcknowledged => wit::Event::ReportedPropertiesAcknowledged,
+            Event::ReportedPropertiesRejected { status } => {
+                wit::Event::ReportedPropertiesRejected(status)
+            }
+            Event::CloudToDeviceMessage {
+                properties,
+                payload,
+            } => wit::Event::CloudToDevice(wit::CloudToDeviceMessage {
+                properties,
+                payload,
+            }),
+            Event::SavedStateDiscarded { reason } => wit::Event::SavedStateDiscarded(reason),
+            _ => return None,
+        },
+    })
+}
+
+impl GuestDevice for DeviceResource {
+    fn start(config: wit::Configuration) -> Result<DeviceHandle, wit::StartError> {
+        let settings = Settings {
+            instance_url: config.instance_url,
+            provisioning_token: config.provisioning_token,
+            device_id: config.device_id,
+            provisioning_parameters: config.provisioning_parameters,
+            transport: match config.transport {
+                wit::Transport::Tcp => Transport::Tcp,
+                wit::Transport::Tls => Transport::Tls,
+                wit::Transport::WebSocket => Transport::WebSocket,
+            },
+            store_dir: config.store_dir,
+            provisioning_poll_interval_ms: config.provisioning_poll_interval_ms,
+            retry_initial_ms: config.retry_initial_ms,
+            retry_max_ms: config.retry_max_ms,
+        };
+        match Driver::start(&settings) {
+            Ok(driver) => Ok(DeviceHandle::new(DeviceResource {
+                driver: Rc::new(RefCell::new(driver)),
+            })),
+            Err(StartError::Settings(e)) => {
+                Err(wit::StartError::InvalidConfiguration(e.to_string()))
+            }
+            Err(e) => Err(wit::StartError::StoreUnavailable(e.to_string())),
+        }
+    }
+
+    fn send(
+        &self,
+        stream: wit::StreamOptions,
+        options: wit::MessageOptions,
+        payload: Vec<u8>,
+    ) -> Result<u64, wit::SendError> {
+        self.driver
+            .borrow_mut()
+            .send(&stream_options(stream), &message_options(options), payload)
+            .map_err(send_error)
+    }
+
+    fn enqueue_batch_completion(
+        &self,
+        stream: wit::StreamOptions,
+        batch_id: String,
+    ) -> Result<u64, wit::SendError> {
+        self.driver
+            .borrow_mut()
+            .complete_batch(&stream_options(stream), &batch_id)
+            .map_err(send_error)
+    }
+
+    fn enqueue_message_completion(
+        &self,
+        stream: wit::StreamOptions,
+        batch_id: String,
+        message_id: String,
+    ) -> Result<u64, wit::SendError> {
+        self.driver
+            .borrow_mut()
+            .complete_message(&stream_options(stream), &batch_id, &message_id)
+            .map_err(send_error)
+    }
+
+    fn open_stream(&self, stream: wit::StreamOptions) -> StreamSender {
+        StreamSender::new(StreamSenderResource {
+            driver: self.driver.clone(),
+            stream: stream_options(stream),
+        })
+    }
+
+    fn update_reported_properties(&self, patch_json: String) -> Result<(), String> {
+        let patch = serde_json::from_str(&patch_json).map_err(|e| format!("invalid json: {e}"))?;
+        self.driver.borrow_mut().update_reported_properties(patch)
+    }
+
+    fn desired_properties(&self) -> wit::DesiredProperties {
+        let driver = self.driver.borrow();
+        let (json, version) = driver.device().desired_properties();
+        wit::DesiredProperties {
+            json: json.to_string(),
+            version,
+        }
+    }
+
+    fn reported_properties(&self) -> String {
+        self.driver
+            .borrow()
+            .device()
+            .reported_properties()
+            .to_string()
+    }
+
+    fn pending_count(&self) -> u64 {
+        self.driver.borrow().device().stats().pending_count
+    }
+
+    fn statistics(&self) -> wit::Statistics {
+        let stats = self.driver.borrow().device().stats();
+        wit::Statistics {
+            pending_count: stats.pending_count,
+            pending_bytes: stats.pending_bytes,
+            oldest_enqueued_at: stats.oldest_enqueued_at,
+            window_records: stats.window_records as u64,
+            connection_state: connection_state(stats.connection_state),
+        }
+    }
+
+    fn provisioning_operation(&self) -> Option<wit::ProvisioningOperation> {
+        self.driver
+            .borrow()
+            .device()
+            .provisioning_operation()
+            .map(operation)
+    }
+
+    fn identity(&self) -> Option<wit::Identity> {
+        let driver = self.driver.borrow();
+        let device = driver.device();
+        Some(wit::Identity {
+            workspace_id: device.workspace_id()?.to_owned(),
+            device_id: device.device_id()?.to_owned(),
+        })
+    }
+
+    fn poll(&self, timeout_ms: u32) -> Vec<wit::Event> {
+        let mut driver = self.driver.borrow_mut();
+        let end = now_ms() + u64::from(timeout_ms);
+        loop {
+            let wait = end.saturating_sub(now_ms());
+            if driver.has_notices() {
+                driver.turn(0, &[]);
+            } else {
+                driver.turn(wait, &[]);
+            }
+            if driver.has_notices() || now_ms() >= end {
+                return driver
+                    .take_notices()
+                    .into_iter()
+                    .filter_map(event)
+                    .collect();
+            }
+        }
+    }
+
+    fn stop(&self) {
+        self.driver.borrow_mut().stop();
+    }
+}
+
+impl GuestStreamSender for StreamSenderResource {
+    fn send(&self, payload: Vec<u8>, options: wit::MessageOptions) -> Result<u64, wit::SendError> {
+        self.driver
+            .borrow_mut()
+            .send(&self.stream, &message_options(options), payload)
+            .map_err(send_error)
+    }
+
+    fn complete_batch(&self, batch_id: String) -> Result<u64, wit::SendError> {
+        self.driver
+            .borrow_mut()
+            .complete_batch(&self.stream, &batch_id)
+            .map_err(send_error)
+    }
+
+    fn complete_message(
+        &self,
+        batch_id: String,
+        message_id: String,
+    ) -> Result<u64, wit::SendError> {
+        self.driver
+            .borrow_mut()
+            .complete_message(&self.stream, &batch_id, &message_id)
+            .map_err(send_error)
+    }
+}
+
+// `client` is referenced through the generated traits above.
+#[allow(unused_imports)]
+use client as _;
