@@ -92,9 +92,13 @@ pub enum Input<'a> {
         /// The records, ascending.
         records: Vec<Record>,
     },
-    /// The host's network came back (the browser's `online` event): reconnect without waiting
-    /// for the backoff delay.
+    /// The host's network came back (the browser's `online` event, or the app said so):
+    /// reconnect without waiting for the backoff delay.
     NetworkAvailable,
+    /// The host's network is gone (the browser's `offline` event, or the app said so): the
+    /// connection is closed and no connection or HTTP request is started until
+    /// [`Input::NetworkAvailable`]. Sends are still stored; they wait in the outbox.
+    NetworkLost,
 }
 
 /// What the core asks of its host, one at a time from [`Device::poll_output`].
@@ -503,6 +507,7 @@ impl Device {
             }
             Input::Loaded { records } => self.outbox.handle_loaded(records),
             Input::NetworkAvailable => self.session.reconnect_soon(now),
+            Input::NetworkLost => self.session.go_offline(now),
         }
         self.drive(now);
     }
@@ -574,7 +579,16 @@ impl Device {
                 SessionOutput::Close { conn } => Output::Close { conn },
             };
         }
-        if let Some(request) = self.http_out.pop_front() {
+        // While offline, requests wait here; their time only starts once they are sent.
+        if !self.session.is_offline()
+            && let Some(mut request) = self.http_out.pop_front()
+        {
+            // Large uploads get time in proportion to their size (at 64 KB/s at worst).
+            request.deadline =
+                self.now + self.config.http_timeout_ms + request.body.len() as u64 / 64;
+            if let Some((_, deadline)) = self.requests.get_mut(&request.id) {
+                *deadline = request.deadline;
+            }
             return Output::Http(request);
         }
         if let Some(event) = self.events.pop_front() {
@@ -589,7 +603,12 @@ impl Device {
             Phase::Registered(c) => c.poll_timeout(),
             Phase::Failed | Phase::Stopped => None,
         };
-        let requests = self.requests.values().map(|(_, deadline)| *deadline).min();
+        let requests = self
+            .requests
+            .values()
+            .map(|(_, deadline)| *deadline)
+            .filter(|deadline| *deadline != u64::MAX)
+            .min();
         // An upload step can only run with a usable credential; until then it waits for one.
         let upload = match &self.phase {
             Phase::Registered(c) if c.connection().is_some_and(|i| !i.is_expired(self.now)) => {
@@ -637,7 +656,7 @@ impl Device {
         match &mut self.phase {
             Phase::Provisioning(p) => {
                 if let Some(call) = p.poll_call() {
-                    self.issue(now, Owner::Provisioning, call);
+                    self.issue(Owner::Provisioning, call);
                     return true;
                 }
                 if let Some(event) = p.poll_event() {
@@ -647,7 +666,7 @@ impl Device {
             }
             Phase::Registered(c) => {
                 if let Some(call) = c.poll_call() {
-                    self.issue(now, Owner::Credentials, call);
+                    self.issue(Owner::Credentials, call);
                     return true;
                 }
                 if let Some(event) = c.poll_event() {
@@ -660,19 +679,19 @@ impl Device {
         progressed
     }
 
-    fn issue(&mut self, now: u64, owner: Owner, call: HttpCall) {
+    fn issue(&mut self, owner: Owner, call: HttpCall) {
         let id = RequestId(self.next_request_id);
         self.next_request_id += 1;
-        // Large uploads get time in proportion to their size (at 64 KB/s at worst).
-        let deadline = now + self.config.http_timeout_ms + call.body.len() as u64 / 64;
-        self.requests.insert(id, (owner, deadline));
+        // The deadline is set when the request leaves (see `poll_output`): until then it has
+        // none, so a request held while offline does not time out.
+        self.requests.insert(id, (owner, u64::MAX));
         self.http_out.push_back(HttpRequest {
             id,
             method: call.method,
             url: call.url,
             headers: call.headers,
             body: call.body,
-            deadline,
+            deadline: u64::MAX,
         });
     }
 
@@ -953,7 +972,7 @@ impl Device {
         upload.handle_timeout(now, connection);
         let seq = upload.seq();
         if let Some(call) = upload.poll_call() {
-            self.issue(now, Owner::Upload(seq), call);
+            self.issue(Owner::Upload(seq), call);
             return true;
         }
         let Some(event) = upload.poll_event() else {

@@ -24,7 +24,7 @@ fn main() {
     let mut violations = 0usize;
     let mut failing = Vec::new();
     let (mut sent, mut crashes) = (0usize, 0usize);
-    let mut faults = [0u64; 7];
+    let mut faults = [0u64; 8];
     for &seed in &seeds {
         let report = Sim::new(seed).run(DRAIN_BOUND_MS);
         sent += report.sent;
@@ -37,6 +37,7 @@ fn main() {
             report.upload_errors,
             report.refused_uploads as u64,
             report.skipped_operations as u64,
+            report.offline_periods as u64,
         ]) {
             *total += count;
         }
@@ -59,10 +60,12 @@ fn main() {
         upload_errors,
         refused,
         skipped,
+        offline,
     ] = faults;
     println!(
         "faults: {kicks} kicks, {storms} kick storms, {half_open} half-open links, {throttled} throttled calls, \
-         {upload_errors} upload errors, {refused} refused uploads, {skipped} operations left to expire"
+         {upload_errors} upload errors, {refused} refused uploads, {skipped} operations left to expire, \
+         {offline} offline periods"
     );
     for (seed, list) in &failing {
         println!(

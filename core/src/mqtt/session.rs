@@ -167,6 +167,8 @@ pub(crate) struct Session {
     ping_deadline: Option<u64>,
     backoff: Backoff,
     failed_attempts: u32,
+    /// The host says there is no network: hold connection attempts until it comes back.
+    offline: bool,
     rng: Rng,
     outputs: Vec<SessionOutput>,
     events: Vec<SessionEvent>,
@@ -188,6 +190,7 @@ impl Session {
             ping_deadline: None,
             backoff: Backoff::new(config.backoff),
             failed_attempts: 0,
+            offline: false,
             rng: rng.fork(),
             outputs: Vec::new(),
             events: Vec::new(),
@@ -223,9 +226,26 @@ impl Session {
 
     /// The network is back: skip the rest of the backoff delay.
     pub(crate) fn reconnect_soon(&mut self, now: u64) {
+        self.offline = false;
         if let State::Waiting { at } = &mut self.state {
             *at = (*at).min(now);
         }
+    }
+
+    /// The network is gone: close the connection and hold attempts until [`Self::reconnect_soon`].
+    /// Not a failure of the gateway, so it neither counts as a failed attempt nor grows the backoff.
+    pub(crate) fn go_offline(&mut self, now: u64) {
+        self.offline = true;
+        if self.connection().is_some() {
+            self.drop_connection("the network is offline".into());
+        }
+        if self.params.is_some() {
+            self.state = State::Waiting { at: now };
+        }
+    }
+
+    pub(crate) fn is_offline(&self) -> bool {
+        self.offline
     }
 
     pub(crate) fn connection(&self) -> Option<ConnectionId> {
@@ -429,7 +449,7 @@ impl Session {
 
     pub(crate) fn handle_timeout(&mut self, now: u64) {
         match self.state {
-            State::Waiting { at } if at <= now => self.open(now),
+            State::Waiting { at } if at <= now && !self.offline => self.open(now),
             State::Opening { deadline, .. }
             | State::AwaitingConnAck { deadline, .. }
             | State::AwaitingSubAck { deadline, .. }
@@ -572,6 +592,7 @@ impl Session {
     pub(crate) fn poll_timeout(&self) -> Option<u64> {
         match self.state {
             State::Idle => None,
+            State::Waiting { .. } if self.offline => None,
             State::Waiting { at } => Some(at),
             State::Opening { deadline, .. }
             | State::AwaitingConnAck { deadline, .. }

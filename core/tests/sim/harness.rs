@@ -107,6 +107,10 @@ enum Ev {
     HalfOpenCheck {
         link: u64,
     },
+    /// The host loses its network and says so (`Input::NetworkLost`): the device must not try
+    /// to connect or call HTTP until it is told the network is back.
+    OfflineStart,
+    OfflineEnd,
 }
 
 /// A kick storm in progress: how many CONNECTs the device sent during it.
@@ -143,6 +147,7 @@ pub struct Report {
     pub upload_errors: u64,
     pub refused_uploads: usize,
     pub skipped_operations: usize,
+    pub offline_periods: usize,
 }
 
 pub struct Sim {
@@ -161,6 +166,8 @@ pub struct Sim {
     links: BTreeMap<u64, Link>,
     next_link: u64,
     partitioned: bool,
+    /// The host told the device the network is gone.
+    offline: bool,
     http_loss: f64,
     latency_ms: u64,
     fault_end: u64,
@@ -226,6 +233,7 @@ impl Sim {
             links: BTreeMap::new(),
             next_link: 1,
             partitioned: false,
+            offline: false,
             http_loss,
             latency_ms,
             fault_end,
@@ -343,12 +351,18 @@ impl Sim {
                 }
                 // Rare: half of the draws that land here.
                 _ if self.rng.random_bool(0.5) => self.at(t, Ev::HalfOpen),
-                _ => self.at(t, Ev::Cut),
+                _ if self.rng.random_bool(0.5) => self.at(t, Ev::Cut),
+                _ => {
+                    let end = (t + self.rng.random_range(SECOND..2 * MINUTE)).min(self.fault_end);
+                    self.at(t, Ev::OfflineStart);
+                    self.at(end, Ev::OfflineEnd);
+                }
             }
         }
         self.at(START, Ev::Restart);
         self.at(self.fault_end, Ev::PartitionEnd);
         self.at(self.fault_end, Ev::AckLossEnd);
+        self.at(self.fault_end, Ev::OfflineEnd);
     }
 
     /// Runs to the end and checks the invariants.
@@ -515,6 +529,34 @@ impl Sim {
                 }
             }
             Ev::PartitionEnd => self.partitioned = false,
+            Ev::OfflineStart => {
+                if !self.offline {
+                    self.report.offline_periods += 1;
+                }
+                self.offline = true;
+                self.partitioned = true;
+                let open: Vec<u64> = self
+                    .links
+                    .iter()
+                    .filter(|(_, l)| l.open)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for link in open {
+                    self.cut_link(link);
+                }
+                if self.device.is_some() {
+                    self.with_device(|d, now| d.handle_input(now, Input::NetworkLost));
+                }
+            }
+            Ev::OfflineEnd => {
+                if self.offline {
+                    self.offline = false;
+                    self.partitioned = false;
+                    if self.device.is_some() {
+                        self.with_device(|d, now| d.handle_input(now, Input::NetworkAvailable));
+                    }
+                }
+            }
             Ev::DesiredChange => {
                 let rate = self.rng.random_range(1..10);
                 for (link, bytes) in self.platform.set_desired(json!({ "rate": rate })) {
@@ -716,6 +758,13 @@ impl Sim {
         // whatever the device restored.
         self.reported_target = device.reported_properties().clone();
         self.device = Some(device);
+        if self.offline {
+            // A host knows at start that it has no network (the browser's `navigator.onLine`).
+            let now = self.now;
+            if let Some(device) = self.device.as_mut() {
+                device.handle_input(now, Input::NetworkLost);
+            }
+        }
         self.drain();
     }
 
@@ -738,6 +787,13 @@ impl Sim {
                     self.store_ops.push_back(request);
                     self.kick_store();
                 }
+                Output::Http(request) if self.offline => self.report.violations.push(format!(
+                    "HTTP {:?} {} while the host said the network is offline",
+                    request.method, request.url
+                )),
+                Output::Connect { conn, .. } if self.offline => self.report.violations.push(
+                    format!("connect {conn:?} while the host said the network is offline"),
+                ),
                 Output::Http(request) => self.http_out(request),
                 Output::Connect { conn, endpoint: _ } => self.connect(conn),
                 Output::Transmit { conn, bytes } => self.transmit(conn, bytes),
