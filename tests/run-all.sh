@@ -56,3 +56,6 @@ bash wasm-web/scripts/test.sh
 step "browser SDK: npm package (size-tuned build, gzipped size) and its smoke test"
 bash wasm-web/scripts/build.sh
 python3 wasm-web/scripts/smoke.py wasm-web/pkg
+
+step "benchmarks, quick mode: every figure is produced (the numbers mean nothing here)"
+bash tests/bench/run.sh --quick

@@ -37,6 +37,7 @@ enum Command {
         stored: oneshot::Sender<Result<Seq, SendError>>,
     },
     Stats(oneshot::Sender<Stats>),
+    Network(bool),
     Stop(oneshot::Sender<()>),
 }
 
@@ -89,6 +90,14 @@ impl NativeDevice {
             .send(Command::Stats(tx))
             .expect("device task is running");
         rx.await.expect("device task answers")
+    }
+
+    /// Tells the device whether the host has a network (`Input::NetworkAvailable` /
+    /// `Input::NetworkLost`), as a browser's `online`/`offline` events would.
+    pub fn set_network(&self, available: bool) {
+        self.commands
+            .send(Command::Network(available))
+            .expect("device task is running");
     }
 
     /// Stops the device (its store keeps everything) and waits for the task to end.
@@ -152,6 +161,10 @@ async fn run(
                     }
                 }
                 Some(Command::Stats(reply)) => { let _ = reply.send(host.device.stats()); }
+                Some(Command::Network(available)) => {
+                    let input = if available { Input::NetworkAvailable } else { Input::NetworkLost };
+                    host.device.handle_input(now_ms(), input);
+                }
                 Some(Command::Stop(reply)) => {
                     host.device.stop(now_ms());
                     host.drain().await;
