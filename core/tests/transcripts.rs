@@ -549,3 +549,58 @@ fn failed_credential_renewal_waits_before_the_next_register() {
     }
     panic!("the credential was not renewed");
 }
+
+#[test]
+fn offline_closes_the_connection_and_holds_everything_until_the_network_is_back() {
+    let mut host = Host::connected();
+    assert_eq!(
+        host.input(Input::NetworkLost),
+        ["close", "event state Disconnected"]
+    );
+    // Sends are still stored while offline; nothing touches the network.
+    let (first, lines) = host.send("one");
+    assert_eq!(lines, ["store append 0..=0"]);
+    let (second, _) = host.send("two");
+    // The only timer left is the credential's renewal, far ahead: no reconnect attempts.
+    assert!(host.deadline.is_some_and(|at| at > host.now + 10 * MINUTE));
+    host.wait(10 * MINUTE);
+    assert_eq!(host.input(Input::Timeout), [] as [&str; 0]);
+
+    assert_eq!(
+        host.input(Input::NetworkAvailable),
+        ["connect tcp 127.0.0.1:1883", "event state Connecting"],
+        "reconnects at once, without a backoff delay"
+    );
+    let conn = host.conn.unwrap();
+    host.input(Input::Connected { conn });
+    host.connack(ConnectReturnCode::Accepted);
+    host.suback();
+    let seqs: Vec<u64> = host.telemetry().iter().map(|(_, seq)| *seq).collect();
+    assert_eq!(seqs, [first, second], "the queue drains in order");
+}
+
+#[test]
+fn offline_holds_provisioning_calls_and_sends_them_when_the_network_is_back() {
+    let mut host = Host::provisioning();
+    host.answer(
+        "/provisioning-operations/init",
+        200,
+        init_body(OPERATION_ID),
+    );
+    assert_eq!(host.input(Input::NetworkLost), [] as [&str; 0]);
+    assert_eq!(
+        host.advance(),
+        [] as [&str; 0],
+        "the poll waits for the network"
+    );
+    host.wait(MINUTE);
+    assert_eq!(host.input(Input::Timeout), [] as [&str; 0]);
+    assert_eq!(
+        host.input(Input::NetworkAvailable),
+        ["http PUT /provisioning-operations/complete"]
+    );
+    assert!(
+        host.pending[0].deadline > host.now,
+        "its timeout starts when it is sent"
+    );
+}
