@@ -6,32 +6,8 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "toolchain targets"
-installed_targets=$(rustup target list --installed)
-for target in wasm32-unknown-unknown wasm32-wasip2; do
-  grep -qx "$target" <<<"$installed_targets" || rustup target add "$target"
-done
-rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
-rustup component list --installed | grep -q '^clippy' || rustup component add clippy
-
-step "system packages"
-# mosquitto-clients: an independent MQTT peer; libssl-dev + pkg-config: the official SDK's OpenSSL;
-# chromium + chromium-driver: the browser tests (node, npm and python3 come with the machine).
-missing=()
-for pkg in mosquitto-clients libssl-dev pkg-config chromium chromium-driver; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
-  $sudo apt-get update -qq
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-fi
-
-step "wasm-bindgen-cli 0.2.130 (must equal the wasm-bindgen crate)"
-if ! wasm-bindgen --version 2>/dev/null | grep -q ' 0\.2\.130$'; then
-  # Without --locked: its lockfile wants a crate version the registry here lacks.
-  cargo install wasm-bindgen-cli --version 0.2.130
-fi
+# Installs what is missing: Rust targets and components, Debian packages, wasm-bindgen-cli.
+bash tests/setup.sh
 
 step "formatting and lints"
 cargo fmt --all -- --check
@@ -56,6 +32,9 @@ bash wasm-web/scripts/test.sh
 step "browser SDK: npm package (size-tuned build, gzipped size) and its smoke test"
 bash wasm-web/scripts/build.sh
 python3 wasm-web/scripts/smoke.py wasm-web/pkg
+
+step "browser end-to-end: the demo and a Vite app in Chromium (Playwright)"
+bash tests/e2e/run.sh
 
 step "benchmarks, quick mode: every figure is produced (the numbers mean nothing here)"
 bash tests/bench/run.sh --quick

@@ -3,11 +3,16 @@
 #   1. the native unit tests of the crate (pure helpers);
 #   2. the wasm_bindgen_test suites in headless Chromium: tests/store.rs (IndexedDB store
 #      contract), tests/api.rs (the JS API's refusals, no network), tests/platform.rs
-#      (DeviceClient against a real vdev-platform).
-# It starts vdev-platform on ephemeral loopback ports with a temporary data directory and
-# hands its URL and tokens to the wasm tests at compile time (VDEV_WEB_TEST_* read with
-# `option_env!`): a wasm test cannot read files or the environment at run time, and baking
-# them in costs only a re-link of the test crates. The platform is stopped on exit.
+#      (DeviceClient against a real vdev-platform);
+#   3. tests/quota.rs, a real QuotaExceededError: Chromium's profile goes on a 256 MB tmpfs
+#      (TMPDIR of the runner, where chromedriver makes it), so the site's quota is small enough
+#      to fill. Mounting needs root; without it this step is skipped, saying so.
+# It starts vdev-platform on an ephemeral loopback port with a temporary data directory, through
+# scripts/platform_control.py, a loopback control server that lets the tests stop and restart
+# the platform (same port, same data directory). The platform's URL and tokens and the control
+# URL reach the wasm tests at compile time (VDEV_WEB_TEST_* read with `option_env!`): a wasm
+# test cannot read files or the environment at run time, and baking them in costs only a
+# re-link of the test crates. The platform is stopped on exit.
 #
 # Needs: rustup target wasm32-unknown-unknown, wasm-bindgen-cli 0.2.130 (same version as the
 # `wasm-bindgen` crate), Debian's chromium and chromium-driver, python3.
@@ -40,20 +45,29 @@ echo "== vdev-web: building vdev-platform"
 cargo build -p vdev-platform
 platform_bin="$CARGO_TARGET_DIR/debug/vdev-platform"
 
-data_dir="$(mktemp -d -t vdev-web-test.XXXXXX)"
-platform_pid=""
+work_dir="$(mktemp -d -t vdev-web-test.XXXXXX)"
+data_dir="$work_dir/data"
+log_file="$work_dir/platform.log"
+control_file="$work_dir/control.url"
+mkdir -p "$data_dir"
+control_pid=""
+quota_fs="$work_dir/quota-fs"
+quota_mounted=0
 cleanup() {
-    if [ -n "$platform_pid" ]; then
-        kill "$platform_pid" 2>/dev/null || true
-        wait "$platform_pid" 2>/dev/null || true
+    if [ -n "$control_pid" ]; then
+        kill "$control_pid" 2>/dev/null || true
+        wait "$control_pid" 2>/dev/null || true
     fi
-    rm -rf "$data_dir"
+    if [ "$quota_mounted" = 1 ]; then
+        umount "$quota_fs" || true
+    fi
+    rm -rf "$work_dir"
 }
 trap cleanup EXIT
 
-"$platform_bin" --data-dir "$data_dir" --http 127.0.0.1:0 --https off \
-    --mqtt-tcp off --mqtt-tls off >"$data_dir/platform.log" 2>&1 &
-platform_pid=$!
+python3 "$web_dir/scripts/platform_control.py" "$platform_bin" "$data_dir" "$log_file" \
+    "$control_file" 2>>"$log_file" &
+control_pid=$!
 
 # Wait (bounded) until the platform has bound its listener and written platform.json.
 read_info() {
@@ -68,19 +82,21 @@ for key in ("httpUrl", "adminToken", "workspaceId", "provisioningToken"):
 PY
 }
 deadline=$((SECONDS + 60))
-until info="$(read_info 2>/dev/null)"; do
-    if ! kill -0 "$platform_pid" 2>/dev/null; then
-        echo "error: vdev-platform exited:" >&2
-        cat "$data_dir/platform.log" >&2
+until [ -s "$control_file" ] && info="$(read_info 2>/dev/null)"; do
+    if ! kill -0 "$control_pid" 2>/dev/null; then
+        echo "error: vdev-platform (or its control server) exited:" >&2
+        cat "$log_file" >&2
         exit 1
     fi
     if [ "$SECONDS" -ge "$deadline" ]; then
-        echo "error: vdev-platform wrote no platform.json within 60 s" >&2
-        cat "$data_dir/platform.log" >&2
+        echo "error: vdev-platform was not up within 60 s" >&2
+        cat "$log_file" >&2
         exit 1
     fi
     sleep 0.2
 done
+VDEV_WEB_TEST_CONTROL_URL="$(cat "$control_file")"
+export VDEV_WEB_TEST_CONTROL_URL
 {
     read -r VDEV_WEB_TEST_HTTP_URL
     read -r VDEV_WEB_TEST_ADMIN_TOKEN
@@ -88,7 +104,7 @@ done
     read -r VDEV_WEB_TEST_PROVISIONING_TOKEN
 } <<<"$info"
 export VDEV_WEB_TEST_HTTP_URL VDEV_WEB_TEST_ADMIN_TOKEN VDEV_WEB_TEST_WORKSPACE VDEV_WEB_TEST_PROVISIONING_TOKEN
-echo "== vdev-platform at $VDEV_WEB_TEST_HTTP_URL"
+echo "== vdev-platform at $VDEV_WEB_TEST_HTTP_URL (control: $VDEV_WEB_TEST_CONTROL_URL)"
 
 echo "== vdev-web: browser tests (headless Chromium)"
 # The runner looks for webdriver.json (extra Chrome flags) in the working directory.
@@ -99,6 +115,17 @@ WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-300}" \
     cargo test -p vdev-web --target wasm32-unknown-unknown --test store --test api --test platform "$@" || status=$?
 if [ "$status" -ne 0 ]; then
     echo "== vdev-platform log (last 60 lines)" >&2
-    tail -n 60 "$data_dir/platform.log" >&2
+    tail -n 60 "$log_file" >&2
+    exit "$status"
 fi
-exit "$status"
+
+echo "== vdev-web: QuotaExceededError test (Chromium profile on a 256 MB tmpfs)"
+mkdir -p "$quota_fs"
+if mount -t tmpfs -o size=256m tmpfs "$quota_fs" 2>/dev/null; then
+    quota_mounted=1
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER="env TMPDIR=$quota_fs wasm-bindgen-test-runner" \
+    WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-300}" \
+        cargo test -p vdev-web --target wasm32-unknown-unknown --test quota "$@"
+else
+    echo "== SKIPPED tests/quota.rs: cannot mount a tmpfs (needs root)" >&2
+fi

@@ -9,18 +9,15 @@ use std::rc::Rc;
 
 use futures_channel::{mpsc, oneshot};
 use js_sys::{Function, Reflect, Uint8Array};
-use vdev_core::{
-    Compression, Device, DeviceConfig, DeviceId, MessageOptions, StreamOptions, Transport,
-};
+use vdev_core::{Compression, DeviceConfig, DeviceId, MessageOptions, StreamOptions, Transport};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::{future_to_promise, spawn_local};
+use wasm_bindgen_futures::future_to_promise;
 
 use crate::driver::{
-    Callbacks, Command, Driver, Enqueue, Snapshot, Wake, connection_state_name, json_to_js, object,
+    Callbacks, Command, Enqueue, Snapshot, connection_state_name, json_to_js, object,
 };
 use crate::error::ClientError;
-use crate::runtime::{check_url_allowed, now_ms, random_bytes};
-use crate::store::IdbStore;
+use crate::runtime::check_url_allowed;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TYPESCRIPT: &str = r#"
@@ -48,6 +45,11 @@ export interface StartOptions {
   onMessageOutcome?: (outcome: MessageOutcome) => void;
   /** A cloud-to-device message arrived. */
   onCloudToDeviceMessage?: (message: CloudToDeviceMessage) => void;
+  /**
+   * The device went offline (`true`: the browser's `offline` event or `setOffline(true)`) or
+   * back online (`false`). Messages sent while offline are stored and wait.
+   */
+  onOfflineChanged?: (offline: boolean) => void;
 }
 
 /** A provisioning operation waiting for a technician. */
@@ -103,6 +105,13 @@ export interface Statistics {
   /** Records held in memory. */
   windowRecords: number;
   connectionState: ConnectionState;
+  /** Offline: the browser or `setOffline(true)` says there is no network; nothing is sent. */
+  offline: boolean;
+  /**
+   * `"owner"`: this client drives the device; `"follower"`: another client of the same
+   * database (another tab) does, and this one forwards its calls to it.
+   */
+  role: "owner" | "follower";
 }
 
 export interface DesiredProperties {
@@ -147,7 +156,7 @@ extern "C" {
 #[wasm_bindgen]
 #[derive(Debug)]
 pub struct DeviceClient {
-    wake: mpsc::UnboundedSender<Wake>,
+    commands: mpsc::UnboundedSender<Command>,
     shared: Rc<RefCell<Snapshot>>,
 }
 
@@ -161,20 +170,8 @@ impl DeviceClient {
 
     async fn start_inner(options: &StartOptions) -> Result<DeviceClient, ClientError> {
         let (config, database, callbacks) = read_start_options(options)?;
-        let (store, contents) = IdbStore::open(&database).await?;
-        let seed = random_bytes::<32>().map_err(ClientError::NoRandomness)?;
-        let device = Device::new(
-            config,
-            now_ms(),
-            seed,
-            &contents.meta,
-            contents.state.as_deref(),
-        );
-        let shared = Rc::new(RefCell::new(Snapshot::of(&device)));
-        let (wake, wakes) = mpsc::unbounded();
-        let driver = Driver::new(device, store, wake.clone(), callbacks, shared.clone());
-        spawn_local(driver.run(wakes));
-        Ok(DeviceClient { wake, shared })
+        let (commands, shared) = crate::tabs::start(config, database, callbacks).await?;
+        Ok(DeviceClient { commands, shared })
     }
 
     /// A sender for one stream (the workspace's defaults when the names are absent).
@@ -185,7 +182,7 @@ impl DeviceClient {
     ) -> Result<StreamSender, JsError> {
         let stream = read_stream_options(options.as_deref())?;
         Ok(StreamSender {
-            wake: self.wake.clone(),
+            commands: self.commands.clone(),
             stream,
         })
     }
@@ -200,9 +197,7 @@ impl DeviceClient {
     #[wasm_bindgen(js_name = waitEnqueuedMessagesSent)]
     pub fn wait_enqueued_messages_sent(&self) -> DonePromise {
         let (reply, answer) = oneshot::channel();
-        let sent = self
-            .wake
-            .unbounded_send(Wake::Command(Command::WaitSent(reply)));
+        let sent = self.commands.unbounded_send(Command::WaitSent(reply));
         done_promise(sent.is_ok(), answer)
     }
 
@@ -237,8 +232,8 @@ impl DeviceClient {
         };
         let (reply, answer) = oneshot::channel();
         let sent = self
-            .wake
-            .unbounded_send(Wake::Command(Command::UpdateReported { patch, reply }));
+            .commands
+            .unbounded_send(Command::UpdateReported { patch, reply });
         done_promise(sent.is_ok(), answer)
     }
 
@@ -270,17 +265,36 @@ impl DeviceClient {
                 "connectionState",
                 connection_state_name(stats.connection_state).into(),
             ),
+            ("offline", shared.offline.into()),
+            (
+                "role",
+                if shared.owner { "owner" } else { "follower" }.into(),
+            ),
         ])
         .unchecked_into()
+    }
+
+    /// Takes the device offline (`true`) or lets it go online again (`false`), e.g. for a "go
+    /// offline" switch or an app that knows better than the browser. The device is offline
+    /// while the app says so *or* the browser does (its `offline` event): the connection is
+    /// closed, nothing is sent or fetched, and sends are stored to go out, in order, later.
+    #[wasm_bindgen(js_name = setOffline)]
+    pub fn set_offline(&self, offline: bool) {
+        // After `stop()` there is nothing left to take offline.
+        let _ = self.commands.unbounded_send(Command::SetOffline(offline));
+    }
+
+    /// Whether the device is offline (the browser's `offline` event or `setOffline(true)`).
+    #[wasm_bindgen(getter)]
+    pub fn offline(&self) -> bool {
+        self.shared.borrow().offline
     }
 
     /// Disconnects, finishes pending storage work and closes the database. Queued messages
     /// stay stored for the next start.
     pub fn stop(&self) -> DonePromise {
         let (reply, answer) = oneshot::channel();
-        let sent = self
-            .wake
-            .unbounded_send(Wake::Command(Command::Stop(reply)));
+        let sent = self.commands.unbounded_send(Command::Stop(reply));
         if sent.is_err() {
             // Already stopped: nothing left to do.
             return js_sys::Promise::resolve(&JsValue::UNDEFINED).unchecked_into();
@@ -293,7 +307,7 @@ impl DeviceClient {
 #[wasm_bindgen]
 #[derive(Debug)]
 pub struct StreamSender {
-    wake: mpsc::UnboundedSender<Wake>,
+    commands: mpsc::UnboundedSender<Command>,
     stream: StreamOptions,
 }
 
@@ -346,7 +360,7 @@ impl StreamSender {
             what,
             reply,
         };
-        if self.wake.unbounded_send(Wake::Command(command)).is_err() {
+        if self.commands.unbounded_send(command).is_err() {
             return rejected(ClientError::Stopped).unchecked_into();
         }
         future_to_promise(async move {
@@ -408,11 +422,12 @@ fn read_start_options(options: &JsValue) -> Result<(DeviceConfig, String, Callba
         connection_state_changed: function(options, "onConnectionStateChanged")?,
         message_outcome: function(options, "onMessageOutcome")?,
         cloud_to_device_message: function(options, "onCloudToDeviceMessage")?,
+        offline_changed: function(options, "onOfflineChanged")?,
     };
     Ok((config, database, callbacks))
 }
 
-fn read_stream_options(options: Option<&JsValue>) -> Result<StreamOptions, ClientError> {
+pub(crate) fn read_stream_options(options: Option<&JsValue>) -> Result<StreamOptions, ClientError> {
     let Some(options) = options else {
         return Ok(StreamOptions::default());
     };
@@ -437,7 +452,9 @@ fn read_stream_options(options: Option<&JsValue>) -> Result<StreamOptions, Clien
     })
 }
 
-fn read_message_options(options: Option<&JsValue>) -> Result<MessageOptions, ClientError> {
+pub(crate) fn read_message_options(
+    options: Option<&JsValue>,
+) -> Result<MessageOptions, ClientError> {
     let Some(options) = options else {
         return Ok(MessageOptions::default());
     };

@@ -1,11 +1,17 @@
 //! The driver: one `spawn_local` task that owns the `vdev_core::Device` and does its I/O.
 //!
 //! Everything that can happen — a command from JavaScript, a WebSocket event, a `fetch`
-//! answer, a finished IndexedDB transaction, the timer, the `online` event — arrives as a
-//! [`Wake`] on one channel. For each wake the driver feeds the device and drains its outputs
+//! answer, a finished IndexedDB transaction, the timer, the `online`/`offline` events — arrives
+//! as a [`Wake`] on one channel. For each wake the driver feeds the device and drains its outputs
 //! until `Output::Timeout`; after a burst of wakes it hands the queued storage requests to
 //! IndexedDB as one transaction, arms one timer and publishes a [`Snapshot`] for the
 //! synchronous getters. No protocol decision is made here.
+//!
+//! Offline: the device is offline while the browser says so (`navigator.onLine` at start, then
+//! the global `offline`/`online` events) **or** the app says so (`client.setOffline(true)`).
+//! Only changes of that combined flag reach the core, as `Input::NetworkLost` and
+//! `Input::NetworkAvailable`; an `online` event while already online still tells the core to
+//! skip its backoff delay.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -27,6 +33,7 @@ use crate::error::ClientError;
 use crate::runtime::{console_error, describe, now_ms};
 use crate::socket::{Socket, SocketEvent};
 use crate::store::IdbStore;
+use crate::timer::WakeTimer;
 
 /// How long to wait before running storage requests again after a failed transaction.
 const STORE_RETRY_MS: u32 = 1_000;
@@ -61,6 +68,11 @@ pub(crate) enum Command {
     },
     /// Reply when no message is pending any more.
     WaitSent(Reply<()>),
+    /// The app says the device is offline (`true`) or lets the browser decide (`false`).
+    SetOffline(bool),
+    /// The browser's `online` (`true`) or `offline` (`false`) event. It comes the way of the
+    /// app's calls so that the two stay in the order they happened.
+    BrowserNetwork(bool),
     /// Stop the device, finish storage work, close everything; then reply.
     Stop(Reply<()>),
 }
@@ -70,7 +82,6 @@ pub(crate) enum Command {
 pub(crate) enum Wake {
     Command(Command),
     Timer,
-    Online,
     Http(RequestId, Result<HttpResponse, String>),
     Socket(ConnectionId, SocketEvent),
     Stored {
@@ -83,7 +94,7 @@ pub(crate) enum Wake {
 }
 
 /// The app's callbacks; each is optional.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Callbacks {
     pub(crate) provisioning_operation: Option<Function>,
     pub(crate) provisioning_failed: Option<Function>,
@@ -91,6 +102,32 @@ pub(crate) struct Callbacks {
     pub(crate) connection_state_changed: Option<Function>,
     pub(crate) message_outcome: Option<Function>,
     pub(crate) cloud_to_device_message: Option<Function>,
+    pub(crate) offline_changed: Option<Function>,
+}
+
+impl Callbacks {
+    /// The callback of this name (as the options object spells it), if the app gave one.
+    pub(crate) fn by_name(&self, name: &str) -> Option<&Function> {
+        match name {
+            "onProvisioningOperation" => self.provisioning_operation.as_ref(),
+            "onProvisioningFailed" => self.provisioning_failed.as_ref(),
+            "onDesiredPropertiesChanged" => self.desired_properties_changed.as_ref(),
+            "onConnectionStateChanged" => self.connection_state_changed.as_ref(),
+            "onMessageOutcome" => self.message_outcome.as_ref(),
+            "onCloudToDeviceMessage" => self.cloud_to_device_message.as_ref(),
+            "onOfflineChanged" => self.offline_changed.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Calls the callback `name` with `args`; one that throws is reported on the console.
+    pub(crate) fn call(&self, name: &str, args: &js_sys::Array) {
+        if let Some(callback) = self.by_name(name)
+            && let Err(error) = callback.apply(&JsValue::NULL, args)
+        {
+            console_error(&format!("{name} threw: {}", describe(&error)));
+        }
+    }
 }
 
 /// What the synchronous getters of the client read, refreshed after every burst of work.
@@ -101,6 +138,10 @@ pub(crate) struct Snapshot {
     pub(crate) stats: Stats,
     pub(crate) desired: serde_json::Value,
     pub(crate) desired_version: Option<u64>,
+    /// Whether the device is offline (the app or the browser says so).
+    pub(crate) offline: bool,
+    /// Whether this client drives the device (`false`: a follower of another tab's client).
+    pub(crate) owner: bool,
 }
 
 impl Snapshot {
@@ -112,6 +153,8 @@ impl Snapshot {
             stats: device.stats(),
             desired: desired.clone(),
             desired_version,
+            offline: false,
+            owner: true,
         }
     }
 }
@@ -125,7 +168,7 @@ pub(crate) struct Driver {
     shared: Rc<RefCell<Snapshot>>,
     sockets: HashMap<ConnectionId, Socket>,
     deadline: Option<u64>,
-    timer: Option<Timeout>,
+    timer: WakeTimer,
     /// Storage requests not yet handed to IndexedDB, in the order the core emitted them.
     store_queue: VecDeque<StoreRequest>,
     store_running: bool,
@@ -138,7 +181,11 @@ pub(crate) struct Driver {
     saved_waiters: Vec<(u64, Reply<()>)>,
     sent_waiters: Vec<Reply<()>>,
     stop_waiters: Vec<Reply<()>>,
-    _online: EventListener,
+    /// The browser's last word on the network, and the app's `setOffline`.
+    browser_offline: bool,
+    app_offline: bool,
+    /// The other clients of this database (other tabs), told every event and snapshot.
+    followers: Option<crate::tabs::Followers>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -157,12 +204,12 @@ impl Driver {
         wake: mpsc::UnboundedSender<Wake>,
         callbacks: Callbacks,
         shared: Rc<RefCell<Snapshot>>,
+        followers: Option<crate::tabs::Followers>,
     ) -> Self {
-        let online = {
+        let timer = {
             let wake = wake.clone();
-            let global: web_sys::EventTarget = js_sys::global().unchecked_into();
-            EventListener::new(&global, "online", move |_| {
-                let _ = wake.unbounded_send(Wake::Online);
+            WakeTimer::new(move || {
+                let _ = wake.unbounded_send(Wake::Timer);
             })
         };
         Self {
@@ -173,7 +220,7 @@ impl Driver {
             shared,
             sockets: HashMap::new(),
             deadline: None,
-            timer: None,
+            timer,
             store_queue: VecDeque::new(),
             store_running: false,
             store_retry: None,
@@ -183,12 +230,41 @@ impl Driver {
             saved_waiters: Vec::new(),
             sent_waiters: Vec::new(),
             stop_waiters: Vec::new(),
-            _online: online,
+            browser_offline: !browser_says_online(),
+            app_offline: false,
+            followers,
+        }
+    }
+
+    fn offline(&self) -> bool {
+        self.browser_offline || self.app_offline
+    }
+
+    /// Applies a change of the browser's or the app's view of the network; the core and the
+    /// app hear only about changes of the combined flag.
+    fn network_changed(&mut self, now: u64, browser_offline: bool, app_offline: bool) {
+        let was_offline = self.offline();
+        self.browser_offline = browser_offline;
+        self.app_offline = app_offline;
+        let offline = self.offline();
+        if offline && !was_offline {
+            self.device.handle_input(now, Input::NetworkLost);
+        } else if !offline {
+            // Also when it was online already: an `online` event means "try now".
+            self.device.handle_input(now, Input::NetworkAvailable);
+        }
+        if offline != was_offline {
+            self.shared.borrow_mut().offline = offline;
+            self.tell("onOfflineChanged", vec![offline.into()]);
         }
     }
 
     /// Runs until the device is stopped and its storage work is done.
     pub(crate) async fn run(mut self, mut wakes: mpsc::UnboundedReceiver<Wake>) {
+        if self.offline() {
+            self.device.handle_input(now_ms(), Input::NetworkLost);
+            self.shared.borrow_mut().offline = true;
+        }
         self.drain();
         self.settle();
         while let Some(wake) = wakes.next().await {
@@ -204,7 +280,7 @@ impl Driver {
             }
         }
         self.sockets.clear();
-        self.timer = None;
+        self.timer.arm(None);
         self.store.close();
         wakes.close();
         for reply in self.stop_waiters.drain(..) {
@@ -233,7 +309,6 @@ impl Driver {
         match wake {
             Wake::Command(command) => self.command(now, command),
             Wake::Timer => self.device.handle_timeout(now),
-            Wake::Online => self.device.handle_input(now, Input::NetworkAvailable),
             Wake::Http(id, Ok(response)) => self
                 .device
                 .handle_input(now, Input::HttpResponse { id, response }),
@@ -292,6 +367,15 @@ impl Driver {
                 }
             }
             Command::WaitSent(reply) => self.sent_waiters.push(reply),
+            Command::BrowserNetwork(online) => {
+                self.network_changed(now, !online, self.app_offline);
+            }
+            Command::SetOffline(offline) => {
+                // Setting the same value again changes nothing (and skips no backoff).
+                if offline != self.app_offline {
+                    self.network_changed(now, self.browser_offline, offline);
+                }
+            }
             Command::Stop(reply) => {
                 self.device.stop(now);
                 self.stop_waiters.push(reply);
@@ -453,14 +537,15 @@ impl Driver {
     /// snapshot and answer the waiters whose condition now holds.
     fn settle(&mut self) {
         self.flush_store();
-        self.timer = self.deadline.map(|at| {
-            let wait = at.saturating_sub(now_ms()).min(i32::MAX as u64) as u32;
-            let wake = self.wake.clone();
-            Timeout::new(wait, move || {
-                let _ = wake.unbounded_send(Wake::Timer);
-            })
-        });
-        if self.refresh_snapshot() == 0 {
+        let wait = self
+            .deadline
+            .map(|at| at.saturating_sub(now_ms()).min(i32::MAX as u64) as u32);
+        self.timer.arm(wait);
+        let pending = self.refresh_snapshot();
+        if let Some(followers) = &mut self.followers {
+            followers.snapshot(&self.shared.borrow());
+        }
+        if pending == 0 {
             for reply in self.sent_waiters.drain(..) {
                 let _ = reply.send(Ok(()));
             }
@@ -527,26 +612,46 @@ impl Driver {
                 ));
             }
             other => {
-                let Some((callback, name, args)) = app_call(&self.callbacks, other) else {
-                    return;
-                };
-                let args: js_sys::Array = args.into_iter().collect();
-                if let Err(error) = callback.apply(&JsValue::NULL, &args) {
-                    console_error(&format!("{name} threw: {}", describe(&error)));
+                if let Some((name, args)) = app_call(other) {
+                    self.tell(name, args);
                 }
             }
         }
     }
+
+    /// Calls the app's callback `name` (when it gave one) and tells the followers.
+    fn tell(&self, name: &'static str, args: Vec<JsValue>) {
+        let args: js_sys::Array = args.into_iter().collect();
+        self.callbacks.call(name, &args);
+        if let Some(followers) = &self.followers {
+            followers.event(name, &args);
+        }
+    }
 }
 
-/// The app callback an event goes to (when the app gave one), its name and its arguments.
-fn app_call(
-    callbacks: &Callbacks,
-    event: Event,
-) -> Option<(&Function, &'static str, Vec<JsValue>)> {
-    let (callback, name, args) = match event {
+/// Listens to the browser's `online`/`offline` events and hands them to `notify`.
+pub(crate) fn listen_to_network(notify: impl Fn(bool) + Clone + 'static) -> [EventListener; 2] {
+    let global: web_sys::EventTarget = js_sys::global().unchecked_into();
+    let listen = |name: &'static str, online: bool| {
+        let notify = notify.clone();
+        EventListener::new(&global, name, move |_| notify(online))
+    };
+    [listen("online", true), listen("offline", false)]
+}
+
+/// What `navigator.onLine` says (true where there is no navigator to ask).
+fn browser_says_online() -> bool {
+    Reflect::get(&js_sys::global(), &JsValue::from_str("navigator"))
+        .and_then(|navigator| Reflect::get(&navigator, &JsValue::from_str("onLine")))
+        .ok()
+        .and_then(|online| online.as_bool())
+        .unwrap_or(true)
+}
+
+/// The name of the app callback an event goes to, and its arguments.
+fn app_call(event: Event) -> Option<(&'static str, Vec<JsValue>)> {
+    let call = match event {
         Event::ProvisioningOperation(operation) => (
-            &callbacks.provisioning_operation,
             "onProvisioningOperation",
             vec![object(&[
                 ("id", operation.id.into()),
@@ -554,18 +659,14 @@ fn app_call(
                 ("expiresAt", (operation.expires_at as f64).into()),
             ])],
         ),
-        Event::ProvisioningFailed(error) => (
-            &callbacks.provisioning_failed,
-            "onProvisioningFailed",
-            vec![error.to_string().into()],
-        ),
+        Event::ProvisioningFailed(error) => {
+            ("onProvisioningFailed", vec![error.to_string().into()])
+        }
         Event::ConnectionStateChanged(state) => (
-            &callbacks.connection_state_changed,
             "onConnectionStateChanged",
             vec![connection_state_name(state).into()],
         ),
         Event::MessageDelivered { seq } => (
-            &callbacks.message_outcome,
             "onMessageOutcome",
             vec![object(&[
                 ("sequence", (seq as f64).into()),
@@ -573,7 +674,6 @@ fn app_call(
             ])],
         ),
         Event::MessageRejected { seq, reason } => (
-            &callbacks.message_outcome,
             "onMessageOutcome",
             vec![object(&[
                 ("sequence", (seq as f64).into()),
@@ -585,7 +685,6 @@ fn app_call(
             properties,
             version,
         } => (
-            &callbacks.desired_properties_changed,
             "onDesiredPropertiesChanged",
             vec![json_to_js(&properties), (version as f64).into()],
         ),
@@ -593,7 +692,6 @@ fn app_call(
             properties,
             payload,
         } => (
-            &callbacks.cloud_to_device_message,
             "onCloudToDeviceMessage",
             vec![object(&[
                 ("properties", properties.into()),
@@ -603,7 +701,7 @@ fn app_call(
         // Reported-property acknowledgements and events added later have no callback (yet).
         _ => return None,
     };
-    Some((callback.as_ref()?, name, args))
+    Some(call)
 }
 
 /// The name JavaScript sees for a connection state (`ConnectionState` in the typings).

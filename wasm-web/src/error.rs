@@ -37,6 +37,12 @@ pub enum ClientError {
     /// The client was stopped.
     #[error("the client is stopped")]
     Stopped,
+    /// The browser's Web Locks refused a request (see `tabs.rs`).
+    #[error("cannot coordinate with other tabs: {0}")]
+    NoLocks(String),
+    /// The client of another tab that drives the device refused the call; the message is its.
+    #[error("{0}")]
+    FromOwner(String),
 }
 
 fn not_stored(error: &StoreError) -> String {

@@ -8,6 +8,10 @@
 //! - The driver task owns the device: it feeds it WebSocket, `fetch`, IndexedDB, timer and
 //!   `online` events and performs what it asks, draining outputs until `Output::Timeout`.
 //!   It makes no protocol decision of its own.
+//! - One client per database drives the device (Web Locks); the others forward their calls
+//!   to it over a `BroadcastChannel` and take over when it stops (see `tabs.rs`).
+//! - The driver's timer runs in a tiny dedicated worker, so background-tab throttling does not
+//!   starve the MQTT keep-alive (see `timer.rs`).
 //! - [`IdbStore`] keeps the outbox and the device state in IndexedDB (the core's storage
 //!   contract); a message's promise resolves once its transaction has committed.
 //!
@@ -34,6 +38,8 @@ mod http;
 mod runtime;
 mod socket;
 mod store;
+mod tabs;
+mod timer;
 
 pub use api::{
     DesiredProperties, DeviceClient, DonePromise, Payload, PropertiesPatch, SendOptions,

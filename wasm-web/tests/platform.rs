@@ -1,6 +1,10 @@
 //! `DeviceClient` in a real browser against a real `vdev-platform` (started by
 //! `wasm-web/scripts/test.sh`): provisioning approved through the admin API, ordered delivery,
-//! a restart on the same database, and the twin in both directions.
+//! a restart on the same database, the twin in both directions, going offline (by the app's
+//! `setOffline` and by the browser's `offline`/`online` events), the Platform stopped and
+//! restarted under a sending device, a 1 MB message by upload, a short-lived Registration
+//! Token refreshed while connected, a revoked one that leads to a new provisioning, and two
+//! clients of one database (one owner, one follower, as two tabs would be).
 
 #![cfg(target_arch = "wasm32")]
 
@@ -9,7 +13,7 @@ mod common;
 use common::{
     Recorder, field_number, field_string, js_object, platform, unique, wait_until, wait_until_async,
 };
-use js_sys::Promise;
+use js_sys::{Promise, Reflect};
 use serde_json::{Value, json};
 use vdev_web::{DeviceClient, IdbStore, StreamSender};
 use wasm_bindgen::{JsCast, JsValue};
@@ -24,21 +28,28 @@ struct Started {
     operations: Recorder,
     outcomes: Recorder,
     desired: Recorder,
+    offline_changes: Recorder,
 }
 
 async fn start(database: &str, device_id: &str) -> Started {
+    start_with_token(database, device_id, platform().provisioning_token).await
+}
+
+async fn start_with_token(database: &str, device_id: &str, provisioning_token: &str) -> Started {
     let platform = platform();
     let (operations, on_operation) = Recorder::new();
     let (outcomes, on_outcome) = Recorder::new();
     let (desired, on_desired) = Recorder::new();
+    let (offline_changes, on_offline_changed) = Recorder::new();
     let options = js_object(&[
         ("instance", platform.url.into()),
-        ("provisioningToken", platform.provisioning_token.into()),
+        ("provisioningToken", provisioning_token.into()),
         ("deviceId", device_id.into()),
         ("database", database.into()),
         ("onProvisioningOperation", on_operation.into()),
         ("onMessageOutcome", on_outcome.into()),
         ("onDesiredPropertiesChanged", on_desired.into()),
+        ("onOfflineChanged", on_offline_changed.into()),
     ]);
     let client = DeviceClient::start(options.unchecked_into())
         .await
@@ -49,17 +60,34 @@ async fn start(database: &str, device_id: &str) -> Started {
         operations,
         outcomes,
         desired,
+        offline_changes,
     }
 }
 
 impl Started {
     /// The id of the `index`-th provisioning operation the client reported, once it has.
     async fn operation(&self, index: usize) -> String {
-        wait_until("a provisioning operation", 15_000.0, || {
+        wait_until("a provisioning operation", 60_000.0, || {
             self.operations.len() > index
         })
         .await;
         field_string(&self.operations.first_args()[index], "id").expect("operation has an id")
+    }
+
+    fn statistics_offline(&self) -> bool {
+        Reflect::get(&self.client.statistics(), &JsValue::from_str("offline"))
+            .ok()
+            .and_then(|offline| offline.as_bool())
+            .expect("statistics has an offline boolean")
+    }
+
+    /// Waits until the client reports itself offline and no longer connected.
+    async fn wait_offline(&self) {
+        wait_until("the offline state", 10_000.0, || {
+            self.statistics_offline() && self.connection_state() != "connected"
+        })
+        .await;
+        assert!(self.client.offline());
     }
 
     fn connection_state(&self) -> String {
@@ -285,5 +313,424 @@ async fn desired_properties_arrive_and_reported_properties_reach_the_platform() 
     .await;
     assert_eq!(reported["uptime"], 5);
     device.stop().await;
+    discard(&database).await;
+}
+
+/// Fires the global `offline` or `online` event, as the browser does when the network goes.
+fn browser_network_event(name: &str) {
+    let global: web_sys::EventTarget = js_sys::global().unchecked_into();
+    let event = web_sys::Event::new(name).expect("an event");
+    global
+        .dispatch_event(&event)
+        .expect("the event is dispatched");
+}
+
+/// Watches the Platform for `window_ms` while the device is offline: nothing new may arrive
+/// there, the messages stay pending and the client stays disconnected. (A window of time is the
+/// only way to observe that nothing happens; it synchronises nothing.)
+async fn assert_nothing_delivered_for(
+    device: &Started,
+    device_id: &str,
+    stored: usize,
+    pending: f64,
+    window_ms: f64,
+) {
+    let until = js_sys::Date::now() + window_ms;
+    while js_sys::Date::now() < until {
+        let (texts, _) = stored_at_platform(device_id).await;
+        assert_eq!(
+            texts.len(),
+            stored,
+            "nothing is delivered while offline: {texts:?}"
+        );
+        assert_eq!(device.client.pending_messages_count(), pending);
+        assert_ne!(
+            device.connection_state(),
+            "connected",
+            "no connection while offline"
+        );
+        assert!(device.statistics_offline());
+        gloo_timers::future::TimeoutFuture::new(100).await;
+    }
+}
+
+#[wasm_bindgen_test]
+async fn set_offline_holds_stored_messages_until_online_then_they_drain_in_order_once() {
+    let (database, device_id) = (unique("vdev-offline"), unique("web-offline"));
+    let device = start(&database, &device_id).await;
+    platform().approve(&device.operation(0).await).await;
+    device.wait_connected().await;
+    assert!(!device.statistics_offline());
+    let sender = device.client.create_stream_sender(None).unwrap();
+    send_all(&sender, (0..5).map(|i| format!("online {i}"))).await;
+    device.wait_all_sent().await;
+
+    device.client.set_offline(true);
+    device.wait_offline().await;
+    let seqs = send_all(&sender, (0..50).map(|i| format!("offline {i}"))).await;
+    assert_eq!(
+        seqs,
+        (5..55).collect::<Vec<u64>>(),
+        "sends resolve (stored) while offline"
+    );
+    assert_nothing_delivered_for(&device, &device_id, 5, 50.0, 2_000.0).await;
+
+    device.client.set_offline(false);
+    device.wait_all_sent().await;
+    assert!(!device.client.offline());
+    let (texts, seqs) = stored_at_platform(&device_id).await;
+    let expected: Vec<String> = (0..5)
+        .map(|i| format!("online {i}"))
+        .chain((0..50).map(|i| format!("offline {i}")))
+        .collect();
+    assert_eq!(texts, expected, "everything drains in order, once");
+    assert_eq!(seqs, (0..55).collect::<Vec<i64>>());
+    let changes: Vec<Option<bool>> = device
+        .offline_changes
+        .first_args()
+        .iter()
+        .map(JsValue::as_bool)
+        .collect();
+    assert_eq!(
+        changes,
+        [Some(true), Some(false)],
+        "onOfflineChanged told the app"
+    );
+    device.stop().await;
+    discard(&database).await;
+}
+
+#[wasm_bindgen_test]
+async fn browser_offline_event_holds_messages_and_the_device_is_offline_while_either_says_so() {
+    let (database, device_id) = (
+        unique("vdev-browser-offline"),
+        unique("web-browser-offline"),
+    );
+    let device = start(&database, &device_id).await;
+    platform().approve(&device.operation(0).await).await;
+    device.wait_connected().await;
+    let sender = device.client.create_stream_sender(None).unwrap();
+
+    browser_network_event("offline");
+    device.wait_offline().await;
+    send_all(&sender, (0..10).map(|i| format!("browser offline {i}"))).await;
+    // The app says offline as well, then changes its mind: the browser still says offline.
+    device.client.set_offline(true);
+    device.client.set_offline(false);
+    assert_nothing_delivered_for(&device, &device_id, 0, 10.0, 1_500.0).await;
+
+    // The browser is back but the app now says offline: still offline.
+    device.client.set_offline(true);
+    browser_network_event("online");
+    send_all(&sender, (10..20).map(|i| format!("browser offline {i}"))).await;
+    assert_nothing_delivered_for(&device, &device_id, 0, 20.0, 1_500.0).await;
+
+    device.client.set_offline(false);
+    device.wait_all_sent().await;
+    let (texts, seqs) = stored_at_platform(&device_id).await;
+    let expected: Vec<String> = (0..20).map(|i| format!("browser offline {i}")).collect();
+    assert_eq!(texts, expected, "everything drains in order, once");
+    assert_eq!(seqs, (0..20).collect::<Vec<i64>>());
+    let changes: Vec<Option<bool>> = device
+        .offline_changes
+        .first_args()
+        .iter()
+        .map(JsValue::as_bool)
+        .collect();
+    assert_eq!(
+        changes,
+        [Some(true), Some(false)],
+        "one change each way, as the app sees it"
+    );
+    device.stop().await;
+    discard(&database).await;
+}
+
+/// The Platform's messages of `device_id` must be exactly `expected` (payload texts), in order,
+/// each once, with the sequence numbers `0..expected.len()`.
+async fn assert_stored_exactly(device_id: &str, expected: &[String]) {
+    let (texts, seqs) = stored_at_platform(device_id).await;
+    assert_eq!(texts.len(), expected.len(), "as many messages as were sent");
+    assert_eq!(texts, expected, "payloads in order, each once");
+    assert_eq!(seqs, (0..expected.len() as i64).collect::<Vec<i64>>());
+}
+
+#[wasm_bindgen_test]
+async fn platform_stopped_while_sending_then_restarted_everything_drains_in_order_once() {
+    let (database, device_id) = (unique("vdev-outage"), unique("web-outage"));
+    let device = start(&database, &device_id).await;
+    platform().approve(&device.operation(0).await).await;
+    device.wait_connected().await;
+    let sender = device.client.create_stream_sender(None).unwrap();
+
+    // Stored, and partly in flight when the platform goes away.
+    let mut expected: Vec<String> = (0..200).map(|i| format!("before {i}")).collect();
+    send_all(&sender, expected.iter().cloned()).await;
+    platform().control("stop").await;
+    wait_until("the device to notice the outage", 30_000.0, || {
+        device.connection_state() != "connected"
+    })
+    .await;
+    let during: Vec<String> = (0..100).map(|i| format!("during {i}")).collect();
+    send_all(&sender, during.iter().cloned()).await;
+    expected.extend(during);
+    assert!(device.client.pending_messages_count() > 0.0);
+
+    platform().control("start").await;
+    let after: Vec<String> = (0..20).map(|i| format!("after {i}")).collect();
+    send_all(&sender, after.iter().cloned()).await;
+    expected.extend(after);
+    device.wait_all_sent().await;
+    assert_stored_exactly(&device_id, &expected).await;
+    device.stop().await;
+    discard(&database).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_one_megabyte_message_goes_by_upload_and_keeps_its_place_in_the_order() {
+    let (database, device_id) = (unique("vdev-upload"), unique("web-upload"));
+    let device = start(&database, &device_id).await;
+    platform().approve(&device.operation(0).await).await;
+    device.wait_connected().await;
+    let sender = device.client.create_stream_sender(None).unwrap();
+
+    let large: Vec<u8> = (0..1_048_576u32)
+        .map(|i| (i * 7 + i / 1000) as u8)
+        .collect();
+    send_all(&sender, std::iter::once("small before".to_owned())).await;
+    let payload = js_sys::Uint8Array::from(large.as_slice());
+    let stored = JsFuture::from(
+        sender
+            .send_message(payload.unchecked_into(), None)
+            .unchecked_into::<Promise>(),
+    )
+    .await
+    .expect("the large message is stored");
+    assert_eq!(stored.as_f64(), Some(1.0));
+    send_all(&sender, std::iter::once("small after".to_owned())).await;
+    device.wait_all_sent().await;
+
+    let messages = platform().messages(&device_id).await;
+    assert_eq!(messages.len(), 3, "{messages:?}");
+    assert_eq!(messages[0]["payloadText"], "small before");
+    assert_eq!(messages[2]["payloadText"], "small after");
+    let link = &messages[1];
+    assert_eq!(link["hasExternalizedPayload"], true, "{link}");
+    assert_eq!(link["sequence"]["n"], 1);
+    let blob_name = link["blobName"].as_str().expect("the link names its blob");
+    let (status, blob) = platform()
+        .admin_bytes(&format!(
+            "/workspaces/{}/blobs/content?deviceId={device_id}&name={blob_name}",
+            platform().workspace
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(blob.len(), large.len(), "the blob holds the whole payload");
+    assert!(blob == large, "the blob holds the message's bytes");
+    device.stop().await;
+    discard(&database).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_short_lived_registration_token_is_refreshed_while_messages_keep_flowing() {
+    let token = platform()
+        .create_provisioning_token(json!({ "defaultRegistrationTokenLifetimeSeconds": 6 }))
+        .await;
+    let (database, device_id) = (unique("vdev-refresh"), unique("web-refresh"));
+    let device = start_with_token(&database, &device_id, &token).await;
+    platform().approve(&device.operation(0).await).await;
+    device.wait_connected().await;
+    let sender = device.client.create_stream_sender(None).unwrap();
+
+    // One message after another until the token was refreshed twice (each lives 6 s and is
+    // refreshed at half its life), each delivered before the next is sent.
+    let mut expected = Vec::new();
+    let deadline = js_sys::Date::now() + 60_000.0;
+    loop {
+        let text = format!("flowing {}", expected.len());
+        send_all(&sender, std::iter::once(text.clone())).await;
+        expected.push(text);
+        device.wait_all_sent().await;
+        if platform().registration_tokens(&device_id).await.len() >= 3 {
+            break;
+        }
+        assert!(
+            js_sys::Date::now() < deadline,
+            "no second refresh within 60 s"
+        );
+    }
+    let tokens = platform().registration_tokens(&device_id).await;
+    assert_eq!(
+        tokens[0]["state"], "active",
+        "the newest token is in use: {tokens:?}"
+    );
+    assert!(
+        tokens[1..].iter().all(|t| t["state"] == "superseded"),
+        "older tokens were replaced by refreshes, none revoked or left to expire: {tokens:?}"
+    );
+    assert_eq!(device.operations.len(), 1, "no new provisioning");
+    assert_eq!(platform().operations_for(&device_id).await.len(), 1);
+    let more: Vec<String> = (0..20).map(|i| format!("after refresh {i}")).collect();
+    send_all(&sender, more.iter().cloned()).await;
+    expected.extend(more);
+    device.wait_all_sent().await;
+    assert_stored_exactly(&device_id, &expected).await;
+    device.stop().await;
+    discard(&database).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_revoked_registration_token_leads_to_new_provisioning_and_the_queue_survives() {
+    let (database, device_id) = (unique("vdev-revoke"), unique("web-revoke"));
+    let device = start(&database, &device_id).await;
+    let first_operation = device.operation(0).await;
+    platform().approve(&first_operation).await;
+    device.wait_connected().await;
+    let sender = device.client.create_stream_sender(None).unwrap();
+    let mut expected: Vec<String> = (0..10).map(|i| format!("before {i}")).collect();
+    send_all(&sender, expected.iter().cloned()).await;
+    device.wait_all_sent().await;
+
+    let tokens = platform().registration_tokens(&device_id).await;
+    let active = tokens
+        .iter()
+        .find(|t| t["state"] == "active")
+        .expect("an active registration token");
+    let path = format!(
+        "/workspaces/{}/registration-tokens/{}/revoke",
+        platform().workspace,
+        active["id"].as_str().unwrap()
+    );
+    let (status, answer) = platform().admin("POST", &path, None).await;
+    assert!(status < 300, "revoke answered {status}: {answer}");
+
+    let during: Vec<String> = (0..30).map(|i| format!("after revocation {i}")).collect();
+    send_all(&sender, during.iter().cloned()).await;
+    expected.extend(during);
+    let second_operation = device.operation(1).await;
+    assert_ne!(
+        second_operation, first_operation,
+        "a new provisioning operation"
+    );
+    let waiting: Vec<String> = (0..10).map(|i| format!("awaiting approval {i}")).collect();
+    send_all(&sender, waiting.iter().cloned()).await;
+    expected.extend(waiting);
+    assert!(device.client.pending_messages_count() >= 10.0);
+
+    platform().approve(&second_operation).await;
+    device.wait_all_sent().await;
+    assert_stored_exactly(&device_id, &expected).await;
+    assert_eq!(platform().operations_for(&device_id).await.len(), 2);
+    assert_eq!(
+        device.client.device_id().as_deref(),
+        Some(device_id.as_str())
+    );
+    device.stop().await;
+    discard(&database).await;
+}
+
+fn role(device: &Started) -> String {
+    field_string(&device.client.statistics().into(), "role").unwrap_or_default()
+}
+
+/// Starts sends of `texts` from `sender` in one turn; their promises, not awaited yet.
+fn start_sends(sender: &StreamSender, texts: &[String]) -> Vec<JsFuture> {
+    texts
+        .iter()
+        .map(|text| {
+            let payload = JsValue::from_str(text).unchecked_into();
+            JsFuture::from(
+                sender
+                    .send_message(payload, None)
+                    .unchecked_into::<Promise>(),
+            )
+        })
+        .collect()
+}
+
+/// Awaits sends started by [`start_sends`]; pairs each sequence number with its text.
+async fn stored_as(sends: Vec<JsFuture>, texts: &[String]) -> Vec<(u64, String)> {
+    let mut stored = Vec::new();
+    for (send, text) in sends.into_iter().zip(texts) {
+        let seq = send.await.expect("the message is stored");
+        stored.push((
+            seq.as_f64().expect("a sequence number") as u64,
+            text.clone(),
+        ));
+    }
+    stored
+}
+
+#[wasm_bindgen_test]
+async fn two_clients_of_one_database_share_one_device_and_the_follower_takes_over() {
+    let (database, device_id) = (unique("vdev-tabs"), unique("web-tabs"));
+    let owner = start(&database, &device_id).await;
+    platform().approve(&owner.operation(0).await).await;
+    owner.wait_connected().await;
+    let follower = start(&database, &device_id).await;
+    assert_eq!(role(&owner), "owner");
+    assert_eq!(role(&follower), "follower");
+    wait_until("the follower to see the owner's state", 10_000.0, || {
+        follower.connection_state() == "connected"
+            && follower.client.device_id().as_deref() == Some(device_id.as_str())
+    })
+    .await;
+
+    // Both send at once; every send resolves with its place in the one queue.
+    let owner_sender = owner.client.create_stream_sender(None).unwrap();
+    let follower_sender = follower.client.create_stream_sender(None).unwrap();
+    let from_owner: Vec<String> = (0..30).map(|i| format!("owner {i}")).collect();
+    let from_follower: Vec<String> = (0..30).map(|i| format!("follower {i}")).collect();
+    let owner_sends = start_sends(&owner_sender, &from_owner);
+    let follower_sends = start_sends(&follower_sender, &from_follower);
+    let mut stored = stored_as(owner_sends, &from_owner).await;
+    stored.extend(stored_as(follower_sends, &from_follower).await);
+    follower.wait_all_sent().await;
+    owner.wait_all_sent().await;
+    let follower_delivered = follower
+        .outcomes
+        .first_args()
+        .iter()
+        .filter(|o| field_string(o, "status").as_deref() == Some("delivered"))
+        .count();
+    assert_eq!(follower_delivered, 60, "the follower hears every outcome");
+
+    // Queued while the owner is offline, then the owner stops with sends still on their way:
+    // the follower takes over and its queued messages drain.
+    owner.client.set_offline(true);
+    owner.wait_offline().await;
+    let queued: Vec<String> = (0..20).map(|i| format!("queued {i}")).collect();
+    stored.extend(stored_as(start_sends(&follower_sender, &queued), &queued).await);
+    assert!(
+        follower.client.pending_messages_count() > 0.0
+            || owner.client.pending_messages_count() > 0.0
+    );
+    let handover: Vec<String> = (0..20).map(|i| format!("handover {i}")).collect();
+    let handover_sends = start_sends(&follower_sender, &handover);
+    owner.stop().await;
+    stored.extend(stored_as(handover_sends, &handover).await);
+    wait_until("the follower to become the owner", 15_000.0, || {
+        role(&follower) == "owner"
+    })
+    .await;
+    let later: Vec<String> = (0..10).map(|i| format!("after takeover {i}")).collect();
+    stored.extend(stored_as(start_sends(&follower_sender, &later), &later).await);
+    follower.wait_all_sent().await;
+
+    stored.sort();
+    let seqs: Vec<u64> = stored.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(
+        seqs,
+        (0..stored.len() as u64).collect::<Vec<u64>>(),
+        "one queue, no gaps"
+    );
+    let expected: Vec<String> = stored.into_iter().map(|(_, text)| text).collect();
+    assert_stored_exactly(&device_id, &expected).await;
+    assert_eq!(
+        platform().operations_for(&device_id).await.len(),
+        1,
+        "no re-provisioning"
+    );
+    follower.stop().await;
     discard(&database).await;
 }

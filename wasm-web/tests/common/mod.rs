@@ -19,6 +19,8 @@ pub struct Platform {
     pub admin_token: &'static str,
     pub workspace: &'static str,
     pub provisioning_token: &'static str,
+    /// The control server of `scripts/platform_control.py` (stops and restarts the platform).
+    pub control_url: &'static str,
 }
 
 pub fn platform() -> Platform {
@@ -27,6 +29,7 @@ pub fn platform() -> Platform {
         admin_token: setting(option_env!("VDEV_WEB_TEST_ADMIN_TOKEN")),
         workspace: setting(option_env!("VDEV_WEB_TEST_WORKSPACE")),
         provisioning_token: setting(option_env!("VDEV_WEB_TEST_PROVISIONING_TOKEN")),
+        control_url: setting(option_env!("VDEV_WEB_TEST_CONTROL_URL")),
     }
 }
 
@@ -80,6 +83,70 @@ impl Platform {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
         (response.status(), json)
+    }
+
+    /// Calls the admin API for raw bytes (e.g. a blob's content); returns the status and body.
+    pub async fn admin_bytes(&self, path: &str) -> (u16, Vec<u8>) {
+        let init = RequestInit::new();
+        let headers = web_sys::Headers::new().unwrap();
+        headers
+            .append("Authorization", &format!("Bearer {}", self.admin_token))
+            .unwrap();
+        init.set_headers(&headers);
+        let url = format!("{}{path}", self.url);
+        let request = Request::new_with_str_and_init(&url, &init).unwrap();
+        let response: Response = JsFuture::from(fetch_request(&request))
+            .await
+            .unwrap_or_else(|e| panic!("GET {url} failed: {e:?}"))
+            .unchecked_into();
+        let body = JsFuture::from(response.array_buffer().unwrap())
+            .await
+            .unwrap();
+        (response.status(), js_sys::Uint8Array::new(&body).to_vec())
+    }
+
+    /// Stops (`"stop"`) or starts again (`"start"`) the platform process, same port and data
+    /// directory; returns once it is gone or accepts connections again.
+    pub async fn control(&self, action: &str) {
+        let init = RequestInit::new();
+        init.set_method("POST");
+        let url = format!("{}/platform/{action}", self.control_url);
+        let request = Request::new_with_str_and_init(&url, &init).unwrap();
+        let response: Response = JsFuture::from(fetch_request(&request))
+            .await
+            .unwrap_or_else(|e| panic!("POST {url} failed: {e:?}"))
+            .unchecked_into();
+        let text = JsFuture::from(response.text().unwrap()).await.unwrap();
+        assert_eq!(
+            response.status(),
+            200,
+            "platform {action}: {}",
+            text.as_string().unwrap_or_default()
+        );
+    }
+
+    /// A new Provisioning Token of the workspace with these options; returns the token.
+    pub async fn create_provisioning_token(&self, options: Value) -> String {
+        let mut body = options;
+        body["name"] = Value::String(unique("web-test-token"));
+        let path = format!("/workspaces/{}/provisioning-tokens", self.workspace);
+        let (status, answer) = self.admin("POST", &path, Some(body)).await;
+        assert!(
+            status < 300,
+            "creating a provisioning token answered {status}: {answer}"
+        );
+        answer["token"].as_str().expect("the new token").to_owned()
+    }
+
+    /// The Registration Tokens issued to `device_id`, newest first.
+    pub async fn registration_tokens(&self, device_id: &str) -> Vec<Value> {
+        let path = format!(
+            "/workspaces/{}/registration-tokens?deviceId={device_id}",
+            self.workspace
+        );
+        let (status, answer) = self.admin("GET", &path, None).await;
+        assert_eq!(status, 200, "registration tokens answered {answer}");
+        answer.as_array().cloned().unwrap_or_default()
     }
 
     /// Approves a provisioning operation as a technician would.

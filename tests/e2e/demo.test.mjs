@@ -1,0 +1,223 @@
+// The demo as a person uses it (issue 6 §3): the demo command's Platform and page, a device
+// approved in the technician console, 100 messages, 50 more sent offline that drain once back
+// online, a desired property applied and reported, and a reload that resumes the same device.
+import assert from "node:assert/strict";
+import path from "node:path";
+import { after, before, test } from "node:test";
+import { launchBrowser, payloadCounters, screenshotDir, startDemo, waitUntil } from "./lib.mjs";
+
+const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+let demo;
+let browser;
+const shots = screenshotDir("demo");
+
+before(async () => {
+  demo = await startDemo();
+  browser = await launchBrowser();
+  console.log(`screenshots: ${shots}`);
+});
+
+after(async () => {
+  await browser?.close();
+  await demo?.stop();
+});
+
+/** Runs `body(pages)`; if it fails, saves a screenshot of every page it registered, then fails. */
+async function withFailureScreenshots(body) {
+  const pages = new Map();
+  try {
+    await body(pages);
+  } catch (error) {
+    for (const [name, page] of pages) {
+      await page.screenshot({ path: path.join(shots, `failure-${name}.png`), fullPage: true }).catch(() => {});
+    }
+    console.log(`failure screenshots: ${shots}/failure-*.png`);
+    throw error;
+  }
+}
+
+test("a virtual device provisions, sends, survives offline, follows its twin and resumes after a reload", () => withFailureScreenshots(async (pages) => {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  pages.set("demo", page);
+  const pageErrors = [];
+  page.on("pageerror", (e) => pageErrors.push(e.message));
+  const shot = (name, on = page) => on.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
+  const panel = page.locator("article.device");
+  const role = (name) => panel.locator(`[data-role="${name}"]`);
+
+  // The demo page opens with the instance and token from the demo command's URL.
+  await page.goto(demo.demoUrl);
+  assert.equal(await page.inputValue("#instance"), demo.info.httpUrl);
+  assert.equal(await page.inputValue("#token"), demo.info.provisioningToken);
+  const deviceId = await page.inputValue("#device-id");
+  assert.match(deviceId, /^demo-[a-z0-9]+$/);
+
+  // Start: the provisioning operation's code and expiry countdown show until approval.
+  await page.click("#start");
+  await role("provisioning").waitFor({ state: "visible" });
+  const code = (await role("code").textContent()).trim();
+  assert.match(code, /^\S{4,}$/);
+  await page.waitForFunction(() => /^\d+:\d\d$/.test(document.querySelector('[data-role="expiry"]').textContent));
+  await shot("1-provisioning-code");
+
+  // The technician finds the operation by its code in the console and approves it.
+  const consolePage = await context.newPage();
+  pages.set("console", consolePage);
+  consolePage.on("pageerror", (e) => pageErrors.push(`console: ${e.message}`));
+  await consolePage.goto(demo.consoleUrl);
+  await consolePage.fill("#op-search", code.toLowerCase());
+  const operationRow = consolePage.locator(`#pending tr[data-code="${code}"]`);
+  await operationRow.waitFor();
+  await consolePage.locator("#op-search-note", { hasText: /^1 of \d+ pending operations? match$/ }).waitFor();
+  assert.equal(await consolePage.locator("#pending tr[data-code]").count(), 1);
+  assert.match(await operationRow.textContent(), new RegExp(deviceId));
+  await shot("2-console-pending-operation", consolePage);
+  await operationRow.locator("button[data-approve]").click();
+  const approvedAt = Date.now();
+  await consolePage.locator("#toast", { hasText: `Approved: device ${deviceId}` }).waitFor();
+  await consolePage.locator("#recent tr", { hasText: code }).waitFor();
+  await shot("3-console-approved", consolePage);
+
+  // The device connects with its Device ID; the code disappears.
+  await panel.locator('[data-role="state"]', { hasText: /^connected$/ }).waitFor({ timeout: 30_000 });
+  await role("device-id").filter({ hasText: deviceId }).waitFor();
+  assert.equal(await role("provisioning").isHidden(), true);
+  console.log(`approval to connected: ${Date.now() - approvedAt} ms`);
+
+  // 100 messages: stored, delivered, and at the Platform in order, once each.
+  await role("burst").fill("100");
+  const sentAt = Date.now();
+  await role("send").click();
+  await page.waitForFunction(() => document.querySelector('[data-role="delivered"]').textContent === "100", null, { timeout: 60_000 });
+  await role("progress").and(page.locator('[data-pending="0"]')).waitFor();
+  console.log(`100 messages stored and delivered: ${Date.now() - sentAt} ms`);
+  let stored = await demo.admin.messages(deviceId, "manual");
+  assert.deepEqual(payloadCounters(stored), range(1, 100));
+  // ... and in the console's message list.
+  await consolePage.click('#tabs button[data-tab="messages"]');
+  await consolePage.fill("#msg-device", deviceId);
+  await consolePage.fill("#msg-stream", "manual");
+  await consolePage.click("#msg-refresh");
+  await consolePage.locator("#msg-count", { hasText: /^100 messages$/ }).waitFor();
+  await shot("4-console-100-messages", consolePage);
+
+  // Offline: 50 more are stored and stay pending; none reaches the Platform.
+  await role("offline").check();
+  await panel.locator('[data-role="state"]', { hasText: /^offline$/ }).waitFor();
+  await role("burst").fill("50");
+  await role("send").click();
+  await role("progress").and(page.locator('[data-pending="50"]')).waitFor();
+  await consolePage.click('#tabs button[data-tab="devices"]');
+  await consolePage.locator(`tr[data-device="${deviceId}"] .pill`, { hasText: "offline" }).waitFor();
+  assert.equal((await demo.admin.messages(deviceId, "manual")).length, 100);
+  await shot("5-offline-50-pending");
+
+  // Back online: the 50 drain, in order, none lost or duplicated.
+  await role("offline").uncheck();
+  const onlineAt = Date.now();
+  await panel.locator('[data-role="state"]', { hasText: /^connected$/ }).waitFor({ timeout: 30_000 });
+  await role("progress").and(page.locator('[data-pending="0"]')).waitFor({ timeout: 60_000 });
+  await page.waitForFunction(() => document.querySelector('[data-role="delivered"]').textContent === "150");
+  console.log(`back online to 50 drained: ${Date.now() - onlineAt} ms`);
+  await shot("6-connected-drained-progress");
+  stored = await demo.admin.messages(deviceId, "manual");
+  assert.deepEqual(payloadCounters(stored), range(1, 150));
+
+  // A desired property set in the console: the device shows it, applies it and reports it.
+  const desired = consolePage.locator(`textarea[data-desired="${deviceId}"]`);
+  await desired.fill(JSON.stringify({ sampleIntervalMs: 500 }));
+  await consolePage.click(`button[data-save="${deviceId}"]`);
+  await consolePage.locator("#toast", { hasText: "Twin saved" }).waitFor();
+  await role("desired").filter({ hasText: '"sampleIntervalMs": 500' }).waitFor({ timeout: 30_000 });
+  await role("rate").and(page.locator('[data-interval-ms="500"]')).waitFor();
+  assert.equal(await role("interval").inputValue(), "500");
+  await shot("7-desired-property-applied");
+  await waitUntil("the reported sampleIntervalMs at the Platform", async () => {
+    const reported = await demo.admin.get(`/devices/${deviceId}/reported-properties`);
+    return reported.sampleIntervalMs === 500;
+  });
+  await consolePage.locator(`pre[data-reported="${deviceId}"]`, { hasText: '"sampleIntervalMs": 500' }).waitFor();
+  await shot("8-console-reported-property", consolePage);
+
+  // The simulated sensor sends at the applied rate to its own stream, numbered from 1.
+  await role("sensor-on").check();
+  await role("rate").filter({ hasText: /^2 Hz$/ }).waitFor();
+  const readings = await waitUntil("3 sensor readings at the Platform", async () => {
+    const messages = await demo.admin.messages(deviceId, "sensor");
+    return messages.length >= 3 && messages;
+  });
+  assert.deepEqual(payloadCounters(readings).slice(0, 3), [1, 2, 3]);
+  assert.equal(typeof JSON.parse(readings[0].payloadText).temperature, "number");
+  await role("sensor-on").uncheck();
+  await role("progress").and(page.locator('[data-pending="0"]')).waitFor();
+
+  // Reload: the same device resumes from IndexedDB, connects and sends, without provisioning again.
+  const operationsBefore = await demo.admin.get("/provisioning-operations");
+  assert.equal(operationsBefore.length, 1);
+  const reloadAt = Date.now();
+  await page.reload();
+  await panel.locator('[data-role="state"]', { hasText: /^connected$/ }).waitFor({ timeout: 30_000 });
+  await role("device-id").filter({ hasText: deviceId }).waitFor();
+  console.log(`reload to connected again: ${Date.now() - reloadAt} ms`);
+  assert.equal(await role("provisioning").isHidden(), true);
+  assert.equal(await role("interval").inputValue(), "500");
+  await role("send").click();
+  await page.waitForFunction(() => document.querySelector('[data-role="delivered"]').textContent === "1");
+  stored = await demo.admin.messages(deviceId, "manual");
+  assert.deepEqual(payloadCounters(stored), range(1, 151));
+  assert.equal((await demo.admin.get("/provisioning-operations")).length, 1);
+  await shot("9-resumed-after-reload");
+
+  assert.deepEqual(pageErrors, []);
+  await context.close();
+}));
+
+test("fleet mode runs several devices in one page, each its own device", () => withFailureScreenshots(async (pages) => {
+  const fleetSize = 3;
+  const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  const page = await context.newPage();
+  pages.set("fleet", page);
+  const pageErrors = [];
+  page.on("pageerror", (e) => pageErrors.push(e.message));
+  await page.goto(demo.demoUrl);
+  const prefix = `fleet-${process.pid}`;
+  await page.fill("#device-id", prefix);
+  await page.fill("#count", String(fleetSize));
+  await page.click("#start");
+  const ids = Array.from({ length: fleetSize }, (_, i) => `${prefix}-${i + 1}`);
+  await page.locator("#fleet-summary", { hasText: `${fleetSize} devices` }).waitFor();
+
+  // Each panel provisions its own Device ID; approved here through the admin API.
+  for (const id of ids) {
+    const panel = page.locator(`article.device[data-device-id="${id}"]`);
+    await panel.locator('[data-role="provisioning"]').waitFor({ state: "visible" });
+    const code = (await panel.locator('[data-role="code"]').textContent()).trim();
+    const operation = await waitUntil(`the operation of ${id}`, async () =>
+      (await demo.admin.get("/provisioning-operations?state=pending")).find((o) => o.verificationCode === code),
+    );
+    assert.equal(operation.requestedDeviceId, id);
+    await demo.admin.put("/provisioning-operations/approve", { provisioningOperationId: operation.provisioningOperationId });
+  }
+  const databases = new Set();
+  for (const id of ids) {
+    const panel = page.locator(`article.device[data-device-id="${id}"]`);
+    await panel.locator('[data-role="state"]', { hasText: /^connected$/ }).waitFor({ timeout: 30_000 });
+    await panel.locator('[data-role="device-id"]', { hasText: id }).waitFor();
+    databases.add(await panel.locator('[data-role="database"]').textContent());
+    await panel.locator('[data-role="burst"]').fill("5");
+    await panel.locator('[data-role="send"]').click();
+  }
+  assert.equal(databases.size, fleetSize);
+  for (const id of ids) {
+    const stored = await waitUntil(`5 messages of ${id} at the Platform`, async () => {
+      const messages = await demo.admin.messages(id, "manual");
+      return messages.length >= 5 && messages;
+    });
+    assert.deepEqual(payloadCounters(stored), range(1, 5));
+  }
+  await page.screenshot({ path: path.join(shots, "10-fleet.png"), fullPage: true });
+  assert.deepEqual(pageErrors, []);
+  await context.close();
+}));

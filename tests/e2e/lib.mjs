@@ -1,0 +1,175 @@
+// Shared pieces of the end-to-end tests: Debian's Chromium through playwright-core, a real
+// vdev-platform on ephemeral loopback ports, static sites served with Vite's preview server, the
+// Platform's admin API, and polling for a condition with a deadline (never sleeping to sync).
+import { spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const targetDir = process.env.CARGO_TARGET_DIR ?? path.join(root, "target");
+export const platformBinary = path.join(targetDir, "debug", "vdev-platform");
+
+export const CHROMIUM_FLAGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+
+export function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    headless: true,
+    args: CHROMIUM_FLAGS,
+  });
+}
+
+export function tempDir(prefix) {
+  return mkdtempSync(path.join(tmpdir(), prefix));
+}
+
+/** Where a test saves its screenshots (VDEV_E2E_SCREENSHOTS, else a new temporary folder). */
+export function screenshotDir(name) {
+  const base = process.env.VDEV_E2E_SCREENSHOTS ?? tempDir("vdev-e2e-screenshots-");
+  const dir = path.join(base, name);
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+/** Resolves with the first stdout line matching `pattern`; rejects if the process exits first. */
+function waitForOutput(child, pattern, what, timeoutMs = 60_000) {
+  return new Promise((resolve, reject) => {
+    let output = "";
+    const timer = setTimeout(() => fail(new Error(`${what}: no "${pattern}" within ${timeoutMs} ms:\n${output}`)), timeoutMs);
+    const onData = (chunk) => {
+      output += chunk;
+      const line = output.split("\n").find((l) => pattern.test(l));
+      if (line !== undefined) {
+        clearTimeout(timer);
+        child.stdout.off("data", onData);
+        resolve({ line, output });
+      }
+    };
+    const onExit = (code) => fail(new Error(`${what} exited (${code}) before it was ready:\n${output}`));
+    const fail = (error) => {
+      clearTimeout(timer);
+      child.stdout.off("data", onData);
+      reject(error);
+    };
+    child.stdout.setEncoding("utf8");
+    child.stderr.setEncoding("utf8");
+    child.stdout.on("data", onData);
+    child.stderr.on("data", (chunk) => (output += chunk));
+    child.once("exit", onExit);
+    child.stdout.once("end", () => child.off("exit", onExit));
+  });
+}
+
+/** Stops a process group started with `detached: true`, and waits for it. */
+export async function stopProcess(child, signal = "SIGINT") {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  try {
+    process.kill(-child.pid, signal);
+  } catch {
+    return;
+  }
+  const timer = setTimeout(() => {
+    try {
+      process.kill(-child.pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  }, 10_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** A real vdev-platform on ephemeral loopback ports; resolves with its platform.json. */
+export async function startPlatform(dataDir = tempDir("vdev-e2e-platform-")) {
+  const child = spawn(
+    platformBinary,
+    ["--data-dir", dataDir, "--http", "127.0.0.1:0", "--mqtt-tcp", "off", "--mqtt-tls", "off", "--https", "off"],
+    { detached: true, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  await waitForOutput(child, /vdev-platform is running/, "vdev-platform");
+  const info = JSON.parse(readFileSync(path.join(dataDir, "platform.json"), "utf8"));
+  return { child, info, admin: adminApi(info), stop: () => stopProcess(child).then(() => rmSync(dataDir, { recursive: true, force: true })) };
+}
+
+/** Serves a built site on an ephemeral loopback port (demo-site/serve.mjs, Vite's preview server). */
+export async function serveSite(dist) {
+  const child = spawn(process.execPath, [path.join(root, "demo-site", "serve.mjs"), dist, "0"], {
+    detached: true,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const { line } = await waitForOutput(child, /"url"/, "serve.mjs");
+  return { child, url: JSON.parse(line).url, stop: () => stopProcess(child, "SIGTERM") };
+}
+
+/** The demo command itself (demo-site/run.sh) on ephemeral ports; resolves with its two URLs. */
+export async function startDemo(dataDir = tempDir("vdev-e2e-demo-")) {
+  const child = spawn("bash", [path.join(root, "demo-site", "run.sh"), "--skip-setup", "--skip-build"], {
+    detached: true,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, VDEV_DEMO_HTTP: "127.0.0.1:0", VDEV_DEMO_PORT: "0", VDEV_DEMO_DATA_DIR: dataDir },
+  });
+  const { output } = await waitForOutput(child, /^\s+logs:/, "demo-site/run.sh");
+  const url = (label) => output.match(new RegExp(`${label}:\\s+(\\S+)`))?.[1];
+  const demoUrl = url("demo page");
+  const consoleUrl = url("technician console");
+  if (!demoUrl || !consoleUrl) throw new Error(`run.sh printed no URLs:\n${output}`);
+  const info = JSON.parse(readFileSync(path.join(dataDir, "platform.json"), "utf8"));
+  const stop = () => stopProcess(child).then(() => rmSync(dataDir, { recursive: true, force: true }));
+  return { child, demoUrl, consoleUrl, info, admin: adminApi(info), stop };
+}
+
+/** The Platform's admin API for the default workspace. */
+export function adminApi(info) {
+  const call = async (method, route, body) => {
+    const response = await fetch(`${info.httpUrl}/workspaces/${info.workspaceId}${route}`, {
+      method,
+      headers: { Authorization: `Bearer ${info.adminToken}`, "Content-Type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await response.text();
+    if (!response.ok) throw new Error(`${method} ${route}: ${response.status} ${text}`);
+    return text ? JSON.parse(text) : null;
+  };
+  return {
+    get: (route) => call("GET", route),
+    put: (route, body) => call("PUT", route, body),
+    /** Messages of a device, oldest first. */
+    messages: (deviceId, stream) =>
+      call("GET", `/messages?${new URLSearchParams({ deviceId, ...(stream ? { stream } : {}), order: "asc", limit: "10000" })}`),
+  };
+}
+
+/** Polls `check` (which returns a truthy value when done) until it does or the deadline passes. */
+export async function waitUntil(what, check, timeoutMs = 30_000, intervalMs = 100) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value) return value;
+      last = value;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${last?.message ?? JSON.stringify(last)})`);
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+}
+
+/** The messages' payload counters `n`, for order and completeness checks. */
+export function payloadCounters(messages) {
+  return messages.map((m) => JSON.parse(m.payloadText).n);
+}

@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Runs vdev-platform for the browser tests and lets them stop and restart it.
+
+A browser test cannot stop a process, so this owns the vdev-platform process and serves a tiny
+loopback control API (CORS open, the test page lives on another port):
+
+    POST /platform/stop    stops the platform (SIGTERM, SIGKILL after 10 s); answers when gone
+    POST /platform/start   starts it again on the same address and data directory; answers when
+                           it accepts connections
+
+The first start binds an ephemeral port; restarts reuse it, so the device's URLs stay valid.
+Once the platform runs, the control URL is written to CONTROL_FILE (test.sh waits for it).
+SIGTERM/SIGINT stop the platform and exit.
+
+usage: platform_control.py PLATFORM_BIN DATA_DIR LOG_FILE CONTROL_FILE
+"""
+
+import http.server
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+platform_bin, data_dir, log_path, control_file = sys.argv[1:5]
+info_path = os.path.join(data_dir, "platform.json")
+lock = threading.Lock()
+process = None
+http_address = "127.0.0.1:0"
+
+
+def wait_for(what, condition, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"vdev-platform exited (status {process.returncode}) waiting for {what}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def read_http_url():
+    try:
+        with open(info_path) as file:
+            return json.load(file).get("httpUrl")
+    except (OSError, ValueError):
+        return None
+
+
+def accepts_connections(address):
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def start():
+    global process, http_address
+    if process is not None and process.poll() is None:
+        return
+    first = http_address.endswith(":0")
+    if first and os.path.exists(info_path):
+        os.remove(info_path)
+    log = open(log_path, "ab")
+    process = subprocess.Popen(
+        [platform_bin, "--data-dir", data_dir, "--http", http_address, "--https", "off",
+         "--mqtt-tcp", "off", "--mqtt-tls", "off"],
+        stdout=log, stderr=subprocess.STDOUT)
+    if first:
+        wait_for("platform.json", read_http_url)
+        http_address = read_http_url().split("://", 1)[1].rstrip("/")
+    wait_for(f"the platform to listen on {http_address}", lambda: accepts_connections(http_address))
+
+
+def stop():
+    global process
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+class Control(http.server.BaseHTTPRequestHandler):
+    def answer(self, status, text):
+        body = text.encode()
+        self.send_response(status)
+        self.send_header("Access-Control-Allow-Origin", "*")
+        self.send_header("Access-Control-Allow-Methods", "POST, OPTIONS")
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_OPTIONS(self):
+        self.answer(204, "")
+
+    def do_POST(self):
+        actions = {"/platform/stop": stop, "/platform/start": start}
+        action = actions.get(self.path)
+        if action is None:
+            self.answer(404, f"no such action {self.path}")
+            return
+        try:
+            with lock:
+                action()
+            self.answer(200, "ok")
+        except Exception as error:  # reported to the test, which fails with it
+            self.answer(500, str(error))
+
+    def log_message(self, *args):
+        pass
+
+
+def main():
+    start()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Control)
+
+    def shut_down(*_):
+        stop()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, shut_down)
+    signal.signal(signal.SIGINT, shut_down)
+    temporary = control_file + ".tmp"
+    with open(temporary, "w") as file:
+        file.write(f"http://127.0.0.1:{server.server_address[1]}\n")
+    os.replace(temporary, control_file)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception as error:
+        stop()
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
