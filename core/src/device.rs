@@ -92,6 +92,12 @@ pub enum Input<'a> {
         /// The records, ascending.
         records: Vec<Record>,
     },
+    /// [`StoreRequest::Load`] failed and read nothing. The core asks again after a delay that
+    /// doubles from 1 s to 1 min, and tells the app with [`Event::StoreFailed`].
+    LoadFailed {
+        /// Why.
+        error: StoreError,
+    },
     /// The host's network came back (the browser's `online` event, or the app said so):
     /// reconnect without waiting for the backoff delay.
     NetworkAvailable,
@@ -202,6 +208,12 @@ pub enum Event {
         properties: String,
         /// The payload.
         payload: Vec<u8>,
+    },
+    /// Reading queued messages from the store failed; the core tries again (messages wait,
+    /// none is lost). Repeated failures mean the host's storage is in trouble.
+    StoreFailed {
+        /// What the store said.
+        error: StoreError,
     },
     /// The saved state could not be read and was replaced (queued messages are untouched).
     SavedStateDiscarded {
@@ -506,6 +518,10 @@ impl Device {
                 self.outbox.handle_append_failed(first, last, &error)
             }
             Input::Loaded { records } => self.outbox.handle_loaded(records),
+            Input::LoadFailed { error } => {
+                self.outbox.handle_load_failed(now);
+                self.events.push_back(Event::StoreFailed { error });
+            }
             Input::NetworkAvailable => self.session.reconnect_soon(now),
             Input::NetworkLost => self.session.go_offline(now),
         }
@@ -564,7 +580,7 @@ impl Device {
 
     /// The next thing for the host to do. Call repeatedly until it returns [`Output::Timeout`].
     pub fn poll_output(&mut self) -> Output {
-        if let Some(request) = self.outbox.poll_store() {
+        if let Some(request) = self.outbox.poll_store(self.now) {
             return Output::Store(request);
         }
         if self.save_pending {
@@ -621,6 +637,7 @@ impl Device {
             requests,
             self.session.poll_timeout(),
             self.twin.poll_timeout(),
+            self.outbox.poll_timeout(),
             upload,
         ]
         .into_iter()

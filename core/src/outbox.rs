@@ -122,6 +122,10 @@ pub(crate) struct Publishable<'a> {
     pub(crate) dup: bool,
 }
 
+/// First delay before a failed load is asked again; it doubles up to [`LOAD_RETRY_MAX_MS`].
+const LOAD_RETRY_FIRST_MS: u64 = 1_000;
+const LOAD_RETRY_MAX_MS: u64 = 60_000;
+
 /// A load request waiting for its answer.
 #[derive(Debug, Clone, Copy)]
 struct PendingLoad {
@@ -144,6 +148,9 @@ pub(crate) struct Outbox {
     load_from: Seq,
     /// The outstanding load, if any.
     loading: Option<PendingLoad>,
+    /// Loads that failed in a row, and when to ask again after the last one.
+    load_failures: u32,
+    load_retry_at: Option<u64>,
     appends: Vec<Record>,
     /// Record sizes of appends the host has not confirmed yet.
     unconfirmed: BTreeMap<Seq, usize>,
@@ -163,6 +170,8 @@ impl Outbox {
             window_size: 0,
             load_from: if meta.count == 0 { meta.next_seq } else { 0 },
             loading: None,
+            load_failures: 0,
+            load_retry_at: None,
             appends: Vec::new(),
             unconfirmed: BTreeMap::new(),
             removals: Vec::new(),
@@ -264,6 +273,8 @@ impl Outbox {
         let Some(load) = self.loading.take() else {
             return;
         };
+        self.load_failures = 0;
+        self.load_retry_at = None;
         let exhausted = records.len() < load.max_count
             && records.iter().map(|r| r.data.len()).sum::<usize>() < load.max_bytes;
         for record in records {
@@ -281,6 +292,25 @@ impl Outbox {
             self.load_from = self.load_from.max(load.target);
         }
         self.reject_corrupt_front();
+    }
+
+    /// The outstanding load read nothing: ask again later, waiting longer after each failure
+    /// in a row (a store that fails at once must not be asked in a busy loop).
+    pub(crate) fn handle_load_failed(&mut self, now: u64) {
+        if self.loading.take().is_none() {
+            return;
+        }
+        let delay = LOAD_RETRY_FIRST_MS
+            .saturating_mul(1 << self.load_failures.min(16))
+            .min(LOAD_RETRY_MAX_MS);
+        self.load_failures = self.load_failures.saturating_add(1);
+        self.load_retry_at = Some(now + delay);
+    }
+
+    /// When a failed load is due to be asked again.
+    pub(crate) fn poll_timeout(&self) -> Option<u64> {
+        self.load_retry_at
+            .filter(|_| self.loading.is_none() && self.load_from < self.next_seq)
     }
 
     fn reject_corrupt_front(&mut self) {
@@ -390,7 +420,7 @@ impl Outbox {
 
     /// The next storage operation to perform, if any.
     #[must_use]
-    pub(crate) fn poll_store(&mut self) -> Option<StoreRequest> {
+    pub(crate) fn poll_store(&mut self, now: u64) -> Option<StoreRequest> {
         if !self.appends.is_empty() {
             return Some(StoreRequest::Append {
                 records: std::mem::take(&mut self.appends),
@@ -401,7 +431,12 @@ impl Outbox {
             seqs.sort_unstable();
             return Some(StoreRequest::Remove { seqs });
         }
-        if self.loading.is_none() && self.load_from < self.next_seq && self.has_room() {
+        if self.loading.is_none()
+            && self.load_from < self.next_seq
+            && self.has_room()
+            && self.load_retry_at.is_none_or(|at| at <= now)
+        {
+            self.load_retry_at = None;
             let (max_count, max_bytes) = self.load_request_size();
             self.loading = Some(PendingLoad {
                 target: self.next_seq,
@@ -465,7 +500,7 @@ mod tests {
     }
 
     fn drain(outbox: &mut Outbox, store: &mut MemoryStore) {
-        while let Some(request) = outbox.poll_store() {
+        while let Some(request) = outbox.poll_store(0) {
             match store.execute(request) {
                 Some(crate::Input::Appended { first, last }) => outbox.handle_appended(first, last),
                 Some(crate::Input::Loaded { records }) => outbox.handle_loaded(records),
@@ -582,10 +617,44 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_load_is_asked_again_later_with_growing_delays_and_loses_nothing() {
+        let mut store = MemoryStore::new("o");
+        let mut first = Outbox::new(OutboxLimits::default(), &store.meta());
+        for n in 0..3 {
+            first.enqueue(message(n)).unwrap();
+        }
+        drain(&mut first, &mut store);
+        // A restart: the window must be loaded from the store.
+        let mut outbox = Outbox::new(OutboxLimits::default(), &store.meta());
+        let Some(StoreRequest::Load { from: 0, .. }) = outbox.poll_store(0) else {
+            panic!("the restarted outbox loads its window");
+        };
+        outbox.handle_load_failed(0);
+        assert!(
+            outbox.poll_store(0).is_none(),
+            "no busy loop on a failing store"
+        );
+        assert_eq!(outbox.poll_timeout(), Some(1_000));
+        assert!(matches!(
+            outbox.poll_store(1_000),
+            Some(StoreRequest::Load { from: 0, .. })
+        ));
+        outbox.handle_load_failed(1_000);
+        assert_eq!(outbox.poll_timeout(), Some(3_000), "the delay doubles");
+        let request = outbox.poll_store(3_000).expect("asked again");
+        let Some(crate::Input::Loaded { records }) = store.execute(request) else {
+            panic!("the store answers the load");
+        };
+        outbox.handle_loaded(records);
+        assert_eq!(outbox.poll_timeout(), None);
+        assert_eq!(publish_all(&mut outbox), [0, 1, 2]);
+    }
+
+    #[test]
     fn failed_appends_are_rejected_and_freed() {
         let mut outbox = Outbox::new(OutboxLimits::default(), &MemoryStore::new("o").meta());
         outbox.enqueue(message(0)).unwrap();
-        let _ = outbox.poll_store();
+        let _ = outbox.poll_store(0);
         outbox.handle_append_failed(0, 0, &StoreError::QuotaExceeded);
         assert_eq!(
             outbox.poll_outcome(),

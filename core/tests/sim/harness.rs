@@ -148,6 +148,7 @@ pub struct Report {
     pub refused_uploads: usize,
     pub skipped_operations: usize,
     pub offline_periods: usize,
+    pub failed_loads: usize,
 }
 
 pub struct Sim {
@@ -172,6 +173,8 @@ pub struct Sim {
     latency_ms: u64,
     fault_end: u64,
     quota_fail: f64,
+    /// Chance that a store read fails during the fault window.
+    load_fail: f64,
     // What the app saw.
     attempted: BTreeMap<u64, Vec<u8>>,
     completed: BTreeSet<u64>,
@@ -208,6 +211,7 @@ impl Sim {
         let http_loss = [0.0, 0.02, 0.1][rng.random_range(0..3)];
         let latency_ms = rng.random_range(1..60);
         let quota_fail = [0.0, 0.0, 0.05][rng.random_range(0..3)];
+        let load_fail = [0.0, 0.0, 0.3][rng.random_range(0..3)];
         let large_every = [0, 0, 7][rng.random_range(0..3)];
         let compression = [Compression::None, Compression::Fastest][rng.random_range(0..2)];
         let origin = format!("o{:x}", rng.random::<u32>());
@@ -238,6 +242,7 @@ impl Sim {
             latency_ms,
             fault_end,
             quota_fail,
+            load_fail,
             attempted: BTreeMap::new(),
             completed: BTreeSet::new(),
             delivered: BTreeSet::new(),
@@ -897,6 +902,19 @@ impl Sim {
             self.kick_store();
             return;
         }
+        if matches!(request, StoreRequest::Load { .. })
+            && self.load_fail > 0.0
+            && self.now < self.fault_end
+            && self.rng.random_bool(self.load_fail)
+        {
+            self.report.failed_loads += 1;
+            let input = Input::LoadFailed {
+                error: StoreError::Failed("read error".into()),
+            };
+            self.with_device(|d, now| d.handle_input(now, input));
+            self.kick_store();
+            return;
+        }
         let answer = self.store.execute(request);
         if let Some(Input::Appended { first, last }) = &answer {
             // The app's send resolves here: from now on the message must not be lost.
@@ -985,8 +1003,14 @@ impl Sim {
                 self.report.skipped_operations += 1;
                 continue; // it expires, and the device must start another
             }
-            // The technician approves after a while; sometimes too late for the operation.
-            let delay = self.rng.random_range(SECOND..90 * SECOND);
+            // The technician approves after a while; during the fault window sometimes too late
+            // for the operation, after it always in time (or the queue could never drain).
+            let latest = if self.now < self.fault_end {
+                90 * SECOND
+            } else {
+                (self.platform.op_lifetime / 2).clamp(SECOND + 1, 90 * SECOND)
+            };
+            let delay = self.rng.random_range(SECOND..latest);
             self.at(self.now + delay, Ev::Approve { op });
         }
         if self.partitioned || (self.now < self.fault_end && self.rng.random_bool(self.http_loss)) {

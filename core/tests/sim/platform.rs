@@ -256,7 +256,11 @@ impl Platform {
             }
             if endpoint == Endpoint::Files && rng.random_bool(self.upload_refusal_rate) {
                 let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
-                if let Some(blob) = body["blobName"].as_str() {
+                // Refused for good means from the first request on: a blob already uploaded
+                // (its link message possibly stored) is not refused afterwards.
+                if let Some(blob) = body["blobName"].as_str()
+                    && !self.blobs.contains_key(blob)
+                {
                     self.refused_blobs.push(blob.to_owned());
                 }
             }
