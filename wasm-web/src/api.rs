@@ -11,13 +11,12 @@ use futures_channel::{mpsc, oneshot};
 use js_sys::{Function, Reflect, Uint8Array};
 use vdev_core::{Compression, DeviceConfig, DeviceId, MessageOptions, StreamOptions, Transport};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::future_to_promise;
 
 use crate::driver::{
     Callbacks, Command, Enqueue, Snapshot, connection_state_name, json_to_js, object,
 };
 use crate::error::ClientError;
-use crate::runtime::check_url_allowed;
+use crate::runtime::{check_url_allowed, promise};
 
 #[wasm_bindgen(typescript_custom_section)]
 const TYPESCRIPT: &str = r#"
@@ -363,7 +362,7 @@ impl StreamSender {
         if self.commands.unbounded_send(command).is_err() {
             return rejected(ClientError::Stopped).unchecked_into();
         }
-        future_to_promise(async move {
+        promise(async move {
             match answer.await {
                 Ok(Ok(seq)) => Ok(JsValue::from_f64(seq as f64)),
                 Ok(Err(error)) => Err(js_error(error).into()),
@@ -386,7 +385,7 @@ fn done_promise(sent: bool, answer: oneshot::Receiver<Result<(), ClientError>>) 
     if !sent {
         return rejected(ClientError::Stopped).unchecked_into();
     }
-    future_to_promise(async move {
+    promise(async move {
         match answer.await {
             Ok(Ok(())) => Ok(JsValue::UNDEFINED),
             Ok(Err(error)) => Err(js_error(error).into()),

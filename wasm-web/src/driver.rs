@@ -14,7 +14,7 @@
 //! skip its backoff delay.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 use futures_channel::{mpsc, oneshot};
@@ -27,10 +27,10 @@ use vdev_core::{
     Output, RequestId, Seq, Stats, StoreError, StoreRequest, StreamOptions,
 };
 use wasm_bindgen::{JsCast, JsValue};
-use wasm_bindgen_futures::spawn_local;
 
 use crate::error::ClientError;
-use crate::runtime::{console_error, describe, now_ms};
+use crate::keyed::KeyedVec;
+use crate::runtime::{console_error, describe, now_ms, spawn};
 use crate::socket::{Socket, SocketEvent};
 use crate::store::IdbStore;
 use crate::timer::WakeTimer;
@@ -166,7 +166,8 @@ pub(crate) struct Driver {
     wake: mpsc::UnboundedSender<Wake>,
     callbacks: Callbacks,
     shared: Rc<RefCell<Snapshot>>,
-    sockets: HashMap<ConnectionId, Socket>,
+    /// Open WebSockets by `ConnectionId` number.
+    sockets: KeyedVec<Socket>,
     deadline: Option<u64>,
     timer: WakeTimer,
     /// Storage requests not yet handed to IndexedDB, in the order the core emitted them.
@@ -177,7 +178,7 @@ pub(crate) struct Driver {
     /// or failed for good); replies to reported-property updates wait on it.
     store_emitted: u64,
     store_settled: u64,
-    durable_waiters: BTreeMap<Seq, Reply<Seq>>,
+    durable_waiters: KeyedVec<Reply<Seq>>,
     saved_waiters: Vec<(u64, Reply<()>)>,
     sent_waiters: Vec<Reply<()>>,
     stop_waiters: Vec<Reply<()>>,
@@ -218,7 +219,7 @@ impl Driver {
             wake,
             callbacks,
             shared,
-            sockets: HashMap::new(),
+            sockets: KeyedVec::default(),
             deadline: None,
             timer,
             store_queue: VecDeque::new(),
@@ -226,7 +227,7 @@ impl Driver {
             store_retry: None,
             store_emitted: 0,
             store_settled: 0,
-            durable_waiters: BTreeMap::new(),
+            durable_waiters: KeyedVec::default(),
             saved_waiters: Vec::new(),
             sent_waiters: Vec::new(),
             stop_waiters: Vec::new(),
@@ -384,7 +385,7 @@ impl Driver {
     }
 
     fn socket_event(&mut self, now: u64, conn: ConnectionId, event: SocketEvent) {
-        if !self.sockets.contains_key(&conn) {
+        if self.sockets.get(conn.0).is_none() {
             // A socket the core already closed, or whose opening failed.
             if let SocketEvent::Closed(reason) = event {
                 self.device
@@ -402,7 +403,7 @@ impl Driver {
                 },
             ),
             SocketEvent::Closed(reason) => {
-                self.sockets.remove(&conn);
+                self.sockets.remove(conn.0);
                 self.device
                     .handle_input(now, Input::Closed { conn, reason });
             }
@@ -468,14 +469,7 @@ impl Driver {
     }
 
     fn take_durable_waiters(&mut self, first: Seq, last: Seq) -> Vec<(Seq, Reply<Seq>)> {
-        let seqs: Vec<Seq> = self
-            .durable_waiters
-            .range(first..=last)
-            .map(|(seq, _)| *seq)
-            .collect();
-        seqs.into_iter()
-            .filter_map(|seq| Some((seq, self.durable_waiters.remove(&seq)?)))
-            .collect()
+        self.durable_waiters.remove_range(first..=last)
     }
 
     /// Performs every output until the core names its next deadline.
@@ -492,7 +486,7 @@ impl Driver {
                 }
                 Output::Http(request) => {
                     let wake = self.wake.clone();
-                    spawn_local(async move {
+                    spawn(async move {
                         let id = request.id;
                         let result = crate::http::perform(request).await;
                         let _ = wake.unbounded_send(Wake::Http(id, result));
@@ -500,15 +494,15 @@ impl Driver {
                 }
                 Output::Connect { conn, endpoint } => self.connect(conn, endpoint),
                 Output::Transmit { conn, bytes } => {
-                    let failed = self.sockets.get(&conn).and_then(|s| s.send(&bytes).err());
+                    let failed = self.sockets.get(conn.0).and_then(|s| s.send(&bytes).err());
                     if let Some(reason) = failed {
-                        self.sockets.remove(&conn);
+                        self.sockets.remove(conn.0);
                         self.device
                             .handle_input(now_ms(), Input::Closed { conn, reason });
                     }
                 }
                 Output::Close { conn } => {
-                    self.sockets.remove(&conn);
+                    self.sockets.remove(conn.0);
                 }
                 Output::Event(event) => self.deliver(event),
             }
@@ -526,7 +520,7 @@ impl Driver {
         };
         match opened {
             Ok(socket) => {
-                self.sockets.insert(conn, socket);
+                self.sockets.insert(conn.0, socket);
             }
             // Reported like any other failed connection, on the next turn.
             Err(reason) => notify(SocketEvent::Closed(reason)),
@@ -569,7 +563,7 @@ impl Driver {
         let through = self.store_emitted;
         let store = self.store.clone();
         let wake = self.wake.clone();
-        spawn_local(async move {
+        spawn(async move {
             let result = store.execute(&requests).await;
             let _ = wake.unbounded_send(Wake::Stored {
                 requests,

@@ -35,6 +35,7 @@ mod api;
 mod driver;
 mod error;
 mod http;
+mod keyed;
 mod runtime;
 mod socket;
 mod store;

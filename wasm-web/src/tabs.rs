@@ -22,7 +22,7 @@
 //! `BroadcastChannel`, every client drives its device alone, as before.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 use futures_channel::{mpsc, oneshot};
@@ -36,7 +36,7 @@ use vdev_core::{
     StreamOptions,
 };
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::{JsFuture, spawn_local};
+use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortController, BroadcastChannel, MessageEvent};
 
 use crate::api::{read_message_options, read_stream_options};
@@ -45,13 +45,57 @@ use crate::driver::{
     listen_to_network, object,
 };
 use crate::error::ClientError;
-use crate::runtime::{console_error, describe, now_ms, random_bytes};
+use crate::keyed::KeyedVec;
+use crate::runtime::{console_error, describe, now_ms, random_bytes, spawn};
 use crate::store::IdbStore;
 
 /// How many followers' requests an owner remembers for answering repeats. Repeats come only
 /// right after an owner announces itself (for requests sent just before), so the most recent
 /// ones are enough; the oldest are forgotten to bound memory.
 const REMEMBERED_REQUESTS: usize = 10_000;
+
+/// Followers' requests an owner ran, by follower id and request number: `None` while running,
+/// then the answer it sent. Followers are few and number their requests in order, so a list of
+/// followers with a [`KeyedVec`] each does what a `HashMap` would, without hashing code in the
+/// bundle.
+#[derive(Debug, Default)]
+struct Handled {
+    by_follower: Vec<(String, KeyedVec<Option<JsValue>>)>,
+}
+
+impl Handled {
+    fn get(&self, (from, n): &(String, u64)) -> Option<&Option<JsValue>> {
+        let (_, requests) = self.by_follower.iter().find(|(id, _)| id == from)?;
+        requests.get(*n)
+    }
+
+    fn get_mut(&mut self, (from, n): &(String, u64)) -> Option<&mut Option<JsValue>> {
+        let (_, requests) = self.by_follower.iter_mut().find(|(id, _)| id == from)?;
+        requests.get_mut(*n)
+    }
+
+    fn insert(&mut self, (from, n): (String, u64), answer: Option<JsValue>) {
+        match self.by_follower.iter_mut().find(|(id, _)| *id == from) {
+            Some((_, requests)) => drop(requests.insert(n, answer)),
+            None => {
+                let mut requests = KeyedVec::default();
+                requests.insert(n, answer);
+                self.by_follower.push((from, requests));
+            }
+        }
+    }
+
+    fn remove(&mut self, (from, n): &(String, u64)) {
+        let Some(index) = self.by_follower.iter().position(|(id, _)| id == from) else {
+            return;
+        };
+        let requests = &mut self.by_follower[index].1;
+        requests.remove(*n);
+        if requests.is_empty() {
+            self.by_follower.swap_remove(index);
+        }
+    }
+}
 
 /// How long a new owner waits for the previous owner's `released` before resuming the device.
 const RELEASE_WAIT_MS: u32 = 2_000;
@@ -155,10 +199,10 @@ pub(crate) async fn start(
         abort: None,
         driver: None,
         stopping: false,
-        handled: HashMap::new(),
+        handled: Handled::default(),
         handled_order: VecDeque::new(),
         next_request: 0,
-        pending: BTreeMap::new(),
+        pending: KeyedVec::default(),
         sent_waiters: Vec::new(),
         owner_present: false,
         promoting: None,
@@ -166,7 +210,7 @@ pub(crate) async fn start(
     let (Some(locks), Some(channel)) = (locks, channel) else {
         coordinator.become_owner(None).await?;
         let shared = coordinator.shared.clone();
-        spawn_local(coordinator.run(fronts));
+        spawn(coordinator.run(fronts));
         return Ok((commands, shared));
     };
     coordinator._on_message = Some({
@@ -189,7 +233,7 @@ pub(crate) async fn start(
         None => coordinator.follow(&locks, &name, &channel)?,
     }
     let shared = coordinator.shared.clone();
-    spawn_local(coordinator.run(fronts));
+    spawn(coordinator.run(fronts));
     Ok((commands, shared))
 }
 
@@ -224,7 +268,7 @@ fn request_lock(
         .and_then(|promise| promise.dyn_into())
         .map_err(|error| format!("navigator.locks.request failed: {}", describe(&error)))?;
     // Settles when the lock is let go, or rejects (AbortError) for a follower that stopped.
-    spawn_local(async move {
+    spawn(async move {
         let _ = JsFuture::from(promise).await;
     });
     Ok(())
@@ -249,12 +293,12 @@ struct Coordinator {
     driver: Option<mpsc::UnboundedSender<Wake>>,
     stopping: bool,
     /// Followers' requests this owner ran: `None` while running, then the answer it sent.
-    handled: HashMap<(String, u64), Option<JsValue>>,
+    handled: Handled,
     /// The keys of `handled`, oldest first.
     handled_order: VecDeque<(String, u64)>,
     /// Follower: requests not answered yet, by number, with the message that carries them.
     next_request: u64,
-    pending: BTreeMap<u64, (JsValue, PendingReply)>,
+    pending: KeyedVec<(JsValue, PendingReply)>,
     sent_waiters: Vec<Reply<()>>,
     owner_present: bool,
     /// Holding the lock, waiting for the previous owner's `released`.
@@ -386,7 +430,7 @@ impl Coordinator {
             self.shared.clone(),
             followers,
         );
-        spawn_local(driver.run(wakes));
+        spawn(driver.run(wakes));
         self.driver = Some(wake);
         self.owner_present = false;
         if let Some(channel) = &self.channel {
@@ -449,7 +493,7 @@ impl Coordinator {
                 let (stopped, done) = oneshot::channel();
                 self.to_driver(Command::Stop(stopped));
                 let front = self.front.clone();
-                spawn_local(async move {
+                spawn(async move {
                     let _ = done.await;
                     let _ = front.unbounded_send(Front::DriverStopped(reply));
                 });
@@ -617,7 +661,7 @@ impl Coordinator {
                     what,
                     reply,
                 });
-                spawn_local(async move {
+                spawn(async move {
                     match answer.await {
                         Ok(Ok(seq)) => {
                             let _ = Reflect::set(&stored, &"seq".into(), &(seq as f64).into());
@@ -635,7 +679,7 @@ impl Coordinator {
             Request::Reported(patch) => {
                 let (reply, answer) = oneshot::channel();
                 self.to_driver(Command::UpdateReported { patch, reply });
-                spawn_local(async move {
+                spawn(async move {
                     match answer.await {
                         Ok(Ok(())) => finish(done, false),
                         Ok(Err(error)) if !is_stopping(&error) => {
@@ -678,7 +722,7 @@ impl Coordinator {
         if field("retry").as_bool() == Some(true) {
             return;
         }
-        let Some((_, reply)) = self.pending.remove(&n) else {
+        let Some((_, reply)) = self.pending.remove(n) else {
             return;
         };
         let error = field("error").as_string().map(ClientError::FromOwner);
