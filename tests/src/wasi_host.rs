@@ -189,7 +189,8 @@ fn build_components() -> Result<ComponentPaths> {
 pub struct WasiHost {
     engine: Engine,
     command: Component,
-    library: Component,
+    /// Absent in a host loaded with [`WasiHost::load_command`].
+    library: Option<Component>,
     linker: std::sync::Arc<Linker<State>>,
 }
 
@@ -203,11 +204,53 @@ impl WasiHost {
             .map_err(wasmtime::Error::msg)
     }
 
+    /// The command component only, for a host process that runs one command instance:
+    /// `VDEV_WASI_COMMAND_COMPILED` names a file written by [`WasiHost::save_compiled_command`]
+    /// (loading it takes milliseconds; compiling takes seconds in a debug build), otherwise
+    /// `VDEV_WASI_COMMAND` or the release build is compiled.
+    pub fn load_command() -> Result<Self> {
+        if let Ok(compiled) = std::env::var("VDEV_WASI_COMMAND_COMPILED") {
+            let engine = Engine::new(&Config::new())?;
+            // SAFETY: `deserialize_file` trusts the file to be wasmtime's own compiled code for
+            // this engine configuration; the variable is meant only for files written by
+            // `save_compiled_command` of this same build (a mismatched wasmtime version or
+            // configuration is still detected and refused by wasmtime).
+            #[allow(unsafe_code)]
+            let command = unsafe { Component::deserialize_file(&engine, &compiled)? };
+            return Self::with_components(engine, command, None);
+        }
+        let command = match std::env::var("VDEV_WASI_COMMAND") {
+            Ok(path) => PathBuf::from(path),
+            Err(_) => component_paths()?.command,
+        };
+        Self::compile_from(&command, None)
+    }
+
+    /// Writes the compiled command component to `path`, for `VDEV_WASI_COMMAND_COMPILED`.
+    pub fn save_compiled_command(&self, path: &Path) -> Result<()> {
+        std::fs::write(path, self.command.serialize()?)?;
+        Ok(())
+    }
+
     fn compile() -> Result<Self> {
         let paths = component_paths()?;
+        Self::compile_from(&paths.command, Some(&paths.library))
+    }
+
+    fn compile_from(command: &Path, library: Option<&Path>) -> Result<Self> {
         let engine = Engine::new(&Config::new())?;
-        let command = Component::from_file(&engine, &paths.command)?;
-        let library = Component::from_file(&engine, &paths.library)?;
+        let command = Component::from_file(&engine, command)?;
+        let library = library
+            .map(|path| Component::from_file(&engine, path))
+            .transpose()?;
+        Self::with_components(engine, command, library)
+    }
+
+    fn with_components(
+        engine: Engine,
+        command: Component,
+        library: Option<Component>,
+    ) -> Result<Self> {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
@@ -263,10 +306,11 @@ impl WasiHost {
             AsyncStdoutStream::new(1024, tokio::io::sink()),
         )?;
         let mut store = Store::new(&self.engine, state);
-        let instance = self
-            .linker
-            .instantiate_async(&mut store, &self.library)
-            .await?;
+        let library = self
+            .library
+            .as_ref()
+            .ok_or_else(|| wasmtime::Error::msg("this host did not load the library component"))?;
+        let instance = self.linker.instantiate_async(&mut store, library).await?;
         let client = instance
             .get_export_index(&mut store, None, CLIENT)
             .ok_or_else(|| wasmtime::Error::msg("the component exports no vdev:device/client"))?;

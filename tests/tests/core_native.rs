@@ -1,53 +1,18 @@
 //! The first end-to-end proof of the core: `vdev-core` driven over real loopback sockets by the
 //! native host against the stand-in Platform, whose MQTT side is an independent implementation.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::time::timeout;
-use vdev_core::{DeviceConfig, DeviceId, Event, MemoryStore, StreamOptions, Transport};
-use vdev_platform::{Config, Platform, PlatformInfo};
+use vdev_core::{Event, MemoryStore, StreamOptions};
+use vdev_platform::{Config, Platform};
 use vdev_tests::native::{NativeDevice, SharedStore};
+use vdev_tests::platform_admin::{admin, approve, device_config, restart_config};
 
 const MESSAGES: usize = 1_000;
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn device_config(info: &PlatformInfo, device_id: &str) -> DeviceConfig {
-    let mut config = DeviceConfig::new(
-        info.http_url.clone().expect("plain HTTP listener"),
-        info.provisioning_token.clone(),
-    );
-    config.device_id = Some(DeviceId::parse(device_id).expect("valid id"));
-    config.transport = Transport::Tcp;
-    config.provisioning_poll_interval_ms = 200;
-    config.backoff.initial_ms = 100;
-    config.backoff.max_ms = 1_000;
-    config.session.backoff = config.backoff;
-    config
-}
-
-async fn admin(info: &PlatformInfo, method: reqwest::Method, path: &str, body: Value) -> Value {
-    let url = format!(
-        "{}/workspaces/{}{path}",
-        info.http_url.as_deref().expect("http"),
-        info.workspace_id
-    );
-    let response = reqwest::Client::new()
-        .request(method, url)
-        .bearer_auth(&info.admin_token)
-        .json(&body)
-        .send()
-        .await
-        .expect("admin call");
-    assert!(
-        response.status().is_success(),
-        "admin call failed: {}",
-        response.status()
-    );
-    response.json().await.unwrap_or(Value::Null)
-}
 
 /// Waits for the first event `pick` accepts.
 async fn next_event<T>(device: &mut NativeDevice, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
@@ -76,27 +41,6 @@ async fn wait_delivered(device: &mut NativeDevice, delivered: &mut usize, count:
     .unwrap_or_else(|_| panic!("only {delivered} of {count} messages delivered in time"));
 }
 
-fn addr(url: &str) -> SocketAddr {
-    let host_port = url.split("://").nth(1).unwrap_or(url);
-    let host_port = host_port.split('/').next().unwrap_or(host_port);
-    let (host, port) = host_port.rsplit_once(':').expect("host:port");
-    let host = if host == "localhost" {
-        "127.0.0.1"
-    } else {
-        host
-    };
-    format!("{host}:{port}").parse().expect("socket address")
-}
-
-/// The same Platform (data dir and ports) started again.
-fn restart_config(info: &PlatformInfo) -> Config {
-    let mut config = Config::ephemeral(&info.data_dir);
-    config.http = info.http_url.as_deref().map(addr);
-    config.mqtt_tcp = info.gateway_endpoints.mqtt_tcp.as_deref().map(addr);
-    config.mqtt_tls = info.gateway_endpoints.mqtt_tls.as_deref().map(addr);
-    config
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn core_provisions_and_delivers_1000_messages_in_order_across_a_platform_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -113,13 +57,7 @@ async fn core_provisions_and_delivers_1000_messages_in_order_across_a_platform_r
     })
     .await;
     assert!(!operation.verification_code.is_empty());
-    admin(
-        &info,
-        reqwest::Method::PUT,
-        "/provisioning-operations/approve",
-        json!({ "provisioningOperationId": operation.id }),
-    )
-    .await;
+    approve(&info, &operation.id).await;
     let device_id = next_event(&mut device, |e| match e {
         Event::Registered { device_id, .. } => Some(device_id.clone()),
         _ => None,

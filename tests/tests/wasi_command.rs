@@ -1,19 +1,22 @@
 //! The WASI command component (`vdev-device.wasm`, release build) run by the wasmtime host
 //! against the stand-in Platform on loopback: provisioning approved through the admin API,
-//! messages stored in order, a restart on the same store directory, and a fleet of instances in
-//! one host. The first test to run builds the component
-//! (`cargo build -p vdev-wasi --target wasm32-wasip2 --release`).
+//! messages stored in order, a restart on the same store directory, a fleet of instances in one
+//! host, desired and reported properties, and a 1 MB message sent by upload. The first test to
+//! run builds the component (`cargo build -p vdev-wasi --target wasm32-wasip2 --release`).
+//! Crashes, corrupt outbox files and Platform restarts are in `wasi_recovery.rs`.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 use serde_json::{Value, json};
 use tokio::time::timeout;
 use vdev_platform::{Config, Platform, PlatformInfo};
+use vdev_tests::command_events::{
+    DEADLINE, as_stdin, count, named, next_event, nth_named, provision, readings,
+};
+use vdev_tests::platform_admin::{
+    admin, command_args, device_messages, payload_texts, sequence_numbers, strictly_increasing,
+};
 use vdev_tests::wasi_host::{CommandRun, WasiHost};
-
-const DEADLINE: Duration = Duration::from_secs(120);
 
 async fn load_host() -> WasiHost {
     tokio::task::spawn_blocking(WasiHost::load)
@@ -22,122 +25,34 @@ async fn load_host() -> WasiHost {
         .expect("the component builds and compiles")
 }
 
-fn device_args(info: &PlatformInfo, device_id: &str) -> Vec<String> {
-    [
-        "--instance-url",
-        info.http_url.as_deref().expect("plain HTTP listener"),
-        "--provisioning-token",
-        &info.provisioning_token,
-        "--device-id",
-        device_id,
-        "--transport",
-        "tcp",
-        "--provisioning-poll-interval-ms",
-        "200",
-        "--retry-initial-ms",
-        "100",
-        "--retry-max-ms",
-        "1000",
-        "--stream-group",
-        "telemetry",
-        "--stream",
-        "wasi",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect()
-}
-
-fn spawn(host: &WasiHost, info: &PlatformInfo, device_id: &str, store: &Path) -> CommandRun {
+fn spawn_with(
+    host: &WasiHost,
+    info: &PlatformInfo,
+    device_id: &str,
+    store: &Path,
+    extra_args: &[&str],
+    env: &[(String, String)],
+) -> CommandRun {
     std::fs::create_dir_all(store).expect("store dir");
-    host.spawn_command(&device_args(info, device_id), &[], store)
+    let mut args = command_args(info, device_id);
+    args.extend(extra_args.iter().map(|s| (*s).to_owned()));
+    host.spawn_command(&args, env, store)
         .expect("instance starts")
 }
 
-async fn admin(info: &PlatformInfo, method: reqwest::Method, path: &str, body: Value) -> Value {
-    let url = format!(
-        "{}/workspaces/{}{path}",
-        info.http_url.as_deref().expect("http"),
-        info.workspace_id
-    );
-    let response = reqwest::Client::new()
-        .request(method, url)
-        .bearer_auth(&info.admin_token)
-        .json(&body)
-        .send()
+fn spawn(host: &WasiHost, info: &PlatformInfo, device_id: &str, store: &Path) -> CommandRun {
+    spawn_with(host, info, device_id, store, &[], &[])
+}
+
+async fn send_lines(run: &mut CommandRun, lines: &[String]) {
+    run.write_stdin(as_stdin(lines).as_bytes())
         .await
-        .expect("admin call");
-    assert!(
-        response.status().is_success(),
-        "admin call failed: {}",
-        response.status()
-    );
-    response.json().await.unwrap_or(Value::Null)
-}
-
-/// Reads events until `pick` accepts one; every event seen is appended to `seen`.
-async fn next_event<T>(
-    run: &mut CommandRun,
-    seen: &mut Vec<Value>,
-    mut pick: impl FnMut(&Value) -> Option<T>,
-) -> T {
-    timeout(DEADLINE, async {
-        loop {
-            let line = run.lines.recv().await.unwrap_or_else(|| {
-                panic!("the instance ended before the awaited event; saw {seen:?}")
-            });
-            let event: Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
-            let found = pick(&event);
-            seen.push(event);
-            if let Some(found) = found {
-                return found;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("event within the deadline; saw {} events", seen.len()))
-}
-
-fn named(name: &'static str) -> impl FnMut(&Value) -> Option<Value> {
-    move |event| (event["event"] == name).then(|| event.clone())
-}
-
-fn count(seen: &[Value], name: &str) -> usize {
-    seen.iter().filter(|e| e["event"] == name).count()
-}
-
-/// Approves the instance's provisioning operation and waits until it registered.
-async fn provision(info: &PlatformInfo, run: &mut CommandRun, seen: &mut Vec<Value>) {
-    let operation = next_event(run, seen, named("provisioning-operation")).await;
-    assert!(
-        operation["verificationCode"]
-            .as_str()
-            .is_some_and(|c| !c.is_empty())
-    );
-    admin(
-        info,
-        reqwest::Method::PUT,
-        "/provisioning-operations/approve",
-        json!({ "provisioningOperationId": operation["id"] }),
-    )
-    .await;
-    next_event(run, seen, named("registered")).await;
-}
-
-async fn send_lines(run: &mut CommandRun, lines: impl Iterator<Item = String>) {
-    let mut text = String::new();
-    for line in lines {
-        text.push_str(&line);
-        text.push('\n');
-    }
-    run.write_stdin(text.as_bytes()).await.expect("stdin open");
+        .expect("stdin open");
 }
 
 /// Waits for `done` and the exit code 0.
-async fn finish(run: CommandRun, mut seen: Vec<Value>) -> Vec<Value> {
-    let mut run = run;
-    next_event(&mut run, &mut seen, named("done")).await;
+async fn finish(mut run: CommandRun, mut seen: Vec<Value>) -> Vec<Value> {
+    next_event(&mut run.lines, &mut seen, named("done")).await;
     let code = timeout(DEADLINE, run.wait())
         .await
         .expect("exit within the deadline")
@@ -148,26 +63,13 @@ async fn finish(run: CommandRun, mut seen: Vec<Value>) -> Vec<Value> {
 
 /// The payloads and sequence numbers the Platform stored for `device_id`, in its order.
 async fn stored(info: &PlatformInfo, device_id: &str) -> (Vec<String>, Vec<u64>) {
-    let path = format!("/devices/{device_id}/messages?limit=10000");
-    let stored = admin(info, reqwest::Method::GET, &path, Value::Null).await;
-    let list = stored.as_array().expect("message list");
+    let messages = device_messages(info, device_id).await;
     assert!(
-        list.iter()
+        messages
+            .iter()
             .all(|m| m["streamGroup"] == "telemetry" && m["stream"] == "wasi")
     );
-    let payloads = list
-        .iter()
-        .map(|m| m["payloadText"].as_str().expect("text payload").to_owned())
-        .collect();
-    let sequences = list
-        .iter()
-        .map(|m| m["sequence"]["n"].as_u64().expect("vdev-seq stored"))
-        .collect();
-    (payloads, sequences)
-}
-
-fn readings(device: &str, range: std::ops::Range<usize>) -> Vec<String> {
-    range.map(|n| format!("{device} reading {n}")).collect()
+    (payload_texts(&messages), sequence_numbers(&messages))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,10 +82,10 @@ async fn wasi_command_provisions_and_delivers_1000_messages_in_order() {
     let host = load_host().await;
     let mut run = spawn(&host, &info, "wasi-1", &dir.path().join("device"));
     let mut seen = Vec::new();
-    provision(&info, &mut run, &mut seen).await;
+    provision(&info, &mut run.lines, &mut seen).await;
 
     let expected = readings("wasi-1", 0..1_000);
-    send_lines(&mut run, expected.iter().cloned()).await;
+    send_lines(&mut run, &expected).await;
     run.close_stdin();
     let seen = finish(run, seen).await;
     assert_eq!(count(&seen, "stored"), 1_000);
@@ -191,7 +93,7 @@ async fn wasi_command_provisions_and_delivers_1000_messages_in_order() {
 
     let (payloads, sequences) = stored(&info, "wasi-1").await;
     assert_eq!(payloads, expected, "all messages stored once, in order");
-    assert!(sequences.windows(2).all(|w| w[0] < w[1]));
+    assert!(strictly_increasing(&sequences));
     platform.shutdown().await;
 }
 
@@ -205,27 +107,22 @@ async fn wasi_command_restart_on_the_same_directory_resumes_without_provisioning
     let host = load_host().await;
     let store = dir.path().join("device");
 
-    // First run: provision, store 300 messages, and end the instance at once after the last
+    // First run: provision, store 150 messages, and end the instance at once after the last
     // send returned — some are still undelivered in the store.
     let mut run = spawn(&host, &info, "wasi-restart", &store);
     let mut seen = Vec::new();
-    provision(&info, &mut run, &mut seen).await;
+    provision(&info, &mut run.lines, &mut seen).await;
     let expected = readings("wasi-restart", 0..300);
-    send_lines(&mut run, expected[..150].iter().cloned()).await;
-    let mut stored_count = 0;
-    next_event(&mut run, &mut seen, |e| {
-        stored_count += usize::from(e["event"] == "stored");
-        (stored_count == 150).then_some(())
-    })
-    .await;
+    send_lines(&mut run, &expected[..150]).await;
+    next_event(&mut run.lines, &mut seen, nth_named("stored", 150)).await;
     run.kill().await;
 
     // Second run on the same directory: no provisioning, the rest of the queue first, then
     // new messages; all stored once, in order, with sequence numbers that keep growing.
     let mut run = spawn(&host, &info, "wasi-restart", &store);
     let mut seen = Vec::new();
-    next_event(&mut run, &mut seen, named("registered")).await;
-    send_lines(&mut run, expected[150..].iter().cloned()).await;
+    next_event(&mut run.lines, &mut seen, named("registered")).await;
+    send_lines(&mut run, &expected[150..]).await;
     run.close_stdin();
     let seen = finish(run, seen).await;
     assert_eq!(
@@ -240,7 +137,7 @@ async fn wasi_command_restart_on_the_same_directory_resumes_without_provisioning
         payloads, expected,
         "every stored message delivered once, in order"
     );
-    assert!(sequences.windows(2).all(|w| w[0] < w[1]));
+    assert!(strictly_increasing(&sequences));
     platform.shutdown().await;
 }
 
@@ -262,8 +159,8 @@ async fn wasi_hundred_instances_in_one_host_each_deliver_in_order() {
         let info = info.clone();
         fleet.push(tokio::spawn(async move {
             let mut seen = Vec::new();
-            provision(&info, &mut run, &mut seen).await;
-            send_lines(&mut run, readings(&device_id, 0..MESSAGES).into_iter()).await;
+            provision(&info, &mut run.lines, &mut seen).await;
+            send_lines(&mut run, &readings(&device_id, 0..MESSAGES)).await;
             run.close_stdin();
             let seen = finish(run, seen).await;
             assert_eq!(count(&seen, "message-delivered"), MESSAGES, "{device_id}");
@@ -274,48 +171,24 @@ async fn wasi_hundred_instances_in_one_host_each_deliver_in_order() {
         let device_id = device.await.expect("instance task");
         let (payloads, sequences) = stored(&info, &device_id).await;
         assert_eq!(payloads, readings(&device_id, 0..MESSAGES), "{device_id}");
-        assert!(sequences.windows(2).all(|w| w[0] < w[1]));
+        assert!(strictly_increasing(&sequences));
     }
     platform.shutdown().await;
 }
 
-fn addr(url: &str) -> SocketAddr {
-    let host_port = url.split("://").nth(1).unwrap_or(url);
-    let host_port = host_port.split('/').next().unwrap_or(host_port);
-    let (host, port) = host_port.rsplit_once(':').expect("host:port");
-    let host = if host == "localhost" {
-        "127.0.0.1"
-    } else {
-        host
-    };
-    format!("{host}:{port}").parse().expect("socket address")
-}
-
-/// The same Platform (data dir and ports) started again.
-fn restart_config(info: &PlatformInfo) -> Config {
-    let mut config = Config::ephemeral(&info.data_dir);
-    config.http = info.http_url.as_deref().map(addr);
-    config.mqtt_tcp = info.gateway_endpoints.mqtt_tcp.as_deref().map(addr);
-    config.mqtt_tls = info.gateway_endpoints.mqtt_tls.as_deref().map(addr);
-    config
-}
-
-fn newest_segment(store: &Path) -> PathBuf {
-    let mut segments: Vec<PathBuf> = std::fs::read_dir(store)
-        .expect("store dir")
-        .map(|entry| entry.expect("entry").path())
-        .filter(|path| {
-            path.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("seg-"))
-        })
-        .collect();
-    segments.sort();
-    segments.pop().expect("undelivered messages keep a segment")
+/// The `properties` of `desired-properties-changed` events, parsed.
+fn desired(event: &Value) -> Option<Value> {
+    if event["event"] != "desired-properties-changed" {
+        return None;
+    }
+    match &event["properties"] {
+        Value::String(text) => serde_json::from_str(text).ok(),
+        other => Some(other.clone()),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wasi_command_cuts_a_torn_outbox_tail_and_drains_after_the_platform_returns() {
+async fn wasi_command_reports_properties_from_its_environment_and_prints_desired_changes() {
     let dir = tempfile::tempdir().expect("temp dir");
     let platform = Platform::start(Config::ephemeral(dir.path().join("platform")))
         .await
@@ -323,49 +196,168 @@ async fn wasi_command_cuts_a_torn_outbox_tail_and_drains_after_the_platform_retu
     let info = platform.info().clone();
     let host = load_host().await;
     let store = dir.path().join("device");
-
-    // Registered, then the Platform goes away: sends still return (stored), nothing is delivered.
-    let mut run = spawn(&host, &info, "wasi-torn", &store);
+    // Reported properties from the environment (the documented `VDEV_REPORTED_PROPERTIES`); an
+    // argument would win over it.
+    let env = [(
+        "VDEV_REPORTED_PROPERTIES".to_owned(),
+        r#"{"firmware":"2.4.0","sensor":{"model":"sim-1"}}"#.to_owned(),
+    )];
+    let mut run = spawn_with(&host, &info, "wasi-twin", &store, &[], &env);
     let mut seen = Vec::new();
-    provision(&info, &mut run, &mut seen).await;
-    next_event(&mut run, &mut seen, |e| {
-        (e["event"] == "connection-state-changed" && e["state"] == "connected").then_some(())
-    })
+    provision(&info, &mut run.lines, &mut seen).await;
+    next_event(
+        &mut run.lines,
+        &mut seen,
+        named("reported-properties-acknowledged"),
+    )
     .await;
-    platform.shutdown().await;
-    let expected = readings("wasi-torn", 0..50);
-    send_lines(&mut run, expected.iter().cloned()).await;
-    let mut stored_count = 0;
-    next_event(&mut run, &mut seen, |e| {
-        stored_count += usize::from(e["event"] == "stored");
-        (stored_count == 50).then_some(())
-    })
+    let reported = admin(
+        &info,
+        reqwest::Method::GET,
+        "/devices/wasi-twin/reported-properties",
+        Value::Null,
+    )
     .await;
-    run.kill().await;
+    assert_eq!(reported["firmware"], "2.4.0", "{reported}");
+    assert_eq!(reported["sensor"]["model"], "sim-1", "{reported}");
 
-    // A crash in the middle of the next append leaves half a record header.
-    let segment = newest_segment(&store);
-    let mut bytes = std::fs::read(&segment).expect("segment");
-    bytes.extend_from_slice(&[0x2a, 0x00, 0x00]);
-    std::fs::write(&segment, &bytes).expect("torn tail written");
-
-    let platform = Platform::start(restart_config(&info))
-        .await
-        .expect("platform restarts on the same data dir and ports");
-    let mut run = spawn(&host, &info, "wasi-torn", &store);
+    // Desired properties set by a technician are printed as the device sees them, each change.
+    for interval in [5, 7] {
+        admin(
+            &info,
+            reqwest::Method::PATCH,
+            "/devices/wasi-twin/desired-properties",
+            json!({ "interval": interval }),
+        )
+        .await;
+        let properties = next_event(&mut run.lines, &mut seen, |e| {
+            desired(e).filter(|d| d["interval"] == interval)
+        })
+        .await;
+        assert_eq!(properties["interval"], interval, "{properties}");
+    }
     run.close_stdin();
-    let mut seen = Vec::new();
-    let recovery = next_event(&mut run, &mut seen, named("outbox-recovered")).await;
-    assert_eq!(recovery["reason"], "torn frame header", "{recovery}");
-    assert_eq!(recovery["cutBytes"], 3);
-    let seen = finish(run, seen).await;
-    assert_eq!(count(&seen, "provisioning-operation"), 0);
+    finish(run, seen).await;
 
-    let (payloads, sequences) = stored(&info, "wasi-torn").await;
-    assert_eq!(
-        payloads, expected,
-        "the records before the torn tail all delivered, in order"
+    // A restart with other reported properties in its arguments updates them at the Platform.
+    let mut run = spawn_with(
+        &host,
+        &info,
+        "wasi-twin",
+        &store,
+        &["--reported-properties", r#"{"firmware":"2.5.0"}"#],
+        &env,
     );
-    assert!(sequences.windows(2).all(|w| w[0] < w[1]));
+    let mut seen = Vec::new();
+    next_event(
+        &mut run.lines,
+        &mut seen,
+        named("reported-properties-acknowledged"),
+    )
+    .await;
+    run.close_stdin();
+    finish(run, seen).await;
+    let reported = admin(
+        &info,
+        reqwest::Method::GET,
+        "/devices/wasi-twin/reported-properties",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        reported["firmware"], "2.5.0",
+        "the argument wins: {reported}"
+    );
+    assert_eq!(reported["sensor"]["model"], "sim-1", "{reported}");
+    platform.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_command_sends_a_1_mb_message_by_upload() {
+    const SIZE: usize = 1_000_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let platform = Platform::start(Config::ephemeral(dir.path().join("platform")))
+        .await
+        .expect("platform starts");
+    let info = platform.info().clone();
+    let host = load_host().await;
+    let mut run = spawn(&host, &info, "wasi-upload", &dir.path().join("device"));
+    let mut seen = Vec::new();
+    provision(&info, &mut run.lines, &mut seen).await;
+
+    // Incompressible text (brotli would shrink a repeated pattern under the upload threshold):
+    // a deterministic pseudo-random stream of letters, one stdin line.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let big: String = (0..SIZE)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b'a' + (state % 26) as u8)
+        })
+        .collect();
+    let lines = vec!["before".to_owned(), big.clone(), "after".to_owned()];
+    send_lines(&mut run, &lines).await;
+    run.close_stdin();
+    let seen = finish(run, seen).await;
+    assert_eq!(count(&seen, "message-delivered"), 3);
+
+    let messages = device_messages(&info, "wasi-upload").await;
+    assert_eq!(messages.len(), 3, "{messages:?}");
+    assert_eq!(messages[0]["payloadText"], "before");
+    assert_eq!(messages[2]["payloadText"], "after");
+    let uploaded = &messages[1];
+    assert_eq!(uploaded["hasExternalizedPayload"], true, "{uploaded}");
+    let blob_name = uploaded["blobName"].as_str().expect("a blob link");
+    assert!(strictly_increasing(&sequence_numbers(&messages)));
+
+    let url = format!(
+        "{}/workspaces/{}/blobs/content?deviceId=wasi-upload&name={blob_name}",
+        info.http_url.as_deref().expect("http"),
+        info.workspace_id
+    );
+    let blob = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(&info.admin_token)
+        .send()
+        .await
+        .expect("blob call")
+        .error_for_status()
+        .expect("blob stored")
+        .bytes()
+        .await
+        .expect("blob body");
+    assert_eq!(blob.len(), SIZE, "the whole message was uploaded");
+    assert!(blob[..] == *big.as_bytes(), "the blob is the message");
+    platform.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_command_delivers_over_mqtt_tls_trusting_the_platform_ca() {
+    const MESSAGES: usize = 50;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let platform = Platform::start(Config::ephemeral(dir.path().join("platform")))
+        .await
+        .expect("platform starts");
+    let info = platform.info().clone();
+    assert!(info.gateway_endpoints.mqtt_tls.is_some(), "TLS listener");
+    let host = load_host().await;
+    let store = dir.path().join("device");
+    std::fs::create_dir_all(&store).expect("store dir");
+    // The component reads the CA through its preopened directory.
+    std::fs::copy(&info.ca_certificate_path, store.join("platform-ca.pem")).expect("ca copied");
+    let tls_args = ["--transport", "tls", "--tls-ca-file", "platform-ca.pem"];
+    let mut run = spawn_with(&host, &info, "wasi-tls", &store, &tls_args, &[]);
+    let mut seen = Vec::new();
+    provision(&info, &mut run.lines, &mut seen).await;
+    let expected = readings("wasi-tls", 0..MESSAGES);
+    send_lines(&mut run, &expected).await;
+    run.close_stdin();
+    let seen = finish(run, seen).await;
+    assert_eq!(count(&seen, "message-delivered"), MESSAGES);
+
+    let (payloads, sequences) = stored(&info, "wasi-tls").await;
+    assert_eq!(payloads, expected, "all stored once, in order, over TLS");
+    assert!(strictly_increasing(&sequences));
     platform.shutdown().await;
 }

@@ -6,29 +6,13 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use vdev_platform::{Config, Platform, PlatformInfo};
+use vdev_platform::{Config, Platform};
+use vdev_tests::platform_admin::{admin, approve};
 use vdev_tests::wasi_host::{LibraryConfig, LibraryDevice, LibraryEvent, WasiHost};
 use wasmtime::component::Val;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 const MESSAGES: usize = 200;
-
-async fn admin(info: &PlatformInfo, method: reqwest::Method, path: &str, body: Value) -> Value {
-    let url = format!(
-        "{}/workspaces/{}{path}",
-        info.http_url.as_deref().expect("http"),
-        info.workspace_id
-    );
-    let response = reqwest::Client::new()
-        .request(method, url)
-        .bearer_auth(&info.admin_token)
-        .json(&body)
-        .send()
-        .await
-        .expect("admin call");
-    assert!(response.status().is_success(), "{}", response.status());
-    response.json().await.unwrap_or(Value::Null)
-}
 
 /// Polls the device until `pick` accepts an event, within the deadline.
 async fn poll_until<T>(
@@ -77,13 +61,7 @@ async fn wasi_library_world_provisions_round_trips_properties_and_delivers_in_or
         (e.name == "provisioning-operation").then(|| e.string_field("id").expect("operation id"))
     })
     .await;
-    admin(
-        &info,
-        reqwest::Method::PUT,
-        "/provisioning-operations/approve",
-        json!({ "provisioningOperationId": operation_id }),
-    )
-    .await;
+    approve(&info, &operation_id).await;
     poll_until(&mut device, &mut seen, |e| {
         (e.name == "registered").then_some(())
     })

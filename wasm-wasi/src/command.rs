@@ -3,6 +3,8 @@
 //! of standard input or simulated sensor readings, prints every event as a JSON line on standard
 //! output (`{"event":"stored","seq":..}` once a message is durable), and exits 0 once its input
 //! is done and every stored message was delivered (unless `--exit-when-delivered false`).
+//! `--reported-properties <json object>` is merged into the reported properties at start; desired
+//! properties are printed as `desired-properties-changed` events as they change.
 
 use std::io::Write;
 
@@ -41,6 +43,12 @@ pub fn main() -> i32 {
             return 1;
         }
     };
+    if let Some(patch) = options.reported_properties.clone()
+        && let Err(error) = driver.update_reported_properties(patch)
+    {
+        eprintln!("vdev-device: reported-properties: {error}");
+        return 2;
+    }
     let stream = StreamOptions {
         stream_group: options.stream_group.clone(),
         stream: options.stream.clone(),

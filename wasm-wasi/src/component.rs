@@ -173,6 +173,8 @@ impl GuestDevice for DeviceResource {
             provisioning_poll_interval_ms: config.provisioning_poll_interval_ms,
             retry_initial_ms: config.retry_initial_ms,
             retry_max_ms: config.retry_max_ms,
+            // The WIT configuration has no CA field yet: the Mozilla roots only.
+            tls_ca_file: None,
         };
         match Driver::start(&settings) {
             Ok(driver) => Ok(DeviceHandle::new(DeviceResource {

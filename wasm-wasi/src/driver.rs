@@ -1,7 +1,7 @@
 //! The single-threaded event loop that drives [`vdev_core::Device`] with WASI I/O: MQTT over
 //! `wasi:sockets` TCP, HTTP over `wasi:http/outgoing-handler`, timers on
 //! `wasi:clocks/monotonic-clock`, the seed from `wasi:random`, the [`FileStore`] in a preopened
-//! directory.
+//! directory, and MQTT over TLS with a rustls session ([`crate::tls`]) on the same TCP stream.
 //!
 //! It is written on `wasi:io/poll` directly rather than on an async runtime: the library world
 //! hands control back to its caller after every `poll(timeout-ms)`, so sockets and pending
@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use vdev_core::{
     ConnectionId, Device, Endpoint, HttpRequest, HttpResponse, Input, MessageOptions, Method,
@@ -36,11 +37,13 @@ use wasip2::sockets::{instance_network, ip_name_lookup, tcp_create_socket};
 use crate::file_store::FileStore;
 use crate::notice::Notice;
 use crate::settings::{Settings, SettingsError};
+use crate::tls::TlsSession;
 
 /// Most bytes read from a socket or response body per call.
 const READ_CHUNK: u64 = 64 * 1024;
-/// `wasi:io` lets a blocking write carry at most this much per call.
-const BLOCKING_WRITE_CHUNK: usize = 4096;
+/// Most request-body bytes written per turn of the loop, so a large upload shares the loop
+/// with the MQTT connection instead of holding it.
+const BODY_CHUNK_PER_TURN: usize = 256 * 1024;
 
 /// Milliseconds since the Unix epoch from `wasi:clocks/wall-clock`, the core's notion of time.
 pub fn now_ms() -> u64 {
@@ -58,6 +61,9 @@ pub enum StartError {
     /// The store directory could not be opened.
     #[error("store unavailable: {0}")]
     Store(#[from] crate::file_store::FileStoreError),
+    /// The TLS configuration (the CA file) is unusable.
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// Why a message was not stored.
@@ -77,8 +83,13 @@ enum Conn {
     Connecting {
         ready: Pollable,
         socket: TcpSocket,
+        /// The server name to check, for a TLS connection.
+        tls_host: Option<String>,
     },
     Open {
+        /// The TLS session, for a TLS connection; the core hears of the connection once its
+        /// handshake is done.
+        tls: Option<Box<TlsSession>>,
         // Field order is drop order: pollables before their streams, streams before the socket.
         readable: Pollable,
         writable: Pollable,
@@ -91,8 +102,90 @@ enum Conn {
 
 #[derive(Debug)]
 struct PendingHttp {
+    // Field order is drop order: the body (if still being written) before the response.
+    body: Option<BodyWriter>,
     ready: Pollable,
     response: FutureIncomingResponse,
+}
+
+/// A request body written as the host takes it, a little every turn the stream is writable,
+/// instead of with blocking writes that would hold the loop for the whole upload.
+#[derive(Debug)]
+struct BodyWriter {
+    // Field order is drop order: the pollable before its stream, the stream before the body
+    // (`finish` needs the stream gone).
+    writable: Pollable,
+    stream: OutputStream,
+    body: OutgoingBody,
+    bytes: Vec<u8>,
+    written: usize,
+}
+
+/// What writing a request body came to this turn.
+enum BodyProgress {
+    /// More to write once the stream is writable again.
+    Waiting(BodyWriter),
+    /// Written and finished.
+    Done,
+}
+
+impl BodyWriter {
+    fn new(body: OutgoingBody, bytes: Vec<u8>) -> Result<Self, String> {
+        let stream = body.write().map_err(|()| "request body taken".to_owned())?;
+        Ok(Self {
+            writable: stream.subscribe(),
+            stream,
+            body,
+            bytes,
+            written: 0,
+        })
+    }
+
+    /// Writes what the stream takes now (at most [`BODY_CHUNK_PER_TURN`]); finishes the body
+    /// once every byte is written.
+    fn advance(mut self) -> Result<BodyProgress, String> {
+        let mut budget = BODY_CHUNK_PER_TURN;
+        while self.written < self.bytes.len() && budget > 0 {
+            let allowed = self
+                .stream
+                .check_write()
+                .map_err(|e| format!("request body: {}", stream_error(e)))?;
+            if allowed == 0 {
+                return Ok(BodyProgress::Waiting(self));
+            }
+            let n = (self.bytes.len() - self.written)
+                .min(usize::try_from(allowed).unwrap_or(usize::MAX))
+                .min(budget);
+            self.stream
+                .write(&self.bytes[self.written..self.written + n])
+                .map_err(|e| format!("request body: {}", stream_error(e)))?;
+            self.written += n;
+            budget -= n;
+        }
+        if self.written < self.bytes.len() {
+            return Ok(BodyProgress::Waiting(self));
+        }
+        let Self {
+            writable,
+            stream,
+            body,
+            ..
+        } = self;
+        drop(writable);
+        stream
+            .flush()
+            .map_err(|e| format!("request body: {}", stream_error(e)))?;
+        drop(stream);
+        OutgoingBody::finish(body, None).map_err(|e| format!("request body: {e:?}"))?;
+        Ok(BodyProgress::Done)
+    }
+}
+
+fn stream_error(error: StreamError) -> String {
+    match error {
+        StreamError::Closed => "closed".to_owned(),
+        StreamError::LastOperationFailed(e) => e.to_debug_string(),
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -100,6 +193,7 @@ enum Waiter {
     Timer,
     Conn(ConnectionId),
     Http(RequestId),
+    HttpBody(RequestId),
     Extra(usize),
 }
 
@@ -115,6 +209,7 @@ pub struct Driver {
     /// Appends answered during the current drain: `(first, last, failure)`.
     appended: Vec<(Seq, Seq, Option<StoreError>)>,
     deadline: Option<u64>,
+    tls_config: Option<Arc<rustls::ClientConfig>>,
 }
 
 fn origin_from(bytes: &[u8]) -> String {
@@ -135,6 +230,19 @@ impl Driver {
         let seed: [u8; 32] = wasip2::random::random::get_random_bytes(32)
             .try_into()
             .expect("wasi:random returns the 32 bytes asked for");
+        let tls_config = match config.transport {
+            vdev_core::Transport::Tls => {
+                let ca_pem = match &settings.tls_ca_file {
+                    Some(path) => Some(
+                        std::fs::read(path)
+                            .map_err(|e| StartError::Tls(format!("tls ca file {path}: {e}")))?,
+                    ),
+                    None => None,
+                };
+                Some(crate::tls::client_config(ca_pem.as_deref()).map_err(StartError::Tls)?)
+            }
+            _ => None,
+        };
         let device = Device::new(config, now_ms(), seed, &store.meta(), store.state());
         let mut driver = Self {
             device,
@@ -145,6 +253,7 @@ impl Driver {
             notices: recoveries.into_iter().map(Notice::Recovered).collect(),
             appended: Vec::new(),
             deadline: None,
+            tls_config,
         };
         driver.drain();
         Ok(driver)
@@ -269,6 +378,10 @@ impl Driver {
             for (id, request) in &self.requests {
                 pollables.push(&request.ready);
                 waiters.push(Waiter::Http(*id));
+                if let Some(body) = &request.body {
+                    pollables.push(&body.writable);
+                    waiters.push(Waiter::HttpBody(*id));
+                }
             }
             for (index, pollable) in extra.iter().enumerate() {
                 pollables.push(pollable);
@@ -286,6 +399,7 @@ impl Driver {
                 Waiter::Timer => {}
                 Waiter::Conn(id) => self.service_conn(id),
                 Waiter::Http(id) => self.service_http(id),
+                Waiter::HttpBody(id) => self.write_request_body(id),
                 Waiter::Extra(index) => extra_ready.push(index),
             }
         }
@@ -325,14 +439,22 @@ impl Driver {
                 },
                 Output::Http(request) => self.start_http(request),
                 Output::Connect { conn, endpoint } => self.connect(conn, endpoint),
-                Output::Transmit { conn, bytes } => {
-                    if let Some(Conn::Open { pending, .. }) = self.conns.get_mut(&conn) {
-                        pending.extend_from_slice(&bytes);
-                        self.flush(conn);
-                    }
-                }
+                Output::Transmit { conn, bytes } => self.transmit(conn, &bytes),
                 Output::Close { conn } => {
-                    if let Some(Conn::Open { socket, .. }) = self.conns.get(&conn) {
+                    if let Some(Conn::Open {
+                        tls,
+                        output,
+                        socket,
+                        ..
+                    }) = self.conns.get_mut(&conn)
+                    {
+                        if let Some(session) = tls {
+                            // Best effort: the alert goes if the stream takes it now.
+                            let alert = session.close();
+                            if output.check_write().is_ok_and(|n| n >= alert.len() as u64) {
+                                let _ = output.write(&alert).and_then(|()| output.flush());
+                            }
+                        }
                         let _ = socket.shutdown(wasip2::sockets::tcp::ShutdownType::Both);
                     }
                     self.conns.remove(&conn);
@@ -342,6 +464,20 @@ impl Driver {
         }
     }
 
+    fn transmit(&mut self, conn: ConnectionId, bytes: &[u8]) {
+        let Some(Conn::Open { pending, tls, .. }) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        match tls {
+            Some(session) => match session.encrypt(bytes) {
+                Ok(records) => pending.extend_from_slice(&records),
+                Err(reason) => return self.closed(conn, reason),
+            },
+            None => pending.extend_from_slice(bytes),
+        }
+        self.flush(conn);
+    }
+
     fn closed(&mut self, conn: ConnectionId, reason: String) {
         self.conns.remove(&conn);
         self.device
@@ -349,11 +485,14 @@ impl Driver {
     }
 
     fn connect(&mut self, conn: ConnectionId, endpoint: Endpoint) {
-        let (host, port) = match endpoint {
-            Endpoint::Tcp { host, port } => (host, port),
-            Endpoint::Tls { .. } => {
-                let reason = "TLS is not available in the WASI component; use transport tcp";
-                return self.closed(conn, reason.into());
+        let (host, port, tls_host) = match endpoint {
+            Endpoint::Tcp { host, port } => (host, port, None),
+            Endpoint::Tls { host, port } => {
+                let name = host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned();
+                (host, port, Some(name))
             }
             Endpoint::WebSocket { .. } => {
                 let reason = "WebSocket is not available in the WASI component; use transport tcp";
@@ -362,7 +501,14 @@ impl Driver {
         };
         match self.start_connect(&host, port) {
             Ok((socket, ready)) => {
-                self.conns.insert(conn, Conn::Connecting { ready, socket });
+                self.conns.insert(
+                    conn,
+                    Conn::Connecting {
+                        ready,
+                        socket,
+                        tls_host,
+                    },
+                );
             }
             Err(reason) => self.closed(conn, reason),
         }
@@ -396,28 +542,53 @@ impl Driver {
 
     fn service_conn(&mut self, id: ConnectionId) {
         match self.conns.remove(&id) {
-            Some(Conn::Connecting { ready, socket }) => {
+            Some(Conn::Connecting {
+                ready,
+                socket,
+                tls_host,
+            }) => {
                 drop(ready);
                 match socket.finish_connect() {
                     Ok((input, output)) => {
                         let _ = socket.set_keep_alive_enabled(true);
+                        let mut tls = match self.start_tls(tls_host.as_deref()) {
+                            Ok(tls) => tls,
+                            Err(reason) => return self.closed(id, reason),
+                        };
+                        let pending = tls
+                            .as_mut()
+                            .map(|session| session.take_outgoing())
+                            .unwrap_or_default();
+                        let handshaking = tls.is_some();
                         self.conns.insert(
                             id,
                             Conn::Open {
+                                tls,
                                 readable: input.subscribe(),
                                 writable: output.subscribe(),
                                 input,
                                 output,
-                                pending: Vec::new(),
+                                pending,
                                 socket,
                             },
                         );
-                        self.device
-                            .handle_input(now_ms(), Input::Connected { conn: id });
+                        if handshaking {
+                            self.flush(id);
+                        } else {
+                            self.device
+                                .handle_input(now_ms(), Input::Connected { conn: id });
+                        }
                     }
                     Err(SocketError::WouldBlock) => {
                         let ready = socket.subscribe();
-                        self.conns.insert(id, Conn::Connecting { ready, socket });
+                        self.conns.insert(
+                            id,
+                            Conn::Connecting {
+                                ready,
+                                socket,
+                                tls_host,
+                            },
+                        );
                     }
                     Err(error) => {
                         self.closed(id, format!("connect failed: {}", socket_error(error)))
@@ -433,19 +604,60 @@ impl Driver {
         }
     }
 
+    /// A TLS session for a connection to `host`, or none for plain TCP.
+    fn start_tls(&self, host: Option<&str>) -> Result<Option<Box<TlsSession>>, String> {
+        let Some(host) = host else {
+            return Ok(None);
+        };
+        let config = self
+            .tls_config
+            .clone()
+            .ok_or_else(|| "tls: not configured for this transport".to_owned())?;
+        TlsSession::new(config, host).map(|session| Some(Box::new(session)))
+    }
+
     fn read(&mut self, id: ConnectionId) {
-        let Some(Conn::Open { input, .. }) = self.conns.get(&id) else {
+        let Some(Conn::Open {
+            input,
+            tls,
+            pending,
+            ..
+        }) = self.conns.get_mut(&id)
+        else {
             return;
         };
         match input.read(READ_CHUNK) {
             Ok(bytes) if bytes.is_empty() => {}
-            Ok(bytes) => self.device.handle_input(
-                now_ms(),
-                Input::Received {
-                    conn: id,
-                    bytes: &bytes,
-                },
-            ),
+            Ok(bytes) => {
+                let Some(session) = tls else {
+                    return self.device.handle_input(
+                        now_ms(),
+                        Input::Received {
+                            conn: id,
+                            bytes: &bytes,
+                        },
+                    );
+                };
+                let was_handshaking = session.is_handshaking();
+                let received = match session.receive(&bytes) {
+                    Ok(received) => received,
+                    Err(reason) => return self.closed(id, reason),
+                };
+                pending.extend_from_slice(&received.to_send);
+                if was_handshaking && !session.is_handshaking() {
+                    self.device
+                        .handle_input(now_ms(), Input::Connected { conn: id });
+                }
+                if !received.plaintext.is_empty() {
+                    self.device.handle_input(
+                        now_ms(),
+                        Input::Received {
+                            conn: id,
+                            bytes: &received.plaintext,
+                        },
+                    );
+                }
+            }
             Err(StreamError::Closed) => self.closed(id, "closed by the gateway".into()),
             Err(StreamError::LastOperationFailed(error)) => {
                 self.closed(id, format!("read failed: {}", error.to_debug_string()))
@@ -496,13 +708,40 @@ impl Driver {
     fn start_http(&mut self, request: HttpRequest) {
         let id = request.id;
         match send_request(request) {
-            Ok(response) => {
+            Ok((response, body)) => {
                 let ready = response.subscribe();
-                self.requests.insert(id, PendingHttp { ready, response });
+                self.requests.insert(
+                    id,
+                    PendingHttp {
+                        body: Some(body),
+                        ready,
+                        response,
+                    },
+                );
+                self.write_request_body(id);
             }
             Err(error) => self
                 .device
                 .handle_input(now_ms(), Input::HttpFailed { id, error }),
+        }
+    }
+
+    /// Writes more of a request's body; a failure fails the request.
+    fn write_request_body(&mut self, id: RequestId) {
+        let Some(pending) = self.requests.get_mut(&id) else {
+            return;
+        };
+        let Some(body) = pending.body.take() else {
+            return;
+        };
+        match body.advance() {
+            Ok(BodyProgress::Waiting(body)) => pending.body = Some(body),
+            Ok(BodyProgress::Done) => {}
+            Err(error) => {
+                self.requests.remove(&id);
+                self.device
+                    .handle_input(now_ms(), Input::HttpFailed { id, error });
+            }
         }
     }
 
@@ -575,7 +814,8 @@ fn split_url(url: &str) -> Result<(Scheme, &str, &str), String> {
     Ok((scheme, authority, path))
 }
 
-fn send_request(request: HttpRequest) -> Result<FutureIncomingResponse, String> {
+/// Hands the request to the host; its body is written afterwards, as the host takes it.
+fn send_request(request: HttpRequest) -> Result<(FutureIncomingResponse, BodyWriter), String> {
     let (scheme, authority, path) = split_url(&request.url)?;
     let entries: Vec<(String, Vec<u8>)> = request
         .headers
@@ -609,21 +849,8 @@ fn send_request(request: HttpRequest) -> Result<FutureIncomingResponse, String> 
     let _ = options.set_first_byte_timeout(Some(budget_ns));
     let response =
         outgoing_handler::handle(outgoing, Some(options)).map_err(|e| format!("http: {e:?}"))?;
-    write_body(body, &request.body)?;
-    Ok(response)
-}
-
-/// Streams the body after the request was handed over (the host consumes it as it goes).
-fn write_body(body: OutgoingBody, bytes: &[u8]) -> Result<(), String> {
-    {
-        let stream = body.write().map_err(|()| "request body taken".to_owned())?;
-        for chunk in bytes.chunks(BLOCKING_WRITE_CHUNK) {
-            stream
-                .blocking_write_and_flush(chunk)
-                .map_err(|e| format!("request body: {e:?}"))?;
-        }
-    }
-    OutgoingBody::finish(body, None).map_err(|e| format!("request body: {e:?}"))
+    let body = BodyWriter::new(body, request.body)?;
+    Ok((response, body))
 }
 
 fn read_response(response: &wasip2::http::types::IncomingResponse) -> Result<HttpResponse, String> {

@@ -29,6 +29,8 @@ pub mod driver;
 pub mod file_store;
 pub mod notice;
 pub mod settings;
+#[cfg(target_os = "wasi")]
+mod tls;
 
 pub use file_store::{FileStore, FileStoreError, Recovery};
 pub use notice::Notice;

@@ -45,6 +45,8 @@ pub struct Settings {
     pub retry_initial_ms: Option<u64>,
     /// Longest retry delay, when not the core's default.
     pub retry_max_ms: Option<u64>,
+    /// A PEM file of CA certificates trusted for TLS besides the Mozilla roots.
+    pub tls_ca_file: Option<String>,
 }
 
 impl Settings {
@@ -108,6 +110,8 @@ pub struct CommandOptions {
     /// Exit once the source is done and every stored message was delivered (otherwise keep
     /// running for cloud-to-device messages and desired properties).
     pub exit_when_delivered: bool,
+    /// A JSON object merged into the reported properties at start (a JSON merge patch).
+    pub reported_properties: Option<serde_json::Value>,
 }
 
 /// The settings the command knows, by argument name (`--name value` or `--name=value`); each
@@ -128,6 +132,8 @@ pub const COMMAND_SETTINGS: &[&str] = &[
     "stream-group",
     "stream",
     "exit-when-delivered",
+    "reported-properties",
+    "tls-ca-file",
 ];
 
 /// `instance-url` → `VDEV_INSTANCE_URL`.
@@ -225,6 +231,7 @@ impl CommandOptions {
             provisioning_poll_interval_ms: number("provisioning-poll-interval-ms")?,
             retry_initial_ms: number("retry-initial-ms")?,
             retry_max_ms: number("retry-max-ms")?,
+            tls_ca_file: get("tls-ca-file"),
         };
         settings.device_config()?;
         let source = match get("source").as_deref() {
@@ -250,12 +257,26 @@ impl CommandOptions {
                 });
             }
         };
+        let reported_properties = get("reported-properties")
+            .map(|text| {
+                match serde_json::from_str::<serde_json::Value>(&text) {
+                    Ok(value) if value.is_object() => Ok(value),
+                    Ok(_) => Err("not a JSON object".to_owned()),
+                    Err(error) => Err(format!("not JSON: {error}")),
+                }
+                .map_err(|reason| SettingsError::Invalid {
+                    name: "reported-properties".into(),
+                    reason,
+                })
+            })
+            .transpose()?;
         Ok(Self {
             settings,
             source,
             stream_group: get("stream-group"),
             stream: get("stream"),
             exit_when_delivered,
+            reported_properties,
         })
     }
 }
@@ -289,6 +310,8 @@ mod tests {
             "--provisioning-parameter",
             "room=lab",
             "--provisioning-parameter=floor=2",
+            "--tls-ca-file",
+            "certs/ca.pem",
         ]);
         let options = CommandOptions::parse(&args, &env).unwrap();
         assert_eq!(options.settings.provisioning_token, "arg-token");
@@ -307,6 +330,47 @@ mod tests {
             [("room".into(), "lab".into()), ("floor".into(), "2".into())]
         );
         assert!(options.exit_when_delivered);
+        assert_eq!(options.reported_properties, None);
+        assert_eq!(
+            options.settings.tls_ca_file.as_deref(),
+            Some("certs/ca.pem")
+        );
+    }
+
+    #[test]
+    fn reported_properties_come_from_the_environment_or_an_argument() {
+        let base = vec![
+            (
+                "VDEV_INSTANCE_URL".to_owned(),
+                "http://127.0.0.1:1".to_owned(),
+            ),
+            ("VDEV_PROVISIONING_TOKEN".to_owned(), "t".to_owned()),
+        ];
+        let mut env = base.clone();
+        env.push((
+            "VDEV_REPORTED_PROPERTIES".to_owned(),
+            r#"{"firmware":"1.0","unit":"C"}"#.to_owned(),
+        ));
+        let from_env = CommandOptions::parse(&[], &env).unwrap();
+        assert_eq!(
+            from_env.reported_properties,
+            Some(serde_json::json!({"firmware": "1.0", "unit": "C"}))
+        );
+        let args = strings(&["--reported-properties", r#"{"firmware":"2.0"}"#]);
+        let from_args = CommandOptions::parse(&args, &env).unwrap();
+        assert_eq!(
+            from_args.reported_properties,
+            Some(serde_json::json!({"firmware": "2.0"}))
+        );
+        let refused = |text: &str| {
+            let args = strings(&["--reported-properties", text]);
+            CommandOptions::parse(&args, &base).unwrap_err().to_string()
+        };
+        assert_eq!(
+            refused("[1]"),
+            "invalid reported-properties: not a JSON object"
+        );
+        assert!(refused("{oops").starts_with("invalid reported-properties: not JSON: "));
     }
 
     #[test]
