@@ -3,7 +3,8 @@
 //! The core never touches storage. It emits [`StoreRequest`]s, which the host executes **in the
 //! order they were emitted** (IndexedDB transactions on one object store, appends to one file),
 //! and it answers the two that need an answer: appends ([`crate::Input::Appended`] /
-//! [`crate::Input::AppendFailed`]) and loads ([`crate::Input::Loaded`]).
+//! [`crate::Input::AppendFailed`]) and loads ([`crate::Input::Loaded`] /
+//! [`crate::Input::LoadFailed`]).
 //!
 //! What a store keeps:
 //! - records keyed by sequence number, each an opaque byte string;
@@ -58,7 +59,8 @@ pub enum StoreRequest {
     },
     /// Read records with `seq >= from` in ascending order, at most `max_count` of them, stopping
     /// after the record that brings the total data size to `max_bytes` or more (always at
-    /// least one record when there is one). Answer with [`crate::Input::Loaded`].
+    /// least one record when there is one). Answer with [`crate::Input::Loaded`], or
+    /// [`crate::Input::LoadFailed`] when nothing could be read (the core asks again later).
     Load {
         /// Lowest sequence number wanted.
         from: Seq,

@@ -152,6 +152,7 @@ fn event(notice: Notice) -> Option<wit::Event> {
                 payload,
             }),
             Event::SavedStateDiscarded { reason } => wit::Event::SavedStateDiscarded(reason),
+            Event::StoreFailed { error } => wit::Event::StoreFailed(error.to_string()),
             _ => return None,
         },
     })

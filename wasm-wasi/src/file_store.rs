@@ -436,8 +436,9 @@ impl FileStore {
         self.segments.len()
     }
 
-    /// Performs `request`; returns the answer the core expects, if any. `Err` is for failures
-    /// the core gets no answer about (a removal or the saved state could not be written).
+    /// Performs `request`; returns the answer the core expects, if any (a failed append or load
+    /// is such an answer). `Err` is for failures the core gets no answer about (a removal or
+    /// the saved state could not be written).
     pub fn execute(
         &mut self,
         request: StoreRequest,
@@ -448,8 +449,12 @@ impl FileStore {
                 from,
                 max_count,
                 max_bytes,
-            } => Ok(Some(Input::Loaded {
-                records: self.load(from, max_count, max_bytes)?,
+            } => Ok(Some(match self.load(from, max_count, max_bytes) {
+                Ok(records) => Input::Loaded { records },
+                // The core asks again later; nothing is lost by a failed read.
+                Err(error) => Input::LoadFailed {
+                    error: StoreError::Failed(error.to_string()),
+                },
             })),
             StoreRequest::Remove { seqs } => self.remove(&seqs).map(|()| None),
             StoreRequest::SaveState { state } => {
@@ -731,6 +736,27 @@ mod tests {
             .collect();
         names.sort();
         names.pop().expect("a segment")
+    }
+
+    #[test]
+    fn a_read_that_fails_is_answered_as_a_failed_load_and_the_next_read_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = open(dir.path());
+        append(&mut store, 0..4);
+        let segment = store.segments.values().next().unwrap().path.clone();
+        let hidden = segment.with_extension("hidden");
+        std::fs::rename(&segment, &hidden).unwrap();
+        let answer = store.execute(StoreRequest::Load {
+            from: 0,
+            max_count: usize::MAX,
+            max_bytes: usize::MAX,
+        });
+        let Ok(Some(Input::LoadFailed { error })) = answer else {
+            panic!("a failed read is an answer for the core, got {answer:?}");
+        };
+        assert!(error.to_string().contains("open"), "{error}");
+        std::fs::rename(&hidden, &segment).unwrap();
+        assert_eq!(load_all(&mut store).len(), 4, "nothing was lost");
     }
 
     #[test]

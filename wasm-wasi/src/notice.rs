@@ -86,6 +86,9 @@ fn core_event_json(event: &Event) -> Value {
         Event::SavedStateDiscarded { reason } => {
             json!({ "event": "saved-state-discarded", "reason": reason })
         }
+        Event::StoreFailed { error } => {
+            json!({ "event": "store-failed", "error": error.to_string() })
+        }
         other => json!({ "event": "other", "debug": format!("{other:?}") }),
     }
 }

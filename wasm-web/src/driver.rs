@@ -432,8 +432,9 @@ impl Driver {
             }
             Err(error) => {
                 console_error(&format!("storage transaction failed: {error}"));
-                // The appends are lost (the core rejects those messages); everything else is
-                // run again in order, ahead of newer requests, after a pause.
+                // The appends are lost (the core rejects those messages) and a load is the
+                // core's to retry; removals and the saved state are run again in order, ahead
+                // of newer requests, after a pause.
                 let mut retry = Vec::new();
                 for request in requests {
                     match request {
@@ -449,6 +450,11 @@ impl Driver {
                             let error = error.clone();
                             self.device
                                 .handle_input(now, Input::AppendFailed { first, last, error });
+                        }
+                        // The core asks again itself, later (growing delays).
+                        StoreRequest::Load { .. } => {
+                            let error = error.clone();
+                            self.device.handle_input(now, Input::LoadFailed { error });
                         }
                         other => retry.push(other),
                     }
@@ -603,6 +609,11 @@ impl Driver {
             Event::SavedStateDiscarded { reason } => {
                 console_error(&format!(
                     "saved device state was unreadable and replaced: {reason}"
+                ));
+            }
+            Event::StoreFailed { error } => {
+                console_error(&format!(
+                    "reading queued messages from IndexedDB failed (retrying): {error}"
                 ));
             }
             other => {
