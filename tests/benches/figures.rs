@@ -5,8 +5,9 @@
 //! the senders' reconnect delays do not count. Each figure is the median of its repetitions.
 //!
 //! `cargo bench -p vdev-tests --bench figures -- [--quick] [--out DIR]` (see `tests/bench/run.sh`,
-//! which also builds the npm package and fetches MQTT.js for the size figure). `--quick` runs
-//! every figure with tiny counts: it checks the harness, its numbers mean nothing.
+//! which first runs the browser figures of `tests/bench/browser.mjs` and hands their JSON over
+//! in `VDEV_BENCH_BROWSER_JSON`; they are merged into one table). `--quick` runs every figure
+//! with tiny counts: it checks the harness, its numbers mean nothing.
 //!
 //! The raw senders here encode MQTT by hand on purpose: they are the practical limit of the
 //! Platform (no SDK logic at all), so they must not share code with the SDK they are compared to.
@@ -164,7 +165,9 @@ fn bundle_size() -> Figure {
     let pkg = root.join("wasm-web/pkg");
     let mqtt = std::env::var_os("VDEV_BENCH_MQTT_JS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("bench-tools/node_modules/mqtt/dist/mqtt.min.js"));
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/node_modules/mqtt/dist/mqtt.min.js")
+        });
     let mut rows = Vec::new();
     let mut note = String::new();
     let vdev = gzipped_size(&[pkg.join("vdev_web_bg.wasm"), pkg.join("vdev_web.js")]);
