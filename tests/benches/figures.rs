@@ -23,11 +23,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use vdev_core::{
-    ConnectionState, DeviceConfig, DeviceId, Event, MemoryStore, StreamOptions, Transport,
-};
+use vdev_core::{ConnectionState, Event, MemoryStore, StreamOptions};
 use vdev_platform::{Config, Platform, PlatformInfo, RunningPlatform};
 use vdev_tests::native::{NativeDevice, SharedStore};
+use vdev_tests::platform_admin::device_config;
 
 const PAYLOAD_BYTES: usize = 256;
 const WINDOW: usize = 100;
@@ -565,21 +564,10 @@ impl RawDevice {
 
 // ----- vdev-core on the native host ---------------------------------------------------------
 
-fn vdev_config(stand: &Stand, device_id: &str) -> DeviceConfig {
-    let mut config = DeviceConfig::new(stand.http(), stand.info.provisioning_token.clone());
-    config.device_id = Some(DeviceId::parse(device_id).expect("valid id"));
-    config.transport = Transport::Tcp;
-    config.provisioning_poll_interval_ms = 100;
-    config.backoff.initial_ms = 100;
-    config.backoff.max_ms = 1_000;
-    config.session.backoff = config.backoff;
-    config
-}
-
 /// Starts a device, approves its operation and waits until it is connected.
 async fn connected_vdev(stand: &Stand, device_id: &str) -> NativeDevice {
     let store: SharedStore = Arc::new(Mutex::new(MemoryStore::new(device_id.replace('-', ""))));
-    let mut device = NativeDevice::start(vdev_config(stand, device_id), store, [7; 32]);
+    let mut device = NativeDevice::start(device_config(&stand.info, device_id), store, [7; 32]);
     loop {
         match device.events.recv().await.expect("device runs") {
             Event::ProvisioningOperation(operation) => {

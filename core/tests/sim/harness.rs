@@ -511,27 +511,11 @@ impl Sim {
                 }
             }
             Ev::Cut => {
-                let open: Vec<u64> = self
-                    .links
-                    .iter()
-                    .filter(|(_, l)| l.open)
-                    .map(|(k, _)| *k)
-                    .collect();
-                for link in open {
-                    self.cut_link(link);
-                }
+                self.cut_open_links();
             }
             Ev::PartitionStart => {
                 self.partitioned = true;
-                let open: Vec<u64> = self
-                    .links
-                    .iter()
-                    .filter(|(_, l)| l.open)
-                    .map(|(k, _)| *k)
-                    .collect();
-                for link in open {
-                    self.cut_link(link);
-                }
+                self.cut_open_links();
             }
             Ev::PartitionEnd => self.partitioned = false,
             Ev::OfflineStart => {
@@ -540,15 +524,7 @@ impl Sim {
                 }
                 self.offline = true;
                 self.partitioned = true;
-                let open: Vec<u64> = self
-                    .links
-                    .iter()
-                    .filter(|(_, l)| l.open)
-                    .map(|(k, _)| *k)
-                    .collect();
-                for link in open {
-                    self.cut_link(link);
-                }
+                self.cut_open_links();
                 if self.device.is_some() {
                     self.with_device(|d, now| d.handle_input(now, Input::NetworkLost));
                 }
@@ -639,6 +615,19 @@ impl Sim {
                     self.cut_link(link);
                 }
             }
+        }
+    }
+
+    /// Every open link is reset (a cut, a partition, the host going offline).
+    fn cut_open_links(&mut self) {
+        let open: Vec<u64> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.open)
+            .map(|(k, _)| *k)
+            .collect();
+        for link in open {
+            self.cut_link(link);
         }
     }
 
