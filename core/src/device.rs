@@ -237,6 +237,21 @@ pub enum SendError {
     Stopped,
 }
 
+impl ConnectionState {
+    /// The state's name as hosts show it (JavaScript strings, WIT and JSON events), the same
+    /// as its serde form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provisioning => "provisioning",
+            Self::Disconnected => "disconnected",
+            Self::Connecting => "connecting",
+            Self::Connected => "connected",
+            Self::Failed => "failed",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
 /// A snapshot of the device's queue and connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -137,3 +137,21 @@ fn error_messages_are_lowercase() {
         );
     }
 }
+
+#[test]
+fn connection_state_names_are_their_serde_names() {
+    use vdev_core::ConnectionState::*;
+    for state in [
+        Provisioning,
+        Disconnected,
+        Connecting,
+        Connected,
+        Failed,
+        Stopped,
+    ] {
+        assert_eq!(
+            serde_json::to_value(state).unwrap(),
+            serde_json::Value::from(state.as_str())
+        );
+    }
+}

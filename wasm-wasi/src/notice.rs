@@ -2,7 +2,7 @@
 //! outbox's recovery on open, storage failures), and their JSON-lines form printed by the command.
 
 use serde_json::{Value, json};
-use vdev_core::{ConnectionState, Event};
+use vdev_core::Event;
 
 use crate::file_store::Recovery;
 
@@ -16,18 +16,6 @@ pub enum Notice {
     Recovered(Recovery),
     /// A removal or the saved state could not be written.
     StoreFailed(String),
-}
-
-/// The name the WIT `connection-state` enum gives a state.
-pub fn connection_state_name(state: ConnectionState) -> &'static str {
-    match state {
-        ConnectionState::Provisioning => "provisioning",
-        ConnectionState::Disconnected => "disconnected",
-        ConnectionState::Connecting => "connecting",
-        ConnectionState::Connected => "connected",
-        ConnectionState::Failed => "failed",
-        ConnectionState::Stopped => "stopped",
-    }
 }
 
 impl Notice {
@@ -58,7 +46,7 @@ fn core_event_json(event: &Event) -> Value {
             json!({ "event": "provisioning-failed", "error": error.to_string() })
         }
         Event::ConnectionStateChanged(state) => json!({
-            "event": "connection-state-changed", "state": connection_state_name(*state),
+            "event": "connection-state-changed", "state": state.as_str(),
         }),
         Event::MessageDelivered { seq } => json!({ "event": "message-delivered", "seq": seq }),
         Event::MessageRejected { seq, reason } => json!({

@@ -12,9 +12,7 @@ use js_sys::{Function, Reflect, Uint8Array};
 use vdev_core::{Compression, DeviceConfig, DeviceId, MessageOptions, StreamOptions, Transport};
 use wasm_bindgen::prelude::*;
 
-use crate::driver::{
-    Callbacks, Command, Enqueue, Snapshot, connection_state_name, json_to_js, object,
-};
+use crate::driver::{Callbacks, Command, Enqueue, Snapshot, json_to_js, object};
 use crate::error::ClientError;
 use crate::runtime::{check_url_allowed, promise};
 
@@ -260,10 +258,7 @@ impl DeviceClient {
             ("pendingBytes", (stats.pending_bytes as f64).into()),
             ("oldestEnqueuedAt", oldest),
             ("windowRecords", (stats.window_records as f64).into()),
-            (
-                "connectionState",
-                connection_state_name(stats.connection_state).into(),
-            ),
+            ("connectionState", stats.connection_state.as_str().into()),
             ("offline", shared.offline.into()),
             (
                 "role",

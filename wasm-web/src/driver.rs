@@ -23,8 +23,8 @@ use gloo_events::EventListener;
 use gloo_timers::callback::Timeout;
 use js_sys::{Function, Object, Reflect, Uint8Array};
 use vdev_core::{
-    ConnectionId, ConnectionState, Device, Endpoint, Event, HttpResponse, Input, MessageOptions,
-    Output, RequestId, Seq, Stats, StoreError, StoreRequest, StreamOptions,
+    ConnectionId, Device, Endpoint, Event, HttpResponse, Input, MessageOptions, Output, RequestId,
+    Seq, Stats, StoreError, StoreRequest, StreamOptions,
 };
 use wasm_bindgen::{JsCast, JsValue};
 
@@ -667,10 +667,9 @@ fn app_call(event: Event) -> Option<(&'static str, Vec<JsValue>)> {
         Event::ProvisioningFailed(error) => {
             ("onProvisioningFailed", vec![error.to_string().into()])
         }
-        Event::ConnectionStateChanged(state) => (
-            "onConnectionStateChanged",
-            vec![connection_state_name(state).into()],
-        ),
+        Event::ConnectionStateChanged(state) => {
+            ("onConnectionStateChanged", vec![state.as_str().into()])
+        }
         Event::MessageDelivered { seq } => (
             "onMessageOutcome",
             vec![object(&[
@@ -707,18 +706,6 @@ fn app_call(event: Event) -> Option<(&'static str, Vec<JsValue>)> {
         _ => return None,
     };
     Some(call)
-}
-
-/// The name JavaScript sees for a connection state (`ConnectionState` in the typings).
-pub(crate) fn connection_state_name(state: ConnectionState) -> &'static str {
-    match state {
-        ConnectionState::Provisioning => "provisioning",
-        ConnectionState::Disconnected => "disconnected",
-        ConnectionState::Connecting => "connecting",
-        ConnectionState::Connected => "connected",
-        ConnectionState::Failed => "failed",
-        ConnectionState::Stopped => "stopped",
-    }
 }
 
 /// A plain object with these properties.

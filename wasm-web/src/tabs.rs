@@ -41,8 +41,8 @@ use web_sys::{AbortController, BroadcastChannel, MessageEvent};
 
 use crate::api::{read_message_options, read_stream_options};
 use crate::driver::{
-    Callbacks, Command, Driver, Enqueue, Reply, Snapshot, Wake, connection_state_name, json_to_js,
-    listen_to_network, object,
+    Callbacks, Command, Driver, Enqueue, Reply, Snapshot, Wake, json_to_js, listen_to_network,
+    object,
 };
 use crate::error::ClientError;
 use crate::keyed::KeyedVec;
@@ -876,10 +876,7 @@ fn snapshot_message(snapshot: &Snapshot) -> JsValue {
         ("pendingBytes", number(Some(stats.pending_bytes))),
         ("oldestEnqueuedAt", number(stats.oldest_enqueued_at)),
         ("windowRecords", number(Some(stats.window_records as u64))),
-        (
-            "connectionState",
-            connection_state_name(stats.connection_state).into(),
-        ),
+        ("connectionState", stats.connection_state.as_str().into()),
         ("offline", snapshot.offline.into()),
         ("workspaceId", text(&snapshot.workspace_id)),
         ("deviceId", text(&snapshot.device_id)),
@@ -927,7 +924,7 @@ fn connection_state_named(name: &str) -> ConnectionState {
         ConnectionState::Stopped,
     ]
     .into_iter()
-    .find(|state| connection_state_name(*state) == name)
+    .find(|state| state.as_str() == name)
     .unwrap_or(ConnectionState::Disconnected)
 }
 
