@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS messages (
     ignore_payload INTEGER NOT NULL, externalized INTEGER NOT NULL, blob_name TEXT,
     seq_origin TEXT, seq_n INTEGER, properties_json TEXT NOT NULL, payload BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS messages_by_device ON messages (workspace_id, device_id, id);
+CREATE INDEX IF NOT EXISTS messages_by_workspace ON messages (workspace_id, id);
 CREATE TABLE IF NOT EXISTS message_sequences (
     workspace_id TEXT NOT NULL, device_id TEXT NOT NULL, origin TEXT NOT NULL,
     last_n INTEGER NOT NULL, PRIMARY KEY (workspace_id, device_id, origin));

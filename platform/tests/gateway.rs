@@ -87,6 +87,32 @@ async fn telemetry_is_stored_with_its_property_bag_and_replays_are_dropped() {
         .admin("GET", "/messages?streamGroup=group%201&stream=s", None)
         .await;
     assert_eq!(by_stream.as_array().map(Vec::len), Some(1));
+
+    // Paging and order: newest first, and forward from an id.
+    let texts = |body: &Value| -> Vec<String> {
+        body.as_array()
+            .expect("message list")
+            .iter()
+            .map(|m| m["payloadText"].as_str().unwrap_or("<binary>").to_owned())
+            .collect()
+    };
+    let (_, newest) = platform
+        .admin("GET", "/messages?order=desc&limit=2", None)
+        .await;
+    assert_eq!(texts(&newest), ["plain", "plain"]);
+    let second_id = stored[1]["id"].as_i64().expect("id");
+    let (_, after) = platform
+        .admin(
+            "GET",
+            &format!("/messages?deviceId=sensor-01&afterId={second_id}&limit=2"),
+            None,
+        )
+        .await;
+    assert_eq!(texts(&after), ["other origin", "third"]);
+    let (_, other_device) = platform
+        .admin("GET", "/messages?deviceId=sensor-99", None)
+        .await;
+    assert_eq!(texts(&other_device), Vec::<String>::new());
 }
 
 #[tokio::test]
