@@ -155,6 +155,8 @@ pub(crate) struct Outbox {
     /// Record sizes of appends the host has not confirmed yet.
     unconfirmed: BTreeMap<Seq, usize>,
     removals: Vec<Seq>,
+    /// Bytes of the records in `removals`.
+    removal_bytes: u64,
     outcomes: VecDeque<Outcome>,
 }
 
@@ -175,6 +177,7 @@ impl Outbox {
             appends: Vec::new(),
             unconfirmed: BTreeMap::new(),
             removals: Vec::new(),
+            removal_bytes: 0,
             outcomes: VecDeque::new(),
         }
     }
@@ -322,6 +325,7 @@ impl Outbox {
                 self.outcomes
                     .push_back(Outcome::Rejected(slot.seq, reason.clone()));
                 self.removals.push(slot.seq);
+                self.removal_bytes += slot.size as u64;
             }
         }
         self.pop_done();
@@ -381,7 +385,9 @@ impl Outbox {
             return;
         }
         slot.state = SlotState::Done;
+        let size = slot.size as u64;
         self.removals.push(seq);
+        self.removal_bytes += size;
         self.outcomes.push_back(outcome);
         self.pop_done();
     }
@@ -429,7 +435,8 @@ impl Outbox {
         if !self.removals.is_empty() {
             let mut seqs = std::mem::take(&mut self.removals);
             seqs.sort_unstable();
-            return Some(StoreRequest::Remove { seqs });
+            let bytes = std::mem::take(&mut self.removal_bytes);
+            return Some(StoreRequest::Remove { seqs, bytes });
         }
         if self.loading.is_none()
             && self.load_from < self.next_seq
@@ -501,6 +508,14 @@ mod tests {
 
     fn drain(outbox: &mut Outbox, store: &mut MemoryStore) {
         while let Some(request) = outbox.poll_store(0) {
+            if let StoreRequest::Remove { seqs, bytes } = &request {
+                let stored: u64 = store
+                    .records()
+                    .filter(|(seq, _)| seqs.contains(seq))
+                    .map(|(_, data)| data.len() as u64)
+                    .sum();
+                assert_eq!(*bytes, stored, "bytes of removal {seqs:?}");
+            }
             match store.execute(request) {
                 Some(crate::Input::Appended { first, last }) => outbox.handle_appended(first, last),
                 Some(crate::Input::Loaded { records }) => outbox.handle_loaded(records),

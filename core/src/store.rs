@@ -74,6 +74,9 @@ pub enum StoreRequest {
     Remove {
         /// The sequence numbers, ascending.
         seqs: Vec<Seq>,
+        /// Their total size in bytes, as appended: a store that keeps a byte count but cannot
+        /// read sizes cheaply (IndexedDB) subtracts this instead of reading every record.
+        bytes: u64,
     },
     /// Replace the saved device state. No answer.
     SaveState {
@@ -156,7 +159,7 @@ impl MemoryStore {
             } => Some(crate::Input::Loaded {
                 records: self.load(from, max_count, max_bytes),
             }),
-            StoreRequest::Remove { seqs } => {
+            StoreRequest::Remove { seqs, .. } => {
                 for seq in seqs {
                     if let Some(old) = self.records.remove(&seq) {
                         self.bytes -= old.len() as u64;
@@ -208,6 +211,7 @@ mod tests {
         append(&mut store, 0..5);
         let _ = store.execute(StoreRequest::Remove {
             seqs: vec![0, 1, 2, 3, 4],
+            bytes: 50,
         });
         let meta = store.meta();
         assert_eq!((meta.next_seq, meta.count, meta.bytes), (5, 0, 0));

@@ -456,7 +456,7 @@ impl FileStore {
                     error: StoreError::Failed(error.to_string()),
                 },
             })),
-            StoreRequest::Remove { seqs } => self.remove(&seqs).map(|()| None),
+            StoreRequest::Remove { seqs, .. } => self.remove(&seqs).map(|()| None),
             StoreRequest::SaveState { state } => {
                 write_atomically(&self.dir, "state", &state)?;
                 self.state = Some(state);
@@ -725,7 +725,9 @@ mod tests {
 
     fn remove(store: &mut FileStore, seqs: impl IntoIterator<Item = u64>) {
         let seqs = seqs.into_iter().collect();
-        assert_eq!(store.execute(StoreRequest::Remove { seqs }).unwrap(), None);
+        // The file store reads the sizes it subtracts itself.
+        let request = StoreRequest::Remove { seqs, bytes: 0 };
+        assert_eq!(store.execute(request).unwrap(), None);
     }
 
     fn newest_segment(dir: &Path) -> PathBuf {

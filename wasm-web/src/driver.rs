@@ -281,7 +281,7 @@ impl Driver {
             }
         }
         self.sockets.clear();
-        self.timer.arm(None);
+        self.timer.disarm();
         self.store.close();
         wakes.close();
         for reply in self.stop_waiters.drain(..) {
@@ -537,10 +537,7 @@ impl Driver {
     /// snapshot and answer the waiters whose condition now holds.
     fn settle(&mut self) {
         self.flush_store();
-        let wait = self
-            .deadline
-            .map(|at| at.saturating_sub(now_ms()).min(i32::MAX as u64) as u32);
-        self.timer.arm(wait);
+        self.timer.ensure(self.deadline, now_ms());
         let pending = self.refresh_snapshot();
         if let Some(followers) = &mut self.followers {
             followers.snapshot(&self.shared.borrow());

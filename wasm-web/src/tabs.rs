@@ -7,10 +7,12 @@
 //! - a follower forwards its calls as `request`s `{from, n, ...}`; the owner runs them on its
 //!   device and sends back an `answer` (`seq` once stored, `error`, or `retry` while it stops);
 //! - the owner mirrors every app callback (`event`) and its statistics (`snapshot`), so a
-//!   follower's callbacks and getters work as the owner's do;
+//!   follower's callbacks and getters work as the owner's do — from the first `hello` or
+//!   `request` it hears on: an owner without followers posts nothing per message;
 //! - `owner` announces a new owner (followers resend what is unanswered; the owner answers a
-//!   request it already handled again instead of running it twice), `released` says the owner
-//!   has finished (every answer is out) and is letting go of the lock, `hello` asks for a snapshot.
+//!   request it already handled again instead of running it twice, and say `hello`),
+//!   `released` says the owner has finished (every answer is out) and is letting go of the lock,
+//!   `hello` asks for a snapshot (and says a follower is there).
 //!
 //! When the owner stops or its tab closes, the lock goes to the next waiting client, which opens
 //! the IndexedDB database and resumes the device from it. It first waits for `released` (at
@@ -21,7 +23,7 @@
 //! they are called through `Reflect`. Where the browser has no Web Locks or no
 //! `BroadcastChannel`, every client drives its device alone, as before.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
@@ -134,11 +136,16 @@ enum Request {
 pub(crate) struct Followers {
     channel: BroadcastChannel,
     last: Option<Figures>,
+    /// Set once a follower has said something; until then nothing is mirrored.
+    present: Rc<Cell<bool>>,
 }
 
 impl Followers {
     /// Mirrors an app callback call to the followers.
     pub(crate) fn event(&self, name: &str, args: &Array) {
+        if !self.present.get() {
+            return;
+        }
         post(
             &self.channel,
             &[
@@ -151,6 +158,9 @@ impl Followers {
 
     /// Tells the followers the figures, when they changed.
     pub(crate) fn snapshot(&mut self, snapshot: &Snapshot) {
+        if !self.present.get() {
+            return;
+        }
         let now = figures(snapshot);
         if self.last.as_ref() != Some(&now) {
             self.channel.post_message(&snapshot_message(snapshot)).ok();
@@ -205,6 +215,7 @@ pub(crate) async fn start(
         pending: KeyedVec::default(),
         sent_waiters: Vec::new(),
         owner_present: false,
+        followers_present: Rc::new(Cell::new(false)),
         promoting: None,
     };
     let (Some(locks), Some(channel)) = (locks, channel) else {
@@ -301,6 +312,8 @@ struct Coordinator {
     pending: KeyedVec<(JsValue, PendingReply)>,
     sent_waiters: Vec<Reply<()>>,
     owner_present: bool,
+    /// Owner: whether any follower has made itself heard (shared with the driver's mirroring).
+    followers_present: Rc<Cell<bool>>,
     /// Holding the lock, waiting for the previous owner's `released`.
     promoting: Option<(Function, Timeout)>,
 }
@@ -420,6 +433,7 @@ impl Coordinator {
         let followers = self.channel.clone().map(|channel| Followers {
             channel,
             last: None,
+            present: self.followers_present.clone(),
         });
         let (wake, wakes) = mpsc::unbounded();
         let driver = Driver::new(
@@ -577,10 +591,17 @@ impl Coordinator {
     async fn message(&mut self, message: JsValue) {
         let kind = string_field(&message, "t").unwrap_or_default();
         match (kind.as_str(), self.driver.is_some()) {
-            ("hello", true) => self.post_value(&snapshot_message(&self.shared.borrow())),
-            ("request", true) => self.run_request(message),
+            ("hello", true) => {
+                self.followers_present.set(true);
+                self.post_value(&snapshot_message(&self.shared.borrow()));
+            }
+            ("request", true) => {
+                self.followers_present.set(true);
+                self.run_request(message);
+            }
             ("owner", false) => {
                 self.owner_present = true;
+                self.post_value(&object(&[("t", "hello".into())]));
                 for (message, _) in self.pending.values() {
                     self.post_value(message);
                 }

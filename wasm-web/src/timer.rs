@@ -14,7 +14,10 @@
 //! `Worker`, a worker that reports an `error`) it falls back to a page timer (gloo's
 //! `Timeout`) — then throttling applies.
 //!
-//! A late or stale wake-up is harmless: the core's `handle_timeout` ignores early calls.
+//! A late or stale wake-up is harmless: the core's `handle_timeout` ignores early calls. So the
+//! driver only ever moves the timer *earlier* ([`WakeTimer::ensure`]): the core's deadline moves
+//! later with every packet (keep-alive, acknowledgement timeout), and re-arming the worker on
+//! each of them cost a `postMessage` per message while a backlog drained.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -32,6 +35,8 @@ if(e.data>=0)t=setTimeout(()=>postMessage(0),e.data)}";
 /// One re-armable timer calling `fire` when due.
 pub(crate) struct WakeTimer {
     fire: Rc<dyn Fn()>,
+    /// When the armed timer fires (ms since the epoch); cleared when it fires.
+    armed_at: Rc<Cell<Option<u64>>>,
     worker: Option<TimerWorker>,
     fallback: Option<Timeout>,
 }
@@ -98,16 +103,45 @@ impl Drop for TimerWorker {
 impl WakeTimer {
     /// A disarmed timer; in a worker when one can be made.
     pub(crate) fn new(fire: impl Fn() + 'static) -> Self {
-        let fire: Rc<dyn Fn()> = Rc::new(fire);
+        let armed_at = Rc::new(Cell::new(None));
+        let fire: Rc<dyn Fn()> = {
+            let armed_at = armed_at.clone();
+            Rc::new(move || {
+                armed_at.set(None);
+                fire();
+            })
+        };
         Self {
             worker: TimerWorker::new(fire.clone()).ok(),
             fire,
+            armed_at,
             fallback: None,
         }
     }
 
+    /// Makes sure the timer fires no later than `deadline` (ms since the epoch). An earlier
+    /// arming is kept, and so is an arming when there is no deadline: an early wake-up costs
+    /// one ignored `handle_timeout`, a re-arming costs a message to the worker.
+    pub(crate) fn ensure(&mut self, deadline: Option<u64>, now: u64) {
+        let Some(deadline) = deadline else {
+            return;
+        };
+        if self.armed_at.get().is_some_and(|at| at <= deadline) {
+            return;
+        }
+        self.armed_at.set(Some(deadline));
+        let wait = deadline.saturating_sub(now).min(i32::MAX as u64) as u32;
+        self.arm(Some(wait));
+    }
+
+    /// Never fires (until armed again).
+    pub(crate) fn disarm(&mut self) {
+        self.armed_at.set(None);
+        self.arm(None);
+    }
+
     /// Fires in `wait_ms` (replacing any earlier arming), or never when `None`.
-    pub(crate) fn arm(&mut self, wait_ms: Option<u32>) {
+    fn arm(&mut self, wait_ms: Option<u32>) {
         if self.worker.as_ref().is_some_and(|timer| timer.broken.get()) {
             self.worker = None;
         }

@@ -104,8 +104,17 @@ async fn answers_like_the_memory_store() {
         vec![
             StoreRequest::Remove {
                 seqs: vec![0, 1, 2],
+                bytes: 30,
             },
             append(10..12, 7),
+            load(0, 100, 1 << 20),
+        ],
+        // Runs and single records: 4, 6-7 and 9 go, 5 and 8 stay.
+        vec![
+            StoreRequest::Remove {
+                seqs: vec![4, 6, 7, 9],
+                bytes: 40,
+            },
             load(0, 100, 1 << 20),
         ],
         vec![load(20, 5, 100)],
@@ -161,6 +170,7 @@ async fn everything_survives_reopening_and_the_high_water_mark_outlives_removal(
     store
         .execute(&[StoreRequest::Remove {
             seqs: vec![0, 1, 2, 3, 4],
+            bytes: 20,
         }])
         .await
         .unwrap();
@@ -203,7 +213,10 @@ async fn a_batch_sees_its_own_appends_and_removes() {
         .execute(&[
             append(0..3, 2),
             load(0, 10, 100),
-            StoreRequest::Remove { seqs: vec![1] },
+            StoreRequest::Remove {
+                seqs: vec![1],
+                bytes: 2,
+            },
             load(0, 10, 100),
         ])
         .await

@@ -407,7 +407,7 @@ fn describe_store(request: &StoreRequest) -> String {
             records.first().map_or(0, |r| r.seq),
             records.last().map_or(0, |r| r.seq)
         ),
-        StoreRequest::Remove { seqs } => format!("remove {seqs:?}"),
+        StoreRequest::Remove { seqs, .. } => format!("remove {seqs:?}"),
         StoreRequest::Load { from, .. } => format!("load from {from}"),
         StoreRequest::SaveState { .. } => "save-state".into(),
     }

@@ -904,6 +904,20 @@ impl Sim {
             self.kick_store();
             return;
         }
+        if let StoreRequest::Remove { seqs, bytes } = &request {
+            // Hosts like IndexedDB trust this figure instead of reading the records.
+            let stored: u64 = self
+                .store
+                .records()
+                .filter(|(seq, _)| seqs.binary_search(seq).is_ok())
+                .map(|(_, data)| data.len() as u64)
+                .sum();
+            if stored != *bytes {
+                self.report.violations.push(format!(
+                    "removal of {seqs:?} claims {bytes} bytes, the store holds {stored}"
+                ));
+            }
+        }
         let answer = self.store.execute(request);
         if let Some(Input::Appended { first, last }) = &answer {
             // The app's send resolves here: from now on the message must not be lost.
