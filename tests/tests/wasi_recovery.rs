@@ -203,6 +203,14 @@ async fn wasi_command_cuts_an_outbox_record_with_a_flipped_byte_and_delivers_tho
         "the records before the corrupt one, then the new ones, once each, in order"
     );
     assert!(strictly_increasing(&sequences));
+    // The cut records could have been delivered (removals are not synced): a new message that
+    // reused one of their numbers would be dropped by the Platform as a replay.
+    assert!(
+        sequences[CORRUPT..]
+            .iter()
+            .all(|n| *n >= expected.len() as u64),
+        "new messages are numbered above every record ever written: {sequences:?}"
+    );
     platform.shutdown().await;
 }
 

@@ -12,10 +12,14 @@
 //!   again and the Platform drops the replay).
 //! - `origin`, `state`: the origin id and the saved state blob, each replaced atomically
 //!   (temp file, sync, rename).
+//! - `reserved`: a sequence number above every one ever written, raised (atomically, synced)
+//!   before an append would reach it, [`SEQ_RESERVE`] at a time.
 //!
 //! On open every segment is checked. The first frame that is short, oversized or fails its
 //! checksum ends the valid part of that file: the rest is cut (never the records before it) and
-//! reported as a [`Recovery`]. A segment is deleted once all its records are removed, after a
+//! reported as a [`Recovery`]. Records that were cut may have been delivered already (their
+//! removal is not synced), so after a cut new messages are numbered from `reserved` on: reusing
+//! a delivered number would make the Platform drop the new message as a replay. A segment is deleted once all its records are removed, after a
 //! compacted `acks.log` recording a cursor past them is in place, so the high-water mark
 //! survives even when every segment is gone.
 //!
@@ -36,6 +40,11 @@ const MAX_FRAME: usize = 64 * 1024 * 1024;
 const DEFAULT_SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
 /// `acks.log` is compacted when it grows past this.
 const ACKS_COMPACT_BYTES: u64 = 256 * 1024;
+
+/// How far `reserved` runs ahead of the newest appended record: one extra synced write per
+/// this many sequence numbers.
+const SEQ_RESERVE: u64 = 4096;
+const RESERVED: &str = "reserved";
 
 const ACK_CURSOR: u8 = 0;
 const ACK_REMOVED: u8 = 1;
@@ -109,6 +118,8 @@ pub struct FileStore {
     acks: Option<File>,
     acks_len: u64,
     next_seq: Seq,
+    /// No record at or above this was ever written (the `reserved` file).
+    reserved: Seq,
     count: u64,
     bytes: u64,
     segment_limit: u64,
@@ -230,6 +241,12 @@ impl FileStore {
             Err(error) if error.kind() == io::ErrorKind::NotFound => None,
             Err(error) => return Err(io_error("read", &state_path)(error)),
         };
+        let reserved_path = dir.join(RESERVED);
+        let reserved = match fs::read_to_string(&reserved_path) {
+            Ok(text) => text.trim().parse().unwrap_or(0),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => 0,
+            Err(error) => return Err(io_error("read", &reserved_path)(error)),
+        };
         let mut recoveries = Vec::new();
         let mut store = Self {
             dir: dir.to_owned(),
@@ -241,12 +258,16 @@ impl FileStore {
             acks: None,
             acks_len: 0,
             next_seq: 0,
+            reserved,
             count: 0,
             bytes: 0,
             segment_limit: DEFAULT_SEGMENT_BYTES,
         };
         store.load_segments(&mut recoveries)?;
         store.load_acks(&mut recoveries)?;
+        if !recoveries.is_empty() {
+            store.next_seq = store.next_seq.max(store.reserved);
+        }
         store.count = store.entries.iter().filter(|e| e.live).count() as u64;
         store.bytes = store
             .entries
@@ -482,6 +503,13 @@ impl FileStore {
             && records.first().is_some_and(|r| r.seq <= newest.seq)
         {
             return Err(io::Error::other("sequence numbers must grow"));
+        }
+        let newest = records[records.len() - 1].seq;
+        if newest >= self.reserved {
+            let reserved = newest.saturating_add(1 + SEQ_RESERVE);
+            write_atomically(&self.dir, RESERVED, reserved.to_string().as_bytes())
+                .map_err(|FileStoreError::Io { source, .. }| source)?;
+            self.reserved = reserved;
         }
         let rolls = self
             .active
@@ -871,7 +899,40 @@ mod tests {
         assert_eq!(recoveries[0].reason, "checksum mismatch");
         assert_eq!(recoveries[0].valid_bytes, 2 * record_len as u64);
         assert_eq!(store.live_seqs(), [0, 1]);
-        assert_eq!(store.meta().next_seq, 2);
+        // Records 2 and 3 may have been delivered: their numbers are never handed out again.
+        assert!(store.meta().next_seq >= 4, "{:?}", store.meta());
+    }
+
+    #[test]
+    fn after_a_cut_numbering_resumes_above_every_number_ever_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = open(dir.path());
+        // Enough appends to raise the reservation more than once.
+        for batch in 0..3 {
+            let first = batch * SEQ_RESERVE;
+            append(&mut store, first..first + SEQ_RESERVE);
+        }
+        let newest = 3 * SEQ_RESERVE - 1;
+        // All delivered up to the newest but the removals never reached the disk, and the
+        // segment holding the newest records is then cut from its first frame.
+        drop(store);
+        let segment = newest_segment(dir.path());
+        let mut bytes = fs::read(&segment).unwrap();
+        bytes[FRAME_HEADER + 2] ^= 0x01;
+        fs::write(&segment, &bytes).unwrap();
+        let (store, recoveries) = open(dir.path());
+        assert_eq!(recoveries.len(), 1, "{recoveries:?}");
+        assert!(
+            store.meta().next_seq > newest,
+            "next {} must be above {newest}",
+            store.meta().next_seq
+        );
+        // A clean reopen keeps the numbering where it is.
+        let next = store.meta().next_seq;
+        drop(store);
+        let (store, recoveries) = open(dir.path());
+        assert!(recoveries.is_empty());
+        assert!(store.meta().next_seq <= next);
     }
 
     #[test]
