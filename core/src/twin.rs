@@ -44,11 +44,11 @@ const REPORTED_PATCH_TOPIC_PREFIX: &str = "$iothub/twin/PATCH/properties/reporte
 const VERSION_KEY: &str = "$version";
 const METADATA_KEY: &str = "$metadata";
 
-/// What the host keeps across restarts, as given by [`Twin::state`] after
-/// [`Twin::take_state_dirty`] says it changed.
+/// The twin's part of the device state the host keeps across restarts (saved whenever it
+/// changed).
 ///
-/// Every document is a JSON object; a stored value that is not one is read as empty (see
-/// [`Twin::new`]). Fields missing from a stored copy take their defaults.
+/// Every document is a JSON object; a stored value that is not one is read as empty. Fields
+/// missing from a stored copy take their defaults.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct TwinState {
@@ -56,7 +56,7 @@ pub struct TwinState {
     pub desired: Value,
     /// The version of `desired`; `None` until the first GET has been answered.
     pub desired_version: Option<u64>,
-    /// The reported document the app asked for: every [`Twin::update_reported`] merged in.
+    /// The reported document the app asked for: every reported-properties update merged in.
     pub reported_target: Value,
     /// The reported document the Platform is known to hold.
     pub reported_acked: Value,
