@@ -1,13 +1,16 @@
 //! The benchmark figures of issue 7 that run natively, each beside its anchor, in one run on one
 //! machine against a fresh stand-in Platform per repetition: bundle size (read from the built
-//! files), drain rate, send-to-stored latency and Platform ingest. Rates are taken from the
+//! files), drain rate, WASI scale (`wasi_scale.rs`), send-to-stored latency and Platform
+//! ingest. Rates are taken from the
 //! Platform's own `receivedTime` of the first and last stored message, so connection set-up and
 //! the senders' reconnect delays do not count. Each figure is the median of its repetitions.
 //!
-//! `cargo bench -p vdev-tests --bench figures -- [--quick] [--out DIR]` (see `tests/bench/run.sh`,
-//! which first runs the browser figures of `tests/bench/browser.mjs` and hands their JSON over
-//! in `VDEV_BENCH_BROWSER_JSON`; they are merged into one table). `--quick` runs every figure
-//! with tiny counts: it checks the harness, its numbers mean nothing.
+//! `cargo bench -p vdev-tests --bench figures -- [--quick] [--only KEY] [--out DIR]` (see
+//! `tests/bench/run.sh`, which first runs the browser figures of `tests/bench/browser.mjs` and
+//! hands their JSON over in `VDEV_BENCH_BROWSER_JSON`; they are merged into one table).
+//! `--quick` runs every figure with tiny counts: it checks the harness, its numbers mean
+//! nothing. `--only KEY` runs one native figure (`bundle_size`, `drain_rate`, `wasi_scale`,
+//! `latency`, `platform_ingest`) and merges no browser figures.
 //!
 //! The raw senders here encode MQTT by hand on purpose: they are the practical limit of the
 //! Platform (no SDK logic at all), so they must not share code with the SDK they are compared to.
@@ -41,6 +44,10 @@ struct Settings {
     latency_seconds: u64,
     ingest_devices: usize,
     ingest_messages_per_device: usize,
+    /// Instances per step of the WASI ramp.
+    wasi_steps: Vec<usize>,
+    wasi_window_seconds: u64,
+    native_memory_devices: usize,
 }
 
 /// Whether a bigger number is better.
@@ -79,6 +86,9 @@ fn main() {
             latency_seconds: 1,
             ingest_devices: 100,
             ingest_messages_per_device: 10,
+            wasi_steps: vec![10],
+            wasi_window_seconds: 3,
+            native_memory_devices: 10,
         }
     } else {
         Settings {
@@ -90,19 +100,55 @@ fn main() {
             latency_seconds: 10,
             ingest_devices: 100,
             ingest_messages_per_device: 1_000,
+            wasi_steps: vec![
+                50, 100, 150, 200, 250, 300, 400, 500, 750, 1_000, 1_500, 2_000, 3_000,
+            ],
+            wasi_window_seconds: 30,
+            native_memory_devices: 500,
         }
     };
+    let option = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    if let Some(which) = option("--child") {
+        wasi_scale::run_child(&which, &settings);
+        return;
+    }
+    let only = option("--only");
+    let wanted = |key: &str| only.as_deref().is_none_or(|only| only == key);
     std::fs::create_dir_all(&settings.out).expect("output directory");
 
-    eprintln!("bench: bundle size");
-    let mut figures = vec![bundle_size()];
-    eprintln!("bench: drain rate");
-    figures.push(drain_rate(&settings));
-    eprintln!("bench: latency");
-    figures.extend(latency(&settings));
-    eprintln!("bench: platform ingest");
-    figures.push(ingest(&settings));
-    if let Some(path) = std::env::var_os("VDEV_BENCH_BROWSER_JSON") {
+    let mut figures = Vec::new();
+    if wanted("bundle_size") {
+        eprintln!("bench: bundle size");
+        figures.push(bundle_size());
+    }
+    if wanted("drain_rate") {
+        eprintln!("bench: drain rate");
+        figures.push(drain_rate(&settings));
+    }
+    if wanted("wasi_scale") {
+        eprintln!("bench: wasi scale");
+        figures.extend(wasi_scale::figures(&settings));
+    }
+    if wanted("latency") {
+        eprintln!("bench: latency");
+        figures.extend(latency(&settings));
+    }
+    if wanted("platform_ingest") {
+        eprintln!("bench: platform ingest");
+        figures.push(ingest(&settings));
+    }
+    if figures.is_empty() {
+        eprintln!("--only names no figure: {}", only.unwrap_or_default());
+        std::process::exit(2);
+    }
+    if let Some(path) = std::env::var_os("VDEV_BENCH_BROWSER_JSON")
+        && only.is_none()
+    {
         merge_browser_figures(&mut figures, Path::new(&path));
     }
 
@@ -700,6 +746,12 @@ fn official_drain(count: usize) -> f64 {
     rate
 }
 
+// ----- figure 5: WASI scale ----------------------------------------------------------------
+
+// In its own file: the device tasks, the ramp and the stored-order check, run in child
+// processes of this binary (`--child wasi_scale`, `--child native_memory`).
+mod wasi_scale;
+
 // ----- figure 6: latency --------------------------------------------------------------------
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -832,9 +884,24 @@ fn merge_browser_figures(figures: &mut Vec<Figure>, path: &Path) {
         .unwrap_or_else(|e| panic!("browser figures {}: {e}", path.display()));
     let document: Value = serde_json::from_str(&text)
         .unwrap_or_else(|e| panic!("browser figures {}: {e}", path.display()));
+    for browser in figures_from_json(&document) {
+        if let Some(figure) = figures.iter_mut().find(|f| f.key == browser.key) {
+            figure.rows.splice(0..0, browser.rows);
+            // The native note only says the browser rows are missing.
+            figure.note = browser.note;
+        } else {
+            figures.push(browser);
+        }
+    }
+}
+
+/// The figures of a results document (`{"figures": [...]}`, as [`figures_to_json`] writes it);
+/// a value that is not a number (JSON has no NaN) reads as missing.
+fn figures_from_json(document: &Value) -> Vec<Figure> {
     let text_of = |value: &Value, field: &str| value[field].as_str().unwrap_or_default().to_owned();
-    for browser in document["figures"].as_array().into_iter().flatten() {
-        let rows: Vec<(String, f64)> = browser["rows"]
+    let mut figures = Vec::new();
+    for figure in document["figures"].as_array().into_iter().flatten() {
+        let rows: Vec<(String, f64)> = figure["rows"]
             .as_array()
             .into_iter()
             .flatten()
@@ -843,26 +910,34 @@ fn merge_browser_figures(figures: &mut Vec<Figure>, path: &Path) {
                 (text_of(row, "who"), value)
             })
             .collect();
-        let key = text_of(browser, "key");
-        let note = text_of(browser, "note");
-        if let Some(figure) = figures.iter_mut().find(|f| f.key == key) {
-            figure.rows.splice(0..0, rows);
-            // The native note only says the browser rows are missing.
-            figure.note = note;
-        } else {
-            figures.push(Figure {
-                key,
-                title: text_of(browser, "title"),
-                unit: text_of(browser, "unit"),
-                better: match browser["better"].as_str() {
-                    Some("lower") => Better::Lower,
-                    _ => Better::Higher,
-                },
-                rows,
-                note,
-            });
-        }
+        figures.push(Figure {
+            key: text_of(figure, "key"),
+            title: text_of(figure, "title"),
+            unit: text_of(figure, "unit"),
+            better: match figure["better"].as_str() {
+                Some("lower") => Better::Lower,
+                _ => Better::Higher,
+            },
+            rows,
+            note: text_of(figure, "note"),
+        });
     }
+    figures
+}
+
+fn figure_to_json(figure: &Figure) -> Value {
+    json!({
+        "key": figure.key,
+        "title": figure.title,
+        "unit": figure.unit,
+        "better": match figure.better { Better::Higher => "higher", Better::Lower => "lower" },
+        "rows": figure.rows.iter().map(|(who, value)| json!({"who": who, "value": value})).collect::<Vec<_>>(),
+        "note": figure.note,
+    })
+}
+
+fn figures_to_json(figures: &[Figure]) -> Value {
+    json!({ "figures": figures.iter().map(figure_to_json).collect::<Vec<_>>() })
 }
 
 // ----- output -------------------------------------------------------------------------------
@@ -887,14 +962,7 @@ fn write_results(settings: &Settings, figures: &[Figure]) {
                 figure.unit
             ));
         }
-        json_figures.push(json!({
-            "key": figure.key,
-            "title": figure.title,
-            "unit": figure.unit,
-            "better": match figure.better { Better::Higher => "higher", Better::Lower => "lower" },
-            "rows": figure.rows.iter().map(|(who, value)| json!({"who": who, "value": value})).collect::<Vec<_>>(),
-            "note": figure.note,
-        }));
+        json_figures.push(figure_to_json(figure));
     }
     for figure in figures.iter().filter(|f| !f.note.is_empty()) {
         markdown.push_str(&format!("\n- {}: {}", figure.title, figure.note));

@@ -18,7 +18,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use wasmtime::component::{Component, Func, Linker, ResourceAny, ResourceTable, Val};
-use wasmtime::{Config, Engine, Store};
+use wasmtime::{Config, Engine, ResourceLimiter, Store};
 use wasmtime_wasi::cli::{AsyncStdinStream, AsyncStdoutStream};
 use wasmtime_wasi::p2::bindings::Command;
 use wasmtime_wasi::sockets::SocketAddrUse;
@@ -93,6 +93,35 @@ struct State {
     http: WasiHttpCtx,
     hooks: LoopbackOnly,
     table: ResourceTable,
+    memory: LinearMemoryTally,
+}
+
+/// Counts the linear memory of an instance as wasmtime grows it (it limits nothing): the
+/// component model gives the host no handle on a component's core memories.
+#[derive(Default)]
+struct LinearMemoryTally {
+    bytes: usize,
+}
+
+impl ResourceLimiter for LinearMemoryTally {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> Result<bool> {
+        self.bytes = self.bytes.saturating_add(desired.saturating_sub(current));
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> Result<bool> {
+        Ok(true)
+    }
 }
 
 impl WasiView for State {
@@ -288,6 +317,7 @@ impl WasiHost {
             http: WasiHttpCtx::new(),
             hooks: LoopbackOnly,
             table: ResourceTable::new(),
+            memory: LinearMemoryTally::default(),
         })
     }
 
@@ -306,6 +336,7 @@ impl WasiHost {
             AsyncStdoutStream::new(1024, tokio::io::sink()),
         )?;
         let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.memory);
         let library = self
             .library
             .as_ref()
@@ -595,6 +626,11 @@ impl LibraryDevice {
             )
             .await?;
         ok_value(&result[0]).map(drop)
+    }
+
+    /// The bytes of wasm linear memory this instance has grown to (all its core memories).
+    pub fn linear_memory_bytes(&self) -> usize {
+        self.store.data().memory.bytes
     }
 
     /// `device.stop()`, then drops the resource.
