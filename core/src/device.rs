@@ -5,13 +5,15 @@
 //! The facade owns no protocol logic of its own beyond moving results between the
 //! sub-machines: each concern lives in its own module.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use thiserror::Error;
 
 use crate::config::{DeviceConfig, Transport};
 use crate::http::{HttpRequest, HttpResponse, RequestId};
+use crate::json;
+use crate::keyed::KeyedVec;
 use crate::message::{Marker, MessageError, MessageOptions, StoredMessage, StreamOptions};
 use crate::mqtt::codec::{ConnectReturnCode, QoS};
 use crate::mqtt::session::{
@@ -268,14 +270,51 @@ pub struct Stats {
     pub connection_state: ConnectionState,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default)]
 struct SavedState {
     operation: Option<ProvisioningOperation>,
     token: Option<RegistrationToken>,
     workspace_id: Option<String>,
     device_id: Option<String>,
-    #[serde(default)]
     twin: TwinState,
+}
+
+impl SavedState {
+    /// The JSON the host stores (`StoreRequest::SaveState`).
+    fn to_json(&self) -> Vec<u8> {
+        serde_json::json!({
+            "operation": json::or_null(self.operation.as_ref().map(ProvisioningOperation::to_saved)),
+            "token": json::or_null(self.token.as_ref().map(RegistrationToken::to_saved)),
+            "workspace_id": self.workspace_id,
+            "device_id": self.device_id,
+            "twin": self.twin.to_saved(),
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    /// Reads [`SavedState::to_json`]'s form back; missing parts are absent.
+    fn parse(bytes: &[u8]) -> Result<Self, String> {
+        let object = json::parse_object(bytes)?;
+        let part = |key: &str| json::optional_object(&object, key);
+        Ok(Self {
+            operation: part("operation")?
+                .map(ProvisioningOperation::from_saved)
+                .transpose()
+                .map_err(|e| format!("operation: {e}"))?,
+            token: part("token")?
+                .map(RegistrationToken::from_saved)
+                .transpose()
+                .map_err(|e| format!("token: {e}"))?,
+            workspace_id: json::optional_string(&object, "workspace_id")?,
+            device_id: json::optional_string(&object, "device_id")?,
+            twin: part("twin")?
+                .map(TwinState::from_saved)
+                .transpose()
+                .map_err(|e| format!("twin: {e}"))?
+                .unwrap_or_default(),
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -311,9 +350,9 @@ pub struct Device {
     saved: SavedState,
     save_pending: bool,
     next_request_id: u64,
-    requests: BTreeMap<RequestId, (Owner, u64)>,
+    requests: KeyedVec<(Owner, u64)>,
     http_out: VecDeque<HttpRequest>,
-    in_flight: BTreeMap<u16, Seq>,
+    in_flight: KeyedVec<Seq>,
     events: VecDeque<Event>,
     connection_state: ConnectionState,
 }
@@ -330,12 +369,10 @@ impl Device {
     ) -> Self {
         let mut rng = Rng::from_seed(rng_seed);
         let mut events = VecDeque::new();
-        let saved: SavedState = match saved_state.map(serde_json::from_slice::<SavedState>) {
+        let saved: SavedState = match saved_state.map(SavedState::parse) {
             Some(Ok(saved)) => saved,
-            Some(Err(error)) => {
-                events.push_back(Event::SavedStateDiscarded {
-                    reason: error.to_string(),
-                });
+            Some(Err(reason)) => {
+                events.push_back(Event::SavedStateDiscarded { reason });
                 SavedState::default()
             }
             None => SavedState::default(),
@@ -353,9 +390,9 @@ impl Device {
             saved,
             save_pending: false,
             next_request_id: 1,
-            requests: BTreeMap::new(),
+            requests: KeyedVec::default(),
             http_out: VecDeque::new(),
-            in_flight: BTreeMap::new(),
+            in_flight: KeyedVec::default(),
             events,
             connection_state: ConnectionState::Disconnected,
             config,
@@ -550,7 +587,7 @@ impl Device {
             .requests
             .iter()
             .filter(|(_, (_, deadline))| *deadline <= now)
-            .map(|(id, _)| *id)
+            .map(|(id, _)| RequestId(id))
             .collect();
         for id in expired {
             self.route_response(now, id, Err("request timed out".into()));
@@ -572,7 +609,7 @@ impl Device {
     }
 
     fn route_response(&mut self, now: u64, id: RequestId, response: Result<HttpResponse, String>) {
-        let Some((owner, _)) = self.requests.remove(&id) else {
+        let Some((owner, _)) = self.requests.remove(id.0) else {
             return;
         };
         match (owner, &mut self.phase) {
@@ -600,7 +637,7 @@ impl Device {
         }
         if self.save_pending {
             self.save_pending = false;
-            let state = serde_json::to_vec(&self.saved).expect("saved state always serializes");
+            let state = self.saved.to_json();
             return Output::Store(StoreRequest::SaveState { state });
         }
         if let Some(output) = self.session.poll_output() {
@@ -617,7 +654,7 @@ impl Device {
             // Large uploads get time in proportion to their size (at 64 KB/s at worst).
             request.deadline =
                 self.now + self.config.http_timeout_ms + request.body.len() as u64 / 64;
-            if let Some((_, deadline)) = self.requests.get_mut(&request.id) {
+            if let Some((_, deadline)) = self.requests.get_mut(request.id.0) {
                 *deadline = request.deadline;
             }
             return Output::Http(request);
@@ -716,7 +753,7 @@ impl Device {
         self.next_request_id += 1;
         // The deadline is set when the request leaves (see `poll_output`): until then it has
         // none, so a request held while offline does not time out.
-        self.requests.insert(id, (owner, u64::MAX));
+        self.requests.insert(id.0, (owner, u64::MAX));
         self.http_out.push_back(HttpRequest {
             id,
             method: call.method,
@@ -902,7 +939,7 @@ impl Device {
                 }
             }
             SessionEvent::Acked(packet_id) => {
-                if let Some(seq) = self.in_flight.remove(&packet_id) {
+                if let Some(seq) = self.in_flight.remove(u64::from(packet_id)) {
                     self.outbox.handle_delivered(seq);
                 }
             }
@@ -947,7 +984,7 @@ impl Device {
             let dup = next.dup;
             match self.session.publish(now, topic, payload, dup) {
                 Ok(packet_id) => {
-                    self.in_flight.insert(packet_id, seq);
+                    self.in_flight.insert(u64::from(packet_id), seq);
                     self.outbox.mark_in_flight(seq);
                 }
                 Err(error) => self
@@ -1064,4 +1101,47 @@ fn split_host_port(address: &str) -> Option<(String, u16)> {
     let (host, port) = address.rsplit_once(':')?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     Some((host.to_owned(), port.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A saved state as the serde-derived code of earlier versions wrote it.
+    const WRITTEN_BEFORE: &str = r#"{"operation":{"id":"op-1","verification_code":"ABC123","expires_at":1700000000000},"token":{"token":"tok","obtained_at":5,"expires_at":null},"workspace_id":"ws","device_id":"dev-1","twin":{"desired":{"a":1},"desired_version":3,"reported_target":{"b":2},"reported_acked":{},"next_rid":7}}"#;
+
+    #[test]
+    fn saved_state_reads_what_earlier_versions_wrote_and_writes_the_same_document() {
+        let saved = SavedState::parse(WRITTEN_BEFORE.as_bytes()).unwrap();
+        let operation = saved.operation.as_ref().unwrap();
+        assert_eq!(
+            (operation.id.as_str(), operation.expires_at),
+            ("op-1", 1_700_000_000_000)
+        );
+        let token = saved.token.as_ref().unwrap();
+        assert_eq!((token.obtained_at, token.expires_at), (5, None));
+        assert_eq!(saved.device_id.as_deref(), Some("dev-1"));
+        assert_eq!(
+            (saved.twin.desired_version, saved.twin.next_rid),
+            (Some(3), 7)
+        );
+        let written: serde_json::Value = serde_json::from_slice(&saved.to_json()).unwrap();
+        let before: serde_json::Value = serde_json::from_str(WRITTEN_BEFORE).unwrap();
+        assert_eq!(written, before);
+    }
+
+    #[test]
+    fn a_saved_state_of_the_wrong_shape_is_refused_with_a_reason_naming_the_field() {
+        assert_eq!(
+            SavedState::parse(br#"{"token":{"token":5}}"#).unwrap_err(),
+            "token: field `token`: expected a string, found a number"
+        );
+        assert_eq!(
+            SavedState::parse(b"[]").unwrap_err(),
+            "expected a JSON object, found an array"
+        );
+        let empty = SavedState::parse(b"{}").unwrap();
+        assert!(empty.token.is_none() && empty.operation.is_none());
+        assert_eq!(empty.twin, TwinState::default());
+    }
 }

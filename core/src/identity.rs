@@ -9,7 +9,6 @@ use std::borrow::Borrow;
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// The fewest characters a device ID may have.
@@ -18,8 +17,7 @@ pub const DEVICE_ID_MIN_LEN: usize = 4;
 pub const DEVICE_ID_MAX_LEN: usize = 90;
 
 /// A device ID the Platform accepts: 4–90 characters of `0-9 a-z A-Z - _ .`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DeviceId(String);
 
 /// Why a text is not a valid [`DeviceId`].
@@ -120,12 +118,6 @@ fn excerpt(text: &str) -> String {
 impl fmt::Display for DeviceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
-    }
-}
-
-impl Serialize for DeviceId {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
     }
 }
 
@@ -255,19 +247,6 @@ mod tests {
             DeviceId::parse("a:"),
             Err(DeviceIdError::InvalidCharacter { position: 1, .. })
         ));
-    }
-
-    #[test]
-    fn serde_writes_a_plain_string_and_validates_on_read() {
-        let id = DeviceId::parse("device-1").unwrap();
-        assert_eq!(serde_json::to_string(&id).unwrap(), r#""device-1""#);
-        let back: DeviceId = serde_json::from_str(r#""device-1""#).unwrap();
-        assert_eq!(back, id);
-
-        let error = serde_json::from_str::<DeviceId>(r#""ab""#).unwrap_err();
-        assert!(error.to_string().contains("too short"), "{error}");
-        assert!(serde_json::from_str::<DeviceId>(r#""bad id!""#).is_err());
-        assert!(serde_json::from_str::<DeviceId>("1234").is_err());
     }
 
     #[test]

@@ -10,10 +10,11 @@
 //!   first, in order;
 //! - every message ends with exactly one outcome: delivered, or rejected with a reason.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use thiserror::Error;
 
+use crate::keyed::KeyedVec;
 use crate::message::StoredMessage;
 use crate::store::{OutboxMeta, Record, Seq, StoreError, StoreRequest};
 
@@ -153,7 +154,7 @@ pub(crate) struct Outbox {
     load_retry_at: Option<u64>,
     appends: Vec<Record>,
     /// Record sizes of appends the host has not confirmed yet.
-    unconfirmed: BTreeMap<Seq, usize>,
+    unconfirmed: KeyedVec<usize>,
     removals: Vec<Seq>,
     /// Bytes of the records in `removals`.
     removal_bytes: u64,
@@ -175,7 +176,7 @@ impl Outbox {
             load_failures: 0,
             load_retry_at: None,
             appends: Vec::new(),
-            unconfirmed: BTreeMap::new(),
+            unconfirmed: KeyedVec::default(),
             removals: Vec::new(),
             removal_bytes: 0,
             outcomes: VecDeque::new(),
@@ -241,8 +242,7 @@ impl Outbox {
 
     /// The host confirmed that `first..=last` are durable.
     pub(crate) fn handle_appended(&mut self, first: Seq, last: Seq) {
-        self.unconfirmed
-            .retain(|seq, _| !(first..=last).contains(seq));
+        drop(self.unconfirmed.remove_range(first..=last));
         for slot in &mut self.window {
             if (first..=last).contains(&slot.seq) && slot.state == SlotState::Storing {
                 slot.state = SlotState::Ready;
@@ -255,7 +255,7 @@ impl Outbox {
         for seq in first..=last {
             // Only appends still waiting for an answer can fail; anything else is a host bug
             // that must not corrupt the accounting.
-            let Some(size) = self.unconfirmed.remove(&seq) else {
+            let Some(size) = self.unconfirmed.remove(seq) else {
                 continue;
             };
             if let Some(index) = self.window.iter().position(|s| s.seq == seq) {

@@ -7,18 +7,19 @@
 //! Platform lost it) starts a new operation. A still-valid operation saved before a restart is
 //! resumed instead of starting a new one.
 
-use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use thiserror::Error;
 
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::http::{HttpResponse, Method, Verdict, classify, describe_problem, join_url};
+use crate::json::{self, Object};
 use crate::retry_after::parse_retry_after;
 use crate::rng::Rng;
 use crate::timestamp::parse_rfc3339;
 use crate::token::RegistrationToken;
 
 /// A provisioning operation waiting for a technician's approval.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProvisioningOperation {
     /// The operation id.
     pub id: String,
@@ -26,6 +27,26 @@ pub struct ProvisioningOperation {
     pub verification_code: String,
     /// When the operation expires (ms since the epoch).
     pub expires_at: u64,
+}
+
+impl ProvisioningOperation {
+    /// Its form in the saved device state.
+    pub(crate) fn to_saved(&self) -> Value {
+        json!({
+            "id": self.id,
+            "verification_code": self.verification_code,
+            "expires_at": self.expires_at,
+        })
+    }
+
+    /// Reads [`ProvisioningOperation::to_saved`]'s form back.
+    pub(crate) fn from_saved(object: &Object) -> Result<Self, String> {
+        Ok(Self {
+            id: json::string(object, "id")?,
+            verification_code: json::string(object, "verification_code")?,
+            expires_at: json::unsigned(object, "expires_at")?,
+        })
+    }
 }
 
 /// Why provisioning stopped for good.
@@ -117,21 +138,6 @@ pub(crate) struct Provisioning {
     complete_not_before: u64,
     call: Option<HttpCall>,
     events: Vec<ProvisioningEvent>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct InitResponse {
-    provisioning_operation_id: String,
-    verification_code: String,
-    expiration_time: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct CompleteResponse {
-    registration_token: String,
-    expiration_time: Option<String>,
 }
 
 const CANCELLED_PROBLEM: &str = "provisioningOperationCancelled";
@@ -369,22 +375,22 @@ impl Provisioning {
 }
 
 fn parse_init(body: &[u8]) -> Option<ProvisioningOperation> {
-    let init: InitResponse = serde_json::from_slice(body).ok()?;
+    let init = json::parse_object(body).ok()?;
     Some(ProvisioningOperation {
-        id: init.provisioning_operation_id,
-        verification_code: init.verification_code,
-        expires_at: parse_rfc3339(&init.expiration_time).ok()?,
+        id: json::string(&init, "provisioningOperationId").ok()?,
+        verification_code: json::string(&init, "verificationCode").ok()?,
+        expires_at: parse_rfc3339(&json::string(&init, "expirationTime").ok()?).ok()?,
     })
 }
 
 fn parse_complete(body: &[u8], now: u64) -> Option<RegistrationToken> {
-    let complete: CompleteResponse = serde_json::from_slice(body).ok()?;
-    let expires_at = match complete.expiration_time {
+    let complete = json::parse_object(body).ok()?;
+    let expires_at = match json::optional_string(&complete, "expirationTime").ok()? {
         Some(time) => Some(parse_rfc3339(&time).ok()?),
         None => None,
     };
     Some(RegistrationToken {
-        token: complete.registration_token,
+        token: json::string(&complete, "registrationToken").ok()?,
         obtained_at: now,
         expires_at,
     })

@@ -9,18 +9,19 @@
 //! locally ends here with [`CredentialsEvent::NeedsProvisioning`]: the device provisions again
 //! and keeps its queue.
 
-use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::connection_string::ConnectionString;
 use crate::http::{HttpResponse, Method, Verdict, classify, join_url};
+use crate::json::{self, Object};
 use crate::provisioning::HttpCall;
 use crate::rng::Rng;
 use crate::timespan::parse_timespan;
 use crate::timestamp::parse_rfc3339;
 
 /// A Registration Token and its lifetime.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistrationToken {
     /// The token.
     pub token: String,
@@ -28,6 +29,26 @@ pub struct RegistrationToken {
     pub obtained_at: u64,
     /// When it expires (ms since the epoch); `None` means it never does.
     pub expires_at: Option<u64>,
+}
+
+impl RegistrationToken {
+    /// Its form in the saved device state.
+    pub(crate) fn to_saved(&self) -> Value {
+        json!({
+            "token": self.token,
+            "obtained_at": self.obtained_at,
+            "expires_at": self.expires_at,
+        })
+    }
+
+    /// Reads [`RegistrationToken::to_saved`]'s form back.
+    pub(crate) fn from_saved(object: &Object) -> Result<Self, String> {
+        Ok(Self {
+            token: json::string(object, "token")?,
+            obtained_at: json::unsigned(object, "obtained_at")?,
+            expires_at: json::optional_unsigned(object, "expires_at")?,
+        })
+    }
 }
 
 /// Never refresh later than this before the token expires.
@@ -111,8 +132,7 @@ impl ConnectionInfo {
 
 /// Extra endpoints announced by a stand-in Platform; a real instance announces none and the
 /// IoT Hub defaults apply.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct GatewayEndpoints {
     /// `host:port` of plain MQTT over TCP.
     pub mqtt_tcp: Option<String>,
@@ -124,21 +144,16 @@ pub struct GatewayEndpoints {
     pub http: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RegisterResponse {
-    connection_string: String,
-    connection_string_expiration: Option<String>,
-    token_remaining_lifetime: Option<String>,
-    #[serde(default)]
-    gateway_endpoints: GatewayEndpoints,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RefreshResponse {
-    registration_token: String,
-    expiration_time: Option<String>,
+impl GatewayEndpoints {
+    /// The `gatewayEndpoints` object of a registration answer.
+    fn parse(object: &Object) -> Result<Self, String> {
+        Ok(Self {
+            mqtt_tcp: json::optional_string(object, "mqttTcp")?,
+            mqtt_tls: json::optional_string(object, "mqttTls")?,
+            web_socket: json::optional_string(object, "webSocket")?,
+            http: json::optional_string(object, "http")?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -361,16 +376,22 @@ impl Credentials {
 }
 
 fn parse_register(body: &[u8], now: u64) -> Option<(ConnectionInfo, Option<i64>)> {
-    let response: RegisterResponse = serde_json::from_slice(body).ok()?;
-    let parsed = ConnectionString::parse(&response.connection_string).ok()?;
-    let sas_expires_at = match &response.connection_string_expiration {
-        Some(time) => parse_rfc3339(time).ok(),
+    let response = json::parse_object(body).ok()?;
+    let connection_string = json::string(&response, "connectionString").ok()?;
+    let parsed = ConnectionString::parse(&connection_string).ok()?;
+    let sas_expires_at =
+        match json::optional_string(&response, "connectionStringExpiration").ok()? {
+            Some(time) => parse_rfc3339(&time).ok(),
+            None => None,
+        }
+        .or_else(|| parsed.sas_expiry_ms());
+    let remaining = match json::optional_string(&response, "tokenRemainingLifetime").ok()? {
+        Some(span) => Some(parse_timespan(&span).ok()?),
         None => None,
-    }
-    .or_else(|| parsed.sas_expiry_ms());
-    let remaining = match &response.token_remaining_lifetime {
-        Some(span) => Some(parse_timespan(span).ok()?),
-        None => None,
+    };
+    let endpoints = match json::optional_object(&response, "gatewayEndpoints").ok()? {
+        Some(endpoints) => GatewayEndpoints::parse(endpoints).ok()?,
+        None => GatewayEndpoints::default(),
     };
     let info = ConnectionInfo {
         host_name: parsed.host_name,
@@ -379,19 +400,19 @@ fn parse_register(body: &[u8], now: u64) -> Option<(ConnectionInfo, Option<i64>)
         shared_access_signature: parsed.shared_access_signature,
         sas_expires_at,
         obtained_at: now,
-        endpoints: response.gateway_endpoints,
+        endpoints,
     };
     Some((info, remaining))
 }
 
 fn parse_refresh(body: &[u8], now: u64) -> Option<RegistrationToken> {
-    let response: RefreshResponse = serde_json::from_slice(body).ok()?;
-    let expires_at = match response.expiration_time {
+    let response = json::parse_object(body).ok()?;
+    let expires_at = match json::optional_string(&response, "expirationTime").ok()? {
         Some(time) => Some(parse_rfc3339(&time).ok()?),
         None => None,
     };
     Some(RegistrationToken {
-        token: response.registration_token,
+        token: json::string(&response, "registrationToken").ok()?,
         obtained_at: now,
         expires_at,
     })

@@ -22,9 +22,10 @@
 use std::collections::VecDeque;
 use std::mem::discriminant;
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use thiserror::Error;
+
+use crate::json::{self as fields, Object};
 
 /// How long a twin request may stay unanswered before it is sent again, when not configured.
 pub(crate) const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
@@ -49,8 +50,7 @@ const METADATA_KEY: &str = "$metadata";
 ///
 /// Every document is a JSON object; a stored value that is not one is read as empty. Fields
 /// missing from a stored copy take their defaults.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TwinState {
     /// The desired properties, without `$version` and `$metadata`.
     pub desired: Value,
@@ -62,6 +62,32 @@ pub struct TwinState {
     pub reported_acked: Value,
     /// The next request id; it counts up across restarts, so ids are not reused.
     pub next_rid: u64,
+}
+
+impl TwinState {
+    /// Its form in the saved device state.
+    pub(crate) fn to_saved(&self) -> Value {
+        json!({
+            "desired": self.desired,
+            "desired_version": self.desired_version,
+            "reported_target": self.reported_target,
+            "reported_acked": self.reported_acked,
+            "next_rid": self.next_rid,
+        })
+    }
+
+    /// Reads [`TwinState::to_saved`]'s form back; missing fields take their defaults.
+    pub(crate) fn from_saved(object: &Object) -> Result<Self, String> {
+        let defaults = Self::default();
+        let document = |key: &str, default: Value| object.get(key).cloned().unwrap_or(default);
+        Ok(Self {
+            desired: document("desired", defaults.desired),
+            desired_version: fields::optional_unsigned(object, "desired_version")?,
+            reported_target: document("reported_target", defaults.reported_target),
+            reported_acked: document("reported_acked", defaults.reported_acked),
+            next_rid: fields::optional_unsigned(object, "next_rid")?.unwrap_or(defaults.next_rid),
+        })
+    }
 }
 
 impl Default for TwinState {
@@ -1516,10 +1542,12 @@ mod tests {
     #[test]
     fn state_survives_serialization_and_missing_fields_default() {
         let twin = synced_twin();
-        let text = serde_json::to_string(twin.state()).unwrap();
-        let back: TwinState = serde_json::from_str(&text).unwrap();
-        assert_eq!(&back, twin.state());
-        let partial: TwinState = serde_json::from_str(r#"{"next_rid":5}"#).unwrap();
+        let text = twin.state().to_saved().to_string();
+        let saved = crate::json::parse_object(text.as_bytes()).unwrap();
+        assert_eq!(&TwinState::from_saved(&saved).unwrap(), twin.state());
+        let partial =
+            TwinState::from_saved(&crate::json::parse_object(br#"{"next_rid":5}"#).unwrap())
+                .unwrap();
         assert_eq!(
             partial,
             TwinState {

@@ -8,17 +8,16 @@
 //! sequence number, so a retry after a crash overwrites the same blob instead of leaving
 //! orphans.
 
-use serde::Deserialize;
-
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::http::{HttpResponse, Method, Verdict, classify};
+use crate::json;
 use crate::provisioning::HttpCall;
 use crate::rng::Rng;
 use crate::store::Seq;
 use crate::token::ConnectionInfo;
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// The Platform's answer to an upload request.
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Slot {
     correlation_id: String,
     host_name: String,
@@ -30,6 +29,18 @@ struct Slot {
 }
 
 impl Slot {
+    fn parse(body: &[u8]) -> Result<Self, String> {
+        let object = json::parse_object(body)?;
+        Ok(Self {
+            correlation_id: json::string(&object, "correlationId")?,
+            host_name: json::string(&object, "hostName")?,
+            container_name: json::string(&object, "containerName")?,
+            blob_name: json::string(&object, "blobName")?,
+            sas_token: json::string(&object, "sasToken")?,
+            upload_url: json::optional_string(&object, "uploadUrl")?,
+        })
+    }
+
     fn blob_url(&self) -> String {
         self.upload_url.clone().unwrap_or_else(|| {
             format!(
@@ -168,7 +179,7 @@ impl Upload {
             now + this.backoff.next_delay(rng, retry_after)
         };
         self.step = match (step, verdict) {
-            (Step::RequestSent, Verdict::Success) => match serde_json::from_slice::<Slot>(&body) {
+            (Step::RequestSent, Verdict::Success) => match Slot::parse(&body) {
                 Ok(slot) => {
                     self.backoff.reset();
                     Step::Put { at: now, slot }

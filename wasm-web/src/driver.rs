@@ -23,13 +23,12 @@ use gloo_events::EventListener;
 use gloo_timers::callback::Timeout;
 use js_sys::{Function, Object, Reflect, Uint8Array};
 use vdev_core::{
-    ConnectionId, Device, Endpoint, Event, HttpResponse, Input, MessageOptions, Output, RequestId,
-    Seq, Stats, StoreError, StoreRequest, StreamOptions,
+    ConnectionId, Device, Endpoint, Event, HttpResponse, Input, KeyedVec, MessageOptions, Output,
+    RequestId, Seq, Stats, StoreError, StoreRequest, StreamOptions,
 };
 use wasm_bindgen::{JsCast, JsValue};
 
 use crate::error::ClientError;
-use crate::keyed::KeyedVec;
 use crate::runtime::{console_error, describe, now_ms, spawn};
 use crate::socket::{Socket, SocketEvent};
 use crate::store::IdbStore;

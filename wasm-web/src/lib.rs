@@ -35,7 +35,6 @@ mod api;
 mod driver;
 mod error;
 mod http;
-mod keyed;
 mod runtime;
 mod socket;
 mod store;

@@ -34,8 +34,8 @@ use gloo_timers::callback::Timeout;
 use js_sys::{Array, Function, Promise, Reflect, Uint8Array};
 use serde_json::Value;
 use vdev_core::{
-    Compression, ConnectionState, Device, DeviceConfig, MessageOptions, SendError, Seq, Stats,
-    StreamOptions,
+    Compression, ConnectionState, Device, DeviceConfig, KeyedVec, MessageOptions, SendError, Seq,
+    Stats, StreamOptions,
 };
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
@@ -47,7 +47,6 @@ use crate::driver::{
     object,
 };
 use crate::error::ClientError;
-use crate::keyed::KeyedVec;
 use crate::runtime::{console_error, describe, now_ms, random_bytes, spawn};
 use crate::store::IdbStore;
 

@@ -6,9 +6,8 @@
 //! the delay grows. That is what stops two devices sharing one Device ID from kicking each
 //! other off the gateway in a tight loop.
 
-use std::collections::BTreeMap;
-
 use crate::backoff::{Backoff, BackoffConfig};
+use crate::keyed::KeyedVec;
 use crate::mqtt::codec::{
     self, ConnAck, Connect, ConnectReturnCode, Packet, Publish, QoS, SubAckCode, Subscribe,
 };
@@ -158,7 +157,8 @@ pub(crate) struct Session {
     next_conn: u64,
     next_packet_id: u16,
     /// Packet ids awaiting PUBACK, with the time each was sent.
-    in_flight: BTreeMap<u16, u64>,
+    /// Send time by packet id.
+    in_flight: KeyedVec<u64>,
     rx: Vec<u8>,
     tx: Vec<u8>,
     last_sent_at: u64,
@@ -182,7 +182,7 @@ impl Session {
             state: State::Idle,
             next_conn: 1,
             next_packet_id: (rng.below_or_equal(u64::from(u16::MAX - 1)) + 1) as u16,
-            in_flight: BTreeMap::new(),
+            in_flight: KeyedVec::default(),
             rx: Vec::new(),
             tx: Vec::new(),
             last_sent_at: 0,
@@ -284,7 +284,7 @@ impl Session {
             payload,
         });
         self.encode(now, &packet)?;
-        self.in_flight.insert(packet_id, now);
+        self.in_flight.insert(u64::from(packet_id), now);
         Ok(packet_id)
     }
 
@@ -306,7 +306,7 @@ impl Session {
         loop {
             let id = self.next_packet_id;
             self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
-            if !self.in_flight.contains_key(&id) {
+            if !self.in_flight.contains_key(u64::from(id)) {
                 return id;
             }
         }
@@ -427,7 +427,7 @@ impl Session {
                 self.events.push(SessionEvent::Incoming(publish));
             }
             (State::Ready { .. }, Packet::PubAck { packet_id }) => {
-                if self.in_flight.remove(&packet_id).is_some() {
+                if self.in_flight.remove(u64::from(packet_id)).is_some() {
                     self.events.push(SessionEvent::Acked(packet_id));
                 }
             }

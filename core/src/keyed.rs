@@ -1,17 +1,18 @@
-//! `KeyedVec`, a small map from `u64` keys (sequence, request and connection numbers) to
-//! values, kept as a `Vec` sorted by key.
+//! `KeyedVec`, a small map from `u64` keys (sequence, packet, request and connection numbers)
+//! to values, kept as a `Vec` sorted by key; the core's in-flight tables and the browser
+//! host's use it.
 //!
-//! Hand-written instead of `BTreeMap`/`HashMap` for bundle size: each `BTreeMap<K, V>` the
-//! crate uses adds several kilobytes of node-balancing code to the wasm module, and a `HashMap`
-//! brings hashbrown and SipHash along (about 16 KB of wasm for the three maps this replaced).
-//! These maps hold the few replies or connections in flight and are filled in key order, so
-//! appending to a `Vec` is the common case and a binary search handles the rest.
+//! Hand-written instead of `BTreeMap`/`HashMap` for bundle size: each `BTreeMap<K, V>` a wasm
+//! module uses adds several kilobytes of node-balancing code, and a `HashMap` brings hashbrown
+//! and SipHash along. These maps hold the few packets, requests or replies in flight and are
+//! mostly filled in key order, so appending to a `Vec` is the common case and a binary search
+//! handles the rest.
 
 use std::ops::RangeInclusive;
 
 /// Values by `u64` key, iterated in key order.
-#[derive(Debug)]
-pub(crate) struct KeyedVec<V> {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedVec<V> {
     entries: Vec<(u64, V)>,
 }
 
@@ -25,7 +26,7 @@ impl<V> Default for KeyedVec<V> {
 
 impl<V> KeyedVec<V> {
     /// Stores `value` under `key`, returning the value it replaces.
-    pub(crate) fn insert(&mut self, key: u64, value: V) -> Option<V> {
+    pub fn insert(&mut self, key: u64, value: V) -> Option<V> {
         match self.entries.last() {
             Some((last, _)) if *last < key => {
                 self.entries.push((key, value));
@@ -46,25 +47,25 @@ impl<V> KeyedVec<V> {
     }
 
     /// The value stored under `key`.
-    pub(crate) fn get(&self, key: u64) -> Option<&V> {
+    pub fn get(&self, key: u64) -> Option<&V> {
         let index = self.entries.binary_search_by_key(&key, |(k, _)| *k).ok()?;
         Some(&self.entries[index].1)
     }
 
     /// The value stored under `key`, to change it.
-    pub(crate) fn get_mut(&mut self, key: u64) -> Option<&mut V> {
+    pub fn get_mut(&mut self, key: u64) -> Option<&mut V> {
         let index = self.entries.binary_search_by_key(&key, |(k, _)| *k).ok()?;
         Some(&mut self.entries[index].1)
     }
 
     /// Takes the value stored under `key` out.
-    pub(crate) fn remove(&mut self, key: u64) -> Option<V> {
+    pub fn remove(&mut self, key: u64) -> Option<V> {
         let index = self.entries.binary_search_by_key(&key, |(k, _)| *k).ok()?;
         Some(self.entries.remove(index).1)
     }
 
     /// Takes out every entry whose key is in `keys`, in key order.
-    pub(crate) fn remove_range(&mut self, keys: RangeInclusive<u64>) -> Vec<(u64, V)> {
+    pub fn remove_range(&mut self, keys: RangeInclusive<u64>) -> Vec<(u64, V)> {
         let start = self.entries.partition_point(|(k, _)| k < keys.start());
         let end = self.entries.partition_point(|(k, _)| k <= keys.end());
         if start >= end {
@@ -74,15 +75,37 @@ impl<V> KeyedVec<V> {
     }
 
     /// The values in key order.
-    pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
+    pub fn values(&self) -> impl Iterator<Item = &V> {
         self.entries.iter().map(|(_, value)| value)
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    /// The entries in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &V)> {
+        self.entries.iter().map(|(key, value)| (*key, value))
+    }
+
+    /// Whether a value is stored under `key`.
+    pub fn contains_key(&self, key: u64) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Keeps only the entries `keep` accepts.
+    pub fn retain(&mut self, mut keep: impl FnMut(u64, &V) -> bool) {
+        self.entries.retain(|(key, value)| keep(*key, value));
+    }
+
+    /// How many entries there are.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
-    pub(crate) fn clear(&mut self) {
+    /// Removes every entry.
+    pub fn clear(&mut self) {
         self.entries.clear();
     }
 }
@@ -148,7 +171,14 @@ mod tests {
                 *expected += 1;
             }
             assert_eq!(map.is_empty(), model.is_empty());
+            assert_eq!(map.len(), model.len());
+            assert_eq!(map.contains_key(key), model.contains_key(&key));
             assert!(map.values().eq(model.values()));
+            assert!(map.iter().eq(model.iter().map(|(k, v)| (*k, v))));
+            if step % 97 == 0 {
+                map.retain(|k, v| (k + v) % 3 != 0);
+                model.retain(|k, v| (*k + *v) % 3 != 0);
+            }
         }
     }
 }
