@@ -215,6 +215,7 @@ pub(crate) async fn start(
         sent_waiters: Vec::new(),
         owner_present: false,
         followers_present: Rc::new(Cell::new(false)),
+        offline_wish: None,
         promoting: None,
     };
     let (Some(locks), Some(channel)) = (locks, channel) else {
@@ -311,6 +312,9 @@ struct Coordinator {
     pending: KeyedVec<(JsValue, PendingReply)>,
     sent_waiters: Vec<Reply<()>>,
     owner_present: bool,
+    /// Follower: the last `setOffline` of this client's app, told again to every new owner
+    /// (and applied by this client itself when it takes over) so that it is never lost.
+    offline_wish: Option<bool>,
     /// Owner: whether any follower has made itself heard (shared with the driver's mirroring).
     followers_present: Rc<Cell<bool>>,
     /// Holding the lock, waiting for the previous owner's `released`.
@@ -488,6 +492,9 @@ impl Coordinator {
         for reply in std::mem::take(&mut self.sent_waiters) {
             self.to_driver(Command::WaitSent(reply));
         }
+        if let Some(offline) = self.offline_wish.take() {
+            self.to_driver(Command::SetOffline(offline));
+        }
     }
 
     fn to_driver(&self, command: Command) {
@@ -531,12 +538,8 @@ impl Coordinator {
             // The owner's tab hears the browser's events itself.
             Command::BrowserNetwork(_) => {}
             Command::SetOffline(offline) => {
-                let n = self.next_request;
-                self.next_request += 1;
-                self.post_request(
-                    n,
-                    vec![("kind", "offline".into()), ("value", offline.into())],
-                );
+                self.offline_wish = Some(offline);
+                self.tell_offline_wish();
             }
             Command::WaitSent(reply) => {
                 self.sent_waiters.push(reply);
@@ -567,6 +570,20 @@ impl Coordinator {
             }
         }
         false
+    }
+
+    /// Follower: asks the owner to apply this app's `setOffline` (again: setting the same value
+    /// twice changes nothing).
+    fn tell_offline_wish(&mut self) {
+        let Some(offline) = self.offline_wish else {
+            return;
+        };
+        let n = self.next_request;
+        self.next_request += 1;
+        self.post_request(
+            n,
+            vec![("kind", "offline".into()), ("value", offline.into())],
+        );
     }
 
     fn forward(&mut self, request: Vec<(&'static str, JsValue)>, reply: PendingReply) {
@@ -601,6 +618,7 @@ impl Coordinator {
             ("owner", false) => {
                 self.owner_present = true;
                 self.post_value(&object(&[("t", "hello".into())]));
+                self.tell_offline_wish();
                 for (message, _) in self.pending.values() {
                     self.post_value(message);
                 }

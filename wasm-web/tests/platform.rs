@@ -734,3 +734,35 @@ async fn two_clients_of_one_database_share_one_device_and_the_follower_takes_ove
     follower.stop().await;
     discard(&database).await;
 }
+
+#[wasm_bindgen_test]
+async fn a_followers_set_offline_holds_for_the_owner_and_still_after_it_takes_over() {
+    let (database, device_id) = (unique("vdev-tabs-offline"), unique("web-tabs-offline"));
+    let owner = start(&database, &device_id).await;
+    platform().approve(&owner.operation(0).await).await;
+    owner.wait_connected().await;
+    let follower = start(&database, &device_id).await;
+    assert_eq!(role(&follower), "follower");
+
+    // The follower's app says offline: the one device (driven by the owner) goes offline.
+    follower.client.set_offline(true);
+    owner.wait_offline().await;
+    owner.stop().await;
+    wait_until("the follower to become the owner", 15_000.0, || {
+        role(&follower) == "owner"
+    })
+    .await;
+
+    // Its app never said online again, so the device it now drives stays offline.
+    let sender = follower.client.create_stream_sender(None).unwrap();
+    let held: Vec<String> = (0..10).map(|i| format!("held {i}")).collect();
+    send_all(&sender, held.iter().cloned()).await;
+    follower.wait_offline().await;
+    assert_nothing_delivered_for(&follower, &device_id, 0, 10.0, 2_000.0).await;
+
+    follower.client.set_offline(false);
+    follower.wait_all_sent().await;
+    assert_stored_exactly(&device_id, &held).await;
+    follower.stop().await;
+    discard(&database).await;
+}
