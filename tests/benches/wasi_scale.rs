@@ -196,11 +196,11 @@ async fn drive_device(
     stats: &Mutex<DeviceStats>,
 ) -> Result<(), String> {
     std::fs::create_dir_all(store_dir).map_err(|e| format!("store directory: {e}"))?;
-    let config = LibraryConfig {
-        instance_url: shared.info.http_url.clone().unwrap_or_default(),
-        provisioning_token: shared.info.provisioning_token.clone(),
-        device_id: device_id(index),
-    };
+    let config = LibraryConfig::tcp(
+        shared.info.http_url.clone().unwrap_or_default(),
+        shared.info.provisioning_token.clone(),
+        device_id(index),
+    );
     let mut device = host
         .start_library_device(store_dir, config)
         .await

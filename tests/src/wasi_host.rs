@@ -470,9 +470,22 @@ pub struct LibraryConfig {
     pub provisioning_token: String,
     /// The Device ID to ask for.
     pub device_id: String,
+    /// MQTT over TLS trusting this CA file (inside the store directory) besides the Mozilla
+    /// roots; plain TCP when `None`.
+    pub tls_ca_file: Option<String>,
 }
 
 impl LibraryConfig {
+    /// A device that asks for `device_id` and speaks plain TCP (the loopback stand-in's way).
+    pub fn tcp(instance_url: String, provisioning_token: String, device_id: String) -> Self {
+        Self {
+            instance_url,
+            provisioning_token,
+            device_id,
+            tls_ca_file: None,
+        }
+    }
+
     fn to_val(&self) -> Val {
         let some = |v: Val| Val::Option(Some(Box::new(v)));
         Val::Record(vec![
@@ -489,7 +502,25 @@ impl LibraryConfig {
                 some(Val::String(self.device_id.clone())),
             ),
             ("provisioning-parameters".into(), Val::List(Vec::new())),
-            ("transport".into(), Val::Enum("tcp".into())),
+            (
+                "transport".into(),
+                Val::Enum(
+                    if self.tls_ca_file.is_some() {
+                        "tls"
+                    } else {
+                        "tcp"
+                    }
+                    .into(),
+                ),
+            ),
+            (
+                "tls-ca-file".into(),
+                Val::Option(
+                    self.tls_ca_file
+                        .clone()
+                        .map(|path| Box::new(Val::String(path))),
+                ),
+            ),
             ("store-dir".into(), Val::String(".".into())),
             ("provisioning-poll-interval-ms".into(), some(Val::U64(200))),
             ("retry-initial-ms".into(), some(Val::U64(100))),

@@ -46,11 +46,11 @@ async fn wasi_library_world_provisions_round_trips_properties_and_delivers_in_or
         .expect("the components build and compile");
     let store = dir.path().join("device");
     std::fs::create_dir_all(&store).expect("store dir");
-    let config = LibraryConfig {
-        instance_url: info.http_url.clone().expect("http"),
-        provisioning_token: info.provisioning_token.clone(),
-        device_id: "wasi-lib-1".into(),
-    };
+    let config = LibraryConfig::tcp(
+        info.http_url.clone().expect("http"),
+        info.provisioning_token.clone(),
+        "wasi-lib-1".into(),
+    );
     let mut device = host
         .start_library_device(&store, config)
         .await
@@ -141,5 +141,84 @@ async fn wasi_library_world_provisions_round_trips_properties_and_delivers_in_or
         .map(|n| format!("library reading {n}"))
         .collect();
     assert_eq!(payloads, expected, "stored once, in order");
+    platform.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_library_world_delivers_over_tls_trusting_the_ca_file_of_its_configuration() {
+    const TLS_MESSAGES: usize = 30;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let platform = Platform::start(Config::ephemeral(dir.path().join("platform")))
+        .await
+        .expect("platform starts");
+    let info = platform.info().clone();
+    assert!(info.gateway_endpoints.mqtt_tls.is_some(), "TLS listener");
+    let host = tokio::task::spawn_blocking(WasiHost::load)
+        .await
+        .expect("load task")
+        .expect("the components build and compile");
+    let store = dir.path().join("device");
+    std::fs::create_dir_all(&store).expect("store dir");
+    let config = |ca_file: &str| LibraryConfig {
+        tls_ca_file: Some(ca_file.into()),
+        ..LibraryConfig::tcp(
+            info.http_url.clone().expect("http"),
+            info.provisioning_token.clone(),
+            "wasi-lib-tls".into(),
+        )
+    };
+
+    // A CA file that is not there is a clear start error, not a device that never connects.
+    let missing = host
+        .start_library_device(&store, config("no-such-ca.pem"))
+        .await
+        .err()
+        .expect("start refused");
+    let missing = format!("{missing:#}");
+    assert!(
+        missing.contains("invalid-configuration") && missing.contains("no-such-ca.pem"),
+        "{missing}"
+    );
+
+    // The component reads the CA through its preopened directory.
+    std::fs::copy(&info.ca_certificate_path, store.join("platform-ca.pem")).expect("ca copied");
+    let mut device = host
+        .start_library_device(&store, config("platform-ca.pem"))
+        .await
+        .expect("device starts");
+    let mut seen = Vec::new();
+    let operation_id = poll_until(&mut device, &mut seen, |e| {
+        (e.name == "provisioning-operation").then(|| e.string_field("id").expect("operation id"))
+    })
+    .await;
+    approve(&info, &operation_id).await;
+    let expected: Vec<String> = (0..TLS_MESSAGES)
+        .map(|n| format!("tls reading {n}"))
+        .collect();
+    for text in &expected {
+        device.send(text.as_bytes()).await.expect("stored");
+    }
+    let mut delivered = 0;
+    poll_until(&mut device, &mut seen, |e| {
+        delivered += usize::from(e.name == "message-delivered");
+        (delivered == TLS_MESSAGES).then_some(())
+    })
+    .await;
+    device.stop().await.expect("stops");
+
+    let stored = admin(
+        &info,
+        reqwest::Method::GET,
+        "/devices/wasi-lib-tls/messages?limit=10000",
+        Value::Null,
+    )
+    .await;
+    let payloads: Vec<&str> = stored
+        .as_array()
+        .expect("message list")
+        .iter()
+        .map(|m| m["payloadText"].as_str().expect("text"))
+        .collect();
+    assert_eq!(payloads, expected, "stored once, in order, over TLS");
     platform.shutdown().await;
 }

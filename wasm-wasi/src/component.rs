@@ -174,8 +174,7 @@ impl GuestDevice for DeviceResource {
             provisioning_poll_interval_ms: config.provisioning_poll_interval_ms,
             retry_initial_ms: config.retry_initial_ms,
             retry_max_ms: config.retry_max_ms,
-            // The WIT configuration has no CA field yet: the Mozilla roots only.
-            tls_ca_file: None,
+            tls_ca_file: config.tls_ca_file,
         };
         match Driver::start(&settings) {
             Ok(driver) => Ok(DeviceHandle::new(DeviceResource {
@@ -184,6 +183,7 @@ impl GuestDevice for DeviceResource {
             Err(StartError::Settings(e)) => {
                 Err(wit::StartError::InvalidConfiguration(e.to_string()))
             }
+            Err(StartError::Tls(e)) => Err(wit::StartError::InvalidConfiguration(e)),
             Err(e) => Err(wit::StartError::StoreUnavailable(e.to_string())),
         }
     }
