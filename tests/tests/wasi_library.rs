@@ -3,11 +3,12 @@
 //! with `send`, and desired/reported properties round-trip, against the stand-in Platform on
 //! loopback.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use vdev_platform::{Config, Platform};
-use vdev_tests::platform_admin::{admin, approve};
+use vdev_platform::{Config, Platform, PlatformInfo, RunningPlatform};
+use vdev_tests::platform_admin::{admin, approve, device_messages, payload_texts};
 use vdev_tests::wasi_host::{LibraryConfig, LibraryDevice, LibraryEvent, WasiHost};
 use wasmtime::component::Val;
 
@@ -33,19 +34,44 @@ async fn poll_until<T>(
     panic!("no awaited event within the deadline; saw {seen:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wasi_library_world_provisions_round_trips_properties_and_delivers_in_order() {
-    let dir = tempfile::tempdir().expect("temp dir");
+/// A fresh Platform, the compiled components, and an empty store directory for one device.
+async fn platform_host_and_store(dir: &tempfile::TempDir) -> (RunningPlatform, WasiHost, PathBuf) {
     let platform = Platform::start(Config::ephemeral(dir.path().join("platform")))
         .await
         .expect("platform starts");
-    let info = platform.info().clone();
     let host = tokio::task::spawn_blocking(WasiHost::load)
         .await
         .expect("load task")
         .expect("the components build and compile");
     let store = dir.path().join("device");
     std::fs::create_dir_all(&store).expect("store dir");
+    (platform, host, store)
+}
+
+/// Polls until `count` messages were reported delivered.
+async fn poll_until_delivered(
+    device: &mut LibraryDevice,
+    seen: &mut Vec<LibraryEvent>,
+    count: usize,
+) {
+    let mut delivered = 0;
+    poll_until(device, seen, |e| {
+        delivered += usize::from(e.name == "message-delivered");
+        (delivered == count).then_some(())
+    })
+    .await;
+}
+
+/// The text payloads the Platform stored for `device_id`, oldest first.
+async fn stored_texts(info: &PlatformInfo, device_id: &str) -> Vec<String> {
+    payload_texts(&device_messages(info, device_id).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_library_world_provisions_round_trips_properties_and_delivers_in_order() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (platform, host, store) = platform_host_and_store(&dir).await;
+    let info = platform.info().clone();
     let config = LibraryConfig::tcp(
         info.http_url.clone().expect("http"),
         info.provisioning_token.clone(),
@@ -115,28 +141,11 @@ async fn wasi_library_world_provisions_round_trips_properties_and_delivers_in_or
         assert!(last_seq.is_none_or(|last| seq > last));
         last_seq = Some(seq);
     }
-    let mut delivered = 0;
-    poll_until(&mut device, &mut seen, |e| {
-        delivered += usize::from(e.name == "message-delivered");
-        (delivered == MESSAGES).then_some(())
-    })
-    .await;
+    poll_until_delivered(&mut device, &mut seen, MESSAGES).await;
     assert_eq!(device.pending_count().await.expect("pending"), 0);
     device.stop().await.expect("stops");
 
-    let stored = admin(
-        &info,
-        reqwest::Method::GET,
-        "/devices/wasi-lib-1/messages?limit=10000",
-        Value::Null,
-    )
-    .await;
-    let payloads: Vec<&str> = stored
-        .as_array()
-        .expect("message list")
-        .iter()
-        .map(|m| m["payloadText"].as_str().expect("text"))
-        .collect();
+    let payloads = stored_texts(&info, "wasi-lib-1").await;
     let expected: Vec<String> = (0..MESSAGES)
         .map(|n| format!("library reading {n}"))
         .collect();
@@ -148,17 +157,9 @@ async fn wasi_library_world_provisions_round_trips_properties_and_delivers_in_or
 async fn wasi_library_world_delivers_over_tls_trusting_the_ca_file_of_its_configuration() {
     const TLS_MESSAGES: usize = 30;
     let dir = tempfile::tempdir().expect("temp dir");
-    let platform = Platform::start(Config::ephemeral(dir.path().join("platform")))
-        .await
-        .expect("platform starts");
+    let (platform, host, store) = platform_host_and_store(&dir).await;
     let info = platform.info().clone();
     assert!(info.gateway_endpoints.mqtt_tls.is_some(), "TLS listener");
-    let host = tokio::task::spawn_blocking(WasiHost::load)
-        .await
-        .expect("load task")
-        .expect("the components build and compile");
-    let store = dir.path().join("device");
-    std::fs::create_dir_all(&store).expect("store dir");
     let config = |ca_file: &str| LibraryConfig {
         tls_ca_file: Some(ca_file.into()),
         ..LibraryConfig::tcp(
@@ -198,27 +199,10 @@ async fn wasi_library_world_delivers_over_tls_trusting_the_ca_file_of_its_config
     for text in &expected {
         device.send(text.as_bytes()).await.expect("stored");
     }
-    let mut delivered = 0;
-    poll_until(&mut device, &mut seen, |e| {
-        delivered += usize::from(e.name == "message-delivered");
-        (delivered == TLS_MESSAGES).then_some(())
-    })
-    .await;
+    poll_until_delivered(&mut device, &mut seen, TLS_MESSAGES).await;
     device.stop().await.expect("stops");
 
-    let stored = admin(
-        &info,
-        reqwest::Method::GET,
-        "/devices/wasi-lib-tls/messages?limit=10000",
-        Value::Null,
-    )
-    .await;
-    let payloads: Vec<&str> = stored
-        .as_array()
-        .expect("message list")
-        .iter()
-        .map(|m| m["payloadText"].as_str().expect("text"))
-        .collect();
+    let payloads = stored_texts(&info, "wasi-lib-tls").await;
     assert_eq!(payloads, expected, "stored once, in order, over TLS");
     platform.shutdown().await;
 }
