@@ -12,7 +12,7 @@ use thiserror::Error;
 
 use crate::config::{DeviceConfig, Transport};
 use crate::http::{HttpRequest, HttpResponse, RequestId};
-use crate::json;
+use crate::json::{self, Value};
 use crate::keyed::KeyedVec;
 use crate::message::{Marker, MessageError, MessageOptions, StoredMessage, StreamOptions};
 use crate::mqtt::codec::{ConnectReturnCode, QoS};
@@ -193,7 +193,7 @@ pub enum Event {
     /// Desired properties changed (also sent once after the first twin fetch).
     DesiredPropertiesChanged {
         /// The whole desired document (without `$version`).
-        properties: serde_json::Value,
+        properties: Value,
         /// Its version.
         version: u64,
     },
@@ -282,14 +282,23 @@ struct SavedState {
 impl SavedState {
     /// The JSON the host stores (`StoreRequest::SaveState`).
     fn to_json(&self) -> Vec<u8> {
-        serde_json::json!({
-            "operation": json::or_null(self.operation.as_ref().map(ProvisioningOperation::to_saved)),
-            "token": json::or_null(self.token.as_ref().map(RegistrationToken::to_saved)),
-            "workspace_id": self.workspace_id,
-            "device_id": self.device_id,
-            "twin": self.twin.to_saved(),
-        })
-        .to_string()
+        Value::object([
+            (
+                "operation",
+                self.operation
+                    .as_ref()
+                    .map(ProvisioningOperation::to_saved)
+                    .into(),
+            ),
+            (
+                "token",
+                self.token.as_ref().map(RegistrationToken::to_saved).into(),
+            ),
+            ("workspace_id", self.workspace_id.as_deref().into()),
+            ("device_id", self.device_id.as_deref().into()),
+            ("twin", self.twin.to_saved()),
+        ])
+        .to_json()
         .into_bytes()
     }
 
@@ -418,12 +427,12 @@ impl Device {
     }
 
     /// The desired properties and their version (from the saved copy until the first fetch).
-    pub fn desired_properties(&self) -> (&serde_json::Value, Option<u64>) {
+    pub fn desired_properties(&self) -> (&Value, Option<u64>) {
         self.twin.desired()
     }
 
     /// The reported properties the app has set.
-    pub fn reported_properties(&self) -> &serde_json::Value {
+    pub fn reported_properties(&self) -> &Value {
         self.twin.reported()
     }
 
@@ -531,11 +540,7 @@ impl Device {
 
     /// Merges `patch` (a JSON object, merge-patch semantics) into the reported properties; the
     /// difference is sent when connected and kept across restarts until acknowledged.
-    pub fn update_reported_properties(
-        &mut self,
-        now: u64,
-        patch: serde_json::Value,
-    ) -> Result<(), TwinError> {
+    pub fn update_reported_properties(&mut self, now: u64, patch: Value) -> Result<(), TwinError> {
         let now = self.clamp(now);
         self.twin.update_reported(now, patch)?;
         self.drive(now);
@@ -978,7 +983,9 @@ impl Device {
                 self.saved.device_id.as_deref().unwrap_or_default(),
             );
             let payload = match next.uploaded {
-                Some(blob) => serde_json::json!({ "link": blob }).to_string().into_bytes(),
+                Some(blob) => Value::object([("link", blob.into())])
+                    .to_json()
+                    .into_bytes(),
                 None => next.message.payload.clone(),
             };
             let dup = next.dup;

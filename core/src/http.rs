@@ -108,7 +108,7 @@ pub(crate) fn describe_problem(status: u16, body: &[u8]) -> String {
 }
 
 fn problem_field(body: &[u8], field: &str) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let value = crate::json::Value::parse(body).ok()?;
     Some(value.get(field)?.as_str()?.to_owned())
 }
 

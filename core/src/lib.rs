@@ -86,7 +86,7 @@ mod connection_string;
 mod device;
 mod http;
 mod identity;
-mod json;
+pub mod json;
 mod keyed;
 mod message;
 pub mod mqtt;

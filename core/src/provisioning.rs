@@ -7,12 +7,11 @@
 //! Platform lost it) starts a new operation. A still-valid operation saved before a restart is
 //! resumed instead of starting a new one.
 
-use serde_json::{Value, json};
 use thiserror::Error;
 
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::http::{HttpResponse, Method, Verdict, classify, describe_problem, join_url};
-use crate::json::{self, Object};
+use crate::json::{self, Object, Value};
 use crate::retry_after::parse_retry_after;
 use crate::rng::Rng;
 use crate::timestamp::parse_rfc3339;
@@ -32,11 +31,11 @@ pub struct ProvisioningOperation {
 impl ProvisioningOperation {
     /// Its form in the saved device state.
     pub(crate) fn to_saved(&self) -> Value {
-        json!({
-            "id": self.id,
-            "verification_code": self.verification_code,
-            "expires_at": self.expires_at,
-        })
+        Value::object([
+            ("id", self.id.as_str().into()),
+            ("verification_code", self.verification_code.as_str().into()),
+            ("expires_at", self.expires_at.into()),
+        ])
     }
 
     /// Reads [`ProvisioningOperation::to_saved`]'s form back.
@@ -87,7 +86,7 @@ pub(crate) struct HttpCall {
 }
 
 impl HttpCall {
-    pub(crate) fn json(method: Method, url: String, token: &str, body: serde_json::Value) -> Self {
+    pub(crate) fn json(method: Method, url: String, token: &str, body: Value) -> Self {
         Self {
             method,
             url,
@@ -95,7 +94,7 @@ impl HttpCall {
                 ("Authorization".into(), format!("DeviceToken {token}")),
                 ("Content-Type".into(), "application/json".into()),
             ],
-            body: body.to_string().into_bytes(),
+            body: body.to_json().into_bytes(),
         }
     }
 }
@@ -171,7 +170,7 @@ impl Provisioning {
     pub(crate) fn handle_timeout(&mut self, now: u64) {
         match &self.state {
             State::Init { at } if *at <= now => {
-                let mut body = serde_json::Map::new();
+                let mut body = json::Map::new();
                 if let Some(id) = &self.request.device_id {
                     body.insert("deviceId".into(), id.clone().into());
                 }
@@ -180,15 +179,15 @@ impl Provisioning {
                         .request
                         .parameters
                         .iter()
-                        .map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone())))
+                        .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
                         .collect();
-                    body.insert("parameters".into(), serde_json::Value::Object(params));
+                    body.insert("parameters".into(), Value::Object(params));
                 }
                 self.call = Some(HttpCall::json(
                     Method::Post,
                     join_url(&self.request.instance_url, "/provisioning-operations/init"),
                     &self.request.provisioning_token,
-                    serde_json::Value::Object(body),
+                    Value::Object(body),
                 ));
                 self.state = State::InitSent;
             }
@@ -205,7 +204,7 @@ impl Provisioning {
                         "/provisioning-operations/complete",
                     ),
                     &self.request.provisioning_token,
-                    serde_json::json!({ "provisioningOperationId": op.id }),
+                    Value::object([("provisioningOperationId", op.id.as_str().into())]),
                 ));
                 self.state = State::PollSent { op };
             }

@@ -9,12 +9,10 @@
 //! locally ends here with [`CredentialsEvent::NeedsProvisioning`]: the device provisions again
 //! and keeps its queue.
 
-use serde_json::{Value, json};
-
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::connection_string::ConnectionString;
 use crate::http::{HttpResponse, Method, Verdict, classify, join_url};
-use crate::json::{self, Object};
+use crate::json::{self, Object, Value};
 use crate::provisioning::HttpCall;
 use crate::rng::Rng;
 use crate::timespan::parse_timespan;
@@ -34,11 +32,11 @@ pub struct RegistrationToken {
 impl RegistrationToken {
     /// Its form in the saved device state.
     pub(crate) fn to_saved(&self) -> Value {
-        json!({
-            "token": self.token,
-            "obtained_at": self.obtained_at,
-            "expires_at": self.expires_at,
-        })
+        Value::object([
+            ("token", self.token.as_str().into()),
+            ("obtained_at", self.obtained_at.into()),
+            ("expires_at", self.expires_at.into()),
+        ])
     }
 
     /// Reads [`RegistrationToken::to_saved`]'s form back.
@@ -253,7 +251,7 @@ impl Credentials {
                 Method::Put,
                 join_url(&self.instance_url, "/devices/registration-tokens/refresh"),
                 &self.provisioning_token,
-                serde_json::json!({ "registrationToken": self.token.token }),
+                Value::object([("registrationToken", self.token.token.as_str().into())]),
             ));
             self.in_flight = Some(Pending::Refresh);
             return;
@@ -264,7 +262,7 @@ impl Credentials {
                 Method::Put,
                 join_url(&self.instance_url, "/devices/register"),
                 &self.token.token,
-                serde_json::json!({ "connectionStringType": "SharedAccessSignature" }),
+                Value::object([("connectionStringType", "SharedAccessSignature".into())]),
             ));
             self.in_flight = Some(Pending::Register);
         }

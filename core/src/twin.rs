@@ -16,16 +16,14 @@
 //! The target is the whole reported document: a property the Platform holds but the target
 //! lacks (say, left by an earlier install of the device) is removed at the next sync.
 //!
-//! [`merge_patch_diff`] is hand-written because json-patch only computes RFC 6902 diffs; the
-//! merge itself is `json_patch::merge`.
+//! The merge itself is [`json::merge`]; [`merge_patch_diff`] is its inverse.
 
 use std::collections::VecDeque;
 use std::mem::discriminant;
 
-use serde_json::{Map, Value, json};
 use thiserror::Error;
 
-use crate::json::{self as fields, Object};
+use crate::json::{self, Map, Object, Value};
 
 /// How long a twin request may stay unanswered before it is sent again, when not configured.
 pub(crate) const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
@@ -67,13 +65,13 @@ pub struct TwinState {
 impl TwinState {
     /// Its form in the saved device state.
     pub(crate) fn to_saved(&self) -> Value {
-        json!({
-            "desired": self.desired,
-            "desired_version": self.desired_version,
-            "reported_target": self.reported_target,
-            "reported_acked": self.reported_acked,
-            "next_rid": self.next_rid,
-        })
+        Value::object([
+            ("desired", self.desired.clone()),
+            ("desired_version", self.desired_version.into()),
+            ("reported_target", self.reported_target.clone()),
+            ("reported_acked", self.reported_acked.clone()),
+            ("next_rid", self.next_rid.into()),
+        ])
     }
 
     /// Reads [`TwinState::to_saved`]'s form back; missing fields take their defaults.
@@ -82,10 +80,10 @@ impl TwinState {
         let document = |key: &str, default: Value| object.get(key).cloned().unwrap_or(default);
         Ok(Self {
             desired: document("desired", defaults.desired),
-            desired_version: fields::optional_unsigned(object, "desired_version")?,
+            desired_version: json::optional_unsigned(object, "desired_version")?,
             reported_target: document("reported_target", defaults.reported_target),
             reported_acked: document("reported_acked", defaults.reported_acked),
-            next_rid: fields::optional_unsigned(object, "next_rid")?.unwrap_or(defaults.next_rid),
+            next_rid: json::optional_unsigned(object, "next_rid")?.unwrap_or(defaults.next_rid),
         })
     }
 }
@@ -283,7 +281,7 @@ impl Twin {
         // Merging into an empty object copies the document without its null members.
         let mut target = Value::Object(Map::new());
         if normalized.reported_target.is_object() {
-            json_patch::merge(&mut target, &normalized.reported_target);
+            json::merge(&mut target, &normalized.reported_target);
         }
         normalized.reported_target = target;
         let state_dirty = normalized != state;
@@ -353,7 +351,7 @@ impl Twin {
             });
         }
         let mut target = self.state.reported_target.clone();
-        json_patch::merge(&mut target, &patch);
+        json::merge(&mut target, &patch);
         if target != self.state.reported_target {
             self.state.reported_target = target;
             self.state_dirty = true;
@@ -549,7 +547,7 @@ impl Twin {
         }
         match response.status {
             Some(200..=299) => {
-                json_patch::merge(&mut self.state.reported_acked, patch);
+                json::merge(&mut self.state.reported_acked, patch);
                 self.state_dirty = true;
                 session.reported = ReportedRequest::Idle;
                 session.reported_failures = 0;
@@ -646,7 +644,7 @@ impl Twin {
             Some(current) if version <= current => {}
             Some(current) if current.checked_add(1) == Some(version) => {
                 let mut desired = self.state.desired.clone();
-                json_patch::merge(&mut desired, &patch);
+                json::merge(&mut desired, &patch);
                 self.set_desired(desired, version);
             }
             _ => self.request_full_get(now, version),
@@ -675,27 +673,27 @@ impl Twin {
 /// new values, removed members as `null`, nested objects diffed recursively, anything else
 /// replaced whole. Equal objects give `{}`.
 ///
-/// `json_patch::merge(&mut from, &merge_patch_diff(&from, &to))` yields `to` whenever `to` has no
+/// `json::merge(&mut from, &merge_patch_diff(&from, &to))` yields `to` whenever `to` has no
 /// `null` object members (a merge patch cannot set a member to `null`).
 pub fn merge_patch_diff(from: &Value, to: &Value) -> Value {
     let (Value::Object(from), Value::Object(to)) = (from, to) else {
         return to.clone();
     };
     let mut patch = Map::new();
-    for (name, to_value) in to {
+    for (name, to_value) in to.iter() {
         match from.get(name) {
             Some(from_value) if from_value == to_value => {}
             Some(from_value @ Value::Object(_)) if to_value.is_object() => {
-                patch.insert(name.clone(), merge_patch_diff(from_value, to_value));
+                patch.insert(name.to_owned(), merge_patch_diff(from_value, to_value));
             }
             _ => {
-                patch.insert(name.clone(), to_value.clone());
+                patch.insert(name.to_owned(), to_value.clone());
             }
         }
     }
     for name in from.keys() {
         if !to.contains_key(name) {
-            patch.insert(name.clone(), Value::Null);
+            patch.insert(name.to_owned(), Value::Null);
         }
     }
     Value::Object(patch)
@@ -708,7 +706,7 @@ fn find_reserved_name(value: &Value) -> Option<&str> {
     };
     members.iter().find_map(|(name, member)| {
         if name.starts_with('$') {
-            Some(name.as_str())
+            Some(name)
         } else {
             find_reserved_name(member)
         }
@@ -755,7 +753,7 @@ fn parse_desired_patch(rest: &str, payload: &[u8]) -> Option<(u64, Value)> {
         Some(version) => Some(version.parse::<u64>().ok()?),
         None => None,
     };
-    let Value::Object(mut patch) = serde_json::from_slice(payload).ok()? else {
+    let Value::Object(mut patch) = Value::parse(payload).ok()? else {
         return None;
     };
     let body_version = match patch.remove(VERSION_KEY) {
@@ -774,7 +772,7 @@ fn parse_desired_patch(rest: &str, payload: &[u8]) -> Option<(u64, Value)> {
 /// Parses a GET answer body: `{"desired":{..,"$version":n},"reported":{..,"$version":m}}`.
 /// A missing `reported` is read as empty; a missing desired version makes the answer junk.
 fn parse_twin_document(payload: &[u8]) -> Option<TwinDocument> {
-    let Value::Object(mut root) = serde_json::from_slice(payload).ok()? else {
+    let Value::Object(mut root) = Value::parse(payload).ok()? else {
         return None;
     };
     let Some(Value::Object(mut desired)) = root.remove("desired") else {
@@ -802,7 +800,12 @@ fn parse_twin_document(payload: &[u8]) -> Option<TwinDocument> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    /// serde_json's `json!`, as a core JSON value.
+    macro_rules! value {
+        ($($json:tt)+) => {
+            serde_json::from_value::<Value>(serde_json::json!($($json)+)).unwrap()
+        };
+    }
 
     const T0: u64 = 1_700_000_000_000;
 
@@ -871,17 +874,26 @@ mod tests {
         reported_version: u64,
     ) -> Vec<u8> {
         let mut desired = desired;
-        desired[VERSION_KEY] = json!(desired_version);
+        desired
+            .as_object_mut()
+            .unwrap()
+            .insert(VERSION_KEY.into(), desired_version.into());
         let mut reported = reported;
-        reported[VERSION_KEY] = json!(reported_version);
-        json!({ "desired": desired, "reported": reported })
+        reported
+            .as_object_mut()
+            .unwrap()
+            .insert(VERSION_KEY.into(), reported_version.into());
+        value!({ "desired": desired, "reported": reported })
             .to_string()
             .into_bytes()
     }
 
     fn patch_body(patch: Value, version: u64) -> Vec<u8> {
         let mut patch = patch;
-        patch[VERSION_KEY] = json!(version);
+        patch
+            .as_object_mut()
+            .unwrap()
+            .insert(VERSION_KEY.into(), version.into());
         patch.to_string().into_bytes()
     }
 
@@ -894,9 +906,9 @@ mod tests {
         assert!(twin.handle_publish(
             T0,
             &res(200, 0),
-            &twin_body(json!({"rate": 5}), 3, json!({}), 1)
+            &twin_body(value!({"rate": 5}), 3, value!({}), 1)
         ));
-        assert_eq!(drain(&mut twin), [desired_changed(json!({"rate": 5}), 3)]);
+        assert_eq!(drain(&mut twin), [desired_changed(value!({"rate": 5}), 3)]);
         assert!(twin.is_synced());
         let _ = twin.take_state_dirty();
         twin
@@ -905,7 +917,7 @@ mod tests {
     #[test]
     fn first_session_gets_the_twin_then_reports_the_diff() {
         let mut twin = Twin::new(TwinConfig::default(), TwinState::default());
-        twin.update_reported(T0, json!({"fw": "1.0"})).unwrap();
+        twin.update_reported(T0, value!({"fw": "1.0"})).unwrap();
         assert_eq!(drain(&mut twin), [], "nothing is sent outside a session");
         assert_eq!(twin.poll_timeout(), None);
 
@@ -919,8 +931,8 @@ mod tests {
         assert_eq!(
             drain(&mut twin),
             [
-                report(1, json!({"fw": "1.0", "old": null})),
-                desired_changed(json!({"rate": 5}), 3),
+                report(1, value!({"fw": "1.0", "old": null})),
+                desired_changed(value!({"rate": 5}), 3),
             ]
         );
         assert!(twin.is_synced());
@@ -934,38 +946,38 @@ mod tests {
         assert_eq!(
             twin.state(),
             &TwinState {
-                desired: json!({"rate": 5}),
+                desired: value!({"rate": 5}),
                 desired_version: Some(3),
-                reported_target: json!({"fw": "1.0"}),
-                reported_acked: json!({"fw": "1.0"}),
+                reported_target: value!({"fw": "1.0"}),
+                reported_acked: value!({"fw": "1.0"}),
                 next_rid: 2,
             }
         );
-        assert_eq!(twin.desired(), (&json!({"rate": 5}), Some(3)));
-        assert_eq!(twin.reported(), &json!({"fw": "1.0"}));
+        assert_eq!(twin.desired(), (&value!({"rate": 5}), Some(3)));
+        assert_eq!(twin.reported(), &value!({"fw": "1.0"}));
     }
 
     #[test]
     fn desired_patches_in_order_are_merged() {
         let mut twin = synced_twin();
         let topic = desired_topic(4);
-        let body = patch_body(json!({"rate": 6, "mode": {"eco": true}}), 4);
+        let body = patch_body(value!({"rate": 6, "mode": {"eco": true}}), 4);
         assert!(twin.handle_publish(T0, &topic, &body));
         assert_eq!(
             drain(&mut twin),
             [desired_changed(
-                json!({"rate": 6, "mode": {"eco": true}}),
+                value!({"rate": 6, "mode": {"eco": true}}),
                 4
             )]
         );
         assert!(twin.take_state_dirty());
 
-        let body = patch_body(json!({"rate": null, "mode": {"level": 2}}), 5);
+        let body = patch_body(value!({"rate": null, "mode": {"level": 2}}), 5);
         assert!(twin.handle_publish(T0, &desired_topic(5), &body));
         assert_eq!(
             drain(&mut twin),
             [desired_changed(
-                json!({"mode": {"eco": true, "level": 2}}),
+                value!({"mode": {"eco": true, "level": 2}}),
                 5
             )]
         );
@@ -975,41 +987,41 @@ mod tests {
     #[test]
     fn stale_and_duplicate_desired_patches_are_ignored() {
         let mut twin = synced_twin();
-        assert!(twin.handle_publish(T0, &desired_topic(4), &patch_body(json!({"rate": 6}), 4)));
-        assert_eq!(drain(&mut twin), [desired_changed(json!({"rate": 6}), 4)]);
+        assert!(twin.handle_publish(T0, &desired_topic(4), &patch_body(value!({"rate": 6}), 4)));
+        assert_eq!(drain(&mut twin), [desired_changed(value!({"rate": 6}), 4)]);
         let _ = twin.take_state_dirty();
 
         for version in [4, 3, 1, 0] {
-            let body = patch_body(json!({"rate": 100 + version}), version);
+            let body = patch_body(value!({"rate": 100 + version}), version);
             assert!(twin.handle_publish(T0, &desired_topic(version), &body));
         }
         assert_eq!(drain(&mut twin), []);
         assert!(!twin.take_state_dirty());
-        assert_eq!(twin.desired(), (&json!({"rate": 6}), Some(4)));
+        assert_eq!(twin.desired(), (&value!({"rate": 6}), Some(4)));
     }
 
     #[test]
     fn gap_in_desired_versions_fetches_the_whole_twin() {
         let mut twin = synced_twin();
-        assert!(twin.handle_publish(T0, &desired_topic(5), &patch_body(json!({"b": 1}), 5)));
+        assert!(twin.handle_publish(T0, &desired_topic(5), &patch_body(value!({"b": 1}), 5)));
         assert_eq!(drain(&mut twin), [get(1)], "version 4 was missed");
-        assert_eq!(twin.desired(), (&json!({"rate": 5}), Some(3)));
+        assert_eq!(twin.desired(), (&value!({"rate": 5}), Some(3)));
 
         // A second gap while the GET is in flight does not send another one...
-        assert!(twin.handle_publish(T0, &desired_topic(6), &patch_body(json!({"c": 1}), 6)));
+        assert!(twin.handle_publish(T0, &desired_topic(6), &patch_body(value!({"c": 1}), 6)));
         assert_eq!(drain(&mut twin), []);
         // ...but an answer that predates it is followed by one more GET.
-        let body = twin_body(json!({"a": 1, "b": 1}), 5, json!({}), 1);
+        let body = twin_body(value!({"a": 1, "b": 1}), 5, value!({}), 1);
         assert!(twin.handle_publish(T0, &res(200, 1), &body));
         assert_eq!(
             drain(&mut twin),
-            [get(2), desired_changed(json!({"a": 1, "b": 1}), 5)]
+            [get(2), desired_changed(value!({"a": 1, "b": 1}), 5)]
         );
-        let body = twin_body(json!({"a": 1, "b": 1, "c": 1}), 6, json!({}), 1);
+        let body = twin_body(value!({"a": 1, "b": 1, "c": 1}), 6, value!({}), 1);
         assert!(twin.handle_publish(T0, &res(200, 2), &body));
         assert_eq!(
             drain(&mut twin),
-            [desired_changed(json!({"a": 1, "b": 1, "c": 1}), 6)]
+            [desired_changed(value!({"a": 1, "b": 1, "c": 1}), 6)]
         );
     }
 
@@ -1018,16 +1030,16 @@ mod tests {
         let mut twin = Twin::new(TwinConfig::default(), TwinState::default());
         twin.on_session_ready(T0);
         assert_eq!(drain(&mut twin), [get(0)]);
-        assert!(twin.handle_publish(T0, &desired_topic(4), &patch_body(json!({"x": 1}), 4)));
+        assert!(twin.handle_publish(T0, &desired_topic(4), &patch_body(value!({"x": 1}), 4)));
         assert_eq!(
             drain(&mut twin),
             [],
             "the GET in flight may already include it"
         );
 
-        let body = twin_body(json!({"x": 1}), 4, json!({}), 1);
+        let body = twin_body(value!({"x": 1}), 4, value!({}), 1);
         assert!(twin.handle_publish(T0, &res(200, 0), &body));
-        assert_eq!(drain(&mut twin), [desired_changed(json!({"x": 1}), 4)]);
+        assert_eq!(drain(&mut twin), [desired_changed(value!({"x": 1}), 4)]);
     }
 
     #[test]
@@ -1035,13 +1047,13 @@ mod tests {
         let mut twin = Twin::new(TwinConfig::default(), TwinState::default());
         twin.on_session_ready(T0);
         assert_eq!(drain(&mut twin), [get(0)]);
-        assert!(twin.handle_publish(T0, &desired_topic(4), &patch_body(json!({"x": 1}), 4)));
-        let body = twin_body(json!({}), 3, json!({}), 1);
+        assert!(twin.handle_publish(T0, &desired_topic(4), &patch_body(value!({"x": 1}), 4)));
+        let body = twin_body(value!({}), 3, value!({}), 1);
         assert!(twin.handle_publish(T0, &res(200, 0), &body));
-        assert_eq!(drain(&mut twin), [get(1), desired_changed(json!({}), 3)]);
-        let body = twin_body(json!({"x": 1}), 4, json!({}), 1);
+        assert_eq!(drain(&mut twin), [get(1), desired_changed(value!({}), 3)]);
+        let body = twin_body(value!({"x": 1}), 4, value!({}), 1);
         assert!(twin.handle_publish(T0, &res(200, 1), &body));
-        assert_eq!(drain(&mut twin), [desired_changed(json!({"x": 1}), 4)]);
+        assert_eq!(drain(&mut twin), [desired_changed(value!({"x": 1}), 4)]);
     }
 
     #[test]
@@ -1050,49 +1062,49 @@ mod tests {
         // An unreadable patch: something changed, so the whole twin is fetched.
         assert!(twin.handle_publish(T0, &desired_topic(4), b"{broken"));
         assert_eq!(drain(&mut twin), [get(1)]);
-        assert!(twin.handle_publish(T0, &desired_topic(4), &patch_body(json!({"rate": 6}), 4)));
-        assert_eq!(drain(&mut twin), [desired_changed(json!({"rate": 6}), 4)]);
+        assert!(twin.handle_publish(T0, &desired_topic(4), &patch_body(value!({"rate": 6}), 4)));
+        assert_eq!(drain(&mut twin), [desired_changed(value!({"rate": 6}), 4)]);
         // The GET was answered before patch 4 existed.
-        let body = twin_body(json!({"rate": 5}), 3, json!({}), 1);
+        let body = twin_body(value!({"rate": 5}), 3, value!({}), 1);
         assert!(twin.handle_publish(T0, &res(200, 1), &body));
         assert_eq!(drain(&mut twin), []);
-        assert_eq!(twin.desired(), (&json!({"rate": 6}), Some(4)));
+        assert_eq!(twin.desired(), (&value!({"rate": 6}), Some(4)));
     }
 
     #[test]
     fn an_answer_older_than_acknowledged_reports_keeps_them() {
         let mut twin = synced_twin();
-        twin.update_reported(T0, json!({"a": 1})).unwrap();
-        assert_eq!(drain(&mut twin), [report(1, json!({"a": 1}))]);
-        assert!(twin.handle_publish(T0, &desired_topic(5), &patch_body(json!({"b": 1}), 5)));
+        twin.update_reported(T0, value!({"a": 1})).unwrap();
+        assert_eq!(drain(&mut twin), [report(1, value!({"a": 1}))]);
+        assert!(twin.handle_publish(T0, &desired_topic(5), &patch_body(value!({"b": 1}), 5)));
         assert_eq!(drain(&mut twin), [get(2)]);
         assert!(twin.handle_publish(T0, "$iothub/twin/res/204/?$rid=1&$version=2", b""));
         assert_eq!(drain(&mut twin), [acked(Some(2))]);
         // The GET was answered before the patch was applied: its reported part is older.
-        let body = twin_body(json!({"rate": 5, "b": 1}), 5, json!({}), 1);
+        let body = twin_body(value!({"rate": 5, "b": 1}), 5, value!({}), 1);
         assert!(twin.handle_publish(T0, &res(200, 2), &body));
         assert_eq!(
             drain(&mut twin),
-            [desired_changed(json!({"rate": 5, "b": 1}), 5)]
+            [desired_changed(value!({"rate": 5, "b": 1}), 5)]
         );
-        assert_eq!(twin.state().reported_acked, json!({"a": 1}));
+        assert_eq!(twin.state().reported_acked, value!({"a": 1}));
         assert!(!twin.pending_reported());
     }
 
     #[test]
     fn get_matching_the_stored_copy_emits_nothing() {
         let state = TwinState {
-            desired: json!({"rate": 5}),
+            desired: value!({"rate": 5}),
             desired_version: Some(3),
-            reported_target: json!({"fw": "1.0"}),
-            reported_acked: json!({"fw": "1.0"}),
+            reported_target: value!({"fw": "1.0"}),
+            reported_acked: value!({"fw": "1.0"}),
             next_rid: 10,
         };
         let mut twin = Twin::new(TwinConfig::default(), state.clone());
         assert!(!twin.take_state_dirty());
         twin.on_session_ready(T0);
         assert_eq!(drain(&mut twin), [get(10)]);
-        let body = twin_body(json!({"rate": 5}), 3, json!({"fw": "1.0"}), 2);
+        let body = twin_body(value!({"rate": 5}), 3, value!({"fw": "1.0"}), 2);
         assert!(twin.handle_publish(T0, &res(200, 10), &body));
         assert_eq!(drain(&mut twin), []);
         assert_eq!(twin.poll_timeout(), None);
@@ -1101,7 +1113,7 @@ mod tests {
     #[test]
     fn get_with_other_content_at_the_stored_version_is_an_event() {
         let state = TwinState {
-            desired: json!({"rate": 5}),
+            desired: value!({"rate": 5}),
             desired_version: Some(3),
             ..TwinState::default()
         };
@@ -1109,9 +1121,9 @@ mod tests {
         twin.on_session_ready(T0);
         assert_eq!(drain(&mut twin), [get(0)]);
         // E.g. a Platform that was reset: its answer is the truth even at a lower version.
-        let body = twin_body(json!({"rate": 7}), 1, json!({}), 1);
+        let body = twin_body(value!({"rate": 7}), 1, value!({}), 1);
         assert!(twin.handle_publish(T0, &res(200, 0), &body));
-        assert_eq!(drain(&mut twin), [desired_changed(json!({"rate": 7}), 1)]);
+        assert_eq!(drain(&mut twin), [desired_changed(value!({"rate": 7}), 1)]);
     }
 
     #[test]
@@ -1119,7 +1131,7 @@ mod tests {
         let mut twin = Twin::new(TwinConfig::default(), TwinState::default());
         twin.on_session_ready(T0);
         let _ = drain(&mut twin);
-        let body = json!({
+        let body = value!({
             "desired": {"a": 1, "$version": 2, "$metadata": {"$lastUpdated": "x"}},
             "reported": {"b": 2, "$version": 4, "$metadata": {}},
         });
@@ -1128,18 +1140,18 @@ mod tests {
         assert_eq!(
             drain(&mut twin),
             [
-                report(1, json!({"b": null})),
-                desired_changed(json!({"a": 1}), 2)
+                report(1, value!({"b": null})),
+                desired_changed(value!({"a": 1}), 2)
             ]
         );
-        assert_eq!(twin.state().reported_acked, json!({"b": 2}));
+        assert_eq!(twin.state().reported_acked, value!({"b": 2}));
     }
 
     #[test]
     fn restart_with_a_patch_in_flight_resends_it_as_a_diff() {
         let mut twin = synced_twin();
-        twin.update_reported(T0, json!({"a": 1})).unwrap();
-        assert_eq!(drain(&mut twin), [report(1, json!({"a": 1}))]);
+        twin.update_reported(T0, value!({"a": 1})).unwrap();
+        assert_eq!(drain(&mut twin), [report(1, value!({"a": 1}))]);
         assert!(twin.take_state_dirty());
         let stored = twin.state().clone();
         drop(twin);
@@ -1149,15 +1161,15 @@ mod tests {
         assert!(twin.pending_reported());
         twin.on_session_ready(T0 + 1_000);
         assert_eq!(drain(&mut twin), [get(2)]);
-        let body = twin_body(json!({"rate": 5}), 3, json!({}), 1);
+        let body = twin_body(value!({"rate": 5}), 3, value!({}), 1);
         assert!(twin.handle_publish(T0 + 1_000, &res(200, 2), &body));
-        assert_eq!(drain(&mut twin), [report(3, json!({"a": 1}))]);
+        assert_eq!(drain(&mut twin), [report(3, value!({"a": 1}))]);
 
         // The Platform applied it before the restart.
         let mut twin = Twin::new(TwinConfig::default(), stored);
         twin.on_session_ready(T0 + 1_000);
         assert_eq!(drain(&mut twin), [get(2)]);
-        let body = twin_body(json!({"rate": 5}), 3, json!({"a": 1}), 2);
+        let body = twin_body(value!({"rate": 5}), 3, value!({"a": 1}), 2);
         assert!(twin.handle_publish(T0 + 1_000, &res(200, 2), &body));
         assert_eq!(drain(&mut twin), []);
         assert!(!twin.pending_reported());
@@ -1195,26 +1207,26 @@ mod tests {
         assert_eq!(twin.poll_timeout(), Some(T0 + 10_000));
 
         // The late answer to the first GET is for a forgotten rid.
-        let body = twin_body(json!({}), 1, json!({}), 1);
+        let body = twin_body(value!({}), 1, value!({}), 1);
         assert!(twin.handle_publish(T0 + 6_000, &res(200, 0), &body));
         assert_eq!(drain(&mut twin), []);
         assert!(!twin.is_synced());
         assert!(twin.handle_publish(T0 + 6_000, &res(200, 1), &body));
-        assert_eq!(drain(&mut twin), [desired_changed(json!({}), 1)]);
+        assert_eq!(drain(&mut twin), [desired_changed(value!({}), 1)]);
         assert!(twin.is_synced());
     }
 
     #[test]
     fn unanswered_reported_patch_is_resent_as_a_fresh_diff() {
         let mut twin = synced_twin();
-        twin.update_reported(T0, json!({"a": 1})).unwrap();
-        assert_eq!(drain(&mut twin), [report(1, json!({"a": 1}))]);
-        twin.update_reported(T0 + 10, json!({"b": 2})).unwrap();
+        twin.update_reported(T0, value!({"a": 1})).unwrap();
+        assert_eq!(drain(&mut twin), [report(1, value!({"a": 1}))]);
+        twin.update_reported(T0 + 10, value!({"b": 2})).unwrap();
         assert_eq!(drain(&mut twin), [], "one patch in flight at a time");
         assert_eq!(twin.poll_timeout(), Some(T0 + 30_000));
 
         twin.handle_timeout(T0 + 30_000);
-        assert_eq!(drain(&mut twin), [report(2, json!({"a": 1, "b": 2}))]);
+        assert_eq!(drain(&mut twin), [report(2, value!({"a": 1, "b": 2}))]);
         assert!(twin.handle_publish(T0 + 30_001, "$iothub/twin/res/204/?$rid=1&$version=2", b""));
         assert_eq!(drain(&mut twin), [], "the timed-out request is forgotten");
         assert!(twin.handle_publish(T0 + 30_002, "$iothub/twin/res/204/?$rid=2&$version=2", b""));
@@ -1225,21 +1237,21 @@ mod tests {
     #[test]
     fn updates_while_a_patch_is_in_flight_go_next_as_one_diff() {
         let mut twin = synced_twin();
-        twin.update_reported(T0, json!({"a": 1, "c": {"d": 1}}))
+        twin.update_reported(T0, value!({"a": 1, "c": {"d": 1}}))
             .unwrap();
         assert_eq!(
             drain(&mut twin),
-            [report(1, json!({"a": 1, "c": {"d": 1}}))]
+            [report(1, value!({"a": 1, "c": {"d": 1}}))]
         );
-        twin.update_reported(T0, json!({"b": 2})).unwrap();
-        twin.update_reported(T0, json!({"a": null, "c": {"e": 2}}))
+        twin.update_reported(T0, value!({"b": 2})).unwrap();
+        twin.update_reported(T0, value!({"a": null, "c": {"e": 2}}))
             .unwrap();
         assert_eq!(drain(&mut twin), []);
         assert!(twin.handle_publish(T0, "$iothub/twin/res/204/?$rid=1&$version=2", b""));
         assert_eq!(
             drain(&mut twin),
             [
-                report(2, json!({"a": null, "b": 2, "c": {"e": 2}})),
+                report(2, value!({"a": null, "b": 2, "c": {"e": 2}})),
                 acked(Some(2)),
             ]
         );
@@ -1247,27 +1259,27 @@ mod tests {
         assert_eq!(drain(&mut twin), [acked(Some(3))]);
         assert_eq!(
             twin.state().reported_acked,
-            json!({"b": 2, "c": {"d": 1, "e": 2}})
+            value!({"b": 2, "c": {"d": 1, "e": 2}})
         );
     }
 
     #[test]
     fn refused_reported_patch_is_retried_with_backoff() {
         let mut twin = synced_twin();
-        twin.update_reported(T0, json!({"a": 1})).unwrap();
-        assert_eq!(drain(&mut twin), [report(1, json!({"a": 1}))]);
+        twin.update_reported(T0, value!({"a": 1})).unwrap();
+        assert_eq!(drain(&mut twin), [report(1, value!({"a": 1}))]);
 
         assert!(twin.handle_publish(T0, &res(500, 1), b""));
         assert_eq!(drain(&mut twin), [rejected(500)]);
         assert_eq!(twin.poll_timeout(), Some(T0 + 1_000));
         twin.handle_timeout(T0 + 1_000);
-        assert_eq!(drain(&mut twin), [report(2, json!({"a": 1}))]);
+        assert_eq!(drain(&mut twin), [report(2, value!({"a": 1}))]);
 
         assert!(twin.handle_publish(T0 + 1_000, &res(429, 2), b""));
         assert_eq!(drain(&mut twin), [rejected(429)]);
         assert_eq!(twin.poll_timeout(), Some(T0 + 3_000), "the delay doubles");
         twin.handle_timeout(T0 + 3_000);
-        assert_eq!(drain(&mut twin), [report(3, json!({"a": 1}))]);
+        assert_eq!(drain(&mut twin), [report(3, value!({"a": 1}))]);
 
         assert!(twin.handle_publish(T0 + 3_000, &res(204, 3), b""));
         assert_eq!(drain(&mut twin), [acked(None)]);
@@ -1302,16 +1314,16 @@ mod tests {
     #[test]
     fn empty_diff_sends_nothing() {
         let mut twin = synced_twin();
-        twin.update_reported(T0, json!({"gone": null})).unwrap();
-        twin.update_reported(T0, json!({})).unwrap();
+        twin.update_reported(T0, value!({"gone": null})).unwrap();
+        twin.update_reported(T0, value!({})).unwrap();
         assert_eq!(drain(&mut twin), []);
         assert!(!twin.take_state_dirty());
 
-        twin.update_reported(T0, json!({"a": 1})).unwrap();
-        assert_eq!(drain(&mut twin), [report(1, json!({"a": 1}))]);
+        twin.update_reported(T0, value!({"a": 1})).unwrap();
+        assert_eq!(drain(&mut twin), [report(1, value!({"a": 1}))]);
         assert!(twin.handle_publish(T0, &res(204, 1), b""));
         assert_eq!(drain(&mut twin), [acked(None)]);
-        twin.update_reported(T0, json!({"a": 1})).unwrap();
+        twin.update_reported(T0, value!({"a": 1})).unwrap();
         assert_eq!(drain(&mut twin), []);
         assert_eq!(twin.poll_timeout(), None);
     }
@@ -1319,11 +1331,11 @@ mod tests {
     #[test]
     fn update_reported_refuses_non_objects_and_reserved_names() {
         let mut twin = synced_twin();
-        for patch in [json!(5), json!([1]), json!(null), json!("a")] {
+        for patch in [value!(5), value!([1]), value!(null), value!("a")] {
             assert_eq!(twin.update_reported(T0, patch), Err(TwinError::NotAnObject));
         }
         let error = twin
-            .update_reported(T0, json!({"a": {"$b": 1}}))
+            .update_reported(T0, value!({"a": {"$b": 1}}))
             .unwrap_err();
         assert_eq!(
             error,
@@ -1336,34 +1348,34 @@ mod tests {
             "the reported property name \"$b\" is reserved: names starting with '$' belong to the platform"
         );
         assert!(matches!(
-            twin.update_reported(T0, json!({"$version": 9})),
+            twin.update_reported(T0, value!({"$version": 9})),
             Err(TwinError::ReservedName { .. })
         ));
         assert_eq!(drain(&mut twin), []);
         assert!(!twin.take_state_dirty());
-        assert_eq!(twin.reported(), &json!({}));
+        assert_eq!(twin.reported(), &value!({}));
     }
 
     #[test]
     fn session_lost_forgets_requests_and_resyncs() {
         let mut twin = synced_twin();
-        twin.update_reported(T0, json!({"a": 1})).unwrap();
-        assert_eq!(drain(&mut twin), [report(1, json!({"a": 1}))]);
+        twin.update_reported(T0, value!({"a": 1})).unwrap();
+        assert_eq!(drain(&mut twin), [report(1, value!({"a": 1}))]);
         twin.on_session_lost();
         assert!(!twin.is_synced());
         assert_eq!(twin.poll_timeout(), None);
-        twin.update_reported(T0, json!({"b": 2})).unwrap();
+        twin.update_reported(T0, value!({"b": 2})).unwrap();
         assert_eq!(drain(&mut twin), []);
         // Answers and patches that arrive between sessions are consumed and ignored.
         assert!(twin.handle_publish(T0, &res(204, 1), b""));
-        assert!(twin.handle_publish(T0, &desired_topic(4), &patch_body(json!({"z": 1}), 4)));
+        assert!(twin.handle_publish(T0, &desired_topic(4), &patch_body(value!({"z": 1}), 4)));
         assert_eq!(drain(&mut twin), []);
 
         twin.on_session_ready(T0 + 100);
         assert_eq!(drain(&mut twin), [get(2)]);
-        let body = twin_body(json!({"rate": 5}), 3, json!({}), 1);
+        let body = twin_body(value!({"rate": 5}), 3, value!({}), 1);
         assert!(twin.handle_publish(T0 + 100, &res(200, 2), &body));
-        assert_eq!(drain(&mut twin), [report(3, json!({"a": 1, "b": 2}))]);
+        assert_eq!(drain(&mut twin), [report(3, value!({"a": 1, "b": 2}))]);
     }
 
     #[test]
@@ -1380,16 +1392,16 @@ mod tests {
     #[test]
     fn unpolled_events_of_one_kind_are_coalesced() {
         let mut twin = synced_twin();
-        assert!(twin.handle_publish(T0, &desired_topic(4), &patch_body(json!({"a": 1}), 4)));
-        twin.update_reported(T0, json!({"x": 1})).unwrap();
+        assert!(twin.handle_publish(T0, &desired_topic(4), &patch_body(value!({"a": 1}), 4)));
+        twin.update_reported(T0, value!({"x": 1})).unwrap();
         assert!(twin.handle_publish(T0, &res(204, 1), b""));
-        assert!(twin.handle_publish(T0, &desired_topic(5), &patch_body(json!({"b": 2}), 5)));
+        assert!(twin.handle_publish(T0, &desired_topic(5), &patch_body(value!({"b": 2}), 5)));
         assert_eq!(
             drain(&mut twin),
             [
-                report(1, json!({"x": 1})),
+                report(1, value!({"x": 1})),
                 acked(None),
-                desired_changed(json!({"rate": 5, "a": 1, "b": 2}), 5),
+                desired_changed(value!({"rate": 5, "a": 1, "b": 2}), 5),
             ]
         );
     }
@@ -1398,7 +1410,7 @@ mod tests {
     fn junk_answers_and_topics_change_nothing() {
         let mut twin = synced_twin();
         let before = twin.state().clone();
-        let valid = twin_body(json!({"evil": 1}), 99, json!({"evil": 1}), 99);
+        let valid = twin_body(value!({"evil": 1}), 99, value!({"evil": 1}), 99);
         let junk: [(&str, &[u8]); 12] = [
             ("$iothub/twin/res/200/?$rid=999", &valid),
             ("$iothub/twin/res/200/?$rid=0", &valid),
@@ -1430,7 +1442,7 @@ mod tests {
     #[test]
     fn junk_get_answers_schedule_a_retry_and_keep_the_stored_data() {
         let state = TwinState {
-            desired: json!({"rate": 5}),
+            desired: value!({"rate": 5}),
             desired_version: Some(3),
             ..TwinState::default()
         };
@@ -1459,8 +1471,8 @@ mod tests {
             twin.handle_timeout(now);
             assert_eq!(drain(&mut twin), [get(rid + 1)], "{topic}");
         }
-        assert_eq!(twin.desired(), (&json!({"rate": 5}), Some(3)));
-        assert_eq!(twin.reported(), &json!({}));
+        assert_eq!(twin.desired(), (&value!({"rate": 5}), Some(3)));
+        assert_eq!(twin.reported(), &value!({}));
     }
 
     #[test]
@@ -1484,37 +1496,37 @@ mod tests {
             assert!(twin.handle_publish(T0, &topic, payload), "{topic}");
             assert_eq!(drain(&mut twin), [get(rid)], "{topic}");
             // The twin did not change, so the answer brings no event.
-            let body = twin_body(json!({"rate": 5}), 3, json!({}), 1);
+            let body = twin_body(value!({"rate": 5}), 3, value!({}), 1);
             assert!(twin.handle_publish(T0, &res(200, rid), &body));
             assert_eq!(drain(&mut twin), [], "{topic}");
         }
-        assert_eq!(twin.desired(), (&json!({"rate": 5}), Some(3)));
+        assert_eq!(twin.desired(), (&value!({"rate": 5}), Some(3)));
     }
 
     #[test]
     fn desired_version_may_come_from_the_body_or_an_encoded_query() {
         let mut twin = synced_twin();
         let topic = "$iothub/twin/PATCH/properties/desired/";
-        assert!(twin.handle_publish(T0, topic, &patch_body(json!({"a": 1}), 4)));
+        assert!(twin.handle_publish(T0, topic, &patch_body(value!({"a": 1}), 4)));
         assert_eq!(
             drain(&mut twin),
-            [desired_changed(json!({"rate": 5, "a": 1}), 4)]
+            [desired_changed(value!({"rate": 5, "a": 1}), 4)]
         );
         let topic = "$iothub/twin/PATCH/properties/desired/?%24version=5";
         assert!(twin.handle_publish(T0, topic, br#"{"b":2}"#));
         assert_eq!(
             drain(&mut twin),
-            [desired_changed(json!({"rate": 5, "a": 1, "b": 2}), 5)]
+            [desired_changed(value!({"rate": 5, "a": 1, "b": 2}), 5)]
         );
     }
 
     #[test]
     fn stored_junk_is_normalized() {
         let state = TwinState {
-            desired: json!(5),
+            desired: value!(5),
             desired_version: Some(3),
-            reported_target: json!({"a": null, "b": {"c": null, "d": [null]}}),
-            reported_acked: json!("x"),
+            reported_target: value!({"a": null, "b": {"c": null, "d": [null]}}),
+            reported_acked: value!("x"),
             next_rid: 7,
         };
         let mut twin = Twin::new(TwinConfig::default(), state);
@@ -1522,21 +1534,21 @@ mod tests {
         assert_eq!(
             twin.state(),
             &TwinState {
-                desired: json!({}),
+                desired: value!({}),
                 desired_version: None,
-                reported_target: json!({"b": {"d": [null]}}),
-                reported_acked: json!({}),
+                reported_target: value!({"b": {"d": [null]}}),
+                reported_acked: value!({}),
                 next_rid: 7,
             }
         );
         let twin = Twin::new(
             TwinConfig::default(),
             TwinState {
-                reported_target: json!(null),
+                reported_target: value!(null),
                 ..TwinState::default()
             },
         );
-        assert_eq!(twin.reported(), &json!({}));
+        assert_eq!(twin.reported(), &value!({}));
     }
 
     #[test]
@@ -1584,30 +1596,38 @@ mod tests {
     #[test]
     fn merge_patch_diff_examples() {
         let cases = [
-            (json!({"a": 1}), json!({"a": 1}), json!({})),
-            (json!({}), json!({"a": {"b": 1}}), json!({"a": {"b": 1}})),
-            (json!({"a": {"b": 1}}), json!({}), json!({"a": null})),
+            (value!({"a": 1}), value!({"a": 1}), value!({})),
+            (value!({}), value!({"a": {"b": 1}}), value!({"a": {"b": 1}})),
+            (value!({"a": {"b": 1}}), value!({}), value!({"a": null})),
             (
-                json!({"a": 1, "b": 2}),
-                json!({"a": 2, "c": 3}),
-                json!({"a": 2, "b": null, "c": 3}),
+                value!({"a": 1, "b": 2}),
+                value!({"a": 2, "c": 3}),
+                value!({"a": 2, "b": null, "c": 3}),
             ),
             (
-                json!({"d": {"e": 1, "f": {"g": 0}}}),
-                json!({"d": {"e": 1, "f": {"h": 0}}}),
-                json!({"d": {"f": {"g": null, "h": 0}}}),
+                value!({"d": {"e": 1, "f": {"g": 0}}}),
+                value!({"d": {"e": 1, "f": {"h": 0}}}),
+                value!({"d": {"f": {"g": null, "h": 0}}}),
             ),
-            (json!({"a": 5}), json!({"a": {}}), json!({"a": {}})),
-            (json!({"a": {"b": 1}}), json!({"a": [1]}), json!({"a": [1]})),
-            (json!({"a": [1, 2]}), json!({"a": [1]}), json!({"a": [1]})),
-            (json!(3), json!({"a": 1}), json!({"a": 1})),
-            (json!({"a": 1}), json!("x"), json!("x")),
+            (value!({"a": 5}), value!({"a": {}}), value!({"a": {}})),
+            (
+                value!({"a": {"b": 1}}),
+                value!({"a": [1]}),
+                value!({"a": [1]}),
+            ),
+            (
+                value!({"a": [1, 2]}),
+                value!({"a": [1]}),
+                value!({"a": [1]}),
+            ),
+            (value!(3), value!({"a": 1}), value!({"a": 1})),
+            (value!({"a": 1}), value!("x"), value!("x")),
         ];
         for (from, to, expected) in cases {
             let diff = merge_patch_diff(&from, &to);
             assert_eq!(diff, expected, "{from} -> {to}");
             let mut merged = from.clone();
-            json_patch::merge(&mut merged, &diff);
+            json::merge(&mut merged, &diff);
             assert_eq!(merged, to, "{from} -> {to}");
         }
     }
@@ -1624,7 +1644,6 @@ mod tests {
         use std::collections::{BTreeMap, VecDeque};
 
         use proptest::prelude::*;
-        use serde_json::json;
 
         use super::super::*;
         use super::{T0, patch_body, twin_body};
@@ -1664,13 +1683,13 @@ mod tests {
             fn merging_the_diff_gives_the_target(from in json_object(true), to in json_object(false)) {
                 let diff = merge_patch_diff(&from, &to);
                 let mut merged = from.clone();
-                json_patch::merge(&mut merged, &diff);
+                json::merge(&mut merged, &diff);
                 prop_assert_eq!(merged, to);
             }
 
             #[test]
             fn diff_of_equal_documents_is_empty(document in json_object(false)) {
-                prop_assert_eq!(merge_patch_diff(&document, &document), json!({}));
+                prop_assert_eq!(merge_patch_diff(&document, &document), value!({}));
             }
 
             #[test]
@@ -1681,12 +1700,12 @@ mod tests {
                 let mut twin = Twin::new(TwinConfig::default(), TwinState::default());
                 twin.on_session_ready(T0);
                 let _ = twin.poll_publish();
-                let body = twin_body(initial.clone(), 1, json!({}), 1);
+                let body = twin_body(initial.clone(), 1, value!({}), 1);
                 twin.handle_publish(T0, "$iothub/twin/res/200/?$rid=0", &body);
 
                 let mut expected = initial;
                 for (version, patch) in (2..).zip(&patches) {
-                    json_patch::merge(&mut expected, patch);
+                    json::merge(&mut expected, patch);
                     let topic = format!("$iothub/twin/PATCH/properties/desired/?$version={version}");
                     prop_assert!(twin.handle_publish(T0, &topic, &patch_body(patch.clone(), version)));
                 }
@@ -1776,7 +1795,7 @@ mod tests {
                 } else {
                     let patch: Value =
                         serde_json::from_slice(&publish.payload).expect("json patch");
-                    json_patch::merge(&mut self.reported, &patch);
+                    json::merge(&mut self.reported, &patch);
                     self.reported_version += 1;
                     let topic = format!(
                         "$iothub/twin/res/204/?$rid={rid}&$version={}",
@@ -1787,7 +1806,7 @@ mod tests {
             }
 
             fn set_desired(&mut self, patch: &Value) -> (String, Vec<u8>) {
-                json_patch::merge(&mut self.desired, patch);
+                json::merge(&mut self.desired, patch);
                 self.desired_version += 1;
                 self.desired_history
                     .insert(self.desired_version, self.desired.clone());
@@ -1814,7 +1833,7 @@ mod tests {
             fn new() -> Self {
                 let mut twin = Twin::new(TwinConfig::default(), TwinState::default());
                 twin.on_session_ready(T0);
-                let desired = json!({"rate": 1});
+                let desired = value!({"rate": 1});
                 let mut sim = Self {
                     now: T0,
                     twin,
@@ -1823,7 +1842,7 @@ mod tests {
                         desired_history: BTreeMap::from([(1, desired.clone())]),
                         desired,
                         desired_version: 1,
-                        reported: json!({"stale": true}),
+                        reported: value!({"stale": true}),
                         reported_version: 1,
                     },
                     up: VecDeque::new(),

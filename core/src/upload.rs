@@ -10,7 +10,7 @@
 
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::http::{HttpResponse, Method, Verdict, classify};
-use crate::json;
+use crate::json::{self, Value};
 use crate::provisioning::HttpCall;
 use crate::rng::Rng;
 use crate::store::Seq;
@@ -126,8 +126,8 @@ impl Upload {
                     method: Method::Post,
                     url: format!("{base}/devices/{device}/files?{API_VERSION}"),
                     headers: vec![auth, json],
-                    body: serde_json::json!({ "blobName": self.blob_name })
-                        .to_string()
+                    body: Value::object([("blobName", self.blob_name.as_str().into())])
+                        .to_json()
                         .into_bytes(),
                 });
                 self.step = Step::RequestSent;
@@ -146,13 +146,13 @@ impl Upload {
                     method: Method::Post,
                     url: format!("{base}/devices/{device}/files/notifications?{API_VERSION}"),
                     headers: vec![auth, json],
-                    body: serde_json::json!({
-                        "correlationId": slot.correlation_id,
-                        "isSuccess": true,
-                        "statusCode": 201,
-                        "statusDescription": "uploaded",
-                    })
-                    .to_string()
+                    body: Value::object([
+                        ("correlationId", slot.correlation_id.as_str().into()),
+                        ("isSuccess", true.into()),
+                        ("statusCode", 201u16.into()),
+                        ("statusDescription", "uploaded".into()),
+                    ])
+                    .to_json()
                     .into_bytes(),
                 });
                 self.step = Step::NotifySent { slot };

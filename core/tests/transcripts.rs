@@ -427,7 +427,10 @@ fn silent_gateway_is_probed_even_while_the_device_keeps_sending() {
     // An unanswered reported-properties patch is sent again and again, so the device never
     // falls silent itself; only the gateway's silence can reveal the dead connection.
     host.device
-        .update_reported_properties(host.now, json!({ "fw": "1.0" }))
+        .update_reported_properties(
+            host.now,
+            vdev_core::json::Value::parse(br#"{"fw":"1.0"}"#).unwrap(),
+        )
         .unwrap();
     let mut lines = host.drain();
     let keep_alive = 60_000;

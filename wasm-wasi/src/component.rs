@@ -231,7 +231,8 @@ impl GuestDevice for DeviceResource {
     }
 
     fn update_reported_properties(&self, patch_json: String) -> Result<(), String> {
-        let patch = serde_json::from_str(&patch_json).map_err(|e| format!("invalid json: {e}"))?;
+        let patch =
+            vdev_core::json::Value::parse(patch_json.as_bytes()).map_err(|e| e.to_string())?;
         self.driver.borrow_mut().update_reported_properties(patch)
     }
 

@@ -327,7 +327,10 @@ impl Driver {
     }
 
     /// Merges a JSON patch into the reported properties.
-    pub fn update_reported_properties(&mut self, patch: serde_json::Value) -> Result<(), String> {
+    pub fn update_reported_properties(
+        &mut self,
+        patch: vdev_core::json::Value,
+    ) -> Result<(), String> {
         let result = self
             .device
             .update_reported_properties(now_ms(), patch)

@@ -111,7 +111,7 @@ pub struct CommandOptions {
     /// running for cloud-to-device messages and desired properties).
     pub exit_when_delivered: bool,
     /// A JSON object merged into the reported properties at start (a JSON merge patch).
-    pub reported_properties: Option<serde_json::Value>,
+    pub reported_properties: Option<vdev_core::json::Value>,
 }
 
 /// The settings the command knows, by argument name (`--name value` or `--name=value`); each
@@ -259,10 +259,10 @@ impl CommandOptions {
         };
         let reported_properties = get("reported-properties")
             .map(|text| {
-                match serde_json::from_str::<serde_json::Value>(&text) {
+                match vdev_core::json::Value::parse(text.as_bytes()) {
                     Ok(value) if value.is_object() => Ok(value),
                     Ok(_) => Err("not a JSON object".to_owned()),
-                    Err(error) => Err(format!("not JSON: {error}")),
+                    Err(error) => Err(error.to_string()),
                 }
                 .map_err(|reason| SettingsError::Invalid {
                     name: "reported-properties".into(),
@@ -354,13 +354,13 @@ mod tests {
         let from_env = CommandOptions::parse(&[], &env).unwrap();
         assert_eq!(
             from_env.reported_properties,
-            Some(serde_json::json!({"firmware": "1.0", "unit": "C"}))
+            vdev_core::json::Value::parse(br#"{"firmware":"1.0","unit":"C"}"#).ok()
         );
         let args = strings(&["--reported-properties", r#"{"firmware":"2.0"}"#]);
         let from_args = CommandOptions::parse(&args, &env).unwrap();
         assert_eq!(
             from_args.reported_properties,
-            Some(serde_json::json!({"firmware": "2.0"}))
+            vdev_core::json::Value::parse(br#"{"firmware":"2.0"}"#).ok()
         );
         let refused = |text: &str| {
             let args = strings(&["--reported-properties", text]);
@@ -370,7 +370,7 @@ mod tests {
             refused("[1]"),
             "invalid reported-properties: not a JSON object"
         );
-        assert!(refused("{oops").starts_with("invalid reported-properties: not JSON: "));
+        assert!(refused("{oops").starts_with("invalid reported-properties: invalid json: "));
     }
 
     #[test]

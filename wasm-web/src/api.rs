@@ -219,7 +219,7 @@ impl DeviceClient {
         let parsed = js_sys::JSON::stringify(&patch)
             .ok()
             .and_then(|text| text.as_string())
-            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+            .and_then(|text| vdev_core::json::Value::parse(text.as_bytes()).ok());
         let Some(patch) = parsed else {
             let error = ClientError::InvalidOption {
                 name: "patch",

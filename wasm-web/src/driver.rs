@@ -62,7 +62,7 @@ pub(crate) enum Command {
     },
     /// Merge a patch into the reported properties; reply once it is saved.
     UpdateReported {
-        patch: serde_json::Value,
+        patch: vdev_core::json::Value,
         reply: Reply<()>,
     },
     /// Reply when no message is pending any more.
@@ -135,7 +135,7 @@ pub(crate) struct Snapshot {
     pub(crate) workspace_id: Option<String>,
     pub(crate) device_id: Option<String>,
     pub(crate) stats: Stats,
-    pub(crate) desired: serde_json::Value,
+    pub(crate) desired: vdev_core::json::Value,
     pub(crate) desired_version: Option<u64>,
     /// Whether the device is offline (the app or the browser says so).
     pub(crate) offline: bool,
@@ -715,6 +715,6 @@ pub(crate) fn object(properties: &[(&str, JsValue)]) -> JsValue {
 }
 
 /// A JSON value as a JavaScript value (through `JSON.parse`, which takes any JSON text).
-pub(crate) fn json_to_js(value: &serde_json::Value) -> JsValue {
-    js_sys::JSON::parse(&value.to_string()).unwrap_or(JsValue::NULL)
+pub(crate) fn json_to_js(value: &vdev_core::json::Value) -> JsValue {
+    js_sys::JSON::parse(&value.to_json()).unwrap_or(JsValue::NULL)
 }

@@ -32,7 +32,7 @@ use futures_util::StreamExt;
 use gloo_events::EventListener;
 use gloo_timers::callback::Timeout;
 use js_sys::{Array, Function, Promise, Reflect, Uint8Array};
-use serde_json::Value;
+use vdev_core::json::Value;
 use vdev_core::{
     Compression, ConnectionState, Device, DeviceConfig, KeyedVec, MessageOptions, SendError, Seq,
     Stats, StreamOptions,
@@ -126,7 +126,7 @@ enum PendingReply {
 /// A call as the owner runs it.
 enum Request {
     Send(StreamOptions, Enqueue),
-    Reported(serde_json::Value),
+    Reported(Value),
     Offline(bool),
 }
 
@@ -856,7 +856,7 @@ fn decode_request(message: &JsValue) -> Result<Request, String> {
     };
     match text("kind")?.as_str() {
         "offline" => Ok(Request::Offline(field("value").as_bool().unwrap_or(false))),
-        "reported" => serde_json::from_str(&text("patch")?)
+        "reported" => Value::parse(text("patch")?.as_bytes())
             .map(Request::Reported)
             .map_err(|error| format!("forwarded patch is not json: {error}")),
         "send" => {
@@ -946,7 +946,7 @@ fn read_snapshot(message: &JsValue, snapshot: &mut Snapshot) {
     let desired = js_sys::JSON::stringify(&field("desired"))
         .ok()
         .and_then(|text| text.as_string())
-        .and_then(|text| serde_json::from_str::<Value>(&text).ok());
+        .and_then(|text| Value::parse(text.as_bytes()).ok());
     if let Some(desired) = desired {
         snapshot.desired = desired;
     }

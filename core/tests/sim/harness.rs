@@ -499,6 +499,7 @@ impl Sim {
                 let patch = json!({ "reading": n, "fw": { "v": n % 3 } });
                 json_patch::merge(&mut self.reported_target, &patch);
                 if self.device.is_some() {
+                    let patch = serde_json::from_value(patch).expect("a JSON value");
                     self.with_device(|d, now| d.update_reported_properties(now, patch).unwrap());
                 }
             }
@@ -750,7 +751,7 @@ impl Sim {
         );
         // What the app had reported lives in the device's saved state; the app's own target is
         // whatever the device restored.
-        self.reported_target = device.reported_properties().clone();
+        self.reported_target = serde_json::to_value(device.reported_properties()).expect("json");
         self.device = Some(device);
         if self.offline {
             // A host knows at start that it has no network (the browser's `navigator.onLine`).
@@ -1262,7 +1263,9 @@ impl Sim {
             if let Some(map) = platform_desired.as_object_mut() {
                 map.remove("$version");
             }
-            if version != Some(self.platform.desired_version) || *desired != platform_desired {
+            if version != Some(self.platform.desired_version)
+                || serde_json::to_value(desired).ok() != Some(platform_desired)
+            {
                 violations.push(format!(
                     "desired properties differ: device {desired} v{version:?}, platform {} v{}",
                     self.platform.desired, self.platform.desired_version

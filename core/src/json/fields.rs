@@ -1,20 +1,19 @@
 //! Reading the few JSON documents the core receives (Platform responses, the saved device
-//! state) field by field from a `serde_json::Value`.
+//! state) field by field.
 //!
 //! Hand-written instead of `#[derive(Deserialize)]` for the browser bundle: every derived type
-//! cost its own copy of serde_json's struct deserializer, and serde's "invalid type" messages
-//! linked the float formatter (about 17 KB before wasm-opt) although no field is a float. The
-//! rules are serde's defaults: a missing or `null` optional field is `None`, unknown fields are
-//! ignored, a field of the wrong type is an error that names it.
+//! cost its own copy of a struct deserializer. The rules are serde's defaults: a missing or
+//! `null` optional field is `None`, unknown fields are ignored, a field of the wrong type is an
+//! error that names it.
 
-use serde_json::{Map, Value};
+use super::{Map, Value};
 
 /// A JSON object.
-pub(crate) type Object = Map<String, Value>;
+pub(crate) type Object = Map;
 
 /// Parses `bytes` as a JSON object.
 pub(crate) fn parse_object(bytes: &[u8]) -> Result<Object, String> {
-    match serde_json::from_slice::<Value>(bytes) {
+    match Value::parse(bytes) {
         Ok(Value::Object(object)) => Ok(object),
         Ok(other) => Err(format!("expected a JSON object, found {}", kind(&other))),
         Err(error) => Err(error.to_string()),
@@ -84,11 +83,6 @@ pub(crate) fn optional_object<'a>(
     }
 }
 
-/// `Some(value)` as itself, `None` as `null`.
-pub(crate) fn or_null(value: Option<impl Into<Value>>) -> Value {
-    value.map_or(Value::Null, Into::into)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,7 +122,5 @@ mod tests {
             Err("expected a JSON object, found an array".into())
         );
         assert!(parse_object(b"{").is_err());
-        assert_eq!(or_null(None::<u64>), Value::Null);
-        assert_eq!(or_null(Some(3u64)), Value::from(3u64));
     }
 }
