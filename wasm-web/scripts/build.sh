@@ -2,13 +2,15 @@
 # Builds the npm package `vdev-web` into wasm-web/pkg (or --out-dir DIR):
 #   release build tuned for size (opt-level "z", LTO, one codegen unit, panic=abort),
 #   wasm-bindgen-cli --target web (ES module + TypeScript types), wasm-opt -Oz from the npm
-#   package `binaryen` (Debian's wasm-opt 108 breaks the module, see DESIGN.md §6),
+#   package `binaryen` (Debian's wasm-opt 108 breaks the module, see DESIGN.md §6), the JS glue
+#   minified with the npm package `terser` (what a browser loads; the .d.ts keeps the types),
 #   package.json (ESM, exports, types), `npm pack`, and the gzipped size of wasm + JS glue.
 #
 # Brotli compression is left out by default: its encoder alone makes the bundle ~3.4 times
 # larger (see the sizes printed at the end); `compression` options then send payloads as they are.
 # Options: --with-brotli    include Brotli compression of payloads
 #          --no-wasm-opt    skip wasm-opt
+#          --no-minify      keep wasm-bindgen's JS glue as it is (readable, ~3 KB more gzipped)
 #          --out-dir DIR    where the package goes (default wasm-web/pkg)
 # Needs: rustup target wasm32-unknown-unknown, wasm-bindgen-cli 0.2.130, node + npm, gzip.
 set -euo pipefail
@@ -19,11 +21,14 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
 out_dir="$web_dir/pkg"
 features=(--no-default-features)
 wasm_opt=1
+minify=1
 binaryen_version="132.0.0"
+terser_version="5.44.1"
 while [ $# -gt 0 ]; do
     case "$1" in
         --with-brotli) features=() ;;
         --no-wasm-opt) wasm_opt=0 ;;
+        --no-minify) minify=0 ;;
         --out-dir) out_dir="$(mkdir -p "$2" && cd "$2" && pwd)"; shift ;;
         *) echo "error: unknown option $1" >&2; exit 2 ;;
     esac
@@ -48,13 +53,15 @@ rm -rf "$out_dir"
 mkdir -p "$out_dir"
 wasm-bindgen --target web --out-dir "$out_dir" --out-name vdev_web "$wasm"
 
+tools="$CARGO_TARGET_DIR/web-tools"
+if [ ! -x "$tools/node_modules/.bin/wasm-opt" ] || [ ! -x "$tools/node_modules/.bin/terser" ]; then
+    echo "== npm install binaryen@$binaryen_version (wasm-opt), terser@$terser_version"
+    mkdir -p "$tools"
+    npm install --silent --no-audit --no-fund --prefix "$tools" \
+        "binaryen@$binaryen_version" "terser@$terser_version"
+fi
+
 if [ "$wasm_opt" = 1 ]; then
-    tools="$CARGO_TARGET_DIR/web-tools"
-    if [ ! -x "$tools/node_modules/.bin/wasm-opt" ]; then
-        echo "== npm install binaryen@$binaryen_version (wasm-opt)"
-        mkdir -p "$tools"
-        npm install --silent --no-audit --no-fund --prefix "$tools" "binaryen@$binaryen_version"
-    fi
     echo "== wasm-opt -Oz"
     # Features the Rust wasm32 target emits by default, and that wasm-bindgen's glue expects.
     "$tools/node_modules/.bin/wasm-opt" -Oz \
@@ -62,6 +69,14 @@ if [ "$wasm_opt" = 1 ]; then
         --enable-mutable-globals --enable-reference-types --enable-multivalue \
         "$out_dir/vdev_web_bg.wasm" -o "$out_dir/vdev_web_bg.opt.wasm"
     mv "$out_dir/vdev_web_bg.opt.wasm" "$out_dir/vdev_web_bg.wasm"
+fi
+
+if [ "$minify" = 1 ]; then
+    echo "== terser (JS glue)"
+    # Exported names and the wasm import names (object keys) are kept; locals are shortened.
+    "$tools/node_modules/.bin/terser" "$out_dir/vdev_web.js" --module --compress --mangle \
+        -o "$out_dir/vdev_web.min.js"
+    mv "$out_dir/vdev_web.min.js" "$out_dir/vdev_web.js"
 fi
 
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -n 1)"
@@ -101,7 +116,7 @@ echo "== npm pack"
 gz() { gzip -9 -c "$1" | wc -c; }
 wasm_gz="$(gz "$out_dir/vdev_web_bg.wasm")"
 js_gz="$(gz "$out_dir/vdev_web.js")"
-echo "== size ($([ ${#features[@]} -eq 0 ] && echo "with" || echo "without") brotli, wasm-opt $([ "$wasm_opt" = 1 ] && echo "-Oz" || echo "skipped"))"
+echo "== size ($([ ${#features[@]} -eq 0 ] && echo "with" || echo "without") brotli, wasm-opt $([ "$wasm_opt" = 1 ] && echo "-Oz" || echo "skipped"), JS $([ "$minify" = 1 ] && echo "minified" || echo "not minified"))"
 printf '  vdev_web_bg.wasm  %8d bytes, %7d gzipped\n' "$(wc -c <"$out_dir/vdev_web_bg.wasm")" "$wasm_gz"
 printf '  vdev_web.js       %8d bytes, %7d gzipped\n' "$(wc -c <"$out_dir/vdev_web.js")" "$js_gz"
 printf '  total gzipped     %8d bytes (%d KB)\n' "$((wasm_gz + js_gz))" "$(((wasm_gz + js_gz + 1023) / 1024))"
