@@ -433,7 +433,7 @@ pub(crate) fn read_stream_options(options: Option<&JsValue>) -> Result<StreamOpt
             return Err(ClientError::InvalidOption {
                 name: "compression",
                 problem: format!(
-                    "must be \"none\", \"fastest\" or \"smallestSize\", not {other:?}"
+                    "must be \"none\", \"fastest\" or \"smallestSize\", not \"{other}\""
                 ),
             });
         }

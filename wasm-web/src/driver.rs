@@ -521,7 +521,8 @@ impl Driver {
         });
         let opened = match endpoint {
             Endpoint::WebSocket { url } => Socket::open(&url, notify.clone()),
-            other => Err(format!("a browser can only use websocket, not {other:?}")),
+            Endpoint::Tcp { .. } => Err("a browser can only use websocket, not tcp".to_owned()),
+            Endpoint::Tls { .. } => Err("a browser can only use websocket, not tls".to_owned()),
         };
         match opened {
             Ok(socket) => {

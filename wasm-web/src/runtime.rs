@@ -8,7 +8,14 @@ use std::future::Future;
 use std::pin::Pin;
 
 use js_sys::{Promise, Reflect};
-use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen]
+extern "C" {
+    /// JavaScript's `String(value)`: how the console would show a thrown non-`Error` value.
+    #[wasm_bindgen(js_name = String)]
+    fn js_string(value: &JsValue) -> String;
+}
 
 /// Runs `future` to completion on the page's event loop.
 ///
@@ -47,24 +54,48 @@ pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], String> {
 /// 127.0.0.0/8 or `[::1]`.
 pub(crate) fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.eq_ignore_ascii_case("localhost") || host == "::1" {
-        return true;
+    host.eq_ignore_ascii_case("localhost") || host == "::1" || is_loopback_ipv4(host)
+}
+
+/// Whether `host` is a dotted-quad IPv4 address in 127.0.0.0/8 (`URL.hostname` writes every
+/// IPv4 form this way). Checked by hand: `Ipv4Addr`'s parser costs 1.5 KB of the bundle.
+fn is_loopback_ipv4(host: &str) -> bool {
+    let mut parts = 0;
+    for part in host.split('.') {
+        let in_range = part.len() <= 3
+            && !part.is_empty()
+            && part.bytes().all(|b| b.is_ascii_digit())
+            && part.bytes().fold(0u32, |n, b| n * 10 + u32::from(b - b'0')) <= 255;
+        if !in_range || (parts == 0 && part != "127") {
+            return false;
+        }
+        parts += 1;
     }
-    host.parse::<std::net::Ipv4Addr>()
-        .is_ok_and(|address| address.is_loopback())
+    parts == 4
+}
+
+/// `bytes` as lowercase hexadecimal, two characters each.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    text
 }
 
 /// Refuses URLs that would carry tokens unencrypted off this machine: `ws://` and `http://` are
 /// allowed for loopback hosts only; `wss://` and `https://` anywhere.
 pub(crate) fn check_url_allowed(url: &str) -> Result<(), String> {
-    let parsed = web_sys::Url::new(url).map_err(|_| format!("{url:?} is not a valid url"))?;
+    let parsed = web_sys::Url::new(url).map_err(|_| format!("'{url}' is not a valid url"))?;
     match parsed.protocol().as_str() {
         "wss:" | "https:" => Ok(()),
         "ws:" | "http:" if is_loopback_host(&parsed.hostname()) => Ok(()),
         "ws:" | "http:" => Err(format!(
             "refusing unencrypted {url}: ws:// and http:// are allowed only for loopback hosts, use wss:// or https://"
         )),
-        other => Err(format!("unsupported url scheme {other:?} in {url}")),
+        other => Err(format!("unsupported url scheme '{other}' in {url}")),
     }
 }
 
@@ -76,7 +107,7 @@ pub(crate) fn describe(value: &JsValue) -> String {
     if let Some(exception) = value.dyn_ref::<web_sys::DomException>() {
         return format!("{}: {}", exception.name(), exception.message());
     }
-    value.as_string().unwrap_or_else(|| format!("{value:?}"))
+    js_string(value)
 }
 
 /// Reports an error that has no caller to return to (an app callback threw, storage keeps failing).
@@ -86,7 +117,13 @@ pub(crate) fn console_error(message: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::is_loopback_host;
+    use super::{hex, is_loopback_host};
+
+    #[test]
+    fn hex_is_two_lowercase_digits_a_byte() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
+        assert_eq!(hex(&[]), "");
+    }
 
     #[test]
     fn loopback_hosts_are_recognised() {
@@ -106,6 +143,14 @@ mod tests {
             "128.0.0.1",
             "[::2]",
             "localhost.example",
+            "127.0.0",
+            "127.0.0.1.2",
+            "127.0.0.256",
+            "127.0.0.1000",
+            "127..0.1",
+            "127.0.0.",
+            "127.0.0.+1",
+            "1127.0.0.1",
         ] {
             assert!(!is_loopback_host(host), "{host}");
         }

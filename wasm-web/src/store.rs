@@ -27,7 +27,7 @@ use vdev_core::{Input, OutboxMeta, Record, Seq, StoreError, StoreRequest};
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::IdbTransaction;
 
-use crate::runtime::random_bytes;
+use crate::runtime::{hex, random_bytes};
 
 const RECORDS: &str = "records";
 const META: &str = "meta";
@@ -45,7 +45,7 @@ pub enum OpenError {
     #[error("indexeddb is unavailable: {0}")]
     Unavailable(String),
     /// The database exists but could not be opened or read.
-    #[error("cannot open database {name:?}: {reason}")]
+    #[error("cannot open database '{name}': {reason}")]
     Failed {
         /// The database name.
         name: String,
@@ -404,7 +404,7 @@ fn bytes_of(value: &JsValue) -> Vec<u8> {
 /// A new origin id: 32 characters of `0-9 a-f` from 16 random bytes.
 fn new_origin() -> Result<String, StoreError> {
     let bytes = random_bytes::<16>().map_err(StoreError::Failed)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&bytes))
 }
 
 fn failed(error: idb::Error) -> StoreError {

@@ -47,7 +47,7 @@ use crate::driver::{
     object,
 };
 use crate::error::ClientError;
-use crate::runtime::{console_error, describe, now_ms, random_bytes, spawn};
+use crate::runtime::{console_error, describe, hex, now_ms, random_bytes, spawn};
 use crate::store::IdbStore;
 
 /// How many followers' requests an owner remembers for answering repeats. Repeats come only
@@ -200,7 +200,7 @@ pub(crate) async fn start(
         callbacks,
         shared: Rc::new(RefCell::new(Snapshot::follower())),
         front: front.clone(),
-        id: id.iter().map(|b| format!("{b:02x}")).collect(),
+        id: hex(&id),
         channel: channel.clone(),
         _on_message: None,
         _network: network,
@@ -875,11 +875,11 @@ fn decode_request(message: &JsValue) -> Result<Request, String> {
                 "messageCompletion" => {
                     Enqueue::MessageCompletion(text("batchId")?, text("messageId")?)
                 }
-                other => return Err(format!("unknown forwarded enqueue {other:?}")),
+                other => return Err(format!("unknown forwarded enqueue '{other}'")),
             };
             Ok(Request::Send(stream, what))
         }
-        other => Err(format!("unknown forwarded request {other:?}")),
+        other => Err(format!("unknown forwarded request '{other}'")),
     }
 }
 
