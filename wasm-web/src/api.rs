@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use futures_channel::{mpsc, oneshot};
+use futures_channel::oneshot;
 use js_sys::{Function, Reflect, Uint8Array};
 use vdev_core::{Compression, DeviceConfig, DeviceId, MessageOptions, StreamOptions, Transport};
 use wasm_bindgen::prelude::*;
@@ -15,6 +15,7 @@ use wasm_bindgen::prelude::*;
 use crate::driver::{Callbacks, Command, Enqueue, Snapshot, json_to_js, object};
 use crate::error::ClientError;
 use crate::runtime::{check_url_allowed, promise};
+use crate::tabs::Commands;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TYPESCRIPT: &str = r#"
@@ -153,7 +154,7 @@ extern "C" {
 #[wasm_bindgen]
 #[derive(Debug)]
 pub struct DeviceClient {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: Commands,
     shared: Rc<RefCell<Snapshot>>,
 }
 
@@ -194,8 +195,8 @@ impl DeviceClient {
     #[wasm_bindgen(js_name = waitEnqueuedMessagesSent)]
     pub fn wait_enqueued_messages_sent(&self) -> DonePromise {
         let (reply, answer) = oneshot::channel();
-        let sent = self.commands.unbounded_send(Command::WaitSent(reply));
-        done_promise(sent.is_ok(), answer)
+        let sent = self.commands.send(Command::WaitSent(reply));
+        done_promise(sent, answer)
     }
 
     /// The desired properties (the saved copy until the first fetch) and their version.
@@ -228,10 +229,8 @@ impl DeviceClient {
             return rejected(error).unchecked_into();
         };
         let (reply, answer) = oneshot::channel();
-        let sent = self
-            .commands
-            .unbounded_send(Command::UpdateReported { patch, reply });
-        done_promise(sent.is_ok(), answer)
+        let sent = self.commands.send(Command::UpdateReported { patch, reply });
+        done_promise(sent, answer)
     }
 
     /// The workspace id, once registered.
@@ -275,7 +274,7 @@ impl DeviceClient {
     #[wasm_bindgen(js_name = setOffline)]
     pub fn set_offline(&self, offline: bool) {
         // After `stop()` there is nothing left to take offline.
-        let _ = self.commands.unbounded_send(Command::SetOffline(offline));
+        self.commands.send(Command::SetOffline(offline));
     }
 
     /// Whether the device is offline (the browser's `offline` event or `setOffline(true)`).
@@ -288,8 +287,7 @@ impl DeviceClient {
     /// stay stored for the next start.
     pub fn stop(&self) -> DonePromise {
         let (reply, answer) = oneshot::channel();
-        let sent = self.commands.unbounded_send(Command::Stop(reply));
-        if sent.is_err() {
+        if !self.commands.send(Command::Stop(reply)) {
             // Already stopped: nothing left to do.
             return js_sys::Promise::resolve(&JsValue::UNDEFINED).unchecked_into();
         }
@@ -301,7 +299,7 @@ impl DeviceClient {
 #[wasm_bindgen]
 #[derive(Debug)]
 pub struct StreamSender {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: Commands,
     stream: StreamOptions,
 }
 
@@ -354,7 +352,7 @@ impl StreamSender {
             what,
             reply,
         };
-        if self.commands.unbounded_send(command).is_err() {
+        if !self.commands.send(command) {
             return rejected(ClientError::Stopped).unchecked_into();
         }
         promise(async move {

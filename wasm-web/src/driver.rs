@@ -20,7 +20,6 @@ use std::rc::Rc;
 use futures_channel::{mpsc, oneshot};
 use futures_util::StreamExt;
 use gloo_events::EventListener;
-use gloo_timers::callback::Timeout;
 use js_sys::{Function, Object, Reflect, Uint8Array};
 use vdev_core::{
     ConnectionId, Device, Endpoint, Event, HttpResponse, Input, KeyedVec, MessageOptions, Output,
@@ -29,7 +28,7 @@ use vdev_core::{
 use wasm_bindgen::{JsCast, JsValue};
 
 use crate::error::ClientError;
-use crate::runtime::{console_error, describe, now_ms, spawn};
+use crate::runtime::{Timeout, console_error, describe, now_ms, spawn};
 use crate::socket::{Socket, SocketEvent};
 use crate::store::IdbStore;
 use crate::timer::WakeTimer;
@@ -465,9 +464,10 @@ impl Driver {
                         self.store_queue.push_front(request);
                     }
                     let wake = self.wake.clone();
-                    self.store_retry = Some(Timeout::new(STORE_RETRY_MS, move || {
-                        let _ = wake.unbounded_send(Wake::StoreRetry);
-                    }));
+                    self.store_retry = Some(Timeout::new(
+                        STORE_RETRY_MS,
+                        Box::new(move || drop(wake.unbounded_send(Wake::StoreRetry))),
+                    ));
                 }
             }
         }

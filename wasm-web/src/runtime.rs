@@ -15,6 +15,41 @@ extern "C" {
     /// JavaScript's `String(value)`: how the console would show a thrown non-`Error` value.
     #[wasm_bindgen(js_name = String)]
     fn js_string(value: &JsValue) -> String;
+    #[wasm_bindgen(js_name = setTimeout)]
+    fn set_timeout(handler: &js_sys::Function, delay_ms: u32) -> JsValue;
+    #[wasm_bindgen(js_name = clearTimeout)]
+    fn clear_timeout(id: &JsValue);
+}
+
+/// Calls a function once after a delay, unless dropped first: gloo's `Timeout` with a boxed
+/// callback, so that one closure type serves every caller (gloo's `Closure::once` is compiled
+/// anew for each call site's closure).
+pub(crate) struct Timeout {
+    id: JsValue,
+    _callback: Closure<dyn FnMut()>,
+}
+
+impl Timeout {
+    /// Calls `callback` in `delay_ms` milliseconds.
+    pub(crate) fn new(delay_ms: u32, callback: Box<dyn FnOnce()>) -> Self {
+        let mut callback = Some(callback);
+        let callback = Closure::<dyn FnMut()>::new(move || {
+            if let Some(callback) = callback.take() {
+                callback();
+            }
+        });
+        Self {
+            id: set_timeout(callback.as_ref().unchecked_ref(), delay_ms),
+            _callback: callback,
+        }
+    }
+}
+
+impl Drop for Timeout {
+    fn drop(&mut self) {
+        // Clearing a timer that already fired is a no-op.
+        clear_timeout(&self.id);
+    }
 }
 
 /// Runs `future` to completion on the page's event loop.

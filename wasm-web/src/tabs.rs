@@ -30,7 +30,6 @@ use std::rc::Rc;
 use futures_channel::{mpsc, oneshot};
 use futures_util::StreamExt;
 use gloo_events::EventListener;
-use gloo_timers::callback::Timeout;
 use js_sys::{Array, Function, Promise, Reflect, Uint8Array};
 use serde_json::Value;
 use vdev_core::{
@@ -47,7 +46,7 @@ use crate::driver::{
     object,
 };
 use crate::error::ClientError;
-use crate::runtime::{console_error, describe, hex, now_ms, random_bytes, spawn};
+use crate::runtime::{Timeout, console_error, describe, hex, now_ms, random_bytes, spawn};
 use crate::store::IdbStore;
 
 /// How many followers' requests an owner remembers for answering repeats. Repeats come only
@@ -168,13 +167,24 @@ impl Followers {
     }
 }
 
+/// Where the JavaScript API sends its calls: the queue of the client's coordinator.
+#[derive(Debug, Clone)]
+pub(crate) struct Commands(mpsc::UnboundedSender<Front>);
+
+impl Commands {
+    /// Queues `command`; `false` when the client has stopped.
+    pub(crate) fn send(&self, command: Command) -> bool {
+        self.0.unbounded_send(Front::Command(command)).is_ok()
+    }
+}
+
 /// Starts the client for `database`: as the owner when the lock is free (or the browser has no
 /// Web Locks), else as a follower. Returns where the API sends its commands and the figures.
 pub(crate) async fn start(
     config: DeviceConfig,
     database: String,
     callbacks: Callbacks,
-) -> Result<(mpsc::UnboundedSender<Command>, Rc<RefCell<Snapshot>>), ClientError> {
+) -> Result<(Commands, Rc<RefCell<Snapshot>>), ClientError> {
     let name = format!("vdev-web:{database}");
     let locks = Reflect::get(&js_sys::global(), &"navigator".into())
         .and_then(|navigator| Reflect::get(&navigator, &"locks".into()))
@@ -183,16 +193,16 @@ pub(crate) async fn start(
     let channel = locks
         .as_ref()
         .and_then(|_| BroadcastChannel::new(&name).ok());
+    // The app's calls, the browser's network events and the other tabs' messages share one
+    // ordered queue.
     let (front, fronts) = mpsc::unbounded();
-    let (commands, from_api) = mpsc::unbounded();
+    let commands = Commands(front.clone());
     let network = {
-        let commands = commands.clone();
+        let front = front.clone();
         listen_to_network(move |online| {
-            let _ = commands.unbounded_send(Command::BrowserNetwork(online));
+            let _ = front.unbounded_send(Front::Command(Command::BrowserNetwork(online)));
         })
     };
-    // The app's calls and the browser's network events share one ordered queue.
-    let fronts = futures_util::stream::select(from_api.map(Front::Command), fronts);
     let id = random_bytes::<8>().map_err(ClientError::NoRandomness)?;
     let mut coordinator = Coordinator {
         config,
@@ -322,7 +332,7 @@ struct Coordinator {
 }
 
 impl Coordinator {
-    async fn run(mut self, mut fronts: impl futures_util::Stream<Item = Front> + Unpin) {
+    async fn run(mut self, mut fronts: mpsc::UnboundedReceiver<Front>) {
         while let Some(front) = fronts.next().await {
             if self.handle(front).await {
                 break;
@@ -338,9 +348,10 @@ impl Coordinator {
             Front::LockGranted(release) => {
                 if self.owner_present {
                     let front = self.front.clone();
-                    let wait = Timeout::new(RELEASE_WAIT_MS, move || {
-                        let _ = front.unbounded_send(Front::ReleaseWaitOver);
-                    });
+                    let wait = Timeout::new(
+                        RELEASE_WAIT_MS,
+                        Box::new(move || drop(front.unbounded_send(Front::ReleaseWaitOver))),
+                    );
                     self.promoting = Some((release, wait));
                 } else {
                     self.promote(release).await;

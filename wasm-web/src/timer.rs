@@ -11,8 +11,8 @@
 //! JavaScript, no extra file to ship) that posts a message back when it is due; messages are
 //! ordinary tasks for the page and are not delayed by timer throttling. Where no worker can be
 //! made (a Content Security Policy without `worker-src blob:`, an environment without
-//! `Worker`, a worker that reports an `error`) it falls back to a page timer (gloo's
-//! `Timeout`) — then throttling applies.
+//! `Worker`, a worker that reports an `error`) it falls back to a page timer
+//! (`runtime::Timeout`) — then throttling applies.
 //!
 //! A late or stale wake-up is harmless: the core's `handle_timeout` ignores early calls. So the
 //! driver only ever moves the timer *earlier* ([`WakeTimer::ensure`]): the core's deadline moves
@@ -23,10 +23,11 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use gloo_events::EventListener;
-use gloo_timers::callback::Timeout;
 use js_sys::Array;
 use wasm_bindgen::JsValue;
 use web_sys::{Blob, BlobPropertyBag, Url, Worker};
+
+use crate::runtime::Timeout;
 
 /// The worker's script: (re)arm on a delay in ms, disarm on a negative one.
 const WORKER_SCRIPT: &str = "let t;onmessage=e=>{clearTimeout(t);\
@@ -161,7 +162,7 @@ impl WakeTimer {
             None => {
                 self.fallback = wait_ms.map(|wait| {
                     let fire = self.fire.clone();
-                    Timeout::new(wait, move || fire())
+                    Timeout::new(wait, Box::new(move || fire()))
                 });
             }
         }
