@@ -7,11 +7,11 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use futures_channel::oneshot;
 use js_sys::{Function, Reflect, Uint8Array};
 use vdev_core::{Compression, DeviceConfig, DeviceId, MessageOptions, StreamOptions, Transport};
 use wasm_bindgen::prelude::*;
 
+use crate::channel::oneshot;
 use crate::driver::{Callbacks, Command, Enqueue, Snapshot, json_to_js, object};
 use crate::error::ClientError;
 use crate::runtime::{check_url_allowed, promise};

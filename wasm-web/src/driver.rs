@@ -17,8 +17,6 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use futures_channel::{mpsc, oneshot};
-use futures_util::StreamExt;
 use gloo_events::EventListener;
 use js_sys::{Function, Object, Reflect, Uint8Array};
 use vdev_core::{
@@ -27,6 +25,7 @@ use vdev_core::{
 };
 use wasm_bindgen::{JsCast, JsValue};
 
+use crate::channel::{UnboundedReceiver, UnboundedSender, oneshot};
 use crate::error::ClientError;
 use crate::runtime::{Timeout, console_error, describe, now_ms, spawn};
 use crate::socket::{Socket, SocketEvent};
@@ -161,7 +160,7 @@ impl Snapshot {
 pub(crate) struct Driver {
     device: Device,
     store: Rc<IdbStore>,
-    wake: mpsc::UnboundedSender<Wake>,
+    wake: UnboundedSender<Wake>,
     callbacks: Callbacks,
     shared: Rc<RefCell<Snapshot>>,
     /// Open WebSockets by `ConnectionId` number.
@@ -200,7 +199,7 @@ impl Driver {
     pub(crate) fn new(
         device: Device,
         store: IdbStore,
-        wake: mpsc::UnboundedSender<Wake>,
+        wake: UnboundedSender<Wake>,
         callbacks: Callbacks,
         shared: Rc<RefCell<Snapshot>>,
         followers: Option<crate::tabs::Followers>,
@@ -259,7 +258,7 @@ impl Driver {
     }
 
     /// Runs until the device is stopped and its storage work is done.
-    pub(crate) async fn run(mut self, mut wakes: mpsc::UnboundedReceiver<Wake>) {
+    pub(crate) async fn run(mut self, mut wakes: UnboundedReceiver<Wake>) {
         if self.offline() {
             self.device.handle_input(now_ms(), Input::NetworkLost);
             self.shared.borrow_mut().offline = true;
@@ -270,7 +269,7 @@ impl Driver {
             self.handle(wake);
             // Everything that arrived meanwhile (e.g. many sends in one JavaScript turn) is
             // handled before storage is flushed, so it shares one transaction.
-            while let Ok(wake) = wakes.try_recv() {
+            while let Some(wake) = wakes.try_next() {
                 self.handle(wake);
             }
             self.settle();

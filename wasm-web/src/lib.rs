@@ -32,6 +32,7 @@
 #![deny(missing_debug_implementations)]
 
 mod api;
+mod channel;
 mod driver;
 mod error;
 mod http;

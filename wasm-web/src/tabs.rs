@@ -27,8 +27,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use futures_channel::{mpsc, oneshot};
-use futures_util::StreamExt;
 use gloo_events::EventListener;
 use js_sys::{Array, Function, Promise, Reflect, Uint8Array};
 use serde_json::Value;
@@ -41,6 +39,7 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortController, BroadcastChannel, MessageEvent};
 
 use crate::api::{read_message_options, read_stream_options};
+use crate::channel::{UnboundedReceiver, UnboundedSender, oneshot, unbounded};
 use crate::driver::{
     Callbacks, Command, Driver, Enqueue, Reply, Snapshot, Wake, json_to_js, listen_to_network,
     object,
@@ -169,7 +168,7 @@ impl Followers {
 
 /// Where the JavaScript API sends its calls: the queue of the client's coordinator.
 #[derive(Debug, Clone)]
-pub(crate) struct Commands(mpsc::UnboundedSender<Front>);
+pub(crate) struct Commands(UnboundedSender<Front>);
 
 impl Commands {
     /// Queues `command`; `false` when the client has stopped.
@@ -195,7 +194,7 @@ pub(crate) async fn start(
         .and_then(|_| BroadcastChannel::new(&name).ok());
     // The app's calls, the browser's network events and the other tabs' messages share one
     // ordered queue.
-    let (front, fronts) = mpsc::unbounded();
+    let (front, fronts) = unbounded();
     let commands = Commands(front.clone());
     let network = {
         let front = front.clone();
@@ -300,7 +299,7 @@ struct Coordinator {
     database: String,
     callbacks: Callbacks,
     shared: Rc<RefCell<Snapshot>>,
-    front: mpsc::UnboundedSender<Front>,
+    front: UnboundedSender<Front>,
     /// This client's name in requests.
     id: String,
     channel: Option<BroadcastChannel>,
@@ -311,7 +310,7 @@ struct Coordinator {
     /// Withdraws the waiting lock request (follower).
     abort: Option<AbortController>,
     /// The driver's queue (owner).
-    driver: Option<mpsc::UnboundedSender<Wake>>,
+    driver: Option<UnboundedSender<Wake>>,
     stopping: bool,
     /// Followers' requests this owner ran: `None` while running, then the answer it sent.
     handled: Handled,
@@ -332,7 +331,7 @@ struct Coordinator {
 }
 
 impl Coordinator {
-    async fn run(mut self, mut fronts: mpsc::UnboundedReceiver<Front>) {
+    async fn run(mut self, mut fronts: UnboundedReceiver<Front>) {
         while let Some(front) = fronts.next().await {
             if self.handle(front).await {
                 break;
@@ -449,7 +448,7 @@ impl Coordinator {
             last: None,
             present: self.followers_present.clone(),
         });
-        let (wake, wakes) = mpsc::unbounded();
+        let (wake, wakes) = unbounded();
         let driver = Driver::new(
             device,
             store,
