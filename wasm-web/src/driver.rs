@@ -17,7 +17,6 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use gloo_events::EventListener;
 use js_sys::{Function, Object, Reflect, Uint8Array};
 use vdev_core::{
     ConnectionId, Device, Endpoint, Event, HttpResponse, Input, KeyedVec, MessageOptions, Output,
@@ -27,7 +26,7 @@ use wasm_bindgen::{JsCast, JsValue};
 
 use crate::channel::{UnboundedReceiver, UnboundedSender, oneshot};
 use crate::error::ClientError;
-use crate::runtime::{Timeout, console_error, describe, now_ms, spawn};
+use crate::runtime::{Listener, Timeout, console_error, describe, now_ms, spawn};
 use crate::socket::{Socket, SocketEvent};
 use crate::store::IdbStore;
 use crate::timer::WakeTimer;
@@ -631,11 +630,11 @@ impl Driver {
 }
 
 /// Listens to the browser's `online`/`offline` events and hands them to `notify`.
-pub(crate) fn listen_to_network(notify: impl Fn(bool) + Clone + 'static) -> [EventListener; 2] {
+pub(crate) fn listen_to_network(notify: impl Fn(bool) + Clone + 'static) -> [Listener; 2] {
     let global: web_sys::EventTarget = js_sys::global().unchecked_into();
     let listen = |name: &'static str, online: bool| {
         let notify = notify.clone();
-        EventListener::new(&global, name, move |_| notify(online))
+        Listener::new(&global, name, move |_| notify(online))
     };
     [listen("online", true), listen("offline", false)]
 }

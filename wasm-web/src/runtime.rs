@@ -1,5 +1,9 @@
 //! What the browser gives the driver besides sockets, HTTP and storage: the clock, random
-//! bytes, the rule about unencrypted connections, and the console for errors nobody awaits.
+//! bytes, timers and event listeners, the rule about unencrypted connections, and the console
+//! for errors nobody awaits.
+//!
+//! Timers and listeners are hand-written rather than gloo's, for the bundle's size (see
+//! [`Timeout`] and [`Listener`]).
 //!
 //! Everything goes through the global object (`globalThis`), not `window`, so the same code
 //! runs in a page and in a worker.
@@ -9,6 +13,7 @@ use std::pin::Pin;
 
 use js_sys::{Promise, Reflect};
 use wasm_bindgen::prelude::*;
+use web_sys::{Event, EventTarget};
 
 #[wasm_bindgen]
 extern "C" {
@@ -49,6 +54,49 @@ impl Drop for Timeout {
     fn drop(&mut self) {
         // Clearing a timer that already fired is a no-op.
         clear_timeout(&self.id);
+    }
+}
+
+/// An event listener, removed when dropped: what gloo-events' `EventListener` does, without
+/// its options object (every listener here is a plain bubbling one) and its thread-locals.
+pub(crate) struct Listener {
+    target: EventTarget,
+    event_type: &'static str,
+    callback: Closure<dyn FnMut(Event)>,
+}
+
+impl Listener {
+    /// Calls `callback` with every `event_type` event of `target`.
+    pub(crate) fn new(
+        target: &EventTarget,
+        event_type: &'static str,
+        callback: impl FnMut(&Event) + 'static,
+    ) -> Self {
+        let mut callback = callback;
+        let callback = Closure::<dyn FnMut(Event)>::new(move |event: Event| callback(&event));
+        // Only throws for a callback that is not a function.
+        let _ =
+            target.add_event_listener_with_callback(event_type, callback.as_ref().unchecked_ref());
+        Self {
+            target: target.clone(),
+            event_type,
+            callback,
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.target.remove_event_listener_with_callback(
+            self.event_type,
+            self.callback.as_ref().unchecked_ref(),
+        );
+    }
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.event_type)
     }
 }
 
@@ -147,7 +195,7 @@ pub(crate) fn describe(value: &JsValue) -> String {
 
 /// Reports an error that has no caller to return to (an app callback threw, storage keeps failing).
 pub(crate) fn console_error(message: &str) {
-    web_sys::console::error_1(&JsValue::from_str(&format!("vdev: {message}")));
+    web_sys::console::error_2(&JsValue::from_str("vdev:"), &JsValue::from_str(message));
 }
 
 #[cfg(test)]

@@ -19,7 +19,6 @@
 //! own; that was about 3 KB of the gzipped bundle. The promise's continuations run as microtasks
 //! of the request's event, while the transaction is still active, as with `idb`'s callbacks.
 
-use gloo_events::EventListener;
 use js_sys::{Array, Promise, Reflect, Uint8Array};
 use vdev_core::{Input, OutboxMeta, Record, Seq, StoreError, StoreRequest};
 use wasm_bindgen::{JsCast, JsValue};
@@ -29,7 +28,7 @@ use web_sys::{
     IdbTransaction, IdbTransactionMode,
 };
 
-use crate::runtime::{describe, hex, random_bytes};
+use crate::runtime::{Listener, describe, hex, random_bytes};
 
 const RECORDS: &str = "records";
 const META: &str = "meta";
@@ -70,7 +69,7 @@ pub struct StoredContents {
 pub struct IdbStore {
     name: String,
     database: IdbDatabase,
-    _on_version_change: EventListener,
+    _on_version_change: Listener,
 }
 
 impl IdbStore {
@@ -86,7 +85,7 @@ impl IdbStore {
         // Only version 1 exists: create whichever store is missing.
         let upgrade = {
             let opening = request.clone();
-            EventListener::new(&request, "upgradeneeded", move |_| {
+            Listener::new(&request, "upgradeneeded", move |_| {
                 let Some(database) = opening.result().ok().and_then(|d| d.dyn_into().ok()) else {
                     return;
                 };
@@ -109,7 +108,7 @@ impl IdbStore {
         // blocking on this connection; the device then sees storage errors.
         let on_version_change = {
             let closing = database.clone();
-            EventListener::new(&database, "versionchange", move |_| closing.close())
+            Listener::new(&database, "versionchange", move |_| closing.close())
         };
         let store = Self {
             name: name.to_owned(),

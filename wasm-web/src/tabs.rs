@@ -27,7 +27,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use gloo_events::EventListener;
 use js_sys::{Array, Function, Promise, Reflect, Uint8Array};
 use serde_json::Value;
 use vdev_core::{
@@ -45,7 +44,9 @@ use crate::driver::{
     object,
 };
 use crate::error::ClientError;
-use crate::runtime::{Timeout, console_error, describe, hex, now_ms, random_bytes, spawn};
+use crate::runtime::{
+    Listener, Timeout, console_error, describe, hex, now_ms, random_bytes, spawn,
+};
 use crate::store::IdbStore;
 
 /// How many followers' requests an owner remembers for answering repeats. Repeats come only
@@ -235,7 +236,7 @@ pub(crate) async fn start(
     };
     coordinator._on_message = Some({
         let front = front.clone();
-        EventListener::new(&channel, "message", move |event| {
+        Listener::new(&channel, "message", move |event| {
             if let Some(message) = event.dyn_ref::<MessageEvent>() {
                 let _ = front.unbounded_send(Front::Message(message.data()));
             }
@@ -303,8 +304,8 @@ struct Coordinator {
     /// This client's name in requests.
     id: String,
     channel: Option<BroadcastChannel>,
-    _on_message: Option<EventListener>,
-    _network: [EventListener; 2],
+    _on_message: Option<Listener>,
+    _network: [Listener; 2],
     /// Lets go of the lock (owner).
     release: Option<Function>,
     /// Withdraws the waiting lock request (follower).

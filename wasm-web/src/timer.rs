@@ -22,12 +22,11 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use gloo_events::EventListener;
 use js_sys::Array;
 use wasm_bindgen::JsValue;
 use web_sys::{Blob, BlobPropertyBag, Url, Worker};
 
-use crate::runtime::Timeout;
+use crate::runtime::{Listener, Timeout};
 
 /// The worker's script: (re)arm on a delay in ms, disarm on a negative one.
 const WORKER_SCRIPT: &str = "let t;onmessage=e=>{clearTimeout(t);\
@@ -55,7 +54,7 @@ struct TimerWorker {
     url: String,
     /// Set when the worker reported an error (e.g. its script was refused).
     broken: Rc<Cell<bool>>,
-    _listeners: [EventListener; 2],
+    _listeners: [Listener; 2],
 }
 
 impl TimerWorker {
@@ -75,12 +74,12 @@ impl TimerWorker {
         let broken = Rc::new(Cell::new(false));
         let on_message = {
             let fire = fire.clone();
-            EventListener::new(&worker, "message", move |_| fire())
+            Listener::new(&worker, "message", move |_| fire())
         };
         // Firing makes the driver arm the timer again, which then moves to a page timer.
         let on_error = {
             let broken = broken.clone();
-            EventListener::new(&worker, "error", move |_| {
+            Listener::new(&worker, "error", move |_| {
                 broken.set(true);
                 fire();
             })
