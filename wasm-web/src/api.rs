@@ -136,6 +136,9 @@ extern "C" {
     /// A reported-properties patch.
     #[wasm_bindgen(typescript_type = "Record<string, unknown>")]
     pub type PropertiesPatch;
+    /// Resolves to the started client.
+    #[wasm_bindgen(typescript_type = "Promise<DeviceClient>")]
+    pub type StartPromise;
     /// Resolves to a message's sequence number.
     #[wasm_bindgen(typescript_type = "Promise<number>")]
     pub type SequencePromise;
@@ -162,8 +165,17 @@ pub struct DeviceClient {
 impl DeviceClient {
     /// Opens the database, resumes what it holds (identity, tokens, queue, twin) and starts
     /// the device. Resolves as soon as it runs; provisioning and connecting go on after that.
-    pub async fn start(options: StartOptions) -> Result<DeviceClient, JsError> {
-        Self::start_inner(&options).await.map_err(js_error)
+    // A plain function returning a promise, not an `async fn`: wasm-bindgen would compile its
+    // promise machinery once more for it (`runtime::promise` has one for all).
+    #[wasm_bindgen(js_name = start)]
+    pub fn start_promise(options: StartOptions) -> StartPromise {
+        promise(async move {
+            match Self::start_inner(&options).await {
+                Ok(client) => Ok(client.into()),
+                Err(error) => Err(js_error(error).into()),
+            }
+        })
+        .unchecked_into()
     }
 
     async fn start_inner(options: &StartOptions) -> Result<DeviceClient, ClientError> {
@@ -292,6 +304,14 @@ impl DeviceClient {
             return js_sys::Promise::resolve(&JsValue::UNDEFINED).unchecked_into();
         }
         done_promise(true, answer)
+    }
+}
+
+impl DeviceClient {
+    /// `DeviceClient.start` for Rust callers (the tests): the client, or the `Error` the
+    /// promise would reject with.
+    pub async fn start(options: StartOptions) -> Result<DeviceClient, JsError> {
+        Self::start_inner(&options).await.map_err(js_error)
     }
 }
 

@@ -44,7 +44,7 @@ mod timer;
 
 pub use api::{
     DesiredProperties, DeviceClient, DonePromise, Payload, PropertiesPatch, SendOptions,
-    SequencePromise, StartOptions, Statistics, StreamSender, StreamSenderOptions,
+    SequencePromise, StartOptions, StartPromise, Statistics, StreamSender, StreamSenderOptions,
 };
 pub use error::ClientError;
 pub use store::{IdbStore, OpenError, StoredContents};
