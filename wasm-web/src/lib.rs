@@ -47,4 +47,10 @@ pub use api::{
     SequencePromise, StartOptions, StartPromise, Statistics, StreamSender, StreamSenderOptions,
 };
 pub use error::ClientError;
+
+// Talc instead of Rust's default allocator (dlmalloc) in the browser: smaller in the bundle
+// and no slower.
+#[cfg(all(not(target_feature = "atomics"), target_family = "wasm"))]
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 pub use store::{IdbStore, OpenError, StoredContents};
