@@ -39,11 +39,11 @@ pub(crate) async fn perform(request: HttpRequest) -> Result<HttpResponse, String
         .min(i32::MAX as u64) as u32;
     // Dropped (cancelled) when this function returns; until then it also bounds reading the body.
     let _abort = Timeout::new(wait, Box::new(move || controller.abort()));
+    // `fetch` resolves with a `Response`, always.
     let response: Response = JsFuture::from(fetch_request(&fetch))
         .await
         .map_err(js)?
-        .dyn_into()
-        .map_err(js)?;
+        .unchecked_into();
     let retry_after = response.headers().get("retry-after").ok().flatten();
     let body = JsFuture::from(response.array_buffer().map_err(js)?)
         .await

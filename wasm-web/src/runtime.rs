@@ -122,10 +122,13 @@ pub(crate) fn now_ms() -> u64 {
 
 /// `N` bytes from `crypto.getRandomValues`.
 pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], String> {
-    let crypto = Reflect::get(&js_sys::global(), &JsValue::from_str("crypto"))
+    // No `instanceof Crypto` check (an import and a JS shim more): an object without
+    // `getRandomValues` makes the call below throw, which is reported.
+    let crypto: web_sys::Crypto = Reflect::get(&js_sys::global(), &JsValue::from_str("crypto"))
         .ok()
-        .and_then(|crypto| crypto.dyn_into::<web_sys::Crypto>().ok())
-        .ok_or("this environment has no crypto.getRandomValues")?;
+        .filter(JsValue::is_object)
+        .ok_or("this environment has no crypto.getRandomValues")?
+        .unchecked_into();
     let mut bytes = [0u8; N];
     crypto
         .get_random_values_with_u8_array(&mut bytes)

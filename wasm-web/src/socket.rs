@@ -47,10 +47,10 @@ impl Socket {
         let on_message = {
             let notify = notify.clone();
             Listener::new(&socket, "message", move |event| {
-                let data = event
-                    .dyn_ref::<MessageEvent>()
-                    .and_then(|message| message.data().dyn_into::<ArrayBuffer>().ok());
-                match data {
+                // A WebSocket's `message` events are `MessageEvent`s, its `close` events
+                // `CloseEvent`s (the socket is this module's own: nothing else dispatches on it).
+                let message: &MessageEvent = event.unchecked_ref();
+                match message.data().dyn_into::<ArrayBuffer>().ok() {
                     Some(buffer) => notify(SocketEvent::Data(Uint8Array::new(&buffer).to_vec())),
                     None => notify(SocketEvent::Closed(
                         "the gateway sent a text frame; mqtt needs binary frames".into(),
@@ -60,16 +60,15 @@ impl Socket {
         };
         // An `error` event is always followed by `close`, which carries the details.
         let on_close = Listener::new(&socket, "close", move |event| {
-            let reason = match event.dyn_ref::<CloseEvent>() {
-                Some(close) if close.reason().is_empty() => {
-                    format!("websocket closed (code {})", close.code())
-                }
-                Some(close) => format!(
+            let close: &CloseEvent = event.unchecked_ref();
+            let reason = if close.reason().is_empty() {
+                format!("websocket closed (code {})", close.code())
+            } else {
+                format!(
                     "websocket closed (code {}: {})",
                     close.code(),
                     close.reason()
-                ),
-                None => "websocket closed".into(),
+                )
             };
             notify(SocketEvent::Closed(reason));
         });

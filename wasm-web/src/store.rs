@@ -86,10 +86,11 @@ impl IdbStore {
         let upgrade = {
             let opening = request.clone();
             Listener::new(&request, "upgradeneeded", move |_| {
-                let Some(database) = opening.result().ok().and_then(|d| d.dyn_into().ok()) else {
+                // The result of an open request is its database, from `upgradeneeded` on.
+                let Ok(database) = opening.result() else {
                     return;
                 };
-                let database: IdbDatabase = database;
+                let database: IdbDatabase = database.unchecked_into();
                 let existing = database.object_store_names();
                 for store in [RECORDS, META] {
                     if !existing.contains(store) {
@@ -100,10 +101,7 @@ impl IdbStore {
         };
         let opened = finished(&request).await;
         drop(upgrade);
-        let database: IdbDatabase = opened
-            .map_err(failed)?
-            .dyn_into()
-            .map_err(|_| failed("indexeddb opened something that is not a database".into()))?;
+        let database: IdbDatabase = opened.map_err(failed)?.unchecked_into();
         // Let a later schema upgrade or a deletion of this database proceed instead of
         // blocking on this connection; the device then sees storage errors.
         let on_version_change = {
@@ -194,10 +192,16 @@ impl IdbStore {
 
 /// The global `indexedDB`, in pages and workers alike.
 fn factory() -> Result<IdbFactory, OpenError> {
-    Reflect::get(&js_sys::global(), &JsValue::from_str("indexedDB"))
-        .map_err(|e| OpenError::Unavailable(describe(&e)))?
-        .dyn_into()
-        .map_err(|_| OpenError::Unavailable("this environment has no indexedDB".into()))
+    // No `instanceof IDBFactory` check: an object without `open` makes the call throw, which
+    // is reported.
+    let factory = Reflect::get(&js_sys::global(), &JsValue::from_str("indexedDB"))
+        .map_err(|e| OpenError::Unavailable(describe(&e)))?;
+    if !factory.is_object() {
+        return Err(OpenError::Unavailable(
+            "this environment has no indexedDB".into(),
+        ));
+    }
+    Ok(factory.unchecked_into())
 }
 
 /// Waits for `request` to finish: its `result`, or its `error` described.
@@ -347,9 +351,10 @@ impl Batch {
         // The request's result is the cursor, moved on by `continue`; null past the last record.
         let mut cursor = finished(&request).await.map_err(StoreError::Failed)?;
         while records.len() < max_count && total < max_bytes {
-            let Some(at) = cursor.dyn_ref::<IdbCursorWithValue>() else {
+            if cursor.is_null() || cursor.is_undefined() {
                 break;
-            };
+            }
+            let at: &IdbCursorWithValue = cursor.unchecked_ref();
             let (key, value) = (at.key().map_err(failed)?, at.value().map_err(failed)?);
             // Keys are only ever written by `put` above; anything else is skipped, not trusted.
             if let Some(seq) = key.as_f64().filter(|k| k.fract() == 0.0 && *k >= 0.0) {

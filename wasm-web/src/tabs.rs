@@ -237,9 +237,9 @@ pub(crate) async fn start(
     coordinator._on_message = Some({
         let front = front.clone();
         Listener::new(&channel, "message", move |event| {
-            if let Some(message) = event.dyn_ref::<MessageEvent>() {
-                let _ = front.unbounded_send(Front::Message(message.data()));
-            }
+            // A channel's `message` events are `MessageEvent`s.
+            let message: &MessageEvent = event.unchecked_ref();
+            let _ = front.unbounded_send(Front::Message(message.data()));
         })
     });
     let (granted, grant) = oneshot::channel();
