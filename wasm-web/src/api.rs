@@ -7,14 +7,15 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use futures_channel::{mpsc, oneshot};
 use js_sys::{Function, Reflect, Uint8Array};
 use vdev_core::{Compression, DeviceConfig, DeviceId, MessageOptions, StreamOptions, Transport};
 use wasm_bindgen::prelude::*;
 
+use crate::channel::oneshot;
 use crate::driver::{Callbacks, Command, Enqueue, Snapshot, json_to_js, object};
 use crate::error::ClientError;
 use crate::runtime::{check_url_allowed, promise};
+use crate::tabs::Commands;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TYPESCRIPT: &str = r#"
@@ -135,6 +136,9 @@ extern "C" {
     /// A reported-properties patch.
     #[wasm_bindgen(typescript_type = "Record<string, unknown>")]
     pub type PropertiesPatch;
+    /// Resolves to the started client.
+    #[wasm_bindgen(typescript_type = "Promise<DeviceClient>")]
+    pub type StartPromise;
     /// Resolves to a message's sequence number.
     #[wasm_bindgen(typescript_type = "Promise<number>")]
     pub type SequencePromise;
@@ -153,7 +157,7 @@ extern "C" {
 #[wasm_bindgen]
 #[derive(Debug)]
 pub struct DeviceClient {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: Commands,
     shared: Rc<RefCell<Snapshot>>,
 }
 
@@ -161,8 +165,17 @@ pub struct DeviceClient {
 impl DeviceClient {
     /// Opens the database, resumes what it holds (identity, tokens, queue, twin) and starts
     /// the device. Resolves as soon as it runs; provisioning and connecting go on after that.
-    pub async fn start(options: StartOptions) -> Result<DeviceClient, JsError> {
-        Self::start_inner(&options).await.map_err(js_error)
+    // A plain function returning a promise, not an `async fn`: wasm-bindgen would compile its
+    // promise machinery once more for it (`runtime::promise` has one for all).
+    #[wasm_bindgen(js_name = start)]
+    pub fn start_promise(options: StartOptions) -> StartPromise {
+        promise(async move {
+            match Self::start_inner(&options).await {
+                Ok(client) => Ok(client.into()),
+                Err(error) => Err(js_error(error).into()),
+            }
+        })
+        .unchecked_into()
     }
 
     async fn start_inner(options: &StartOptions) -> Result<DeviceClient, ClientError> {
@@ -194,8 +207,8 @@ impl DeviceClient {
     #[wasm_bindgen(js_name = waitEnqueuedMessagesSent)]
     pub fn wait_enqueued_messages_sent(&self) -> DonePromise {
         let (reply, answer) = oneshot::channel();
-        let sent = self.commands.unbounded_send(Command::WaitSent(reply));
-        done_promise(sent.is_ok(), answer)
+        let sent = self.commands.send(Command::WaitSent(reply));
+        done_promise(sent, answer)
     }
 
     /// The desired properties (the saved copy until the first fetch) and their version.
@@ -228,10 +241,8 @@ impl DeviceClient {
             return rejected(error).unchecked_into();
         };
         let (reply, answer) = oneshot::channel();
-        let sent = self
-            .commands
-            .unbounded_send(Command::UpdateReported { patch, reply });
-        done_promise(sent.is_ok(), answer)
+        let sent = self.commands.send(Command::UpdateReported { patch, reply });
+        done_promise(sent, answer)
     }
 
     /// The workspace id, once registered.
@@ -275,7 +286,7 @@ impl DeviceClient {
     #[wasm_bindgen(js_name = setOffline)]
     pub fn set_offline(&self, offline: bool) {
         // After `stop()` there is nothing left to take offline.
-        let _ = self.commands.unbounded_send(Command::SetOffline(offline));
+        self.commands.send(Command::SetOffline(offline));
     }
 
     /// Whether the device is offline (the browser's `offline` event or `setOffline(true)`).
@@ -288,8 +299,7 @@ impl DeviceClient {
     /// stay stored for the next start.
     pub fn stop(&self) -> DonePromise {
         let (reply, answer) = oneshot::channel();
-        let sent = self.commands.unbounded_send(Command::Stop(reply));
-        if sent.is_err() {
+        if !self.commands.send(Command::Stop(reply)) {
             // Already stopped: nothing left to do.
             return js_sys::Promise::resolve(&JsValue::UNDEFINED).unchecked_into();
         }
@@ -297,11 +307,19 @@ impl DeviceClient {
     }
 }
 
+impl DeviceClient {
+    /// `DeviceClient.start` for Rust callers (the tests): the client, or the `Error` the
+    /// promise would reject with.
+    pub async fn start(options: StartOptions) -> Result<DeviceClient, JsError> {
+        Self::start_inner(&options).await.map_err(js_error)
+    }
+}
+
 /// Sends messages to one stream.
 #[wasm_bindgen]
 #[derive(Debug)]
 pub struct StreamSender {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: Commands,
     stream: StreamOptions,
 }
 
@@ -354,7 +372,7 @@ impl StreamSender {
             what,
             reply,
         };
-        if self.commands.unbounded_send(command).is_err() {
+        if !self.commands.send(command) {
             return rejected(ClientError::Stopped).unchecked_into();
         }
         promise(async move {
@@ -433,7 +451,7 @@ pub(crate) fn read_stream_options(options: Option<&JsValue>) -> Result<StreamOpt
             return Err(ClientError::InvalidOption {
                 name: "compression",
                 problem: format!(
-                    "must be \"none\", \"fastest\" or \"smallestSize\", not {other:?}"
+                    "must be \"none\", \"fastest\" or \"smallestSize\", not \"{other}\""
                 ),
             });
         }

@@ -17,10 +17,6 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use futures_channel::{mpsc, oneshot};
-use futures_util::StreamExt;
-use gloo_events::EventListener;
-use gloo_timers::callback::Timeout;
 use js_sys::{Function, Object, Reflect, Uint8Array};
 use vdev_core::{
     ConnectionId, Device, Endpoint, Event, HttpResponse, Input, KeyedVec, MessageOptions, Output,
@@ -28,8 +24,9 @@ use vdev_core::{
 };
 use wasm_bindgen::{JsCast, JsValue};
 
+use crate::channel::{UnboundedReceiver, UnboundedSender, oneshot};
 use crate::error::ClientError;
-use crate::runtime::{console_error, describe, now_ms, spawn};
+use crate::runtime::{Listener, Timeout, console_error, describe, now_ms, spawn};
 use crate::socket::{Socket, SocketEvent};
 use crate::store::IdbStore;
 use crate::timer::WakeTimer;
@@ -162,7 +159,7 @@ impl Snapshot {
 pub(crate) struct Driver {
     device: Device,
     store: Rc<IdbStore>,
-    wake: mpsc::UnboundedSender<Wake>,
+    wake: UnboundedSender<Wake>,
     callbacks: Callbacks,
     shared: Rc<RefCell<Snapshot>>,
     /// Open WebSockets by `ConnectionId` number.
@@ -201,7 +198,7 @@ impl Driver {
     pub(crate) fn new(
         device: Device,
         store: IdbStore,
-        wake: mpsc::UnboundedSender<Wake>,
+        wake: UnboundedSender<Wake>,
         callbacks: Callbacks,
         shared: Rc<RefCell<Snapshot>>,
         followers: Option<crate::tabs::Followers>,
@@ -260,7 +257,7 @@ impl Driver {
     }
 
     /// Runs until the device is stopped and its storage work is done.
-    pub(crate) async fn run(mut self, mut wakes: mpsc::UnboundedReceiver<Wake>) {
+    pub(crate) async fn run(mut self, mut wakes: UnboundedReceiver<Wake>) {
         if self.offline() {
             self.device.handle_input(now_ms(), Input::NetworkLost);
             self.shared.borrow_mut().offline = true;
@@ -271,7 +268,7 @@ impl Driver {
             self.handle(wake);
             // Everything that arrived meanwhile (e.g. many sends in one JavaScript turn) is
             // handled before storage is flushed, so it shares one transaction.
-            while let Ok(wake) = wakes.try_recv() {
+            while let Some(wake) = wakes.try_next() {
                 self.handle(wake);
             }
             self.settle();
@@ -465,9 +462,10 @@ impl Driver {
                         self.store_queue.push_front(request);
                     }
                     let wake = self.wake.clone();
-                    self.store_retry = Some(Timeout::new(STORE_RETRY_MS, move || {
-                        let _ = wake.unbounded_send(Wake::StoreRetry);
-                    }));
+                    self.store_retry = Some(Timeout::new(
+                        STORE_RETRY_MS,
+                        Box::new(move || drop(wake.unbounded_send(Wake::StoreRetry))),
+                    ));
                 }
             }
         }
@@ -521,7 +519,8 @@ impl Driver {
         });
         let opened = match endpoint {
             Endpoint::WebSocket { url } => Socket::open(&url, notify.clone()),
-            other => Err(format!("a browser can only use websocket, not {other:?}")),
+            Endpoint::Tcp { .. } => Err("a browser can only use websocket, not tcp".to_owned()),
+            Endpoint::Tls { .. } => Err("a browser can only use websocket, not tls".to_owned()),
         };
         match opened {
             Ok(socket) => {
@@ -631,11 +630,11 @@ impl Driver {
 }
 
 /// Listens to the browser's `online`/`offline` events and hands them to `notify`.
-pub(crate) fn listen_to_network(notify: impl Fn(bool) + Clone + 'static) -> [EventListener; 2] {
+pub(crate) fn listen_to_network(notify: impl Fn(bool) + Clone + 'static) -> [Listener; 2] {
     let global: web_sys::EventTarget = js_sys::global().unchecked_into();
     let listen = |name: &'static str, online: bool| {
         let notify = notify.clone();
-        EventListener::new(&global, name, move |_| notify(online))
+        Listener::new(&global, name, move |_| notify(online))
     };
     [listen("online", true), listen("offline", false)]
 }

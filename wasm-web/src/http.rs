@@ -1,14 +1,13 @@
 //! HTTP requests of the core performed with `fetch`, aborted with an `AbortController` at the
 //! request's deadline (the core gives up on it then anyway).
 
-use gloo_timers::callback::Timeout;
 use js_sys::{Promise, Uint8Array};
 use vdev_core::{HttpRequest, HttpResponse};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortController, Headers, Request, RequestInit, Response};
 
-use crate::runtime::{check_url_allowed, describe, now_ms};
+use crate::runtime::{Timeout, check_url_allowed, describe, now_ms};
 
 #[wasm_bindgen]
 extern "C" {
@@ -39,12 +38,12 @@ pub(crate) async fn perform(request: HttpRequest) -> Result<HttpResponse, String
         .saturating_sub(now_ms())
         .min(i32::MAX as u64) as u32;
     // Dropped (cancelled) when this function returns; until then it also bounds reading the body.
-    let _abort = Timeout::new(wait, move || controller.abort());
+    let _abort = Timeout::new(wait, Box::new(move || controller.abort()));
+    // `fetch` resolves with a `Response`, always.
     let response: Response = JsFuture::from(fetch_request(&fetch))
         .await
         .map_err(js)?
-        .dyn_into()
-        .map_err(js)?;
+        .unchecked_into();
     let retry_after = response.headers().get("retry-after").ok().flatten();
     let body = JsFuture::from(response.array_buffer().map_err(js)?)
         .await

@@ -32,6 +32,7 @@
 #![deny(missing_debug_implementations)]
 
 mod api;
+mod channel;
 mod driver;
 mod error;
 mod http;
@@ -43,7 +44,13 @@ mod timer;
 
 pub use api::{
     DesiredProperties, DeviceClient, DonePromise, Payload, PropertiesPatch, SendOptions,
-    SequencePromise, StartOptions, Statistics, StreamSender, StreamSenderOptions,
+    SequencePromise, StartOptions, StartPromise, Statistics, StreamSender, StreamSenderOptions,
 };
 pub use error::ClientError;
+
+// Talc instead of Rust's default allocator (dlmalloc) in the browser: smaller in the bundle
+// and no slower.
+#[cfg(all(not(target_feature = "atomics"), target_family = "wasm"))]
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 pub use store::{IdbStore, OpenError, StoredContents};

@@ -1,5 +1,9 @@
 //! What the browser gives the driver besides sockets, HTTP and storage: the clock, random
-//! bytes, the rule about unencrypted connections, and the console for errors nobody awaits.
+//! bytes, timers and event listeners, the rule about unencrypted connections, and the console
+//! for errors nobody awaits.
+//!
+//! Timers and listeners are hand-written rather than gloo's, for the bundle's size (see
+//! [`Timeout`] and [`Listener`]).
 //!
 //! Everything goes through the global object (`globalThis`), not `window`, so the same code
 //! runs in a page and in a worker.
@@ -8,7 +12,93 @@ use std::future::Future;
 use std::pin::Pin;
 
 use js_sys::{Promise, Reflect};
-use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen::prelude::*;
+use web_sys::{Event, EventTarget};
+
+#[wasm_bindgen]
+extern "C" {
+    /// JavaScript's `String(value)`: how the console would show a thrown non-`Error` value.
+    #[wasm_bindgen(js_name = String)]
+    fn js_string(value: &JsValue) -> String;
+    #[wasm_bindgen(js_name = setTimeout)]
+    fn set_timeout(handler: &js_sys::Function, delay_ms: u32) -> JsValue;
+    #[wasm_bindgen(js_name = clearTimeout)]
+    fn clear_timeout(id: &JsValue);
+}
+
+/// Calls a function once after a delay, unless dropped first: gloo's `Timeout` with a boxed
+/// callback, so that one closure type serves every caller (gloo's `Closure::once` is compiled
+/// anew for each call site's closure).
+pub(crate) struct Timeout {
+    id: JsValue,
+    _callback: Closure<dyn FnMut()>,
+}
+
+impl Timeout {
+    /// Calls `callback` in `delay_ms` milliseconds.
+    pub(crate) fn new(delay_ms: u32, callback: Box<dyn FnOnce()>) -> Self {
+        let mut callback = Some(callback);
+        let callback = Closure::<dyn FnMut()>::new(move || {
+            if let Some(callback) = callback.take() {
+                callback();
+            }
+        });
+        Self {
+            id: set_timeout(callback.as_ref().unchecked_ref(), delay_ms),
+            _callback: callback,
+        }
+    }
+}
+
+impl Drop for Timeout {
+    fn drop(&mut self) {
+        // Clearing a timer that already fired is a no-op.
+        clear_timeout(&self.id);
+    }
+}
+
+/// An event listener, removed when dropped: what gloo-events' `EventListener` does, without
+/// its options object (every listener here is a plain bubbling one) and its thread-locals.
+pub(crate) struct Listener {
+    target: EventTarget,
+    event_type: &'static str,
+    callback: Closure<dyn FnMut(Event)>,
+}
+
+impl Listener {
+    /// Calls `callback` with every `event_type` event of `target`.
+    pub(crate) fn new(
+        target: &EventTarget,
+        event_type: &'static str,
+        callback: impl FnMut(&Event) + 'static,
+    ) -> Self {
+        let mut callback = callback;
+        let callback = Closure::<dyn FnMut(Event)>::new(move |event: Event| callback(&event));
+        // Only throws for a callback that is not a function.
+        let _ =
+            target.add_event_listener_with_callback(event_type, callback.as_ref().unchecked_ref());
+        Self {
+            target: target.clone(),
+            event_type,
+            callback,
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.target.remove_event_listener_with_callback(
+            self.event_type,
+            self.callback.as_ref().unchecked_ref(),
+        );
+    }
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.event_type)
+    }
+}
 
 /// Runs `future` to completion on the page's event loop.
 ///
@@ -32,10 +122,13 @@ pub(crate) fn now_ms() -> u64 {
 
 /// `N` bytes from `crypto.getRandomValues`.
 pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], String> {
-    let crypto = Reflect::get(&js_sys::global(), &JsValue::from_str("crypto"))
+    // No `instanceof Crypto` check (an import and a JS shim more): an object without
+    // `getRandomValues` makes the call below throw, which is reported.
+    let crypto: web_sys::Crypto = Reflect::get(&js_sys::global(), &JsValue::from_str("crypto"))
         .ok()
-        .and_then(|crypto| crypto.dyn_into::<web_sys::Crypto>().ok())
-        .ok_or("this environment has no crypto.getRandomValues")?;
+        .filter(JsValue::is_object)
+        .ok_or("this environment has no crypto.getRandomValues")?
+        .unchecked_into();
     let mut bytes = [0u8; N];
     crypto
         .get_random_values_with_u8_array(&mut bytes)
@@ -47,24 +140,48 @@ pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], String> {
 /// 127.0.0.0/8 or `[::1]`.
 pub(crate) fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.eq_ignore_ascii_case("localhost") || host == "::1" {
-        return true;
+    host.eq_ignore_ascii_case("localhost") || host == "::1" || is_loopback_ipv4(host)
+}
+
+/// Whether `host` is a dotted-quad IPv4 address in 127.0.0.0/8 (`URL.hostname` writes every
+/// IPv4 form this way). Checked by hand: `Ipv4Addr`'s parser costs 1.5 KB of the bundle.
+fn is_loopback_ipv4(host: &str) -> bool {
+    let mut parts = 0;
+    for part in host.split('.') {
+        let in_range = part.len() <= 3
+            && !part.is_empty()
+            && part.bytes().all(|b| b.is_ascii_digit())
+            && part.bytes().fold(0u32, |n, b| n * 10 + u32::from(b - b'0')) <= 255;
+        if !in_range || (parts == 0 && part != "127") {
+            return false;
+        }
+        parts += 1;
     }
-    host.parse::<std::net::Ipv4Addr>()
-        .is_ok_and(|address| address.is_loopback())
+    parts == 4
+}
+
+/// `bytes` as lowercase hexadecimal, two characters each.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    text
 }
 
 /// Refuses URLs that would carry tokens unencrypted off this machine: `ws://` and `http://` are
 /// allowed for loopback hosts only; `wss://` and `https://` anywhere.
 pub(crate) fn check_url_allowed(url: &str) -> Result<(), String> {
-    let parsed = web_sys::Url::new(url).map_err(|_| format!("{url:?} is not a valid url"))?;
+    let parsed = web_sys::Url::new(url).map_err(|_| format!("'{url}' is not a valid url"))?;
     match parsed.protocol().as_str() {
         "wss:" | "https:" => Ok(()),
         "ws:" | "http:" if is_loopback_host(&parsed.hostname()) => Ok(()),
         "ws:" | "http:" => Err(format!(
             "refusing unencrypted {url}: ws:// and http:// are allowed only for loopback hosts, use wss:// or https://"
         )),
-        other => Err(format!("unsupported url scheme {other:?} in {url}")),
+        other => Err(format!("unsupported url scheme '{other}' in {url}")),
     }
 }
 
@@ -76,17 +193,23 @@ pub(crate) fn describe(value: &JsValue) -> String {
     if let Some(exception) = value.dyn_ref::<web_sys::DomException>() {
         return format!("{}: {}", exception.name(), exception.message());
     }
-    value.as_string().unwrap_or_else(|| format!("{value:?}"))
+    js_string(value)
 }
 
 /// Reports an error that has no caller to return to (an app callback threw, storage keeps failing).
 pub(crate) fn console_error(message: &str) {
-    web_sys::console::error_1(&JsValue::from_str(&format!("vdev: {message}")));
+    web_sys::console::error_2(&JsValue::from_str("vdev:"), &JsValue::from_str(message));
 }
 
 #[cfg(test)]
 mod tests {
-    use super::is_loopback_host;
+    use super::{hex, is_loopback_host};
+
+    #[test]
+    fn hex_is_two_lowercase_digits_a_byte() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
+        assert_eq!(hex(&[]), "");
+    }
 
     #[test]
     fn loopback_hosts_are_recognised() {
@@ -106,6 +229,14 @@ mod tests {
             "128.0.0.1",
             "[::2]",
             "localhost.example",
+            "127.0.0",
+            "127.0.0.1.2",
+            "127.0.0.256",
+            "127.0.0.1000",
+            "127..0.1",
+            "127.0.0.",
+            "127.0.0.+1",
+            "1127.0.0.1",
         ] {
             assert!(!is_loopback_host(host), "{host}");
         }

@@ -5,12 +5,11 @@
 
 use std::rc::Rc;
 
-use gloo_events::EventListener;
 use js_sys::{ArrayBuffer, Uint8Array};
 use wasm_bindgen::JsCast;
 use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
-use crate::runtime::{check_url_allowed, describe};
+use crate::runtime::{Listener, check_url_allowed, describe};
 
 /// What happened on a socket.
 #[derive(Debug)]
@@ -27,7 +26,7 @@ pub(crate) enum SocketEvent {
 #[derive(Debug)]
 pub(crate) struct Socket {
     socket: WebSocket,
-    _listeners: [EventListener; 3],
+    _listeners: [Listener; 3],
 }
 
 impl Socket {
@@ -43,15 +42,15 @@ impl Socket {
         socket.set_binary_type(BinaryType::Arraybuffer);
         let on_open = {
             let notify = notify.clone();
-            EventListener::new(&socket, "open", move |_| notify(SocketEvent::Opened))
+            Listener::new(&socket, "open", move |_| notify(SocketEvent::Opened))
         };
         let on_message = {
             let notify = notify.clone();
-            EventListener::new(&socket, "message", move |event| {
-                let data = event
-                    .dyn_ref::<MessageEvent>()
-                    .and_then(|message| message.data().dyn_into::<ArrayBuffer>().ok());
-                match data {
+            Listener::new(&socket, "message", move |event| {
+                // A WebSocket's `message` events are `MessageEvent`s, its `close` events
+                // `CloseEvent`s (the socket is this module's own: nothing else dispatches on it).
+                let message: &MessageEvent = event.unchecked_ref();
+                match message.data().dyn_into::<ArrayBuffer>().ok() {
                     Some(buffer) => notify(SocketEvent::Data(Uint8Array::new(&buffer).to_vec())),
                     None => notify(SocketEvent::Closed(
                         "the gateway sent a text frame; mqtt needs binary frames".into(),
@@ -60,17 +59,16 @@ impl Socket {
             })
         };
         // An `error` event is always followed by `close`, which carries the details.
-        let on_close = EventListener::new(&socket, "close", move |event| {
-            let reason = match event.dyn_ref::<CloseEvent>() {
-                Some(close) if close.reason().is_empty() => {
-                    format!("websocket closed (code {})", close.code())
-                }
-                Some(close) => format!(
+        let on_close = Listener::new(&socket, "close", move |event| {
+            let close: &CloseEvent = event.unchecked_ref();
+            let reason = if close.reason().is_empty() {
+                format!("websocket closed (code {})", close.code())
+            } else {
+                format!(
                     "websocket closed (code {}: {})",
                     close.code(),
                     close.reason()
-                ),
-                None => "websocket closed".into(),
+                )
             };
             notify(SocketEvent::Closed(reason));
         });

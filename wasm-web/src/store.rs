@@ -12,22 +12,23 @@
 //! answers only once that transaction has committed, so an `Appended` answer means durable.
 //! Inside a transaction nothing but IndexedDB requests is awaited (it commits by itself as soon
 //! as it has no pending request).
+//!
+//! Hand-written over web-sys instead of the `idb` crate, for the bundle's size: a request is
+//! awaited as a `Promise` that its own `onsuccess`/`onerror` settle, so there is no Rust closure
+//! per request type, no second oneshot channel (idb brings tokio's) and no error type of its
+//! own; that was about 3 KB of the gzipped bundle. The promise's continuations run as microtasks
+//! of the request's event, while the transaction is still active, as with `idb`'s callbacks.
 
-use std::cell::Cell;
-use std::rc::Rc;
-
-use futures_channel::oneshot;
-use gloo_events::EventListener;
-use idb::{
-    Database, Factory, KeyRange, ObjectStore, ObjectStoreParams, Query, Transaction,
-    TransactionMode,
-};
-use js_sys::Uint8Array;
+use js_sys::{Array, Promise, Reflect, Uint8Array};
 use vdev_core::{Input, OutboxMeta, Record, Seq, StoreError, StoreRequest};
 use wasm_bindgen::{JsCast, JsValue};
-use web_sys::IdbTransaction;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{
+    IdbCursorWithValue, IdbDatabase, IdbFactory, IdbKeyRange, IdbObjectStore, IdbRequest,
+    IdbTransaction, IdbTransactionMode,
+};
 
-use crate::runtime::random_bytes;
+use crate::runtime::{Listener, describe, hex, random_bytes};
 
 const RECORDS: &str = "records";
 const META: &str = "meta";
@@ -45,7 +46,7 @@ pub enum OpenError {
     #[error("indexeddb is unavailable: {0}")]
     Unavailable(String),
     /// The database exists but could not be opened or read.
-    #[error("cannot open database {name:?}: {reason}")]
+    #[error("cannot open database '{name}': {reason}")]
     Failed {
         /// The database name.
         name: String,
@@ -67,7 +68,8 @@ pub struct StoredContents {
 #[derive(Debug)]
 pub struct IdbStore {
     name: String,
-    database: Database,
+    database: IdbDatabase,
+    _on_version_change: Listener,
 }
 
 impl IdbStore {
@@ -77,35 +79,39 @@ impl IdbStore {
             name: name.to_owned(),
             reason,
         };
-        let factory = Factory::new().map_err(|e| OpenError::Unavailable(e.to_string()))?;
-        let mut request = factory
-            .open(name, Some(SCHEMA_VERSION))
-            .map_err(|e| failed(e.to_string()))?;
-        request.on_upgrade_needed(|event| {
-            use idb::DatabaseEvent as _;
-            // Only version 1 exists: create whichever store is missing.
-            if let Ok(database) = event.database() {
-                let existing = database.store_names();
+        let request = factory()?
+            .open_with_u32(name, SCHEMA_VERSION)
+            .map_err(|e| failed(describe(&e)))?;
+        // Only version 1 exists: create whichever store is missing.
+        let upgrade = {
+            let opening = request.clone();
+            Listener::new(&request, "upgradeneeded", move |_| {
+                // The result of an open request is its database, from `upgradeneeded` on.
+                let Ok(database) = opening.result() else {
+                    return;
+                };
+                let database: IdbDatabase = database.unchecked_into();
+                let existing = database.object_store_names();
                 for store in [RECORDS, META] {
-                    if !existing.iter().any(|name| name == store) {
-                        let _ = database.create_object_store(store, ObjectStoreParams::new());
+                    if !existing.contains(store) {
+                        let _ = database.create_object_store(store);
                     }
                 }
-            }
-        });
-        let mut database = request.await.map_err(|e| failed(e.to_string()))?;
+            })
+        };
+        let opened = finished(&request).await;
+        drop(upgrade);
+        let database: IdbDatabase = opened.map_err(failed)?.unchecked_into();
         // Let a later schema upgrade or a deletion of this database proceed instead of
         // blocking on this connection; the device then sees storage errors.
-        database.on_version_change(|event| {
-            if let Some(target) = event.target()
-                && let Ok(database) = target.dyn_into::<web_sys::IdbDatabase>()
-            {
-                database.close();
-            }
-        });
+        let on_version_change = {
+            let closing = database.clone();
+            Listener::new(&database, "versionchange", move |_| closing.close())
+        };
         let store = Self {
             name: name.to_owned(),
             database,
+            _on_version_change: on_version_change,
         };
         let contents = store
             .read_contents()
@@ -116,14 +122,15 @@ impl IdbStore {
 
     /// Deletes the database `name` and everything in it (it must not be open).
     pub async fn delete(name: &str) -> Result<(), OpenError> {
-        let factory = Factory::new().map_err(|e| OpenError::Unavailable(e.to_string()))?;
-        factory
-            .delete(name)
-            .map_err(|e| OpenError::Unavailable(e.to_string()))?
+        let request = factory()?
+            .delete_database(name)
+            .map_err(|e| OpenError::Unavailable(describe(&e)))?;
+        finished(&request)
             .await
-            .map_err(|e| OpenError::Failed {
+            .map(drop)
+            .map_err(|reason| OpenError::Failed {
                 name: name.to_owned(),
-                reason: e.to_string(),
+                reason,
             })
     }
 
@@ -142,14 +149,13 @@ impl IdbStore {
         let fresh_origin = new_origin()?;
         let batch = Batch::begin(&self.database)?;
         let result = async {
-            let origin = batch.meta.get(key_str(ORIGIN)).map_err(failed)?.await;
-            let origin = origin.map_err(failed)?.and_then(|v| v.as_string());
+            let origin = get(&batch.meta, ORIGIN).await?.as_string();
             let next_seq = read_number(&batch.meta, NEXT_SEQ).await?;
             let bytes = read_number(&batch.meta, BYTES).await?;
-            let state = batch.meta.get(key_str(STATE)).map_err(failed)?.await;
-            let state = state.map_err(failed)?.map(|v| bytes_of(&v));
-            let count = batch.records.count(None).map_err(failed)?.await;
-            let count = u64::from(count.map_err(failed)?);
+            let state = get(&batch.meta, STATE).await?;
+            let state = (!state.is_undefined()).then(|| bytes_of(&state));
+            let count = batch.records.count().map_err(failed)?;
+            let count = number(&finished(&count).await.map_err(StoreError::Failed)?);
             let origin = match origin {
                 Some(origin) => origin,
                 None => {
@@ -184,49 +190,62 @@ impl IdbStore {
     }
 }
 
+/// The global `indexedDB`, in pages and workers alike.
+fn factory() -> Result<IdbFactory, OpenError> {
+    // No `instanceof IDBFactory` check: an object without `open` makes the call throw, which
+    // is reported.
+    let factory = Reflect::get(&js_sys::global(), &JsValue::from_str("indexedDB"))
+        .map_err(|e| OpenError::Unavailable(describe(&e)))?;
+    if !factory.is_object() {
+        return Err(OpenError::Unavailable(
+            "this environment has no indexedDB".into(),
+        ));
+    }
+    Ok(factory.unchecked_into())
+}
+
+/// Waits for `request` to finish: its `result`, or its `error` described.
+async fn finished(request: &IdbRequest) -> Result<JsValue, String> {
+    let settled = Promise::new(&mut |resolve, reject| {
+        request.set_onsuccess(Some(&resolve));
+        request.set_onerror(Some(&reject));
+    });
+    match JsFuture::from(settled).await {
+        Ok(_) => request.result().map_err(|e| describe(&e)),
+        Err(_) => Err(match request.error() {
+            Ok(Some(error)) => describe(&error),
+            _ => "the indexeddb request failed".into(),
+        }),
+    }
+}
+
 /// One readwrite transaction over both object stores, watched from its start so that its
 /// `complete` or `abort` event cannot be missed.
 struct Batch {
     transaction: IdbTransaction,
-    records: ObjectStore,
-    meta: ObjectStore,
-    settled: oneshot::Receiver<Result<(), StoreError>>,
-    _listeners: [EventListener; 2],
+    records: IdbObjectStore,
+    meta: IdbObjectStore,
+    /// Resolves on `complete`, rejects on `abort`.
+    settled: JsFuture,
 }
 
 impl Batch {
-    fn begin(database: &Database) -> Result<Self, StoreError> {
-        let transaction: IdbTransaction = database
-            .transaction(&[RECORDS, META], TransactionMode::ReadWrite)
-            .map_err(failed)?
-            .into();
-        let (sender, settled) = oneshot::channel();
-        let sender = Rc::new(Cell::new(Some(sender)));
-        let on_complete = {
-            let sender = sender.clone();
-            EventListener::once(&transaction, "complete", move |_| {
-                if let Some(sender) = sender.take() {
-                    let _ = sender.send(Ok(()));
-                }
-            })
-        };
-        let on_abort = {
-            let aborted = transaction.clone();
-            EventListener::once(&transaction, "abort", move |_| {
-                if let Some(sender) = sender.take() {
-                    let _ = sender.send(Err(classify(aborted.error())));
-                }
-            })
-        };
-        let scoped = Transaction::from(transaction.clone());
-        let records = scoped.object_store(RECORDS).map_err(failed)?;
-        let meta = scoped.object_store(META).map_err(failed)?;
+    fn begin(database: &IdbDatabase) -> Result<Self, StoreError> {
+        let stores = Array::of2(&JsValue::from_str(RECORDS), &JsValue::from_str(META));
+        let transaction = database
+            .transaction_with_str_sequence_and_mode(&stores, IdbTransactionMode::Readwrite)
+            .map_err(failed)?;
+        let settled = JsFuture::from(Promise::new(&mut |resolve, reject| {
+            transaction.set_oncomplete(Some(&resolve));
+            transaction.set_onabort(Some(&reject));
+        }));
+        let records = transaction.object_store(RECORDS).map_err(failed)?;
+        let meta = transaction.object_store(META).map_err(failed)?;
         Ok(Self {
             transaction,
             records,
             meta,
             settled,
-            _listeners: [on_complete, on_abort],
         })
     }
 
@@ -236,13 +255,11 @@ impl Batch {
             // Throws only when the transaction already finished (or aborted itself).
             let _ = self.transaction.abort();
         }
-        let settled = self
-            .settled
-            .await
-            .unwrap_or_else(|_| Err(StoreError::Failed("transaction was dropped".into())));
+        let settled = self.settled.await;
         match (result, settled) {
-            (Ok(value), Ok(())) => Ok(value),
-            (Err(error), _) | (Ok(_), Err(error)) => Err(error),
+            (Ok(value), Ok(_)) => Ok(value),
+            (Err(error), _) => Err(error),
+            (Ok(_), Err(_)) => Err(classify(self.transaction.error())),
         }
     }
 
@@ -256,7 +273,7 @@ impl Batch {
                     for record in records {
                         let value = Uint8Array::from(record.data.as_slice());
                         self.records
-                            .put(&value, Some(&JsValue::from(key_seq(record.seq))))
+                            .put_with_key(&value, &key_seq(record.seq))
                             .map_err(failed)?;
                         bytes += record.data.len() as u64;
                         next_seq = next_seq.max(record.seq + 1);
@@ -305,18 +322,13 @@ impl Batch {
             let query = if first == last {
                 key_seq(first)
             } else {
-                let range = KeyRange::bound(
-                    &JsValue::from_f64(first as f64),
-                    &JsValue::from_f64(last as f64),
-                    Some(false),
-                    Some(false),
-                )
-                .map_err(failed)?;
-                Query::KeyRange(range)
+                IdbKeyRange::bound(&key_seq(first), &key_seq(last))
+                    .map_err(failed)?
+                    .into()
             };
             // The request completes before the transaction does; its errors abort the
             // transaction, which `finish` reports.
-            drop(self.records.delete(query).map_err(failed)?);
+            self.records.delete(&query).map_err(failed)?;
             rest = &rest[run..];
         }
         Ok(())
@@ -329,26 +341,21 @@ impl Batch {
         max_count: usize,
         max_bytes: usize,
     ) -> Result<Vec<Record>, StoreError> {
-        let range = KeyRange::lower_bound(&key_seq(from).into(), Some(false)).map_err(failed)?;
-        let cursor = self
+        let range = IdbKeyRange::lower_bound(&key_seq(from)).map_err(failed)?;
+        let request = self
             .records
-            .open_cursor(Some(Query::KeyRange(range)), None)
-            .map_err(failed)?
-            .await
+            .open_cursor_with_range(&range)
             .map_err(failed)?;
-        let Some(cursor) = cursor else {
-            return Ok(Vec::new());
-        };
-        let mut cursor = cursor.into_managed();
         let mut records = Vec::new();
         let mut total = 0;
+        // The request's result is the cursor, moved on by `continue`; null past the last record.
+        let mut cursor = finished(&request).await.map_err(StoreError::Failed)?;
         while records.len() < max_count && total < max_bytes {
-            let (Some(key), Some(value)) = (
-                cursor.key().map_err(failed)?,
-                cursor.value().map_err(failed)?,
-            ) else {
+            if cursor.is_null() || cursor.is_undefined() {
                 break;
-            };
+            }
+            let at: &IdbCursorWithValue = cursor.unchecked_ref();
+            let (key, value) = (at.key().map_err(failed)?, at.value().map_err(failed)?);
             // Keys are only ever written by `put` above; anything else is skipped, not trusted.
             if let Some(seq) = key.as_f64().filter(|k| k.fract() == 0.0 && *k >= 0.0) {
                 // A value that is not bytes becomes an empty record, which the core rejects
@@ -363,35 +370,41 @@ impl Batch {
             if records.len() >= max_count || total >= max_bytes {
                 break;
             }
-            cursor.next(None).await.map_err(failed)?;
+            at.continue_().map_err(failed)?;
+            cursor = finished(&request).await.map_err(StoreError::Failed)?;
         }
         Ok(records)
     }
 }
 
-fn key_seq(seq: Seq) -> Query {
+fn key_seq(seq: Seq) -> JsValue {
     // Sequence numbers stay far below 2^53, where f64 keys are exact.
-    Query::Key(JsValue::from_f64(seq as f64))
+    JsValue::from_f64(seq as f64)
 }
 
-fn key_str(name: &str) -> Query {
-    Query::Key(JsValue::from_str(name))
-}
-
-fn put(store: &ObjectStore, value: &JsValue, name: &str) -> Result<(), StoreError> {
+fn put(store: &IdbObjectStore, value: &JsValue, name: &str) -> Result<(), StoreError> {
     store
-        .put(value, Some(&JsValue::from_str(name)))
+        .put_with_key(value, &JsValue::from_str(name))
         .map(drop)
         .map_err(failed)
 }
 
-async fn read_number(store: &ObjectStore, name: &str) -> Result<u64, StoreError> {
-    let value = store.get(key_str(name)).map_err(failed)?.await;
-    Ok(value
-        .map_err(failed)?
-        .and_then(|v| v.as_f64())
+/// The meta entry `name` (`undefined` when there is none).
+async fn get(store: &IdbObjectStore, name: &str) -> Result<JsValue, StoreError> {
+    let request = store.get(&JsValue::from_str(name)).map_err(failed)?;
+    finished(&request).await.map_err(StoreError::Failed)
+}
+
+async fn read_number(store: &IdbObjectStore, name: &str) -> Result<u64, StoreError> {
+    Ok(number(&get(store, name).await?))
+}
+
+/// A stored count, high-water mark or size; 0 when absent or not a count.
+fn number(value: &JsValue) -> u64 {
+    value
+        .as_f64()
         .filter(|n| n.is_finite() && *n >= 0.0)
-        .map_or(0, |n| n as u64))
+        .map_or(0, |n| n as u64)
 }
 
 fn bytes_of(value: &JsValue) -> Vec<u8> {
@@ -404,11 +417,12 @@ fn bytes_of(value: &JsValue) -> Vec<u8> {
 /// A new origin id: 32 characters of `0-9 a-f` from 16 random bytes.
 fn new_origin() -> Result<String, StoreError> {
     let bytes = random_bytes::<16>().map_err(StoreError::Failed)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&bytes))
 }
 
-fn failed(error: idb::Error) -> StoreError {
-    StoreError::Failed(error.to_string())
+/// A call IndexedDB refused synchronously (it threw).
+fn failed(error: JsValue) -> StoreError {
+    StoreError::Failed(describe(&error))
 }
 
 /// Maps the error an aborted transaction carries to the core's storage errors.

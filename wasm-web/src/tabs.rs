@@ -27,10 +27,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use futures_channel::{mpsc, oneshot};
-use futures_util::StreamExt;
-use gloo_events::EventListener;
-use gloo_timers::callback::Timeout;
 use js_sys::{Array, Function, Promise, Reflect, Uint8Array};
 use vdev_core::json::Value;
 use vdev_core::{
@@ -42,12 +38,15 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortController, BroadcastChannel, MessageEvent};
 
 use crate::api::{read_message_options, read_stream_options};
+use crate::channel::{UnboundedReceiver, UnboundedSender, oneshot, unbounded};
 use crate::driver::{
     Callbacks, Command, Driver, Enqueue, Reply, Snapshot, Wake, json_to_js, listen_to_network,
     object,
 };
 use crate::error::ClientError;
-use crate::runtime::{console_error, describe, now_ms, random_bytes, spawn};
+use crate::runtime::{
+    Listener, Timeout, console_error, describe, hex, now_ms, random_bytes, spawn,
+};
 use crate::store::IdbStore;
 
 /// How many followers' requests an owner remembers for answering repeats. Repeats come only
@@ -168,13 +167,24 @@ impl Followers {
     }
 }
 
+/// Where the JavaScript API sends its calls: the queue of the client's coordinator.
+#[derive(Debug, Clone)]
+pub(crate) struct Commands(UnboundedSender<Front>);
+
+impl Commands {
+    /// Queues `command`; `false` when the client has stopped.
+    pub(crate) fn send(&self, command: Command) -> bool {
+        self.0.unbounded_send(Front::Command(command)).is_ok()
+    }
+}
+
 /// Starts the client for `database`: as the owner when the lock is free (or the browser has no
 /// Web Locks), else as a follower. Returns where the API sends its commands and the figures.
 pub(crate) async fn start(
     config: DeviceConfig,
     database: String,
     callbacks: Callbacks,
-) -> Result<(mpsc::UnboundedSender<Command>, Rc<RefCell<Snapshot>>), ClientError> {
+) -> Result<(Commands, Rc<RefCell<Snapshot>>), ClientError> {
     let name = format!("vdev-web:{database}");
     let locks = Reflect::get(&js_sys::global(), &"navigator".into())
         .and_then(|navigator| Reflect::get(&navigator, &"locks".into()))
@@ -183,16 +193,16 @@ pub(crate) async fn start(
     let channel = locks
         .as_ref()
         .and_then(|_| BroadcastChannel::new(&name).ok());
-    let (front, fronts) = mpsc::unbounded();
-    let (commands, from_api) = mpsc::unbounded();
+    // The app's calls, the browser's network events and the other tabs' messages share one
+    // ordered queue.
+    let (front, fronts) = unbounded();
+    let commands = Commands(front.clone());
     let network = {
-        let commands = commands.clone();
+        let front = front.clone();
         listen_to_network(move |online| {
-            let _ = commands.unbounded_send(Command::BrowserNetwork(online));
+            let _ = front.unbounded_send(Front::Command(Command::BrowserNetwork(online)));
         })
     };
-    // The app's calls and the browser's network events share one ordered queue.
-    let fronts = futures_util::stream::select(from_api.map(Front::Command), fronts);
     let id = random_bytes::<8>().map_err(ClientError::NoRandomness)?;
     let mut coordinator = Coordinator {
         config,
@@ -200,7 +210,7 @@ pub(crate) async fn start(
         callbacks,
         shared: Rc::new(RefCell::new(Snapshot::follower())),
         front: front.clone(),
-        id: id.iter().map(|b| format!("{b:02x}")).collect(),
+        id: hex(&id),
         channel: channel.clone(),
         _on_message: None,
         _network: network,
@@ -226,10 +236,10 @@ pub(crate) async fn start(
     };
     coordinator._on_message = Some({
         let front = front.clone();
-        EventListener::new(&channel, "message", move |event| {
-            if let Some(message) = event.dyn_ref::<MessageEvent>() {
-                let _ = front.unbounded_send(Front::Message(message.data()));
-            }
+        Listener::new(&channel, "message", move |event| {
+            // A channel's `message` events are `MessageEvent`s.
+            let message: &MessageEvent = event.unchecked_ref();
+            let _ = front.unbounded_send(Front::Message(message.data()));
         })
     });
     let (granted, grant) = oneshot::channel();
@@ -290,18 +300,18 @@ struct Coordinator {
     database: String,
     callbacks: Callbacks,
     shared: Rc<RefCell<Snapshot>>,
-    front: mpsc::UnboundedSender<Front>,
+    front: UnboundedSender<Front>,
     /// This client's name in requests.
     id: String,
     channel: Option<BroadcastChannel>,
-    _on_message: Option<EventListener>,
-    _network: [EventListener; 2],
+    _on_message: Option<Listener>,
+    _network: [Listener; 2],
     /// Lets go of the lock (owner).
     release: Option<Function>,
     /// Withdraws the waiting lock request (follower).
     abort: Option<AbortController>,
     /// The driver's queue (owner).
-    driver: Option<mpsc::UnboundedSender<Wake>>,
+    driver: Option<UnboundedSender<Wake>>,
     stopping: bool,
     /// Followers' requests this owner ran: `None` while running, then the answer it sent.
     handled: Handled,
@@ -322,7 +332,7 @@ struct Coordinator {
 }
 
 impl Coordinator {
-    async fn run(mut self, mut fronts: impl futures_util::Stream<Item = Front> + Unpin) {
+    async fn run(mut self, mut fronts: UnboundedReceiver<Front>) {
         while let Some(front) = fronts.next().await {
             if self.handle(front).await {
                 break;
@@ -338,9 +348,10 @@ impl Coordinator {
             Front::LockGranted(release) => {
                 if self.owner_present {
                     let front = self.front.clone();
-                    let wait = Timeout::new(RELEASE_WAIT_MS, move || {
-                        let _ = front.unbounded_send(Front::ReleaseWaitOver);
-                    });
+                    let wait = Timeout::new(
+                        RELEASE_WAIT_MS,
+                        Box::new(move || drop(front.unbounded_send(Front::ReleaseWaitOver))),
+                    );
                     self.promoting = Some((release, wait));
                 } else {
                     self.promote(release).await;
@@ -438,7 +449,7 @@ impl Coordinator {
             last: None,
             present: self.followers_present.clone(),
         });
-        let (wake, wakes) = mpsc::unbounded();
+        let (wake, wakes) = unbounded();
         let driver = Driver::new(
             device,
             store,
@@ -875,11 +886,11 @@ fn decode_request(message: &JsValue) -> Result<Request, String> {
                 "messageCompletion" => {
                     Enqueue::MessageCompletion(text("batchId")?, text("messageId")?)
                 }
-                other => return Err(format!("unknown forwarded enqueue {other:?}")),
+                other => return Err(format!("unknown forwarded enqueue '{other}'")),
             };
             Ok(Request::Send(stream, what))
         }
-        other => Err(format!("unknown forwarded request {other:?}")),
+        other => Err(format!("unknown forwarded request '{other}'")),
     }
 }
 

@@ -11,8 +11,8 @@
 //! JavaScript, no extra file to ship) that posts a message back when it is due; messages are
 //! ordinary tasks for the page and are not delayed by timer throttling. Where no worker can be
 //! made (a Content Security Policy without `worker-src blob:`, an environment without
-//! `Worker`, a worker that reports an `error`) it falls back to a page timer (gloo's
-//! `Timeout`) — then throttling applies.
+//! `Worker`, a worker that reports an `error`) it falls back to a page timer
+//! (`runtime::Timeout`) — then throttling applies.
 //!
 //! A late or stale wake-up is harmless: the core's `handle_timeout` ignores early calls. So the
 //! driver only ever moves the timer *earlier* ([`WakeTimer::ensure`]): the core's deadline moves
@@ -22,11 +22,11 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use gloo_events::EventListener;
-use gloo_timers::callback::Timeout;
 use js_sys::Array;
 use wasm_bindgen::JsValue;
 use web_sys::{Blob, BlobPropertyBag, Url, Worker};
+
+use crate::runtime::{Listener, Timeout};
 
 /// The worker's script: (re)arm on a delay in ms, disarm on a negative one.
 const WORKER_SCRIPT: &str = "let t;onmessage=e=>{clearTimeout(t);\
@@ -54,7 +54,7 @@ struct TimerWorker {
     url: String,
     /// Set when the worker reported an error (e.g. its script was refused).
     broken: Rc<Cell<bool>>,
-    _listeners: [EventListener; 2],
+    _listeners: [Listener; 2],
 }
 
 impl TimerWorker {
@@ -74,12 +74,12 @@ impl TimerWorker {
         let broken = Rc::new(Cell::new(false));
         let on_message = {
             let fire = fire.clone();
-            EventListener::new(&worker, "message", move |_| fire())
+            Listener::new(&worker, "message", move |_| fire())
         };
         // Firing makes the driver arm the timer again, which then moves to a page timer.
         let on_error = {
             let broken = broken.clone();
-            EventListener::new(&worker, "error", move |_| {
+            Listener::new(&worker, "error", move |_| {
                 broken.set(true);
                 fire();
             })
@@ -161,7 +161,7 @@ impl WakeTimer {
             None => {
                 self.fallback = wait_ms.map(|wait| {
                     let fire = self.fire.clone();
-                    Timeout::new(wait, move || fire())
+                    Timeout::new(wait, Box::new(move || fire()))
                 });
             }
         }
