@@ -23,7 +23,7 @@ const ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
 pub enum PropertyBagError {
     /// A `%` is not followed by two hexadecimal digits.
     #[error(
-        "property bag has the invalid escape {escape:?} at byte {position}: \
+        "property bag has the invalid escape '{escape}' at byte {position}: \
          '%' must be followed by two hex digits"
     )]
     InvalidEscape {
@@ -162,7 +162,7 @@ mod tests {
         );
         assert_eq!(
             error.to_string(),
-            r#"property bag has the invalid escape "%G1" at byte 6: '%' must be followed by two hex digits"#
+            r#"property bag has the invalid escape '%G1' at byte 6: '%' must be followed by two hex digits"#
         );
         for (bag, position) in [
             ("%", 0),

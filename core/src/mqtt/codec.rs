@@ -93,6 +93,18 @@ pub enum ConnectReturnCode {
 }
 
 impl ConnectReturnCode {
+    /// What the code means, in the words of the MQTT 3.1.1 specification (§3.2.2.3).
+    pub fn reason(self) -> &'static str {
+        match self {
+            ConnectReturnCode::Accepted => "connection accepted",
+            ConnectReturnCode::UnacceptableProtocolVersion => "unacceptable protocol version",
+            ConnectReturnCode::IdentifierRejected => "identifier rejected",
+            ConnectReturnCode::ServerUnavailable => "server unavailable",
+            ConnectReturnCode::BadUserNameOrPassword => "bad user name or password",
+            ConnectReturnCode::NotAuthorized => "not authorized",
+        }
+    }
+
     fn byte(self) -> u8 {
         match self {
             ConnectReturnCode::Accepted => 0,
@@ -248,7 +260,7 @@ pub enum EncodeError {
         field: &'static str,
     },
     /// A PUBLISH topic contains `+` or `#`, which only subscriptions may use.
-    #[error("publish topic {0:?} contains a wildcard (+ or #)")]
+    #[error("publish topic '{0}' contains a wildcard (+ or #)")]
     WildcardInTopic(String),
     /// A packet id is 0, which MQTT reserves.
     #[error("packet id 0 is not allowed")]
@@ -328,7 +340,7 @@ pub enum DecodeError {
     #[error("topic name or filter is empty")]
     EmptyTopic,
     /// A PUBLISH (or will) topic contains `+` or `#`.
-    #[error("publish topic {0:?} contains a wildcard (+ or #)")]
+    #[error("publish topic '{0}' contains a wildcard (+ or #)")]
     WildcardInTopic(String),
     /// A packet id is 0, which MQTT reserves.
     #[error("packet id 0 is not allowed")]
@@ -374,6 +386,24 @@ pub enum DecodeError {
 }
 
 impl Packet {
+    /// The packet type's name as the specification writes it (`"CONNACK"`), for messages
+    /// that should not print a whole packet.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Packet::Connect(_) => "CONNECT",
+            Packet::ConnAck(_) => "CONNACK",
+            Packet::Publish(_) => "PUBLISH",
+            Packet::PubAck { .. } => "PUBACK",
+            Packet::Subscribe(_) => "SUBSCRIBE",
+            Packet::SubAck(_) => "SUBACK",
+            Packet::Unsubscribe { .. } => "UNSUBSCRIBE",
+            Packet::UnsubAck { .. } => "UNSUBACK",
+            Packet::PingReq => "PINGREQ",
+            Packet::PingResp => "PINGRESP",
+            Packet::Disconnect => "DISCONNECT",
+        }
+    }
+
     /// Appends the encoded packet to `out`. On error `out` is left as it was.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         let start = out.len();
@@ -1576,6 +1606,14 @@ mod tests {
     #[test]
     fn error_messages_are_lowercase_and_clear() {
         assert_eq!(
+            ConnectReturnCode::BadUserNameOrPassword.reason(),
+            "bad user name or password"
+        );
+        assert_eq!(
+            DecodeError::WildcardInTopic("a/+".into()).to_string(),
+            "publish topic 'a/+' contains a wildcard (+ or #)"
+        );
+        assert_eq!(
             EncodeError::PacketTooLarge { size: 268_435_456 }.to_string(),
             "packet body of 268435456 bytes is larger than the 268,435,455-byte mqtt limit"
         );
@@ -1727,6 +1765,18 @@ mod tests {
         fn encode_then_decode_round_trips(packet in arb_packet()) {
             let bytes = encode(&packet);
             prop_assert_eq!(decode(&bytes, bytes.len()), Ok(Some((packet, bytes.len()))));
+        }
+
+        #[test]
+        fn kind_names_the_packet_type_on_the_wire(packet in arb_packet()) {
+            // MQTT 3.1.1 §2.2.1: the packet type is the high nibble of the first byte.
+            const NAMES: [&str; 15] = [
+                "", "CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC", "PUBREL", "PUBCOMP",
+                "SUBSCRIBE", "SUBACK", "UNSUBSCRIBE", "UNSUBACK", "PINGREQ", "PINGRESP",
+                "DISCONNECT",
+            ];
+            let bytes = encode(&packet);
+            prop_assert_eq!(packet.kind(), NAMES[usize::from(bytes[0] >> 4)]);
         }
 
         #[test]
