@@ -303,7 +303,7 @@ pub enum DecodeError {
     #[error("packet type {0} belongs to the qos 2 flow, which is not supported")]
     UnsupportedPacketType(u8),
     /// The low nibble of the first byte is not what the packet type requires.
-    #[error("fixed header flags {flags:#06b} are wrong for packet type {packet_type}")]
+    #[error("fixed header flags {flags:#04x} are wrong for packet type {packet_type}")]
     InvalidFixedHeaderFlags {
         /// Packet type nibble.
         packet_type: u8,
@@ -363,16 +363,16 @@ pub enum DecodeError {
     UnsupportedProtocolLevel(u8),
     /// CONNECT flags are inconsistent: reserved bit set, will QoS or retain without a will,
     /// or a password without a user name.
-    #[error("connect flags {0:#010b} are invalid")]
+    #[error("connect flags {0:#04x} are invalid")]
     InvalidConnectFlags(u8),
     /// CONNACK flags have reserved bits set, or report a session present on a refusal.
-    #[error("connack flags {0:#010b} are invalid")]
+    #[error("connack flags {0:#04x} are invalid")]
     InvalidConnAckFlags(u8),
     /// CONNACK return code above 5.
     #[error("invalid connack return code {0}")]
     InvalidConnectReturnCode(u8),
     /// SUBSCRIBE requested-QoS byte with reserved bits set.
-    #[error("subscribe options byte {0:#010b} has reserved bits set")]
+    #[error("subscribe options byte {0:#04x} has reserved bits set")]
     InvalidSubscriptionOptions(u8),
     /// SUBACK return code other than 0x00, 0x01, 0x02 or 0x80.
     #[error("invalid suback return code {0:#04x}")]
@@ -1608,6 +1608,18 @@ mod tests {
         assert_eq!(
             ConnectReturnCode::BadUserNameOrPassword.reason(),
             "bad user name or password"
+        );
+        assert_eq!(
+            DecodeError::InvalidFixedHeaderFlags {
+                packet_type: 3,
+                flags: 0b0110
+            }
+            .to_string(),
+            "fixed header flags 0x06 are wrong for packet type 3"
+        );
+        assert_eq!(
+            DecodeError::InvalidConnAckFlags(0x82).to_string(),
+            "connack flags 0x82 are invalid"
         );
         assert_eq!(
             DecodeError::WildcardInTopic("a/+".into()).to_string(),
