@@ -258,8 +258,9 @@ impl Outbox {
             let Some(size) = self.unconfirmed.remove(seq) else {
                 continue;
             };
-            if let Some(index) = self.window.iter().position(|s| s.seq == seq) {
-                let slot = self.window.remove(index).expect("index was just found");
+            if let Some(index) = self.window.iter().position(|s| s.seq == seq)
+                && let Some(slot) = self.window.remove(index)
+            {
                 self.window_size -= slot.size;
             }
             self.count = self.count.saturating_sub(1);
@@ -393,12 +394,10 @@ impl Outbox {
     }
 
     fn pop_done(&mut self) {
-        while self
+        while let Some(slot) = self
             .window
-            .front()
-            .is_some_and(|slot| slot.state == SlotState::Done)
+            .pop_front_if(|slot| slot.state == SlotState::Done)
         {
-            let slot = self.window.pop_front().expect("front exists");
             self.window_size -= slot.size;
             self.count = self.count.saturating_sub(1);
             self.bytes = self.bytes.saturating_sub(slot.size as u64);

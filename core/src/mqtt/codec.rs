@@ -880,12 +880,21 @@ impl<'a> Reader<'a> {
     }
 
     fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.take(1)?[0])
+        let (&[byte], rest) = self
+            .bytes
+            .split_first_chunk()
+            .ok_or(DecodeError::BodyTooShort)?;
+        self.bytes = rest;
+        Ok(byte)
     }
 
     fn u16(&mut self) -> Result<u16, DecodeError> {
-        let bytes = self.take(2)?;
-        Ok(u16::from_be_bytes([bytes[0], bytes[1]]))
+        let (&bytes, rest) = self
+            .bytes
+            .split_first_chunk()
+            .ok_or(DecodeError::BodyTooShort)?;
+        self.bytes = rest;
+        Ok(u16::from_be_bytes(bytes))
     }
 
     fn packet_id(&mut self) -> Result<u16, DecodeError> {
