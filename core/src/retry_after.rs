@@ -7,7 +7,7 @@
 //!
 //! Dates are read by hand rather than with the `httpdate` crate, which accepts exactly the
 //! same texts (a property test checks the two agree): through `SystemTime` and the panics of
-//! its round trip, the crate added 4.4 KB gzipped to the browser bundle, this reader ~0.5 KB.
+//! its round trip, the crate added 4.4 KB gzipped to the browser bundle, this reader 0.7 KB.
 
 use crate::timestamp::{days_from_civil, days_in_month};
 
@@ -52,6 +52,7 @@ const MONTHS: &[u8; 36] = b"JanFebMarAprMayJunJulAugSepOctNovDec";
 /// hour, minute and second; `_` a digit or a space (asctime pads the day); `?` any byte;
 /// any other byte stands for itself.
 const IMF_FIXDATE: &[u8] = b"aaa, dd bbb yyyy hh:mm:ss GMT";
+/// C's `asctime` form, the obsolete one without a time zone.
 const ASCTIME: &[u8] = b"aaa bbb _d hh:mm:ss yyyy";
 /// What follows the full weekday name in an RFC 850 date. Like `httpdate`, the byte after
 /// the year goes unchecked.
@@ -80,10 +81,10 @@ fn parse_http_date(text: &[u8]) -> Option<u64> {
             (fields, weekday)
         }
         None => {
-            let weekday = WEEKDAYS
+            let (weekday, rest) = WEEKDAYS
                 .iter()
-                .position(|name| text.starts_with(name.as_bytes()))?;
-            let rest = &text[WEEKDAYS[weekday].len()..];
+                .enumerate()
+                .find_map(|(index, name)| Some((index, text.strip_prefix(name.as_bytes())?)))?;
             let mut fields = fill(RFC_850_AFTER_WEEKDAY, rest)?;
             fields[1] += if fields[1] < 70 { 2000 } else { 1900 };
             (fields, weekday)
