@@ -59,7 +59,7 @@ pub enum ConnectionStringError {
         part: &'static str,
     },
     /// `DeviceId` is not `<workspaceId>:<deviceId>` with both sides non-empty.
-    #[error("connection string DeviceId {value:?} is not of the form <workspaceId>:<deviceId>")]
+    #[error("connection string DeviceId '{value}' is not of the form <workspaceId>:<deviceId>")]
     InvalidDeviceId {
         /// The `DeviceId` value, shortened to its first 64 characters and `…` when longer.
         value: String,
@@ -315,7 +315,7 @@ mod tests {
                 value: "wsdev".into()
             }
             .to_string(),
-            r#"connection string DeviceId "wsdev" is not of the form <workspaceId>:<deviceId>"#
+            r#"connection string DeviceId 'wsdev' is not of the form <workspaceId>:<deviceId>"#
         );
     }
 

@@ -26,7 +26,7 @@ pub struct DeviceId(String);
 pub enum DeviceIdError {
     /// The text has fewer than [`DEVICE_ID_MIN_LEN`] characters.
     #[error(
-        "device id {input:?} is too short: {len} characters, at least {DEVICE_ID_MIN_LEN} are required"
+        "device id '{input}' is too short: {len} characters, at least {DEVICE_ID_MIN_LEN} are required"
     )]
     TooShort {
         /// The rejected text.
@@ -36,7 +36,7 @@ pub enum DeviceIdError {
     },
     /// The text has more than [`DEVICE_ID_MAX_LEN`] characters.
     #[error(
-        "device id {input:?} is too long: {len} characters, at most {DEVICE_ID_MAX_LEN} are allowed"
+        "device id '{input}' is too long: {len} characters, at most {DEVICE_ID_MAX_LEN} are allowed"
     )]
     TooLong {
         /// The rejected text, shortened to its first 100 characters and `…` when longer.
@@ -46,7 +46,7 @@ pub enum DeviceIdError {
     },
     /// The text contains a character outside `0-9 a-z A-Z - _ .`.
     #[error(
-        "device id {input:?} has the invalid character {character:?} at position {position}: \
+        "device id '{input}' has the invalid character '{character}' at position {position}: \
          only 0-9, a-z, A-Z, '-', '_' and '.' are allowed"
     )]
     InvalidCharacter {
@@ -194,7 +194,7 @@ mod tests {
         );
         assert_eq!(
             error.to_string(),
-            r#"device id "ab" is too short: 2 characters, at least 4 are required"#
+            r#"device id 'ab' is too short: 2 characters, at least 4 are required"#
         );
         assert!(matches!(
             DeviceId::parse(""),
@@ -222,7 +222,7 @@ mod tests {
         let error = DeviceId::parse("dev ice").unwrap_err();
         assert_eq!(
             error.to_string(),
-            "device id \"dev ice\" has the invalid character ' ' at position 3: \
+            "device id 'dev ice' has the invalid character ' ' at position 3: \
              only 0-9, a-z, A-Z, '-', '_' and '.' are allowed"
         );
         // Positions count characters, not bytes.

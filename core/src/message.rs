@@ -183,24 +183,19 @@ impl StoredMessage {
         externalized: bool,
         seq_tag: &'a str,
     ) -> Vec<(&'a str, &'a str)> {
-        let mut props: Vec<(&str, &str)> = self
-            .properties
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
         // The official SDK puts content-encoding right after the ids and before the markers.
-        let marker_at = props
-            .iter()
-            .position(|(k, _)| *k == "complete-batch" || *k == "complete-message")
-            .unwrap_or(props.len());
-        let mut extra: Vec<(&str, &str)> = Vec::new();
-        if self.compressed {
-            extra.push(("content-encoding", "br"));
+        let mut extra = Some([
+            self.compressed.then_some(("content-encoding", "br")),
+            externalized.then_some(("has-externalized-payload", "true")),
+        ]);
+        let mut props: Vec<(&str, &str)> = Vec::with_capacity(self.properties.len() + 3);
+        for (key, value) in &self.properties {
+            if key == "complete-batch" || key == "complete-message" {
+                props.extend(extra.take().into_iter().flatten().flatten());
+            }
+            props.push((key, value));
         }
-        if externalized {
-            extra.push(("has-externalized-payload", "true"));
-        }
-        props.splice(marker_at..marker_at, extra);
+        props.extend(extra.into_iter().flatten().flatten());
         props.push(("vdev-seq", seq_tag));
         props
     }
@@ -354,6 +349,42 @@ mod tests {
                 "chunk-id",
                 "vdev-seq"
             ]
+        );
+    }
+
+    #[test]
+    fn externalized_and_encoding_flags_come_before_the_markers() {
+        let batch = MessageOptions {
+            batch_id: Some("b".into()),
+            ..Default::default()
+        };
+        let mut message =
+            StoredMessage::build(&stream(), &batch, Marker::CompleteBatch, vec![], 10, 0).unwrap();
+        message.compressed = true;
+        let keys: Vec<&str> = message
+            .wire_properties(true, "o.4")
+            .iter()
+            .map(|(k, _)| *k)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "stream-group-name",
+                "stream-name",
+                "batch-id",
+                "content-encoding",
+                "has-externalized-payload",
+                "complete-batch",
+                "ignore-payload",
+                "vdev-seq"
+            ]
+        );
+        let data =
+            StoredMessage::build(&stream(), &batch, Marker::Data, b"x".to_vec(), 10, 0).unwrap();
+        let props = data.wire_properties(true, "o.5");
+        assert_eq!(
+            props[props.len() - 2..],
+            [("has-externalized-payload", "true"), ("vdev-seq", "o.5")]
         );
     }
 

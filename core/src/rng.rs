@@ -16,10 +16,8 @@ pub(crate) struct Rng {
 impl Rng {
     pub(crate) fn from_seed(seed: [u8; 32]) -> Self {
         let mut state = [0u64; 4];
-        for (word, chunk) in state.iter_mut().zip(seed.chunks_exact(8)) {
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(chunk);
-            *word = u64::from_le_bytes(bytes);
+        for (word, chunk) in state.iter_mut().zip(seed.as_chunks::<8>().0) {
+            *word = u64::from_le_bytes(*chunk);
         }
         // An all-zero state would only ever produce zeros; splitmix the seed into a usable one.
         if state == [0; 4] {
@@ -38,8 +36,8 @@ impl Rng {
     /// An independent generator for a sub-machine, drawn from this one.
     pub(crate) fn fork(&mut self) -> Rng {
         let mut seed = [0u8; 32];
-        for chunk in seed.chunks_exact_mut(8) {
-            chunk.copy_from_slice(&self.next_u64().to_le_bytes());
+        for chunk in seed.as_chunks_mut::<8>().0 {
+            *chunk = self.next_u64().to_le_bytes();
         }
         Rng::from_seed(seed)
     }

@@ -21,13 +21,13 @@ const MS_PER_DAY: u64 = 24 * MS_PER_HOUR;
 #[non_exhaustive]
 pub enum TimeSpanError {
     /// The text does not have the shape `[-][d.]hh:mm:ss[.fffffff]`.
-    #[error("timespan {input:?} is not of the form [-][d.]hh:mm:ss[.fffffff]")]
+    #[error("timespan '{input}' is not of the form [-][d.]hh:mm:ss[.fffffff]")]
     Malformed {
         /// The rejected text, shortened to its first 64 characters and `…` when longer.
         input: String,
     },
     /// Hours, minutes or seconds are larger than a clock allows.
-    #[error("timespan {input:?} has {value} {field}, at most {max} are allowed")]
+    #[error("timespan '{input}' has {value} {field}, at most {max} are allowed")]
     OutOfRange {
         /// The rejected text, shortened to its first 64 characters and `…` when longer.
         input: String,
@@ -39,7 +39,7 @@ pub enum TimeSpanError {
         max: u64,
     },
     /// The duration does not fit in a signed 64-bit count of milliseconds.
-    #[error("timespan {input:?} is too long to count in signed 64-bit milliseconds")]
+    #[error("timespan '{input}' is too long to count in signed 64-bit milliseconds")]
     Overflow {
         /// The rejected text, shortened to its first 64 characters and `…` when longer.
         input: String,
@@ -207,7 +207,7 @@ mod tests {
         let error = parse_timespan("1.24:00:00").unwrap_err();
         assert_eq!(
             error.to_string(),
-            r#"timespan "1.24:00:00" has 24 hours, at most 23 are allowed"#
+            r#"timespan '1.24:00:00' has 24 hours, at most 23 are allowed"#
         );
         // .NET reads a bare "24:00:00" as 24 days; refusing it avoids guessing.
         assert!(matches!(
@@ -266,7 +266,7 @@ mod tests {
         }
         assert_eq!(
             parse_timespan("soon").unwrap_err().to_string(),
-            r#"timespan "soon" is not of the form [-][d.]hh:mm:ss[.fffffff]"#
+            r#"timespan 'soon' is not of the form [-][d.]hh:mm:ss[.fffffff]"#
         );
     }
 

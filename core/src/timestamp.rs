@@ -23,7 +23,7 @@ const DAYS_PER_ERA: i64 = 146_097;
 #[non_exhaustive]
 pub enum TimestampError {
     /// The text does not have the shape `YYYY-MM-DDTHH:MM:SS[.frac](Z|±hh:mm)`.
-    #[error("timestamp {input:?} is not rfc 3339: expected {expected} at byte {position}")]
+    #[error("timestamp '{input}' is not rfc 3339: expected {expected} at byte {position}")]
     Malformed {
         /// The rejected text, shortened to its first 64 characters and `…` when longer.
         input: String,
@@ -33,13 +33,13 @@ pub enum TimestampError {
         position: usize,
     },
     /// The text ends after the time of day, so it does not say which instant it means.
-    #[error("timestamp {input:?} has no utc offset: it must end in 'Z' or ±hh:mm")]
+    #[error("timestamp '{input}' has no utc offset: it must end in 'Z' or ±hh:mm")]
     MissingOffset {
         /// The rejected text, shortened to its first 64 characters and `…` when longer.
         input: String,
     },
     /// The month or the day of the month does not exist (e.g. February 30).
-    #[error("timestamp {input:?} names a day that does not exist: {year:04}-{month:02}-{day:02}")]
+    #[error("timestamp '{input}' names a day that does not exist: {year:04}-{month:02}-{day:02}")]
     InvalidDate {
         /// The rejected text, shortened to its first 64 characters and `…` when longer.
         input: String,
@@ -51,7 +51,7 @@ pub enum TimestampError {
         day: u32,
     },
     /// A time-of-day or offset field is larger than a clock allows (leap seconds included).
-    #[error("timestamp {input:?} has {field} {value}, at most {max} is allowed")]
+    #[error("timestamp '{input}' has {field} {value}, at most {max} is allowed")]
     OutOfRange {
         /// The rejected text, shortened to its first 64 characters and `…` when longer.
         input: String,
@@ -63,7 +63,7 @@ pub enum TimestampError {
         max: u32,
     },
     /// The instant is before 1970-01-01T00:00:00Z.
-    #[error("timestamp {input:?} is before 1970-01-01T00:00:00Z")]
+    #[error("timestamp '{input}' is before 1970-01-01T00:00:00Z")]
     BeforeEpoch {
         /// The rejected text, shortened to its first 64 characters and `…` when longer.
         input: String,
@@ -256,7 +256,7 @@ fn is_leap_year(year: u32) -> bool {
     year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400))
 }
 
-fn days_in_month(year: u32, month: u32) -> u32 {
+pub(crate) fn days_in_month(year: u32, month: u32) -> u32 {
     match month {
         2 if is_leap_year(year) => 29,
         2 => 28,
@@ -266,7 +266,7 @@ fn days_in_month(year: u32, month: u32) -> u32 {
 }
 
 /// Days since 1970-01-01 of a valid Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(year: u32, month: u32, day: u32) -> i64 {
+pub(crate) fn days_from_civil(year: u32, month: u32, day: u32) -> i64 {
     // Count years from March, so the leap day is the last day of the year.
     let year = i64::from(year) - i64::from(month <= 2);
     let era = year.div_euclid(400);
@@ -359,7 +359,7 @@ mod tests {
         let error = parse_rfc3339("2026-02-30T00:00:00Z").unwrap_err();
         assert_eq!(
             error.to_string(),
-            r#"timestamp "2026-02-30T00:00:00Z" names a day that does not exist: 2026-02-30"#
+            r#"timestamp '2026-02-30T00:00:00Z' names a day that does not exist: 2026-02-30"#
         );
         for text in [
             "2026-02-29T00:00:00Z",
@@ -402,7 +402,7 @@ mod tests {
             parse_rfc3339("2026-11-25T18:00:00+24:00")
                 .unwrap_err()
                 .to_string(),
-            r#"timestamp "2026-11-25T18:00:00+24:00" has offset hour 24, at most 23 is allowed"#
+            r#"timestamp '2026-11-25T18:00:00+24:00' has offset hour 24, at most 23 is allowed"#
         );
     }
 
@@ -426,7 +426,7 @@ mod tests {
         assert!(matches!(error, TimestampError::MissingOffset { .. }));
         assert_eq!(
             error.to_string(),
-            r#"timestamp "2026-11-25T18:00:00.1234567" has no utc offset: it must end in 'Z' or ±hh:mm"#
+            r#"timestamp '2026-11-25T18:00:00.1234567' has no utc offset: it must end in 'Z' or ±hh:mm"#
         );
     }
 
@@ -435,7 +435,7 @@ mod tests {
         let error = parse_rfc3339("2026-11-25X18:00:00Z").unwrap_err();
         assert_eq!(
             error.to_string(),
-            r#"timestamp "2026-11-25X18:00:00Z" is not rfc 3339: expected 'T' between date and time at byte 10"#
+            r#"timestamp '2026-11-25X18:00:00Z' is not rfc 3339: expected 'T' between date and time at byte 10"#
         );
         for (text, position) in [
             ("", 0),

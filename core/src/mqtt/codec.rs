@@ -93,6 +93,18 @@ pub enum ConnectReturnCode {
 }
 
 impl ConnectReturnCode {
+    /// What the code means, in the words of the MQTT 3.1.1 specification (§3.2.2.3).
+    pub fn reason(self) -> &'static str {
+        match self {
+            ConnectReturnCode::Accepted => "connection accepted",
+            ConnectReturnCode::UnacceptableProtocolVersion => "unacceptable protocol version",
+            ConnectReturnCode::IdentifierRejected => "identifier rejected",
+            ConnectReturnCode::ServerUnavailable => "server unavailable",
+            ConnectReturnCode::BadUserNameOrPassword => "bad user name or password",
+            ConnectReturnCode::NotAuthorized => "not authorized",
+        }
+    }
+
     fn byte(self) -> u8 {
         match self {
             ConnectReturnCode::Accepted => 0,
@@ -248,7 +260,7 @@ pub enum EncodeError {
         field: &'static str,
     },
     /// A PUBLISH topic contains `+` or `#`, which only subscriptions may use.
-    #[error("publish topic {0:?} contains a wildcard (+ or #)")]
+    #[error("publish topic '{0}' contains a wildcard (+ or #)")]
     WildcardInTopic(String),
     /// A packet id is 0, which MQTT reserves.
     #[error("packet id 0 is not allowed")]
@@ -291,7 +303,7 @@ pub enum DecodeError {
     #[error("packet type {0} belongs to the qos 2 flow, which is not supported")]
     UnsupportedPacketType(u8),
     /// The low nibble of the first byte is not what the packet type requires.
-    #[error("fixed header flags {flags:#06b} are wrong for packet type {packet_type}")]
+    #[error("fixed header flags {flags:#04x} are wrong for packet type {packet_type}")]
     InvalidFixedHeaderFlags {
         /// Packet type nibble.
         packet_type: u8,
@@ -328,7 +340,7 @@ pub enum DecodeError {
     #[error("topic name or filter is empty")]
     EmptyTopic,
     /// A PUBLISH (or will) topic contains `+` or `#`.
-    #[error("publish topic {0:?} contains a wildcard (+ or #)")]
+    #[error("publish topic '{0}' contains a wildcard (+ or #)")]
     WildcardInTopic(String),
     /// A packet id is 0, which MQTT reserves.
     #[error("packet id 0 is not allowed")]
@@ -351,16 +363,16 @@ pub enum DecodeError {
     UnsupportedProtocolLevel(u8),
     /// CONNECT flags are inconsistent: reserved bit set, will QoS or retain without a will,
     /// or a password without a user name.
-    #[error("connect flags {0:#010b} are invalid")]
+    #[error("connect flags {0:#04x} are invalid")]
     InvalidConnectFlags(u8),
     /// CONNACK flags have reserved bits set, or report a session present on a refusal.
-    #[error("connack flags {0:#010b} are invalid")]
+    #[error("connack flags {0:#04x} are invalid")]
     InvalidConnAckFlags(u8),
     /// CONNACK return code above 5.
     #[error("invalid connack return code {0}")]
     InvalidConnectReturnCode(u8),
     /// SUBSCRIBE requested-QoS byte with reserved bits set.
-    #[error("subscribe options byte {0:#010b} has reserved bits set")]
+    #[error("subscribe options byte {0:#04x} has reserved bits set")]
     InvalidSubscriptionOptions(u8),
     /// SUBACK return code other than 0x00, 0x01, 0x02 or 0x80.
     #[error("invalid suback return code {0:#04x}")]
@@ -374,6 +386,24 @@ pub enum DecodeError {
 }
 
 impl Packet {
+    /// The packet type's name as the specification writes it (`"CONNACK"`), for messages
+    /// that should not print a whole packet.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Packet::Connect(_) => "CONNECT",
+            Packet::ConnAck(_) => "CONNACK",
+            Packet::Publish(_) => "PUBLISH",
+            Packet::PubAck { .. } => "PUBACK",
+            Packet::Subscribe(_) => "SUBSCRIBE",
+            Packet::SubAck(_) => "SUBACK",
+            Packet::Unsubscribe { .. } => "UNSUBSCRIBE",
+            Packet::UnsubAck { .. } => "UNSUBACK",
+            Packet::PingReq => "PINGREQ",
+            Packet::PingResp => "PINGRESP",
+            Packet::Disconnect => "DISCONNECT",
+        }
+    }
+
     /// Appends the encoded packet to `out`. On error `out` is left as it was.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         let start = out.len();
@@ -393,7 +423,12 @@ impl Packet {
         }
         let mut header = [first_byte, 0, 0, 0, 0];
         let header_len = 1 + write_remaining_length(remaining, &mut header[1..]);
-        out.splice(start..start, header[..header_len].iter().copied());
+        let header = &header[..header_len];
+        // Make room in front of the body and put the header there (a plain move: `splice`
+        // would do the same, with far more code in the browser bundle).
+        out.extend_from_slice(header);
+        out.copy_within(start..start + remaining, start + header.len());
+        out[start..start + header.len()].copy_from_slice(header);
         Ok(())
     }
 
@@ -845,12 +880,21 @@ impl<'a> Reader<'a> {
     }
 
     fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.take(1)?[0])
+        let (&[byte], rest) = self
+            .bytes
+            .split_first_chunk()
+            .ok_or(DecodeError::BodyTooShort)?;
+        self.bytes = rest;
+        Ok(byte)
     }
 
     fn u16(&mut self) -> Result<u16, DecodeError> {
-        let bytes = self.take(2)?;
-        Ok(u16::from_be_bytes([bytes[0], bytes[1]]))
+        let (&bytes, rest) = self
+            .bytes
+            .split_first_chunk()
+            .ok_or(DecodeError::BodyTooShort)?;
+        self.bytes = rest;
+        Ok(u16::from_be_bytes(bytes))
     }
 
     fn packet_id(&mut self) -> Result<u16, DecodeError> {
@@ -1576,6 +1620,26 @@ mod tests {
     #[test]
     fn error_messages_are_lowercase_and_clear() {
         assert_eq!(
+            ConnectReturnCode::BadUserNameOrPassword.reason(),
+            "bad user name or password"
+        );
+        assert_eq!(
+            DecodeError::InvalidFixedHeaderFlags {
+                packet_type: 3,
+                flags: 0b0110
+            }
+            .to_string(),
+            "fixed header flags 0x06 are wrong for packet type 3"
+        );
+        assert_eq!(
+            DecodeError::InvalidConnAckFlags(0x82).to_string(),
+            "connack flags 0x82 are invalid"
+        );
+        assert_eq!(
+            DecodeError::WildcardInTopic("a/+".into()).to_string(),
+            "publish topic 'a/+' contains a wildcard (+ or #)"
+        );
+        assert_eq!(
             EncodeError::PacketTooLarge { size: 268_435_456 }.to_string(),
             "packet body of 268435456 bytes is larger than the 268,435,455-byte mqtt limit"
         );
@@ -1727,6 +1791,18 @@ mod tests {
         fn encode_then_decode_round_trips(packet in arb_packet()) {
             let bytes = encode(&packet);
             prop_assert_eq!(decode(&bytes, bytes.len()), Ok(Some((packet, bytes.len()))));
+        }
+
+        #[test]
+        fn kind_names_the_packet_type_on_the_wire(packet in arb_packet()) {
+            // MQTT 3.1.1 §2.2.1: the packet type is the high nibble of the first byte.
+            const NAMES: [&str; 15] = [
+                "", "CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC", "PUBREL", "PUBCOMP",
+                "SUBSCRIBE", "SUBACK", "UNSUBSCRIBE", "UNSUBACK", "PINGREQ", "PINGRESP",
+                "DISCONNECT",
+            ];
+            let bytes = encode(&packet);
+            prop_assert_eq!(packet.kind(), NAMES[usize::from(bytes[0] >> 4)]);
         }
 
         #[test]

@@ -385,7 +385,7 @@ impl Session {
             (State::AwaitingConnAck { conn, deadline }, Packet::ConnAck(ConnAck { code, .. })) => {
                 if code != ConnectReturnCode::Accepted {
                     self.events.push(SessionEvent::Refused(code));
-                    return self.fail(now, format!("connection refused: {code:?}"));
+                    return self.fail(now, format!("connection refused: {}", code.reason()));
                 }
                 let subscriptions = self
                     .params
@@ -433,10 +433,7 @@ impl Session {
             }
             (_, Packet::PingResp) => {}
             (_, other) => {
-                self.fail(
-                    now,
-                    format!("unexpected packet from the gateway: {other:?}"),
-                );
+                self.fail(now, format!("unexpected {} from the gateway", other.kind()));
             }
         }
     }
