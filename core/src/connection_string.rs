@@ -12,6 +12,8 @@ use std::fmt;
 
 use thiserror::Error;
 
+use crate::excerpt::excerpt;
+
 /// The api-version the IoT Hub MQTT dialect expects in the username.
 const MQTT_API_VERSION: &str = "2018-06-30";
 /// What the `SharedAccessSignature` value starts with (it doubles as the MQTT password).
@@ -109,7 +111,7 @@ impl ConnectionString {
             .split_once(':')
             .filter(|(workspace, device)| !workspace.is_empty() && !device.is_empty())
             .ok_or_else(|| ConnectionStringError::InvalidDeviceId {
-                value: excerpt(iot_hub_device_id),
+                value: excerpt(iot_hub_device_id, EXCERPT_CHARS),
             })?;
         if !signature.starts_with(SAS_PREFIX) {
             return Err(ConnectionStringError::InvalidSignature);
@@ -174,14 +176,8 @@ impl fmt::Debug for ConnectionString {
     }
 }
 
-/// Keeps error messages readable when the rejected text is huge.
-fn excerpt(text: &str) -> String {
-    const MAX_CHARS: usize = 64;
-    match text.char_indices().nth(MAX_CHARS) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
-    }
-}
+/// Error messages quote at most this many characters of the rejected text.
+const EXCERPT_CHARS: usize = 64;
 
 #[cfg(test)]
 mod tests {

@@ -11,6 +11,8 @@ use std::str::FromStr;
 
 use thiserror::Error;
 
+use crate::excerpt::excerpt;
+
 /// The fewest characters a device ID may have.
 pub const DEVICE_ID_MIN_LEN: usize = 4;
 /// The most characters a device ID may have.
@@ -84,7 +86,7 @@ fn is_allowed(character: char) -> bool {
 fn validate(text: &str) -> Result<(), DeviceIdError> {
     if let Some((position, character)) = text.chars().enumerate().find(|&(_, c)| !is_allowed(c)) {
         return Err(DeviceIdError::InvalidCharacter {
-            input: excerpt(text),
+            input: excerpt(text, EXCERPT_CHARS),
             character,
             position,
         });
@@ -99,21 +101,15 @@ fn validate(text: &str) -> Result<(), DeviceIdError> {
     }
     if len > DEVICE_ID_MAX_LEN {
         return Err(DeviceIdError::TooLong {
-            input: excerpt(text),
+            input: excerpt(text, EXCERPT_CHARS),
             len,
         });
     }
     Ok(())
 }
 
-/// Keeps error messages readable when the rejected text is huge.
-fn excerpt(text: &str) -> String {
-    const MAX_CHARS: usize = 100;
-    match text.char_indices().nth(MAX_CHARS) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
-    }
-}
+/// Error messages quote at most this many characters of the rejected text.
+const EXCERPT_CHARS: usize = 100;
 
 impl fmt::Display for DeviceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -290,7 +286,7 @@ mod tests {
             prop_assert_eq!(
                 error,
                 DeviceIdError::InvalidCharacter {
-                    input: excerpt(&text),
+                    input: excerpt(&text, EXCERPT_CHARS),
                     character: foreign,
                     position: prefix.len(),
                 }

@@ -84,6 +84,7 @@ mod backoff;
 mod config;
 mod connection_string;
 mod device;
+mod excerpt;
 mod http;
 mod identity;
 pub mod json;

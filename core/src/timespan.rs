@@ -11,6 +11,8 @@ use std::fmt::Write as _;
 
 use thiserror::Error;
 
+use crate::excerpt::excerpt;
+
 const MS_PER_SECOND: u64 = 1_000;
 const MS_PER_MINUTE: u64 = 60 * MS_PER_SECOND;
 const MS_PER_HOUR: u64 = 60 * MS_PER_MINUTE;
@@ -53,7 +55,7 @@ pub enum TimeSpanError {
 /// digits are dropped, so `-00:00:00.0009` is 0.
 pub fn parse_timespan(text: &str) -> Result<i64, TimeSpanError> {
     let malformed = || TimeSpanError::Malformed {
-        input: excerpt(text),
+        input: excerpt(text, EXCERPT_CHARS),
     };
     let (negative, unsigned) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
@@ -79,7 +81,7 @@ pub fn parse_timespan(text: &str) -> Result<i64, TimeSpanError> {
         let value = decimal(digits, 1, 2).ok_or_else(malformed)?;
         if value > max {
             return Err(TimeSpanError::OutOfRange {
-                input: excerpt(text),
+                input: excerpt(text, EXCERPT_CHARS),
                 field,
                 value,
                 max,
@@ -94,7 +96,7 @@ pub fn parse_timespan(text: &str) -> Result<i64, TimeSpanError> {
     let millis = fraction_millis(fraction);
 
     let overflow = || TimeSpanError::Overflow {
-        input: excerpt(text),
+        input: excerpt(text, EXCERPT_CHARS),
     };
     let magnitude = days
         .checked_mul(MS_PER_DAY)
@@ -157,14 +159,8 @@ fn fraction_millis(fraction: &str) -> u64 {
         .fold(0, |value, digit| value * 10 + u64::from(digit - b'0'))
 }
 
-/// Keeps error messages readable when the rejected text is huge.
-fn excerpt(text: &str) -> String {
-    const MAX_CHARS: usize = 64;
-    match text.char_indices().nth(MAX_CHARS) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
-    }
-}
+/// Error messages quote at most this many characters of the rejected text.
+const EXCERPT_CHARS: usize = 64;
 
 #[cfg(test)]
 mod tests {

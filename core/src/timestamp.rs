@@ -12,6 +12,8 @@ use std::fmt::Write as _;
 
 use thiserror::Error;
 
+use crate::excerpt::excerpt;
+
 const MS_PER_SECOND: i64 = 1_000;
 const SECONDS_PER_DAY: i64 = 86_400;
 /// Days from 0000-03-01 to 1970-01-01 in the proleptic Gregorian calendar.
@@ -100,7 +102,7 @@ pub fn parse_rfc3339(text: &str) -> Result<u64, TimestampError> {
 
     if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
         return Err(TimestampError::InvalidDate {
-            input: excerpt(text),
+            input: excerpt(text, EXCERPT_CHARS),
             year,
             month,
             day,
@@ -117,7 +119,7 @@ pub fn parse_rfc3339(text: &str) -> Result<u64, TimestampError> {
         - offset_minutes * 60;
     let ms = seconds * MS_PER_SECOND + millis;
     u64::try_from(ms).map_err(|_| TimestampError::BeforeEpoch {
-        input: excerpt(text),
+        input: excerpt(text, EXCERPT_CHARS),
     })
 }
 
@@ -155,7 +157,7 @@ impl Cursor<'_> {
 
     fn malformed(&self, expected: &'static str) -> TimestampError {
         TimestampError::Malformed {
-            input: excerpt(self.text),
+            input: excerpt(self.text, EXCERPT_CHARS),
             expected,
             position: self.position,
         }
@@ -214,7 +216,7 @@ impl Cursor<'_> {
         let sign = match self.peek() {
             None => {
                 return Err(TimestampError::MissingOffset {
-                    input: excerpt(self.text),
+                    input: excerpt(self.text, EXCERPT_CHARS),
                 });
             }
             Some(b'Z' | b'z') => {
@@ -243,7 +245,7 @@ fn check_range(
 ) -> Result<(), TimestampError> {
     if value > max {
         return Err(TimestampError::OutOfRange {
-            input: excerpt(text),
+            input: excerpt(text, EXCERPT_CHARS),
             field,
             value,
             max,
@@ -297,14 +299,8 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-/// Keeps error messages readable when the rejected text is huge.
-fn excerpt(text: &str) -> String {
-    const MAX_CHARS: usize = 64;
-    match text.char_indices().nth(MAX_CHARS) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
-    }
-}
+/// Error messages quote at most this many characters of the rejected text.
+const EXCERPT_CHARS: usize = 64;
 
 #[cfg(test)]
 mod tests {

@@ -166,7 +166,7 @@ pub enum TwinError {
     NotAnObject,
     /// A property name starts with `$`, which the Platform reserves for its own keys.
     #[error(
-        "the reported property name {name:?} is reserved: names starting with '$' belong to the platform"
+        "the reported property name '{name}' is reserved: names starting with '$' belong to the platform"
     )]
     ReservedName {
         /// The offending name.
@@ -1345,7 +1345,7 @@ mod tests {
         );
         assert_eq!(
             error.to_string(),
-            "the reported property name \"$b\" is reserved: names starting with '$' belong to the platform"
+            "the reported property name '$b' is reserved: names starting with '$' belong to the platform"
         );
         assert!(matches!(
             twin.update_reported(T0, value!({"$version": 9})),

@@ -410,7 +410,12 @@ fn done_promise(sent: bool, answer: oneshot::Receiver<Result<(), ClientError>>) 
 
 fn read_start_options(options: &JsValue) -> Result<(DeviceConfig, String, Callbacks), ClientError> {
     let instance = required_string(options, "instance")?;
-    let instance = if instance.contains("://") {
+    // `scheme://...` or a bare host. Split at the first ':' rather than searching for "://":
+    // a string pattern links the two-way string searcher into the bundle.
+    let has_scheme = instance
+        .split_once(':')
+        .is_some_and(|(_, rest)| rest.starts_with("//"));
+    let instance = if has_scheme {
         instance
     } else {
         format!("https://{instance}")

@@ -560,7 +560,7 @@ impl Driver {
             return;
         }
         self.store_running = true;
-        let requests: Vec<StoreRequest> = self.store_queue.drain(..).collect();
+        let requests = Vec::from(std::mem::take(&mut self.store_queue));
         let through = self.store_emitted;
         let store = self.store.clone();
         let wake = self.wake.clone();

@@ -207,8 +207,9 @@ fn write_string(out: &mut String, text: &str) {
             0..=0x1f => "",
             _ => continue,
         };
-        // `index` is at an ASCII byte, so both slices end on character boundaries.
-        out.push_str(&text[plain_from..index]);
+        // `index` is at an ASCII byte, so the slice ends on a character boundary (`get`, not
+        // indexing: no panic path in the bundle).
+        out.push_str(text.get(plain_from..index).unwrap_or_default());
         if escape.is_empty() {
             out.push_str("\\u00");
             out.push(char::from(HEX[usize::from(byte >> 4)]));
@@ -218,7 +219,7 @@ fn write_string(out: &mut String, text: &str) {
         }
         plain_from = index + 1;
     }
-    out.push_str(&text[plain_from..]);
+    out.push_str(text.get(plain_from..).unwrap_or_default());
     out.push('"');
 }
 
