@@ -314,6 +314,15 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The property names `message` puts on the wire, in order.
+    fn wire_keys(message: &StoredMessage, externalized: bool, seq_tag: &str) -> Vec<String> {
+        message
+            .wire_properties(externalized, seq_tag)
+            .iter()
+            .map(|(k, _)| (*k).to_owned())
+            .collect()
+    }
+
     fn stream() -> StreamOptions {
         StreamOptions {
             stream_group: Some("group".into()),
@@ -333,11 +342,7 @@ mod tests {
         };
         let message =
             StoredMessage::build(&stream(), &options, Marker::Data, b"x".to_vec(), 10, 0).unwrap();
-        let keys: Vec<&str> = message
-            .wire_properties(false, "o.1")
-            .iter()
-            .map(|(k, _)| *k)
-            .collect();
+        let keys = wire_keys(&message, false, "o.1");
         assert_eq!(
             keys,
             [
@@ -361,11 +366,7 @@ mod tests {
         let mut message =
             StoredMessage::build(&stream(), &batch, Marker::CompleteBatch, vec![], 10, 0).unwrap();
         message.compressed = true;
-        let keys: Vec<&str> = message
-            .wire_properties(true, "o.4")
-            .iter()
-            .map(|(k, _)| *k)
-            .collect();
+        let keys = wire_keys(&message, true, "o.4");
         assert_eq!(
             keys,
             [

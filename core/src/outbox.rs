@@ -531,6 +531,17 @@ mod tests {
         }
     }
 
+    /// A store and an outbox holding `count` durable messages, numbered from 0.
+    fn stored_outbox(count: u8) -> (MemoryStore, Outbox) {
+        let mut store = MemoryStore::new("o");
+        let mut outbox = Outbox::new(OutboxLimits::default(), &store.meta());
+        for n in 0..count {
+            outbox.enqueue(message(n)).unwrap();
+        }
+        drain(&mut outbox, &mut store);
+        (store, outbox)
+    }
+
     fn publish_all(outbox: &mut Outbox) -> Vec<Seq> {
         let mut sent = Vec::new();
         while let Some(p) = outbox.next_publishable() {
@@ -543,12 +554,7 @@ mod tests {
 
     #[test]
     fn removals_reach_the_store_ascending_whatever_order_records_finish_in() {
-        let mut store = MemoryStore::new("o");
-        let mut outbox = Outbox::new(OutboxLimits::default(), &store.meta());
-        for n in 0..6 {
-            outbox.enqueue(message(n)).unwrap();
-        }
-        drain(&mut outbox, &mut store);
+        let (_store, mut outbox) = stored_outbox(6);
         assert_eq!(publish_all(&mut outbox), [0, 1, 2, 3, 4, 5]);
         for seq in [4, 1, 5] {
             outbox.handle_delivered(seq);
@@ -605,12 +611,7 @@ mod tests {
 
     #[test]
     fn in_flight_messages_go_first_after_a_reconnect() {
-        let mut store = MemoryStore::new("o");
-        let mut outbox = Outbox::new(OutboxLimits::default(), &store.meta());
-        for n in 0..5 {
-            outbox.enqueue(message(n)).unwrap();
-        }
-        drain(&mut outbox, &mut store);
+        let (_store, mut outbox) = stored_outbox(5);
         assert_eq!(publish_all(&mut outbox), [0, 1, 2, 3, 4]);
         outbox.handle_delivered(1);
         outbox.handle_connection_lost();
@@ -626,12 +627,7 @@ mod tests {
 
     #[test]
     fn restart_resumes_from_the_store() {
-        let mut store = MemoryStore::new("o");
-        let mut outbox = Outbox::new(OutboxLimits::default(), &store.meta());
-        for n in 0..3 {
-            outbox.enqueue(message(n)).unwrap();
-        }
-        drain(&mut outbox, &mut store);
+        let (mut store, mut outbox) = stored_outbox(3);
         publish_all(&mut outbox);
         outbox.handle_delivered(0);
         drain(&mut outbox, &mut store);
@@ -661,12 +657,7 @@ mod tests {
 
     #[test]
     fn a_failed_load_is_asked_again_later_with_growing_delays_and_loses_nothing() {
-        let mut store = MemoryStore::new("o");
-        let mut first = Outbox::new(OutboxLimits::default(), &store.meta());
-        for n in 0..3 {
-            first.enqueue(message(n)).unwrap();
-        }
-        drain(&mut first, &mut store);
+        let (mut store, _first) = stored_outbox(3);
         // A restart: the window must be loaded from the store.
         let mut outbox = Outbox::new(OutboxLimits::default(), &store.meta());
         let Some(StoreRequest::Load { from: 0, .. }) = outbox.poll_store(0) else {
