@@ -34,6 +34,19 @@ async fn poll_until<T>(
     panic!("no awaited event within the deadline; saw {seen:?}");
 }
 
+/// Waits for the device's provisioning operation and approves it at the Platform.
+async fn approve_its_operation(
+    info: &PlatformInfo,
+    device: &mut LibraryDevice,
+    seen: &mut Vec<LibraryEvent>,
+) {
+    let operation_id = poll_until(device, seen, |e| {
+        (e.name == "provisioning-operation").then(|| e.string_field("id").expect("operation id"))
+    })
+    .await;
+    approve(info, &operation_id).await;
+}
+
 /// A fresh Platform, the compiled components, and an empty store directory for one device.
 async fn platform_host_and_store(dir: &tempfile::TempDir) -> (RunningPlatform, WasiHost, PathBuf) {
     let platform = Platform::start(Config::ephemeral(dir.path().join("platform")))
@@ -83,11 +96,7 @@ async fn wasi_library_world_provisions_round_trips_properties_and_delivers_in_or
         .expect("device starts");
     let mut seen = Vec::new();
 
-    let operation_id = poll_until(&mut device, &mut seen, |e| {
-        (e.name == "provisioning-operation").then(|| e.string_field("id").expect("operation id"))
-    })
-    .await;
-    approve(&info, &operation_id).await;
+    approve_its_operation(&info, &mut device, &mut seen).await;
     poll_until(&mut device, &mut seen, |e| {
         (e.name == "registered").then_some(())
     })
@@ -188,11 +197,7 @@ async fn wasi_library_world_delivers_over_tls_trusting_the_ca_file_of_its_config
         .await
         .expect("device starts");
     let mut seen = Vec::new();
-    let operation_id = poll_until(&mut device, &mut seen, |e| {
-        (e.name == "provisioning-operation").then(|| e.string_field("id").expect("operation id"))
-    })
-    .await;
-    approve(&info, &operation_id).await;
+    approve_its_operation(&info, &mut device, &mut seen).await;
     let expected: Vec<String> = (0..TLS_MESSAGES)
         .map(|n| format!("tls reading {n}"))
         .collect();
