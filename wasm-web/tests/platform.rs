@@ -101,6 +101,12 @@ impl Started {
         .await;
     }
 
+    /// Approves the device's first provisioning operation and waits until it is connected.
+    async fn approve_and_connect(&self) {
+        platform().approve(&self.operation(0).await).await;
+        self.wait_connected().await;
+    }
+
     async fn wait_all_sent(&self) {
         wait_until("every message delivered", 60_000.0, || {
             self.client.pending_messages_count() == 0.0
@@ -261,8 +267,7 @@ async fn restart_on_the_same_database_keeps_queue_and_identity_without_reprovisi
 async fn desired_properties_arrive_and_reported_properties_reach_the_platform() {
     let (database, device_id) = (unique("vdev-twin"), unique("web-twin"));
     let device = start(&database, &device_id).await;
-    platform().approve(&device.operation(0).await).await;
-    device.wait_connected().await;
+    device.approve_and_connect().await;
 
     let platform = platform();
     let twin_path = |which: &str| {
@@ -358,8 +363,7 @@ async fn assert_nothing_delivered_for(
 async fn set_offline_holds_stored_messages_until_online_then_they_drain_in_order_once() {
     let (database, device_id) = (unique("vdev-offline"), unique("web-offline"));
     let device = start(&database, &device_id).await;
-    platform().approve(&device.operation(0).await).await;
-    device.wait_connected().await;
+    device.approve_and_connect().await;
     assert!(!device.statistics_offline());
     let sender = device.client.create_stream_sender(None).unwrap();
     send_all(&sender, (0..5).map(|i| format!("online {i}"))).await;
@@ -407,8 +411,7 @@ async fn browser_offline_event_holds_messages_and_the_device_is_offline_while_ei
         unique("web-browser-offline"),
     );
     let device = start(&database, &device_id).await;
-    platform().approve(&device.operation(0).await).await;
-    device.wait_connected().await;
+    device.approve_and_connect().await;
     let sender = device.client.create_stream_sender(None).unwrap();
 
     browser_network_event("offline");
@@ -459,8 +462,7 @@ async fn assert_stored_exactly(device_id: &str, expected: &[String]) {
 async fn platform_stopped_while_sending_then_restarted_everything_drains_in_order_once() {
     let (database, device_id) = (unique("vdev-outage"), unique("web-outage"));
     let device = start(&database, &device_id).await;
-    platform().approve(&device.operation(0).await).await;
-    device.wait_connected().await;
+    device.approve_and_connect().await;
     let sender = device.client.create_stream_sender(None).unwrap();
 
     // Stored, and partly in flight when the platform goes away.
@@ -490,8 +492,7 @@ async fn platform_stopped_while_sending_then_restarted_everything_drains_in_orde
 async fn a_one_megabyte_message_goes_by_upload_and_keeps_its_place_in_the_order() {
     let (database, device_id) = (unique("vdev-upload"), unique("web-upload"));
     let device = start(&database, &device_id).await;
-    platform().approve(&device.operation(0).await).await;
-    device.wait_connected().await;
+    device.approve_and_connect().await;
     let sender = device.client.create_stream_sender(None).unwrap();
 
     let large: Vec<u8> = (0..1_048_576u32)
@@ -538,8 +539,7 @@ async fn a_short_lived_registration_token_is_refreshed_while_messages_keep_flowi
         .await;
     let (database, device_id) = (unique("vdev-refresh"), unique("web-refresh"));
     let device = start_with_token(&database, &device_id, &token).await;
-    platform().approve(&device.operation(0).await).await;
-    device.wait_connected().await;
+    device.approve_and_connect().await;
     let sender = device.client.create_stream_sender(None).unwrap();
 
     // One message after another until the token was refreshed twice (each lives 6 s and is
@@ -665,8 +665,7 @@ async fn stored_as(sends: Vec<JsFuture>, texts: &[String]) -> Vec<(u64, String)>
 async fn two_clients_of_one_database_share_one_device_and_the_follower_takes_over() {
     let (database, device_id) = (unique("vdev-tabs"), unique("web-tabs"));
     let owner = start(&database, &device_id).await;
-    platform().approve(&owner.operation(0).await).await;
-    owner.wait_connected().await;
+    owner.approve_and_connect().await;
     let follower = start(&database, &device_id).await;
     assert_eq!(role(&owner), "owner");
     assert_eq!(role(&follower), "follower");
@@ -739,8 +738,7 @@ async fn two_clients_of_one_database_share_one_device_and_the_follower_takes_ove
 async fn a_followers_set_offline_holds_for_the_owner_and_still_after_it_takes_over() {
     let (database, device_id) = (unique("vdev-tabs-offline"), unique("web-tabs-offline"));
     let owner = start(&database, &device_id).await;
-    platform().approve(&owner.operation(0).await).await;
-    owner.wait_connected().await;
+    owner.approve_and_connect().await;
     let follower = start(&database, &device_id).await;
     assert_eq!(role(&follower), "follower");
 
