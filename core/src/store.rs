@@ -34,6 +34,22 @@ pub struct Record {
     pub data: Vec<u8>,
 }
 
+/// The origin id of a new store, made from 16 random bytes the host draws: 32 characters of
+/// `0-9 a-f` (128 random bits, so two stores never share one in practice).
+pub fn new_origin(random: [u8; 16]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    random
+        .iter()
+        .flat_map(|byte| {
+            [
+                DIGITS[usize::from(byte >> 4)],
+                DIGITS[usize::from(byte & 0xf)],
+            ]
+        })
+        .map(char::from)
+        .collect()
+}
+
 /// What the host reads from its store before creating the device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxMeta {
@@ -194,6 +210,16 @@ impl MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_origins_are_32_lowercase_hex_digits() {
+        assert_eq!(
+            new_origin([
+                0x00, 0x0f, 0xa0, 0xff, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12
+            ]),
+            "000fa0ff0102030405060708090a0b0c"
+        );
+    }
 
     fn append(store: &mut MemoryStore, seqs: std::ops::Range<u64>) {
         let records = seqs

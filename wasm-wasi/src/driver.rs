@@ -212,20 +212,15 @@ pub struct Driver {
     tls_config: Option<Arc<rustls::ClientConfig>>,
 }
 
-fn origin_from(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    bytes
-        .iter()
-        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
-        .collect()
-}
-
 impl Driver {
     /// Opens the store and creates the device; nothing is sent until the first turn.
     pub fn start(settings: &Settings) -> Result<Self, StartError> {
         let config = settings.device_config()?;
         let (store, recoveries) = FileStore::open(Path::new(&settings.store_dir), || {
-            origin_from(&wasip2::random::random::get_random_bytes(12))
+            let random: [u8; 16] = wasip2::random::random::get_random_bytes(16)
+                .try_into()
+                .expect("wasi:random returns the 16 bytes asked for");
+            vdev_core::new_origin(random)
         })?;
         let seed: [u8; 32] = wasip2::random::random::get_random_bytes(32)
             .try_into()

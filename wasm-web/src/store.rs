@@ -29,7 +29,7 @@ use web_sys::{
     IdbTransaction, IdbTransactionMode,
 };
 
-use crate::runtime::{Listener, describe, hex, random_bytes};
+use crate::runtime::{Listener, describe, random_bytes};
 
 const RECORDS: &str = "records";
 const META: &str = "meta";
@@ -415,10 +415,10 @@ fn bytes_of(value: &JsValue) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-/// A new origin id: 32 characters of `0-9 a-f` from 16 random bytes.
+/// A new origin id (the core's format) from 16 random bytes.
 fn new_origin() -> Result<String, StoreError> {
     let bytes = random_bytes::<16>().map_err(StoreError::Failed)?;
-    Ok(hex(&bytes))
+    Ok(vdev_core::new_origin(bytes))
 }
 
 /// A call IndexedDB refused synchronously (it threw).
