@@ -38,16 +38,12 @@ pub struct Record {
 /// `0-9 a-f` (128 random bits, so two stores never share one in practice).
 pub fn new_origin(random: [u8; 16]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    random
-        .iter()
-        .flat_map(|byte| {
-            [
-                DIGITS[usize::from(byte >> 4)],
-                DIGITS[usize::from(byte & 0xf)],
-            ]
-        })
-        .map(char::from)
-        .collect()
+    let mut origin = String::with_capacity(32);
+    for byte in random {
+        origin.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        origin.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+    }
+    origin
 }
 
 /// What the host reads from its store before creating the device.

@@ -160,17 +160,6 @@ fn is_loopback_ipv4(host: &str) -> bool {
     parts == 4
 }
 
-/// `bytes` as lowercase hexadecimal, two characters each.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-    }
-    text
-}
-
 /// Refuses URLs that would carry tokens unencrypted off this machine: `ws://` and `http://` are
 /// allowed for loopback hosts only; `wss://` and `https://` anywhere.
 pub(crate) fn check_url_allowed(url: &str) -> Result<(), String> {
@@ -203,13 +192,7 @@ pub(crate) fn console_error(message: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::{hex, is_loopback_host};
-
-    #[test]
-    fn hex_is_two_lowercase_digits_a_byte() {
-        assert_eq!(hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
-        assert_eq!(hex(&[]), "");
-    }
+    use super::is_loopback_host;
 
     #[test]
     fn loopback_hosts_are_recognised() {

@@ -44,9 +44,7 @@ use crate::driver::{
     object,
 };
 use crate::error::ClientError;
-use crate::runtime::{
-    Listener, Timeout, console_error, describe, hex, now_ms, random_bytes, spawn,
-};
+use crate::runtime::{Listener, Timeout, console_error, describe, now_ms, random_bytes, spawn};
 use crate::store::IdbStore;
 
 /// How many followers' requests an owner remembers for answering repeats. Repeats come only
@@ -203,14 +201,15 @@ pub(crate) async fn start(
             let _ = front.unbounded_send(Front::Command(Command::BrowserNetwork(online)));
         })
     };
-    let id = random_bytes::<8>().map_err(ClientError::NoRandomness)?;
+    // A random id in the form of an origin id: unique among the tabs of one browser.
+    let id = random_bytes::<16>().map_err(ClientError::NoRandomness)?;
     let mut coordinator = Coordinator {
         config,
         database,
         callbacks,
         shared: Rc::new(RefCell::new(Snapshot::follower())),
         front: front.clone(),
-        id: hex(&id),
+        id: vdev_core::new_origin(id),
         channel: channel.clone(),
         _on_message: None,
         _network: network,
