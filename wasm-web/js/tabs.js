@@ -195,7 +195,7 @@ export class Coordinator {
     this.abort = new AbortController();
     locks
       .request(name, { signal: this.abort.signal }, (lock) => new Promise((release) => {
-        if (this.stopped) release();
+        if (this.stopping) release();
         else this.serial(() => this.lockGranted(release));
       }))
       // Rejects (AbortError) for a follower that stopped.
@@ -257,7 +257,7 @@ export class Coordinator {
   /** A call of this client's API: run on the device, or forwarded to the owner. */
   call(request) {
     return this.serial(() => {
-      if (this.stopped) return Promise.reject(stoppedError());
+      if (this.stopping) return Promise.reject(stoppedError());
       if (this.driver) return this.run(request);
       if (request.kind === "offline") {
         this.offlineWish = request.value;
@@ -273,7 +273,7 @@ export class Coordinator {
   /** Resolves once no message is pending. */
   waitSent() {
     return this.serial(() => {
-      if (this.stopped) return Promise.reject(stoppedError());
+      if (this.stopping) return Promise.reject(stoppedError());
       if (this.driver) return this.driver.waitSent();
       const waiter = deferred();
       this.sentWaiters.push(waiter);
@@ -294,25 +294,34 @@ export class Coordinator {
     if (this.offlineWish !== undefined) this.request({ kind: "offline", value: this.offlineWish });
   }
 
-  /** Stops: the owner stops its device and lets go of the lock; a follower leaves the queue. */
+  /**
+   * Stops: the owner stops its device and lets go of the lock; a follower leaves the queue.
+   * Not an exclusive step: while the device finishes, the answers to followers' requests it
+   * stores go out, and only then `released`.
+   */
   stop() {
-    return this.exclusive(async () => {
-      if (this.stopped) return;
-      this.stopping = true;
-      if (this.driver) await this.driver.stop();
-      this.stopped = true;
-      this.abort?.abort();
-      if (this.promoting) {
-        clearTimeout(this.promoting.wait);
-        this.promoting.release();
+    return this.serial(() => {
+      if (!this.stopping) {
+        this.stopping = true;
+        const driverStopped = this.driver ? this.driver.stop() : Promise.resolve();
+        this.stopped = driverStopped.then(() => this.serial(() => this.detach()));
       }
-      if (this.driver) this.post({ t: "released" });
-      this.close();
-      this.release?.();
-      for (const { waiter } of this.pending.values()) waiter.reject(stoppedError());
-      this.pending.clear();
-      for (const waiter of this.sentWaiters.splice(0)) waiter.reject(stoppedError());
+      return this.stopped;
     });
+  }
+
+  detach() {
+    this.abort?.abort();
+    if (this.promoting) {
+      clearTimeout(this.promoting.wait);
+      this.promoting.release();
+    }
+    if (this.driver) this.post({ t: "released" });
+    this.close();
+    this.release?.();
+    for (const { waiter } of this.pending.values()) waiter.reject(stoppedError());
+    this.pending.clear();
+    for (const waiter of this.sentWaiters.splice(0)) waiter.reject(stoppedError());
   }
 
   close() {
