@@ -256,7 +256,8 @@ export class Coordinator {
 
   /** A call of this client's API: run on the device, or forwarded to the owner. */
   call(request) {
-    return this.serial(() => {
+    // A promise also for calls that answer nothing (`offline`).
+    return Promise.resolve(this.serial(() => {
       if (this.stopping) return Promise.reject(stoppedError());
       if (this.driver) return this.run(request);
       if (request.kind === "offline") {
@@ -267,7 +268,7 @@ export class Coordinator {
       const message = this.request(request);
       this.pending.set(message.n, { message, waiter });
       return waiter;
-    });
+    }));
   }
 
   /** Resolves once no message is pending. */
