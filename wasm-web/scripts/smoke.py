@@ -35,6 +35,10 @@ import init, { initSync, DeviceClient } from "./vdev_web.js";
 const out = document.getElementById("out");
 try {
   const mode = "MODE";
+  // Before the module is instantiated, start says what is missing.
+  const early = await DeviceClient.start({ instance: "http://127.0.0.1:9", provisioningToken: "smoke",
+    database: "never-opened" }).then(() => "started", (e) => e.message);
+  if (early !== "the wasm module is not initialised: call init() first") throw new Error("before init: " + early);
   if (mode === "default") {
     await init();
   } else if (mode === "url") {
