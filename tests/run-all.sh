@@ -32,6 +32,7 @@ bash wasm-web/scripts/test.sh
 step "browser SDK: npm package (size-tuned build, gzipped size) and its smoke test"
 bash wasm-web/scripts/build.sh
 python3 wasm-web/scripts/smoke.py wasm-web/pkg
+bash tests/web-app-types/run.sh wasm-web/pkg/vdev-web-*.tgz
 
 step "browser end-to-end: the demo and a Vite app in Chromium (Playwright)"
 bash tests/e2e/run.sh

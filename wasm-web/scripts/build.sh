@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
 # Builds the npm package `vdev-web` into wasm-web/pkg (or --out-dir DIR):
-#   release build tuned for size (opt-level "z", LTO, one codegen unit, panic=abort),
-#   wasm-bindgen-cli --target web (ES module + TypeScript types), wasm-opt -Oz from the npm
-#   package `binaryen` (Debian's wasm-opt 108 breaks the module, see DESIGN.md §6), the JS glue
-#   minified with the npm package `terser` (what a browser loads; the .d.ts keeps the types),
-#   package.json (ESM, exports, types), `npm pack`, and the gzipped size of wasm + JS glue.
+#   release build of the binding crate tuned for size (opt-level "z", LTO, one codegen unit,
+#   panic=abort), wasm-bindgen-cli --target web (the `Core` class: glue `vdev_web_core.js`),
+#   wasm-opt -Oz from the npm package `binaryen` (Debian's wasm-opt 108 breaks the module, see
+#   DESIGN.md §6) into `vdev_web_bg.wasm`, then the JavaScript host (wasm-web/js: index.js and
+#   the modules it imports) and the glue bundled into ONE ES module `vdev_web.js` by the npm
+#   package `esbuild` and minified by the npm package `terser` (about 190 bytes gzipped smaller
+#   than esbuild's own minifier on this bundle), the hand-written types js/vdev_web.d.ts,
+#   package.json (ESM, exports, types), `npm pack`, and the gzipped size of wasm + JS.
+#
+# The glue loads `new URL("<out-name>_bg.wasm", import.meta.url)` by default; it is made to
+# name `vdev_web_bg.wasm` (the file the package ships, next to vdev_web.js), so `init()` without
+# arguments finds it. esbuild keeps `import.meta.url`, and bundlers such as Vite see the
+# `new URL(..., import.meta.url)` and emit the wasm as an asset.
 #
 # Brotli compression is left out by default: its encoder alone makes the bundle ~3.4 times
 # larger (see the sizes printed at the end); `compression` options then send payloads as they are.
 # Options: --with-brotli    include Brotli compression of payloads
 #          --no-wasm-opt    skip wasm-opt
-#          --no-minify      keep wasm-bindgen's JS glue as it is (readable, ~3 KB more gzipped)
+#          --no-minify      bundle without minifying (readable JavaScript)
 #          --out-dir DIR    where the package goes (default wasm-web/pkg)
 # Needs: rustup target wasm32-unknown-unknown, wasm-bindgen-cli 0.2.130, node + npm, gzip.
 set -euo pipefail
@@ -23,6 +31,7 @@ features=(--no-default-features)
 wasm_opt=1
 minify=1
 binaryen_version="132.0.0"
+esbuild_version="0.28.2"
 terser_version="5.44.1"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -41,6 +50,19 @@ if ! wasm-bindgen --version 2>/dev/null | grep -q " $expected_bindgen\$"; then
     exit 1
 fi
 
+tools="$CARGO_TARGET_DIR/web-tools"
+installed_version() {
+    node -p "require(process.argv[1]).version" "$tools/node_modules/$1/package.json" 2>/dev/null || true
+}
+if [ "$(installed_version binaryen)" != "$binaryen_version" ] \
+    || [ "$(installed_version esbuild)" != "$esbuild_version" ] \
+    || [ "$(installed_version terser)" != "$terser_version" ]; then
+    echo "== npm install binaryen@$binaryen_version (wasm-opt), esbuild@$esbuild_version, terser@$terser_version"
+    mkdir -p "$tools"
+    npm install --silent --no-audit --no-fund --save-exact --prefix "$tools" \
+        "binaryen@$binaryen_version" "esbuild@$esbuild_version" "terser@$terser_version"
+fi
+
 echo "== cargo build (profile web-release: size-tuned)"
 # The workspace's web-release profile is the release profile (LTO, codegen-units = 1,
 # panic = "abort") with opt-level "z": a little speed traded for size, which is what a web
@@ -48,36 +70,61 @@ echo "== cargo build (profile web-release: size-tuned)"
 cargo build -p vdev-web --profile web-release --target wasm32-unknown-unknown "${features[@]}"
 wasm="$CARGO_TARGET_DIR/wasm32-unknown-unknown/web-release/vdev_web.wasm"
 
+# The bundle's inputs: wasm-bindgen's output and a copy of js/ side by side, so index.js
+# imports the glue as "./vdev_web_core.js". A directory of its own per build (two builds with
+# different --out-dir may run at once), removed at exit.
+build_dir="$(mktemp -d "$CARGO_TARGET_DIR/vdev-web-build.XXXXXX")"
+trap 'rm -rf "$build_dir"' EXIT
+
 echo "== wasm-bindgen --target web"
+wasm-bindgen --target web --out-dir "$build_dir" --out-name vdev_web_core "$wasm"
+glue="$build_dir/vdev_web_core.js"
+default_url="new URL('vdev_web_core_bg.wasm', import.meta.url)"
+if [ "$(grep -cF "$default_url" "$glue")" != 1 ]; then
+    echo "error: wasm-bindgen's glue no longer builds its default wasm URL as $default_url" >&2
+    exit 1
+fi
+sed -i "s|new URL('vdev_web_core_bg\.wasm', import\.meta\.url)|new URL('vdev_web_bg.wasm', import.meta.url)|" "$glue"
+
 rm -rf "$out_dir"
 mkdir -p "$out_dir"
-wasm-bindgen --target web --out-dir "$out_dir" --out-name vdev_web "$wasm"
-
-tools="$CARGO_TARGET_DIR/web-tools"
-if [ ! -x "$tools/node_modules/.bin/wasm-opt" ] || [ ! -x "$tools/node_modules/.bin/terser" ]; then
-    echo "== npm install binaryen@$binaryen_version (wasm-opt), terser@$terser_version"
-    mkdir -p "$tools"
-    npm install --silent --no-audit --no-fund --prefix "$tools" \
-        "binaryen@$binaryen_version" "terser@$terser_version"
-fi
-
 if [ "$wasm_opt" = 1 ]; then
     echo "== wasm-opt -Oz"
     # Features the Rust wasm32 target emits by default, and that wasm-bindgen's glue expects.
     "$tools/node_modules/.bin/wasm-opt" -Oz \
         --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
         --enable-mutable-globals --enable-reference-types --enable-multivalue \
-        "$out_dir/vdev_web_bg.wasm" -o "$out_dir/vdev_web_bg.opt.wasm"
-    mv "$out_dir/vdev_web_bg.opt.wasm" "$out_dir/vdev_web_bg.wasm"
+        "$build_dir/vdev_web_core_bg.wasm" -o "$out_dir/vdev_web_bg.wasm"
+else
+    cp "$build_dir/vdev_web_core_bg.wasm" "$out_dir/vdev_web_bg.wasm"
 fi
 
+echo "== esbuild (index.js + js/ + glue -> vdev_web.js)"
+for source in "$web_dir"/js/*.js; do
+    if [ "$(basename "$source")" = vdev_web_core.js ]; then
+        echo "error: js/vdev_web_core.js would hide wasm-bindgen's glue of that name" >&2
+        exit 1
+    fi
+    cp "$source" "$build_dir/"
+done
+# esnext: the host is plain modern JavaScript and is shipped as written (no syntax lowering);
+# an app's bundler lowers it if it targets older browsers.
+"$tools/node_modules/.bin/esbuild" "$build_dir/index.js" --bundle --format=esm \
+    --platform=browser --target=esnext --charset=utf8 --legal-comments=none \
+    --log-level=warning --outfile="$build_dir/bundle.js"
 if [ "$minify" = 1 ]; then
-    echo "== terser (JS glue)"
-    # Exported names and the wasm import names (object keys) are kept; locals are shortened.
-    "$tools/node_modules/.bin/terser" "$out_dir/vdev_web.js" --module --compress --mangle \
-        -o "$out_dir/vdev_web.min.js"
-    mv "$out_dir/vdev_web.min.js" "$out_dir/vdev_web.js"
+    echo "== terser (vdev_web.js)"
+    # The exports and the wasm import names (object keys) are kept; locals are shortened.
+    "$tools/node_modules/.bin/terser" "$build_dir/bundle.js" --module --compress passes=2 \
+        --mangle -o "$out_dir/vdev_web.js"
+else
+    cp "$build_dir/bundle.js" "$out_dir/vdev_web.js"
 fi
+if ! grep -qE 'new URL\("vdev_web_bg\.wasm", ?import\.meta\.url\)' "$out_dir/vdev_web.js"; then
+    echo "error: the bundle does not load vdev_web_bg.wasm next to itself by default" >&2
+    exit 1
+fi
+cp "$web_dir/js/vdev_web.d.ts" "$out_dir/vdev_web.d.ts"
 
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -n 1)"
 cat >"$out_dir/package.json" <<JSON
@@ -101,7 +148,6 @@ cat >"$out_dir/package.json" <<JSON
     "vdev_web.js",
     "vdev_web.d.ts",
     "vdev_web_bg.wasm",
-    "vdev_web_bg.wasm.d.ts",
     "README.md"
   ],
   "sideEffects": false

@@ -1,8 +1,14 @@
 #!/usr/bin/env python3
-"""Loads the packaged module (the output of build.sh, after wasm-opt) in headless Chromium
-through chromedriver and checks that it instantiates, starts a client, stores a message and
-stops. The test suites run the unoptimised debug build; this catches a broken release build
-(DESIGN.md section 6: an old wasm-opt once produced a module Chromium refused).
+"""Loads the packaged module (the output of build.sh: the one bundled vdev_web.js and
+vdev_web_bg.wasm, after wasm-opt) in headless Chromium through chromedriver and checks that it
+instantiates, starts a client, stores a message, goes offline, stores a reported patch and stops,
+once per way of loading the wasm: `init()` (the default URL, vdev_web_bg.wasm next to
+vdev_web.js), `init({ module_or_path })` with another URL, and `initSync({ module })` with the
+bytes. The page is served with only those two files (plus the wasm under another name), so a
+bundle that still imports a module of its own, or loads a wasm of another name, fails here. The
+test suites run the unminified debug build; this catches a broken release build (DESIGN.md
+section 6: an old wasm-opt once produced a module Chromium refused) or a minifier that breaks the
+host.
 
 Usage: smoke.py PKG_DIR   (needs chromium + chromium-driver; loopback only)
 """
@@ -19,12 +25,28 @@ import threading
 import time
 import urllib.request
 
-PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>vdev-web smoke</title></head>
+# The wasm under another name: the explicit URL and the bytes of initSync come from it, so the
+# default name is requested only by `init()`.
+OTHER_WASM = "renamed.wasm"
+
+PAGE = """<!doctype html><html><head><meta charset="utf-8"><link rel="icon" href="data:,"><title>vdev-web smoke</title></head>
 <body><pre id="out">pending</pre><script type="module">
-import init, { DeviceClient } from "./vdev_web.js";
+import init, { initSync, DeviceClient } from "./vdev_web.js";
 const out = document.getElementById("out");
 try {
-  await init();
+  const mode = "MODE";
+  // Before the module is instantiated, start says what is missing.
+  const early = await DeviceClient.start({ instance: "http://127.0.0.1:9", provisioningToken: "smoke",
+    database: "never-opened" }).then(() => "started", (e) => e.message);
+  if (early !== "the wasm module is not initialised: call init() first") throw new Error("before init: " + early);
+  if (mode === "default") {
+    await init();
+  } else if (mode === "url") {
+    await init({ module_or_path: new URL("OTHER_WASM", location.href) });
+  } else {
+    const bytes = await (await fetch("OTHER_WASM")).arrayBuffer();
+    initSync({ module: bytes });
+  }
   // Port 9 on loopback: nothing answers, nothing leaves the machine; the message stays queued.
   const client = await DeviceClient.start({
     instance: "http://127.0.0.1:9", provisioningToken: "smoke",
@@ -32,11 +54,28 @@ try {
   });
   const sender = client.createStreamSender({ compression: "fastest" });
   const seq = await sender.sendMessage("hello");
+  client.setOffline(true);
+  // Resolves after the client has handled setOffline, so the getters below say offline.
+  await client.updateReportedProperties({ smoke: true });
   const pending = client.pendingMessagesCount();
+  const offline = client.offline && client.statistics().offline;
+  const version = client.desiredProperties().version;
   await client.stop();
-  out.textContent = "ok sequence=" + seq + " pending=" + pending;
+  out.textContent = `ok sequence=${seq} pending=${pending} offline=${offline} version=${version}`;
 } catch (e) { out.textContent = "failed: " + e; }
 </script></body></html>"""
+
+# What the page says when everything worked: the message is stored (not sent: nothing listens
+# on the port, then offline), no twin fetched yet.
+EXPECTED = "ok sequence=0 pending=1 offline=true version=null"
+
+# mode -> the wasm file the page must fetch (and the one it must not)
+MODES = {
+    "default": ("vdev_web_bg.wasm", OTHER_WASM),
+    "url": (OTHER_WASM, "vdev_web_bg.wasm"),
+    "sync": (OTHER_WASM, "vdev_web_bg.wasm"),
+}
+
 
 def free_port():
     with socket.socket() as s:
@@ -60,14 +99,25 @@ def main():
     site = tempfile.mkdtemp(prefix="vdev-smoke-")
     for name in ("vdev_web.js", "vdev_web_bg.wasm"):
         shutil.copy(os.path.join(pkg, name), site)
-    with open(os.path.join(site, "index.html"), "w") as page:
-        page.write(PAGE)
+    shutil.copy(os.path.join(pkg, "vdev_web_bg.wasm"), os.path.join(site, OTHER_WASM))
+    for mode in MODES:
+        with open(os.path.join(site, f"{mode}.html"), "w") as page:
+            page.write(PAGE.replace("OTHER_WASM", OTHER_WASM).replace("MODE", mode))
+    requests = []  # (path, status) of every request the server answered
 
     class Handler(http.server.SimpleHTTPRequestHandler):
         extensions_map = {".wasm": "application/wasm", ".js": "text/javascript", ".html": "text/html"}
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, directory=site, **kwargs)
+
+        def end_headers(self):
+            # Every load fetches again: the wasm of one mode must not come from the cache of another.
+            self.send_header("Cache-Control", "no-store")
+            super().end_headers()
+
+        def log_request(self, code="-", size="-"):
+            requests.append((self.path, int(code)))
 
         def log_message(self, *args):
             pass
@@ -116,12 +166,28 @@ def main():
                 time.sleep(0.1)
             raise SystemExit(f"smoke: timed out waiting for {what} (page says {text!r})")
 
-        webdriver(driver_port, "POST", f"/session/{session}/url", {"url": f"{origin}/index.html"})
-        text = wait_for(lambda t: t != "pending", "the smoke page")
-        print(f"smoke: {text}")
-        failures = 0 if text == "ok sequence=0 pending=1" else 1
+        failures = 0
+        for mode, (wanted, unwanted) in MODES.items():
+            requests.clear()
+            webdriver(driver_port, "POST", f"/session/{session}/url", {"url": f"{origin}/{mode}.html"})
+            text = wait_for(lambda t: t != "pending", f"the smoke page ({mode})")
+            fetched = {path.lstrip("/") for path, status in requests if status == 200}
+            missing = sorted(path for path, status in requests if status == 404)
+            problems = []
+            if text != EXPECTED:
+                problems.append(f"page says {text!r}")
+            if wanted not in fetched:
+                problems.append(f"{wanted} was not fetched")
+            if unwanted in fetched:
+                problems.append(f"{unwanted} was fetched too")
+            if missing:
+                problems.append(f"not found: {', '.join(missing)}")
+            print(f"smoke ({mode}): {text}; fetched {', '.join(sorted(fetched))}")
+            if problems:
+                failures += 1
+                print(f"smoke ({mode}) FAILED: {'; '.join(problems)}")
 
-        print(f"smoke: {1 - failures} passed, {failures} failed")
+        print(f"smoke: {len(MODES) - failures} passed, {failures} failed")
         return 0 if failures == 0 else 1
     finally:
         if session:

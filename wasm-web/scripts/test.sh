@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Runs vdev-web's tests:
-#   1. the native unit tests of the crate (pure helpers);
-#   2. the wasm_bindgen_test suites in headless Chromium: tests/store.rs (IndexedDB store
-#      contract), tests/api.rs (the JS API's refusals, no network), tests/platform.rs
+# Runs vdev-web's tests, all of them wasm_bindgen_test suites in headless Chromium that drive
+# the JavaScript host (js/) with the crate's wasm `Core` linked into the test:
+#   1. tests/store.rs (js/store.js against the core's storage contract), tests/api.rs (the JS
+#      API's refusals, no network), tests/init.rs (`start` before `init()`), tests/platform.rs
 #      (DeviceClient against a real vdev-platform);
-#   3. tests/quota.rs, a real QuotaExceededError: Chromium's profile goes on a 256 MB tmpfs
+#   2. tests/quota.rs, a real QuotaExceededError: Chromium's profile goes on a 256 MB tmpfs
 #      (TMPDIR of the runner, where chromedriver makes it), so the site's quota is small enough
 #      to fill. Mounting needs root; without it this step is skipped, saying so.
 # It starts vdev-platform on an ephemeral loopback port with a temporary data directory, through
@@ -38,8 +38,18 @@ if [ ! -x "$CHROMEDRIVER" ]; then
     exit 1
 fi
 
-echo "== vdev-web: native unit tests"
-cargo test -p vdev-web --lib
+# wasm-bindgen copies into a test's snippets/ folder only the js/ files the tests name in a
+# `module = "..."` import (tests/common/mod.rs), not the siblings those import; a module left
+# unnamed is missing there and the browser cannot load the test, which the runner reports only as
+# "Failed to detect test as having been run". index.js is the package entry: it imports the
+# wasm-bindgen glue of the npm build, which the tests replace with their own `provideCore`.
+for module in "$web_dir"/js/*.js; do
+    name="$(basename "$module")"
+    if [ "$name" != index.js ] && ! grep -qF "module = \"/js/$name\"" "$web_dir/tests/common/mod.rs"; then
+        echo "error: tests/common/mod.rs does not import js/$name, so the browser tests would not find it" >&2
+        exit 1
+    fi
+done
 
 echo "== vdev-web: building vdev-platform"
 cargo build -p vdev-platform
@@ -112,7 +122,7 @@ cd "$web_dir"
 status=0
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-300}" \
-    cargo test -p vdev-web --target wasm32-unknown-unknown --test store --test api --test platform "$@" || status=$?
+    cargo test -p vdev-web --target wasm32-unknown-unknown --test store --test api --test init --test platform "$@" || status=$?
 if [ "$status" -ne 0 ]; then
     echo "== vdev-platform log (last 60 lines)" >&2
     tail -n 60 "$log_file" >&2

@@ -1,56 +1,555 @@
 //! # vdev-web
 //!
-//! The browser SDK of vdev: the sans-IO `vdev-core` device driven by browser I/O and exported
-//! to JavaScript with wasm-bindgen (npm package `vdev-web`).
+//! The browser SDK of vdev (npm package `vdev-web`): the sans-IO `vdev-core` device, exported
+//! with wasm-bindgen as one class, `Core`, and driven by a host written in JavaScript
+//! (`wasm-web/js/`: WebSocket, `fetch`, IndexedDB, Web Locks, the timer worker and the public
+//! `DeviceClient` API).
 //!
-//! - [`DeviceClient`] and [`StreamSender`] are the JavaScript API (camelCase, Promises,
-//!   TypeScript types).
-//! - The driver task owns the device: it feeds it WebSocket, `fetch`, IndexedDB, timer and
-//!   `online` events and performs what it asks, draining outputs until `Output::Timeout`.
-//!   It makes no protocol decision of its own.
-//! - One client per database drives the device (Web Locks); the others forward their calls
-//!   to it over a `BroadcastChannel` and take over when it stops (see `tabs.rs`).
-//! - The driver's timer runs in a tiny dedicated worker, so background-tab throttling does not
-//!   starve the MQTT keep-alive (see `timer.rs`).
-//! - [`IdbStore`] keeps the outbox and the device state in IndexedDB (the core's storage
-//!   contract); a message's promise resolves once its transaction has committed.
+//! Why the host is JavaScript: the same host in Rust (async tasks, web-sys bindings, its own
+//! channels) was about 48 KB of the 107 KB gzipped bundle; in JavaScript the browser already has
+//! all of it. This crate only moves values across the boundary, and makes no decision the core
+//! does not make.
 //!
-//! ```js
-//! import init, { DeviceClient } from "vdev-web";
-//! await init();
-//! const client = await DeviceClient.start({
-//!   instance: "example.com",
-//!   provisioningToken: "...",
-//!   database: "vdev-thermostat",
-//!   onProvisioningOperation: (op) => console.log("approve", op.verificationCode),
-//! });
-//! const sender = client.createStreamSender({ stream: "temperature" });
-//! const sequence = await sender.sendMessage(JSON.stringify({ celsius: 21.5 }));
-//! ```
+//! The class mirrors the core one to one:
+//! - `new Core(options)` is `Device::new`;
+//! - each input is a method taking `now` first (`httpResponse`, `connected`, `received`, ...);
+//! - commands (`send`, `enqueueBatchCompletion`, `enqueueMessageCompletion`,
+//!   `updateReportedProperties`, `stop`) return a sequence number or throw an `Error`;
+//! - `pollOutput()` returns one plain object per output, `kind` naming it; the host calls it
+//!   until `kind === "timeout"`.
+//!
+//! Numbers (ids, sequence numbers, times) cross as JavaScript numbers (`f64`): they all stay far
+//! below 2^53. JSON documents cross as text (`JSON.parse` / `JSON.stringify` on the JS side), so
+//! no JSON converter is compiled into the module.
 
 #![warn(missing_docs, unreachable_pub)]
-#![deny(missing_debug_implementations)]
 
-mod api;
-mod channel;
-mod driver;
-mod error;
-mod http;
-mod runtime;
-mod socket;
-mod store;
-mod tabs;
-mod timer;
-
-pub use api::{
-    DesiredProperties, DeviceClient, DonePromise, Payload, PropertiesPatch, SendOptions,
-    SequencePromise, StartOptions, StartPromise, Statistics, StreamSender, StreamSenderOptions,
+use js_sys::{Array, Object, Reflect, Uint8Array};
+use vdev_core::json::Value;
+use vdev_core::{
+    Compression, ConnectionId, Device, DeviceConfig, DeviceId, Endpoint, Event, HttpResponse,
+    Input, MessageOptions, OutboxMeta, Output, Record, RequestId, StoreError, StoreRequest,
+    StreamOptions, Transport,
 };
-pub use error::ClientError;
+use wasm_bindgen::prelude::*;
 
 // Talc instead of Rust's default allocator (dlmalloc) in the browser: smaller in the bundle
 // and no slower.
 #[cfg(all(not(target_feature = "atomics"), target_family = "wasm"))]
 #[global_allocator]
 static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
-pub use store::{IdbStore, OpenError, StoredContents};
+
+/// The device engine, driven by the JavaScript host.
+#[wasm_bindgen]
+#[derive(Debug)]
+pub struct Core {
+    device: Device,
+}
+
+#[wasm_bindgen]
+impl Core {
+    /// `Device::new` with the browser's transport (MQTT over WebSocket). `options`:
+    /// `{ instance, provisioningToken, deviceId?, provisioningParameters? (JSON text of an object
+    /// of strings), now, random (32 bytes), origin, nextSeq, bytes, count, savedState? }`, the
+    /// last five being what the store holds.
+    #[wasm_bindgen(constructor)]
+    pub fn new(options: &JsValue) -> Result<Core, JsError> {
+        let text = |name: &str| field(options, name).as_string();
+        let number = |name: &str| field(options, name).as_f64().unwrap_or(0.0) as u64;
+        let mut config = DeviceConfig::new(
+            text("instance").unwrap_or_default(),
+            text("provisioningToken").unwrap_or_default(),
+        );
+        config.transport = Transport::WebSocket;
+        config.device_id = text("deviceId")
+            .map(|id| DeviceId::parse(&id))
+            .transpose()
+            .map_err(|e| JsError::new(&format!("option deviceId: {e}")))?;
+        if let Some(parameters) = text("provisioningParameters") {
+            config.provisioning_parameters = string_record(&parameters).ok_or_else(|| {
+                JsError::new("option provisioningParameters: must be an object of strings")
+            })?;
+        }
+        let seed: [u8; 32] = bytes_of(&field(options, "random"))
+            .try_into()
+            .map_err(|_| JsError::new("random must be 32 bytes"))?;
+        let meta = OutboxMeta {
+            origin: text("origin").unwrap_or_default(),
+            next_seq: number("nextSeq"),
+            count: number("count"),
+            bytes: number("bytes"),
+        };
+        let saved = field(options, "savedState");
+        let saved = saved.is_object().then(|| bytes_of(&saved));
+        let device = Device::new(config, number("now"), seed, &meta, saved.as_deref());
+        Ok(Core { device })
+    }
+
+    /// The answer to an `http` output. `retryAfter` is the `Retry-After` header (the only one the
+    /// core reads), `undefined` when absent.
+    #[wasm_bindgen(js_name = httpResponse)]
+    pub fn http_response(
+        &mut self,
+        now: f64,
+        id: f64,
+        status: u16,
+        #[wasm_bindgen(js_name = retryAfter)] retry_after: Option<String>,
+        body: Vec<u8>,
+    ) {
+        let response = HttpResponse {
+            status,
+            retry_after,
+            body,
+        };
+        let id = RequestId(id as u64);
+        self.input(now, Input::HttpResponse { id, response });
+    }
+
+    /// An `http` output failed without an answer.
+    #[wasm_bindgen(js_name = httpFailed)]
+    pub fn http_failed(&mut self, now: f64, id: f64, error: String) {
+        let id = RequestId(id as u64);
+        self.input(now, Input::HttpFailed { id, error });
+    }
+
+    /// The connection of a `connect` output is open.
+    pub fn connected(&mut self, now: f64, conn: f64) {
+        let conn = ConnectionId(conn as u64);
+        self.input(now, Input::Connected { conn });
+    }
+
+    /// Bytes arrived on a connection.
+    pub fn received(&mut self, now: f64, conn: f64, bytes: &[u8]) {
+        let conn = ConnectionId(conn as u64);
+        self.input(now, Input::Received { conn, bytes });
+    }
+
+    /// A connection closed or could not be opened.
+    pub fn closed(&mut self, now: f64, conn: f64, reason: String) {
+        let conn = ConnectionId(conn as u64);
+        self.input(now, Input::Closed { conn, reason });
+    }
+
+    /// The `append` output of `first..=last` is durable.
+    pub fn appended(&mut self, now: f64, first: f64, last: f64) {
+        let (first, last) = (first as u64, last as u64);
+        self.input(now, Input::Appended { first, last });
+    }
+
+    /// The `append` output of `first..=last` failed; nothing of it was stored.
+    #[wasm_bindgen(js_name = appendFailed)]
+    pub fn append_failed(
+        &mut self,
+        now: f64,
+        first: f64,
+        last: f64,
+        #[wasm_bindgen(js_name = quotaExceeded)] quota_exceeded: bool,
+        error: String,
+    ) {
+        let (first, last) = (first as u64, last as u64);
+        let error = store_error(quota_exceeded, error);
+        self.input(now, Input::AppendFailed { first, last, error });
+    }
+
+    /// The answer to a `load` output: `records` is an array of `{ seq, data }`, ascending. A
+    /// `data` that is not a `Uint8Array` is read as empty, which the core rejects as corrupt.
+    pub fn loaded(&mut self, now: f64, records: Array) {
+        let records = records
+            .iter()
+            .map(|record| Record {
+                seq: field(&record, "seq").as_f64().unwrap_or(0.0) as u64,
+                data: bytes_of(&field(&record, "data")),
+            })
+            .collect();
+        self.input(now, Input::Loaded { records });
+    }
+
+    /// A `load` output failed and read nothing.
+    #[wasm_bindgen(js_name = loadFailed)]
+    pub fn load_failed(
+        &mut self,
+        now: f64,
+        #[wasm_bindgen(js_name = quotaExceeded)] quota_exceeded: bool,
+        error: String,
+    ) {
+        let error = store_error(quota_exceeded, error);
+        self.input(now, Input::LoadFailed { error });
+    }
+
+    /// The network came back: reconnect without waiting for the backoff delay.
+    #[wasm_bindgen(js_name = networkAvailable)]
+    pub fn network_available(&mut self, now: f64) {
+        self.input(now, Input::NetworkAvailable);
+    }
+
+    /// The network is gone: close the connection, start nothing until it is back.
+    #[wasm_bindgen(js_name = networkLost)]
+    pub fn network_lost(&mut self, now: f64) {
+        self.input(now, Input::NetworkLost);
+    }
+
+    /// The deadline of the last `timeout` output was reached (an early call does nothing).
+    pub fn timeout(&mut self, now: f64) {
+        self.device.handle_timeout(now as u64);
+    }
+
+    fn input(&mut self, now: f64, input: Input<'_>) {
+        self.device.handle_input(now as u64, input);
+    }
+
+    /// Queues a message; returns its sequence number (durable once its `append` is answered
+    /// with `appended`). `compression`: 0 none, 1 fastest, 2 smallest size (a build without
+    /// Brotli sends payloads as they are).
+    #[allow(clippy::too_many_arguments)]
+    pub fn send(
+        &mut self,
+        now: f64,
+        payload: Vec<u8>,
+        #[wasm_bindgen(js_name = streamGroup)] stream_group: Option<String>,
+        stream: Option<String>,
+        #[wasm_bindgen(js_name = siteId)] site_id: Option<String>,
+        compression: u8,
+        #[wasm_bindgen(js_name = batchId)] batch_id: Option<String>,
+        #[wasm_bindgen(js_name = messageId)] message_id: Option<String>,
+        #[wasm_bindgen(js_name = batchSliceId)] batch_slice_id: Option<String>,
+        #[wasm_bindgen(js_name = chunkId)] chunk_id: Option<String>,
+    ) -> Result<f64, JsError> {
+        let stream = stream_options(stream_group, stream, site_id, compression);
+        let options = MessageOptions {
+            batch_id,
+            message_id,
+            batch_slice_id,
+            chunk_id,
+        };
+        let seq = self
+            .device
+            .send(now as u64, &stream, &options, payload)
+            .map_err(|e| JsError::new(&e.to_string()))?;
+        Ok(seq as f64)
+    }
+
+    /// Queues the marker that closes batch `batchId`; returns its sequence number.
+    #[wasm_bindgen(js_name = enqueueBatchCompletion)]
+    pub fn enqueue_batch_completion(
+        &mut self,
+        now: f64,
+        #[wasm_bindgen(js_name = streamGroup)] stream_group: Option<String>,
+        stream: Option<String>,
+        #[wasm_bindgen(js_name = siteId)] site_id: Option<String>,
+        #[wasm_bindgen(js_name = batchId)] batch_id: &str,
+    ) -> Result<f64, JsError> {
+        let stream = stream_options(stream_group, stream, site_id, 0);
+        let seq = self
+            .device
+            .enqueue_batch_completion(now as u64, &stream, batch_id)
+            .map_err(|e| JsError::new(&e.to_string()))?;
+        Ok(seq as f64)
+    }
+
+    /// Queues the marker that closes message `messageId` of batch `batchId`.
+    #[wasm_bindgen(js_name = enqueueMessageCompletion)]
+    pub fn enqueue_message_completion(
+        &mut self,
+        now: f64,
+        #[wasm_bindgen(js_name = streamGroup)] stream_group: Option<String>,
+        stream: Option<String>,
+        #[wasm_bindgen(js_name = siteId)] site_id: Option<String>,
+        #[wasm_bindgen(js_name = batchId)] batch_id: &str,
+        #[wasm_bindgen(js_name = messageId)] message_id: &str,
+    ) -> Result<f64, JsError> {
+        let stream = stream_options(stream_group, stream, site_id, 0);
+        let seq = self
+            .device
+            .enqueue_message_completion(now as u64, &stream, batch_id, message_id)
+            .map_err(|e| JsError::new(&e.to_string()))?;
+        Ok(seq as f64)
+    }
+
+    /// Merges the JSON text `patch` (an object; merge-patch semantics, `null` deletes) into the
+    /// reported properties.
+    #[wasm_bindgen(js_name = updateReportedProperties)]
+    pub fn update_reported_properties(&mut self, now: f64, patch: &str) -> Result<(), JsError> {
+        let patch = Value::parse(patch.as_bytes())
+            .map_err(|e| JsError::new(&format!("option patch: {e}")))?;
+        self.device
+            .update_reported_properties(now as u64, patch)
+            .map_err(|e| JsError::new(&e.to_string()))
+    }
+
+    /// Disconnects and stops all activity; queued messages stay in the store.
+    pub fn stop(&mut self, now: f64) {
+        self.device.stop(now as u64);
+    }
+
+    /// The desired properties as JSON text (the saved copy until the first fetch).
+    #[wasm_bindgen(js_name = desiredProperties)]
+    pub fn desired_properties(&self) -> String {
+        self.device.desired_properties().0.to_json()
+    }
+
+    /// The desired properties' version, `undefined` until the twin was fetched once.
+    #[wasm_bindgen(js_name = desiredVersion)]
+    pub fn desired_version(&self) -> Option<f64> {
+        self.device.desired_properties().1.map(|v| v as f64)
+    }
+
+    /// The workspace id, once registered.
+    #[wasm_bindgen(js_name = workspaceId)]
+    pub fn workspace_id(&self) -> Option<String> {
+        self.device.workspace_id().map(str::to_owned)
+    }
+
+    /// The Device ID, once registered.
+    #[wasm_bindgen(js_name = deviceId)]
+    pub fn device_id(&self) -> Option<String> {
+        self.device.device_id().map(str::to_owned)
+    }
+
+    /// `{ pendingCount, pendingBytes, oldestEnqueuedAt, windowRecords, connectionState }`.
+    pub fn stats(&self) -> JsValue {
+        let stats = self.device.stats();
+        object(&[
+            ("pendingCount", number(stats.pending_count)),
+            ("pendingBytes", number(stats.pending_bytes)),
+            (
+                "oldestEnqueuedAt",
+                optional_number(stats.oldest_enqueued_at),
+            ),
+            ("windowRecords", number(stats.window_records as u64)),
+            ("connectionState", stats.connection_state.as_str().into()),
+        ])
+    }
+
+    /// The next thing for the host to do, as a plain object whose `kind` names it:
+    /// `http` {id, method, url, headers: [name, value][], body, deadline},
+    /// `connect` {conn, url} (`url` undefined for TCP, which a browser cannot open),
+    /// `transmit` {conn, bytes}, `close` {conn},
+    /// the store requests (see [`store_request_to_js`]),
+    /// the events (`provisioningOperation` {id, verificationCode, expiresAt}, `registered`
+    /// {workspaceId, deviceId}, `provisioningFailed` {error}, `connectionStateChanged` {state},
+    /// `messageDelivered` {seq}, `messageRejected` {seq, reason}, `desiredPropertiesChanged`
+    /// {properties (JSON text), version}, `reportedPropertiesAcknowledged`,
+    /// `reportedPropertiesRejected` {status}, `cloudToDeviceMessage` {properties, payload},
+    /// `storeFailed` {error}, `savedStateDiscarded` {reason}), and last
+    /// `timeout` {deadline: number | null}.
+    #[wasm_bindgen(js_name = pollOutput)]
+    pub fn poll_output(&mut self) -> JsValue {
+        match self.device.poll_output() {
+            Output::Http(request) => {
+                let headers: Array = request
+                    .headers
+                    .into_iter()
+                    .map(|(name, value)| Array::of2(&name.into(), &value.into()))
+                    .collect();
+                object(&[
+                    ("kind", "http".into()),
+                    ("id", number(request.id.0)),
+                    ("method", request.method.as_str().into()),
+                    ("url", request.url.into()),
+                    ("headers", headers.into()),
+                    ("body", bytes(&request.body)),
+                    ("deadline", number(request.deadline)),
+                ])
+            }
+            Output::Connect { conn, endpoint } => {
+                let url = match endpoint {
+                    Endpoint::WebSocket { url } => url.into(),
+                    _ => JsValue::UNDEFINED,
+                };
+                object(&[
+                    ("kind", "connect".into()),
+                    ("conn", number(conn.0)),
+                    ("url", url),
+                ])
+            }
+            Output::Transmit { conn, bytes: data } => object(&[
+                ("kind", "transmit".into()),
+                ("conn", number(conn.0)),
+                ("bytes", bytes(&data)),
+            ]),
+            Output::Close { conn } => object(&[("kind", "close".into()), ("conn", number(conn.0))]),
+            Output::Store(request) => store_request_to_js(&request),
+            Output::Event(event) => event_object(event),
+            Output::Timeout(deadline) => object(&[
+                ("kind", "timeout".into()),
+                ("deadline", optional_number(deadline)),
+            ]),
+        }
+    }
+}
+
+/// A store request as `pollOutput` hands it to the host: `append` {records: {seq, data}[]},
+/// `load` {from, maxCount, maxBytes}, `remove` {seqs (ascending), bytes}, `saveState` {state}.
+/// Public for the browser tests of the store, which check it against the core's `MemoryStore`.
+#[doc(hidden)]
+pub fn store_request_to_js(request: &StoreRequest) -> JsValue {
+    match request {
+        StoreRequest::Append { records } => {
+            let records: Array = records
+                .iter()
+                .map(|record| object(&[("seq", number(record.seq)), ("data", bytes(&record.data))]))
+                .collect();
+            object(&[("kind", "append".into()), ("records", records.into())])
+        }
+        StoreRequest::Load {
+            from,
+            max_count,
+            max_bytes,
+        } => object(&[
+            ("kind", "load".into()),
+            ("from", number(*from)),
+            ("maxCount", number(*max_count as u64)),
+            ("maxBytes", number(*max_bytes as u64)),
+        ]),
+        StoreRequest::Remove { seqs, bytes } => {
+            let seqs: Array = seqs.iter().map(|seq| number(*seq)).collect();
+            object(&[
+                ("kind", "remove".into()),
+                ("seqs", seqs.into()),
+                ("bytes", number(*bytes)),
+            ])
+        }
+        StoreRequest::SaveState { state } => {
+            object(&[("kind", "saveState".into()), ("state", self::bytes(state))])
+        }
+    }
+}
+
+fn event_object(event: Event) -> JsValue {
+    match event {
+        Event::ProvisioningOperation(operation) => object(&[
+            ("kind", "provisioningOperation".into()),
+            ("id", operation.id.into()),
+            ("verificationCode", operation.verification_code.into()),
+            ("expiresAt", number(operation.expires_at)),
+        ]),
+        Event::Registered {
+            workspace_id,
+            device_id,
+        } => object(&[
+            ("kind", "registered".into()),
+            ("workspaceId", workspace_id.into()),
+            ("deviceId", device_id.into()),
+        ]),
+        Event::ProvisioningFailed(error) => object(&[
+            ("kind", "provisioningFailed".into()),
+            ("error", error.to_string().into()),
+        ]),
+        Event::ConnectionStateChanged(state) => object(&[
+            ("kind", "connectionStateChanged".into()),
+            ("state", state.as_str().into()),
+        ]),
+        Event::MessageDelivered { seq } => {
+            object(&[("kind", "messageDelivered".into()), ("seq", number(seq))])
+        }
+        Event::MessageRejected { seq, reason } => object(&[
+            ("kind", "messageRejected".into()),
+            ("seq", number(seq)),
+            ("reason", reason.to_string().into()),
+        ]),
+        Event::DesiredPropertiesChanged {
+            properties,
+            version,
+        } => object(&[
+            ("kind", "desiredPropertiesChanged".into()),
+            ("properties", properties.to_json().into()),
+            ("version", number(version)),
+        ]),
+        Event::ReportedPropertiesAcknowledged => {
+            object(&[("kind", "reportedPropertiesAcknowledged".into())])
+        }
+        Event::ReportedPropertiesRejected { status } => object(&[
+            ("kind", "reportedPropertiesRejected".into()),
+            ("status", status.into()),
+        ]),
+        Event::CloudToDeviceMessage {
+            properties,
+            payload,
+        } => object(&[
+            ("kind", "cloudToDeviceMessage".into()),
+            ("properties", properties.into()),
+            ("payload", bytes(&payload)),
+        ]),
+        Event::StoreFailed { error } => object(&[
+            ("kind", "storeFailed".into()),
+            ("error", error.to_string().into()),
+        ]),
+        Event::SavedStateDiscarded { reason } => object(&[
+            ("kind", "savedStateDiscarded".into()),
+            ("reason", reason.into()),
+        ]),
+        // `Event` is non-exhaustive: an event added later reaches the host by name only.
+        _ => object(&[("kind", "unknownEvent".into())]),
+    }
+}
+
+fn stream_options(
+    stream_group: Option<String>,
+    stream: Option<String>,
+    site_id: Option<String>,
+    compression: u8,
+) -> StreamOptions {
+    StreamOptions {
+        stream_group,
+        stream,
+        site_id,
+        compression: match compression {
+            1 => Compression::Fastest,
+            2 => Compression::SmallestSize,
+            _ => Compression::None,
+        },
+    }
+}
+
+fn store_error(quota_exceeded: bool, error: String) -> StoreError {
+    if quota_exceeded {
+        StoreError::QuotaExceeded
+    } else {
+        StoreError::Failed(error)
+    }
+}
+
+/// The pairs of a JSON object whose values are all strings.
+fn string_record(text: &str) -> Option<Vec<(String, String)>> {
+    let value = Value::parse(text.as_bytes()).ok()?;
+    value
+        .as_object()?
+        .iter()
+        .map(|(key, value)| Some((key.to_owned(), value.as_str()?.to_owned())))
+        .collect()
+}
+
+/// `object[name]`; `undefined` when it cannot be read.
+fn field(object: &JsValue, name: &str) -> JsValue {
+    Reflect::get(object, &JsValue::from_str(name)).unwrap_or_default()
+}
+
+/// The bytes of a `Uint8Array` (empty for anything else: the caller checks what it needs).
+fn bytes_of(value: &JsValue) -> Vec<u8> {
+    value
+        .dyn_ref::<Uint8Array>()
+        .map(Uint8Array::to_vec)
+        .unwrap_or_default()
+}
+
+/// A plain object with these properties.
+fn object(properties: &[(&str, JsValue)]) -> JsValue {
+    let object = Object::new();
+    for (name, value) in properties {
+        // Setting a property on a fresh plain object cannot throw.
+        let _ = Reflect::set(&object, &JsValue::from_str(name), value);
+    }
+    object.into()
+}
+
+fn number(value: u64) -> JsValue {
+    JsValue::from_f64(value as f64)
+}
+
+fn optional_number(value: Option<u64>) -> JsValue {
+    value.map_or(JsValue::NULL, number)
+}
+
+fn bytes(data: &[u8]) -> JsValue {
+    Uint8Array::from(data).into()
+}

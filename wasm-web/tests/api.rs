@@ -6,9 +6,8 @@
 
 mod common;
 
-use common::{js_object, unique};
+use common::{DeviceClient, js_object, unique};
 use js_sys::Promise;
-use vdev_web::{DeviceClient, IdbStore};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
@@ -16,10 +15,9 @@ use wasm_bindgen_test::*;
 wasm_bindgen_test_configure!(run_in_browser);
 
 async fn start_error(options: JsValue) -> String {
-    let error = DeviceClient::start(options.unchecked_into())
+    let error = DeviceClient::start(options)
         .await
         .map(|_| ())
-        .map_err(JsValue::from)
         .expect_err("start refuses these options");
     error
         .dyn_into::<js_sys::Error>()
@@ -85,23 +83,18 @@ async fn start_names_the_option_that_is_missing_or_mistyped() {
 async fn sends_of_the_wrong_type_or_after_stop_are_rejected() {
     // Port 9 (discard) on loopback: nothing answers there, and nothing leaves the machine.
     let database = unique("vdev-api");
-    let client = DeviceClient::start(
-        js_object(&[
-            ("instance", "http://127.0.0.1:9".into()),
-            ("provisioningToken", "token".into()),
-            ("database", database.clone().into()),
-        ])
-        .unchecked_into(),
-    )
+    let client = DeviceClient::start(js_object(&[
+        ("instance", "http://127.0.0.1:9".into()),
+        ("provisioningToken", "token".into()),
+        ("database", database.clone().into()),
+    ]))
     .await
-    .map_err(JsValue::from)
     .expect("the client starts");
     let compression = client
         .create_stream_sender(Some(
             js_object(&[("compression", "best".into())]).unchecked_into(),
         ))
         .map(|_| ())
-        .map_err(JsValue::from)
         .expect_err("an unknown compression is refused");
     let compression: js_sys::Error = compression.unchecked_into();
     assert!(
@@ -133,24 +126,20 @@ async fn sends_of_the_wrong_type_or_after_stop_are_rejected() {
         rejection(after.unchecked_into()).await,
         "the client is stopped"
     );
-    IdbStore::delete(&database).await.expect("deleted");
+    common::delete_database(&database).await.expect("deleted");
 }
 
 #[wasm_bindgen_test]
 async fn a_storage_failure_rejects_the_send_and_reports_the_outcome() {
     let database = unique("vdev-api");
     let (outcomes, on_outcome) = common::Recorder::new();
-    let client = DeviceClient::start(
-        js_object(&[
-            ("instance", "http://127.0.0.1:9".into()),
-            ("provisioningToken", "token".into()),
-            ("database", database.clone().into()),
-            ("onMessageOutcome", on_outcome.into()),
-        ])
-        .unchecked_into(),
-    )
+    let client = DeviceClient::start(js_object(&[
+        ("instance", "http://127.0.0.1:9".into()),
+        ("provisioningToken", "token".into()),
+        ("database", database.clone().into()),
+        ("onMessageOutcome", on_outcome.into()),
+    ]))
     .await
-    .map_err(JsValue::from)
     .expect("the client starts");
     let sender = client.create_stream_sender(None).unwrap();
     let send = |text: &str| {
@@ -161,7 +150,7 @@ async fn a_storage_failure_rejects_the_send_and_reports_the_outcome() {
     assert_eq!(send("stored").await.unwrap().as_f64(), Some(0.0));
 
     // Deleting the database closes the client's connection to it: every later transaction fails.
-    IdbStore::delete(&database).await.expect("deleted");
+    common::delete_database(&database).await.expect("deleted");
     let error: js_sys::Error = send("lost").await.expect_err("not stored").unchecked_into();
     let message = String::from(error.message());
     assert!(

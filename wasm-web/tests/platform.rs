@@ -11,11 +11,11 @@
 mod common;
 
 use common::{
-    Recorder, field_number, field_string, js_object, platform, unique, wait_until, wait_until_async,
+    DeviceClient, Recorder, StreamSender, field_number, field_string, js_object, platform, unique,
+    wait_until, wait_until_async,
 };
 use js_sys::{Promise, Reflect};
 use serde_json::{Value, json};
-use vdev_web::{DeviceClient, IdbStore, StreamSender};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
@@ -51,9 +51,8 @@ async fn start_with_token(database: &str, device_id: &str, provisioning_token: &
         ("onDesiredPropertiesChanged", on_desired.into()),
         ("onOfflineChanged", on_offline_changed.into()),
     ]);
-    let client = DeviceClient::start(options.unchecked_into())
+    let client = DeviceClient::start(options)
         .await
-        .map_err(JsValue::from)
         .expect("the client starts");
     Started {
         client,
@@ -91,7 +90,7 @@ impl Started {
     }
 
     fn connection_state(&self) -> String {
-        field_string(&self.client.statistics().into(), "connectionState").unwrap_or_default()
+        field_string(&self.client.statistics(), "connectionState").unwrap_or_default()
     }
 
     async fn wait_connected(&self) {
@@ -160,7 +159,7 @@ async fn stored_at_platform(device_id: &str) -> (Vec<String>, Vec<i64>) {
 }
 
 async fn discard(database: &str) {
-    IdbStore::delete(database)
+    common::delete_database(database)
         .await
         .expect("the database is deleted");
 }
@@ -170,11 +169,7 @@ async fn provisioning_approved_then_a_thousand_messages_arrive_in_order() {
     let (database, device_id) = (unique("vdev-order"), unique("web-order"));
     let device = start(&database, &device_id).await;
     let operation = device.operation(0).await;
-    let sender = device
-        .client
-        .create_stream_sender(None)
-        .map_err(JsValue::from)
-        .unwrap();
+    let sender = device.client.create_stream_sender(None).unwrap();
 
     // Stored while still waiting for approval: nothing can be sent yet.
     let texts = (0..1000).map(|i| format!("message {i}"));
@@ -297,7 +292,7 @@ async fn desired_properties_arrive_and_reported_properties_reach_the_platform() 
             .any(|properties| as_json(properties)["threshold"] == 7)
     })
     .await;
-    let current = as_json(&device.client.desired_properties().into());
+    let current = as_json(&device.client.desired_properties());
     assert_eq!(current["properties"]["mode"], "eco");
     assert!(current["version"].as_u64().is_some(), "{current}");
 
@@ -630,7 +625,7 @@ async fn a_revoked_registration_token_leads_to_new_provisioning_and_the_queue_su
 }
 
 fn role(device: &Started) -> String {
-    field_string(&device.client.statistics().into(), "role").unwrap_or_default()
+    field_string(&device.client.statistics(), "role").unwrap_or_default()
 }
 
 /// Starts sends of `texts` from `sender` in one turn; their promises, not awaited yet.

@@ -10,9 +10,8 @@
 
 mod common;
 
-use common::{js_object, unique};
+use common::{DeviceClient, js_object, unique};
 use js_sys::{Promise, Reflect, Uint8Array};
-use vdev_web::{DeviceClient, IdbStore};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
@@ -44,16 +43,12 @@ async fn storage_quota() -> f64 {
 
 async fn start(database: &str) -> DeviceClient {
     // Port 9 on loopback: nothing answers, so every message stays queued.
-    DeviceClient::start(
-        js_object(&[
-            ("instance", "http://127.0.0.1:9".into()),
-            ("provisioningToken", "token".into()),
-            ("database", database.into()),
-        ])
-        .unchecked_into(),
-    )
+    DeviceClient::start(js_object(&[
+        ("instance", "http://127.0.0.1:9".into()),
+        ("provisioningToken", "token".into()),
+        ("database", database.into()),
+    ]))
     .await
-    .map_err(JsValue::from)
     .expect("the client starts")
 }
 
@@ -111,5 +106,5 @@ async fn a_full_quota_rejects_the_send_with_a_clear_error_and_keeps_what_was_sto
     JsFuture::from(Promise::from(JsValue::from(again.stop())))
         .await
         .unwrap();
-    IdbStore::delete(&database).await.expect("deleted");
+    common::delete_database(&database).await.expect("deleted");
 }

@@ -1,16 +1,114 @@
-//! The IndexedDB store against the core's storage contract, in a real browser: the same
-//! requests go to `IdbStore` and to the core's reference `MemoryStore`, and what survives
-//! closing and reopening the database is checked.
+//! The IndexedDB store of the JavaScript host (`js/store.js`) against the core's storage
+//! contract, in a real browser: the same requests go to the store (as `pollOutput` hands them to
+//! the host) and to the core's reference `MemoryStore`, and what survives closing and reopening
+//! the database is checked.
 
 #![cfg(target_arch = "wasm32")]
 
 mod common;
 
+use js_sys::{Array, Reflect, Uint8Array};
 use vdev_core::{Input, MemoryStore, OutboxMeta, Record, StoreRequest};
-use vdev_web::{IdbStore, StoredContents};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
+
+/// What `openStore` found in the database, in the core's terms.
+struct StoredContents {
+    meta: OutboxMeta,
+    state: Option<Vec<u8>>,
+}
+
+/// The store object of `js/store.js`, spoken to in the core's requests and answers.
+struct JsStore(common::Store);
+
+impl JsStore {
+    /// `openStore(name)`: the store and what the database holds.
+    async fn open(name: &str) -> Result<(JsStore, StoredContents), JsValue> {
+        let opened = JsFuture::from(common::open_store(name)).await?;
+        let store: common::Store = get(&opened, "store").unchecked_into();
+        let contents = get(&opened, "contents");
+        let state = get(&contents, "state");
+        let contents = StoredContents {
+            meta: OutboxMeta {
+                origin: get(&contents, "origin")
+                    .as_string()
+                    .expect("origin is a string"),
+                next_seq: count(&contents, "nextSeq"),
+                count: count(&contents, "count"),
+                bytes: count(&contents, "bytes"),
+            },
+            state: (!state.is_undefined()).then(|| bytes(&state, "state")),
+        };
+        Ok((JsStore(store), contents))
+    }
+
+    fn name(&self) -> String {
+        self.0.name()
+    }
+
+    fn close(&self) {
+        self.0.close();
+    }
+
+    /// `store.execute(requests)`, the requests converted as `pollOutput` gives them and the
+    /// answers back into the core's inputs.
+    async fn execute(&self, requests: &[StoreRequest]) -> Result<Vec<Input<'static>>, JsValue> {
+        let requests: Array = requests.iter().map(vdev_web::store_request_to_js).collect();
+        let answers = JsFuture::from(self.0.execute(&requests)).await?;
+        let answers: Array = answers.dyn_into().expect("the answers are an array");
+        Ok(answers.iter().map(|answer| core_input(&answer)).collect())
+    }
+}
+
+/// An answer of `store.execute` as the core's input; panics on anything the contract does not
+/// allow, so that the comparison with `MemoryStore` cannot pass by a lenient conversion.
+fn core_input(answer: &JsValue) -> Input<'static> {
+    let kind = get(answer, "kind").as_string();
+    match kind.as_deref() {
+        Some("appended") => Input::Appended {
+            first: count(answer, "first"),
+            last: count(answer, "last"),
+        },
+        Some("loaded") => {
+            let records: Array = get(answer, "records")
+                .dyn_into()
+                .expect("loaded records are an array");
+            let records = records
+                .iter()
+                .map(|record| Record {
+                    seq: count(&record, "seq"),
+                    data: bytes(&get(&record, "data"), "data"),
+                })
+                .collect();
+            Input::Loaded { records }
+        }
+        _ => panic!("not an answer of the storage contract: {answer:?}"),
+    }
+}
+
+fn get(object: &JsValue, name: &str) -> JsValue {
+    Reflect::get(object, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// A non-negative integer field (sequence number, count, size).
+fn count(object: &JsValue, name: &str) -> u64 {
+    let value = get(object, name).as_f64();
+    match value {
+        Some(n) if n >= 0.0 && n.fract() == 0.0 => n as u64,
+        _ => panic!("{name} is not a count: {value:?} in {object:?}"),
+    }
+}
+
+/// A `Uint8Array` field's bytes.
+fn bytes(value: &JsValue, what: &str) -> Vec<u8> {
+    value
+        .dyn_ref::<Uint8Array>()
+        .unwrap_or_else(|| panic!("{what} is not a Uint8Array: {value:?}"))
+        .to_vec()
+}
 
 fn records(seqs: std::ops::Range<u64>, size: usize) -> Vec<Record> {
     seqs.map(|seq| Record {
@@ -45,22 +143,22 @@ fn loaded_seqs(answers: &[Input<'static>]) -> Vec<Vec<u64>> {
 }
 
 /// Opens a fresh database with a unique name.
-async fn fresh() -> (IdbStore, StoredContents) {
-    IdbStore::open(&common::unique("vdev-store-test"))
+async fn fresh() -> (JsStore, StoredContents) {
+    JsStore::open(&common::unique("vdev-store-test"))
         .await
         .expect("a new database opens")
 }
 
-async fn reopen(store: IdbStore) -> (IdbStore, StoredContents) {
-    let name = store.name().to_owned();
+async fn reopen(store: JsStore) -> (JsStore, StoredContents) {
+    let name = store.name();
     store.close();
-    IdbStore::open(&name).await.expect("the database reopens")
+    JsStore::open(&name).await.expect("the database reopens")
 }
 
-async fn discard(store: IdbStore) {
-    let name = store.name().to_owned();
+async fn discard(store: JsStore) {
+    let name = store.name();
     store.close();
-    IdbStore::delete(&name)
+    common::delete_database(&name)
         .await
         .expect("the database is deleted");
 }
@@ -230,7 +328,7 @@ async fn a_batch_sees_its_own_appends_and_removes() {
 async fn a_record_that_is_not_bytes_loads_as_empty_for_the_core_to_reject() {
     // Something other than this store wrote a string under a sequence number.
     let (store, _) = fresh().await;
-    let name = store.name().to_owned();
+    let name = store.name();
     store.execute(&[append(0..2, 3)]).await.unwrap();
     store.close();
     let factory = idb::Factory::new().unwrap();
@@ -251,7 +349,7 @@ async fn a_record_that_is_not_bytes_loads_as_empty_for_the_core_to_reject() {
     transaction.commit().unwrap().await.unwrap();
     database.close();
 
-    let (store, _) = IdbStore::open(&name).await.unwrap();
+    let (store, _) = JsStore::open(&name).await.unwrap();
     let answers = store.execute(&[load(0, 10, 100)]).await.unwrap();
     let mut expected = records(0..2, 3);
     expected[0].data.clear();

@@ -1,17 +1,174 @@
-//! Helpers shared by the browser tests: the Platform the test script started, its admin API
-//! through `fetch`, bounded polling, and recorders for the client's callbacks.
+//! Helpers shared by the browser tests: the JavaScript host reached through wasm-bindgen imports
+//! of `wasm-web/js/` (the same modules the npm package bundles), the Platform the test script
+//! started, its admin API through `fetch`, bounded polling, and recorders for the client's
+//! callbacks.
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use gloo_timers::future::TimeoutFuture;
-use js_sys::{Function, Reflect};
+use js_sys::{Function, Object, Promise, Reflect};
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Request, RequestInit, Response};
+
+// The public API of `js/client.js`, as an app sees it (`vdev_web.d.ts`).
+#[wasm_bindgen(module = "/js/client.js")]
+extern "C" {
+    /// A device: provisions itself, keeps a durable queue in IndexedDB, forwards it in order.
+    pub type DeviceClient;
+
+    /// `DeviceClient.start(options)` as it is, without `provideCore` first (tests/init.rs);
+    /// the other suites call [`DeviceClient::start`].
+    #[wasm_bindgen(static_method_of = DeviceClient, js_name = start)]
+    pub fn start_promise(options: &JsValue) -> Promise;
+
+    /// A sender for one stream; throws for invalid options.
+    #[wasm_bindgen(method, catch, js_name = createStreamSender)]
+    pub fn create_stream_sender(
+        this: &DeviceClient,
+        options: Option<Object>,
+    ) -> Result<StreamSender, JsValue>;
+
+    #[wasm_bindgen(method, js_name = pendingMessagesCount)]
+    pub fn pending_messages_count(this: &DeviceClient) -> f64;
+
+    #[wasm_bindgen(method)]
+    pub fn statistics(this: &DeviceClient) -> JsValue;
+
+    #[wasm_bindgen(method, js_name = desiredProperties)]
+    pub fn desired_properties(this: &DeviceClient) -> JsValue;
+
+    #[wasm_bindgen(method, js_name = updateReportedProperties)]
+    pub fn update_reported_properties(this: &DeviceClient, patch: JsValue) -> Promise;
+
+    #[wasm_bindgen(method, js_name = waitEnqueuedMessagesSent)]
+    pub fn wait_enqueued_messages_sent(this: &DeviceClient) -> Promise;
+
+    #[wasm_bindgen(method, js_name = setOffline)]
+    pub fn set_offline(this: &DeviceClient, offline: bool);
+
+    #[wasm_bindgen(method, getter)]
+    pub fn offline(this: &DeviceClient) -> bool;
+
+    #[wasm_bindgen(method, getter, js_name = deviceId)]
+    pub fn device_id(this: &DeviceClient) -> Option<String>;
+
+    #[wasm_bindgen(method, getter, js_name = workspaceId)]
+    pub fn workspace_id(this: &DeviceClient) -> Option<String>;
+
+    #[wasm_bindgen(method)]
+    pub fn stop(this: &DeviceClient) -> Promise;
+
+    /// Sends messages to one stream.
+    pub type StreamSender;
+
+    #[wasm_bindgen(method, js_name = sendMessage)]
+    pub fn send_message(this: &StreamSender, payload: JsValue, options: Option<Object>) -> Promise;
+
+    #[wasm_bindgen(method, js_name = enqueueBatchCompletion)]
+    pub fn enqueue_batch_completion(this: &StreamSender, batch_id: &str) -> Promise;
+
+    #[wasm_bindgen(method, js_name = enqueueMessageCompletion)]
+    pub fn enqueue_message_completion(
+        this: &StreamSender,
+        batch_id: &str,
+        message_id: &str,
+    ) -> Promise;
+
+    /// Hands the host the factory of the wasm `Core` (what the package's `index.js` does).
+    #[wasm_bindgen(js_name = provideCore)]
+    fn provide_core(make_core: &Function);
+}
+
+impl DeviceClient {
+    /// `DeviceClient.start(options)`, after handing the host this test binary's `Core`.
+    pub async fn start(options: JsValue) -> Result<DeviceClient, JsValue> {
+        provide_core_once();
+        let client = JsFuture::from(DeviceClient::start_promise(&options)).await?;
+        Ok(client.unchecked_into())
+    }
+}
+
+thread_local! {
+    static CORE_PROVIDED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Calls `provideCore` once with a factory of `vdev_web::Core`: the test binary links vdev-web,
+/// so its `Core` class is the one the npm package's wasm module exports.
+fn provide_core_once() {
+    if CORE_PROVIDED.replace(true) {
+        return;
+    }
+    let make_core = Closure::<dyn Fn(JsValue) -> JsValue>::new(|options: JsValue| {
+        match vdev_web::Core::new(&options) {
+            Ok(core) => JsValue::from(core),
+            // `new Core(options)` throws; so does the factory.
+            Err(error) => wasm_bindgen::throw_val(error.into()),
+        }
+    });
+    provide_core(make_core.as_ref().unchecked_ref());
+    // The host keeps the factory for the life of the page.
+    make_core.forget();
+}
+
+// `js/store.js`: the outbox store over IndexedDB.
+#[wasm_bindgen(module = "/js/store.js")]
+extern "C" {
+    /// Resolves to `{ store, contents }`.
+    #[wasm_bindgen(js_name = openStore)]
+    pub fn open_store(name: &str) -> Promise;
+
+    #[wasm_bindgen(js_name = deleteStore)]
+    fn delete_store(name: &str) -> Promise;
+}
+
+// The store object `openStore` gives (a class `store.js` does not export: no module here, and
+// every call is a plain property access on the object).
+#[wasm_bindgen]
+extern "C" {
+    pub type Store;
+
+    /// Resolves to the answers once the transaction committed.
+    #[wasm_bindgen(method)]
+    pub fn execute(this: &Store, requests: &js_sys::Array) -> Promise;
+
+    #[wasm_bindgen(method, getter)]
+    pub fn name(this: &Store) -> String;
+
+    #[wasm_bindgen(method)]
+    pub fn close(this: &Store);
+}
+
+/// Deletes the IndexedDB database `name` through the host's `deleteStore`.
+pub async fn delete_database(name: &str) -> Result<(), JsValue> {
+    JsFuture::from(delete_store(name)).await.map(drop)
+}
+
+// wasm-bindgen copies into the test's `snippets/` folder only the files named in a
+// `module = "..."` attribute, not the files those import. client.js and store.js import their
+// siblings by relative path (`./io.js`, ...), so every module of js/ is named here to land beside
+// them. An import that no test calls is enough: the file is copied and nothing else happens.
+#[wasm_bindgen(module = "/js/io.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = describe)]
+    fn io_describe(error: &JsValue) -> String;
+}
+#[wasm_bindgen(module = "/js/device.js")]
+extern "C" {
+    type Driver;
+}
+#[wasm_bindgen(module = "/js/tabs.js")]
+extern "C" {
+    type Coordinator;
+}
+#[wasm_bindgen(module = "/js/timer.js")]
+extern "C" {
+    type WakeTimer;
+}
 
 /// The `vdev-platform` that `wasm-web/scripts/test.sh` started, as baked in at compile time.
 pub struct Platform {

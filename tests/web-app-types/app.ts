@@ -1,0 +1,182 @@
+// An app that uses the whole public API of vdev-web, type-checked (never run) by run.sh with
+// `tsc --strict` against the hand-written wasm-web/js/vdev_web.d.ts. Each `@ts-expect-error`
+// line is a wrong usage the types must refuse: if a type turned into `any` (or lost a member),
+// tsc reports the directive as unused and the test fails.
+import init, {
+    initSync,
+    DeviceClient,
+    StreamSender,
+    type CloudToDeviceMessage,
+    type Compression,
+    type ConnectionState,
+    type DesiredProperties,
+    type InitInput,
+    type InitOutput,
+    type MessageOptions,
+    type MessageOutcome,
+    type ProvisioningOperation,
+    type StartOptions,
+    type Statistics,
+    type StreamSenderOptions,
+    type SyncInitInput,
+} from "vdev-web";
+
+// Exact types: `Equal<A, B>` is `true` only when A and B are the same type (an `any` on either
+// side makes it false), so `expectType<Equal<...>>(true)` fails for a loosened type.
+type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
+function expectType<T extends true>(_proof: T): void {}
+
+export async function initialise(wasmBytes: ArrayBuffer, module: WebAssembly.Module): Promise<void> {
+    const output: InitOutput = await init();
+    const memory: WebAssembly.Memory = output.memory;
+    await init({ module_or_path: new URL("./vdev_web_bg.wasm", import.meta.url) });
+    await init({ module_or_path: fetch("/assets/vdev_web_bg.wasm") });
+    await init("/assets/vdev_web_bg.wasm");
+    await init(module);
+    const input: InitInput = wasmBytes;
+    await init({ module_or_path: Promise.resolve(input) });
+    const syncInput: SyncInitInput = new Uint8Array(wasmBytes);
+    const synced: InitOutput = initSync({ module: syncInput });
+    initSync(module);
+    void [memory, synced];
+
+    // (WebAssembly.Module is an empty interface, so almost any object passes for one: the
+    // wrong usages below are the ones a type can catch.)
+    // @ts-expect-error init takes a module or its location, not null
+    await init(null);
+    // @ts-expect-error initSync needs the module: it cannot fetch
+    initSync();
+    // @ts-expect-error initSync instantiates synchronously: no promise
+    const pendingInit: Promise<InitOutput> = initSync(module);
+    // @ts-expect-error init returns a promise
+    const notAwaited: InitOutput = init();
+    // @ts-expect-error the raw exports of the wasm module are not part of the API
+    output.__wbindgen_malloc(1, 1);
+    void [pendingInit, notAwaited];
+}
+
+export async function run(): Promise<void> {
+    const seen: string[] = [];
+    const options: StartOptions = {
+        instance: "http://127.0.0.1:8080",
+        provisioningToken: "token",
+        deviceId: "thermostat-7",
+        database: "vdev-thermostat-7",
+        provisioningParameters: { room: "kitchen", floor: "1" },
+        onProvisioningOperation: (operation: ProvisioningOperation) => {
+            const expiresAt: number = operation.expiresAt;
+            seen.push(operation.id, operation.verificationCode, String(expiresAt));
+        },
+        onProvisioningFailed: (error: string) => seen.push(error),
+        onDesiredPropertiesChanged: (properties: Record<string, unknown>, version: number) => {
+            seen.push(`${Object.keys(properties).length}@${version}`);
+        },
+        onConnectionStateChanged: (state: ConnectionState) => seen.push(state),
+        onMessageOutcome: (outcome: MessageOutcome) => {
+            if (outcome.status === "rejected") {
+                const reason: string = outcome.reason; // only a rejection has a reason
+                seen.push(`${outcome.sequence}: ${reason}`);
+            } else {
+                // @ts-expect-error a delivered outcome has no reason
+                void outcome.reason;
+            }
+        },
+        onCloudToDeviceMessage: (message: CloudToDeviceMessage) => {
+            const payload: Uint8Array = message.payload;
+            seen.push(message.properties, String(payload.byteLength));
+        },
+        onOfflineChanged: (offline: boolean) => seen.push(offline ? "offline" : "online"),
+    };
+    const client: DeviceClient = await DeviceClient.start(options);
+    // The smallest start: only the required options.
+    const second = await DeviceClient.start({ instance: "example.com", provisioningToken: "t", database: "d" });
+    expectType<Equal<typeof second, DeviceClient>>(true);
+
+    const compression: Compression = "smallestSize";
+    const senderOptions: StreamSenderOptions = { streamGroup: "home", stream: "temperature", siteId: "s1", compression };
+    const sender: StreamSender = client.createStreamSender(senderOptions);
+    const defaults: StreamSender = client.createStreamSender();
+    client.createStreamSender(null);
+    client.createStreamSender({ compression: "none" });
+    client.createStreamSender({ compression: "fastest" });
+
+    const sequence: number = await sender.sendMessage(JSON.stringify({ celsius: 21.5 }));
+    const messageOptions: MessageOptions = { batchId: "b1", messageId: "m1", batchSliceId: "s1", chunkId: "c1" };
+    await sender.sendMessage(new Uint8Array([1, 2, 3]), messageOptions);
+    await defaults.sendMessage("plain", null);
+    const batchDone: number = await sender.enqueueBatchCompletion("b1");
+    const messageDone: number = await sender.enqueueMessageCompletion("b1", "m1");
+    expectType<Equal<ReturnType<StreamSender["sendMessage"]>, Promise<number>>>(true);
+
+    const desired: DesiredProperties = client.desiredProperties();
+    const version: number | null = desired.version;
+    const properties: Record<string, unknown> = desired.properties;
+    await client.updateReportedProperties({ firmware: "1.2.3", obsolete: null, nested: { a: 1 } });
+
+    const statistics: Statistics = client.statistics();
+    const pending: number = statistics.pendingCount + statistics.pendingBytes + statistics.windowRecords;
+    const oldest: number | null = statistics.oldestEnqueuedAt;
+    const state: ConnectionState = statistics.connectionState;
+    const role: "owner" | "follower" = statistics.role;
+    const statisticsOffline: boolean = statistics.offline;
+    const count: number = client.pendingMessagesCount();
+
+    client.setOffline(true);
+    const offline: boolean = client.offline;
+    client.setOffline(false);
+    const deviceId: string | undefined = client.deviceId;
+    const workspaceId: string | undefined = client.workspaceId;
+    await client.waitEnqueuedMessagesSent();
+    await client.stop();
+    await second.stop();
+    void [sequence, batchDone, messageDone, version, properties, pending, oldest, state, role];
+    void [statisticsOffline, count, offline, deviceId, workspaceId];
+}
+
+export async function wrongUsages(client: DeviceClient, sender: StreamSender): Promise<void> {
+    // @ts-expect-error the database is required
+    await DeviceClient.start({ instance: "example.com", provisioningToken: "t" });
+    // @ts-expect-error an unknown option is refused (a typo of `database`)
+    await DeviceClient.start({ instance: "example.com", provisioningToken: "t", database: "d", databse: "d" });
+    // @ts-expect-error provisioning parameters are strings
+    await DeviceClient.start({ instance: "i", provisioningToken: "t", database: "d", provisioningParameters: { n: 1 } });
+    // @ts-expect-error a callback gets the state, a string union, not a number
+    await DeviceClient.start({ instance: "i", provisioningToken: "t", database: "d", onConnectionStateChanged: (s: number) => s });
+    // @ts-expect-error the constructor is private: DeviceClient.start makes clients
+    new DeviceClient();
+    // @ts-expect-error StreamSender's constructor is private: createStreamSender makes senders
+    new StreamSender();
+    // @ts-expect-error "gzip" is not a compression
+    client.createStreamSender({ compression: "gzip" });
+    // @ts-expect-error a payload is a string or a Uint8Array
+    await sender.sendMessage(42);
+    // @ts-expect-error an ArrayBuffer is not a payload (wrap it in a Uint8Array)
+    await sender.sendMessage(new ArrayBuffer(4));
+    // @ts-expect-error message ids are strings
+    await sender.sendMessage("x", { batchId: 1 });
+    // @ts-expect-error a message completion names its batch and its message
+    await sender.enqueueMessageCompletion("b1");
+    // @ts-expect-error the sequence number is a number
+    const sequence: string = await sender.enqueueBatchCompletion("b1");
+    // @ts-expect-error the reported properties are an object (a JSON merge patch)
+    await client.updateReportedProperties("firmware=1.2.3");
+    // @ts-expect-error setOffline takes a boolean
+    client.setOffline("yes");
+    // @ts-expect-error offline is read-only (setOffline changes it)
+    client.offline = true;
+    // @ts-expect-error deviceId is read-only
+    client.deviceId = "other";
+    // @ts-expect-error the role is "owner" or "follower"
+    const role: "leader" = client.statistics().role;
+    // @ts-expect-error the version may be null before the first fetch
+    const version: number = client.desiredProperties().version;
+    // @ts-expect-error the desired properties are unknown until checked
+    const celsius: number = client.desiredProperties().properties.celsius;
+    // @ts-expect-error stop resolves to nothing
+    const stopped: boolean = await client.stop();
+    // @ts-expect-error the wasm-bindgen internals are not part of the API
+    client.free();
+    // @ts-expect-error no such method
+    client.send("hello");
+    void [sequence, role, version, celsius, stopped];
+}

@@ -1,0 +1,375 @@
+// The driver: owns the wasm `Core` (vdev-core's device) and does its I/O.
+//
+// Everything that can happen — a call of the app, a WebSocket event, a `fetch` answer, a
+// finished IndexedDB transaction, the timer, the network going away or coming back — is fed to
+// the core as an input with `now`, and the core's outputs are performed until it names its next
+// deadline. After a burst of such wakes (one microtask later) the queued storage requests go to
+// IndexedDB as ONE transaction, the timer is armed and the waiting promises whose condition now
+// holds are settled. No protocol decision is made here.
+//
+// Offline: the device is offline while the browser says so (`navigator.onLine` at start, then
+// its `offline`/`online` events) or the app says so (`setOffline(true)`). Only changes of that
+// combined flag reach the core (`networkLost`/`networkAvailable`); an `online` event while
+// already online still tells the core to skip its backoff delay.
+
+import { closeSocket, describe, openSocket, perform } from "./io.js";
+import { WakeTimer } from "./timer.js";
+
+/** How long to wait before running storage requests again after a failed transaction. */
+const STORE_RETRY_MS = 1000;
+
+const QUOTA_TEXT =
+  "the browser's storage quota for this site is exhausted (QuotaExceededError); messages stored before are kept";
+
+/** The error of every call made after `stop()`; `stopped` lets a forwarded call go to the next owner. */
+export function stoppedError() {
+  const error = new Error("the client is stopped");
+  error.stopped = true;
+  return error;
+}
+
+/** What a `StoreFailure` means for a message that was not stored. */
+const notStored = (failure) =>
+  new Error(`message not stored: ${failure.quotaExceeded ? QUOTA_TEXT : `storage failed: ${failure.message}`}`);
+
+/** A promise with its resolve and reject functions. */
+export function deferred() {
+  let settle;
+  const promise = new Promise((resolve, reject) => (settle = { resolve, reject }));
+  return Object.assign(promise, settle);
+}
+
+export class Driver {
+  /**
+   * `tell(name, args)` calls the app's callback `name` (and mirrors it to other tabs);
+   * `settled()` is called after every burst of work (the figures may have changed).
+   */
+  constructor(core, store, tell, settled) {
+    this.core = core;
+    this.store = store;
+    this.tell = tell;
+    this.settled = settled;
+    this.sockets = new Map();
+    this.deadline = null;
+    this.timer = new WakeTimer(() => this.wake((now) => core.timeout(now)));
+    // Storage requests not yet handed to IndexedDB, in the order the core emitted them.
+    this.storeQueue = [];
+    this.storeRunning = false;
+    this.storeRetry = undefined;
+    // Storage requests emitted so far, and how many of the first ones are settled (committed or
+    // failed for good): a reported-properties update resolves once its requests are.
+    this.emitted = 0;
+    this.committed = 0;
+    this.durable = new Map(); // seq -> deferred, resolved once its append committed
+    this.savedWaiters = []; // [ticket, deferred]
+    this.sentWaiters = [];
+    this.stopWaiters = [];
+    this.stopping = false;
+    this.browserOffline = globalThis.navigator?.onLine === false;
+    this.appOffline = false;
+    if (this.browserOffline) core.networkLost(Date.now());
+    this.drain();
+    this.settle();
+  }
+
+  get offline() {
+    return this.browserOffline || this.appOffline;
+  }
+
+  /** Feeds one input to the core (`input(now)`), performs its outputs, settles after the burst. */
+  wake(input) {
+    if (this.finished) return;
+    input(Date.now());
+    this.drain();
+    if (!this.scheduled) {
+      this.scheduled = true;
+      queueMicrotask(() => {
+        this.scheduled = false;
+        this.settle();
+      });
+    }
+  }
+
+  /** Queues a message or marker; resolves to its sequence number once it is durable. */
+  send(stream, what) {
+    if (this.stopping) return Promise.reject(stoppedError());
+    const waiter = deferred();
+    this.wake((now) => {
+      let seq;
+      try {
+        seq =
+          what.kind === "message"
+            ? this.core.send(now, what.payload, stream.streamGroup, stream.stream, stream.siteId,
+                stream.compression, what.batchId, what.messageId, what.batchSliceId, what.chunkId)
+            : what.kind === "batchCompletion"
+              ? this.core.enqueueBatchCompletion(now, stream.streamGroup, stream.stream, stream.siteId, what.batchId)
+              : this.core.enqueueMessageCompletion(now, stream.streamGroup, stream.stream, stream.siteId,
+                  what.batchId, what.messageId);
+      } catch (error) {
+        return waiter.reject(new Error(`message refused: ${error.message}`));
+      }
+      this.durable.set(seq, waiter);
+    });
+    return waiter;
+  }
+
+  /** Merges a patch (JSON text) into the reported properties; resolves once it is saved. */
+  updateReported(patch) {
+    if (this.stopping) return Promise.reject(stoppedError());
+    const waiter = deferred();
+    this.wake((now) => {
+      try {
+        this.core.updateReportedProperties(now, patch);
+      } catch (error) {
+        return waiter.reject(new Error(error.message));
+      }
+      // The saved state is among the requests this change emits: resolve when everything
+      // emitted up to then has committed.
+      this.drain();
+      this.savedWaiters.push([this.emitted, waiter]);
+    });
+    return waiter;
+  }
+
+  /** Resolves once no message is pending. */
+  waitSent() {
+    if (this.stopping) return Promise.reject(stoppedError());
+    const waiter = deferred();
+    this.sentWaiters.push(waiter);
+    this.wake(() => {});
+    return waiter;
+  }
+
+  /** The app says the device is offline (`true`) or lets the browser decide (`false`). */
+  setOffline(offline) {
+    // Setting the same value again changes nothing (and skips no backoff).
+    if (offline !== this.appOffline) this.wake((now) => this.networkChanged(now, this.browserOffline, offline));
+  }
+
+  /** The browser's `online` (`true`) or `offline` (`false`) event. */
+  browserNetwork(online) {
+    this.wake((now) => this.networkChanged(now, !online, this.appOffline));
+  }
+
+  networkChanged(now, browserOffline, appOffline) {
+    const wasOffline = this.offline;
+    this.browserOffline = browserOffline;
+    this.appOffline = appOffline;
+    if (this.offline && !wasOffline) this.core.networkLost(now);
+    // Also when it was online already: an `online` event means "try now".
+    else if (!this.offline) this.core.networkAvailable(now);
+    if (this.offline !== wasOffline) this.tell("onOfflineChanged", [this.offline]);
+  }
+
+  /** Stops the device, finishes storage work and closes everything. */
+  stop() {
+    if (this.finished) return Promise.resolve();
+    const waiter = deferred();
+    this.stopWaiters.push(waiter);
+    this.stopping = true;
+    this.wake((now) => this.core.stop(now));
+    return waiter;
+  }
+
+  /** Performs every output until the core names its next deadline. */
+  drain() {
+    for (;;) {
+      const output = this.core.pollOutput();
+      switch (output.kind) {
+        case "timeout":
+          this.deadline = output.deadline;
+          return;
+        case "append":
+        case "remove":
+        case "load":
+        case "saveState":
+          this.emitted++;
+          this.storeQueue.push(output);
+          break;
+        case "http":
+          perform(output, Date.now()).then(
+            (response) =>
+              this.wake((now) =>
+                this.core.httpResponse(now, output.id, response.status, response.retryAfter, response.body),
+              ),
+            (error) => this.wake((now) => this.core.httpFailed(now, output.id, error)),
+          );
+          break;
+        case "connect":
+          this.connect(output.conn, output.url);
+          break;
+        case "transmit": {
+          const socket = this.sockets.get(output.conn);
+          try {
+            socket?.send(output.bytes);
+          } catch (error) {
+            this.forget(output.conn);
+            this.core.closed(Date.now(), output.conn, `websocket send failed: ${describe(error)}`);
+          }
+          break;
+        }
+        case "close":
+          this.forget(output.conn);
+          break;
+        default:
+          this.event(output);
+      }
+    }
+  }
+
+  connect(conn, url) {
+    const closed = (reason) =>
+      this.wake((now) => {
+        this.sockets.delete(conn);
+        this.core.closed(now, conn, reason);
+      });
+    try {
+      if (!url) throw "a browser can only use websocket, not tcp or tls";
+      this.sockets.set(
+        conn,
+        openSocket(url, {
+          open: () => this.wake((now) => this.core.connected(now, conn)),
+          data: (bytes) => this.wake((now) => this.core.received(now, conn, bytes)),
+          closed,
+        }),
+      );
+    } catch (reason) {
+      // Reported like any other failed connection, on the next turn.
+      queueMicrotask(() => closed(String(reason)));
+    }
+  }
+
+  forget(conn) {
+    const socket = this.sockets.get(conn);
+    if (socket) {
+      this.sockets.delete(conn);
+      closeSocket(socket);
+    }
+  }
+
+  /** Tells the app about an event of the core. */
+  event(event) {
+    switch (event.kind) {
+      case "provisioningOperation":
+        return this.tell("onProvisioningOperation", [
+          { id: event.id, verificationCode: event.verificationCode, expiresAt: event.expiresAt },
+        ]);
+      case "provisioningFailed":
+        return this.tell("onProvisioningFailed", [event.error]);
+      case "connectionStateChanged":
+        return this.tell("onConnectionStateChanged", [event.state]);
+      case "messageDelivered":
+        return this.tell("onMessageOutcome", [{ sequence: event.seq, status: "delivered" }]);
+      case "messageRejected":
+        return this.tell("onMessageOutcome", [{ sequence: event.seq, status: "rejected", reason: event.reason }]);
+      case "desiredPropertiesChanged":
+        return this.tell("onDesiredPropertiesChanged", [JSON.parse(event.properties), event.version]);
+      case "cloudToDeviceMessage":
+        return this.tell("onCloudToDeviceMessage", [{ properties: event.properties, payload: event.payload }]);
+      case "savedStateDiscarded":
+        return console.error("vdev:", `saved device state was unreadable and replaced: ${event.reason}`);
+      case "storeFailed":
+        return console.error("vdev:", `reading queued messages from IndexedDB failed (retrying): ${event.error}`);
+      // `registered` shows in the getters; reported-property acknowledgements have no callback.
+    }
+  }
+
+  /** After a burst of wakes: start a storage transaction, arm the timer, settle the waiters. */
+  settle() {
+    if (this.finished) return;
+    this.flushStore();
+    this.timer.ensure(this.deadline, Date.now());
+    if (this.core.stats().pendingCount === 0) this.sentWaiters.splice(0).forEach((w) => w.resolve());
+    this.savedWaiters = this.savedWaiters.filter(([ticket, waiter]) => ticket > this.committed || waiter.resolve());
+    this.settled();
+    // A stopping device whose storage keeps failing gives up rather than hang `stop()`.
+    if (this.stopWaiters.length && !this.storeRunning && (!this.storeQueue.length || this.storeRetry)) this.finish();
+  }
+
+  finish() {
+    this.finished = true;
+    for (const conn of [...this.sockets.keys()]) this.forget(conn);
+    this.timer.disarm();
+    clearTimeout(this.storeRetry);
+    this.store.close();
+    this.stopWaiters.forEach((w) => w.resolve());
+    for (const waiter of [...this.durable.values(), ...this.savedWaiters.map(([, w]) => w), ...this.sentWaiters]) {
+      waiter.reject(stoppedError());
+    }
+  }
+
+  flushStore() {
+    if (this.storeRunning || this.storeRetry || !this.storeQueue.length) return;
+    this.storeRunning = true;
+    const requests = this.storeQueue.splice(0);
+    const through = this.emitted;
+    this.store.execute(requests).then(
+      (answers) => this.wake((now) => this.stored(now, requests, through, answers)),
+      (failure) => this.wake((now) => this.storeFailed(now, requests, through, failure)),
+    );
+  }
+
+  stored(now, requests, through, answers) {
+    this.storeRunning = false;
+    this.committed = through;
+    for (const answer of answers) {
+      if (answer.kind === "appended") {
+        this.takeDurable(answer.first, answer.last, (waiter, seq) => waiter.resolve(seq));
+        this.core.appended(now, answer.first, answer.last);
+      } else {
+        this.core.loaded(now, answer.records);
+      }
+    }
+  }
+
+  storeFailed(now, requests, through, failure) {
+    this.storeRunning = false;
+    console.error("vdev:", `storage transaction failed: storage failed: ${failure.message}`);
+    // The appends are lost (the core rejects those messages) and a load is the core's to
+    // retry; removals and the saved state run again in order, ahead of newer requests, after a
+    // pause.
+    const retry = [];
+    for (const request of requests) {
+      if (request.kind === "append") {
+        const records = request.records;
+        if (!records.length) continue;
+        const [first, last] = [records[0].seq, records[records.length - 1].seq];
+        this.takeDurable(first, last, (waiter) => waiter.reject(notStored(failure)));
+        this.core.appendFailed(now, first, last, failure.quotaExceeded, failure.message);
+      } else if (request.kind === "load") {
+        this.core.loadFailed(now, failure.quotaExceeded, failure.message);
+      } else {
+        retry.push(request);
+      }
+    }
+    if (!retry.length) {
+      this.committed = through;
+    } else {
+      this.storeQueue.unshift(...retry);
+      this.storeRetry = setTimeout(() => this.wake(() => (this.storeRetry = undefined)), STORE_RETRY_MS);
+    }
+  }
+
+  takeDurable(first, last, settle) {
+    for (let seq = first; seq <= last; seq++) {
+      const waiter = this.durable.get(seq);
+      if (waiter) {
+        this.durable.delete(seq);
+        settle(waiter, seq);
+      }
+    }
+  }
+
+  /** The figures the getters show (and followers are told). */
+  snapshot() {
+    const core = this.core;
+    return {
+      ...core.stats(),
+      offline: this.offline,
+      workspaceId: core.workspaceId() ?? null,
+      deviceId: core.deviceId() ?? null,
+      desired: core.desiredProperties(),
+      desiredVersion: core.desiredVersion() ?? null,
+    };
+  }
+}

@@ -1,0 +1,236 @@
+// The browser's outbox store: the core's storage contract (its `append`, `remove`, `load` and
+// `saveState` requests) kept in one IndexedDB database.
+//
+// Layout (database version 1):
+// - object store `records`: key = sequence number, value = the record's bytes (Uint8Array);
+// - object store `meta`: `origin` (made once from random bytes when the database is created),
+//   `nextSeq` (the high-water mark, kept after records are removed), `bytes` (total size of the
+//   stored records, so that opening a large backlog needs no scan) and `state` (the core's blob).
+//
+// `execute` runs a whole batch of requests in ONE readwrite transaction and resolves only once
+// it has committed, so an `appended` answer means durable. Inside a transaction nothing but
+// IndexedDB requests is awaited (it commits by itself as soon as it has no pending request);
+// promise continuations run as microtasks of the request's event, while it is still active.
+
+import { describe } from "./io.js";
+
+const RECORDS = "records";
+const META = "meta";
+
+/** Why a storage transaction failed; nothing of its batch was stored. */
+export class StoreFailure extends Error {
+  constructor(error) {
+    super(error ? describe(error) : "transaction aborted");
+    // Read as "storage failed: <why>", as the core words a store error.
+    this.name = "storage failed";
+    this.quotaExceeded = error?.name === "QuotaExceededError";
+  }
+}
+
+/** A request's result, or its error. */
+const done = (request) =>
+  new Promise((resolve, reject) => {
+    request.onsuccess = () => resolve(request.result);
+    request.onerror = () => reject(request.error);
+  });
+
+/** A stored count, high-water mark or size; 0 when absent or not a count. */
+const count = (value) => (Number.isFinite(value) && value >= 0 ? value : 0);
+
+/** 32 hex digits from 16 random bytes: a store's origin id, a tab's id. */
+export const randomId = () =>
+  Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+
+function factory() {
+  const indexedDB = globalThis.indexedDB;
+  if (!indexedDB) throw new Error("indexeddb is unavailable: this environment has no indexedDB");
+  return indexedDB;
+}
+
+/**
+ * Opens (creating on first use) the database `name`. Resolves to `{ store, contents }`,
+ * `contents` being `{ origin, nextSeq, bytes, count, state }` (what the core is made from).
+ */
+export async function openStore(name) {
+  const failed = (error) => new Error(`cannot open database '${name}': ${describe(error)}`);
+  let request;
+  try {
+    request = factory().open(name, 1);
+  } catch (error) {
+    throw error.message?.startsWith("indexeddb") ? error : failed(error);
+  }
+  // Only version 1 exists: create whichever store is missing.
+  request.onupgradeneeded = () => {
+    const database = request.result;
+    for (const store of [RECORDS, META]) {
+      if (!database.objectStoreNames.contains(store)) database.createObjectStore(store);
+    }
+  };
+  let database;
+  try {
+    database = await done(request);
+  } catch (error) {
+    throw failed(error);
+  }
+  // Let a later schema upgrade or a deletion of this database proceed instead of blocking on
+  // this connection; the device then sees storage errors.
+  database.onversionchange = () => database.close();
+  const store = new IdbStore(name, database);
+  try {
+    return { store, contents: await store.readContents() };
+  } catch (error) {
+    database.close();
+    throw failed(error);
+  }
+}
+
+/** Deletes the database `name` and everything in it. */
+export async function deleteStore(name) {
+  try {
+    await done(factory().deleteDatabase(name));
+  } catch (error) {
+    throw error.message?.startsWith("indexeddb") ? error : new Error(`cannot delete database '${name}': ${describe(error)}`);
+  }
+}
+
+class IdbStore {
+  constructor(name, database) {
+    this.name = name;
+    this.database = database;
+  }
+
+  /** Closes the connection once running transactions have finished. */
+  close() {
+    this.database.close();
+  }
+
+  /** Reads the meta entries (creating the origin on first use) and counts the records. */
+  readContents() {
+    return this.transaction(async (records, meta) => {
+      const [origin, nextSeq, bytes, state, stored] = await Promise.all([
+        done(meta.get("origin")),
+        done(meta.get("nextSeq")),
+        done(meta.get("bytes")),
+        done(meta.get("state")),
+        done(records.count()),
+      ]);
+      const contents = {
+        origin,
+        nextSeq: count(nextSeq),
+        bytes: count(bytes),
+        count: count(stored),
+        state: state instanceof Uint8Array ? state : undefined,
+      };
+      if (typeof origin !== "string") {
+        contents.origin = randomId();
+        meta.put(contents.origin, "origin");
+        meta.put(0, "nextSeq");
+        meta.put(0, "bytes");
+      }
+      return contents;
+    });
+  }
+
+  /**
+   * Performs `requests` in order in one transaction. Resolves to the answers (`appended` per
+   * non-empty append, `loaded` per load) once the transaction committed; rejects with a
+   * `StoreFailure`, and then nothing of the batch was stored.
+   */
+  execute(requests) {
+    return this.transaction(async (records, meta) => {
+      let [nextSeq, bytes] = (await Promise.all([done(meta.get("nextSeq")), done(meta.get("bytes"))])).map(count);
+      const answers = [];
+      for (const request of requests) {
+        switch (request.kind) {
+          case "append": {
+            for (const record of request.records) {
+              records.put(record.data, record.seq);
+              bytes += record.data.length;
+              nextSeq = Math.max(nextSeq, record.seq + 1);
+            }
+            const all = request.records;
+            if (all.length) answers.push({ kind: "appended", first: all[0].seq, last: all[all.length - 1].seq });
+            break;
+          }
+          case "remove":
+            remove(records, request.seqs);
+            bytes = Math.max(0, bytes - request.bytes);
+            break;
+          case "load":
+            answers.push({ kind: "loaded", records: await load(records, request) });
+            break;
+          case "saveState":
+            meta.put(request.state, "state");
+            break;
+        }
+      }
+      meta.put(nextSeq, "nextSeq");
+      meta.put(bytes, "bytes");
+      return answers;
+    });
+  }
+
+  /** Runs `steps(records, meta)` in a readwrite transaction; its result once committed. */
+  async transaction(steps) {
+    let transaction;
+    try {
+      transaction = this.database.transaction([RECORDS, META], "readwrite");
+    } catch (error) {
+      throw new StoreFailure(error);
+    }
+    // Watched from the start, so that `complete` or `abort` cannot be missed.
+    const settled = new Promise((resolve, reject) => {
+      transaction.oncomplete = resolve;
+      transaction.onabort = () => reject(new StoreFailure(transaction.error));
+    });
+    let result;
+    try {
+      result = await steps(transaction.objectStore(RECORDS), transaction.objectStore(META));
+    } catch (error) {
+      // A failed step aborts the transaction, so nothing of it stays.
+      try {
+        transaction.abort();
+      } catch {
+        // It already finished or aborted itself.
+      }
+      await settled.catch(() => {});
+      throw error instanceof StoreFailure ? error : new StoreFailure(error);
+    }
+    await settled;
+    return result;
+  }
+}
+
+/** Deletes `seqs` (ascending): one key-range delete per run of consecutive numbers. */
+function remove(records, seqs) {
+  for (let start = 0; start < seqs.length; ) {
+    let end = start;
+    while (end + 1 < seqs.length && seqs[end + 1] === seqs[end] + 1) end++;
+    records.delete(start === end ? seqs[start] : IDBKeyRange.bound(seqs[start], seqs[end]));
+    start = end + 1;
+  }
+}
+
+/**
+ * Records with `seq >= from`, ascending, within the count and byte budget of the contract (the
+ * record that crosses the byte budget is included). A value that is not bytes loads as empty,
+ * which the core rejects as corrupt with a reason instead of stalling the queue; a key that is
+ * not a sequence number (never written by this store) is skipped.
+ */
+async function load(records, { from, maxCount, maxBytes }) {
+  const loaded = [];
+  let total = 0;
+  const request = records.openCursor(IDBKeyRange.lowerBound(from));
+  for (let cursor = await done(request); cursor && loaded.length < maxCount && total < maxBytes; ) {
+    const seq = cursor.key;
+    if (Number.isInteger(seq) && seq >= 0) {
+      const data = cursor.value instanceof Uint8Array ? cursor.value : new Uint8Array(0);
+      total += data.length;
+      loaded.push({ seq, data });
+    }
+    if (loaded.length >= maxCount || total >= maxBytes) break;
+    cursor.continue();
+    cursor = await done(request);
+  }
+  return loaded;
+}

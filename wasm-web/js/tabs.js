@@ -1,0 +1,417 @@
+// One owner per device across tabs: the client holding the Web Lock `vdev-web:<database>`
+// drives the device; every other client of the same database (another tab, or a second
+// `DeviceClient` in the same page) is a follower.
+//
+// Followers and the owner talk over the BroadcastChannel of the same name (plain objects with
+// a type `t`):
+// - a follower forwards its calls as `request`s `{from, n, kind, ...}`; the owner runs them on
+//   its device and sends back an `answer` (`seq` once stored, `done`, `error`, or `retry` while
+//   it stops);
+// - the owner mirrors every app callback (`event`) and its figures (`snapshot`), so a follower's
+//   callbacks and getters work as the owner's do, from the first `hello` or `request` it hears
+//   on: an owner without followers posts nothing per message;
+// - `owner` announces a new owner (followers say `hello` and resend what is unanswered; the
+//   owner answers a request it already ran again instead of running it twice), `released` says
+//   the owner has finished (every answer is out) and lets go of the lock.
+//
+// When the owner stops or its tab closes, the lock goes to the next waiting client, which opens
+// the database and resumes the device from it. It first waits for `released` (at most
+// RELEASE_WAIT_MS, for a tab closed without one) so that no answer of the old owner is still on
+// its way, then runs its own unanswered requests itself. Where the browser has no Web Locks or
+// no BroadcastChannel, every client drives its device alone.
+//
+// Everything a coordinator reacts to runs through `serial`, one step after the other: while it
+// opens the database to take over, later calls wait instead of racing it.
+
+import { Driver, deferred, stoppedError } from "./device.js";
+import { describe } from "./io.js";
+import { openStore, randomId } from "./store.js";
+
+/** How long a new owner waits for the previous owner's `released` before resuming the device. */
+const RELEASE_WAIT_MS = 2000;
+
+/**
+ * How many followers' requests an owner remembers for answering repeats. Repeats come only
+ * right after an owner announces itself, so the most recent ones are enough.
+ */
+const REMEMBERED_REQUESTS = 10000;
+
+export class Coordinator {
+  /** `config` is what `Core` is made from, `makeCore` makes it, `callbacks` are the app's. */
+  constructor(config, database, callbacks, makeCore) {
+    this.config = config;
+    this.database = database;
+    this.callbacks = callbacks;
+    this.makeCore = makeCore;
+    this.id = randomId();
+    this.backlog = [];
+    this.handled = new Map(); // "from n" -> the answer sent, or null while running
+    this.nextRequest = 0;
+    this.pending = new Map(); // n -> { message, waiter }
+    this.sentWaiters = [];
+    this.figures = {
+      pendingCount: 0,
+      pendingBytes: 0,
+      oldestEnqueuedAt: null,
+      windowRecords: 0,
+      connectionState: "disconnected",
+      offline: false,
+      workspaceId: null,
+      deviceId: null,
+      desired: "{}",
+      desiredVersion: null,
+    };
+    // The browser's network events come the way of the app's calls, so both keep their order.
+    this.onNetwork = (event) => this.serial(() => this.driver?.browserNetwork(event.type === "online"));
+    globalThis.addEventListener?.("online", this.onNetwork);
+    globalThis.addEventListener?.("offline", this.onNetwork);
+  }
+
+  /** Starts as the owner when the lock is free (or there are no Web Locks), else as a follower. */
+  async start() {
+    const name = `vdev-web:${this.database}`;
+    const locks = globalThis.navigator?.locks;
+    try {
+      if (locks && globalThis.BroadcastChannel) {
+        this.channel = new BroadcastChannel(name);
+        this.channel.onmessage = (event) => this.serial(() => this.message(event.data));
+      }
+      if (!this.channel) return await this.exclusive(() => this.becomeOwner());
+      let release;
+      try {
+        release = await new Promise((resolve, reject) => {
+          locks
+            .request(name, { ifAvailable: true }, (lock) => lock && new Promise((release) => resolve(release)))
+            .then(() => resolve(), reject);
+        });
+      } catch (error) {
+        throw new Error(`cannot coordinate with other tabs: ${describe(error)}`);
+      }
+      if (release) return await this.exclusive(() => this.becomeOwner(release));
+      this.follow(locks, name);
+    } catch (error) {
+      this.close();
+      throw error;
+    }
+  }
+
+  /** Runs `step` now, or once the exclusive step that is running has finished; its result. */
+  serial(step) {
+    if (!this.busy) return step();
+    const waiter = deferred();
+    this.backlog.push(() => {
+      try {
+        waiter.resolve(step());
+      } catch (error) {
+        waiter.reject(error);
+      }
+    });
+    return waiter;
+  }
+
+  /** Runs the async `step` with every later step waiting until it has finished. */
+  exclusive(step) {
+    return this.serial(() => {
+      this.busy = true;
+      const done = step();
+      done
+        .catch(() => {})
+        .then(() => {
+          this.busy = false;
+          while (!this.busy && this.backlog.length) this.backlog.shift()();
+        });
+      return done;
+    });
+  }
+
+  post(message) {
+    // Only a closed channel refuses; there is nobody to tell then.
+    try {
+      this.channel?.postMessage(message);
+    } catch {}
+  }
+
+  /** Calls the app's callback `name` and mirrors it to the followers. */
+  tell(name, args) {
+    try {
+      this.callbacks[name]?.(...args);
+    } catch (error) {
+      console.error("vdev:", `${name} threw: ${describe(error)}`);
+    }
+    if (this.driver && this.followersPresent) this.post({ t: "event", name, args });
+  }
+
+  /** Owner: tells the followers the figures, when they changed. */
+  figuresChanged() {
+    if (!this.followersPresent || !this.driver) return;
+    const figures = this.driver.snapshot();
+    const text = JSON.stringify(figures);
+    if (text !== this.lastFigures) {
+      this.lastFigures = text;
+      this.post({ t: "snapshot", ...figures });
+    }
+  }
+
+  /** The figures the getters show: the device's own, or the owner's last snapshot. */
+  snapshot() {
+    return this.driver ? this.driver.snapshot() : this.figures;
+  }
+
+  /** Opens the store and starts the driver; tells the followers. */
+  async becomeOwner(release) {
+    this.release = release;
+    try {
+      const { store, contents } = await openStore(this.database);
+      let core;
+      try {
+        core = this.makeCore({
+          ...this.config,
+          ...contents,
+          savedState: contents.state,
+          now: Date.now(),
+          random: crypto.getRandomValues(new Uint8Array(32)),
+        });
+      } catch (error) {
+        store.close();
+        throw error;
+      }
+      this.driver = new Driver(
+        core,
+        store,
+        (name, args) => this.tell(name, args),
+        () => this.figuresChanged(),
+      );
+    } catch (error) {
+      this.release?.();
+      this.release = undefined;
+      throw error;
+    }
+    this.ownerPresent = false;
+    this.post({ t: "owner" });
+  }
+
+  /** Becomes a follower: queues for the lock (to take over later), asks the owner for figures. */
+  follow(locks, name) {
+    this.abort = new AbortController();
+    locks
+      .request(name, { signal: this.abort.signal }, (lock) => new Promise((release) => {
+        if (this.stopping) release();
+        else this.serial(() => this.lockGranted(release));
+      }))
+      // Rejects (AbortError) for a follower that stopped.
+      .catch(() => {});
+    this.post({ t: "hello" });
+  }
+
+  lockGranted(release) {
+    if (this.ownerPresent) {
+      const wait = setTimeout(() => this.serial(() => this.releaseWaitOver()), RELEASE_WAIT_MS);
+      this.promoting = { release, wait };
+    } else {
+      return this.promote(release);
+    }
+  }
+
+  releaseWaitOver() {
+    const promoting = this.promoting;
+    this.promoting = undefined;
+    if (promoting) return this.promote(promoting.release);
+  }
+
+  /** A follower takes over: resumes the device and runs its own unanswered requests. */
+  promote(release) {
+    return this.exclusive(() => this.takeOver(release));
+  }
+
+  async takeOver(release) {
+    if (this.stopping) return release();
+    this.abort = undefined;
+    try {
+      await this.becomeOwner(release);
+    } catch (error) {
+      console.error("vdev:", `cannot take over the device: ${error.message}`);
+      return;
+    }
+    const pending = [...this.pending.values()];
+    this.pending.clear();
+    for (const { message, waiter } of pending) this.run(message).then(waiter.resolve, waiter.reject);
+    for (const waiter of this.sentWaiters.splice(0)) this.driver.waitSent().then(waiter.resolve, waiter.reject);
+    if (this.offlineWish !== undefined) this.driver.setOffline(this.offlineWish);
+  }
+
+  /** Runs a call (as a follower would forward it) on this owner's device. */
+  run(request) {
+    const driver = this.driver;
+    switch (request.kind) {
+      case "send":
+        return driver.send(request.stream, request.what);
+      case "reported":
+        return driver.updateReported(request.patch);
+      case "offline":
+        return driver.setOffline(request.value === true);
+      default:
+        return Promise.reject(new Error(`unknown forwarded request '${request.kind}'`));
+    }
+  }
+
+  /** A call of this client's API: run on the device, or forwarded to the owner. */
+  call(request) {
+    // A promise also for calls that answer nothing (`offline`).
+    return Promise.resolve(this.serial(() => {
+      if (this.stopping) return Promise.reject(stoppedError());
+      if (this.driver) return this.run(request);
+      if (request.kind === "offline") {
+        this.offlineWish = request.value;
+        return this.tellOfflineWish();
+      }
+      const waiter = deferred();
+      const message = this.request(request);
+      this.pending.set(message.n, { message, waiter });
+      return waiter;
+    }));
+  }
+
+  /** Resolves once no message is pending. */
+  waitSent() {
+    return this.serial(() => {
+      if (this.stopping) return Promise.reject(stoppedError());
+      if (this.driver) return this.driver.waitSent();
+      const waiter = deferred();
+      this.sentWaiters.push(waiter);
+      this.answerSentWaiters();
+      return waiter;
+    });
+  }
+
+  /** Posts a request to the owner; returns the message. */
+  request(request) {
+    const message = { ...request, t: "request", from: this.id, n: this.nextRequest++ };
+    this.post(message);
+    return message;
+  }
+
+  /** Follower: asks the owner to apply this app's `setOffline` (again: the same value twice changes nothing). */
+  tellOfflineWish() {
+    if (this.offlineWish !== undefined) this.request({ kind: "offline", value: this.offlineWish });
+  }
+
+  /**
+   * Stops: the owner stops its device and lets go of the lock; a follower leaves the queue.
+   * Not an exclusive step: while the device finishes, the answers to followers' requests it
+   * stores go out, and only then `released`.
+   */
+  stop() {
+    return this.serial(() => {
+      if (!this.stopping) {
+        this.stopping = true;
+        const driverStopped = this.driver ? this.driver.stop() : Promise.resolve();
+        this.stopped = driverStopped.then(() => this.serial(() => this.detach()));
+      }
+      return this.stopped;
+    });
+  }
+
+  detach() {
+    this.abort?.abort();
+    if (this.promoting) {
+      clearTimeout(this.promoting.wait);
+      this.promoting.release();
+    }
+    if (this.driver) this.post({ t: "released" });
+    this.close();
+    this.release?.();
+    for (const { waiter } of this.pending.values()) waiter.reject(stoppedError());
+    this.pending.clear();
+    for (const waiter of this.sentWaiters.splice(0)) waiter.reject(stoppedError());
+  }
+
+  close() {
+    this.channel?.close();
+    this.channel = undefined;
+    globalThis.removeEventListener?.("online", this.onNetwork);
+    globalThis.removeEventListener?.("offline", this.onNetwork);
+  }
+
+  /** A message from another client of the same database. */
+  message(message) {
+    const owner = !!this.driver;
+    switch (`${message?.t} ${owner}`) {
+      case "hello true":
+        this.followersPresent = true;
+        this.lastFigures = undefined;
+        return this.figuresChanged();
+      case "request true":
+        this.followersPresent = true;
+        return this.runForwarded(message);
+      case "owner false":
+        this.ownerPresent = true;
+        this.post({ t: "hello" });
+        this.tellOfflineWish();
+        for (const { message } of this.pending.values()) this.post(message);
+        return;
+      case "released false": {
+        this.ownerPresent = false;
+        const promoting = this.promoting;
+        if (promoting) {
+          this.promoting = undefined;
+          clearTimeout(promoting.wait);
+          return this.promote(promoting.release);
+        }
+        return;
+      }
+      case "answer false":
+        return this.answered(message);
+      case "event false":
+        return this.tell(message.name, message.args);
+      case "snapshot false":
+        this.ownerPresent = true;
+        this.figures = message;
+        return this.answerSentWaiters();
+      // Not for this role (e.g. another follower's request), or unknown.
+    }
+  }
+
+  /** Owner: runs a follower's request once, answering repeats with the first answer. */
+  runForwarded(message) {
+    const key = `${message.from} ${message.n}`;
+    if (this.handled.has(key)) {
+      const answer = this.handled.get(key);
+      if (answer) this.post(answer);
+      return;
+    }
+    const answer = (fields) => ({ t: "answer", to: message.from, n: message.n, ...fields });
+    if (this.stopping) return this.post(answer({ retry: true }));
+    if (message.kind === "offline") return this.run(message);
+    this.handled.set(key, null);
+    // Forget the oldest beyond the bound (a Map keeps insertion order).
+    if (this.handled.size > REMEMBERED_REQUESTS) this.handled.delete(this.handled.keys().next().value);
+    const finish = (fields) =>
+      this.serial(() => {
+        const reply = answer(fields);
+        if (fields.retry) this.handled.delete(key);
+        else if (this.handled.has(key)) this.handled.set(key, reply);
+        this.post(reply);
+      });
+    this.run(message).then(
+      (seq) => finish(message.kind === "send" ? { seq } : { done: true }),
+      (error) => finish(error.stopped ? { retry: true } : { error: error.message }),
+    );
+  }
+
+  /** Follower: the owner answered one of our requests. */
+  answered(message) {
+    if (message.to !== this.id || message.retry) return; // a retry stays pending for the next owner
+    const entry = this.pending.get(message.n);
+    if (!entry) return;
+    this.pending.delete(message.n);
+    if (message.error !== undefined) entry.waiter.reject(new Error(message.error));
+    else entry.waiter.resolve(message.seq);
+    this.answerSentWaiters();
+  }
+
+  answerSentWaiters() {
+    if (!this.pending.size && this.figures.pendingCount === 0 && this.ownerPresent) {
+      for (const waiter of this.sentWaiters.splice(0)) waiter.resolve();
+    }
+  }
+}

@@ -1,0 +1,218 @@
+// The TypeScript types of the npm package `vdev-web`, written by hand: the package is a bundle of
+// hand-written JavaScript (js/index.js and the modules it imports) and wasm-bindgen's glue of the
+// internal `Core` binding, whose generated types describe the binding, not this API.
+// tests/web-app-types checks them with `tsc --strict`.
+
+/** Where the device connects, where it keeps its queue, and whom it tells what happens. */
+export interface StartOptions {
+    /** The Platform instance: a host name (`https://` is implied) or a URL; `http://` only for loopback hosts. */
+    instance: string;
+    /** The Provisioning Token. */
+    provisioningToken: string;
+    /** The Device ID to ask for; the Platform or the technician decides when absent. */
+    deviceId?: string;
+    /** Name of the IndexedDB database holding this device's queue, identity and twin. */
+    database: string;
+    /** Shown to the technician who approves the provisioning operation. */
+    provisioningParameters?: Record<string, string>;
+    /** A provisioning operation waits for approval: show its verification code. */
+    onProvisioningOperation?: (operation: ProvisioningOperation) => void;
+    /** Provisioning stopped for good (cancelled, token refused); messages stay queued. */
+    onProvisioningFailed?: (error: string) => void;
+    /** The desired properties changed (also called once after the first fetch). */
+    onDesiredPropertiesChanged?: (properties: Record<string, unknown>, version: number) => void;
+    /** The connection state changed. */
+    onConnectionStateChanged?: (state: ConnectionState) => void;
+    /** A message was delivered to the Platform, or will never be. */
+    onMessageOutcome?: (outcome: MessageOutcome) => void;
+    /** A cloud-to-device message arrived. */
+    onCloudToDeviceMessage?: (message: CloudToDeviceMessage) => void;
+    /**
+     * The device went offline (`true`: the browser's `offline` event or `setOffline(true)`) or
+     * back online (`false`). Messages sent while offline are stored and wait.
+     */
+    onOfflineChanged?: (offline: boolean) => void;
+}
+
+/** A provisioning operation waiting for a technician. */
+export interface ProvisioningOperation {
+    id: string;
+    verificationCode: string;
+    /** Milliseconds since the Unix epoch. */
+    expiresAt: number;
+}
+
+export type ConnectionState =
+    | "provisioning"
+    | "disconnected"
+    | "connecting"
+    | "connected"
+    | "failed"
+    | "stopped";
+
+/** The final outcome of a stored message, by its sequence number. */
+export type MessageOutcome =
+    | { sequence: number; status: "delivered" }
+    | { sequence: number; status: "rejected"; reason: string };
+
+export interface CloudToDeviceMessage {
+    /** The property bag of the message's topic, URL-encoded. */
+    properties: string;
+    payload: Uint8Array;
+}
+
+export type Compression = "none" | "fastest" | "smallestSize";
+
+export interface StreamSenderOptions {
+    streamGroup?: string;
+    stream?: string;
+    siteId?: string;
+    compression?: Compression;
+}
+
+export interface MessageOptions {
+    batchId?: string;
+    messageId?: string;
+    batchSliceId?: string;
+    chunkId?: string;
+}
+
+export interface Statistics {
+    /** Messages stored and not yet delivered or rejected. */
+    pendingCount: number;
+    /** Their bytes in the store. */
+    pendingBytes: number;
+    /** When the oldest of them was enqueued (ms since the epoch), if known. */
+    oldestEnqueuedAt: number | null;
+    /** Records held in memory. */
+    windowRecords: number;
+    connectionState: ConnectionState;
+    /** Offline: the browser or `setOffline(true)` says there is no network; nothing is sent. */
+    offline: boolean;
+    /**
+     * `"owner"`: this client drives the device; `"follower"`: another client of the same
+     * database (another tab) does, and this one forwards its calls to it.
+     */
+    role: "owner" | "follower";
+}
+
+export interface DesiredProperties {
+    properties: Record<string, unknown>;
+    /** Null until the device has fetched its twin once. */
+    version: number | null;
+}
+
+/**
+ * A device: provisions itself, keeps a durable queue in IndexedDB and forwards it in order.
+ */
+export class DeviceClient {
+    private constructor();
+    /**
+     * A sender for one stream (the workspace's defaults when the names are absent).
+     */
+    createStreamSender(options?: StreamSenderOptions | null): StreamSender;
+    /**
+     * The desired properties (the saved copy until the first fetch) and their version.
+     */
+    desiredProperties(): DesiredProperties;
+    /**
+     * Messages stored and not yet delivered or rejected.
+     */
+    pendingMessagesCount(): number;
+    /**
+     * Takes the device offline (`true`) or lets it go online again (`false`), e.g. for a "go
+     * offline" switch or an app that knows better than the browser. The device is offline
+     * while the app says so *or* the browser does (its `offline` event): the connection is
+     * closed, nothing is sent or fetched, and sends are stored to go out, in order, later.
+     */
+    setOffline(offline: boolean): void;
+    /**
+     * Opens the database, resumes what it holds (identity, tokens, queue, twin) and starts
+     * the device. Resolves as soon as it runs; provisioning and connecting go on after that.
+     */
+    static start(options: StartOptions): Promise<DeviceClient>;
+    /**
+     * Queue and connection figures.
+     */
+    statistics(): Statistics;
+    /**
+     * Disconnects, finishes pending storage work and closes the database. Queued messages
+     * stay stored for the next start.
+     */
+    stop(): Promise<void>;
+    /**
+     * Merges `patch` into the reported properties (JSON merge patch: `null` deletes). Resolves
+     * once the change is saved; it reaches the Platform when connected, across restarts.
+     */
+    updateReportedProperties(patch: Record<string, unknown>): Promise<void>;
+    /**
+     * Resolves once no message is pending (delivered or rejected, every one).
+     */
+    waitEnqueuedMessagesSent(): Promise<void>;
+    /**
+     * The Device ID, once registered.
+     */
+    readonly deviceId: string | undefined;
+    /**
+     * Whether the device is offline (the browser's `offline` event or `setOffline(true)`).
+     */
+    readonly offline: boolean;
+    /**
+     * The workspace id, once registered.
+     */
+    readonly workspaceId: string | undefined;
+}
+
+/**
+ * Sends messages to one stream.
+ */
+export class StreamSender {
+    private constructor();
+    /**
+     * Queues the marker that completes batch `batchId`; resolves to its sequence number.
+     */
+    enqueueBatchCompletion(batchId: string): Promise<number>;
+    /**
+     * Queues the marker that completes message `messageId` of batch `batchId`.
+     */
+    enqueueMessageCompletion(batchId: string, messageId: string): Promise<number>;
+    /**
+     * Queues a message. Resolves to its sequence number once it is durably stored (never
+     * waits for the network); rejects when it cannot be stored.
+     */
+    sendMessage(payload: Uint8Array | string, options?: MessageOptions | null): Promise<number>;
+}
+
+/** Where `init` gets the wasm module: a URL or request to fetch, a response, its bytes, or the module. */
+export type InitInput = RequestInfo | URL | Response | BufferSource | WebAssembly.Module;
+
+/** What `initSync` instantiates: the wasm module's bytes or the compiled module. */
+export type SyncInitInput = BufferSource | WebAssembly.Module;
+
+/**
+ * The instantiated wasm module. Its only public part is its memory; the rest are the
+ * binding's internals.
+ */
+export interface InitOutput {
+    readonly memory: WebAssembly.Memory;
+}
+
+/**
+ * Instantiates the wasm module synchronously from its bytes or a compiled
+ * `WebAssembly.Module`: the alternative to `init` when the app has fetched the module itself.
+ *
+ * @param module - `{ module }`; passing the `SyncInitInput` directly is deprecated.
+ */
+export function initSync(module: { module: SyncInitInput } | SyncInitInput): InitOutput;
+
+/**
+ * Fetches and instantiates the wasm module; call it once before `DeviceClient.start`. Without
+ * an argument it loads `vdev_web_bg.wasm` next to this module (`import.meta.url`); a URL,
+ * request or response is fetched/streamed, bytes or a `WebAssembly.Module` are instantiated
+ * as they are.
+ *
+ * @param module_or_path - `{ module_or_path }`; passing the `InitInput` directly is deprecated.
+ */
+export default function init(
+    module_or_path?: { module_or_path: InitInput | Promise<InitInput> } | InitInput | Promise<InitInput>,
+): Promise<InitOutput>;
