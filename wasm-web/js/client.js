@@ -52,6 +52,7 @@ function coreConfig(options) {
   const config = {
     instance: instance.replace(/\/+$/, ""),
     provisioningToken: required(options, "provisioningToken"),
+    database: required(options, "database"),
     deviceId: option(options, "deviceId"),
   };
   const parameters = options.provisioningParameters;
@@ -73,12 +74,11 @@ export class DeviceClient {
   static async start(options) {
     if (!makeCore) throw new Error("the wasm module is not initialised: call init() first");
     const config = coreConfig(options);
-    const database = required(options, "database");
-    const callbacks = {};
-    for (const name of CALLBACKS) callbacks[name] = option(options, name, "function");
     // The Device ID and parameters are the core's to check, also in a tab that only follows.
     makeCore({ ...config, random: new Uint8Array(32) }).free();
-    const coordinator = new Coordinator(config, database, callbacks, makeCore);
+    const callbacks = {};
+    for (const name of CALLBACKS) callbacks[name] = option(options, name, "function");
+    const coordinator = new Coordinator(config, config.database, callbacks, makeCore);
     await coordinator.start();
     const client = new DeviceClient();
     client.coordinator = coordinator;
@@ -113,8 +113,8 @@ export class DeviceClient {
 
   /** The desired properties (the saved copy until the first fetch) and their version. */
   desiredProperties() {
-    const figures = this.coordinator.snapshot();
-    return { properties: JSON.parse(figures.desired), version: figures.desiredVersion };
+    const { desired, desiredVersion } = this.coordinator.snapshot();
+    return { properties: JSON.parse(desired), version: desiredVersion };
   }
 
   /**
@@ -207,15 +207,17 @@ export class StreamSender {
 
   /** Queues the marker that completes batch `batchId`; resolves to its sequence number. */
   enqueueBatchCompletion(batchId) {
-    return this.enqueue({ kind: "batchCompletion", batchId: String(batchId) });
+    return this.enqueue({ kind: "batchCompletion", batchId }, ["batchId"]);
   }
 
   /** Queues the marker that completes message `messageId` of batch `batchId`. */
   enqueueMessageCompletion(batchId, messageId) {
-    return this.enqueue({ kind: "messageCompletion", batchId: String(batchId), messageId: String(messageId) });
+    return this.enqueue({ kind: "messageCompletion", batchId, messageId }, ["batchId", "messageId"]);
   }
 
-  enqueue(what) {
+  enqueue(what, strings = []) {
+    const wrong = strings.find((name) => typeof what[name] !== "string");
+    if (wrong) return Promise.reject(invalid(wrong, "must be a string"));
     return this.coordinator.call({ kind: "send", stream: this.stream, what });
   }
 }

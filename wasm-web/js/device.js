@@ -50,6 +50,7 @@ export class Driver {
     this.tell = tell;
     this.settled = settled;
     this.sockets = new Map();
+    this.inputs = [];
     this.deadline = null;
     this.timer = new WakeTimer(() => this.wake((now) => core.timeout(now)));
     // Storage requests not yet handed to IndexedDB, in the order the core emitted them.
@@ -76,11 +77,20 @@ export class Driver {
     return this.browserOffline || this.appOffline;
   }
 
-  /** Feeds one input to the core (`input(now)`), performs its outputs, settles after the burst. */
+  /**
+   * Feeds one input to the core (`input(now)`), performs its outputs, settles after the burst.
+   * An input that comes while another is being handled (an app callback calling the API) waits
+   * for it to finish, so callbacks never run inside each other.
+   */
   wake(input) {
     if (this.finished) return;
-    input(Date.now());
-    this.drain();
+    this.inputs.push(input);
+    if (this.inputs.length > 1) return;
+    while (this.inputs.length) {
+      this.inputs[0](Date.now());
+      this.drain();
+      this.inputs.shift();
+    }
     if (!this.scheduled) {
       this.scheduled = true;
       queueMicrotask(() => {
@@ -220,7 +230,8 @@ export class Driver {
   connect(conn, url) {
     const closed = (reason) =>
       this.wake((now) => {
-        this.sockets.delete(conn);
+        // Also when the socket is still open (a text frame): the core is done with it.
+        this.forget(conn);
         this.core.closed(now, conn, reason);
       });
     try {

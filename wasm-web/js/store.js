@@ -119,7 +119,8 @@ class IdbStore {
         nextSeq: count(nextSeq),
         bytes: count(bytes),
         count: count(stored),
-        state: state instanceof Uint8Array ? state : undefined,
+        // Something else than bytes reaches the core as empty, which it reports as unreadable.
+        state: state === undefined || state instanceof Uint8Array ? state : new Uint8Array(0),
       };
       if (typeof origin !== "string") {
         contents.origin = randomId();

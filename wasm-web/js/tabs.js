@@ -27,6 +27,13 @@ import { Driver, deferred, stoppedError } from "./device.js";
 import { describe } from "./io.js";
 import { openStore, randomId } from "./store.js";
 
+/**
+ * The version of the messages below (`v`). A client of another version (a tab left open across
+ * a deploy) shares the lock, so never two drive the device, but its requests are refused with a
+ * clear error instead of being misread.
+ */
+const PROTOCOL = 2;
+
 /** How long a new owner waits for the previous owner's `released` before resuming the device. */
 const RELEASE_WAIT_MS = 2000;
 
@@ -97,7 +104,9 @@ export class Coordinator {
 
   /** Runs `step` now, or once the exclusive step that is running has finished; its result. */
   serial(step) {
-    if (!this.busy) return step();
+    // Also behind queued steps: a step that runs while the backlog drains (an app callback
+    // calling the API) keeps its place after the calls made before it.
+    if (!this.busy && !this.backlog.length) return step();
     const waiter = deferred();
     this.backlog.push(() => {
       try {
@@ -113,7 +122,12 @@ export class Coordinator {
   exclusive(step) {
     return this.serial(() => {
       this.busy = true;
-      const done = step();
+      let done;
+      try {
+        done = step();
+      } catch (error) {
+        done = Promise.reject(error);
+      }
       done
         .catch(() => {})
         .then(() => {
@@ -127,7 +141,7 @@ export class Coordinator {
   post(message) {
     // Only a closed channel refuses; there is nobody to tell then.
     try {
-      this.channel?.postMessage(message);
+      this.channel?.postMessage({ ...message, v: PROTOCOL });
     } catch {}
   }
 
@@ -191,7 +205,9 @@ export class Coordinator {
   }
 
   /** Becomes a follower: queues for the lock (to take over later), asks the owner for figures. */
-  follow(locks, name) {
+  follow(locks = this.locks, name = this.lockName) {
+    this.locks = locks;
+    this.lockName = name;
     this.abort = new AbortController();
     locks
       .request(name, { signal: this.abort.signal }, (lock) => new Promise((release) => {
@@ -204,7 +220,9 @@ export class Coordinator {
   }
 
   lockGranted(release) {
-    if (this.ownerPresent) {
+    // The lock and the channel are two roads: unless the old owner's `released` is here, its
+    // last answers may still be on their way (or it was closed without one).
+    if (!this.sawReleased) {
       const wait = setTimeout(() => this.serial(() => this.releaseWaitOver()), RELEASE_WAIT_MS);
       this.promoting = { release, wait };
     } else {
@@ -229,7 +247,14 @@ export class Coordinator {
     try {
       await this.becomeOwner(release);
     } catch (error) {
-      console.error("vdev:", `cannot take over the device: ${error.message}`);
+      // The calls waiting for an owner fail with the reason; the client queues for the lock
+      // again, to try once more when the next owner lets go.
+      const failure = new Error(`cannot take over the device: ${error.message}`);
+      console.error("vdev:", failure.message);
+      for (const { waiter } of this.pending.values()) waiter.reject(failure);
+      this.pending.clear();
+      for (const waiter of this.sentWaiters.splice(0)) waiter.reject(failure);
+      this.follow();
       return;
     }
     const pending = [...this.pending.values()];
@@ -335,6 +360,13 @@ export class Coordinator {
   /** A message from another client of the same database. */
   message(message) {
     const owner = !!this.driver;
+    if (message?.v !== PROTOCOL) {
+      // Refuse a request of another version; its answers are still heard (they settle our calls).
+      if (owner && message?.t === "request") {
+        this.post({ t: "answer", to: message.from, n: message.n, error: "another tab drives this device with another version of vdev-web: reload it" });
+      }
+      if (owner || message?.t !== "answer") return;
+    }
     switch (`${message?.t} ${owner}`) {
       case "hello true":
         this.followersPresent = true;
@@ -345,12 +377,14 @@ export class Coordinator {
         return this.runForwarded(message);
       case "owner false":
         this.ownerPresent = true;
+        this.sawReleased = false;
         this.post({ t: "hello" });
         this.tellOfflineWish();
         for (const { message } of this.pending.values()) this.post(message);
         return;
       case "released false": {
         this.ownerPresent = false;
+        this.sawReleased = true;
         const promoting = this.promoting;
         if (promoting) {
           this.promoting = undefined;

@@ -2,7 +2,8 @@
 # Runs vdev-web's tests, all of them wasm_bindgen_test suites in headless Chromium that drive
 # the JavaScript host (js/) with the crate's wasm `Core` linked into the test:
 #   1. tests/store.rs (js/store.js against the core's storage contract), tests/api.rs (the JS
-#      API's refusals, no network), tests/init.rs (`start` before `init()`), tests/platform.rs
+#      API's refusals, no network), tests/init.rs (`start` before `init()`), tests/host.rs (the
+#      host's own rules: callbacks never nest, the tab protocol version), tests/platform.rs
 #      (DeviceClient against a real vdev-platform);
 #   2. tests/quota.rs, a real QuotaExceededError: Chromium's profile goes on a 256 MB tmpfs
 #      (TMPDIR of the runner, where chromedriver makes it), so the site's quota is small enough
@@ -122,7 +123,7 @@ cd "$web_dir"
 status=0
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-300}" \
-    cargo test -p vdev-web --target wasm32-unknown-unknown --test store --test api --test init --test platform "$@" || status=$?
+    cargo test -p vdev-web --target wasm32-unknown-unknown --test store --test api --test init --test host --test platform "$@" || status=$?
 if [ "$status" -ne 0 ]; then
     echo "== vdev-platform log (last 60 lines)" >&2
     tail -n 60 "$log_file" >&2
