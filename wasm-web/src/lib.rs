@@ -28,8 +28,8 @@ use js_sys::{Array, Object, Reflect, Uint8Array};
 use vdev_core::json::Value;
 use vdev_core::{
     Compression, ConnectionId, Device, DeviceConfig, DeviceId, Endpoint, Event, HttpResponse,
-    Input, MessageOptions, OutboxMeta, Output, Record, RequestId, StoreError, StoreRequest,
-    StreamOptions, Transport,
+    Input, MessageOptions, OutboxMeta, Output, Record, RequestId, SendError, Seq, StoreError,
+    StoreRequest, StreamOptions, Transport,
 };
 use wasm_bindgen::prelude::*;
 
@@ -221,11 +221,7 @@ impl Core {
             batch_slice_id,
             chunk_id,
         };
-        let seq = self
-            .device
-            .send(now as u64, &stream, &options, payload)
-            .map_err(|e| JsError::new(&e.to_string()))?;
-        Ok(seq as f64)
+        queued(self.device.send(now as u64, &stream, &options, payload))
     }
 
     /// Queues the marker that closes batch `batchId`; returns its sequence number.
@@ -239,11 +235,10 @@ impl Core {
         #[wasm_bindgen(js_name = batchId)] batch_id: &str,
     ) -> Result<f64, JsError> {
         let stream = stream_options(stream_group, stream, site_id, 0);
-        let seq = self
-            .device
-            .enqueue_batch_completion(now as u64, &stream, batch_id)
-            .map_err(|e| JsError::new(&e.to_string()))?;
-        Ok(seq as f64)
+        queued(
+            self.device
+                .enqueue_batch_completion(now as u64, &stream, batch_id),
+        )
     }
 
     /// Queues the marker that closes message `messageId` of batch `batchId`.
@@ -258,11 +253,10 @@ impl Core {
         #[wasm_bindgen(js_name = messageId)] message_id: &str,
     ) -> Result<f64, JsError> {
         let stream = stream_options(stream_group, stream, site_id, 0);
-        let seq = self
-            .device
-            .enqueue_message_completion(now as u64, &stream, batch_id, message_id)
-            .map_err(|e| JsError::new(&e.to_string()))?;
-        Ok(seq as f64)
+        queued(
+            self.device
+                .enqueue_message_completion(now as u64, &stream, batch_id, message_id),
+        )
     }
 
     /// Merges the JSON text `patch` (an object; merge-patch semantics, `null` deletes) into the
@@ -481,6 +475,13 @@ fn event_object(event: Event) -> JsValue {
         // `Event` is non-exhaustive: an event added later reaches the host by name only.
         _ => object(&[("kind", "unknownEvent".into())]),
     }
+}
+
+/// A command's sequence number for JavaScript, or the core's refusal as an `Error`.
+fn queued(result: Result<Seq, SendError>) -> Result<f64, JsError> {
+    result
+        .map(|seq| seq as f64)
+        .map_err(|e| JsError::new(&e.to_string()))
 }
 
 fn stream_options(

@@ -29,6 +29,19 @@ fn offline_options(database: &str, extra: &[(&str, JsValue)]) -> JsValue {
     js_object(&options)
 }
 
+/// A started client of a fresh database whose Platform is nowhere.
+async fn start_offline(database: &str) -> DeviceClient {
+    DeviceClient::start(offline_options(database, &[]))
+        .await
+        .expect("the client starts")
+}
+
+/// Stops the client and deletes its database.
+async fn finish(client: DeviceClient, database: &str) {
+    JsFuture::from(client.stop()).await.expect("stop resolves");
+    delete_database(database).await.expect("deleted");
+}
+
 async fn rejection(promise: Promise) -> String {
     let error = JsFuture::from(promise)
         .await
@@ -69,16 +82,13 @@ async fn a_callback_that_calls_the_api_finishes_before_the_next_callback_starts(
     );
     assert!(!client.offline());
     client_slot.borrow_mut().take();
-    JsFuture::from(client.stop()).await.expect("stop resolves");
-    delete_database(&database).await.expect("deleted");
+    finish(client, &database).await;
 }
 
 #[wasm_bindgen_test]
 async fn completion_markers_need_string_ids() {
     let database = unique("vdev-host");
-    let client = DeviceClient::start(offline_options(&database, &[]))
-        .await
-        .expect("the client starts");
+    let client = start_offline(&database).await;
     let sender = client.create_stream_sender(None).expect("a sender");
     let call = |method: &str, args: &[JsValue]| -> Promise {
         let function: Function = Reflect::get(&sender, &method.into())
@@ -99,16 +109,13 @@ async fn completion_markers_need_string_ids() {
         .await
         .expect("a string id is queued");
     assert_eq!(seq.as_f64(), Some(0.0));
-    JsFuture::from(client.stop()).await.expect("stop resolves");
-    delete_database(&database).await.expect("deleted");
+    finish(client, &database).await;
 }
 
 #[wasm_bindgen_test]
 async fn a_request_of_another_protocol_version_is_refused_with_a_clear_error() {
     let database = unique("vdev-host");
-    let client = DeviceClient::start(offline_options(&database, &[]))
-        .await
-        .expect("the client starts");
+    let client = start_offline(&database).await;
     // Another tab of an older vdev-web on the same database: its request has no version.
     let channel = BroadcastChannel::new(&format!("vdev-web:{database}")).unwrap();
     let answers = Rc::new(RefCell::new(Vec::<JsValue>::new()));
@@ -155,6 +162,5 @@ async fn a_request_of_another_protocol_version_is_refused_with_a_clear_error() {
         "nothing was stored for it"
     );
     channel.close();
-    JsFuture::from(client.stop()).await.expect("stop resolves");
-    delete_database(&database).await.expect("deleted");
+    finish(client, &database).await;
 }
