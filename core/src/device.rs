@@ -10,8 +10,10 @@ use std::collections::VecDeque;
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::event::{ConnectionState, Event};
+
 use crate::config::{DeviceConfig, Transport};
-use crate::http::{HttpRequest, HttpResponse, RequestId};
+use crate::http::{HttpCall, HttpRequest, HttpResponse, RequestId};
 use crate::json::{self, Value};
 use crate::keyed::KeyedVec;
 use crate::message::{Marker, MessageError, MessageOptions, StoredMessage, StreamOptions};
@@ -22,9 +24,9 @@ use crate::mqtt::session::{
 use crate::outbox::{Outbox, OutboxError, Outcome, RejectReason};
 use crate::property_bag::encode_property_bag;
 use crate::provisioning::{
-    HttpCall, Provisioning, ProvisioningError, ProvisioningEvent, ProvisioningOperation,
-    ProvisioningRequest,
+    Provisioning, ProvisioningEvent, ProvisioningOperation, ProvisioningRequest,
 };
+use crate::reason::{ConnectionLoss, RequestFailure, RequestKind};
 use crate::rng::Rng;
 use crate::store::{OutboxMeta, Record, Seq, StoreError, StoreRequest};
 use crate::token::{ConnectionInfo, Credentials, CredentialsEvent, RegistrationToken};
@@ -143,87 +145,6 @@ pub enum Output {
     Timeout(Option<u64>),
 }
 
-/// Where the device stands with the gateway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum ConnectionState {
-    /// Waiting for a technician to approve provisioning.
-    Provisioning,
-    /// Not connected; a reconnect is scheduled (or the device is stopped).
-    Disconnected,
-    /// Opening the connection.
-    Connecting,
-    /// Connected and subscribed: messages flow.
-    Connected,
-    /// Provisioning failed for good; messages stay queued.
-    Failed,
-    /// [`Device::stop`] was called.
-    Stopped,
-}
-
-/// What the app is told.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum Event {
-    /// Show this operation (verification code, expiry) so a technician can approve it.
-    ProvisioningOperation(ProvisioningOperation),
-    /// The device holds a Registration Token and a credential for this identity.
-    Registered {
-        /// Workspace id.
-        workspace_id: String,
-        /// Device id.
-        device_id: String,
-    },
-    /// Provisioning stopped for good; the device needs a new start with other settings.
-    ProvisioningFailed(ProvisioningError),
-    /// The connection state changed.
-    ConnectionStateChanged(ConnectionState),
-    /// The Platform acknowledged this message.
-    MessageDelivered {
-        /// Its sequence number (what `send` returned).
-        seq: Seq,
-    },
-    /// This message will never be delivered.
-    MessageRejected {
-        /// Its sequence number.
-        seq: Seq,
-        /// Why.
-        reason: RejectReason,
-    },
-    /// Desired properties changed (also sent once after the first twin fetch).
-    DesiredPropertiesChanged {
-        /// The whole desired document (without `$version`).
-        properties: Value,
-        /// Its version.
-        version: u64,
-    },
-    /// The Platform accepted a reported-properties patch.
-    ReportedPropertiesAcknowledged,
-    /// The Platform refused a reported-properties patch; it is sent again later.
-    ReportedPropertiesRejected {
-        /// The status it answered with.
-        status: u16,
-    },
-    /// A cloud-to-device message.
-    CloudToDeviceMessage {
-        /// The property bag of its topic, still URL-encoded.
-        properties: String,
-        /// The payload.
-        payload: Vec<u8>,
-    },
-    /// Reading queued messages from the store failed; the core tries again (messages wait,
-    /// none is lost). Repeated failures mean the host's storage is in trouble.
-    StoreFailed {
-        /// What the store said.
-        error: StoreError,
-    },
-    /// The saved state could not be read and was replaced (queued messages are untouched).
-    SavedStateDiscarded {
-        /// Why it was unreadable.
-        reason: String,
-    },
-}
-
 /// Why a message was not accepted.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -237,21 +158,6 @@ pub enum SendError {
     /// The device was stopped.
     #[error("device is stopped")]
     Stopped,
-}
-
-impl ConnectionState {
-    /// The state's name as hosts show it (JavaScript strings, WIT and JSON events), the same
-    /// as its serde form.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Provisioning => "provisioning",
-            Self::Disconnected => "disconnected",
-            Self::Connecting => "connecting",
-            Self::Connected => "connected",
-            Self::Failed => "failed",
-            Self::Stopped => "stopped",
-        }
-    }
 }
 
 /// A snapshot of the device's queue and connection.
@@ -359,7 +265,8 @@ pub struct Device {
     saved: SavedState,
     save_pending: bool,
     next_request_id: u64,
-    requests: KeyedVec<(Owner, u64)>,
+    /// Requests on their way: who asked, which request it is, and its deadline.
+    requests: KeyedVec<(Owner, RequestKind, u64)>,
     http_out: VecDeque<HttpRequest>,
     in_flight: KeyedVec<Seq>,
     events: VecDeque<Event>,
@@ -550,7 +457,7 @@ impl Device {
     /// Disconnects and stops all activity; queued messages stay in the store.
     pub fn stop(&mut self, now: u64) {
         let now = self.clamp(now);
-        self.session.clear_params(now, "device stopped");
+        self.session.clear_params(now);
         self.phase = Phase::Stopped;
         self.upload = None;
         self.requests.clear();
@@ -566,7 +473,9 @@ impl Device {
         match input {
             Input::Timeout => return self.handle_timeout(now),
             Input::HttpResponse { id, response } => self.route_response(now, id, Ok(response)),
-            Input::HttpFailed { id, error } => self.route_response(now, id, Err(error)),
+            Input::HttpFailed { id, error } => {
+                self.route_response(now, id, Err(RequestFailure::Network(error)))
+            }
             Input::Connected { conn } => self.session.handle_connected(now, conn),
             Input::Received { conn, bytes } => self.session.handle_received(now, conn, bytes),
             Input::Closed { conn, reason } => self.session.handle_closed(now, conn, &reason),
@@ -577,7 +486,7 @@ impl Device {
             Input::Loaded { records } => self.outbox.handle_loaded(records),
             Input::LoadFailed { error } => {
                 self.outbox.handle_load_failed(now);
-                self.events.push_back(Event::StoreFailed { error });
+                self.events.push_back(Event::StoreFailed { reason: error });
             }
             Input::NetworkAvailable => self.session.reconnect_soon(now),
             Input::NetworkLost => self.session.go_offline(now),
@@ -591,11 +500,11 @@ impl Device {
         let expired: Vec<RequestId> = self
             .requests
             .iter()
-            .filter(|(_, (_, deadline))| *deadline <= now)
+            .filter(|(_, (_, _, deadline))| *deadline <= now)
             .map(|(id, _)| RequestId(id))
             .collect();
         for id in expired {
-            self.route_response(now, id, Err("request timed out".into()));
+            self.route_response(now, id, Err(RequestFailure::TimedOut));
         }
         match &mut self.phase {
             Phase::Provisioning(p) => p.handle_timeout(now),
@@ -613,10 +522,25 @@ impl Device {
         self.now
     }
 
-    fn route_response(&mut self, now: u64, id: RequestId, response: Result<HttpResponse, String>) {
-        let Some((owner, _)) = self.requests.remove(id.0) else {
+    fn route_response(
+        &mut self,
+        now: u64,
+        id: RequestId,
+        response: Result<HttpResponse, RequestFailure>,
+    ) {
+        let Some((owner, request, _)) = self.requests.remove(id.0) else {
             return;
         };
+        // Every failed request is told, with the Platform's own words where it gave some; the
+        // sub-machine decides what follows (a retry, or a terminal event of its own).
+        let failure = match &response {
+            Ok(answer) => RequestFailure::from_response(answer),
+            Err(failure) => Some(failure.clone()),
+        };
+        if let Some(failure) = failure {
+            self.events
+                .push_back(Event::RequestFailed { request, failure });
+        }
         match (owner, &mut self.phase) {
             (Owner::Provisioning, Phase::Provisioning(p)) => {
                 p.handle_response(now, &mut self.rng, response)
@@ -659,7 +583,7 @@ impl Device {
             // Large uploads get time in proportion to their size (at 64 KB/s at worst).
             request.deadline =
                 self.now + self.config.http_timeout_ms + request.body.len() as u64 / 64;
-            if let Some((_, deadline)) = self.requests.get_mut(request.id.0) {
+            if let Some((_, _, deadline)) = self.requests.get_mut(request.id.0) {
                 *deadline = request.deadline;
             }
             return Output::Http(request);
@@ -679,7 +603,7 @@ impl Device {
         let requests = self
             .requests
             .values()
-            .map(|(_, deadline)| *deadline)
+            .map(|(_, _, deadline)| *deadline)
             .filter(|deadline| *deadline != u64::MAX)
             .min();
         // An upload step can only run with a usable credential; until then it waits for one.
@@ -758,7 +682,7 @@ impl Device {
         self.next_request_id += 1;
         // The deadline is set when the request leaves (see `poll_output`): until then it has
         // none, so a request held while offline does not time out.
-        self.requests.insert(id.0, (owner, u64::MAX));
+        self.requests.insert(id.0, (owner, call.kind, u64::MAX));
         self.http_out.push_back(HttpRequest {
             id,
             method: call.method,
@@ -799,11 +723,12 @@ impl Device {
                 self.save_pending = true;
             }
             CredentialsEvent::Registered(info) => self.on_registered(now, info),
-            CredentialsEvent::NeedsProvisioning => {
+            CredentialsEvent::NeedsProvisioning(reason) => {
                 self.saved.token = None;
                 self.save_pending = true;
-                self.session
-                    .clear_params(now, "registration token is no longer valid");
+                self.session.clear_params(now);
+                self.events
+                    .push_back(Event::RegistrationTokenDiscarded { reason });
                 self.start_provisioning(now);
             }
         }
@@ -849,7 +774,7 @@ impl Device {
 
     fn start_provisioning(&mut self, now: u64) {
         self.requests
-            .retain(|_, (owner, _)| *owner != Owner::Credentials);
+            .retain(|_, (owner, _, _)| *owner != Owner::Credentials);
         let request = ProvisioningRequest {
             instance_url: self.config.instance_url.clone(),
             provisioning_token: self.config.provisioning_token.clone(),
@@ -869,7 +794,7 @@ impl Device {
 
     fn start_credentials(&mut self, now: u64, token: RegistrationToken) {
         self.requests
-            .retain(|_, (owner, _)| *owner != Owner::Provisioning);
+            .retain(|_, (owner, _, _)| *owner != Owner::Provisioning);
         self.phase = Phase::Registered(Box::new(Credentials::new(
             now,
             self.config.instance_url.clone(),
@@ -898,15 +823,27 @@ impl Device {
                 self.twin.on_session_ready(now);
             }
             SessionEvent::Lost {
-                failed_attempts, ..
+                reason,
+                failed_attempts,
             } => {
-                // Every third failed attempt in a row, ask for a fresh credential: the gateway
-                // may have moved (new endpoints) or stopped accepting the old signature.
-                if failed_attempts > 0
-                    && failed_attempts.is_multiple_of(RENEW_AFTER_FAILED_CONNECTS)
+                // A refused credential is renewed at once. Otherwise every third failed attempt
+                // in a row asks for a fresh one too: the gateway may have moved (new
+                // endpoints) or stopped accepting the old signature.
+                let credential_refused = matches!(
+                    reason,
+                    Some(ConnectionLoss::Refused(
+                        ConnectReturnCode::BadUserNameOrPassword | ConnectReturnCode::NotAuthorized
+                    ))
+                );
+                if (credential_refused
+                    || failed_attempts > 0
+                        && failed_attempts.is_multiple_of(RENEW_AFTER_FAILED_CONNECTS))
                     && let Phase::Registered(c) = &mut self.phase
                 {
                     c.renew_now(now);
+                }
+                if let Some(reason) = reason {
+                    self.events.push_back(Event::ConnectionLost { reason });
                 }
                 self.in_flight.clear();
                 self.outbox.handle_connection_lost();
@@ -918,14 +855,6 @@ impl Device {
                     self.set_connection_state(ConnectionState::Disconnected);
                 }
             }
-            SessionEvent::Refused(
-                ConnectReturnCode::BadUserNameOrPassword | ConnectReturnCode::NotAuthorized,
-            ) => {
-                if let Phase::Registered(c) = &mut self.phase {
-                    c.renew_now(now);
-                }
-            }
-            SessionEvent::Refused(_) => {}
             SessionEvent::CredentialExpired => {
                 if let Phase::Registered(c) = &mut self.phase {
                     c.renew_now(now);

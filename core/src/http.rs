@@ -6,6 +6,8 @@
 //! A response that arrives after the core gave up on the request (its deadline passed, or the
 //! activity that asked for it moved on) is ignored.
 
+use crate::json::Value;
+use crate::reason::{RequestFailure, RequestKind};
 use crate::retry_after::parse_retry_after;
 
 /// Identifies one HTTP request so the host's answer can be routed back to its owner.
@@ -62,7 +64,8 @@ pub struct HttpResponse {
     pub body: Vec<u8>,
 }
 
-/// How the core reacts to a response status of the Platform's API (DESIGN.md §3).
+/// How the core reacts to an answer of the Platform's API (docs/wire-contract.md, "HTTP
+/// device API"), decided here once for every sub-machine that makes requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Verdict {
     /// 2xx other than 202.
@@ -70,46 +73,56 @@ pub(crate) enum Verdict {
     /// 202: accepted, not done yet (a provisioning operation waiting for approval).
     Pending,
     /// 401: the token in the request is invalid, expired or revoked.
-    Unauthorized,
+    Unauthorized(RequestFailure),
     /// 400 and other 4xx that retrying will not fix.
-    Rejected { detail: String },
+    Rejected(RequestFailure),
     /// 410: gone; the problem type says why.
-    Gone { problem_type: String },
-    /// 423 (workspace disabled), 429, 5xx, 408: try again later, after `retry_after_ms` if given.
+    Gone {
+        /// The problem type URI (empty when the body has none).
+        problem_type: String,
+        /// The whole failure, for the app.
+        failure: RequestFailure,
+    },
+    /// No answer, or 423 (workspace disabled), 429, 5xx, 408: try again later, after
+    /// `retry_after_ms` if given.
     RetryLater { retry_after_ms: Option<u64> },
 }
 
-pub(crate) fn classify(response: &HttpResponse, now: u64) -> Verdict {
-    let retry_after_ms = response
-        .retry_after
-        .as_deref()
-        .and_then(|value| parse_retry_after(value, now));
+/// The verdict on a request's outcome: its response, or why there was none.
+pub(crate) fn classify(outcome: &Result<HttpResponse, RequestFailure>, now: u64) -> Verdict {
+    let response = match outcome {
+        Ok(response) => response,
+        Err(_) => {
+            return Verdict::RetryLater {
+                retry_after_ms: None,
+            };
+        }
+    };
+    let Some(failure) = RequestFailure::from_response(response) else {
+        return match response.status {
+            202 => Verdict::Pending,
+            _ => Verdict::Success,
+        };
+    };
     match response.status {
-        202 => Verdict::Pending,
-        200..=299 => Verdict::Success,
-        401 => Verdict::Unauthorized,
+        401 => Verdict::Unauthorized(failure),
         410 => Verdict::Gone {
-            problem_type: problem_field(&response.body, "type").unwrap_or_default(),
+            problem_type: match &failure {
+                RequestFailure::Status { problem_type, .. } => {
+                    problem_type.clone().unwrap_or_default()
+                }
+                _ => String::new(),
+            },
+            failure,
         },
-        408 | 423 | 425 | 429 | 500..=599 => Verdict::RetryLater { retry_after_ms },
-        status => Verdict::Rejected {
-            detail: describe_problem(status, &response.body),
+        408 | 423 | 425 | 429 | 500..=599 => Verdict::RetryLater {
+            retry_after_ms: response
+                .retry_after
+                .as_deref()
+                .and_then(|value| parse_retry_after(value, now)),
         },
+        _ => Verdict::Rejected(failure),
     }
-}
-
-/// A short human description of an error response: its problem detail or title when present.
-pub(crate) fn describe_problem(status: u16, body: &[u8]) -> String {
-    let detail = problem_field(body, "detail").or_else(|| problem_field(body, "title"));
-    match detail {
-        Some(detail) => format!("status {status}: {detail}"),
-        None => format!("status {status}"),
-    }
-}
-
-fn problem_field(body: &[u8], field: &str) -> Option<String> {
-    let value = crate::json::Value::parse(body).ok()?;
-    Some(value.get(field)?.as_str()?.to_owned())
 }
 
 /// Joins the Platform's base URL and an absolute path, tolerating a trailing slash.
@@ -117,15 +130,55 @@ pub(crate) fn join_url(base: &str, path: &str) -> String {
     format!("{}{}", base.trim_end_matches('/'), path)
 }
 
+/// An HTTP call a sub-machine wants made; the facade gives it an id and a deadline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HttpCall {
+    /// Which request this is, for the reasons the app is told when it fails.
+    pub(crate) kind: RequestKind,
+    pub(crate) method: Method,
+    pub(crate) url: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl HttpCall {
+    pub(crate) fn json(
+        kind: RequestKind,
+        method: Method,
+        url: String,
+        token: &str,
+        body: Value,
+    ) -> Self {
+        Self {
+            kind,
+            method,
+            url,
+            headers: vec![
+                ("Authorization".into(), format!("DeviceToken {token}")),
+                ("Content-Type".into(), "application/json".into()),
+            ],
+            body: body.to_json().into_bytes(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn response(status: u16, body: &str) -> HttpResponse {
-        HttpResponse {
+    fn response(status: u16, body: &str) -> Result<HttpResponse, RequestFailure> {
+        Ok(HttpResponse {
             status,
             retry_after: None,
             body: body.as_bytes().to_vec(),
+        })
+    }
+
+    fn status(status: u16, problem_type: Option<&str>, detail: Option<&str>) -> RequestFailure {
+        RequestFailure::Status {
+            status,
+            problem_type: problem_type.map(str::to_owned),
+            detail: detail.map(str::to_owned),
         }
     }
 
@@ -133,23 +186,22 @@ mod tests {
     fn statuses_map_to_the_contract() {
         assert_eq!(classify(&response(200, ""), 0), Verdict::Success);
         assert_eq!(classify(&response(202, ""), 0), Verdict::Pending);
-        assert_eq!(classify(&response(401, ""), 0), Verdict::Unauthorized);
+        assert_eq!(
+            classify(&response(401, ""), 0),
+            Verdict::Unauthorized(status(401, None, None))
+        );
         assert_eq!(
             classify(&response(423, ""), 0),
             Verdict::RetryLater {
                 retry_after_ms: None
             }
         );
+        let cancelled = "/problems/deviceProvisioning/provisioningOperationCancelled";
         assert_eq!(
-            classify(
-                &response(
-                    410,
-                    r#"{"type":"/problems/deviceProvisioning/provisioningOperationCancelled"}"#
-                ),
-                0
-            ),
+            classify(&response(410, &format!(r#"{{"type":"{cancelled}"}}"#)), 0),
             Verdict::Gone {
-                problem_type: "/problems/deviceProvisioning/provisioningOperationCancelled".into()
+                problem_type: cancelled.into(),
+                failure: status(410, Some(cancelled), None),
             }
         );
         assert_eq!(
@@ -157,16 +209,31 @@ mod tests {
                 &response(400, r#"{"title":"Bad","detail":"no such thing"}"#),
                 0
             ),
-            Verdict::Rejected {
-                detail: "status 400: no such thing".into()
-            }
+            Verdict::Rejected(status(400, None, Some("no such thing")))
         );
+    }
+
+    #[test]
+    fn no_answer_is_retried_later() {
+        for failure in [
+            RequestFailure::TimedOut,
+            RequestFailure::Network("connection refused".into()),
+        ] {
+            assert_eq!(
+                classify(&Err(failure), 0),
+                Verdict::RetryLater {
+                    retry_after_ms: None
+                }
+            );
+        }
     }
 
     #[test]
     fn retry_after_is_honoured_for_429_and_503() {
         let mut r = response(503, "");
-        r.retry_after = Some("7".into());
+        if let Ok(r) = &mut r {
+            r.retry_after = Some("7".into());
+        }
         assert_eq!(
             classify(&r, 0),
             Verdict::RetryLater {
@@ -180,7 +247,8 @@ mod tests {
         assert_eq!(
             classify(&response(410, "\u{0}not json"), 0),
             Verdict::Gone {
-                problem_type: String::new()
+                problem_type: String::new(),
+                failure: status(410, None, None),
             }
         );
     }

@@ -14,8 +14,10 @@ use std::collections::VecDeque;
 
 use thiserror::Error;
 
+use crate::json::Value;
 use crate::keyed::KeyedVec;
 use crate::message::StoredMessage;
+use crate::reason::Reason;
 use crate::store::{OutboxMeta, Record, Seq, StoreError, StoreRequest};
 
 /// Bounds of the outbox, with the policy that applies when they are reached.
@@ -81,6 +83,24 @@ pub enum RejectReason {
     /// The message does not fit in an MQTT packet.
     #[error("message cannot be encoded: {0}")]
     Unencodable(String),
+}
+
+impl Reason for RejectReason {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::NotStored(_) => "notStored",
+            Self::Corrupt(_) => "corrupt",
+            Self::UploadRefused(_) => "uploadRefused",
+            Self::Unencodable(_) => "unencodable",
+        }
+    }
+
+    fn details(&self) -> Vec<(&'static str, Value)> {
+        match self {
+            Self::NotStored(error) => vec![("storeError", error.to_value())],
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// The final outcome of a message.

@@ -10,8 +10,9 @@
 use thiserror::Error;
 
 use crate::backoff::{Backoff, BackoffConfig};
-use crate::http::{HttpResponse, Method, Verdict, classify, describe_problem, join_url};
+use crate::http::{HttpCall, HttpResponse, Method, Verdict, classify, join_url};
 use crate::json::{self, Object, Value};
+use crate::reason::{Reason, RequestFailure, RequestKind};
 use crate::retry_after::parse_retry_after;
 use crate::rng::Rng;
 use crate::timestamp::parse_rfc3339;
@@ -61,9 +62,28 @@ pub enum ProvisioningError {
     /// The Platform refused the Provisioning Token (401).
     #[error("provisioning token is invalid, expired or revoked")]
     InvalidProvisioningToken,
-    /// The Platform refused the request as malformed (400 and other final statuses).
+    /// The Platform refused the request for good (400, an unexpected 410 and other final
+    /// statuses), with its answer.
     #[error("provisioning request refused: {0}")]
-    Refused(String),
+    Refused(RequestFailure),
+}
+
+impl Reason for ProvisioningError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Cancelled { .. } => "cancelled",
+            Self::InvalidProvisioningToken => "invalidProvisioningToken",
+            Self::Refused(_) => "refused",
+        }
+    }
+
+    fn details(&self) -> Vec<(&'static str, Value)> {
+        match self {
+            Self::Cancelled { operation_id } => vec![("operationId", operation_id.as_str().into())],
+            Self::Refused(failure) => vec![("failure", failure.to_value())],
+            Self::InvalidProvisioningToken => Vec::new(),
+        }
+    }
 }
 
 /// What the host needs to run provisioning.
@@ -74,29 +94,6 @@ pub(crate) struct ProvisioningRequest {
     pub(crate) device_id: Option<String>,
     pub(crate) parameters: Vec<(String, String)>,
     pub(crate) poll_interval_ms: u64,
-}
-
-/// An HTTP call a sub-machine wants made; the facade gives it an id and a deadline.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct HttpCall {
-    pub(crate) method: Method,
-    pub(crate) url: String,
-    pub(crate) headers: Vec<(String, String)>,
-    pub(crate) body: Vec<u8>,
-}
-
-impl HttpCall {
-    pub(crate) fn json(method: Method, url: String, token: &str, body: Value) -> Self {
-        Self {
-            method,
-            url,
-            headers: vec![
-                ("Authorization".into(), format!("DeviceToken {token}")),
-                ("Content-Type".into(), "application/json".into()),
-            ],
-            body: body.to_json().into_bytes(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,6 +181,7 @@ impl Provisioning {
                     body.insert("parameters".into(), Value::Object(params));
                 }
                 self.call = Some(HttpCall::json(
+                    RequestKind::ProvisioningInit,
                     Method::Post,
                     join_url(&self.request.instance_url, "/provisioning-operations/init"),
                     &self.request.provisioning_token,
@@ -198,6 +196,7 @@ impl Provisioning {
                     return self.handle_timeout(now);
                 }
                 self.call = Some(HttpCall::json(
+                    RequestKind::ProvisioningComplete,
                     Method::Put,
                     join_url(
                         &self.request.instance_url,
@@ -217,7 +216,7 @@ impl Provisioning {
         &mut self,
         now: u64,
         rng: &mut Rng,
-        response: Result<HttpResponse, String>,
+        response: Result<HttpResponse, RequestFailure>,
     ) {
         match std::mem::replace(&mut self.state, State::Finished) {
             State::InitSent => self.on_init_response(now, rng, response),
@@ -230,15 +229,9 @@ impl Provisioning {
         &mut self,
         now: u64,
         rng: &mut Rng,
-        response: Result<HttpResponse, String>,
+        response: Result<HttpResponse, RequestFailure>,
     ) {
-        let verdict = match &response {
-            Ok(r) => classify(r, now),
-            Err(_) => Verdict::RetryLater {
-                retry_after_ms: None,
-            },
-        };
-        match verdict {
+        match classify(&response, now) {
             Verdict::Success | Verdict::Pending => {
                 let body = response.map(|r| r.body).unwrap_or_default();
                 match parse_init(&body) {
@@ -253,12 +246,10 @@ impl Provisioning {
                     None => self.retry_init(now, rng, None),
                 }
             }
-            Verdict::Unauthorized => self.fail(ProvisioningError::InvalidProvisioningToken),
-            Verdict::Rejected { detail } => self.fail(ProvisioningError::Refused(detail)),
-            Verdict::Gone { .. } => self.fail(ProvisioningError::Refused(describe_problem(
-                410,
-                &response.map(|r| r.body).unwrap_or_default(),
-            ))),
+            Verdict::Unauthorized(_) => self.fail(ProvisioningError::InvalidProvisioningToken),
+            Verdict::Rejected(failure) | Verdict::Gone { failure, .. } => {
+                self.fail(ProvisioningError::Refused(failure))
+            }
             Verdict::RetryLater { retry_after_ms } => self.retry_init(now, rng, retry_after_ms),
         }
     }
@@ -268,16 +259,17 @@ impl Provisioning {
         now: u64,
         rng: &mut Rng,
         op: ProvisioningOperation,
-        response: Result<HttpResponse, String>,
+        response: Result<HttpResponse, RequestFailure>,
     ) {
-        let verdict = match &response {
-            Ok(r) if r.status == 404 => Verdict::Gone {
-                problem_type: String::new(),
-            },
-            Ok(r) => classify(r, now),
-            Err(_) => Verdict::RetryLater {
-                retry_after_ms: None,
-            },
+        let verdict = match classify(&response, now) {
+            // An operation the Platform does not know (any more) is as good as expired.
+            Verdict::Rejected(failure @ RequestFailure::Status { status: 404, .. }) => {
+                Verdict::Gone {
+                    problem_type: String::new(),
+                    failure,
+                }
+            }
+            verdict => verdict,
         };
         match verdict {
             Verdict::Pending => {
@@ -305,14 +297,14 @@ impl Provisioning {
                     None => self.retry_poll(now, rng, op, None),
                 }
             }
-            Verdict::Gone { problem_type } if problem_type.ends_with(CANCELLED_PROBLEM) => self
+            Verdict::Gone { problem_type, .. } if problem_type.ends_with(CANCELLED_PROBLEM) => self
                 .fail(ProvisioningError::Cancelled {
                     operation_id: op.id,
                 }),
             // Expired or unknown: a new operation is needed.
             Verdict::Gone { .. } => self.state = State::Init { at: now },
-            Verdict::Unauthorized => self.fail(ProvisioningError::InvalidProvisioningToken),
-            Verdict::Rejected { detail } => self.fail(ProvisioningError::Refused(detail)),
+            Verdict::Unauthorized(_) => self.fail(ProvisioningError::InvalidProvisioningToken),
+            Verdict::Rejected(failure) => self.fail(ProvisioningError::Refused(failure)),
             Verdict::RetryLater { retry_after_ms } => self.retry_poll(now, rng, op, retry_after_ms),
         }
     }

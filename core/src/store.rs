@@ -22,6 +22,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::reason::Reason;
+
 /// Per-device sequence number of a stored message.
 pub type Seq = u64;
 
@@ -107,6 +109,15 @@ pub enum StoreError {
     /// Any other storage failure, with the host's description.
     #[error("storage failed: {0}")]
     Failed(String),
+}
+
+impl Reason for StoreError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::QuotaExceeded => "quotaExceeded",
+            Self::Failed(_) => "failed",
+        }
+    }
 }
 
 /// An in-memory store that follows the contract exactly.

@@ -11,9 +11,9 @@
 
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::connection_string::ConnectionString;
-use crate::http::{HttpResponse, Method, Verdict, classify, join_url};
+use crate::http::{HttpCall, HttpResponse, Method, Verdict, classify, join_url};
 use crate::json::{self, Object, Value};
-use crate::provisioning::HttpCall;
+use crate::reason::{RequestFailure, RequestKind, TokenDiscardReason};
 use crate::rng::Rng;
 use crate::timespan::parse_timespan;
 use crate::timestamp::parse_rfc3339;
@@ -160,8 +160,8 @@ pub(crate) enum CredentialsEvent {
     TokenChanged(RegistrationToken),
     /// A fresh MQTT credential.
     Registered(ConnectionInfo),
-    /// The token is unusable: provision again.
-    NeedsProvisioning,
+    /// The token is unusable (for this reason): provision again.
+    NeedsProvisioning(TokenDiscardReason),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,10 +244,11 @@ impl Credentials {
             return;
         }
         if self.token.is_expired(now) {
-            return self.give_up();
+            return self.give_up(TokenDiscardReason::Expired);
         }
         if self.refresh_due().is_some_and(|at| at <= now) {
             self.call = Some(HttpCall::json(
+                RequestKind::RefreshToken,
                 Method::Put,
                 join_url(&self.instance_url, "/devices/registration-tokens/refresh"),
                 &self.provisioning_token,
@@ -259,6 +260,7 @@ impl Credentials {
         if self.register_due().is_some_and(|at| at <= now) {
             self.register_at = None;
             self.call = Some(HttpCall::json(
+                RequestKind::Register,
                 Method::Put,
                 join_url(&self.instance_url, "/devices/register"),
                 &self.token.token,
@@ -272,18 +274,17 @@ impl Credentials {
         &mut self,
         now: u64,
         rng: &mut Rng,
-        response: Result<HttpResponse, String>,
+        response: Result<HttpResponse, RequestFailure>,
     ) {
         let Some(pending) = self.in_flight.take() else {
             return;
         };
-        let verdict = match &response {
-            Ok(r) => classify(r, now),
-            Err(_) => Verdict::RetryLater {
-                retry_after_ms: None,
-            },
-        };
+        let verdict = classify(&response, now);
         let body = response.map(|r| r.body).unwrap_or_default();
+        let request = match pending {
+            Pending::Register => RequestKind::Register,
+            Pending::Refresh => RequestKind::RefreshToken,
+        };
         match (pending, verdict) {
             (Pending::Register, Verdict::Success) => match parse_register(&body, now) {
                 Some((info, remaining)) => {
@@ -305,10 +306,17 @@ impl Credentials {
                 }
                 None => self.retry_refresh(now, rng, None),
             },
-            (_, Verdict::Unauthorized | Verdict::Gone { .. }) => self.give_up(),
-            // A refused refresh means the token itself is no longer acceptable.
-            (Pending::Refresh, Verdict::Rejected { .. }) => self.give_up(),
-            (Pending::Register, Verdict::Rejected { .. }) => self.give_up(),
+            // Refused (401, 410 or another final status): the token itself is no longer
+            // acceptable.
+            (
+                _,
+                Verdict::Unauthorized(failure)
+                | Verdict::Gone { failure, .. }
+                | Verdict::Rejected(failure),
+            ) => self.give_up(TokenDiscardReason::Refused {
+                request,
+                failure: Box::new(failure),
+            }),
             (Pending::Register, Verdict::RetryLater { retry_after_ms }) => {
                 self.retry_register(now, rng, retry_after_ms)
             }
@@ -339,11 +347,12 @@ impl Credentials {
         self.refresh_retry_at = Some(now + self.refresh_backoff.next_delay(rng, retry_after_ms));
     }
 
-    fn give_up(&mut self) {
+    fn give_up(&mut self, reason: TokenDiscardReason) {
         if !self.dead {
             self.dead = true;
             self.connection = None;
-            self.events.push(CredentialsEvent::NeedsProvisioning);
+            self.events
+                .push(CredentialsEvent::NeedsProvisioning(reason));
         }
     }
 

@@ -9,9 +9,9 @@
 //! orphans.
 
 use crate::backoff::{Backoff, BackoffConfig};
-use crate::http::{HttpResponse, Method, Verdict, classify};
+use crate::http::{HttpCall, HttpResponse, Method, Verdict, classify};
 use crate::json::{self, Value};
-use crate::provisioning::HttpCall;
+use crate::reason::{RequestFailure, RequestKind};
 use crate::rng::Rng;
 use crate::store::Seq;
 use crate::token::ConnectionInfo;
@@ -123,6 +123,7 @@ impl Upload {
         match self.step.clone() {
             Step::Request { at } if at <= now => {
                 self.call = Some(HttpCall {
+                    kind: RequestKind::UploadSlot,
                     method: Method::Post,
                     url: format!("{base}/devices/{device}/files?{API_VERSION}"),
                     headers: vec![auth, json],
@@ -134,6 +135,7 @@ impl Upload {
             }
             Step::Put { at, slot } if at <= now => {
                 self.call = Some(HttpCall {
+                    kind: RequestKind::UploadBlob,
                     method: Method::Put,
                     url: slot.blob_url(),
                     headers: vec![("x-ms-blob-type".into(), "BlockBlob".into())],
@@ -143,6 +145,7 @@ impl Upload {
             }
             Step::Notify { at, slot } if at <= now => {
                 self.call = Some(HttpCall {
+                    kind: RequestKind::UploadNotify,
                     method: Method::Post,
                     url: format!("{base}/devices/{device}/files/notifications?{API_VERSION}"),
                     headers: vec![auth, json],
@@ -165,14 +168,9 @@ impl Upload {
         &mut self,
         now: u64,
         rng: &mut Rng,
-        response: Result<HttpResponse, String>,
+        response: Result<HttpResponse, RequestFailure>,
     ) {
-        let verdict = match &response {
-            Ok(r) => classify(r, now),
-            Err(_) => Verdict::RetryLater {
-                retry_after_ms: None,
-            },
-        };
+        let verdict = classify(&response, now);
         let body = response.map(|r| r.body).unwrap_or_default();
         let step = std::mem::replace(&mut self.step, Step::Finished);
         let mut retry_at = |this: &mut Self, retry_after: Option<u64>| {
@@ -199,15 +197,15 @@ impl Upload {
                 });
                 Step::Finished
             }
-            (step, Verdict::Unauthorized) => {
+            (step, Verdict::Unauthorized(_)) => {
                 self.events.push(UploadEvent::NeedsCredentials);
                 let at = retry_at(self, None);
                 restart(step, at)
             }
-            (_, Verdict::Rejected { detail }) => {
+            (_, Verdict::Rejected(failure)) => {
                 self.events.push(UploadEvent::Refused {
                     seq: self.seq,
-                    reason: detail,
+                    reason: failure.to_string(),
                 });
                 Step::Finished
             }

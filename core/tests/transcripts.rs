@@ -178,6 +178,7 @@ fn cancelled_operation_ends_provisioning() {
         host.answer("/provisioning-operations/complete", 410, problem(CANCELLED)),
         [
             "store save-state",
+            "event request provisioningComplete failed: status 410: gone",
             "event state Failed",
             "event provisioning failed: provisioning operation op-1 was cancelled",
         ]
@@ -201,7 +202,10 @@ fn expired_operation_starts_a_new_one() {
     host.advance();
     assert_eq!(
         host.answer("/provisioning-operations/complete", 410, problem(EXPIRED)),
-        ["http POST /provisioning-operations/init"]
+        [
+            "event request provisioningComplete failed: status 410: gone",
+            "http POST /provisioning-operations/init"
+        ]
     );
     assert_eq!(
         host.answer("/provisioning-operations/init", 200, init_body("op-2")),
@@ -224,6 +228,7 @@ fn invalid_provisioning_token_ends_provisioning() {
         host.answer("/provisioning-operations/init", 401, Value::Null),
         [
             "store save-state",
+            "event request provisioningInit failed: status 401",
             "event state Failed",
             "event provisioning failed: provisioning token is invalid, expired or revoked",
         ]
@@ -244,6 +249,7 @@ fn bad_request_is_refused_without_retry() {
         host.answer("/provisioning-operations/init", 400, body),
         [
             "store save-state",
+            "event request provisioningInit failed: status 400: deviceId is invalid",
             "event state Failed",
             "event provisioning failed: provisioning request refused: status 400: deviceId is invalid",
         ]
@@ -262,7 +268,7 @@ fn retry_after_on_init_delays_the_next_call() {
     };
     assert_eq!(
         host.answer_raw("/provisioning-operations/init", throttled),
-        [] as [&str; 0]
+        ["event request provisioningInit failed: status 429"]
     );
     assert_eq!(host.deadline, Some(T0 + 7_000));
 }
@@ -276,7 +282,10 @@ fn unauthorized_register_at_run_time_provisions_again_and_keeps_the_queue() {
             conn,
             reason: "reset".into()
         }),
-        ["event state Disconnected"]
+        [
+            "event connection lost: the connection closed: reset",
+            "event state Disconnected"
+        ]
     );
     let (first, _) = host.send("one");
     let (second, _) = host.send("two");
@@ -296,6 +305,7 @@ fn unauthorized_register_at_run_time_provisions_again_and_keeps_the_queue() {
         host.connack(ConnectReturnCode::NotAuthorized),
         [
             "close",
+            "event connection lost: the gateway refused the connection: not authorized (CONNACK code 5)",
             "event state Disconnected",
             "http PUT /devices/register"
         ]
@@ -305,6 +315,8 @@ fn unauthorized_register_at_run_time_provisions_again_and_keeps_the_queue() {
         host.answer("/devices/register", 401, Value::Null),
         [
             "store save-state",
+            "event request register failed: status 401",
+            "event token discarded: the platform refused the registration token on register: status 401",
             "event state Provisioning",
             "http POST /provisioning-operations/init",
         ]

@@ -105,7 +105,8 @@ impl ConnectReturnCode {
         }
     }
 
-    fn byte(self) -> u8 {
+    /// The code as it travels in CONNACK (0–5).
+    pub fn code(self) -> u8 {
         match self {
             ConnectReturnCode::Accepted => 0,
             ConnectReturnCode::UnacceptableProtocolVersion => 1,
@@ -444,7 +445,7 @@ impl Packet {
                 if refused && connack.session_present {
                     return Err(EncodeError::SessionPresentOnRefusal);
                 }
-                out.extend([u8::from(connack.session_present), connack.code.byte()]);
+                out.extend([u8::from(connack.session_present), connack.code.code()]);
                 CONNACK << 4
             }
             Packet::Publish(publish) => encode_publish(publish, out)?,

@@ -11,6 +11,7 @@ use crate::keyed::KeyedVec;
 use crate::mqtt::codec::{
     self, ConnAck, Connect, ConnectReturnCode, Packet, Publish, QoS, SubAckCode, Subscribe,
 };
+use crate::reason::ConnectionLoss;
 use crate::rng::Rng;
 
 /// Identifies one transport connection; inputs about an older connection are ignored.
@@ -110,11 +111,11 @@ pub(crate) enum SessionEvent {
     Connecting,
     Ready,
     Lost {
-        reason: String,
+        /// Why, or `None` when the device closed it on purpose (stopped, new credentials).
+        reason: Option<ConnectionLoss>,
         /// Connection attempts in a row that never became ready (0 after a working session).
         failed_attempts: u32,
     },
-    Refused(ConnectReturnCode),
     /// The credential expired before a connection could use it; new parameters are needed.
     CredentialExpired,
     Incoming(Publish),
@@ -205,21 +206,21 @@ impl Session {
             State::Idle | State::Waiting { .. } => self.state = State::Waiting { at: now },
             _ => {
                 self.send_packet(now, &Packet::Disconnect);
-                self.drop_connection("reconnecting with renewed credentials".into());
+                self.drop_connection();
                 self.state = State::Waiting { at: now };
             }
         }
     }
 
     /// Forget the credentials and close the connection (e.g. the device must provision again).
-    pub(crate) fn clear_params(&mut self, now: u64, reason: &str) {
+    pub(crate) fn clear_params(&mut self, now: u64) {
         self.params = None;
         if self.connection().is_some() {
             if self.is_ready() {
                 // Say goodbye so the gateway does not wait for the keep-alive to expire.
                 self.send_packet(now, &Packet::Disconnect);
             }
-            self.drop_connection(reason.into());
+            self.drop_connection();
         }
         self.state = State::Idle;
     }
@@ -237,7 +238,7 @@ impl Session {
     pub(crate) fn go_offline(&mut self, now: u64) {
         self.offline = true;
         if self.connection().is_some() {
-            self.drop_connection("the network is offline".into());
+            self.drop_connection();
         }
         if self.params.is_some() {
             self.state = State::Waiting { at: now };
@@ -341,7 +342,10 @@ impl Session {
             clean_session: true,
         });
         if let Err(error) = self.encode(now, &connect) {
-            return self.fail(now, format!("cannot encode CONNECT: {error}"));
+            return self.fail(
+                now,
+                ConnectionLoss::Protocol(format!("cannot encode CONNECT: {error}")),
+            );
         }
         self.state = State::AwaitingConnAck {
             conn,
@@ -352,7 +356,13 @@ impl Session {
     pub(crate) fn handle_closed(&mut self, now: u64, conn: ConnectionId, reason: &str) {
         if self.connection() == Some(conn) {
             self.outputs_drop_pending_tx();
-            self.lose(now, format!("connection closed: {reason}"));
+            // A transport that never opened is unreachable; one that did was closed.
+            let loss = if matches!(self.state, State::Opening { .. }) {
+                ConnectionLoss::Unreachable(reason.to_owned())
+            } else {
+                ConnectionLoss::Closed(reason.to_owned())
+            };
+            self.lose(now, loss);
         }
     }
 
@@ -374,7 +384,10 @@ impl Session {
                 }
                 Ok(None) => return,
                 Err(error) => {
-                    return self.fail(now, format!("malformed packet from the gateway: {error}"));
+                    return self.fail(
+                        now,
+                        ConnectionLoss::Protocol(format!("malformed packet: {error}")),
+                    );
                 }
             }
         }
@@ -384,8 +397,7 @@ impl Session {
         match (self.state.clone(), packet) {
             (State::AwaitingConnAck { conn, deadline }, Packet::ConnAck(ConnAck { code, .. })) => {
                 if code != ConnectReturnCode::Accepted {
-                    self.events.push(SessionEvent::Refused(code));
-                    return self.fail(now, format!("connection refused: {}", code.reason()));
+                    return self.fail(now, ConnectionLoss::Refused(code));
                 }
                 let subscriptions = self
                     .params
@@ -416,7 +428,7 @@ impl Session {
                 Packet::SubAck(ack),
             ) if ack.packet_id == packet_id => {
                 if ack.codes.contains(&SubAckCode::Failure) {
-                    return self.fail(now, "subscription refused by the gateway".into());
+                    return self.fail(now, ConnectionLoss::SubscriptionRefused);
                 }
                 self.become_ready(now, conn);
             }
@@ -433,7 +445,8 @@ impl Session {
             }
             (_, Packet::PingResp) => {}
             (_, other) => {
-                self.fail(now, format!("unexpected {} from the gateway", other.kind()));
+                let unexpected = format!("unexpected {}", other.kind());
+                self.fail(now, ConnectionLoss::Protocol(unexpected));
             }
         }
     }
@@ -452,14 +465,14 @@ impl Session {
             | State::AwaitingSubAck { deadline, .. }
                 if deadline <= now =>
             {
-                self.fail(now, "connecting timed out".into())
+                self.fail(now, ConnectionLoss::ConnectTimedOut)
             }
             State::Ready { .. } => {
                 if self.ack_deadline().is_some_and(|at| at <= now) {
-                    return self.fail(now, "publish not acknowledged in time".into());
+                    return self.fail(now, ConnectionLoss::AckTimedOut);
                 }
                 if self.ping_deadline.is_some_and(|at| at <= now) {
-                    return self.fail(now, "no answer to keep-alive ping".into());
+                    return self.fail(now, ConnectionLoss::KeepAliveTimedOut);
                 }
                 if self.ping_deadline.is_none() && self.keep_alive_due() <= now {
                     self.send_packet(now, &Packet::PingReq);
@@ -509,7 +522,7 @@ impl Session {
     }
 
     /// A protocol failure on our side of the connection: close it and retry later.
-    fn fail(&mut self, now: u64, reason: String) {
+    fn fail(&mut self, now: u64, reason: ConnectionLoss) {
         if let Some(conn) = self.connection() {
             self.outputs_drop_pending_tx();
             self.outputs.push(SessionOutput::Close { conn });
@@ -517,20 +530,20 @@ impl Session {
         self.lose(now, reason);
     }
 
-    fn drop_connection(&mut self, reason: String) {
+    fn drop_connection(&mut self) {
         if let Some(conn) = self.connection() {
             self.flush_tx(conn);
             self.outputs.push(SessionOutput::Close { conn });
         }
         self.in_flight.clear();
         self.events.push(SessionEvent::Lost {
-            reason,
+            reason: None,
             failed_attempts: self.failed_attempts,
         });
         self.state = State::Idle;
     }
 
-    fn lose(&mut self, now: u64, reason: String) {
+    fn lose(&mut self, now: u64, reason: ConnectionLoss) {
         if let State::Ready { since, .. } = self.state
             && now.saturating_sub(since) >= self.config.stable_after_ms
         {
@@ -541,7 +554,7 @@ impl Session {
         }
         self.in_flight.clear();
         self.events.push(SessionEvent::Lost {
-            reason,
+            reason: Some(reason),
             failed_attempts: self.failed_attempts,
         });
         self.state = if self.params.is_some() {

@@ -427,6 +427,11 @@ fn describe_event(event: &Event) -> String {
         Event::MessageDelivered { seq } => format!("delivered {seq}"),
         Event::MessageRejected { seq, reason } => format!("rejected {seq}: {reason}"),
         Event::DesiredPropertiesChanged { version, .. } => format!("desired v{version}"),
+        Event::ConnectionLost { reason } => format!("connection lost: {reason}"),
+        Event::RequestFailed { request, failure } => {
+            format!("request {} failed: {failure}", request.as_str())
+        }
+        Event::RegistrationTokenDiscarded { reason } => format!("token discarded: {reason}"),
         other => format!("{other:?}"),
     }
 }

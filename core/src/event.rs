@@ -1,0 +1,328 @@
+//! What the app is told: the one vocabulary of events that every host forwards.
+//!
+//! Each event has one name and one shape, defined here and nowhere else. Hosts do not re-list
+//! events: they forward [`Event::to_value`] (a JSON object whose `kind` is the event's name and
+//! whose other members are its fields, camelCase) and the one byte-string field an event may
+//! carry, [`Event::payload`], which stays out of the JSON. [`EVENT_VOCABULARY`] lists every
+//! name and field, so that a test can check the TypeScript declarations and the WIT against it.
+
+use serde::Serialize;
+
+use crate::json::Value;
+use crate::outbox::RejectReason;
+use crate::provisioning::{ProvisioningError, ProvisioningOperation};
+use crate::reason::{ConnectionLoss, Reason, RequestFailure, RequestKind, TokenDiscardReason};
+use crate::store::{Seq, StoreError};
+
+/// Where the device stands with the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ConnectionState {
+    /// Waiting for a technician to approve provisioning.
+    Provisioning,
+    /// Not connected; a reconnect is scheduled (or the device is stopped).
+    Disconnected,
+    /// Opening the connection.
+    Connecting,
+    /// Connected and subscribed: messages flow.
+    Connected,
+    /// Provisioning failed for good; messages stay queued.
+    Failed,
+    /// [`crate::Device::stop`] was called.
+    Stopped,
+}
+
+impl ConnectionState {
+    /// The state's name as hosts show it (JavaScript strings, WIT and JSON events), the same
+    /// as its serde form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provisioning => "provisioning",
+            Self::Disconnected => "disconnected",
+            Self::Connecting => "connecting",
+            Self::Connected => "connected",
+            Self::Failed => "failed",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
+/// What the app is told.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Show this operation (verification code, expiry) so a technician can approve it.
+    ProvisioningOperation(ProvisioningOperation),
+    /// The device holds a Registration Token and a credential for this identity.
+    Registered {
+        /// Workspace id.
+        workspace_id: String,
+        /// Device id.
+        device_id: String,
+    },
+    /// Provisioning stopped for good; the device needs a new start with other settings.
+    ProvisioningFailed(ProvisioningError),
+    /// The connection state changed.
+    ConnectionStateChanged(ConnectionState),
+    /// A connection to the gateway ended or could not be opened; the device reconnects after
+    /// a backoff delay. Not emitted when the device closes it on purpose (stop, renewed
+    /// credentials, a discarded token: that has its own event).
+    ConnectionLost {
+        /// Why.
+        reason: ConnectionLoss,
+    },
+    /// A request to the Platform's HTTP API failed. The activity that made it retries after
+    /// a backoff delay unless a terminal event ([`Event::ProvisioningFailed`],
+    /// [`Event::RegistrationTokenDiscarded`], [`Event::MessageRejected`]) follows.
+    RequestFailed {
+        /// Which request.
+        request: RequestKind,
+        /// Why.
+        failure: RequestFailure,
+    },
+    /// The device dropped its Registration Token and provisions again (its queue is kept).
+    RegistrationTokenDiscarded {
+        /// Why.
+        reason: TokenDiscardReason,
+    },
+    /// The Platform acknowledged this message.
+    MessageDelivered {
+        /// Its sequence number (what `send` returned).
+        seq: Seq,
+    },
+    /// This message will never be delivered.
+    MessageRejected {
+        /// Its sequence number.
+        seq: Seq,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// Desired properties changed (also sent once after the first twin fetch).
+    DesiredPropertiesChanged {
+        /// The whole desired document (without `$version`).
+        properties: Value,
+        /// Its version.
+        version: u64,
+    },
+    /// The Platform accepted a reported-properties patch.
+    ReportedPropertiesAcknowledged,
+    /// The Platform refused a reported-properties patch; it is sent again later.
+    ReportedPropertiesRejected {
+        /// The status it answered with.
+        status: u16,
+    },
+    /// A cloud-to-device message.
+    CloudToDeviceMessage {
+        /// The property bag of its topic, still URL-encoded.
+        properties: String,
+        /// The payload.
+        payload: Vec<u8>,
+    },
+    /// Reading queued messages from the store failed; the core tries again (messages wait,
+    /// none is lost). Repeated failures mean the host's storage is in trouble.
+    StoreFailed {
+        /// What the store said.
+        reason: StoreError,
+    },
+    /// The saved state could not be read and was replaced (queued messages are untouched).
+    SavedStateDiscarded {
+        /// Why it was unreadable.
+        reason: String,
+    },
+}
+
+/// Every event's name and fields, as [`Event::to_value`] writes them (the byte-string
+/// `payload` included). Reasons are objects `{code, message, ..}` (see [`crate::Reason`]).
+pub const EVENT_VOCABULARY: &[(&str, &[&str])] = &[
+    (
+        "provisioningOperation",
+        &["id", "verificationCode", "expiresAt"],
+    ),
+    ("registered", &["workspaceId", "deviceId"]),
+    ("provisioningFailed", &["reason"]),
+    ("connectionStateChanged", &["state"]),
+    ("connectionLost", &["reason"]),
+    ("requestFailed", &["request", "failure"]),
+    ("registrationTokenDiscarded", &["reason"]),
+    ("messageDelivered", &["seq"]),
+    ("messageRejected", &["seq", "reason"]),
+    ("desiredPropertiesChanged", &["properties", "version"]),
+    ("reportedPropertiesAcknowledged", &[]),
+    ("reportedPropertiesRejected", &["status"]),
+    ("cloudToDeviceMessage", &["properties", "payload"]),
+    ("storeFailed", &["reason"]),
+    ("savedStateDiscarded", &["reason"]),
+];
+
+impl Event {
+    /// The event's name (camelCase; WIT spells it in kebab-case).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::ProvisioningOperation(_) => "provisioningOperation",
+            Self::Registered { .. } => "registered",
+            Self::ProvisioningFailed(_) => "provisioningFailed",
+            Self::ConnectionStateChanged(_) => "connectionStateChanged",
+            Self::ConnectionLost { .. } => "connectionLost",
+            Self::RequestFailed { .. } => "requestFailed",
+            Self::RegistrationTokenDiscarded { .. } => "registrationTokenDiscarded",
+            Self::MessageDelivered { .. } => "messageDelivered",
+            Self::MessageRejected { .. } => "messageRejected",
+            Self::DesiredPropertiesChanged { .. } => "desiredPropertiesChanged",
+            Self::ReportedPropertiesAcknowledged => "reportedPropertiesAcknowledged",
+            Self::ReportedPropertiesRejected { .. } => "reportedPropertiesRejected",
+            Self::CloudToDeviceMessage { .. } => "cloudToDeviceMessage",
+            Self::StoreFailed { .. } => "storeFailed",
+            Self::SavedStateDiscarded { .. } => "savedStateDiscarded",
+        }
+    }
+
+    /// The event as one JSON object: `kind` (its name) and its fields, except the byte string
+    /// [`Event::payload`], which hosts attach in their own form.
+    pub fn to_value(&self) -> Value {
+        let mut fields: Vec<(&str, Value)> = vec![("kind", self.name().into())];
+        match self {
+            Self::ProvisioningOperation(op) => fields.extend([
+                ("id", op.id.as_str().into()),
+                ("verificationCode", op.verification_code.as_str().into()),
+                ("expiresAt", op.expires_at.into()),
+            ]),
+            Self::Registered {
+                workspace_id,
+                device_id,
+            } => fields.extend([
+                ("workspaceId", workspace_id.as_str().into()),
+                ("deviceId", device_id.as_str().into()),
+            ]),
+            Self::ProvisioningFailed(error) => fields.push(("reason", error.to_value())),
+            Self::ConnectionStateChanged(state) => fields.push(("state", state.as_str().into())),
+            Self::ConnectionLost { reason } => fields.push(("reason", reason.to_value())),
+            Self::RequestFailed { request, failure } => fields.extend([
+                ("request", request.as_str().into()),
+                ("failure", failure.to_value()),
+            ]),
+            Self::RegistrationTokenDiscarded { reason } => {
+                fields.push(("reason", reason.to_value()))
+            }
+            Self::MessageDelivered { seq } => fields.push(("seq", (*seq).into())),
+            Self::MessageRejected { seq, reason } => {
+                fields.extend([("seq", (*seq).into()), ("reason", reason.to_value())])
+            }
+            Self::DesiredPropertiesChanged {
+                properties,
+                version,
+            } => fields.extend([
+                ("properties", properties.clone()),
+                ("version", (*version).into()),
+            ]),
+            Self::ReportedPropertiesAcknowledged => {}
+            Self::ReportedPropertiesRejected { status } => {
+                fields.push(("status", (*status).into()))
+            }
+            Self::CloudToDeviceMessage { properties, .. } => {
+                fields.push(("properties", properties.as_str().into()))
+            }
+            Self::StoreFailed { reason } => fields.push(("reason", reason.to_value())),
+            Self::SavedStateDiscarded { reason } => fields.push(("reason", reason.as_str().into())),
+        }
+        Value::object(fields)
+    }
+
+    /// The event's byte-string field (`payload`), kept out of [`Event::to_value`].
+    pub fn payload(&self) -> Option<&[u8]> {
+        match self {
+            Self::CloudToDeviceMessage { payload, .. } => Some(payload),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mqtt::codec::ConnectReturnCode;
+
+    /// One event of every kind (the `match` in [`Event::name`] makes a new kind a compile
+    /// error there; this list must then grow too, or the vocabulary test below fails).
+    fn one_of_each() -> Vec<Event> {
+        vec![
+            Event::ProvisioningOperation(ProvisioningOperation {
+                id: "op".into(),
+                verification_code: "ABC".into(),
+                expires_at: 1,
+            }),
+            Event::Registered {
+                workspace_id: "ws".into(),
+                device_id: "dev".into(),
+            },
+            Event::ProvisioningFailed(ProvisioningError::InvalidProvisioningToken),
+            Event::ConnectionStateChanged(ConnectionState::Connected),
+            Event::ConnectionLost {
+                reason: ConnectionLoss::Refused(ConnectReturnCode::NotAuthorized),
+            },
+            Event::RequestFailed {
+                request: RequestKind::Register,
+                failure: RequestFailure::TimedOut,
+            },
+            Event::RegistrationTokenDiscarded {
+                reason: TokenDiscardReason::Expired,
+            },
+            Event::MessageDelivered { seq: 1 },
+            Event::MessageRejected {
+                seq: 2,
+                reason: RejectReason::Corrupt("bad".into()),
+            },
+            Event::DesiredPropertiesChanged {
+                properties: Value::object([("a", 1u64.into())]),
+                version: 3,
+            },
+            Event::ReportedPropertiesAcknowledged,
+            Event::ReportedPropertiesRejected { status: 400 },
+            Event::CloudToDeviceMessage {
+                properties: "a=b".into(),
+                payload: b"hi".to_vec(),
+            },
+            Event::StoreFailed {
+                reason: StoreError::QuotaExceeded,
+            },
+            Event::SavedStateDiscarded {
+                reason: "bad json".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn the_vocabulary_lists_every_event_with_exactly_the_fields_it_writes() {
+        let events = one_of_each();
+        assert_eq!(events.len(), EVENT_VOCABULARY.len());
+        for (event, (name, fields)) in events.iter().zip(EVENT_VOCABULARY) {
+            assert_eq!(event.name(), *name);
+            let value = event.to_value();
+            let mut written: Vec<&str> = value
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(key, _)| key)
+                .filter(|key| *key != "kind")
+                .collect();
+            if event.payload().is_some() {
+                written.push("payload");
+            }
+            written.sort_unstable();
+            let mut listed = fields.to_vec();
+            listed.sort_unstable();
+            assert_eq!(written, listed, "fields of {name}");
+            assert_eq!(value.get("kind").and_then(Value::as_str), Some(*name));
+        }
+    }
+
+    #[test]
+    fn reasons_travel_with_a_code_and_a_message() {
+        let event = Event::ConnectionLost {
+            reason: ConnectionLoss::Unreachable("connection refused".into()),
+        };
+        assert_eq!(
+            event.to_value().to_json(),
+            r#"{"kind":"connectionLost","reason":{"code":"unreachable","message":"the gateway is unreachable: connection refused"}}"#
+        );
+    }
+}

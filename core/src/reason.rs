@@ -1,0 +1,297 @@
+//! Why the device could not make progress: the typed reasons the core attaches to its events,
+//! so that every host tells the app the same specific cause instead of a bare state change.
+//!
+//! Each reason has a stable `code` (what apps match on, the same in every host) and a
+//! human-readable message ([`std::fmt::Display`], for logs). Its JSON form, which the browser
+//! host hands to JavaScript and the WASI command prints, is `{"code": .., "message": .., ..}`
+//! with the reason's own fields beside them; see [`crate::Event::to_value`].
+
+use std::fmt::Display;
+
+use thiserror::Error;
+
+use crate::http::HttpResponse;
+use crate::json::Value;
+use crate::mqtt::codec::ConnectReturnCode;
+
+/// A typed reason: a stable code, a message, and the reason's own fields.
+pub trait Reason: Display {
+    /// The stable code apps match on (camelCase, the same in every host).
+    fn code(&self) -> &'static str;
+
+    /// The reason's own fields beside `code` and `message` (camelCase names).
+    fn details(&self) -> Vec<(&'static str, Value)> {
+        Vec::new()
+    }
+
+    /// `{"code": .., "message": .., ..details}`.
+    fn to_value(&self) -> Value {
+        let mut fields = vec![
+            ("code", self.code().into()),
+            ("message", self.to_string().into()),
+        ];
+        fields.extend(self.details());
+        Value::object(fields)
+    }
+}
+
+/// Why a connection to the gateway ended, or never became usable. The core reconnects after a
+/// backoff delay in every case; the reason says what the app (or its user) may have to fix.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ConnectionLoss {
+    /// The gateway answered the CONNECT with this refusal (CONNACK return code 1–5). A refused
+    /// credential (4, 5) also makes the device ask the Platform for a new one.
+    #[error("the gateway refused the connection: {} (CONNACK code {})", .0.reason(), .0.code())]
+    Refused(ConnectReturnCode),
+    /// The transport could not be opened: name resolution, TCP connect or the TLS handshake
+    /// failed (the host's text says which), or the browser refused the WebSocket.
+    #[error("the gateway is unreachable: {0}")]
+    Unreachable(String),
+    /// An open transport was closed by the gateway, the network or the host (the host's text
+    /// says how, with the WebSocket close code where there is one).
+    #[error("the connection closed: {0}")]
+    Closed(String),
+    /// The transport, CONNACK or SUBACK did not arrive before the connect timeout.
+    #[error("connecting timed out")]
+    ConnectTimedOut,
+    /// The gateway did not answer a keep-alive ping in time.
+    #[error("no answer to the keep-alive ping")]
+    KeepAliveTimedOut,
+    /// A published message was not acknowledged in time.
+    #[error("a publish was not acknowledged in time")]
+    AckTimedOut,
+    /// The gateway refused a subscription the device needs.
+    #[error("the gateway refused a subscription")]
+    SubscriptionRefused,
+    /// The gateway sent bytes that are not the MQTT the device expects.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+impl Reason for ConnectionLoss {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Refused(_) => "refused",
+            Self::Unreachable(_) => "unreachable",
+            Self::Closed(_) => "closed",
+            Self::ConnectTimedOut => "connectTimedOut",
+            Self::KeepAliveTimedOut => "keepAliveTimedOut",
+            Self::AckTimedOut => "ackTimedOut",
+            Self::SubscriptionRefused => "subscriptionRefused",
+            Self::Protocol(_) => "protocol",
+        }
+    }
+
+    fn details(&self) -> Vec<(&'static str, Value)> {
+        match self {
+            Self::Refused(code) => vec![("returnCode", code.code().into())],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Which request to the Platform's HTTP API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestKind {
+    /// `POST /provisioning-operations/init`.
+    ProvisioningInit,
+    /// `PUT /provisioning-operations/complete` (polling for approval).
+    ProvisioningComplete,
+    /// `PUT /devices/register` (an MQTT credential for the Registration Token).
+    Register,
+    /// `PUT /devices/registration-tokens/refresh`.
+    RefreshToken,
+    /// `POST .../files` (an upload slot for a large message).
+    UploadSlot,
+    /// The `PUT` of a large message's bytes to blob storage.
+    UploadBlob,
+    /// `POST .../files/notifications` (the upload is finished).
+    UploadNotify,
+}
+
+impl RequestKind {
+    /// The stable name apps see.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ProvisioningInit => "provisioningInit",
+            Self::ProvisioningComplete => "provisioningComplete",
+            Self::Register => "register",
+            Self::RefreshToken => "refreshToken",
+            Self::UploadSlot => "uploadSlot",
+            Self::UploadBlob => "uploadBlob",
+            Self::UploadNotify => "uploadNotify",
+        }
+    }
+}
+
+/// Why one HTTP request failed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum RequestFailure {
+    /// The Platform, or something in between, answered with an error status. `problem_type`
+    /// and `detail` come from an RFC 7807 problem body when there is one.
+    #[error("{}", describe_status(*status, problem_type.as_deref(), detail.as_deref()))]
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// The problem type URI, if the body was a problem document.
+        problem_type: Option<String>,
+        /// The problem's `detail` (or `title`), if any.
+        detail: Option<String>,
+    },
+    /// No answer: the host's network error (name resolution, connection refused, TLS, a
+    /// browser's CORS or mixed-content block), in the host's words.
+    #[error("network error: {0}")]
+    Network(String),
+    /// No answer before the request's deadline.
+    #[error("no answer in time")]
+    TimedOut,
+}
+
+impl Reason for RequestFailure {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Status { .. } => "status",
+            Self::Network(_) => "network",
+            Self::TimedOut => "timedOut",
+        }
+    }
+
+    fn details(&self) -> Vec<(&'static str, Value)> {
+        match self {
+            Self::Status {
+                status,
+                problem_type,
+                detail,
+            } => vec![
+                ("status", (*status).into()),
+                ("problemType", problem_type.as_deref().into()),
+                ("detail", detail.as_deref().into()),
+            ],
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl RequestFailure {
+    /// The failure a response stands for, or `None` for a success (2xx).
+    pub(crate) fn from_response(response: &HttpResponse) -> Option<Self> {
+        if (200..300).contains(&response.status) {
+            return None;
+        }
+        let problem = Value::parse(&response.body).ok();
+        let field = |name: &str| {
+            problem
+                .as_ref()
+                .and_then(|p| p.get(name))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        Some(Self::Status {
+            status: response.status,
+            problem_type: field("type"),
+            detail: field("detail").or_else(|| field("title")),
+        })
+    }
+}
+
+fn describe_status(status: u16, problem_type: Option<&str>, detail: Option<&str>) -> String {
+    match (detail, problem_type) {
+        (Some(detail), _) => format!("status {status}: {detail}"),
+        (None, Some(kind)) => format!("status {status} ({kind})"),
+        (None, None) => format!("status {status}"),
+    }
+}
+
+/// Why the device dropped its Registration Token (and provisions again, keeping its queue).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum TokenDiscardReason {
+    /// The token's lifetime is over.
+    #[error("the registration token expired")]
+    Expired,
+    /// The Platform refused the token (revoked, superseded or unknown) when it was used.
+    #[error("the platform refused the registration token on {}: {failure}", request.as_str())]
+    Refused {
+        /// The request that was refused.
+        request: RequestKind,
+        /// How it was refused (boxed: it keeps [`crate::Event`] small).
+        failure: Box<RequestFailure>,
+    },
+}
+
+impl Reason for TokenDiscardReason {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Expired => "expired",
+            Self::Refused { .. } => "refused",
+        }
+    }
+
+    fn details(&self) -> Vec<(&'static str, Value)> {
+        match self {
+            Self::Refused { request, failure } => vec![
+                ("request", request.as_str().into()),
+                ("failure", failure.to_value()),
+            ],
+            Self::Expired => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, body: &str) -> HttpResponse {
+        HttpResponse {
+            status,
+            retry_after: None,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_problem_body_gives_its_type_and_detail() {
+        let failure = RequestFailure::from_response(&response(
+            401,
+            r#"{"type":"/problems/invalidToken","title":"Unauthorized","detail":"token revoked"}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            failure,
+            RequestFailure::Status {
+                status: 401,
+                problem_type: Some("/problems/invalidToken".into()),
+                detail: Some("token revoked".into()),
+            }
+        );
+        assert_eq!(failure.to_string(), "status 401: token revoked");
+        assert_eq!(
+            failure.to_value().to_json(),
+            r#"{"code":"status","detail":"token revoked","message":"status 401: token revoked","problemType":"/problems/invalidToken","status":401}"#
+        );
+    }
+
+    #[test]
+    fn a_body_that_is_no_problem_document_still_gives_the_status() {
+        let failure = RequestFailure::from_response(&response(502, "<html>bad gateway")).unwrap();
+        assert_eq!(failure.to_string(), "status 502");
+        assert_eq!(RequestFailure::from_response(&response(202, "")), None);
+    }
+
+    #[test]
+    fn a_refusal_names_its_connack_code() {
+        let loss = ConnectionLoss::Refused(ConnectReturnCode::NotAuthorized);
+        assert_eq!(
+            loss.to_string(),
+            "the gateway refused the connection: not authorized (CONNACK code 5)"
+        );
+        assert_eq!(
+            loss.to_value().to_json(),
+            r#"{"code":"refused","message":"the gateway refused the connection: not authorized (CONNACK code 5)","returnCode":5}"#
+        );
+    }
+}
