@@ -176,18 +176,20 @@ pub struct Stats {
     pub connection_state: ConnectionState,
 }
 
+/// The facade's own part of the saved state: provisioning and identity. The twin's part is not
+/// kept here but taken from the live [`Twin`] each time the state is written, so there is no
+/// second copy to fall out of step with it.
 #[derive(Debug, Default)]
 struct SavedState {
     operation: Option<ProvisioningOperation>,
     token: Option<RegistrationToken>,
     workspace_id: Option<String>,
     device_id: Option<String>,
-    twin: TwinState,
 }
 
 impl SavedState {
-    /// The JSON the host stores (`StoreRequest::SaveState`).
-    fn to_json(&self) -> Vec<u8> {
+    /// The JSON the host stores (`StoreRequest::SaveState`), with `twin` as the twin's part.
+    fn to_json(&self, twin: &TwinState) -> Vec<u8> {
         Value::object([
             (
                 "operation",
@@ -202,17 +204,18 @@ impl SavedState {
             ),
             ("workspace_id", self.workspace_id.as_deref().into()),
             ("device_id", self.device_id.as_deref().into()),
-            ("twin", self.twin.to_saved()),
+            ("twin", twin.to_saved()),
         ])
         .to_json()
         .into_bytes()
     }
 
-    /// Reads [`SavedState::to_json`]'s form back; missing parts are absent.
-    fn parse(bytes: &[u8]) -> Result<Self, String> {
+    /// Reads [`SavedState::to_json`]'s form back, with the twin's part for [`Twin::new`];
+    /// missing parts are absent.
+    fn parse(bytes: &[u8]) -> Result<(Self, TwinState), String> {
         let object = json::parse_object(bytes)?;
         let part = |key: &str| json::optional_object(&object, key);
-        Ok(Self {
+        let saved = Self {
             operation: part("operation")?
                 .map(ProvisioningOperation::from_saved)
                 .transpose()
@@ -223,12 +226,13 @@ impl SavedState {
                 .map_err(|e| format!("token: {e}"))?,
             workspace_id: json::optional_string(&object, "workspace_id")?,
             device_id: json::optional_string(&object, "device_id")?,
-            twin: part("twin")?
-                .map(TwinState::from_saved)
-                .transpose()
-                .map_err(|e| format!("twin: {e}"))?
-                .unwrap_or_default(),
-        })
+        };
+        let twin = part("twin")?
+            .map(TwinState::from_saved)
+            .transpose()
+            .map_err(|e| format!("twin: {e}"))?
+            .unwrap_or_default();
+        Ok((saved, twin))
     }
 }
 
@@ -285,16 +289,16 @@ impl Device {
     ) -> Self {
         let mut rng = Rng::from_seed(rng_seed);
         let mut events = VecDeque::new();
-        let saved: SavedState = match saved_state.map(SavedState::parse) {
-            Some(Ok(saved)) => saved,
+        let (saved, twin_state) = match saved_state.map(SavedState::parse) {
+            Some(Ok(parsed)) => parsed,
             Some(Err(reason)) => {
                 events.push_back(Event::SavedStateDiscarded { reason });
-                SavedState::default()
+                Default::default()
             }
-            None => SavedState::default(),
+            None => Default::default(),
         };
         let session = Session::new(config.session, &mut rng);
-        let twin = Twin::new(config.twin, saved.twin.clone());
+        let twin = Twin::new(config.twin, twin_state);
         let mut device = Self {
             outbox: Outbox::new(config.outbox, meta),
             now,
@@ -566,7 +570,7 @@ impl Device {
         }
         if self.save_pending {
             self.save_pending = false;
-            let state = self.saved.to_json();
+            let state = self.saved.to_json(self.twin.state());
             return Output::Store(StoreRequest::SaveState { state });
         }
         if let Some(output) = self.session.poll_output() {
@@ -738,7 +742,8 @@ impl Device {
         let identity_changed = self.saved.workspace_id.as_deref() != Some(&info.workspace_id)
             || self.saved.device_id.as_deref() != Some(&info.device_id);
         if identity_changed {
-            // Another device's twin means nothing to this one.
+            // Another device's twin means nothing to this one. The saved state takes the twin's
+            // part from the live twin, so the save below writes the empty one.
             if self.saved.device_id.is_some() {
                 self.twin = Twin::new(self.config.twin, TwinState::default());
             }
@@ -959,7 +964,6 @@ impl Device {
             });
         }
         if self.twin.take_state_dirty() {
-            self.saved.twin = self.twin.state().clone();
             self.save_pending = true;
             progressed = true;
         }
@@ -1060,7 +1064,7 @@ mod tests {
 
     #[test]
     fn saved_state_reads_what_earlier_versions_wrote_and_writes_the_same_document() {
-        let saved = SavedState::parse(WRITTEN_BEFORE.as_bytes()).unwrap();
+        let (saved, twin) = SavedState::parse(WRITTEN_BEFORE.as_bytes()).unwrap();
         let operation = saved.operation.as_ref().unwrap();
         assert_eq!(
             (operation.id.as_str(), operation.expires_at),
@@ -1069,11 +1073,8 @@ mod tests {
         let token = saved.token.as_ref().unwrap();
         assert_eq!((token.obtained_at, token.expires_at), (5, None));
         assert_eq!(saved.device_id.as_deref(), Some("dev-1"));
-        assert_eq!(
-            (saved.twin.desired_version, saved.twin.next_rid),
-            (Some(3), 7)
-        );
-        let written: serde_json::Value = serde_json::from_slice(&saved.to_json()).unwrap();
+        assert_eq!((twin.desired_version, twin.next_rid), (Some(3), 7));
+        let written: serde_json::Value = serde_json::from_slice(&saved.to_json(&twin)).unwrap();
         let before: serde_json::Value = serde_json::from_str(WRITTEN_BEFORE).unwrap();
         assert_eq!(written, before);
     }
@@ -1106,8 +1107,8 @@ mod tests {
             SavedState::parse(b"[]").unwrap_err(),
             "expected a JSON object, found an array"
         );
-        let empty = SavedState::parse(b"{}").unwrap();
+        let (empty, twin) = SavedState::parse(b"{}").unwrap();
         assert!(empty.token.is_none() && empty.operation.is_none());
-        assert_eq!(empty.twin, TwinState::default());
+        assert_eq!(twin, TwinState::default());
     }
 }

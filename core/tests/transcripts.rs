@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Host, MINUTE, OPERATION_ID, SAS, T0, complete_body, init_body, register_body};
+use common::{HOST, Host, MINUTE, OPERATION_ID, SAS, T0, complete_body, init_body, register_body};
 use serde_json::{Value, json};
 use vdev_core::mqtt::codec::{ConnectReturnCode, Packet};
 use vdev_core::{
@@ -618,4 +618,120 @@ fn offline_holds_provisioning_calls_and_sends_them_when_the_network_is_back() {
         host.pending[0].deadline > host.now,
         "its timeout starts when it is sent"
     );
+}
+
+/// The answer to `register` once the technician approved the device under another Device ID.
+fn register_body_as(device_id: &str) -> Value {
+    let mut body = register_body();
+    body["connectionString"] = json!(format!(
+        "HostName={HOST};DeviceId=ws1:{device_id};SharedAccessSignature={SAS}"
+    ));
+    body
+}
+
+/// The payloads of the reported-properties PATCHes in `packets`.
+fn reported_patches(packets: &[Packet]) -> Vec<Value> {
+    packets
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p)
+                if p.topic
+                    .starts_with("$iothub/twin/PATCH/properties/reported/") =>
+            {
+                Some(serde_json::from_slice(&p.payload).expect("a JSON merge patch"))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_identity_change_never_carries_the_old_devices_reported_properties_across_a_restart() {
+    // Device A (ws1:dev-1) reports properties; the Platform never acknowledges them.
+    let mut host = Host::connected();
+    let a_reported = json!({ "owner": "device-a", "firmware": "a-1.0" });
+    host.device
+        .update_reported_properties(
+            host.now,
+            vdev_core::json::Value::parse(a_reported.to_string().as_bytes()).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(
+        host.drain(),
+        ["store save-state", "send twin PATCH reported"]
+    );
+    assert_eq!(reported_patches(&host.sent), [a_reported]);
+
+    // Its Registration Token is revoked: it provisions again, and the technician approves it
+    // under another Device ID.
+    let conn = host.conn.unwrap();
+    host.input(Input::Closed {
+        conn,
+        reason: "reset".into(),
+    });
+    host.advance();
+    let conn = host.conn.unwrap();
+    host.input(Input::Connected { conn });
+    host.connack(ConnectReturnCode::NotAuthorized);
+    assert_eq!(
+        host.answer("/devices/register", 401, Value::Null),
+        [
+            "store save-state",
+            "event state Provisioning",
+            "http POST /provisioning-operations/init",
+        ]
+    );
+    host.answer("/provisioning-operations/init", 200, init_body("op-2"));
+    host.advance();
+    host.answer("/provisioning-operations/complete", 200, complete_body());
+    let before_b = host.sent.len();
+    assert_eq!(
+        host.answer("/devices/register", 200, register_body_as("dev-2")),
+        [
+            "store save-state",
+            "event registered ws1:dev-2",
+            "connect tcp 127.0.0.1:1883",
+            "event state Connecting",
+        ],
+        "the identity change is saved at once"
+    );
+    // The device is restarted from what it saved as device B, before B ever connected.
+    let saved_as_b = host.store.clone();
+
+    // B's own connection carries nothing of A's.
+    let conn = host.conn.unwrap();
+    host.input(Input::Connected { conn });
+    host.connack(ConnectReturnCode::Accepted);
+    host.suback();
+    host.twin_response();
+    assert!(host.device.is_twin_synced());
+    assert_eq!(
+        reported_patches(&host.sent[before_b..]),
+        [] as [Value; 0],
+        "device B's live connection carried reported properties"
+    );
+
+    // Restarted from that saved state, device B still never reports A's properties.
+    let (mut restarted, _) = Host::new(common::config(), saved_as_b);
+    assert_eq!(restarted.device.device_id(), Some("dev-2"));
+    restarted.answer("/devices/register", 200, register_body_as("dev-2"));
+    let conn = restarted.conn.expect("the restarted device connects");
+    assert_eq!(
+        restarted.input(Input::Connected { conn }),
+        ["send CONNECT ws1:dev-2"]
+    );
+    restarted.connack(ConnectReturnCode::Accepted);
+    restarted.suback();
+    restarted.twin_response();
+    assert!(restarted.device.is_twin_synced());
+    assert_eq!(
+        reported_patches(&restarted.sent),
+        [] as [Value; 0],
+        "device A's reported properties were sent to device B after the restart"
+    );
+    assert_eq!(
+        restarted.device.reported_properties(),
+        &vdev_core::json::Value::parse(b"{}").unwrap()
+    );
+    assert!(!restarted.device.reported_properties_pending());
 }
