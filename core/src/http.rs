@@ -62,7 +62,8 @@ pub struct HttpResponse {
     pub body: Vec<u8>,
 }
 
-/// How the core reacts to a response status of the Platform's API (DESIGN.md §3).
+/// How the core reacts to a response status of the Platform's API (docs/wire-contract.md,
+/// "Statuses and what the device does").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Verdict {
     /// 2xx other than 202.

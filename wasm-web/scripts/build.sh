@@ -3,7 +3,7 @@
 #   release build of the binding crate tuned for size (opt-level "z", LTO, one codegen unit,
 #   panic=abort), wasm-bindgen-cli --target web (the `Core` class: glue `vdev_web_core.js`),
 #   wasm-opt -Oz from the npm package `binaryen` (Debian's wasm-opt 108 breaks the module, see
-#   DESIGN.md §6) into `vdev_web_bg.wasm`, then the JavaScript host (wasm-web/js: index.js and
+#   docs/architecture.md, "Toolchain notes") into `vdev_web_bg.wasm`, then the JavaScript host (wasm-web/js: index.js and
 #   the modules it imports) and the glue bundled into ONE ES module `vdev_web.js` by the npm
 #   package `esbuild` and minified by the npm package `terser` (about 190 bytes gzipped smaller
 #   than esbuild's own minifier on this bundle), the hand-written types js/vdev_web.d.ts,

@@ -6,9 +6,9 @@ once per way of loading the wasm: `init()` (the default URL, vdev_web_bg.wasm ne
 vdev_web.js), `init({ module_or_path })` with another URL, and `initSync({ module })` with the
 bytes. The page is served with only those two files (plus the wasm under another name), so a
 bundle that still imports a module of its own, or loads a wasm of another name, fails here. The
-test suites run the unminified debug build; this catches a broken release build (DESIGN.md
-section 6: an old wasm-opt once produced a module Chromium refused) or a minifier that breaks the
-host.
+test suites run the unminified debug build; this catches a broken release build
+(docs/architecture.md, "Toolchain notes": an old wasm-opt once produced a module Chromium
+refused) or a minifier that breaks the host.
 
 Usage: smoke.py PKG_DIR   (needs chromium + chromium-driver; loopback only)
 """
