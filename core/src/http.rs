@@ -64,8 +64,8 @@ pub struct HttpResponse {
     pub body: Vec<u8>,
 }
 
-/// How the core reacts to an answer of the Platform's API (docs/wire-contract.md, "HTTP
-/// device API"), decided here once for every sub-machine that makes requests.
+/// How the core reacts to an answer of the Platform's API (docs/wire-contract.md, "Statuses
+/// and what the device does"), decided here once for every sub-machine that makes requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Verdict {
     /// 2xx other than 202.

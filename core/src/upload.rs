@@ -1,12 +1,12 @@
 //! Large messages: the three-step HTTP upload of a payload too big for MQTT, after which a
 //! small link message takes its place in the order.
 //!
-//! Steps (DESIGN.md §3): ask the Platform for an upload slot (`POST .../files`), `PUT` the bytes
-//! to the blob URL it returns, notify the Platform (`POST .../files/notifications`). Transient
-//! failures retry the failed step with backoff; a 401 asks for a fresh credential first; a final
-//! refusal rejects the message. The blob name is derived from the outbox origin and the
-//! sequence number, so a retry after a crash overwrites the same blob instead of leaving
-//! orphans.
+//! Steps (docs/wire-contract.md, "Large messages"): ask the Platform for an upload slot
+//! (`POST .../files`), `PUT` the bytes to the blob URL it returns, notify the Platform
+//! (`POST .../files/notifications`). Transient failures retry the failed step with backoff; a 401
+//! asks for a fresh credential first; a final refusal rejects the message. The blob name is
+//! derived from the outbox origin and the sequence number, so a retry after a crash overwrites
+//! the same blob instead of leaving orphans.
 
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::http::{HttpCall, HttpResponse, Method, Verdict, classify};

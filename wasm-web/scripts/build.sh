@@ -3,11 +3,12 @@
 #   release build of the binding crate tuned for size (opt-level "z", LTO, one codegen unit,
 #   panic=abort), wasm-bindgen-cli --target web (the `Core` class: glue `vdev_web_core.js`),
 #   wasm-opt -Oz from the npm package `binaryen` (Debian's wasm-opt 108 breaks the module, see
-#   DESIGN.md §6) into `vdev_web_bg.wasm`, then the JavaScript host (wasm-web/js: index.js and
+#   docs/architecture.md, "Toolchain notes") into `vdev_web_bg.wasm`, then the JavaScript host (wasm-web/js: index.js and
 #   the modules it imports) and the glue bundled into ONE ES module `vdev_web.js` by the npm
 #   package `esbuild` and minified by the npm package `terser` (about 190 bytes gzipped smaller
 #   than esbuild's own minifier on this bundle), the hand-written types js/vdev_web.d.ts,
-#   package.json (ESM, exports, types), `npm pack`, and the gzipped size of wasm + JS.
+#   package.json (ESM, exports, types), the README and the licence texts (LICENSE-MIT and
+#   LICENSE-APACHE from the repository root), `npm pack`, and the gzipped size of wasm + JS.
 #
 # The glue loads `new URL("<out-name>_bg.wasm", import.meta.url)` by default; it is made to
 # name `vdev_web_bg.wasm` (the file the package ships, next to vdev_web.js), so `init()` without
@@ -148,13 +149,17 @@ cat >"$out_dir/package.json" <<JSON
     "vdev_web.js",
     "vdev_web.d.ts",
     "vdev_web_bg.wasm",
-    "README.md"
+    "README.md",
+    "LICENSE-MIT",
+    "LICENSE-APACHE"
   ],
   "sideEffects": false
 }
 JSON
 
 cp "$web_dir/README.md" "$out_dir/README.md"
+# The licence texts the "license" field names; smoke.py checks that the tarball carries them.
+cp "$root/LICENSE-MIT" "$root/LICENSE-APACHE" "$out_dir/"
 
 echo "== npm pack"
 (cd "$out_dir" && npm pack --silent >/dev/null)

@@ -6,13 +6,17 @@ once per way of loading the wasm: `init()` (the default URL, vdev_web_bg.wasm ne
 vdev_web.js), `init({ module_or_path })` with another URL, and `initSync({ module })` with the
 bytes. The page is served with only those two files (plus the wasm under another name), so a
 bundle that still imports a module of its own, or loads a wasm of another name, fails here. The
-test suites run the unminified debug build; this catches a broken release build (DESIGN.md
-section 6: an old wasm-opt once produced a module Chromium refused) or a minifier that breaks the
-host.
+test suites run the unminified debug build; this catches a broken release build
+(docs/architecture.md, "Toolchain notes": an old wasm-opt once produced a module Chromium
+refused) or a minifier that breaks the host.
+
+First it checks that the packed tarball in PKG_DIR (`npm pack`'s vdev-web-*.tgz) carries every
+file the package promises, the licence texts included.
 
 Usage: smoke.py PKG_DIR   (needs chromium + chromium-driver; loopback only)
 """
 
+import glob
 import http.server
 import json
 import os
@@ -20,6 +24,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -77,6 +82,25 @@ MODES = {
 }
 
 
+# The files the tarball must hold (npm puts them under `package/`): the `files` list of the
+# package.json that build.sh writes, and package.json itself.
+PACKED = ("package.json", "vdev_web.js", "vdev_web.d.ts", "vdev_web_bg.wasm", "README.md",
+          "LICENSE-MIT", "LICENSE-APACHE")
+
+
+def check_tarball(pkg):
+    """Problems with the one vdev-web-*.tgz in `pkg` (an empty list when there are none)."""
+    tarballs = glob.glob(os.path.join(pkg, "vdev-web-*.tgz"))
+    if len(tarballs) != 1:
+        return [f"expected one vdev-web-*.tgz in {pkg}, found {len(tarballs)}"]
+    name = os.path.basename(tarballs[0])
+    with tarfile.open(tarballs[0]) as tar:
+        packed = {path[len("package/"):] for path in tar.getnames() if path.startswith("package/")}
+    print(f"smoke (tarball): {name} holds {', '.join(sorted(packed))}")
+    missing = [path for path in PACKED if path not in packed]
+    return [f"{name} lacks {', '.join(missing)}"] if missing else []
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -96,6 +120,9 @@ def webdriver(port, method, path, body=None):
 
 def main():
     pkg = os.path.abspath(sys.argv[1])
+    tarball_problems = check_tarball(pkg)
+    if tarball_problems:
+        print(f"smoke (tarball) FAILED: {'; '.join(tarball_problems)}")
     site = tempfile.mkdtemp(prefix="vdev-smoke-")
     for name in ("vdev_web.js", "vdev_web_bg.wasm"):
         shutil.copy(os.path.join(pkg, name), site)
@@ -188,7 +215,7 @@ def main():
                 print(f"smoke ({mode}) FAILED: {'; '.join(problems)}")
 
         print(f"smoke: {len(MODES) - failures} passed, {failures} failed")
-        return 0 if failures == 0 else 1
+        return 0 if failures == 0 and not tarball_problems else 1
     finally:
         if session:
             try:

@@ -2,11 +2,12 @@
 //! technician, Registration Tokens with lifetimes and revocation, SAS credentials, an MQTT
 //! gateway with deduplication by `vdev-seq`, the twin and file uploads.
 //!
-//! It is written from DESIGN.md §3, not from the core's code: the point is to hold the device
-//! to the contract. During the fault window the harness lets it answer with the failures a real
-//! Platform gives: 429 and 503 with `Retry-After`, 423 (workspace disabled), transient 500s on
-//! the blob and the upload notification, and a final 400 that refuses an upload for good. It decodes MQTT with the core's public codec; the real stand-in Platform
-//! (`vdev-platform`) checks the codec against an independent implementation.
+//! It is written from docs/wire-contract.md, not from the core's code: the point is to hold the
+//! device to the contract. During the fault window the harness lets it answer with the failures a
+//! real Platform gives: 429 and 503 with `Retry-After`, 423 (workspace disabled), transient 500s on
+//! the blob and the upload notification, and a final 400 that refuses an upload for good. It
+//! decodes MQTT with the core's public codec; the real stand-in Platform (`vdev-platform`) checks
+//! the codec against an independent implementation.
 
 use std::collections::BTreeMap;
 
