@@ -677,6 +677,8 @@ fn an_identity_change_never_carries_the_old_devices_reported_properties_across_a
         host.answer("/devices/register", 401, Value::Null),
         [
             "store save-state",
+            "event request register failed: status 401",
+            "event token discarded: the platform refused the registration token on register: status 401",
             "event state Provisioning",
             "http POST /provisioning-operations/init",
         ]
