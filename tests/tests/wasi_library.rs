@@ -114,7 +114,7 @@ async fn wasi_library_world_provisions_round_trips_properties_and_delivers_in_or
         let desired = match &e.payload {
             Some(Val::Record(fields)) if e.name == "desired-properties-changed" => {
                 fields.iter().find_map(|(name, value)| match value {
-                    Val::String(json) if name == "json" => Some(json.clone()),
+                    Val::String(json) if name == "properties" => Some(json.clone()),
                     _ => None,
                 })
             }

@@ -8,7 +8,11 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use vdev_core::{Compression, ConnectionState, Event, MessageOptions, StreamOptions, Transport};
+use vdev_core::{
+    Compression, ConnectionLoss, ConnectionState, Event, MessageOptions, ProvisioningError,
+    RejectReason, RequestFailure, RequestKind, StoreError, StreamOptions, TokenDiscardReason,
+    Transport,
+};
 
 use crate::driver::{Driver, StartError, StoreFailure, now_ms};
 use crate::notice::Notice;
@@ -114,7 +118,7 @@ fn event(notice: Notice) -> Option<wit::Event> {
             cut_bytes: r.cut_bytes,
             reason: r.reason,
         }),
-        Notice::StoreFailed(error) => wit::Event::StoreFailed(error),
+        Notice::StoreFailed(error) => wit::Event::StoreFailed(wit::StoreFailure::Failed(error)),
         Notice::Core(event) => match event {
             Event::ProvisioningOperation(op) => wit::Event::ProvisioningOperation(operation(&op)),
             Event::Registered {
@@ -124,20 +128,32 @@ fn event(notice: Notice) -> Option<wit::Event> {
                 workspace_id,
                 device_id,
             }),
-            Event::ProvisioningFailed(e) => wit::Event::ProvisioningFailed(e.to_string()),
+            Event::ProvisioningFailed(e) => wit::Event::ProvisioningFailed(provisioning_failure(e)),
             Event::ConnectionStateChanged(s) => {
                 wit::Event::ConnectionStateChanged(connection_state(s))
+            }
+            Event::ConnectionLost { reason } => wit::Event::ConnectionLost(connection_loss(reason)),
+            Event::RequestFailed { request, failure } => {
+                wit::Event::RequestFailed(request_failed(request, failure))
+            }
+            Event::RegistrationTokenDiscarded { reason } => {
+                wit::Event::RegistrationTokenDiscarded(match reason {
+                    TokenDiscardReason::Refused { request, failure } => {
+                        wit::TokenDiscardReason::Refused(request_failed(request, *failure))
+                    }
+                    _ => wit::TokenDiscardReason::Expired,
+                })
             }
             Event::MessageDelivered { seq } => wit::Event::MessageDelivered(seq),
             Event::MessageRejected { seq, reason } => wit::Event::MessageRejected(wit::Rejection {
                 seq,
-                reason: reason.to_string(),
+                reason: reject_reason(reason),
             }),
             Event::DesiredPropertiesChanged {
                 properties,
                 version,
             } => wit::Event::DesiredPropertiesChanged(wit::DesiredProperties {
-                json: properties.to_string(),
+                properties: properties.to_string(),
                 version: Some(version),
             }),
             Event::ReportedPropertiesAcknowledged => wit::Event::ReportedPropertiesAcknowledged,
@@ -147,15 +163,87 @@ fn event(notice: Notice) -> Option<wit::Event> {
             Event::CloudToDeviceMessage {
                 properties,
                 payload,
-            } => wit::Event::CloudToDevice(wit::CloudToDeviceMessage {
+            } => wit::Event::CloudToDeviceMessage(wit::CloudToDeviceMessage {
                 properties,
                 payload,
             }),
             Event::SavedStateDiscarded { reason } => wit::Event::SavedStateDiscarded(reason),
-            Event::StoreFailed { error } => wit::Event::StoreFailed(error.to_string()),
+            Event::StoreFailed { reason } => wit::Event::StoreFailed(store_failure(reason)),
             _ => return None,
         },
     })
+}
+
+fn connection_loss(reason: ConnectionLoss) -> wit::ConnectionLoss {
+    match reason {
+        ConnectionLoss::Refused(code) => wit::ConnectionLoss::Refused(code.code()),
+        ConnectionLoss::Unreachable(text) => wit::ConnectionLoss::Unreachable(text),
+        ConnectionLoss::Closed(text) => wit::ConnectionLoss::Closed(text),
+        ConnectionLoss::ConnectTimedOut => wit::ConnectionLoss::ConnectTimedOut,
+        ConnectionLoss::KeepAliveTimedOut => wit::ConnectionLoss::KeepAliveTimedOut,
+        ConnectionLoss::AckTimedOut => wit::ConnectionLoss::AckTimedOut,
+        ConnectionLoss::SubscriptionRefused => wit::ConnectionLoss::SubscriptionRefused,
+        other => wit::ConnectionLoss::Protocol(other.to_string()),
+    }
+}
+
+fn request_failed(request: RequestKind, failure: RequestFailure) -> wit::RequestFailed {
+    wit::RequestFailed {
+        request: match request {
+            RequestKind::ProvisioningInit => wit::RequestKind::ProvisioningInit,
+            RequestKind::ProvisioningComplete => wit::RequestKind::ProvisioningComplete,
+            RequestKind::Register => wit::RequestKind::Register,
+            RequestKind::RefreshToken => wit::RequestKind::RefreshToken,
+            RequestKind::UploadSlot => wit::RequestKind::UploadSlot,
+            RequestKind::UploadBlob => wit::RequestKind::UploadBlob,
+            _ => wit::RequestKind::UploadNotify,
+        },
+        failure: request_failure(failure),
+    }
+}
+
+fn request_failure(failure: RequestFailure) -> wit::RequestFailure {
+    match failure {
+        RequestFailure::Status {
+            status,
+            problem_type,
+            detail,
+        } => wit::RequestFailure::Status(wit::Problem {
+            status,
+            problem_type,
+            detail,
+        }),
+        RequestFailure::Network(text) => wit::RequestFailure::Network(text),
+        _ => wit::RequestFailure::TimedOut,
+    }
+}
+
+fn provisioning_failure(error: ProvisioningError) -> wit::ProvisioningFailure {
+    match error {
+        ProvisioningError::Cancelled { operation_id } => {
+            wit::ProvisioningFailure::Cancelled(operation_id)
+        }
+        ProvisioningError::Refused(failure) => {
+            wit::ProvisioningFailure::Refused(request_failure(failure))
+        }
+        _ => wit::ProvisioningFailure::InvalidProvisioningToken,
+    }
+}
+
+fn store_failure(error: StoreError) -> wit::StoreFailure {
+    match error {
+        StoreError::QuotaExceeded => wit::StoreFailure::QuotaExceeded,
+        other => wit::StoreFailure::Failed(other.to_string()),
+    }
+}
+
+fn reject_reason(reason: RejectReason) -> wit::RejectReason {
+    match reason {
+        RejectReason::NotStored(error) => wit::RejectReason::NotStored(store_failure(error)),
+        RejectReason::Corrupt(text) => wit::RejectReason::Corrupt(text),
+        RejectReason::UploadRefused(text) => wit::RejectReason::UploadRefused(text),
+        other => wit::RejectReason::Unencodable(other.to_string()),
+    }
 }
 
 impl GuestDevice for DeviceResource {
@@ -238,9 +326,9 @@ impl GuestDevice for DeviceResource {
 
     fn desired_properties(&self) -> wit::DesiredProperties {
         let driver = self.driver.borrow();
-        let (json, version) = driver.device().desired_properties();
+        let (properties, version) = driver.device().desired_properties();
         wit::DesiredProperties {
-            json: json.to_string(),
+            properties: properties.to_string(),
             version,
         }
     }

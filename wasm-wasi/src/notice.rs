@@ -26,57 +26,41 @@ impl Notice {
                 "event": "outbox-recovered", "file": r.file, "validBytes": r.valid_bytes,
                 "cutBytes": r.cut_bytes, "reason": r.reason,
             }),
-            Notice::StoreFailed(error) => json!({ "event": "store-failed", "error": error }),
+            Notice::StoreFailed(error) => json!({
+                "event": "store-failed", "reason": { "code": "failed", "message": error },
+            }),
             Notice::Core(event) => core_event_json(event),
         }
     }
 }
 
+/// The core's own JSON form of the event (its one vocabulary), with the name under `event` in
+/// the WIT's kebab-case, as every line the command prints; a payload also comes as text.
 fn core_event_json(event: &Event) -> Value {
-    match event {
-        Event::ProvisioningOperation(op) => json!({
-            "event": "provisioning-operation", "id": op.id,
-            "verificationCode": op.verification_code, "expiresAt": op.expires_at,
-        }),
-        Event::Registered {
-            workspace_id,
-            device_id,
-        } => json!({ "event": "registered", "workspaceId": workspace_id, "deviceId": device_id }),
-        Event::ProvisioningFailed(error) => {
-            json!({ "event": "provisioning-failed", "error": error.to_string() })
+    let mut value = serde_json::to_value(event.to_value()).unwrap_or_default();
+    if let Value::Object(fields) = &mut value {
+        fields.remove("kind");
+        fields.insert("event".into(), kebab_case(event.name()).into());
+        if let Some(payload) = event.payload() {
+            fields.insert(
+                "payloadText".into(),
+                String::from_utf8_lossy(payload).into(),
+            );
         }
-        Event::ConnectionStateChanged(state) => json!({
-            "event": "connection-state-changed", "state": state.as_str(),
-        }),
-        Event::MessageDelivered { seq } => json!({ "event": "message-delivered", "seq": seq }),
-        Event::MessageRejected { seq, reason } => json!({
-            "event": "message-rejected", "seq": seq, "reason": reason.to_string(),
-        }),
-        Event::DesiredPropertiesChanged {
-            properties,
-            version,
-        } => json!({
-            "event": "desired-properties-changed", "properties": properties, "version": version,
-        }),
-        Event::ReportedPropertiesAcknowledged => {
-            json!({ "event": "reported-properties-acknowledged" })
-        }
-        Event::ReportedPropertiesRejected { status } => {
-            json!({ "event": "reported-properties-rejected", "status": status })
-        }
-        Event::CloudToDeviceMessage {
-            properties,
-            payload,
-        } => json!({
-            "event": "cloud-to-device", "properties": properties,
-            "payloadText": String::from_utf8_lossy(payload),
-        }),
-        Event::SavedStateDiscarded { reason } => {
-            json!({ "event": "saved-state-discarded", "reason": reason })
-        }
-        Event::StoreFailed { error } => {
-            json!({ "event": "store-failed", "error": error.to_string() })
-        }
-        other => json!({ "event": "other", "debug": format!("{other:?}") }),
     }
+    value
+}
+
+/// `camelCase` as `kebab-case`, the WIT's spelling of the same names.
+pub fn kebab_case(name: &str) -> String {
+    let mut kebab = String::with_capacity(name.len() + 4);
+    for c in name.chars() {
+        if c.is_ascii_uppercase() {
+            kebab.push('-');
+            kebab.push(c.to_ascii_lowercase());
+        } else {
+            kebab.push(c);
+        }
+    }
+    kebab
 }

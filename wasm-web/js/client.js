@@ -22,6 +22,7 @@ const CALLBACKS = [
   "onMessageOutcome",
   "onCloudToDeviceMessage",
   "onOfflineChanged",
+  "onEvent",
 ];
 
 const COMPRESSION = { none: 0, fastest: 1, smallestSize: 2 };

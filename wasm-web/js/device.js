@@ -221,8 +221,9 @@ export class Driver {
         case "close":
           this.forget(output.conn);
           break;
-        default:
-          this.event(output);
+        case "event":
+          this.event(JSON.parse(output.event), output.payload);
+          break;
       }
     }
   }
@@ -258,30 +259,32 @@ export class Driver {
     }
   }
 
-  /** Tells the app about an event of the core. */
-  event(event) {
+  /**
+   * Tells the app about an event of the core: every event goes to `onEvent` as the core wrote
+   * it; the shortcut callbacks get the parts they always had.
+   */
+  event(event, payload) {
+    if (payload) event.payload = payload;
+    this.tell("onEvent", [event]);
     switch (event.kind) {
       case "provisioningOperation":
         return this.tell("onProvisioningOperation", [
           { id: event.id, verificationCode: event.verificationCode, expiresAt: event.expiresAt },
         ]);
       case "provisioningFailed":
-        return this.tell("onProvisioningFailed", [event.error]);
+        return this.tell("onProvisioningFailed", [event.reason.message]);
       case "connectionStateChanged":
         return this.tell("onConnectionStateChanged", [event.state]);
       case "messageDelivered":
         return this.tell("onMessageOutcome", [{ sequence: event.seq, status: "delivered" }]);
       case "messageRejected":
-        return this.tell("onMessageOutcome", [{ sequence: event.seq, status: "rejected", reason: event.reason }]);
+        return this.tell("onMessageOutcome", [
+          { sequence: event.seq, status: "rejected", reason: event.reason.message, code: event.reason.code },
+        ]);
       case "desiredPropertiesChanged":
-        return this.tell("onDesiredPropertiesChanged", [JSON.parse(event.properties), event.version]);
+        return this.tell("onDesiredPropertiesChanged", [event.properties, event.version]);
       case "cloudToDeviceMessage":
         return this.tell("onCloudToDeviceMessage", [{ properties: event.properties, payload: event.payload }]);
-      case "savedStateDiscarded":
-        return console.error("vdev:", `saved device state was unreadable and replaced: ${event.reason}`);
-      case "storeFailed":
-        return console.error("vdev:", `reading queued messages from IndexedDB failed (retrying): ${event.error}`);
-      // `registered` shows in the getters; reported-property acknowledgements have no callback.
     }
   }
 

@@ -32,7 +32,91 @@ export interface StartOptions {
      * back online (`false`). Messages sent while offline are stored and wait.
      */
     onOfflineChanged?: (offline: boolean) => void;
+    /**
+     * Every event of the device, in the core's one vocabulary (the same events, names and
+     * fields a WASI app receives), with the reason of every failure.
+     */
+    onEvent?: (event: DeviceEvent) => void;
 }
+
+/**
+ * Why a connection to the gateway ended or could not be opened (the device reconnects after a
+ * backoff delay). `message` is for people; match on `code`.
+ */
+export type ConnectionLoss =
+    | { code: "refused"; message: string; /** The CONNACK return code, 1–5. */ returnCode: number }
+    | { code: "unreachable"; message: string }
+    | { code: "closed"; message: string }
+    | { code: "connectTimedOut"; message: string }
+    | { code: "keepAliveTimedOut"; message: string }
+    | { code: "ackTimedOut"; message: string }
+    | { code: "subscriptionRefused"; message: string }
+    | { code: "protocol"; message: string };
+
+/** Which request to the Platform's HTTP API. */
+export type RequestKind =
+    | "provisioningInit"
+    | "provisioningComplete"
+    | "register"
+    | "refreshToken"
+    | "uploadSlot"
+    | "uploadBlob"
+    | "uploadNotify";
+
+/** Why one HTTP request failed. */
+export type RequestFailure =
+    | {
+          code: "status";
+          message: string;
+          status: number;
+          /** The RFC 7807 problem type, when the answer was a problem document. */
+          problemType: string | null;
+          detail: string | null;
+      }
+    /** No answer: the browser's network error (DNS, refused, TLS, CORS), in its words. */
+    | { code: "network"; message: string }
+    | { code: "timedOut"; message: string };
+
+/** Why provisioning stopped for good. */
+export type ProvisioningFailure =
+    | { code: "cancelled"; message: string; operationId: string }
+    | { code: "invalidProvisioningToken"; message: string }
+    | { code: "refused"; message: string; failure: RequestFailure };
+
+/** Why the Registration Token was dropped (the device provisions again, keeping its queue). */
+export type TokenDiscardReason =
+    | { code: "expired"; message: string }
+    | { code: "refused"; message: string; request: RequestKind; failure: RequestFailure };
+
+/** Why the storage failed. */
+export type StoreFailure =
+    | { code: "quotaExceeded"; message: string }
+    | { code: "failed"; message: string };
+
+/** Why a message will never be delivered. */
+export type RejectReason =
+    | { code: "notStored"; message: string; storeError: StoreFailure }
+    | { code: "corrupt"; message: string }
+    | { code: "uploadRefused"; message: string }
+    | { code: "unencodable"; message: string };
+
+/** Every event of the device, by `kind`. */
+export type DeviceEvent =
+    | { kind: "provisioningOperation"; id: string; verificationCode: string; expiresAt: number }
+    | { kind: "registered"; workspaceId: string; deviceId: string }
+    | { kind: "provisioningFailed"; reason: ProvisioningFailure }
+    | { kind: "connectionStateChanged"; state: ConnectionState }
+    | { kind: "connectionLost"; reason: ConnectionLoss }
+    | { kind: "requestFailed"; request: RequestKind; failure: RequestFailure }
+    | { kind: "registrationTokenDiscarded"; reason: TokenDiscardReason }
+    | { kind: "messageDelivered"; seq: number }
+    | { kind: "messageRejected"; seq: number; reason: RejectReason }
+    | { kind: "desiredPropertiesChanged"; properties: Record<string, unknown>; version: number }
+    | { kind: "reportedPropertiesAcknowledged" }
+    | { kind: "reportedPropertiesRejected"; status: number }
+    | { kind: "cloudToDeviceMessage"; properties: string; payload: Uint8Array }
+    | { kind: "storeFailed"; reason: StoreFailure }
+    | { kind: "savedStateDiscarded"; reason: string };
 
 /** A provisioning operation waiting for a technician. */
 export interface ProvisioningOperation {
@@ -53,7 +137,7 @@ export type ConnectionState =
 /** The final outcome of a stored message, by its sequence number. */
 export type MessageOutcome =
     | { sequence: number; status: "delivered" }
-    | { sequence: number; status: "rejected"; reason: string };
+    | { sequence: number; status: "rejected"; reason: string; code: RejectReason["code"] };
 
 export interface CloudToDeviceMessage {
     /** The property bag of the message's topic, URL-encoded. */

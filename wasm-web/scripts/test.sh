@@ -123,7 +123,7 @@ cd "$web_dir"
 status=0
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-300}" \
-    cargo test -p vdev-web --target wasm32-unknown-unknown --test store --test api --test init --test host --test platform "$@" || status=$?
+    cargo test -p vdev-web --target wasm32-unknown-unknown --test store --test api --test init --test host --test platform --test reasons "$@" || status=$?
 if [ "$status" -ne 0 ]; then
     echo "== vdev-platform log (last 60 lines)" >&2
     tail -n 60 "$log_file" >&2

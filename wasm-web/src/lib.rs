@@ -27,8 +27,8 @@
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use vdev_core::json::Value;
 use vdev_core::{
-    Compression, ConnectionId, Device, DeviceConfig, DeviceId, Endpoint, Event, HttpResponse,
-    Input, MessageOptions, OutboxMeta, Output, Record, RequestId, SendError, Seq, StoreError,
+    Compression, ConnectionId, Device, DeviceConfig, DeviceId, Endpoint, HttpResponse, Input,
+    MessageOptions, OutboxMeta, Output, Record, RequestId, SendError, Seq, StoreError,
     StoreRequest, StreamOptions, Transport,
 };
 use wasm_bindgen::prelude::*;
@@ -319,13 +319,8 @@ impl Core {
     /// `connect` {conn, url} (`url` undefined for TCP, which a browser cannot open),
     /// `transmit` {conn, bytes}, `close` {conn},
     /// the store requests (see [`store_request_to_js`]),
-    /// the events (`provisioningOperation` {id, verificationCode, expiresAt}, `registered`
-    /// {workspaceId, deviceId}, `provisioningFailed` {error}, `connectionStateChanged` {state},
-    /// `messageDelivered` {seq}, `messageRejected` {seq, reason}, `desiredPropertiesChanged`
-    /// {properties (JSON text), version}, `reportedPropertiesAcknowledged`,
-    /// `reportedPropertiesRejected` {status}, `cloudToDeviceMessage` {properties, payload},
-    /// `storeFailed` {error}, `savedStateDiscarded` {reason}), and last
-    /// `timeout` {deadline: number | null}.
+    /// `event` {event: the JSON text of `Event::to_value`, payload: `Event::payload` or
+    /// undefined}, and last `timeout` {deadline: number | null}.
     #[wasm_bindgen(js_name = pollOutput)]
     pub fn poll_output(&mut self) -> JsValue {
         match self.device.poll_output() {
@@ -363,7 +358,13 @@ impl Core {
             ]),
             Output::Close { conn } => object(&[("kind", "close".into()), ("conn", number(conn.0))]),
             Output::Store(request) => store_request_to_js(&request),
-            Output::Event(event) => event_object(event),
+            // Events cross in the core's one vocabulary: its JSON text (the host parses it)
+            // and the byte-string field kept out of it.
+            Output::Event(event) => object(&[
+                ("kind", "event".into()),
+                ("event", event.to_value().to_json().into()),
+                ("payload", event.payload().map_or(JsValue::UNDEFINED, bytes)),
+            ]),
             Output::Timeout(deadline) => object(&[
                 ("kind", "timeout".into()),
                 ("deadline", optional_number(deadline)),
@@ -406,74 +407,6 @@ pub fn store_request_to_js(request: &StoreRequest) -> JsValue {
         StoreRequest::SaveState { state } => {
             object(&[("kind", "saveState".into()), ("state", self::bytes(state))])
         }
-    }
-}
-
-fn event_object(event: Event) -> JsValue {
-    match event {
-        Event::ProvisioningOperation(operation) => object(&[
-            ("kind", "provisioningOperation".into()),
-            ("id", operation.id.into()),
-            ("verificationCode", operation.verification_code.into()),
-            ("expiresAt", number(operation.expires_at)),
-        ]),
-        Event::Registered {
-            workspace_id,
-            device_id,
-        } => object(&[
-            ("kind", "registered".into()),
-            ("workspaceId", workspace_id.into()),
-            ("deviceId", device_id.into()),
-        ]),
-        Event::ProvisioningFailed(error) => object(&[
-            ("kind", "provisioningFailed".into()),
-            ("error", error.to_string().into()),
-        ]),
-        Event::ConnectionStateChanged(state) => object(&[
-            ("kind", "connectionStateChanged".into()),
-            ("state", state.as_str().into()),
-        ]),
-        Event::MessageDelivered { seq } => {
-            object(&[("kind", "messageDelivered".into()), ("seq", number(seq))])
-        }
-        Event::MessageRejected { seq, reason } => object(&[
-            ("kind", "messageRejected".into()),
-            ("seq", number(seq)),
-            ("reason", reason.to_string().into()),
-        ]),
-        Event::DesiredPropertiesChanged {
-            properties,
-            version,
-        } => object(&[
-            ("kind", "desiredPropertiesChanged".into()),
-            ("properties", properties.to_json().into()),
-            ("version", number(version)),
-        ]),
-        Event::ReportedPropertiesAcknowledged => {
-            object(&[("kind", "reportedPropertiesAcknowledged".into())])
-        }
-        Event::ReportedPropertiesRejected { status } => object(&[
-            ("kind", "reportedPropertiesRejected".into()),
-            ("status", status.into()),
-        ]),
-        Event::CloudToDeviceMessage {
-            properties,
-            payload,
-        } => object(&[
-            ("kind", "cloudToDeviceMessage".into()),
-            ("properties", properties.into()),
-            ("payload", bytes(&payload)),
-        ]),
-        Event::StoreFailed { error } => object(&[
-            ("kind", "storeFailed".into()),
-            ("error", error.to_string().into()),
-        ]),
-        Event::SavedStateDiscarded { reason } => object(&[
-            ("kind", "savedStateDiscarded".into()),
-            ("reason", reason.into()),
-        ]),
-        // `Event` is non-exhaustive: an event added later reaches the host by name only.
-        _ => object(&[("kind", "unknownEvent".into())]),
     }
 }
 

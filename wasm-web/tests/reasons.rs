@@ -1,0 +1,174 @@
+//! Every way the device can fail to make progress reaches the app with a specific reason, in
+//! the core's vocabulary (`onEvent`), within 10 s, in a real browser against a real
+//! `vdev-platform`: nothing listening at the instance URL, a wrong Provisioning Token, and a
+//! revoked Registration Token (the gateway refuses the CONNECT, then the Platform the token).
+
+#![cfg(target_arch = "wasm32")]
+
+mod common;
+
+use common::{DeviceClient, Recorder, field_string, js_object, platform, unique, wait_until};
+use js_sys::{Promise, Reflect};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+/// The acceptance bound: the app hears why within this many milliseconds.
+const WITHIN_MS: f64 = 10_000.0;
+
+struct Started {
+    client: DeviceClient,
+    events: Recorder,
+    operations: Recorder,
+    database: String,
+}
+
+async fn start(instance: &str, provisioning_token: &str, device_id: &str) -> Started {
+    let database = unique("vdev-reasons");
+    let (events, on_event) = Recorder::new();
+    let (operations, on_operation) = Recorder::new();
+    let options = js_object(&[
+        ("instance", instance.into()),
+        ("provisioningToken", provisioning_token.into()),
+        ("deviceId", device_id.into()),
+        ("database", database.as_str().into()),
+        ("onEvent", on_event.into()),
+        ("onProvisioningOperation", on_operation.into()),
+    ]);
+    let client = DeviceClient::start(options)
+        .await
+        .expect("the client starts");
+    Started {
+        client,
+        events,
+        operations,
+        database,
+    }
+}
+
+fn field(object: &JsValue, path: &[&str]) -> JsValue {
+    path.iter().fold(object.clone(), |value, name| {
+        Reflect::get(&value, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
+    })
+}
+
+impl Started {
+    /// The first event of `kind` for which `accept` holds, once the client told it.
+    async fn event(&self, kind: &str, accept: impl Fn(&JsValue) -> bool) -> JsValue {
+        let found = || {
+            self.events
+                .first_args()
+                .into_iter()
+                .find(|event| field_string(event, "kind").as_deref() == Some(kind) && accept(event))
+        };
+        wait_until(&format!("a `{kind}` event"), WITHIN_MS, || {
+            found().is_some()
+        })
+        .await;
+        found().expect("found above")
+    }
+
+    async fn stop(self) {
+        JsFuture::from(self.client.stop().unchecked_into::<Promise>())
+            .await
+            .expect("stop resolves");
+        common::delete_database(&self.database)
+            .await
+            .expect("the database is deleted");
+    }
+}
+
+#[wasm_bindgen_test]
+async fn nothing_listening_at_the_instance_url_is_a_network_failure_of_the_provisioning_request() {
+    // Port 9 (discard) on loopback: nothing listens there on the test machines.
+    let device = start(
+        "http://127.0.0.1:9",
+        platform().provisioning_token,
+        &unique("web-nowhere"),
+    )
+    .await;
+    let event = device
+        .event("requestFailed", |e| {
+            field_string(e, "request").as_deref() == Some("provisioningInit")
+        })
+        .await;
+    assert_eq!(
+        field_string(&field(&event, &["failure"]), "code").as_deref(),
+        Some("network")
+    );
+    let message = field_string(&field(&event, &["failure"]), "message").unwrap_or_default();
+    assert!(message.starts_with("network error: "), "{message}");
+    device.stop().await;
+}
+
+#[wasm_bindgen_test]
+async fn a_wrong_provisioning_token_ends_provisioning_with_that_reason() {
+    let device = start(platform().url, "not-a-token", &unique("web-badtoken")).await;
+    let event = device.event("provisioningFailed", |_| true).await;
+    assert_eq!(
+        field_string(&field(&event, &["reason"]), "code").as_deref(),
+        Some("invalidProvisioningToken")
+    );
+    let failed = device
+        .event("requestFailed", |e| {
+            field_string(e, "request").as_deref() == Some("provisioningInit")
+        })
+        .await;
+    assert_eq!(
+        field(&failed, &["failure", "status"]).as_f64(),
+        Some(401.0),
+        "the Platform's answer travels with the failure"
+    );
+    device.stop().await;
+}
+
+#[wasm_bindgen_test]
+async fn a_revoked_registration_token_is_refused_by_the_gateway_and_then_discarded() {
+    let device_id = unique("web-revoked");
+    let device = start(platform().url, platform().provisioning_token, &device_id).await;
+    wait_until("a provisioning operation", 60_000.0, || {
+        device.operations.len() > 0
+    })
+    .await;
+    let operation = field_string(&device.operations.first_args()[0], "id").expect("an id");
+    platform().approve(&operation).await;
+    device
+        .event("connectionStateChanged", |e| {
+            field_string(e, "state").as_deref() == Some("connected")
+        })
+        .await;
+
+    let tokens = platform().registration_tokens(&device_id).await;
+    let active = tokens
+        .iter()
+        .find(|t| t["state"] == "active")
+        .expect("an active registration token");
+    let path = format!(
+        "/workspaces/{}/registration-tokens/{}/revoke",
+        platform().workspace,
+        active["id"].as_str().unwrap()
+    );
+    let (status, answer) = platform().admin("POST", &path, None).await;
+    assert!(status < 300, "revoke answered {status}: {answer}");
+
+    let discarded = device.event("registrationTokenDiscarded", |_| true).await;
+    assert_eq!(
+        field_string(&field(&discarded, &["reason"]), "code").as_deref(),
+        Some("refused")
+    );
+    assert_eq!(
+        field(&discarded, &["reason", "failure", "status"]).as_f64(),
+        Some(401.0)
+    );
+    // The live session was closed and the reconnect with the old credential refused, or the
+    // register call refused first: either way the connection's end has a reason too.
+    let lost = device.event("connectionLost", |_| true).await;
+    let code = field_string(&field(&lost, &["reason"]), "code").unwrap_or_default();
+    assert!(
+        ["closed", "refused"].contains(&code.as_str()),
+        "connection lost for a reason: {code}"
+    );
+    device.stop().await;
+}
