@@ -1,0 +1,263 @@
+//! Every way the device can fail to make progress reaches a WASI app with a specific reason
+//! (the WIT `event` variant, in the core's vocabulary) within 10 s, in the library component
+//! driven by the wasmtime host against the stand-in Platform: nothing listening at the instance
+//! URL, a wrong Provisioning Token, a revoked Registration Token (the gateway refuses the
+//! credential, the Platform the token), and a gateway whose TLS certificate is signed by a CA
+//! the device does not trust.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vdev_platform::{Config, Platform, PlatformInfo, RunningPlatform};
+use vdev_tests::platform_admin::{admin, approve};
+use vdev_tests::wasi_host::{LibraryConfig, LibraryDevice, LibraryEvent, WasiHost};
+use wasmtime::component::Val;
+
+/// The acceptance bound: the app hears why within this time.
+const WITHIN: Duration = Duration::from_secs(10);
+
+async fn platform_host_and_store(dir: &tempfile::TempDir) -> (RunningPlatform, WasiHost, PathBuf) {
+    let platform = Platform::start(Config::ephemeral(dir.path().join("platform")))
+        .await
+        .expect("platform starts");
+    let host = tokio::task::spawn_blocking(WasiHost::load)
+        .await
+        .expect("load task")
+        .expect("the components build and compile");
+    let store = dir.path().join("device");
+    std::fs::create_dir_all(&store).expect("store dir");
+    (platform, host, store)
+}
+
+/// Polls until `pick` accepts an event, at most `within`; panics with what was seen.
+async fn poll_until<T>(
+    device: &mut LibraryDevice,
+    seen: &mut Vec<LibraryEvent>,
+    within: Duration,
+    mut pick: impl FnMut(&LibraryEvent) -> Option<T>,
+) -> T {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        for event in device.poll(200).await.expect("poll") {
+            let found = pick(&event);
+            seen.push(event);
+            if let Some(found) = found {
+                return found;
+            }
+        }
+    }
+    panic!("no awaited event within {within:?}; saw {seen:?}");
+}
+
+/// The payload of an event named `name`.
+fn payload_of<'a>(event: &'a LibraryEvent, name: &str) -> Option<&'a Val> {
+    (event.name == name).then_some(event.payload.as_ref()?)
+}
+
+fn field<'a>(record: &'a Val, name: &str) -> Option<&'a Val> {
+    match record {
+        Val::Record(fields) => fields.iter().find(|(n, _)| n == name).map(|(_, v)| v),
+        _ => None,
+    }
+}
+
+/// A variant's case name and payload.
+fn case(value: &Val) -> Option<(&str, Option<&Val>)> {
+    match value {
+        Val::Variant(name, payload) => Some((name.as_str(), payload.as_deref())),
+        _ => None,
+    }
+}
+
+fn config(info: &PlatformInfo, instance_url: String, device_id: &str) -> LibraryConfig {
+    LibraryConfig::tcp(
+        instance_url,
+        info.provisioning_token.clone(),
+        device_id.into(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_listening_at_the_instance_url_is_a_network_failure_of_the_provisioning_request() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (platform, host, store) = platform_host_and_store(&dir).await;
+    let info = platform.info().clone();
+    // Port 9 (discard) on loopback: nothing listens there on the test machines.
+    let mut device = host
+        .start_library_device(
+            &store,
+            config(&info, "http://127.0.0.1:9".into(), "wasi-nowhere"),
+        )
+        .await
+        .expect("device starts");
+    let mut seen = Vec::new();
+    let failure = poll_until(&mut device, &mut seen, WITHIN, |e| {
+        let failed = payload_of(e, "request-failed")?;
+        (field(failed, "request") == Some(&Val::Enum("provisioning-init".into())))
+            .then(|| field(failed, "failure").cloned())?
+    })
+    .await;
+    let (code, text) = case(&failure).expect("a failure variant");
+    assert_eq!(code, "network", "{failure:?}");
+    assert!(
+        matches!(text, Some(Val::String(text)) if !text.is_empty()),
+        "the host's words: {failure:?}"
+    );
+    device.stop().await.expect("stops");
+    platform.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_provisioning_token_ends_provisioning_with_that_reason() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (platform, host, store) = platform_host_and_store(&dir).await;
+    let info = platform.info().clone();
+    let mut wrong = config(&info, info.http_url.clone().expect("http"), "wasi-badtoken");
+    wrong.provisioning_token = "not-a-token".into();
+    let mut device = host
+        .start_library_device(&store, wrong)
+        .await
+        .expect("device starts");
+    let mut seen = Vec::new();
+    let reason = poll_until(&mut device, &mut seen, WITHIN, |e| {
+        payload_of(e, "provisioning-failed").cloned()
+    })
+    .await;
+    assert_eq!(case(&reason), Some(("invalid-provisioning-token", None)));
+    let status = seen.iter().find_map(|e| {
+        let failure = field(payload_of(e, "request-failed")?, "failure")?;
+        let (_, Some(problem)) = case(failure)? else {
+            return None;
+        };
+        field(problem, "status").cloned()
+    });
+    assert_eq!(
+        status,
+        Some(Val::U16(401)),
+        "the Platform's answer travels with it"
+    );
+    device.stop().await.expect("stops");
+    platform.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_registration_token_is_discarded_with_the_platforms_refusal() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (platform, host, store) = platform_host_and_store(&dir).await;
+    let info = platform.info().clone();
+    let device_id = "wasi-revoked";
+    let mut device = host
+        .start_library_device(
+            &store,
+            config(&info, info.http_url.clone().expect("http"), device_id),
+        )
+        .await
+        .expect("device starts");
+    let mut seen = Vec::new();
+    let operation = poll_until(&mut device, &mut seen, Duration::from_secs(60), |e| {
+        (e.name == "provisioning-operation").then(|| e.string_field("id").expect("operation id"))
+    })
+    .await;
+    approve(&info, &operation).await;
+    poll_until(&mut device, &mut seen, Duration::from_secs(60), |e| {
+        (payload_of(e, "connection-state-changed") == Some(&Val::Enum("connected".into())))
+            .then_some(())
+    })
+    .await;
+
+    let tokens = admin(
+        &info,
+        reqwest::Method::GET,
+        &format!("/registration-tokens?deviceId={device_id}"),
+        Value::Null,
+    )
+    .await;
+    let active = tokens
+        .as_array()
+        .and_then(|tokens| tokens.iter().find(|t| t["state"] == "active"))
+        .unwrap_or_else(|| panic!("an active registration token in {tokens}"));
+    admin(
+        &info,
+        reqwest::Method::POST,
+        &format!(
+            "/registration-tokens/{}/revoke",
+            active["id"].as_str().unwrap()
+        ),
+        Value::Null,
+    )
+    .await;
+
+    let reason = poll_until(&mut device, &mut seen, WITHIN, |e| {
+        payload_of(e, "registration-token-discarded").cloned()
+    })
+    .await;
+    let (code, refused) = case(&reason).expect("a reason variant");
+    assert_eq!(code, "refused", "{reason:?}");
+    let refused = refused.expect("the refused request");
+    let failure = field(refused, "failure").expect("its failure");
+    let (_, problem) = case(failure).expect("a failure variant");
+    assert_eq!(
+        problem.and_then(|p| field(p, "status")),
+        Some(&Val::U16(401)),
+        "{reason:?}"
+    );
+    let lost = seen
+        .iter()
+        .find_map(|e| payload_of(e, "connection-lost"))
+        .unwrap_or_else(|| panic!("the connection's end has a reason too; saw {seen:?}"));
+    let (code, _) = case(lost).expect("a loss variant");
+    assert!(["closed", "refused"].contains(&code), "{lost:?}");
+    device.stop().await.expect("stops");
+    platform.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_certificate_from_an_untrusted_ca_is_an_unreachable_gateway_with_the_tls_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (platform, host, store) = platform_host_and_store(&dir).await;
+    let info = platform.info().clone();
+    // Another Platform's CA: a real CA certificate, but not the one that signed this gateway's.
+    let other = Platform::start(Config::ephemeral(dir.path().join("other")))
+        .await
+        .expect("second platform starts");
+    std::fs::copy(
+        &other.info().ca_certificate_path,
+        store.join("other-ca.pem"),
+    )
+    .expect("ca copied");
+    let untrusting = LibraryConfig {
+        tls_ca_file: Some("other-ca.pem".into()),
+        ..config(
+            &info,
+            info.http_url.clone().expect("http"),
+            "wasi-untrusted",
+        )
+    };
+    let mut device = host
+        .start_library_device(&store, untrusting)
+        .await
+        .expect("device starts");
+    let mut seen = Vec::new();
+    let operation = poll_until(&mut device, &mut seen, Duration::from_secs(60), |e| {
+        (e.name == "provisioning-operation").then(|| e.string_field("id").expect("operation id"))
+    })
+    .await;
+    approve(&info, &operation).await;
+    let loss = poll_until(&mut device, &mut seen, WITHIN, |e| {
+        payload_of(e, "connection-lost").cloned()
+    })
+    .await;
+    let (code, text) = case(&loss).expect("a loss variant");
+    assert_eq!(code, "unreachable", "{loss:?}");
+    let Some(Val::String(text)) = text else {
+        panic!("the TLS error in words: {loss:?}");
+    };
+    assert!(
+        text.to_lowercase().contains("certificate"),
+        "the reason names the certificate problem: {text}"
+    );
+    device.stop().await.expect("stops");
+    other.shutdown().await;
+    platform.shutdown().await;
+}
