@@ -10,6 +10,7 @@ import init, {
     type Compression,
     type ConnectionState,
     type DesiredProperties,
+    type DeviceEvent,
     type InitInput,
     type InitOutput,
     type MessageOptions,
@@ -86,6 +87,24 @@ export async function run(): Promise<void> {
             seen.push(message.properties, String(payload.byteLength));
         },
         onOfflineChanged: (offline: boolean) => seen.push(offline ? "offline" : "online"),
+        onEvent: (event: DeviceEvent) => {
+            if (event.kind === "connectionLost" && event.reason.code === "refused") {
+                const returnCode: number = event.reason.returnCode;
+                seen.push(`refused ${returnCode}: ${event.reason.message}`);
+            } else if (event.kind === "requestFailed" && event.failure.code === "status") {
+                const problem: string | null = event.failure.problemType;
+                seen.push(`${event.request} ${event.failure.status} ${problem ?? ""}`);
+            } else if (event.kind === "cloudToDeviceMessage") {
+                const payload: Uint8Array = event.payload;
+                seen.push(String(payload.byteLength));
+            } else if (event.kind === "connectionLost") {
+                // @ts-expect-error only a refusal carries a CONNACK return code
+                void event.reason.returnCode;
+            } else if (event.kind === "messageDelivered") {
+                // @ts-expect-error a delivery has no reason
+                void event.reason;
+            }
+        },
     };
     const client: DeviceClient = await DeviceClient.start(options);
     // The smallest start: only the required options.
