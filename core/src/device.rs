@@ -21,14 +21,14 @@ use crate::mqtt::codec::{ConnectReturnCode, QoS};
 use crate::mqtt::session::{
     ConnectParams, ConnectionId, Endpoint, Session, SessionEvent, SessionOutput,
 };
-use crate::outbox::{Outbox, OutboxError, Outcome, RejectReason};
+use crate::outbox::{Outbox, OutboxError, Outcome, RejectReason, retry_delay};
 use crate::property_bag::encode_property_bag;
 use crate::provisioning::{
     Provisioning, ProvisioningEvent, ProvisioningOperation, ProvisioningRequest,
 };
 use crate::reason::{ConnectionLoss, RequestFailure, RequestKind};
 use crate::rng::Rng;
-use crate::store::{OutboxMeta, Record, Seq, StoreError, StoreRequest};
+use crate::store::{OutboxMeta, Record, Seq, StoreError, StoreOperation, StoreRequest};
 use crate::token::{ConnectionInfo, Credentials, CredentialsEvent, RegistrationToken};
 use crate::twin::{Twin, TwinError, TwinEvent, TwinState};
 use crate::upload::{Upload, UploadEvent};
@@ -99,6 +99,23 @@ pub enum Input<'a> {
     /// [`StoreRequest::Load`] failed and read nothing. The core asks again after a delay that
     /// doubles from 1 s to 1 min, and tells the app with [`Event::StoreFailed`].
     LoadFailed {
+        /// Why.
+        error: StoreError,
+    },
+    /// [`StoreRequest::Remove`] of these records failed. The core asks again after a delay
+    /// that doubles from 1 s to 1 min, and tells the app with [`Event::StoreFailed`].
+    RemoveFailed {
+        /// The request's `seqs`.
+        seqs: Vec<Seq>,
+        /// The request's `bytes`.
+        bytes: u64,
+        /// Why.
+        error: StoreError,
+    },
+    /// [`StoreRequest::SaveState`] failed. The core saves its state again after a delay that
+    /// doubles from 1 s to 1 min (sooner if the state changes), and tells the app with
+    /// [`Event::StoreFailed`].
+    SaveStateFailed {
         /// Why.
         error: StoreError,
     },
@@ -268,6 +285,9 @@ pub struct Device {
     upload: Option<Upload>,
     saved: SavedState,
     save_pending: bool,
+    /// When a failed state save is asked for again, and how many failed in a row.
+    save_retry_at: Option<u64>,
+    save_failures: u32,
     next_request_id: u64,
     /// Requests on their way: who asked, which request it is, and its deadline.
     requests: KeyedVec<(Owner, RequestKind, u64)>,
@@ -309,6 +329,8 @@ impl Device {
             upload: None,
             saved,
             save_pending: false,
+            save_retry_at: None,
+            save_failures: 0,
             next_request_id: 1,
             requests: KeyedVec::default(),
             http_out: VecDeque::new(),
@@ -490,7 +512,16 @@ impl Device {
             Input::Loaded { records } => self.outbox.handle_loaded(records),
             Input::LoadFailed { error } => {
                 self.outbox.handle_load_failed(now);
-                self.events.push_back(Event::StoreFailed { reason: error });
+                self.store_failed(StoreOperation::Load, error);
+            }
+            Input::RemoveFailed { seqs, bytes, error } => {
+                self.outbox.handle_remove_failed(now, seqs, bytes);
+                self.store_failed(StoreOperation::Remove, error);
+            }
+            Input::SaveStateFailed { error } => {
+                self.save_retry_at = Some(now + retry_delay(self.save_failures));
+                self.save_failures = self.save_failures.saturating_add(1);
+                self.store_failed(StoreOperation::SaveState, error);
             }
             Input::NetworkAvailable => self.session.reconnect_soon(now),
             Input::NetworkLost => self.session.go_offline(now),
@@ -518,6 +549,11 @@ impl Device {
         self.session.handle_timeout(now);
         self.twin.handle_timeout(now);
         self.drive(now);
+    }
+
+    fn store_failed(&mut self, operation: StoreOperation, reason: StoreError) {
+        self.events
+            .push_back(Event::StoreFailed { operation, reason });
     }
 
     fn clamp(&mut self, now: u64) -> u64 {
@@ -568,7 +604,14 @@ impl Device {
         if let Some(request) = self.outbox.poll_store(self.now) {
             return Output::Store(request);
         }
-        if self.save_pending {
+        let retrying = self.save_retry_at.is_some_and(|at| at <= self.now);
+        if self.save_pending || retrying {
+            // Failures in a row end with a save asked for while no retry was pending. A newer
+            // state replaces a failed one, so a pending retry is done by this save.
+            if self.save_retry_at.is_none() {
+                self.save_failures = 0;
+            }
+            self.save_retry_at = None;
             self.save_pending = false;
             let state = self.saved.to_json(self.twin.state());
             return Output::Store(StoreRequest::SaveState { state });
@@ -623,6 +666,7 @@ impl Device {
             self.session.poll_timeout(),
             self.twin.poll_timeout(),
             self.outbox.poll_timeout(),
+            self.save_retry_at,
             upload,
         ]
         .into_iter()
@@ -643,6 +687,7 @@ impl Device {
             while let Some(outcome) = self.outbox.poll_outcome() {
                 progressed = true;
                 self.events.push_back(match outcome {
+                    Outcome::Stored(first, last) => Event::MessagesStored { first, last },
                     Outcome::Delivered(seq) => Event::MessageDelivered { seq },
                     Outcome::Rejected(seq, reason) => Event::MessageRejected { seq, reason },
                 });

@@ -12,7 +12,7 @@ use crate::json::Value;
 use crate::outbox::RejectReason;
 use crate::provisioning::{ProvisioningError, ProvisioningOperation};
 use crate::reason::{ConnectionLoss, Reason, RequestFailure, RequestKind, TokenDiscardReason};
-use crate::store::{Seq, StoreError};
+use crate::store::{Seq, StoreError, StoreOperation};
 
 /// Where the device stands with the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -85,6 +85,14 @@ pub enum Event {
         /// Why.
         reason: TokenDiscardReason,
     },
+    /// Messages `first..=last` are durable in the host's store: their sends are done (the
+    /// host resolves the app's promises on this event, never by its own reckoning).
+    MessagesStored {
+        /// The first sequence number.
+        first: Seq,
+        /// The last sequence number.
+        last: Seq,
+    },
     /// The Platform acknowledged this message.
     MessageDelivered {
         /// Its sequence number (what `send` returned).
@@ -118,9 +126,14 @@ pub enum Event {
         /// The payload.
         payload: Vec<u8>,
     },
-    /// Reading queued messages from the store failed; the core tries again (messages wait,
-    /// none is lost). Repeated failures mean the host's storage is in trouble.
+    /// A storage operation failed; the core asks for it again after a delay (reading: the
+    /// messages wait, none is lost; removing: a delivered message could be sent again after a
+    /// restart until it succeeds; saving the state: the last state is saved again). Repeated
+    /// failures mean the host's storage is in trouble. Appends that fail end in
+    /// [`Event::MessageRejected`] instead.
     StoreFailed {
+        /// Which operation.
+        operation: StoreOperation,
         /// What the store said.
         reason: StoreError,
     },
@@ -144,13 +157,14 @@ pub const EVENT_VOCABULARY: &[(&str, &[&str])] = &[
     ("connectionLost", &["reason"]),
     ("requestFailed", &["request", "failure"]),
     ("registrationTokenDiscarded", &["reason"]),
+    ("messagesStored", &["first", "last"]),
     ("messageDelivered", &["seq"]),
     ("messageRejected", &["seq", "reason"]),
     ("desiredPropertiesChanged", &["properties", "version"]),
     ("reportedPropertiesAcknowledged", &[]),
     ("reportedPropertiesRejected", &["status"]),
     ("cloudToDeviceMessage", &["properties", "payload"]),
-    ("storeFailed", &["reason"]),
+    ("storeFailed", &["operation", "reason"]),
     ("savedStateDiscarded", &["reason"]),
 ];
 
@@ -165,6 +179,7 @@ impl Event {
             Self::ConnectionLost { .. } => "connectionLost",
             Self::RequestFailed { .. } => "requestFailed",
             Self::RegistrationTokenDiscarded { .. } => "registrationTokenDiscarded",
+            Self::MessagesStored { .. } => "messagesStored",
             Self::MessageDelivered { .. } => "messageDelivered",
             Self::MessageRejected { .. } => "messageRejected",
             Self::DesiredPropertiesChanged { .. } => "desiredPropertiesChanged",
@@ -203,6 +218,9 @@ impl Event {
             Self::RegistrationTokenDiscarded { reason } => {
                 fields.push(("reason", reason.to_value()))
             }
+            Self::MessagesStored { first, last } => {
+                fields.extend([("first", (*first).into()), ("last", (*last).into())])
+            }
             Self::MessageDelivered { seq } => fields.push(("seq", (*seq).into())),
             Self::MessageRejected { seq, reason } => {
                 fields.extend([("seq", (*seq).into()), ("reason", reason.to_value())])
@@ -221,7 +239,10 @@ impl Event {
             Self::CloudToDeviceMessage { properties, .. } => {
                 fields.push(("properties", properties.as_str().into()))
             }
-            Self::StoreFailed { reason } => fields.push(("reason", reason.to_value())),
+            Self::StoreFailed { operation, reason } => fields.extend([
+                ("operation", operation.as_str().into()),
+                ("reason", reason.to_value()),
+            ]),
             Self::SavedStateDiscarded { reason } => fields.push(("reason", reason.as_str().into())),
         }
         Value::object(fields)
@@ -266,6 +287,7 @@ mod tests {
             Event::RegistrationTokenDiscarded {
                 reason: TokenDiscardReason::Expired,
             },
+            Event::MessagesStored { first: 1, last: 2 },
             Event::MessageDelivered { seq: 1 },
             Event::MessageRejected {
                 seq: 2,
@@ -282,6 +304,7 @@ mod tests {
                 payload: b"hi".to_vec(),
             },
             Event::StoreFailed {
+                operation: StoreOperation::Remove,
                 reason: StoreError::QuotaExceeded,
             },
             Event::SavedStateDiscarded {

@@ -120,7 +120,9 @@ pub use property_bag::{PropertyBagError, decode_property_bag, encode_property_ba
 pub use provisioning::{ProvisioningError, ProvisioningOperation};
 pub use reason::{ConnectionLoss, Reason, RequestFailure, RequestKind, TokenDiscardReason};
 pub use retry_after::{MAX_RETRY_AFTER_MS, parse_retry_after};
-pub use store::{MemoryStore, OutboxMeta, Record, Seq, StoreError, StoreRequest, new_origin};
+pub use store::{
+    MemoryStore, OutboxMeta, Record, Seq, StoreError, StoreOperation, StoreRequest, new_origin,
+};
 pub use timespan::{TimeSpanError, format_timespan, parse_timespan};
 pub use timestamp::{TimestampError, format_rfc3339, parse_rfc3339};
 pub use token::{ConnectionInfo, GatewayEndpoints, RegistrationToken};

@@ -103,9 +103,11 @@ impl Reason for RejectReason {
     }
 }
 
-/// The final outcome of a message.
+/// What became of messages: durable (not final yet), then delivered or rejected (final).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outcome {
+    /// `first..=last` are durable in the host's store: the app's sends may resolve.
+    Stored(Seq, Seq),
     Delivered(Seq),
     Rejected(Seq, RejectReason),
 }
@@ -143,9 +145,17 @@ pub(crate) struct Publishable<'a> {
     pub(crate) dup: bool,
 }
 
-/// First delay before a failed load is asked again; it doubles up to [`LOAD_RETRY_MAX_MS`].
-const LOAD_RETRY_FIRST_MS: u64 = 1_000;
-const LOAD_RETRY_MAX_MS: u64 = 60_000;
+/// First delay before a failed load or removal is asked again; it doubles up to
+/// [`STORE_RETRY_MAX_MS`].
+const STORE_RETRY_FIRST_MS: u64 = 1_000;
+const STORE_RETRY_MAX_MS: u64 = 60_000;
+
+/// The delay before asking the store again after `failures` failures in a row.
+pub(crate) fn retry_delay(failures: u32) -> u64 {
+    STORE_RETRY_FIRST_MS
+        .saturating_mul(1 << failures.min(16))
+        .min(STORE_RETRY_MAX_MS)
+}
 
 /// A load request waiting for its answer.
 #[derive(Debug, Clone, Copy)]
@@ -178,6 +188,11 @@ pub(crate) struct Outbox {
     removals: Vec<Seq>,
     /// Bytes of the records in `removals`.
     removal_bytes: u64,
+    /// Removals the host failed to perform, asked again at `removal_retry_at`.
+    retry_removals: Vec<Seq>,
+    retry_removal_bytes: u64,
+    removal_failures: u32,
+    removal_retry_at: Option<u64>,
     outcomes: VecDeque<Outcome>,
 }
 
@@ -199,6 +214,10 @@ impl Outbox {
             unconfirmed: KeyedVec::default(),
             removals: Vec::new(),
             removal_bytes: 0,
+            retry_removals: Vec::new(),
+            retry_removal_bytes: 0,
+            removal_failures: 0,
+            removal_retry_at: None,
             outcomes: VecDeque::new(),
         }
     }
@@ -262,7 +281,12 @@ impl Outbox {
 
     /// The host confirmed that `first..=last` are durable.
     pub(crate) fn handle_appended(&mut self, first: Seq, last: Seq) {
-        drop(self.unconfirmed.remove_range(first..=last));
+        // Only appends still waiting for an answer become durable now; a repeated answer is
+        // a host bug that must not tell the app twice.
+        let confirmed = self.unconfirmed.remove_range(first..=last);
+        if let (Some((first, _)), Some((last, _))) = (confirmed.first(), confirmed.last()) {
+            self.outcomes.push_back(Outcome::Stored(*first, *last));
+        }
         for slot in &mut self.window {
             if (first..=last).contains(&slot.seq) && slot.state == SlotState::Storing {
                 slot.state = SlotState::Ready;
@@ -324,17 +348,29 @@ impl Outbox {
         if self.loading.take().is_none() {
             return;
         }
-        let delay = LOAD_RETRY_FIRST_MS
-            .saturating_mul(1 << self.load_failures.min(16))
-            .min(LOAD_RETRY_MAX_MS);
+        let delay = retry_delay(self.load_failures);
         self.load_failures = self.load_failures.saturating_add(1);
         self.load_retry_at = Some(now + delay);
     }
 
-    /// When a failed load is due to be asked again.
+    /// A removal failed in the host's store: it is asked again later (a removal lost for good
+    /// would leave a delivered message to be sent again after a restart, and the store's
+    /// figures wrong), waiting longer after each failure in a row.
+    pub(crate) fn handle_remove_failed(&mut self, now: u64, seqs: Vec<Seq>, bytes: u64) {
+        self.retry_removals.retain(|seq| !seqs.contains(seq));
+        self.retry_removals.extend(seqs);
+        self.retry_removals.sort_unstable();
+        self.retry_removal_bytes += bytes;
+        self.removal_retry_at = Some(now + retry_delay(self.removal_failures));
+        self.removal_failures = self.removal_failures.saturating_add(1);
+    }
+
+    /// When a failed load or removal is due to be asked again.
     pub(crate) fn poll_timeout(&self) -> Option<u64> {
-        self.load_retry_at
-            .filter(|_| self.loading.is_none() && self.load_from < self.next_seq)
+        let load = self
+            .load_retry_at
+            .filter(|_| self.loading.is_none() && self.load_from < self.next_seq);
+        [load, self.removal_retry_at].into_iter().flatten().min()
     }
 
     fn reject_corrupt_front(&mut self) {
@@ -451,7 +487,22 @@ impl Outbox {
                 records: std::mem::take(&mut self.appends),
             });
         }
+        let mut retrying = false;
+        if self.removal_retry_at.is_some_and(|at| at <= now) {
+            // The failed removals are older than any new one: in front, the order stays
+            // ascending.
+            self.removal_retry_at = None;
+            let mut seqs = std::mem::take(&mut self.retry_removals);
+            seqs.append(&mut self.removals);
+            self.removals = seqs;
+            self.removal_bytes += std::mem::take(&mut self.retry_removal_bytes);
+            retrying = true;
+        }
         if !self.removals.is_empty() {
+            // Failures in a row end with a removal that carries no failed one.
+            if !retrying && self.removal_retry_at.is_none() {
+                self.removal_failures = 0;
+            }
             let seqs = std::mem::take(&mut self.removals);
             let bytes = std::mem::take(&mut self.removal_bytes);
             return Some(StoreRequest::Remove { seqs, bytes });

@@ -2,9 +2,10 @@
 //!
 //! The core never touches storage. It emits [`StoreRequest`]s, which the host executes **in the
 //! order they were emitted** (IndexedDB transactions on one object store, appends to one file),
-//! and it answers the two that need an answer: appends ([`crate::Input::Appended`] /
-//! [`crate::Input::AppendFailed`]) and loads ([`crate::Input::Loaded`] /
-//! [`crate::Input::LoadFailed`]).
+//! and answers appends ([`crate::Input::Appended`] / [`crate::Input::AppendFailed`]) and loads
+//! ([`crate::Input::Loaded`] / [`crate::Input::LoadFailed`]), and removals and state saves when
+//! they fail ([`crate::Input::RemoveFailed`], [`crate::Input::SaveStateFailed`]). Every retry
+//! is the core's decision, the same for every host.
 //!
 //! What a store keeps:
 //! - records keyed by sequence number, each an opaque byte string;
@@ -83,8 +84,10 @@ pub enum StoreRequest {
         /// Byte budget, see above.
         max_bytes: usize,
     },
-    /// Remove these records (delivered or rejected). No answer. Losing a remove to a crash is
-    /// harmless: the message is sent again and the Platform drops the replay.
+    /// Remove these records (delivered or rejected). No answer when it worked; when it failed,
+    /// [`crate::Input::RemoveFailed`] with the same `seqs` and `bytes`, and the core asks again
+    /// later. Losing a remove to a crash is harmless: the message is sent again and the
+    /// Platform drops the replay.
     Remove {
         /// The sequence numbers, ascending.
         seqs: Vec<Seq>,
@@ -92,14 +95,38 @@ pub enum StoreRequest {
         /// read sizes cheaply (IndexedDB) subtracts this instead of reading every record.
         bytes: u64,
     },
-    /// Replace the saved device state. No answer.
+    /// Replace the saved device state. No answer when it worked; when it failed,
+    /// [`crate::Input::SaveStateFailed`], and the core saves its state again later.
     SaveState {
         /// Opaque bytes (JSON); hand them back to [`crate::Device::new`] on the next start.
         state: Vec<u8>,
     },
 }
 
-/// Why a store could not perform an append.
+/// Which storage operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreOperation {
+    /// [`StoreRequest::Load`].
+    Load,
+    /// [`StoreRequest::Remove`].
+    Remove,
+    /// [`StoreRequest::SaveState`].
+    SaveState,
+}
+
+impl StoreOperation {
+    /// The stable name apps see.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Load => "load",
+            Self::Remove => "remove",
+            Self::SaveState => "saveState",
+        }
+    }
+}
+
+/// Why a store could not perform an operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {

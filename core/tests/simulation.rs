@@ -24,7 +24,7 @@ fn main() {
     let mut violations = 0usize;
     let mut failing = Vec::new();
     let (mut sent, mut crashes) = (0usize, 0usize);
-    let mut faults = [0u64; 9];
+    let mut faults = [0u64; 10];
     for &seed in &seeds {
         let report = Sim::new(seed).run(DRAIN_BOUND_MS);
         sent += report.sent;
@@ -39,6 +39,7 @@ fn main() {
             report.skipped_operations as u64,
             report.offline_periods as u64,
             report.failed_loads as u64,
+            report.failed_writes as u64,
         ]) {
             *total += count;
         }
@@ -63,11 +64,12 @@ fn main() {
         skipped,
         offline,
         failed_loads,
+        failed_writes,
     ] = faults;
     println!(
         "faults: {kicks} kicks, {storms} kick storms, {half_open} half-open links, {throttled} throttled calls, \
          {upload_errors} upload errors, {refused} refused uploads, {skipped} operations left to expire, \
-         {offline} offline periods, {failed_loads} failed loads"
+         {offline} offline periods, {failed_loads} failed loads, {failed_writes} failed writes"
     );
     for (seed, list) in &failing {
         println!(

@@ -343,7 +343,13 @@ fn message_is_published_only_after_it_is_durable() {
     host.wait(1);
     assert_eq!(host.input(Input::Timeout), [] as [&str; 0]);
     assert!(host.telemetry().is_empty(), "not durable yet");
-    assert_eq!(host.release_appends(), [format!("send PUBLISH seq {seq}")]);
+    assert_eq!(
+        host.release_appends(),
+        [
+            format!("send PUBLISH seq {seq}"),
+            format!("event stored {seq}..={seq}")
+        ]
+    );
 }
 
 #[test]
@@ -574,7 +580,7 @@ fn offline_closes_the_connection_and_holds_everything_until_the_network_is_back(
     );
     // Sends are still stored while offline; nothing touches the network.
     let (first, lines) = host.send("one");
-    assert_eq!(lines, ["store append 0..=0"]);
+    assert_eq!(lines, ["store append 0..=0", "event stored 0..=0"]);
     let (second, _) = host.send("two");
     // The only timer left is the credential's renewal, far ahead: no reconnect attempts.
     assert!(host.deadline.is_some_and(|at| at > host.now + 10 * MINUTE));
@@ -736,4 +742,64 @@ fn an_identity_change_never_carries_the_old_devices_reported_properties_across_a
         &vdev_core::json::Value::parse(b"{}").unwrap()
     );
     assert!(!restarted.device.reported_properties_pending());
+}
+
+#[test]
+fn a_failed_removal_is_asked_again_later_until_the_store_takes_it() {
+    let mut host = Host::connected();
+    let (seq, _) = host.send("one");
+    let (packet_id, _) = host.telemetry()[0];
+    host.failing_writes = Some("disk unplugged".into());
+    assert_eq!(
+        host.receive(Packet::PubAck { packet_id }),
+        [
+            format!("store remove [{seq}]"),
+            format!("event delivered {seq}"),
+            "event store failed: remove storage failed: disk unplugged".into(),
+        ]
+    );
+    assert_eq!(host.store.meta().count, 1, "the record is still there");
+    // The core asks again after a second, then after two, while it keeps failing.
+    let first_retry = host.deadline.expect("a retry is due");
+    assert!(first_retry <= host.now + 1_000);
+    assert_eq!(
+        host.advance(),
+        [
+            format!("store remove [{seq}]"),
+            "event store failed: remove storage failed: disk unplugged".into(),
+        ]
+    );
+    let second_retry = host.deadline.expect("another retry is due");
+    assert!(second_retry >= host.now + 2_000 || second_retry > first_retry + 1_000);
+    host.failing_writes = None;
+    host.now = second_retry;
+    host.device.handle_timeout(host.now);
+    assert_eq!(host.drain(), [format!("store remove [{seq}]")]);
+    assert_eq!(host.store.meta().count, 0, "removed at last");
+}
+
+#[test]
+fn a_failed_state_save_is_saved_again_later_with_the_newest_state() {
+    let mut host = Host::connected();
+    host.failing_writes = Some("read-only file system".into());
+    let patch = vdev_core::json::Value::parse(br#"{"firmware":"2.0"}"#).unwrap();
+    host.device
+        .update_reported_properties(host.now, patch)
+        .unwrap();
+    assert_eq!(
+        host.drain(),
+        [
+            "store save-state",
+            "send twin PATCH reported",
+            "event store failed: saveState storage failed: read-only file system"
+        ]
+    );
+    let saved_before = host.store.state().map(<[u8]>::to_vec);
+    host.failing_writes = None;
+    host.wait(1_000);
+    host.device.handle_timeout(host.now);
+    assert!(host.drain().contains(&"store save-state".to_owned()));
+    let saved: Value = serde_json::from_slice(host.store.state().unwrap()).unwrap();
+    assert_ne!(host.store.state().map(<[u8]>::to_vec), saved_before);
+    assert_eq!(saved["twin"]["reported_target"]["firmware"], "2.0");
 }

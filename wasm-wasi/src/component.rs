@@ -10,8 +10,8 @@ use std::rc::Rc;
 
 use vdev_core::{
     Compression, ConnectionLoss, ConnectionState, Event, MessageOptions, ProvisioningError,
-    RejectReason, RequestFailure, RequestKind, StoreError, StreamOptions, TokenDiscardReason,
-    Transport,
+    RejectReason, RequestFailure, RequestKind, StoreError, StoreOperation, StreamOptions,
+    TokenDiscardReason, Transport,
 };
 
 use crate::driver::{Driver, StartError, StoreFailure, now_ms};
@@ -118,7 +118,6 @@ fn event(notice: Notice) -> Option<wit::Event> {
             cut_bytes: r.cut_bytes,
             reason: r.reason,
         }),
-        Notice::StoreFailed(error) => wit::Event::StoreFailed(wit::StoreFailure::Failed(error)),
         Notice::Core(event) => match event {
             Event::ProvisioningOperation(op) => wit::Event::ProvisioningOperation(operation(&op)),
             Event::Registered {
@@ -144,6 +143,9 @@ fn event(notice: Notice) -> Option<wit::Event> {
                     _ => wit::TokenDiscardReason::Expired,
                 })
             }
+            Event::MessagesStored { first, last } => {
+                wit::Event::MessagesStored(wit::StoredRange { first, last })
+            }
             Event::MessageDelivered { seq } => wit::Event::MessageDelivered(seq),
             Event::MessageRejected { seq, reason } => wit::Event::MessageRejected(wit::Rejection {
                 seq,
@@ -168,7 +170,14 @@ fn event(notice: Notice) -> Option<wit::Event> {
                 payload,
             }),
             Event::SavedStateDiscarded { reason } => wit::Event::SavedStateDiscarded(reason),
-            Event::StoreFailed { reason } => wit::Event::StoreFailed(store_failure(reason)),
+            Event::StoreFailed { operation, reason } => wit::Event::StoreFailed(wit::StoreFailed {
+                operation: match operation {
+                    StoreOperation::Load => wit::StoreOperation::Load,
+                    StoreOperation::Remove => wit::StoreOperation::Remove,
+                    _ => wit::StoreOperation::SaveState,
+                },
+                reason: store_failure(reason),
+            }),
             _ => return None,
         },
     })

@@ -16,8 +16,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use vdev_core::{
-    ConnectionId, Device, Endpoint, HttpRequest, HttpResponse, Input, MessageOptions, Method,
-    Output, RequestId, SendError, Seq, StoreError, StreamOptions,
+    ConnectionId, Device, Endpoint, Event, HttpRequest, HttpResponse, Input, MessageOptions,
+    Method, Output, RejectReason, RequestId, SendError, Seq, StoreError, StreamOptions,
 };
 use wasip2::clocks::{monotonic_clock, wall_clock};
 use wasip2::http::outgoing_handler;
@@ -206,8 +206,6 @@ pub struct Driver {
     conns: BTreeMap<ConnectionId, Conn>,
     requests: BTreeMap<RequestId, PendingHttp>,
     notices: VecDeque<Notice>,
-    /// Appends answered during the current drain: `(first, last, failure)`.
-    appended: Vec<(Seq, Seq, Option<StoreError>)>,
     deadline: Option<u64>,
     tls_config: Option<Arc<rustls::ClientConfig>>,
 }
@@ -246,7 +244,6 @@ impl Driver {
             conns: BTreeMap::new(),
             requests: BTreeMap::new(),
             notices: recoveries.into_iter().map(Notice::Recovered).collect(),
-            appended: Vec::new(),
             deadline: None,
             tls_config,
         };
@@ -306,19 +303,27 @@ impl Driver {
     ) -> Result<Seq, StoreFailure> {
         let seq = enqueue(&mut self.device, now_ms())?;
         self.drain();
-        let outcome = self
-            .appended
+        // The store runs synchronously within the drain: the core has said by now whether the
+        // message is durable (`MessagesStored`) or not (`MessageRejected`).
+        self.notices
             .iter()
-            .find(|(first, last, _)| (*first..=*last).contains(&seq))
-            .map(|(_, _, failure)| failure.clone());
-        self.appended.clear();
-        match outcome {
-            Some(None) => Ok(seq),
-            Some(Some(error)) => Err(StoreFailure::NotStored(error)),
-            None => Err(StoreFailure::NotStored(StoreError::Failed(
-                "the core asked for no append".into(),
-            ))),
-        }
+            .find_map(|notice| match notice {
+                Notice::Core(Event::MessagesStored { first, last })
+                    if (*first..=*last).contains(&seq) =>
+                {
+                    Some(Ok(seq))
+                }
+                Notice::Core(Event::MessageRejected {
+                    seq: rejected,
+                    reason: RejectReason::NotStored(error),
+                }) if *rejected == seq => Some(Err(StoreFailure::NotStored(error.clone()))),
+                _ => None,
+            })
+            .unwrap_or_else(|| {
+                Err(StoreFailure::NotStored(StoreError::Failed(
+                    "the core did not say the message is stored".into(),
+                )))
+            })
     }
 
     /// Merges a JSON patch into the reported properties.
@@ -417,24 +422,11 @@ impl Driver {
                     self.deadline = deadline;
                     return;
                 }
-                Output::Store(request) => match self.store.execute(request) {
-                    Ok(Some(answer)) => {
-                        match &answer {
-                            Input::Appended { first, last } => {
-                                self.appended.push((*first, *last, None));
-                            }
-                            Input::AppendFailed { first, last, error } => {
-                                self.appended.push((*first, *last, Some(error.clone())));
-                            }
-                            _ => {}
-                        }
+                Output::Store(request) => {
+                    if let Some(answer) = self.store.execute(request) {
                         self.device.handle_input(now_ms(), answer);
                     }
-                    Ok(None) => {}
-                    Err(error) => self
-                        .notices
-                        .push_back(Notice::StoreFailed(error.to_string())),
-                },
+                }
                 Output::Http(request) => self.start_http(request),
                 Output::Connect { conn, endpoint } => self.connect(conn, endpoint),
                 Output::Transmit { conn, bytes } => self.transmit(conn, &bytes),

@@ -457,32 +457,40 @@ impl FileStore {
         self.segments.len()
     }
 
-    /// Performs `request`; returns the answer the core expects, if any (a failed append or load
-    /// is such an answer). `Err` is for failures the core gets no answer about (a removal or
-    /// the saved state could not be written).
-    pub fn execute(
-        &mut self,
-        request: StoreRequest,
-    ) -> Result<Option<Input<'static>>, FileStoreError> {
+    /// Performs `request`; returns the answer the core expects, if any: a failed append, load,
+    /// removal or state save is such an answer (the core decides what follows).
+    pub fn execute(&mut self, request: StoreRequest) -> Option<Input<'static>> {
         match request {
-            StoreRequest::Append { records } => Ok(self.append(records)),
+            StoreRequest::Append { records } => self.append(records),
             StoreRequest::Load {
                 from,
                 max_count,
                 max_bytes,
-            } => Ok(Some(match self.load(from, max_count, max_bytes) {
+            } => Some(match self.load(from, max_count, max_bytes) {
                 Ok(records) => Input::Loaded { records },
                 // The core asks again later; nothing is lost by a failed read.
                 Err(error) => Input::LoadFailed {
                     error: StoreError::Failed(error.to_string()),
                 },
-            })),
-            StoreRequest::Remove { seqs, .. } => self.remove(&seqs).map(|()| None),
-            StoreRequest::SaveState { state } => {
-                write_atomically(&self.dir, "state", &state)?;
-                self.state = Some(state);
-                Ok(None)
-            }
+            }),
+            StoreRequest::Remove { seqs, bytes } => match self.remove(&seqs) {
+                Ok(()) => None,
+                Err(error) => Some(Input::RemoveFailed {
+                    seqs,
+                    bytes,
+                    error: StoreError::Failed(error.to_string()),
+                }),
+            },
+            StoreRequest::SaveState { state } => match write_atomically(&self.dir, "state", &state)
+            {
+                Ok(()) => {
+                    self.state = Some(state);
+                    None
+                }
+                Err(error) => Some(Input::SaveStateFailed {
+                    error: StoreError::Failed(error.to_string()),
+                }),
+            },
         }
     }
 
@@ -739,7 +747,7 @@ mod tests {
             })
             .collect::<Vec<_>>();
         let (first, last) = (records[0].seq, records[records.len() - 1].seq);
-        let answer = store.execute(StoreRequest::Append { records }).unwrap();
+        let answer = store.execute(StoreRequest::Append { records });
         assert_eq!(answer, Some(Input::Appended { first, last }));
     }
 
@@ -749,7 +757,7 @@ mod tests {
             max_count: usize::MAX,
             max_bytes: usize::MAX,
         }) {
-            Ok(Some(Input::Loaded { records })) => records
+            Some(Input::Loaded { records }) => records
                 .into_iter()
                 .map(|r| (r.seq, String::from_utf8(r.data).unwrap()))
                 .collect(),
@@ -761,7 +769,7 @@ mod tests {
         let seqs = seqs.into_iter().collect();
         // The file store reads the sizes it subtracts itself.
         let request = StoreRequest::Remove { seqs, bytes: 0 };
-        assert_eq!(store.execute(request).unwrap(), None);
+        assert_eq!(store.execute(request), None);
     }
 
     fn newest_segment(dir: &Path) -> PathBuf {
@@ -787,7 +795,7 @@ mod tests {
             max_count: usize::MAX,
             max_bytes: usize::MAX,
         });
-        let Ok(Some(Input::LoadFailed { error })) = answer else {
+        let Some(Input::LoadFailed { error }) = answer else {
             panic!("a failed read is an answer for the core, got {answer:?}");
         };
         assert!(error.to_string().contains("open"), "{error}");
@@ -991,11 +999,9 @@ mod tests {
         let (mut store, _) = open(dir.path());
         assert_eq!(store.state(), None);
         let save = |store: &mut FileStore, state: &[u8]| {
-            store
-                .execute(StoreRequest::SaveState {
-                    state: state.to_vec(),
-                })
-                .unwrap()
+            store.execute(StoreRequest::SaveState {
+                state: state.to_vec(),
+            })
         };
         assert_eq!(save(&mut store, b"{\"a\":1}"), None);
         assert_eq!(save(&mut store, b"{\"a\":2}"), None);

@@ -1,5 +1,5 @@
 //! What the component tells its app: the core's events plus what only the host knows (the file
-//! outbox's recovery on open, storage failures), and their JSON-lines form printed by the command.
+//! outbox's recovery on open, and their JSON-lines form printed by the command.
 
 use serde_json::{Value, json};
 use vdev_core::Event;
@@ -14,8 +14,6 @@ pub enum Notice {
     Core(Event),
     /// The file outbox cut an unreadable tail when it opened.
     Recovered(Recovery),
-    /// A removal or the saved state could not be written.
-    StoreFailed(String),
 }
 
 impl Notice {
@@ -25,9 +23,6 @@ impl Notice {
             Notice::Recovered(r) => json!({
                 "event": "outbox-recovered", "file": r.file, "validBytes": r.valid_bytes,
                 "cutBytes": r.cut_bytes, "reason": r.reason,
-            }),
-            Notice::StoreFailed(error) => json!({
-                "event": "store-failed", "reason": { "code": "failed", "message": error },
             }),
             Notice::Core(event) => core_event_json(event),
         }

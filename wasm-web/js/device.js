@@ -15,9 +15,6 @@
 import { closeSocket, describe, openSocket, perform } from "./io.js";
 import { WakeTimer } from "./timer.js";
 
-/** How long to wait before running storage requests again after a failed transaction. */
-const STORE_RETRY_MS = 1000;
-
 const QUOTA_TEXT =
   "the browser's storage quota for this site is exhausted (QuotaExceededError); messages stored before are kept";
 
@@ -28,9 +25,9 @@ export function stoppedError() {
   return error;
 }
 
-/** What a `StoreFailure` means for a message that was not stored. */
-const notStored = (failure) =>
-  new Error(`message not stored: ${failure.quotaExceeded ? QUOTA_TEXT : `storage failed: ${failure.message}`}`);
+/** The core's reason for a message that was not stored, as the error of its `send`. */
+const notStored = (reason) =>
+  new Error(`message not stored: ${reason.storeError?.code === "quotaExceeded" ? QUOTA_TEXT : reason.message}`);
 
 /** A promise with its resolve and reject functions. */
 export function deferred() {
@@ -56,12 +53,11 @@ export class Driver {
     // Storage requests not yet handed to IndexedDB, in the order the core emitted them.
     this.storeQueue = [];
     this.storeRunning = false;
-    this.storeRetry = undefined;
     // Storage requests emitted so far, and how many of the first ones are settled (committed or
     // failed for good): a reported-properties update resolves once its requests are.
     this.emitted = 0;
     this.committed = 0;
-    this.durable = new Map(); // seq -> deferred, resolved once its append committed
+    this.durable = new Map(); // seq -> deferred, settled by the core's messagesStored / messageRejected
     this.savedWaiters = []; // [ticket, deferred]
     this.sentWaiters = [];
     this.stopWaiters = [];
@@ -275,9 +271,12 @@ export class Driver {
         return this.tell("onProvisioningFailed", [event.reason.message]);
       case "connectionStateChanged":
         return this.tell("onConnectionStateChanged", [event.state]);
+      case "messagesStored":
+        return this.settleSends(event.first, event.last, (waiter, seq) => waiter.resolve(seq));
       case "messageDelivered":
         return this.tell("onMessageOutcome", [{ sequence: event.seq, status: "delivered" }]);
       case "messageRejected":
+        this.settleSends(event.seq, event.seq, (waiter) => waiter.reject(notStored(event.reason)));
         return this.tell("onMessageOutcome", [
           { sequence: event.seq, status: "rejected", reason: event.reason.message, code: event.reason.code },
         ]);
@@ -285,6 +284,10 @@ export class Driver {
         return this.tell("onDesiredPropertiesChanged", [event.properties, event.version]);
       case "cloudToDeviceMessage":
         return this.tell("onCloudToDeviceMessage", [{ properties: event.properties, payload: event.payload }]);
+      case "savedStateDiscarded":
+        return console.error("vdev:", `saved device state was unreadable and replaced: ${event.reason}`);
+      case "storeFailed":
+        return console.error("vdev:", `IndexedDB ${event.operation} failed (retrying): ${event.reason.message}`);
     }
   }
 
@@ -296,15 +299,13 @@ export class Driver {
     if (this.core.stats().pendingCount === 0) this.sentWaiters.splice(0).forEach((w) => w.resolve());
     this.savedWaiters = this.savedWaiters.filter(([ticket, waiter]) => ticket > this.committed || waiter.resolve());
     this.settled();
-    // A stopping device whose storage keeps failing gives up rather than hang `stop()`.
-    if (this.stopWaiters.length && !this.storeRunning && (!this.storeQueue.length || this.storeRetry)) this.finish();
+    if (this.stopWaiters.length && !this.storeRunning && !this.storeQueue.length) this.finish();
   }
 
   finish() {
     this.finished = true;
     for (const conn of [...this.sockets.keys()]) this.forget(conn);
     this.timer.disarm();
-    clearTimeout(this.storeRetry);
     this.store.close();
     this.stopWaiters.forEach((w) => w.resolve());
     for (const waiter of [...this.durable.values(), ...this.savedWaiters.map(([, w]) => w), ...this.sentWaiters]) {
@@ -313,7 +314,7 @@ export class Driver {
   }
 
   flushStore() {
-    if (this.storeRunning || this.storeRetry || !this.storeQueue.length) return;
+    if (this.storeRunning || !this.storeQueue.length) return;
     this.storeRunning = true;
     const requests = this.storeQueue.splice(0);
     const through = this.emitted;
@@ -328,7 +329,6 @@ export class Driver {
     this.committed = through;
     for (const answer of answers) {
       if (answer.kind === "appended") {
-        this.takeDurable(answer.first, answer.last, (waiter, seq) => waiter.resolve(seq));
         this.core.appended(now, answer.first, answer.last);
       } else {
         this.core.loaded(now, answer.records);
@@ -336,35 +336,31 @@ export class Driver {
     }
   }
 
+  /**
+   * A transaction failed: each of its requests is reported to the core, which decides what
+   * follows (appends end in rejections, loads, removals and saves are asked for again later).
+   * `committed` does not move: a reported-properties update resolves once its state is saved.
+   */
   storeFailed(now, requests, through, failure) {
     this.storeRunning = false;
-    console.error("vdev:", `storage transaction failed: storage failed: ${failure.message}`);
-    // The appends are lost (the core rejects those messages) and a load is the core's to
-    // retry; removals and the saved state run again in order, ahead of newer requests, after a
-    // pause.
-    const retry = [];
+    const { quotaExceeded, message } = failure;
     for (const request of requests) {
       if (request.kind === "append") {
         const records = request.records;
         if (!records.length) continue;
-        const [first, last] = [records[0].seq, records[records.length - 1].seq];
-        this.takeDurable(first, last, (waiter) => waiter.reject(notStored(failure)));
-        this.core.appendFailed(now, first, last, failure.quotaExceeded, failure.message);
+        this.core.appendFailed(now, records[0].seq, records[records.length - 1].seq, quotaExceeded, message);
       } else if (request.kind === "load") {
-        this.core.loadFailed(now, failure.quotaExceeded, failure.message);
+        this.core.loadFailed(now, quotaExceeded, message);
+      } else if (request.kind === "remove") {
+        this.core.removeFailed(now, request.seqs, request.bytes, quotaExceeded, message);
       } else {
-        retry.push(request);
+        this.core.saveStateFailed(now, quotaExceeded, message);
       }
-    }
-    if (!retry.length) {
-      this.committed = through;
-    } else {
-      this.storeQueue.unshift(...retry);
-      this.storeRetry = setTimeout(() => this.wake(() => (this.storeRetry = undefined)), STORE_RETRY_MS);
     }
   }
 
-  takeDurable(first, last, settle) {
+  /** Settles the sends of `first..=last` that wait here. */
+  settleSends(first, last, settle) {
     for (let seq = first; seq <= last; seq++) {
       const waiter = this.durable.get(seq);
       if (waiter) {

@@ -109,13 +109,16 @@ export type DeviceEvent =
     | { kind: "connectionLost"; reason: ConnectionLoss }
     | { kind: "requestFailed"; request: RequestKind; failure: RequestFailure }
     | { kind: "registrationTokenDiscarded"; reason: TokenDiscardReason }
+    /** Messages `first..=last` are durably stored (their `sendMessage` promises resolve). */
+    | { kind: "messagesStored"; first: number; last: number }
     | { kind: "messageDelivered"; seq: number }
     | { kind: "messageRejected"; seq: number; reason: RejectReason }
     | { kind: "desiredPropertiesChanged"; properties: Record<string, unknown>; version: number }
     | { kind: "reportedPropertiesAcknowledged" }
     | { kind: "reportedPropertiesRejected"; status: number }
     | { kind: "cloudToDeviceMessage"; properties: string; payload: Uint8Array }
-    | { kind: "storeFailed"; reason: StoreFailure }
+    /** A storage operation failed; the device asks for it again later. */
+    | { kind: "storeFailed"; operation: "load" | "remove" | "saveState"; reason: StoreFailure }
     | { kind: "savedStateDiscarded"; reason: string };
 
 /** A provisioning operation waiting for a technician. */

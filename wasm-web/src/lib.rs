@@ -176,6 +176,33 @@ impl Core {
         self.input(now, Input::LoadFailed { error });
     }
 
+    /// A `remove` output of `seqs` (its `bytes`) failed; the core asks again later.
+    #[wasm_bindgen(js_name = removeFailed)]
+    pub fn remove_failed(
+        &mut self,
+        now: f64,
+        seqs: Vec<f64>,
+        bytes: f64,
+        #[wasm_bindgen(js_name = quotaExceeded)] quota_exceeded: bool,
+        error: String,
+    ) {
+        let seqs = seqs.into_iter().map(|seq| seq as u64).collect();
+        let (bytes, error) = (bytes as u64, store_error(quota_exceeded, error));
+        self.input(now, Input::RemoveFailed { seqs, bytes, error });
+    }
+
+    /// A `saveState` output failed; the core saves its state again later.
+    #[wasm_bindgen(js_name = saveStateFailed)]
+    pub fn save_state_failed(
+        &mut self,
+        now: f64,
+        #[wasm_bindgen(js_name = quotaExceeded)] quota_exceeded: bool,
+        error: String,
+    ) {
+        let error = store_error(quota_exceeded, error);
+        self.input(now, Input::SaveStateFailed { error });
+    }
+
     /// The network came back: reconnect without waiting for the backoff delay.
     #[wasm_bindgen(js_name = networkAvailable)]
     pub fn network_available(&mut self, now: f64) {

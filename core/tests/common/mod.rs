@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use vdev_core::mqtt::codec::{self, ConnAck, ConnectReturnCode, Packet, Publish, QoS, SubAck};
 use vdev_core::{
     BackoffConfig, ConnectionId, Device, DeviceConfig, DeviceId, Endpoint, Event, HttpRequest,
-    HttpResponse, Input, MemoryStore, Output, StoreRequest, Transport, decode_property_bag,
-    format_rfc3339,
+    HttpResponse, Input, MemoryStore, Output, StoreError, StoreRequest, Transport,
+    decode_property_bag, format_rfc3339,
 };
 
 pub const T0: u64 = 1_800_000_000_000;
@@ -68,6 +68,8 @@ pub struct Host {
     /// When set, `Append` requests wait in `held` until the test executes them.
     pub hold_appends: bool,
     pub held: Vec<StoreRequest>,
+    /// When set, `Remove` and `SaveState` requests fail with this text instead of running.
+    pub failing_writes: Option<String>,
     /// Requests the device made and the test has not answered yet, oldest first.
     pub pending: VecDeque<HttpRequest>,
     /// Every packet the device wrote, in order.
@@ -86,6 +88,7 @@ impl Host {
             store,
             hold_appends: false,
             held: Vec::new(),
+            failing_writes: None,
             pending: VecDeque::new(),
             sent: Vec::new(),
             events: Vec::new(),
@@ -155,8 +158,20 @@ impl Host {
                 }
                 Output::Store(request) => {
                     lines.push(format!("store {}", describe_store(&request)));
+                    let failure = self.failing_writes.clone().map(StoreError::Failed);
                     if self.hold_appends && matches!(request, StoreRequest::Append { .. }) {
                         self.held.push(request);
+                    } else if let (Some(error), StoreRequest::Remove { seqs, bytes }) =
+                        (&failure, &request)
+                    {
+                        let (seqs, bytes, error) = (seqs.clone(), *bytes, error.clone());
+                        self.device
+                            .handle_input(self.now, Input::RemoveFailed { seqs, bytes, error });
+                    } else if let (Some(error), StoreRequest::SaveState { .. }) =
+                        (failure, &request)
+                    {
+                        self.device
+                            .handle_input(self.now, Input::SaveStateFailed { error });
                     } else if let Some(answer) = self.store.execute(request) {
                         self.device.handle_input(self.now, answer);
                     }
@@ -432,6 +447,10 @@ fn describe_event(event: &Event) -> String {
             format!("request {} failed: {failure}", request.as_str())
         }
         Event::RegistrationTokenDiscarded { reason } => format!("token discarded: {reason}"),
+        Event::MessagesStored { first, last } => format!("stored {first}..={last}"),
+        Event::StoreFailed { operation, reason } => {
+            format!("store failed: {} {reason}", operation.as_str())
+        }
         other => format!("{other:?}"),
     }
 }

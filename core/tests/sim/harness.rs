@@ -149,6 +149,8 @@ pub struct Report {
     pub skipped_operations: usize,
     pub offline_periods: usize,
     pub failed_loads: usize,
+    /// Removals and state saves the store failed (the core must ask for them again).
+    pub failed_writes: usize,
 }
 
 pub struct Sim {
@@ -175,6 +177,8 @@ pub struct Sim {
     quota_fail: f64,
     /// Chance that a store read fails during the fault window.
     load_fail: f64,
+    /// Chance that a removal or a state save fails during the fault window.
+    write_fail: f64,
     // What the app saw.
     attempted: BTreeMap<u64, Vec<u8>>,
     completed: BTreeSet<u64>,
@@ -212,6 +216,7 @@ impl Sim {
         let latency_ms = rng.random_range(1..60);
         let quota_fail = [0.0, 0.0, 0.05][rng.random_range(0..3)];
         let load_fail = [0.0, 0.0, 0.3][rng.random_range(0..3)];
+        let write_fail = [0.0, 0.0, 0.3][rng.random_range(0..3)];
         let large_every = [0, 0, 7][rng.random_range(0..3)];
         let compression = [Compression::None, Compression::Fastest][rng.random_range(0..2)];
         let origin = format!("o{:x}", rng.random::<u32>());
@@ -243,6 +248,7 @@ impl Sim {
             fault_end,
             quota_fail,
             load_fail,
+            write_fail,
             attempted: BTreeMap::new(),
             completed: BTreeSet::new(),
             delivered: BTreeSet::new(),
@@ -406,6 +412,8 @@ impl Sim {
         };
         device.stats().pending_count == 0
             && self.store_ops.is_empty()
+            // Removals the store failed are asked for again: done means the store is clean.
+            && self.store.meta().count == 0
             && self
                 .completed
                 .iter()
@@ -819,6 +827,11 @@ impl Sim {
             println!("{:>9}   event {event:?}", self.now - START);
         }
         match event {
+            Event::MessagesStored { first, last } => {
+                // The app's send resolves here, on the core's word: from now on the message
+                // must not be lost.
+                self.completed.extend(first..=last);
+            }
             Event::MessageDelivered { seq } => {
                 if !self.attempted.contains_key(&seq) {
                     self.report
@@ -905,6 +918,23 @@ impl Sim {
             self.kick_store();
             return;
         }
+        if matches!(
+            request,
+            StoreRequest::Remove { .. } | StoreRequest::SaveState { .. }
+        ) && self.write_fail > 0.0
+            && self.now < self.fault_end
+            && self.rng.random_bool(self.write_fail)
+        {
+            self.report.failed_writes += 1;
+            let error = StoreError::Failed("write error".into());
+            let input = match request {
+                StoreRequest::Remove { seqs, bytes } => Input::RemoveFailed { seqs, bytes, error },
+                _ => Input::SaveStateFailed { error },
+            };
+            self.with_device(|d, now| d.handle_input(now, input));
+            self.kick_store();
+            return;
+        }
         if let StoreRequest::Remove { seqs, bytes } = &request {
             // Hosts like IndexedDB trust this figure instead of reading the records.
             let stored: u64 = self
@@ -919,12 +949,7 @@ impl Sim {
                 ));
             }
         }
-        let answer = self.store.execute(request);
-        if let Some(Input::Appended { first, last }) = &answer {
-            // The app's send resolves here: from now on the message must not be lost.
-            self.completed.extend(*first..=*last);
-        }
-        if let Some(answer) = answer {
+        if let Some(answer) = self.store.execute(request) {
             self.with_device(|d, now| d.handle_input(now, answer));
         }
         self.kick_store();
