@@ -80,6 +80,15 @@
 #![warn(missing_docs, unreachable_pub)]
 #![deny(missing_debug_implementations)]
 
+/// serde_json's `json!`, as a core JSON value: for the unit tests, and defined before the
+/// modules so that all of them see it.
+#[cfg(test)]
+macro_rules! value {
+    ($($json:tt)+) => {
+        serde_json::from_value::<$crate::json::Value>(serde_json::json!($($json)+)).unwrap()
+    };
+}
+
 mod backoff;
 mod config;
 mod connection_string;
@@ -112,6 +121,7 @@ pub use device::{Device, Input, Output, SendError, Stats};
 pub use event::{ConnectionState, EVENT_VOCABULARY, Event};
 pub use http::{HttpRequest, HttpResponse, Method, RequestId};
 pub use identity::{DEVICE_ID_MAX_LEN, DEVICE_ID_MIN_LEN, DeviceId, DeviceIdError};
+pub use json::merge::merge_patch_diff;
 pub use keyed::KeyedVec;
 pub use message::{Compression, MessageError, MessageOptions, RecordError, StreamOptions};
 pub use mqtt::session::{ConnectionId, Endpoint, SessionConfig};
@@ -126,4 +136,4 @@ pub use store::{
 pub use timespan::{TimeSpanError, format_timespan, parse_timespan};
 pub use timestamp::{TimestampError, format_rfc3339, parse_rfc3339};
 pub use token::{ConnectionInfo, GatewayEndpoints, RegistrationToken};
-pub use twin::{TwinConfig, TwinError, TwinState, merge_patch_diff};
+pub use twin::{TwinConfig, TwinError, TwinState};
