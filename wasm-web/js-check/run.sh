@@ -13,6 +13,9 @@ cd "$here"
 if [ ! -x node_modules/.bin/tsc ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error >/dev/null
 fi
-node_modules/.bin/tsc -p tsconfig.json
-node_modules/.bin/tsc -p tsconfig.worker.json
+# The second pass runs once the first is clean, so an error is not listed twice; each says which.
+node_modules/.bin/tsc -p tsconfig.json ||
+  { echo "js-check: failed with a page's globals (tsconfig.json)" >&2; exit 1; }
+node_modules/.bin/tsc -p tsconfig.worker.json ||
+  { echo "js-check: failed with a worker's globals (tsconfig.worker.json)" >&2; exit 1; }
 echo "js-check: wasm-web/js/*.js type-check (page and worker globals, tsc $(node_modules/.bin/tsc --version | sed 's/^Version //'))"
