@@ -29,10 +29,11 @@ cargo test --workspace --exclude vdev-web
 step "browser SDK: IndexedDB store, JS API and a real Platform in headless Chromium"
 bash wasm-web/scripts/test.sh
 
-step "browser SDK: npm package (size-tuned build, gzipped size) and its smoke test"
+step "browser SDK: npm package (size-tuned build, gzipped size), its smoke test, its types; tsc over the JS host"
 bash wasm-web/scripts/build.sh
 python3 wasm-web/scripts/smoke.py wasm-web/pkg
 bash tests/web-app-types/run.sh wasm-web/pkg/vdev-web-*.tgz
+bash wasm-web/js-check/run.sh
 
 step "browser end-to-end: the demo and a Vite app in Chromium (Playwright)"
 bash tests/e2e/run.sh

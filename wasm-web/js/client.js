@@ -3,18 +3,36 @@
 // to the client's coordinator (tabs.js), which runs them on the device or forwards them to the
 // tab that drives it.
 
-import { stoppedError } from "./device.js";
 import { urlProblem } from "./io.js";
 import { Coordinator } from "./tabs.js";
 
+/**
+ * @import { Core, CoreOptions } from "./vdev_web_core.js"
+ * @import { MessageOptions, StartOptions, StreamSenderOptions } from "./vdev_web.js"
+ * @import { Sendable, Stream } from "./device.js"
+ */
+
+/** @typedef {(options: CoreOptions) => Core} MakeCore */
+
+/**
+ * What `Core` is made from, less what the store and the moment add; the database's name rides
+ * along.
+ * @typedef {Pick<CoreOptions, "instance" | "provisioningToken" | "deviceId" | "provisioningParameters">
+ *   & { database: string }} Config
+ */
+
+/** @type {MakeCore | undefined} */
 let makeCore;
 
-/** Hands the host the wasm `Core` maker (`options => new Core(options)`); the package entry does. */
+/**
+ * Hands the host the wasm `Core` maker (`options => new Core(options)`); the package entry does.
+ * @param {MakeCore} make
+ */
 export function provideCore(make) {
   makeCore = make;
 }
 
-const CALLBACKS = [
+const CALLBACKS = /** @type {const} */ ([
   "onProvisioningOperation",
   "onProvisioningFailed",
   "onDesiredPropertiesChanged",
@@ -23,13 +41,28 @@ const CALLBACKS = [
   "onCloudToDeviceMessage",
   "onOfflineChanged",
   "onEvent",
-];
+]);
 
+/** @typedef {Pick<StartOptions, (typeof CALLBACKS)[number]>} Callbacks */
+
+/** @type {Record<string, number | undefined>} */
 const COMPRESSION = { none: 0, fastest: 1, smallestSize: 2 };
 
+/**
+ * @param {string} name
+ * @param {string} problem
+ */
 const invalid = (name, problem) => new Error(`option ${name}: ${problem}`);
 
-/** `object[name]`, undefined when absent (undefined or null) or when it is not of `type`. */
+/**
+ * `object[name]`, undefined when absent (undefined or null) or when it is not of `type`.
+ * `object` is what the app passed, of the public type at best: `type` is checked here.
+ * @template {object} O
+ * @template {keyof O & string} K
+ * @param {O | null | undefined} object
+ * @param {K} name
+ * @returns {O[K] | undefined}
+ */
 function option(object, name, type = "string") {
   const value = object?.[name];
   if (value == null) return undefined;
@@ -37,19 +70,28 @@ function option(object, name, type = "string") {
   return value;
 }
 
+/**
+ * @param {StartOptions} object
+ * @param {"instance" | "provisioningToken" | "database"} name
+ * @returns {string}
+ */
 function required(object, name) {
   const value = option(object, name);
   if (value === undefined) throw invalid(name, "is required");
   return value;
 }
 
-/** The Core's options from `start`'s: the instance URL, token, Device ID and parameters. */
+/**
+ * The Core's options from `start`'s: the instance URL, token, Device ID and parameters.
+ * @param {StartOptions} options
+ */
 function coreConfig(options) {
   let instance = required(options, "instance");
   // `scheme://...` or a bare host name (https:// is implied).
   if (!/^[^:]*:\/\//.test(instance)) instance = `https://${instance}`;
   const problem = urlProblem(instance);
   if (problem) throw invalid("instance", problem);
+  /** @type {Config} */
   const config = {
     instance: instance.replace(/\/+$/, ""),
     provisioningToken: required(options, "provisioningToken"),
@@ -69,24 +111,36 @@ function coreConfig(options) {
 /** A device: provisions itself, keeps a durable queue in IndexedDB and forwards it in order. */
 export class DeviceClient {
   /**
+   * Made by `start` only (the types make it private).
+   * @param {Coordinator} coordinator
+   */
+  constructor(coordinator) {
+    this.coordinator = coordinator;
+  }
+
+  /**
    * Opens the database, resumes what it holds (identity, tokens, queue, twin) and starts the
    * device. Resolves as soon as it runs; provisioning and connecting go on after that.
+   * @param {StartOptions} options
    */
   static async start(options) {
     if (!makeCore) throw new Error("the wasm module is not initialised: call init() first");
     const config = coreConfig(options);
     // The Device ID and parameters are the core's to check, also in a tab that only follows.
     makeCore({ ...config, random: new Uint8Array(32) }).free();
+    /** @type {Callbacks} */
     const callbacks = {};
-    for (const name of CALLBACKS) callbacks[name] = option(options, name, "function");
+    // `any`: TypeScript cannot pair each name with its own callback type through the loop.
+    for (const name of CALLBACKS) callbacks[name] = /** @type {any} */ (option(options, name, "function"));
     const coordinator = new Coordinator(config, config.database, callbacks, makeCore);
     await coordinator.start();
-    const client = new DeviceClient();
-    client.coordinator = coordinator;
-    return client;
+    return new DeviceClient(coordinator);
   }
 
-  /** A sender for one stream (the workspace's defaults when the names are absent). */
+  /**
+   * A sender for one stream (the workspace's defaults when the names are absent).
+   * @param {StreamSenderOptions | null} [options]
+   */
   createStreamSender(options) {
     const name = option(options, "compression") ?? "none";
     const compression = COMPRESSION[name];
@@ -121,6 +175,7 @@ export class DeviceClient {
   /**
    * Merges `patch` into the reported properties (JSON merge patch: `null` deletes). Resolves once
    * the change is saved; it reaches the Platform when connected, across restarts.
+   * @param {Record<string, unknown>} patch
    */
   updateReportedProperties(patch) {
     let text;
@@ -153,6 +208,7 @@ export class DeviceClient {
    * Takes the device offline (`true`) or lets it go online again (`false`). The device is
    * offline while the app says so or the browser does: the connection is closed, nothing is sent
    * or fetched, and sends are stored to go out, in order, later.
+   * @param {boolean} offline
    */
   setOffline(offline) {
     this.coordinator.call({ kind: "offline", value: !!offline }).catch(() => {});
@@ -174,6 +230,10 @@ export class DeviceClient {
 
 /** Sends messages to one stream. */
 export class StreamSender {
+  /**
+   * @param {Coordinator} coordinator
+   * @param {Stream} stream
+   */
   constructor(coordinator, stream) {
     this.coordinator = coordinator;
     this.stream = stream;
@@ -182,6 +242,8 @@ export class StreamSender {
   /**
    * Queues a message. Resolves to its sequence number once it is durably stored (never waits for
    * the network); rejects when it cannot be stored.
+   * @param {any} payload a Uint8Array or a string as the types say, but checked here
+   * @param {MessageOptions | null} [options]
    */
   sendMessage(payload, options) {
     try {
@@ -206,16 +268,28 @@ export class StreamSender {
     }
   }
 
-  /** Queues the marker that completes batch `batchId`; resolves to its sequence number. */
+  /**
+   * Queues the marker that completes batch `batchId`; resolves to its sequence number.
+   * @param {string} batchId
+   */
   enqueueBatchCompletion(batchId) {
     return this.enqueue({ kind: "batchCompletion", batchId }, ["batchId"]);
   }
 
-  /** Queues the marker that completes message `messageId` of batch `batchId`. */
+  /**
+   * Queues the marker that completes message `messageId` of batch `batchId`.
+   * @param {string} batchId
+   * @param {string} messageId
+   */
   enqueueMessageCompletion(batchId, messageId) {
     return this.enqueue({ kind: "messageCompletion", batchId, messageId }, ["batchId", "messageId"]);
   }
 
+  /**
+   * @template {Sendable} W
+   * @param {W} what
+   * @param {(keyof W & string)[]} [strings] the fields that must be strings (the app may pass anything)
+   */
   enqueue(what, strings = []) {
     const wrong = strings.find((name) => typeof what[name] !== "string");
     if (wrong) return Promise.reject(invalid(wrong, "must be a string"));

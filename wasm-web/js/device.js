@@ -15,21 +15,59 @@
 import { closeSocket, describe, openSocket, perform } from "./io.js";
 import { WakeTimer } from "./timer.js";
 
+/**
+ * @import { Core, StoreRequest } from "./vdev_web_core.js"
+ * @import { DeviceEvent } from "./vdev_web.js"
+ * @import { Answer, Store, StoreFailure } from "./store.js"
+ * @import { Callbacks } from "./client.js"
+ */
+
+/**
+ * Calls the app's callback `name`, its arguments typed as the public types say.
+ * @typedef {<K extends keyof Callbacks>(name: K, args: Parameters<NonNullable<Callbacks[K]>>) => void} Tell
+ */
+
+/**
+ * A stream as the core's commands take it (`compression` as the core numbers it).
+ * @typedef {{ streamGroup?: string, stream?: string, siteId?: string, compression: number }} Stream
+ */
+
+/**
+ * What `send` queues: a message or the marker that completes a batch or a message.
+ * @typedef {{ kind: "message", payload: Uint8Array, batchId?: string, messageId?: string,
+ *     batchSliceId?: string, chunkId?: string }
+ *   | { kind: "batchCompletion", batchId: string }
+ *   | { kind: "messageCompletion", batchId: string, messageId: string }} Sendable
+ */
+
+/**
+ * What `deferred()` makes.
+ * @template T
+ * @typedef {Promise<T> & { resolve(value: T): void, reject(reason: unknown): void }} Deferred
+ */
+
 const QUOTA_TEXT =
   "the browser's storage quota for this site is exhausted (QuotaExceededError); messages stored before are kept";
 
 /** The error of every call made after `stop()`; `stopped` lets a forwarded call go to the next owner. */
 export function stoppedError() {
-  const error = new Error("the client is stopped");
+  const error = /** @type {Error & { stopped?: boolean }} */ (new Error("the client is stopped"));
   error.stopped = true;
   return error;
 }
 
-/** The core's reason for a message that was not stored, as the error of its `send`. */
+/**
+ * The core's reason for a message that was not stored, as the error of its `send`.
+ * @param {{ message: string, storeError?: { code: string } }} reason
+ */
 const notStored = (reason) =>
   new Error(`message not stored: ${reason.storeError?.code === "quotaExceeded" ? QUOTA_TEXT : reason.message}`);
 
-/** A promise with its resolve and reject functions. */
+/**
+ * A promise with its resolve and reject functions.
+ * @template [T=void]
+ * @returns {Deferred<T>}
+ */
 export function deferred() {
   let settle;
   const promise = new Promise((resolve, reject) => (settle = { resolve, reject }));
@@ -40,26 +78,38 @@ export class Driver {
   /**
    * `tell(name, args)` calls the app's callback `name` (and mirrors it to other tabs);
    * `settled()` is called after every burst of work (the figures may have changed).
+   * @param {Core} core
+   * @param {Store} store
+   * @param {Tell} tell
+   * @param {() => void} settled
    */
   constructor(core, store, tell, settled) {
     this.core = core;
     this.store = store;
     this.tell = tell;
     this.settled = settled;
+    /** @type {Map<number, WebSocket>} */
     this.sockets = new Map();
+    /** @type {((now: number) => void)[]} */
     this.inputs = [];
+    /** @type {number | null} */
     this.deadline = null;
     this.timer = new WakeTimer(() => this.wake((now) => core.timeout(now)));
     // Storage requests not yet handed to IndexedDB, in the order the core emitted them.
+    /** @type {StoreRequest[]} */
     this.storeQueue = [];
     this.storeRunning = false;
     // Storage requests emitted so far, and how many of the first ones are settled (committed or
     // failed for good): a reported-properties update resolves once its requests are.
     this.emitted = 0;
     this.committed = 0;
+    /** @type {Map<number, Deferred<number>>} */
     this.durable = new Map(); // seq -> deferred, settled by the core's messagesStored / messageRejected
+    /** @type {[number, Deferred<void>][]} */
     this.savedWaiters = []; // [ticket, deferred]
+    /** @type {Deferred<void>[]} */
     this.sentWaiters = [];
+    /** @type {Deferred<void>[]} */
     this.stopWaiters = [];
     this.stopping = false;
     this.browserOffline = globalThis.navigator?.onLine === false;
@@ -77,6 +127,7 @@ export class Driver {
    * Feeds one input to the core (`input(now)`), performs its outputs, settles after the burst.
    * An input that comes while another is being handled (an app callback calling the API) waits
    * for it to finish, so callbacks never run inside each other.
+   * @param {(now: number) => void} input
    */
   wake(input) {
     if (this.finished) return;
@@ -96,9 +147,15 @@ export class Driver {
     }
   }
 
-  /** Queues a message or marker; resolves to its sequence number once it is durable. */
+  /**
+   * Queues a message or marker; resolves to its sequence number once it is durable.
+   * @param {Stream} stream
+   * @param {Sendable} what
+   * @returns {Promise<number>}
+   */
   send(stream, what) {
     if (this.stopping) return Promise.reject(stoppedError());
+    /** @type {Deferred<number>} */
     const waiter = deferred();
     this.wake((now) => {
       let seq;
@@ -119,7 +176,11 @@ export class Driver {
     return waiter;
   }
 
-  /** Merges a patch (JSON text) into the reported properties; resolves once it is saved. */
+  /**
+   * Merges a patch (JSON text) into the reported properties; resolves once it is saved.
+   * @param {string} patch
+   * @returns {Promise<void>}
+   */
   updateReported(patch) {
     if (this.stopping) return Promise.reject(stoppedError());
     const waiter = deferred();
@@ -137,7 +198,10 @@ export class Driver {
     return waiter;
   }
 
-  /** Resolves once no message is pending. */
+  /**
+   * Resolves once no message is pending.
+   * @returns {Promise<void>}
+   */
   waitSent() {
     if (this.stopping) return Promise.reject(stoppedError());
     const waiter = deferred();
@@ -146,17 +210,28 @@ export class Driver {
     return waiter;
   }
 
-  /** The app says the device is offline (`true`) or lets the browser decide (`false`). */
+  /**
+   * The app says the device is offline (`true`) or lets the browser decide (`false`).
+   * @param {boolean} offline
+   */
   setOffline(offline) {
     // Setting the same value again changes nothing (and skips no backoff).
     if (offline !== this.appOffline) this.wake((now) => this.networkChanged(now, this.browserOffline, offline));
   }
 
-  /** The browser's `online` (`true`) or `offline` (`false`) event. */
+  /**
+   * The browser's `online` (`true`) or `offline` (`false`) event.
+   * @param {boolean} online
+   */
   browserNetwork(online) {
     this.wake((now) => this.networkChanged(now, !online, this.appOffline));
   }
 
+  /**
+   * @param {number} now
+   * @param {boolean} browserOffline
+   * @param {boolean} appOffline
+   */
   networkChanged(now, browserOffline, appOffline) {
     const wasOffline = this.offline;
     this.browserOffline = browserOffline;
@@ -167,7 +242,10 @@ export class Driver {
     if (this.offline !== wasOffline) this.tell("onOfflineChanged", [this.offline]);
   }
 
-  /** Stops the device, finishes storage work and closes everything. */
+  /**
+   * Stops the device, finishes storage work and closes everything.
+   * @returns {Promise<void>}
+   */
   stop() {
     if (this.finished) return Promise.resolve();
     const waiter = deferred();
@@ -224,8 +302,12 @@ export class Driver {
     }
   }
 
+  /**
+   * @param {number} conn
+   * @param {string | undefined} url
+   */
   connect(conn, url) {
-    const closed = (reason) =>
+    const closed = (/** @type {string} */ reason) =>
       this.wake((now) => {
         // Also when the socket is still open (a text frame): the core is done with it.
         this.forget(conn);
@@ -247,6 +329,7 @@ export class Driver {
     }
   }
 
+  /** @param {number} conn */
   forget(conn) {
     const socket = this.sockets.get(conn);
     if (socket) {
@@ -258,6 +341,8 @@ export class Driver {
   /**
    * Tells the app about an event of the core: every event goes to `onEvent` as the core wrote
    * it; the shortcut callbacks get the parts they always had.
+   * @param {DeviceEvent & { payload?: Uint8Array }} event the core's JSON, without its payload
+   * @param {Uint8Array | undefined} payload
    */
   event(event, payload) {
     if (payload) event.payload = payload;
@@ -324,6 +409,12 @@ export class Driver {
     );
   }
 
+  /**
+   * @param {number} now
+   * @param {StoreRequest[]} requests
+   * @param {number} through
+   * @param {Answer[]} answers
+   */
   stored(now, requests, through, answers) {
     this.storeRunning = false;
     this.committed = through;
@@ -340,6 +431,11 @@ export class Driver {
    * A transaction failed: each of its requests is reported to the core, which decides what
    * follows (appends end in rejections, loads, removals and saves are asked for again later).
    * `committed` does not move: a reported-properties update resolves once its state is saved.
+   *
+   * @param {number} now
+   * @param {StoreRequest[]} requests
+   * @param {number} through
+   * @param {StoreFailure} failure
    */
   storeFailed(now, requests, through, failure) {
     this.storeRunning = false;
@@ -359,7 +455,12 @@ export class Driver {
     }
   }
 
-  /** Settles the sends of `first..=last` that wait here. */
+  /**
+   * Settles the sends of `first..=last` that wait here.
+   * @param {number} first
+   * @param {number} last
+   * @param {(waiter: Deferred<number>, seq: number) => void} settle
+   */
   settleSends(first, last, settle) {
     for (let seq = first; seq <= last; seq++) {
       const waiter = this.durable.get(seq);

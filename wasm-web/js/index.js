@@ -8,17 +8,23 @@ import { provideCore } from "./client.js";
 
 // The host gets the `Core` maker once the module is instantiated, so that a `DeviceClient.start`
 // before `init()` says so instead of failing inside the glue.
-const ready = (output) => {
+const ready = (/** @type {import("./vdev_web.js").InitOutput} */ output) => {
   provideCore((options) => new Core(options));
   return output;
 };
 
-/** Fetches and instantiates the wasm module (`vdev_web_bg.wasm` next to this file by default). */
+/**
+ * Fetches and instantiates the wasm module (`vdev_web_bg.wasm` next to this file by default).
+ * @param {Parameters<typeof instantiate>[0]} [moduleOrPath]
+ */
 export default function init(moduleOrPath) {
   return instantiate(moduleOrPath).then(ready);
 }
 
-/** Instantiates the wasm module from its bytes or a compiled module. */
+/**
+ * Instantiates the wasm module from its bytes or a compiled module.
+ * @param {Parameters<typeof instantiateSync>[0]} module
+ */
 export function initSync(module) {
   return ready(instantiateSync(module));
 }

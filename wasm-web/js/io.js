@@ -2,17 +2,28 @@
 // core's HTTP requests with `fetch`. Everything goes through the global object, so the same code
 // runs in a page and in a worker.
 
-/** A readable description of a thrown value (an `Error`, a `DOMException`, anything else). */
+/** @import { Output } from "./vdev_web_core.js" */
+
+/**
+ * A readable description of a thrown value (an `Error`, a `DOMException`, anything else).
+ * @param {any} error
+ * @returns {string}
+ */
 export const describe = (error) =>
   error && error.name && error.message !== undefined ? `${error.name}: ${error.message}` : String(error);
 
-/** Whether `host` (as `URL.hostname` writes it) is loopback: localhost, 127.0.0.0/8 or [::1]. */
+/**
+ * Whether `host` (as `URL.hostname` writes it) is loopback: localhost, 127.0.0.0/8 or [::1].
+ * @param {string} host
+ */
 export const isLoopbackHost = (host) =>
   host === "localhost" || host === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(host);
 
 /**
  * Why `url` may not be used, or undefined when it may: `ws://` and `http://` would carry tokens
  * unencrypted, so they are allowed for loopback hosts only; `wss://` and `https://` anywhere.
+ * @param {string} url
+ * @returns {string | undefined}
  */
 export function urlProblem(url) {
   let parsed;
@@ -34,6 +45,8 @@ export function urlProblem(url) {
  * Opens the MQTT WebSocket to `url` (subprotocol `mqtt`, binary frames). `on.open()`,
  * `on.data(bytes)` and `on.closed(reason)` hear what happens until `closeSocket`. Throws a
  * reason string when the socket cannot even be created.
+ * @param {string} url
+ * @param {{ open(): void, data(bytes: Uint8Array): void, closed(reason: string): void }} on
  */
 export function openSocket(url, on) {
   if (!/^wss?:\/\//.test(url)) throw `${url} is not a websocket url`;
@@ -57,7 +70,10 @@ export function openSocket(url, on) {
   return socket;
 }
 
-/** Closes a socket and silences it: the core has already forgotten the connection. */
+/**
+ * Closes a socket and silences it: the core has already forgotten the connection.
+ * @param {WebSocket} socket
+ */
 export function closeSocket(socket) {
   socket.onopen = socket.onmessage = socket.onclose = null;
   socket.close();
@@ -67,6 +83,8 @@ export function closeSocket(socket) {
  * Performs an `http` output of the core: resolves to `{ status, retryAfter, body }` or rejects
  * with a reason (network failure, refused URL, or the request's deadline, where it is aborted:
  * the core gives up on it then anyway).
+ * @param {Extract<Output, { kind: "http" }>} request
+ * @param {number} now
  */
 export async function perform(request, now) {
   const problem = urlProblem(request.url);

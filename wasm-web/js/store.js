@@ -14,11 +14,22 @@
 
 import { describe } from "./io.js";
 
+/** @import { StoreRequest, StoredRecord } from "./vdev_web_core.js" */
+
+/**
+ * What `execute` answers: the core's `appended` and `loaded` inputs.
+ * @typedef {{ kind: "appended", first: number, last: number }
+ *   | { kind: "loaded", records: StoredRecord[] }} Answer
+ */
+
+/** The store `openStore` makes, named for other modules (the class is not exported). @typedef {IdbStore} Store */
+
 const RECORDS = "records";
 const META = "meta";
 
 /** Why a storage transaction failed; nothing of its batch was stored. */
 export class StoreFailure extends Error {
+  /** @param {any} [error] what IndexedDB threw or the transaction's `error` */
   constructor(error) {
     super(error ? describe(error) : "transaction aborted");
     // Read as "storage failed: <why>", as the core words a store error.
@@ -27,14 +38,23 @@ export class StoreFailure extends Error {
   }
 }
 
-/** A request's result, or its error. */
+/**
+ * A request's result, or its error.
+ * @template T
+ * @param {IDBRequest<T>} request
+ * @returns {Promise<T>}
+ */
 const done = (request) =>
   new Promise((resolve, reject) => {
     request.onsuccess = () => resolve(request.result);
     request.onerror = () => reject(request.error);
   });
 
-/** A stored count, high-water mark or size; 0 when absent or not a count. */
+/**
+ * A stored count, high-water mark or size; 0 when absent or not a count.
+ * @param {any} value whatever the database holds
+ * @returns {number}
+ */
 const count = (value) => (Number.isFinite(value) && value >= 0 ? value : 0);
 
 /** 32 hex digits from 16 random bytes: a store's origin id, a tab's id. */
@@ -50,9 +70,10 @@ function factory() {
 /**
  * Opens (creating on first use) the database `name`. Resolves to `{ store, contents }`,
  * `contents` being `{ origin, nextSeq, bytes, count, state }` (what the core is made from).
+ * @param {string} name
  */
 export async function openStore(name) {
-  const failed = (error) => new Error(`cannot open database '${name}': ${describe(error)}`);
+  const failed = (/** @type {unknown} */ error) => new Error(`cannot open database '${name}': ${describe(error)}`);
   let request;
   try {
     request = factory().open(name, 1);
@@ -84,7 +105,10 @@ export async function openStore(name) {
   }
 }
 
-/** Deletes the database `name` and everything in it. */
+/**
+ * Deletes the database `name` and everything in it.
+ * @param {string} name
+ */
 export async function deleteStore(name) {
   try {
     await done(factory().deleteDatabase(name));
@@ -94,6 +118,10 @@ export async function deleteStore(name) {
 }
 
 class IdbStore {
+  /**
+   * @param {string} name
+   * @param {IDBDatabase} database
+   */
   constructor(name, database) {
     this.name = name;
     this.database = database;
@@ -136,10 +164,12 @@ class IdbStore {
    * Performs `requests` in order in one transaction. Resolves to the answers (`appended` per
    * non-empty append, `loaded` per load) once the transaction committed; rejects with a
    * `StoreFailure`, and then nothing of the batch was stored.
+   * @param {StoreRequest[]} requests
    */
   execute(requests) {
     return this.transaction(async (records, meta) => {
       let [nextSeq, bytes] = (await Promise.all([done(meta.get("nextSeq")), done(meta.get("bytes"))])).map(count);
+      /** @type {Answer[]} */
       const answers = [];
       for (const request of requests) {
         switch (request.kind) {
@@ -171,7 +201,12 @@ class IdbStore {
     });
   }
 
-  /** Runs `steps(records, meta)` in a readwrite transaction; its result once committed. */
+  /**
+   * Runs `steps(records, meta)` in a readwrite transaction; its result once committed.
+   * @template T
+   * @param {(records: IDBObjectStore, meta: IDBObjectStore) => Promise<T>} steps
+   * @returns {Promise<T>}
+   */
   async transaction(steps) {
     let transaction;
     try {
@@ -202,7 +237,11 @@ class IdbStore {
   }
 }
 
-/** Deletes `seqs` (ascending): one key-range delete per run of consecutive numbers. */
+/**
+ * Deletes `seqs` (ascending): one key-range delete per run of consecutive numbers.
+ * @param {IDBObjectStore} records
+ * @param {number[]} seqs
+ */
 function remove(records, seqs) {
   for (let start = 0; start < seqs.length; ) {
     let end = start;
@@ -217,13 +256,16 @@ function remove(records, seqs) {
  * record that crosses the byte budget is included). A value that is not bytes loads as empty,
  * which the core rejects as corrupt with a reason instead of stalling the queue; a key that is
  * not a sequence number (never written by this store) is skipped.
+ * @param {IDBObjectStore} records
+ * @param {Extract<StoreRequest, { kind: "load" }>} request
  */
 async function load(records, { from, maxCount, maxBytes }) {
   const loaded = [];
   let total = 0;
   const request = records.openCursor(IDBKeyRange.lowerBound(from));
   for (let cursor = await done(request); cursor && loaded.length < maxCount && total < maxBytes; ) {
-    const seq = cursor.key;
+    // Any key IndexedDB holds; only integers pass the test below.
+    const seq = /** @type {number} */ (cursor.key);
     if (Number.isInteger(seq) && seq >= 0) {
       const data = cursor.value instanceof Uint8Array ? cursor.value : new Uint8Array(0);
       total += data.length;

@@ -28,6 +28,28 @@ import { describe } from "./io.js";
 import { openStore, randomId } from "./store.js";
 
 /**
+ * @import { Callbacks, Config, MakeCore } from "./client.js"
+ * @import { Deferred, Sendable, Stream } from "./device.js"
+ */
+
+/**
+ * A call of the API, run on the device or forwarded to the owner.
+ * @typedef {{ kind: "send", stream: Stream, what: Sendable }
+ *   | { kind: "reported", patch: string }
+ *   | { kind: "offline", value: boolean }} Request
+ */
+
+/** @typedef {Request & { t: "request", from: string, n: number }} RequestMessage */
+
+/** @typedef {{ seq?: number, done?: true, error?: string, retry?: true }} Outcome */
+
+/** @typedef {Outcome & { t: "answer", to: string, n: number }} AnswerMessage */
+
+/** @typedef {ReturnType<Driver["snapshot"]>} Figures */
+
+/** Lets go of the Web Lock. @typedef {() => void} Release */
+
+/**
  * The version of the messages below (`v`). A client of another version (a tab left open across
  * a deploy) shares the lock, so never two drive the device, but its requests are refused with a
  * clear error instead of being misread.
@@ -44,18 +66,29 @@ const RELEASE_WAIT_MS = 2000;
 const REMEMBERED_REQUESTS = 10000;
 
 export class Coordinator {
-  /** `config` is what `Core` is made from, `makeCore` makes it, `callbacks` are the app's. */
+  /**
+   * `config` is what `Core` is made from, `makeCore` makes it, `callbacks` are the app's.
+   * @param {Config} config
+   * @param {string} database
+   * @param {Callbacks} callbacks
+   * @param {MakeCore} makeCore
+   */
   constructor(config, database, callbacks, makeCore) {
     this.config = config;
     this.database = database;
     this.callbacks = callbacks;
     this.makeCore = makeCore;
     this.id = randomId();
+    /** @type {(() => void)[]} */
     this.backlog = [];
+    /** @type {Map<string, AnswerMessage | null>} */
     this.handled = new Map(); // "from n" -> the answer sent, or null while running
     this.nextRequest = 0;
+    /** @type {Map<number, { message: RequestMessage, waiter: Deferred<number | undefined> }>} */
     this.pending = new Map(); // n -> { message, waiter }
+    /** @type {Deferred<void>[]} */
     this.sentWaiters = [];
+    /** @type {Figures} */
     this.figures = {
       pendingCount: 0,
       pendingBytes: 0,
@@ -69,7 +102,8 @@ export class Coordinator {
       desiredVersion: null,
     };
     // The browser's network events come the way of the app's calls, so both keep their order.
-    this.onNetwork = (event) => this.serial(() => this.driver?.browserNetwork(event.type === "online"));
+    this.onNetwork = (/** @type {Event} */ event) =>
+      this.serial(() => this.driver?.browserNetwork(event.type === "online"));
     globalThis.addEventListener?.("online", this.onNetwork);
     globalThis.addEventListener?.("offline", this.onNetwork);
   }
@@ -86,11 +120,12 @@ export class Coordinator {
       if (!this.channel) return await this.exclusive(() => this.becomeOwner());
       let release;
       try {
-        release = await new Promise((resolve, reject) => {
+        release = await /** @type {Promise<Release | void>} */ (new Promise((resolve, reject) => {
           locks
-            .request(name, { ifAvailable: true }, (lock) => lock && new Promise((release) => resolve(release)))
+            .request(name, { ifAvailable: true }, (lock) =>
+              lock && /** @type {Promise<void>} */ (new Promise((release) => resolve(release))))
             .then(() => resolve(), reject);
-        });
+        }));
       } catch (error) {
         throw new Error(`cannot coordinate with other tabs: ${describe(error)}`);
       }
@@ -102,11 +137,17 @@ export class Coordinator {
     }
   }
 
-  /** Runs `step` now, or once the exclusive step that is running has finished; its result. */
+  /**
+   * Runs `step` now, or once the exclusive step that is running has finished; its result.
+   * @template T
+   * @param {() => T} step
+   * @returns {T | Promise<T>}
+   */
   serial(step) {
     // Also behind queued steps: a step that runs while the backlog drains (an app callback
     // calling the API) keeps its place after the calls made before it.
     if (!this.busy && !this.backlog.length) return step();
+    /** @type {Deferred<T>} */
     const waiter = deferred();
     this.backlog.push(() => {
       try {
@@ -118,7 +159,10 @@ export class Coordinator {
     return waiter;
   }
 
-  /** Runs the async `step` with every later step waiting until it has finished. */
+  /**
+   * Runs the async `step` with every later step waiting until it has finished.
+   * @param {() => Promise<void>} step
+   */
   exclusive(step) {
     return this.serial(() => {
       this.busy = true;
@@ -132,12 +176,13 @@ export class Coordinator {
         .catch(() => {})
         .then(() => {
           this.busy = false;
-          while (!this.busy && this.backlog.length) this.backlog.shift()();
+          while (!this.busy && this.backlog.length) /** @type {() => void} */ (this.backlog.shift())();
         });
       return done;
     });
   }
 
+  /** @param {{ t: string, [field: string]: unknown }} message */
   post(message) {
     // Only a closed channel refuses; there is nobody to tell then.
     try {
@@ -145,10 +190,16 @@ export class Coordinator {
     } catch {}
   }
 
-  /** Calls the app's callback `name` and mirrors it to the followers. */
+  /**
+   * Calls the app's callback `name` and mirrors it to the followers.
+   * @template {keyof Callbacks} K
+   * @param {K} name
+   * @param {Parameters<NonNullable<Callbacks[K]>>} args
+   */
   tell(name, args) {
     try {
-      this.callbacks[name]?.(...args);
+      // `any`: the arguments are checked at the callers, as each callback's own.
+      /** @type {any} */ (this.callbacks[name])?.(...args);
     } catch (error) {
       console.error("vdev:", `${name} threw: ${describe(error)}`);
     }
@@ -171,7 +222,10 @@ export class Coordinator {
     return this.driver ? this.driver.snapshot() : this.figures;
   }
 
-  /** Opens the store and starts the driver; tells the followers. */
+  /**
+   * Opens the store and starts the driver; tells the followers.
+   * @param {Release} [release]
+   */
   async becomeOwner(release) {
     this.release = release;
     try {
@@ -204,21 +258,26 @@ export class Coordinator {
     this.post({ t: "owner" });
   }
 
-  /** Becomes a follower: queues for the lock (to take over later), asks the owner for figures. */
-  follow(locks = this.locks, name = this.lockName) {
+  /**
+   * Becomes a follower: queues for the lock (to take over later), asks the owner for figures.
+   * @param {LockManager} [locks]
+   * @param {string} [name]
+   */
+  follow(locks = /** @type {LockManager} */ (this.locks), name = /** @type {string} */ (this.lockName)) {
     this.locks = locks;
     this.lockName = name;
     this.abort = new AbortController();
     locks
-      .request(name, { signal: this.abort.signal }, (lock) => new Promise((release) => {
+      .request(name, { signal: this.abort.signal }, (lock) => /** @type {Promise<void>} */ (new Promise((release) => {
         if (this.stopping) release();
         else this.serial(() => this.lockGranted(release));
-      }))
+      })))
       // Rejects (AbortError) for a follower that stopped.
       .catch(() => {});
     this.post({ t: "hello" });
   }
 
+  /** @param {Release} release */
   lockGranted(release) {
     // The lock and the channel are two roads: unless the old owner's `released` is here, its
     // last answers may still be on their way (or it was closed without one).
@@ -236,11 +295,15 @@ export class Coordinator {
     if (promoting) return this.promote(promoting.release);
   }
 
-  /** A follower takes over: resumes the device and runs its own unanswered requests. */
+  /**
+   * A follower takes over: resumes the device and runs its own unanswered requests.
+   * @param {Release} release
+   */
   promote(release) {
     return this.exclusive(() => this.takeOver(release));
   }
 
+  /** @param {Release} release */
   async takeOver(release) {
     if (this.stopping) return release();
     this.abort = undefined;
@@ -257,16 +320,23 @@ export class Coordinator {
       this.follow();
       return;
     }
+    const driver = /** @type {Driver} */ (this.driver); // made by becomeOwner
     const pending = [...this.pending.values()];
     this.pending.clear();
-    for (const { message, waiter } of pending) this.run(message).then(waiter.resolve, waiter.reject);
-    for (const waiter of this.sentWaiters.splice(0)) this.driver.waitSent().then(waiter.resolve, waiter.reject);
-    if (this.offlineWish !== undefined) this.driver.setOffline(this.offlineWish);
+    // Never `offline` (a follower keeps that as its wish), so each answers with a promise.
+    for (const { message, waiter } of pending) {
+      /** @type {Promise<number | undefined>} */ (this.run(message)).then(waiter.resolve, waiter.reject);
+    }
+    for (const waiter of this.sentWaiters.splice(0)) driver.waitSent().then(waiter.resolve, waiter.reject);
+    if (this.offlineWish !== undefined) driver.setOffline(this.offlineWish);
   }
 
-  /** Runs a call (as a follower would forward it) on this owner's device. */
+  /**
+   * Runs a call (as a follower would forward it) on this owner's device.
+   * @param {Request} request
+   */
   run(request) {
-    const driver = this.driver;
+    const driver = /** @type {Driver} */ (this.driver); // only an owner runs calls
     switch (request.kind) {
       case "send":
         return driver.send(request.stream, request.what);
@@ -275,11 +345,17 @@ export class Coordinator {
       case "offline":
         return driver.setOffline(request.value === true);
       default:
-        return Promise.reject(new Error(`unknown forwarded request '${request.kind}'`));
+        // Sent by another tab, whose requests the types cannot vouch for.
+        return Promise.reject(
+          new Error(`unknown forwarded request '${/** @type {{ kind: string }} */ (request).kind}'`),
+        );
     }
   }
 
-  /** A call of this client's API: run on the device, or forwarded to the owner. */
+  /**
+   * A call of this client's API: run on the device, or forwarded to the owner.
+   * @param {Request} request
+   */
   call(request) {
     // A promise also for calls that answer nothing (`offline`).
     return Promise.resolve(this.serial(() => {
@@ -289,6 +365,7 @@ export class Coordinator {
         this.offlineWish = request.value;
         return this.tellOfflineWish();
       }
+      /** @type {Deferred<number | undefined>} */
       const waiter = deferred();
       const message = this.request(request);
       this.pending.set(message.n, { message, waiter });
@@ -301,6 +378,7 @@ export class Coordinator {
     return this.serial(() => {
       if (this.stopping) return Promise.reject(stoppedError());
       if (this.driver) return this.driver.waitSent();
+      /** @type {Deferred<void>} */
       const waiter = deferred();
       this.sentWaiters.push(waiter);
       this.answerSentWaiters();
@@ -308,8 +386,12 @@ export class Coordinator {
     });
   }
 
-  /** Posts a request to the owner; returns the message. */
+  /**
+   * Posts a request to the owner; returns the message.
+   * @param {Request} request
+   */
   request(request) {
+    /** @type {RequestMessage} */
     const message = { ...request, t: "request", from: this.id, n: this.nextRequest++ };
     this.post(message);
     return message;
@@ -357,7 +439,10 @@ export class Coordinator {
     globalThis.removeEventListener?.("offline", this.onNetwork);
   }
 
-  /** A message from another client of the same database. */
+  /**
+   * A message from another client of the same database.
+   * @param {any} message whatever another tab posted, checked before use
+   */
   message(message) {
     const owner = !!this.driver;
     if (message?.v !== PROTOCOL) {
@@ -370,6 +455,7 @@ export class Coordinator {
     switch (`${message?.t} ${owner}`) {
       case "hello true":
         this.followersPresent = true;
+        /** @type {string | undefined} the figures last posted, as JSON */
         this.lastFigures = undefined;
         return this.figuresChanged();
       case "request true":
@@ -405,7 +491,10 @@ export class Coordinator {
     }
   }
 
-  /** Owner: runs a follower's request once, answering repeats with the first answer. */
+  /**
+   * Owner: runs a follower's request once, answering repeats with the first answer.
+   * @param {RequestMessage} message
+   */
   runForwarded(message) {
     const key = `${message.from} ${message.n}`;
     if (this.handled.has(key)) {
@@ -413,26 +502,32 @@ export class Coordinator {
       if (answer) this.post(answer);
       return;
     }
+    /** @type {(fields: Outcome) => AnswerMessage} */
     const answer = (fields) => ({ t: "answer", to: message.from, n: message.n, ...fields });
     if (this.stopping) return this.post(answer({ retry: true }));
     if (message.kind === "offline") return this.run(message);
     this.handled.set(key, null);
     // Forget the oldest beyond the bound (a Map keeps insertion order).
-    if (this.handled.size > REMEMBERED_REQUESTS) this.handled.delete(this.handled.keys().next().value);
-    const finish = (fields) =>
+    if (this.handled.size > REMEMBERED_REQUESTS) {
+      this.handled.delete(/** @type {string} */ (this.handled.keys().next().value));
+    }
+    const finish = (/** @type {Outcome} */ fields) =>
       this.serial(() => {
         const reply = answer(fields);
         if (fields.retry) this.handled.delete(key);
         else if (this.handled.has(key)) this.handled.set(key, reply);
         this.post(reply);
       });
-    this.run(message).then(
+    /** @type {Promise<number | undefined>} */ (this.run(message)).then(
       (seq) => finish(message.kind === "send" ? { seq } : { done: true }),
       (error) => finish(error.stopped ? { retry: true } : { error: error.message }),
     );
   }
 
-  /** Follower: the owner answered one of our requests. */
+  /**
+   * Follower: the owner answered one of our requests.
+   * @param {AnswerMessage} message
+   */
   answered(message) {
     if (message.to !== this.id || message.retry) return; // a retry stays pending for the next owner
     const entry = this.pending.get(message.n);

@@ -19,7 +19,10 @@
 const WORKER_SCRIPT = "let t;onmessage=e=>{clearTimeout(t);if(e.data>=0)t=setTimeout(()=>postMessage(0),e.data)}";
 
 export class WakeTimer {
-  /** A disarmed timer calling `fire` when due; in a worker when one can be made. */
+  /**
+   * A disarmed timer calling `fire` when due; in a worker when one can be made.
+   * @param {() => void} fire
+   */
   constructor(fire) {
     this.fire = () => {
       this.armedAt = undefined;
@@ -39,9 +42,14 @@ export class WakeTimer {
     }
   }
 
-  /** Makes sure the timer fires no later than `deadline` (ms since the epoch; null: no need). */
+  /**
+   * Makes sure the timer fires no later than `deadline` (ms since the epoch; null: no need).
+   * @param {number | null} deadline
+   * @param {number} now
+   */
   ensure(deadline, now) {
-    if (deadline == null || this.armedAt <= deadline) return;
+    // A disarmed timer (`armedAt` undefined) compares false, so it is armed.
+    if (deadline == null || /** @type {number} */ (this.armedAt) <= deadline) return;
     this.armedAt = deadline;
     this.arm(Math.min(Math.max(0, deadline - now), 2 ** 31 - 1));
   }
@@ -53,7 +61,10 @@ export class WakeTimer {
     this.dropWorker();
   }
 
-  /** Fires in `wait` ms, replacing an earlier arming; never when negative. */
+  /**
+   * Fires in `wait` ms, replacing an earlier arming; never when negative.
+   * @param {number} wait
+   */
   arm(wait) {
     clearTimeout(this.fallback);
     if (this.worker) {

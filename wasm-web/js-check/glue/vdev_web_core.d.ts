@@ -1,0 +1,136 @@
+// The module `vdev_web_core.js` as the JavaScript host sees it: wasm-bindgen's glue of the
+// binding `Core` (wasm-web/src/lib.rs), which scripts/build.sh generates next to a copy of js/
+// at build time, so it never exists in js/. tsconfig.json's `rootDirs` lets `./vdev_web_core.js`
+// in js/ resolve to this file.
+//
+// wasm-bindgen would type the plain objects the binding builds (options, outputs, stats) as
+// `any`; they are written out here from lib.rs's doc comments, so the host's use of them is
+// checked too. Keep this file in step with lib.rs's `#[wasm_bindgen] impl Core`.
+
+import type { ConnectionState, InitInput, InitOutput, SyncInitInput } from "../../js/vdev_web.js";
+
+/** What `new Core(options)` reads; the last five are what the store holds. */
+export interface CoreOptions {
+    instance: string;
+    provisioningToken: string;
+    deviceId?: string;
+    /** JSON text of an object of strings. */
+    provisioningParameters?: string;
+    now?: number;
+    /** 32 bytes. */
+    random: Uint8Array;
+    origin?: string;
+    nextSeq?: number;
+    bytes?: number;
+    count?: number;
+    savedState?: Uint8Array;
+}
+
+/** One stored record: its sequence number and bytes. */
+export interface StoredRecord {
+    seq: number;
+    data: Uint8Array;
+}
+
+/** The storage contract's requests (`store_request_to_js`). */
+export type StoreRequest =
+    | { kind: "append"; records: StoredRecord[] }
+    | { kind: "load"; from: number; maxCount: number; maxBytes: number }
+    | { kind: "remove"; seqs: number[]; bytes: number }
+    | { kind: "saveState"; state: Uint8Array };
+
+/** What `pollOutput()` returns, by `kind`; the host polls until `timeout`. */
+export type Output =
+    | {
+          kind: "http";
+          id: number;
+          method: string;
+          url: string;
+          headers: [string, string][];
+          // A fresh copy out of wasm memory, so an ArrayBuffer (which `fetch` wants), never shared.
+          body: Uint8Array<ArrayBuffer>;
+          deadline: number;
+      }
+    /** `url` is undefined for TCP, which a browser cannot open. */
+    | { kind: "connect"; conn: number; url: string | undefined }
+    | { kind: "transmit"; conn: number; bytes: Uint8Array<ArrayBuffer> }
+    | { kind: "close"; conn: number }
+    | StoreRequest
+    /** `event` is the JSON text of the core's event; its byte-string field comes apart. */
+    | { kind: "event"; event: string; payload: Uint8Array | undefined }
+    | { kind: "timeout"; deadline: number | null };
+
+export interface CoreStats {
+    pendingCount: number;
+    pendingBytes: number;
+    oldestEnqueuedAt: number | null;
+    windowRecords: number;
+    connectionState: ConnectionState;
+}
+
+/** vdev-core's device. Inputs take `now` (ms since the epoch) first; commands throw an `Error`. */
+export class Core {
+    constructor(options: CoreOptions);
+    free(): void;
+    httpResponse(now: number, id: number, status: number, retryAfter: string | null | undefined, body: Uint8Array): void;
+    httpFailed(now: number, id: number, error: string): void;
+    connected(now: number, conn: number): void;
+    received(now: number, conn: number, bytes: Uint8Array): void;
+    closed(now: number, conn: number, reason: string): void;
+    appended(now: number, first: number, last: number): void;
+    appendFailed(now: number, first: number, last: number, quotaExceeded: boolean, error: string): void;
+    /** A `data` that is not a Uint8Array reads as empty (and is then rejected as corrupt). */
+    loaded(now: number, records: StoredRecord[]): void;
+    loadFailed(now: number, quotaExceeded: boolean, error: string): void;
+    /** A `remove` output failed; the core asks again later. */
+    removeFailed(now: number, seqs: number[], bytes: number, quotaExceeded: boolean, error: string): void;
+    /** A `saveState` output failed; the core saves its state again later. */
+    saveStateFailed(now: number, quotaExceeded: boolean, error: string): void;
+    networkAvailable(now: number): void;
+    networkLost(now: number): void;
+    timeout(now: number): void;
+    /** `compression`: 0 none, 1 fastest, 2 smallest size. Returns the sequence number. */
+    send(
+        now: number,
+        payload: Uint8Array,
+        streamGroup: string | null | undefined,
+        stream: string | null | undefined,
+        siteId: string | null | undefined,
+        compression: number,
+        batchId: string | null | undefined,
+        messageId: string | null | undefined,
+        batchSliceId: string | null | undefined,
+        chunkId: string | null | undefined,
+    ): number;
+    enqueueBatchCompletion(
+        now: number,
+        streamGroup: string | null | undefined,
+        stream: string | null | undefined,
+        siteId: string | null | undefined,
+        batchId: string,
+    ): number;
+    enqueueMessageCompletion(
+        now: number,
+        streamGroup: string | null | undefined,
+        stream: string | null | undefined,
+        siteId: string | null | undefined,
+        batchId: string,
+        messageId: string,
+    ): number;
+    /** `patch` is JSON text. */
+    updateReportedProperties(now: number, patch: string): void;
+    stop(now: number): void;
+    /** JSON text. */
+    desiredProperties(): string;
+    desiredVersion(): number | undefined;
+    workspaceId(): string | undefined;
+    deviceId(): string | undefined;
+    stats(): CoreStats;
+    pollOutput(): Output;
+}
+
+export function initSync(module: { module: SyncInitInput } | SyncInitInput): InitOutput;
+
+export default function init(
+    module_or_path?: { module_or_path: InitInput | Promise<InitInput> } | InitInput | Promise<InitInput>,
+): Promise<InitOutput>;
