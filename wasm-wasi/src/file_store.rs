@@ -832,13 +832,11 @@ mod tests {
         assert_eq!(store.live_seqs(), [3, 4, 6, 7, 8, 9]);
         let meta = store.meta();
         assert_eq!((meta.count, meta.next_seq), (6, 10));
-        let window = store
-            .execute(StoreRequest::Load {
-                from: 4,
-                max_count: 2,
-                max_bytes: usize::MAX,
-            })
-            .unwrap();
+        let window = store.execute(StoreRequest::Load {
+            from: 4,
+            max_count: 2,
+            max_bytes: usize::MAX,
+        });
         let Some(Input::Loaded { records }) = window else {
             panic!("loaded")
         };
