@@ -58,10 +58,12 @@ export function stoppedError() {
 
 /**
  * The core's reason for a message that was not stored, as the error of its `send`.
- * @param {{ message: string, storeError?: { code: string } }} reason
+ * @param {{ message: string, storeError?: { code: string, message: string } }} reason
  */
-const notStored = (reason) =>
-  new Error(`message not stored: ${reason.storeError?.code === "quotaExceeded" ? QUOTA_TEXT : reason.message}`);
+const notStored = (reason) => {
+  const store = reason.storeError;
+  return new Error(`message not stored: ${store?.code === "quotaExceeded" ? QUOTA_TEXT : (store ?? reason).message}`);
+};
 
 /**
  * A promise with its resolve and reject functions.
