@@ -357,9 +357,9 @@ impl Outbox {
     /// would leave a delivered message to be sent again after a restart, and the store's
     /// figures wrong), waiting longer after each failure in a row.
     pub(crate) fn handle_remove_failed(&mut self, now: u64, seqs: Vec<Seq>, bytes: u64) {
-        self.retry_removals.retain(|seq| !seqs.contains(seq));
+        // Hosts answer in the order of the requests, so the failed lists come ascending and
+        // appending keeps them so (a merge would link a sort for a case that cannot happen).
         self.retry_removals.extend(seqs);
-        self.retry_removals.sort_unstable();
         self.retry_removal_bytes += bytes;
         self.removal_retry_at = Some(now + retry_delay(self.removal_failures));
         self.removal_failures = self.removal_failures.saturating_add(1);
