@@ -357,9 +357,11 @@ impl Outbox {
     /// would leave a delivered message to be sent again after a restart, and the store's
     /// figures wrong), waiting longer after each failure in a row.
     pub(crate) fn handle_remove_failed(&mut self, now: u64, seqs: Vec<Seq>, bytes: u64) {
-        // Hosts answer in the order of the requests, so the failed lists come ascending and
-        // appending keeps them so (a merge would link a sort for a case that cannot happen).
-        self.retry_removals.extend(seqs);
+        // Messages finish out of order (an upload takes longer), so lists from different
+        // requests interleave: each seq goes to its place (a sort would link 2.5 KB more).
+        for seq in seqs {
+            insert_ascending(&mut self.retry_removals, seq);
+        }
         self.retry_removal_bytes += bytes;
         self.removal_retry_at = Some(now + retry_delay(self.removal_failures));
         self.removal_failures = self.removal_failures.saturating_add(1);
@@ -489,12 +491,11 @@ impl Outbox {
         }
         let mut retrying = false;
         if self.removal_retry_at.is_some_and(|at| at <= now) {
-            // The failed removals are older than any new one: in front, the order stays
-            // ascending.
+            // The failed removals join the new ones, in ascending order.
             self.removal_retry_at = None;
-            let mut seqs = std::mem::take(&mut self.retry_removals);
-            seqs.append(&mut self.removals);
-            self.removals = seqs;
+            for seq in std::mem::take(&mut self.retry_removals) {
+                insert_ascending(&mut self.removals, seq);
+            }
             self.removal_bytes += std::mem::take(&mut self.retry_removal_bytes);
             retrying = true;
         }
