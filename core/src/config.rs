@@ -1,6 +1,7 @@
 //! Everything a host chooses when it creates a device, with defaults that suit a real Platform.
 
 use crate::backoff::BackoffConfig;
+use crate::cleartext::{InsecureUrl, check_url};
 use crate::identity::DeviceId;
 use crate::mqtt::session::SessionConfig;
 use crate::outbox::OutboxLimits;
@@ -65,5 +66,12 @@ impl DeviceConfig {
             outbox: OutboxLimits::default(),
             twin: TwinConfig::default(),
         }
+    }
+
+    /// Checks what the host should refuse at start: an instance URL the cleartext rule does
+    /// not allow (hosts call this so the app hears it at once; a device made anyway refuses
+    /// every request to it, with that reason).
+    pub fn validate(&self) -> Result<(), InsecureUrl> {
+        check_url(&self.instance_url)
     }
 }

@@ -12,6 +12,7 @@ use thiserror::Error;
 
 use crate::event::{ConnectionState, Event};
 
+use crate::cleartext::check_url;
 use crate::config::{DeviceConfig, Transport};
 use crate::http::{HttpCall, HttpRequest, HttpResponse, RequestId};
 use crate::json::{self, Value};
@@ -729,6 +730,12 @@ impl Device {
     fn issue(&mut self, owner: Owner, call: HttpCall) {
         let id = RequestId(self.next_request_id);
         self.next_request_id += 1;
+        if let Err(refused) = check_url(&call.url) {
+            // Never sent: answered at once, as a failure the sub-machine will not retry.
+            self.requests.insert(id.0, (owner, call.kind, u64::MAX));
+            let failure = RequestFailure::Insecure(refused.to_string());
+            return self.route_response(self.now, id, Err(failure));
+        }
         // The deadline is set when the request leaves (see `poll_output`): until then it has
         // none, so a request held while offline does not time out.
         self.requests.insert(id.0, (owner, call.kind, u64::MAX));

@@ -56,7 +56,8 @@ pub struct HttpRequest {
 /// What the host got back for an [`HttpRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HttpResponse {
-    /// Status code.
+    /// Status code. Hosts follow no redirect: a 3xx comes here as it is, and 0 stands for a
+    /// redirect the host refused without seeing its status (a browser's opaque redirect).
     pub status: u16,
     /// The value of the `Retry-After` header, if any.
     pub retry_after: Option<String>,
@@ -92,6 +93,8 @@ pub(crate) enum Verdict {
 pub(crate) fn classify(outcome: &Result<HttpResponse, RequestFailure>, now: u64) -> Verdict {
     let response = match outcome {
         Ok(response) => response,
+        // A URL the rule refuses stays refused: retrying would change nothing.
+        Err(failure @ RequestFailure::Insecure(_)) => return Verdict::Rejected(failure.clone()),
         Err(_) => {
             return Verdict::RetryLater {
                 retry_after_ms: None,
@@ -115,7 +118,9 @@ pub(crate) fn classify(outcome: &Result<HttpResponse, RequestFailure>, now: u64)
             },
             failure,
         },
-        408 | 423 | 425 | 429 | 500..=599 => Verdict::RetryLater {
+        // A redirect (a captive portal, a misconfigured proxy) is not the Platform's answer:
+        // try again later, as with no answer.
+        0 | 300..=399 | 408 | 423 | 425 | 429 | 500..=599 => Verdict::RetryLater {
             retry_after_ms: response
                 .retry_after
                 .as_deref()

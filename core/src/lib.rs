@@ -90,6 +90,7 @@ macro_rules! value {
 }
 
 mod backoff;
+mod cleartext;
 mod config;
 mod connection_string;
 mod device;
@@ -115,6 +116,7 @@ mod twin;
 mod upload;
 
 pub use backoff::BackoffConfig;
+pub use cleartext::{InsecureUrl, check_url};
 pub use config::{DeviceConfig, Transport};
 pub use connection_string::{ConnectionString, ConnectionStringError};
 pub use device::{Device, Input, Output, SendError, Stats};

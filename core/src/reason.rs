@@ -67,6 +67,10 @@ pub enum ConnectionLoss {
     /// The gateway sent bytes that are not the MQTT the device expects.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The endpoint would carry the credential unencrypted to a host that is not loopback;
+    /// the device never opened it.
+    #[error("{0}")]
+    Insecure(String),
 }
 
 impl Reason for ConnectionLoss {
@@ -80,6 +84,7 @@ impl Reason for ConnectionLoss {
             Self::AckTimedOut => "ackTimedOut",
             Self::SubscriptionRefused => "subscriptionRefused",
             Self::Protocol(_) => "protocol",
+            Self::Insecure(_) => "insecure",
         }
     }
 
@@ -148,6 +153,18 @@ pub enum RequestFailure {
     /// No answer before the request's deadline.
     #[error("no answer in time")]
     TimedOut,
+    /// The answer was a redirect, which the device never follows (it reaches only URLs it
+    /// checked itself). `None`: the host refused it without seeing the status (a browser's
+    /// opaque redirect).
+    #[error("the answer was a redirect{}, which the device does not follow", status.map(|s| format!(" (status {s})")).unwrap_or_default())]
+    Redirected {
+        /// The redirect's status, when the host saw it.
+        status: Option<u16>,
+    },
+    /// The URL would carry a token unencrypted to a host that is not loopback; the request
+    /// was never made.
+    #[error("{0}")]
+    Insecure(String),
 }
 
 impl Reason for RequestFailure {
@@ -156,6 +173,8 @@ impl Reason for RequestFailure {
             Self::Status { .. } => "status",
             Self::Network(_) => "network",
             Self::TimedOut => "timedOut",
+            Self::Redirected { .. } => "redirected",
+            Self::Insecure(_) => "insecure",
         }
     }
 
@@ -170,6 +189,7 @@ impl Reason for RequestFailure {
                 ("problemType", problem_type.as_deref().into()),
                 ("detail", detail.as_deref().into()),
             ],
+            Self::Redirected { status } => vec![("status", (*status).into())],
             _ => Vec::new(),
         }
     }
@@ -178,8 +198,16 @@ impl Reason for RequestFailure {
 impl RequestFailure {
     /// The failure a response stands for, or `None` for a success (2xx).
     pub(crate) fn from_response(response: &HttpResponse) -> Option<Self> {
-        if (200..300).contains(&response.status) {
-            return None;
+        match response.status {
+            200..=299 => return None,
+            // 0: the host refused a redirect whose status it could not see.
+            0 => return Some(Self::Redirected { status: None }),
+            status @ 300..=399 => {
+                return Some(Self::Redirected {
+                    status: Some(status),
+                });
+            }
+            _ => {}
         }
         let problem = Value::parse(&response.body).ok();
         let field = |name: &str| {

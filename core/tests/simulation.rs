@@ -24,7 +24,7 @@ fn main() {
     let mut violations = 0usize;
     let mut failing = Vec::new();
     let (mut sent, mut crashes) = (0usize, 0usize);
-    let mut faults = [0u64; 10];
+    let mut faults = [0u64; 11];
     for &seed in &seeds {
         let report = Sim::new(seed).run(DRAIN_BOUND_MS);
         sent += report.sent;
@@ -40,6 +40,7 @@ fn main() {
             report.offline_periods as u64,
             report.failed_loads as u64,
             report.failed_writes as u64,
+            report.insecure_endpoints as u64,
         ]) {
             *total += count;
         }
@@ -65,11 +66,13 @@ fn main() {
         offline,
         failed_loads,
         failed_writes,
+        insecure_endpoints,
     ] = faults;
     println!(
         "faults: {kicks} kicks, {storms} kick storms, {half_open} half-open links, {throttled} throttled calls, \
          {upload_errors} upload errors, {refused} refused uploads, {skipped} operations left to expire, \
-         {offline} offline periods, {failed_loads} failed loads, {failed_writes} failed writes"
+         {offline} offline periods, {failed_loads} failed loads, {failed_writes} failed writes, \
+         {insecure_endpoints} cleartext endpoints refused"
     );
     for (seed, list) in &failing {
         println!(

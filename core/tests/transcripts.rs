@@ -4,7 +4,10 @@
 
 mod common;
 
-use common::{HOST, Host, MINUTE, OPERATION_ID, SAS, T0, complete_body, init_body, register_body};
+use common::{
+    BASE_URL, HOST, Host, MINUTE, OPERATION_ID, SAS, T0, complete_body, config, init_body,
+    register_body,
+};
 use serde_json::{Value, json};
 use vdev_core::mqtt::codec::{ConnectReturnCode, Packet};
 use vdev_core::{
@@ -802,4 +805,80 @@ fn a_failed_state_save_is_saved_again_later_with_the_newest_state() {
     let saved: Value = serde_json::from_slice(host.store.state().unwrap()).unwrap();
     assert_ne!(host.store.state().map(<[u8]>::to_vec), saved_before);
     assert_eq!(saved["twin"]["reported_target"]["firmware"], "2.0");
+}
+
+#[test]
+fn an_announced_cleartext_endpoint_off_loopback_is_never_opened() {
+    let mut host = Host::provisioning();
+    host.answer(
+        "/provisioning-operations/init",
+        200,
+        init_body(OPERATION_ID),
+    );
+    host.advance();
+    host.answer("/provisioning-operations/complete", 200, complete_body());
+    let mut body = register_body();
+    body["gatewayEndpoints"] = json!({ "mqttTcp": "10.1.2.3:1883" });
+    let lines = host.answer("/devices/register", 200, body);
+    assert!(
+        !lines.iter().any(|line| line.starts_with("connect")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(
+            &"event connection lost: refusing unencrypted tcp://10.1.2.3:1883: ws://, http:// and plain tcp are allowed only for loopback hosts, use wss://, https:// or tls"
+                .to_owned()
+        ),
+        "{lines:?}"
+    );
+    assert!(host.conn.is_none(), "nothing was opened");
+}
+
+#[test]
+fn a_redirect_is_reported_and_retried_never_followed() {
+    let mut host = Host::provisioning();
+    let redirect = HttpResponse {
+        status: 302,
+        retry_after: None,
+        body: Vec::new(),
+    };
+    assert_eq!(
+        host.answer_raw("/provisioning-operations/init", redirect),
+        [
+            "event request provisioningInit failed: the answer was a redirect (status 302), which the device does not follow"
+        ]
+    );
+    assert!(
+        host.pending.is_empty(),
+        "no request to the redirect's target"
+    );
+    assert_eq!(
+        host.advance(),
+        ["http POST /provisioning-operations/init"],
+        "tried again later at the same URL"
+    );
+    assert_eq!(
+        host.pending[0].url,
+        format!("{BASE_URL}/provisioning-operations/init")
+    );
+}
+
+#[test]
+fn a_cleartext_instance_url_off_loopback_is_refused_and_never_requested() {
+    let mut config = config();
+    config.instance_url = "http://platform.example".into();
+    assert!(config.validate().is_err());
+    let (host, lines) = Host::new(config, MemoryStore::new("k3x9q2"));
+    assert!(host.pending.is_empty(), "no request left: {lines:?}");
+    assert!(
+        lines.iter().any(|line| line
+            == "event request provisioningInit failed: refusing unencrypted http://platform.example/provisioning-operations/init: ws://, http:// and plain tcp are allowed only for loopback hosts, use wss://, https:// or tls"),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.starts_with("event provisioning failed")),
+        "{lines:?}"
+    );
 }

@@ -7,6 +7,7 @@
 //! other off the gateway in a tight loop.
 
 use crate::backoff::{Backoff, BackoffConfig};
+use crate::cleartext::{check_plain_host, check_url};
 use crate::keyed::KeyedVec;
 use crate::mqtt::codec::{
     self, ConnAck, Connect, ConnectReturnCode, Packet, Publish, QoS, SubAckCode, Subscribe,
@@ -504,6 +505,16 @@ impl Session {
             self.state = State::Idle;
             self.events.push(SessionEvent::CredentialExpired);
             return;
+        }
+        let refused = match &params.endpoint {
+            Endpoint::Tcp { host, port } => check_plain_host(host, *port).err(),
+            Endpoint::WebSocket { url } => check_url(url).err(),
+            Endpoint::Tls { .. } => None,
+        };
+        if let Some(refused) = refused {
+            // Never opened: a failed attempt like any other, so the device renews its
+            // credential (and with it the announced endpoints) every few of them.
+            return self.lose(now, ConnectionLoss::Insecure(refused.to_string()));
         }
         let conn = ConnectionId(self.next_conn);
         self.next_conn += 1;

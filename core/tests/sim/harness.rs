@@ -151,6 +151,8 @@ pub struct Report {
     pub failed_loads: usize,
     /// Removals and state saves the store failed (the core must ask for them again).
     pub failed_writes: usize,
+    /// Register answers that announced a cleartext endpoint off loopback.
+    pub insecure_endpoints: usize,
 }
 
 pub struct Sim {
@@ -224,6 +226,7 @@ impl Sim {
         platform.throttle_rate = [0.0, 0.0, 0.05, 0.15][rng.random_range(0..4)];
         platform.upload_error_rate = [0.0, 0.1, 0.3][rng.random_range(0..3)];
         platform.upload_refusal_rate = [0.0, 0.0, 0.15][rng.random_range(0..3)];
+        platform.insecure_endpoints_left = [0, 0, 3][rng.random_range(0..3)];
         let technician_skips_first = rng.random_bool(0.2);
         let technician_ignore_rate = [0.0, 0.0, 0.2][rng.random_range(0..3)];
         let mut sim = Self {
@@ -271,7 +274,7 @@ impl Sim {
     }
 
     fn config(&self) -> DeviceConfig {
-        let mut config = DeviceConfig::new("http://platform.sim", PROVISIONING_TOKEN);
+        let mut config = DeviceConfig::new("https://platform.sim", PROVISIONING_TOKEN);
         config.device_id = Some(DeviceId::parse("sim-device-1").unwrap());
         config.transport = Transport::Tcp;
         config.provisioning_poll_interval_ms = SECOND;
@@ -798,6 +801,13 @@ impl Sim {
                     format!("connect {conn:?} while the host said the network is offline"),
                 ),
                 Output::Http(request) => self.http_out(request),
+                Output::Connect {
+                    endpoint: vdev_core::Endpoint::Tcp { host, .. },
+                    ..
+                } if host != "127.0.0.1" => self
+                    .report
+                    .violations
+                    .push(format!("opened plain tcp to {host}, which is not loopback")),
                 Output::Connect { conn, endpoint: _ } => self.connect(conn),
                 Output::Transmit { conn, bytes } => self.transmit(conn, bytes),
                 Output::Close { conn } => {
@@ -1210,6 +1220,7 @@ impl Sim {
         self.report.throttled = self.platform.throttled;
         self.report.upload_errors = self.platform.upload_errors;
         self.report.refused_uploads = refused.len();
+        self.report.insecure_endpoints = self.platform.insecure_endpoints_announced;
         let violations = &mut self.report.violations;
         let origin = self.store.meta().origin;
         let stored: Vec<_> = self

@@ -97,6 +97,10 @@ pub struct Platform {
     pub upload_error_rate: f64,
     /// Chance that a `files` request is refused for good (400).
     pub upload_refusal_rate: f64,
+    /// How many register answers still announce a cleartext endpoint off loopback.
+    pub insecure_endpoints_left: u32,
+    /// How many did.
+    pub insecure_endpoints_announced: usize,
     /// Blob names whose upload was refused for good; asking again gets the same answer.
     pub refused_blobs: Vec<String>,
     /// Answers 429, 503 or 423 given.
@@ -128,7 +132,7 @@ impl Endpoint {
             (Method::Put, p) if p.ends_with("/registration-tokens/refresh") => Self::Refresh,
             (Method::Post, p) if p.ends_with("/files") => Self::Files,
             (Method::Post, p) if p.ends_with("/files/notifications") => Self::Notification,
-            (Method::Put, p) if p.starts_with("http://blobs.sim/") => Self::Blob,
+            (Method::Put, p) if p.starts_with("https://blobs.sim/") => Self::Blob,
             _ => Self::Other,
         }
     }
@@ -159,6 +163,8 @@ impl Platform {
             throttle_rate: 0.0,
             upload_error_rate: 0.0,
             upload_refusal_rate: 0.0,
+            insecure_endpoints_left: 0,
+            insecure_endpoints_announced: 0,
             refused_blobs: Vec::new(),
             throttled: 0,
             upload_errors: 0,
@@ -279,8 +285,8 @@ impl Platform {
         let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
         let path = request
             .url
-            .strip_prefix("http://platform.sim")
-            .or_else(|| request.url.strip_prefix("http://blobs.sim"))
+            .strip_prefix("https://platform.sim")
+            .or_else(|| request.url.strip_prefix("https://blobs.sim"))
             .unwrap_or(&request.url);
         let device_token = auth.strip_prefix("DeviceToken ").unwrap_or("");
         match (request.method, path.split('?').next().unwrap_or("")) {
@@ -361,13 +367,22 @@ impl Platform {
                 self.sas
                     .insert(sas.clone(), (t.device_id.clone(), now + self.sas_lifetime));
                 let remaining = t.expires_at.map(|at| format_timespan((at - now) as i64));
+                // A misconfigured gateway first: plain MQTT announced off loopback, which the
+                // device must refuse to open (and get past by registering again).
+                let mqtt_tcp = if self.insecure_endpoints_left > 0 {
+                    self.insecure_endpoints_left -= 1;
+                    self.insecure_endpoints_announced += 1;
+                    "192.0.2.7:1883"
+                } else {
+                    "127.0.0.1:1883"
+                };
                 ok(json!({
                     "connectionString": format!("HostName={HOST};DeviceId={WORKSPACE}:{};SharedAccessSignature={sas}", t.device_id),
                     "iotHubHostName": HOST,
                     "connectionStringType": "SharedAccessSignature",
                     "connectionStringExpiration": format_rfc3339(now + self.sas_lifetime),
                     "tokenRemainingLifetime": remaining,
-                    "gatewayEndpoints": {"mqttTcp": "127.0.0.1:1883", "http": "http://platform.sim"},
+                    "gatewayEndpoints": {"mqttTcp": mqtt_tcp, "http": "https://platform.sim"},
                 }))
             }
             (Method::Put, "/devices/registration-tokens/refresh") => {
@@ -409,7 +424,7 @@ impl Platform {
                     "containerName": "c",
                     "blobName": blob,
                     "sasToken": "?sig=x",
-                    "uploadUrl": format!("http://blobs.sim/c/{blob}?sig=x"),
+                    "uploadUrl": format!("https://blobs.sim/c/{blob}?sig=x"),
                 }))
             }
             (Method::Put, p) if p.starts_with("/c/") => {
