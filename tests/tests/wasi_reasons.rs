@@ -261,3 +261,100 @@ async fn a_gateway_certificate_from_an_untrusted_ca_is_an_unreachable_gateway_wi
     other.shutdown().await;
     platform.shutdown().await;
 }
+
+/// A loopback HTTP server that answers every request under `/redirect/` with a 302 to a
+/// cleartext URL that is not loopback by the device's rule (`[::ffff:127.0.0.1]`), which still
+/// lands here: requests that followed it are counted.
+async fn redirecting_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let followed = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = followed.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&request).into_owned();
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                let answer = if let Some(rest) = path.strip_prefix("/redirect") {
+                    format!(
+                        "HTTP/1.1 302 Found\r\nLocation: http://[::ffff:127.0.0.1]:{port}/followed{rest}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    )
+                } else {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    "HTTP/1.1 410 Gone\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
+                };
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (format!("http://127.0.0.1:{port}/redirect"), followed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_to_a_cleartext_url_is_refused_and_never_followed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (platform, host, store) = platform_host_and_store(&dir).await;
+    let info = platform.info().clone();
+    let (instance, followed) = redirecting_server().await;
+    let mut device = host
+        .start_library_device(&store, config(&info, instance, "wasi-redirect"))
+        .await
+        .expect("device starts");
+    let mut seen = Vec::new();
+    let failure = poll_until(&mut device, &mut seen, WITHIN, |e| {
+        let failed = payload_of(e, "request-failed")?;
+        (field(failed, "request") == Some(&Val::Enum("provisioning-init".into())))
+            .then(|| field(failed, "failure").cloned())?
+    })
+    .await;
+    assert_eq!(
+        case(&failure),
+        Some((
+            "redirected",
+            Some(&Val::Option(Some(Box::new(Val::U16(302)))))
+        )),
+        "{failure:?}"
+    );
+    device.stop().await.expect("stops");
+    assert_eq!(
+        followed.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "never followed"
+    );
+    platform.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cleartext_instance_url_off_loopback_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (platform, host, store) = platform_host_and_store(&dir).await;
+    let info = platform.info().clone();
+    let error = host
+        .start_library_device(
+            &store,
+            config(&info, "http://platform.example".into(), "wasi-cleartext"),
+        )
+        .await
+        .err()
+        .expect("start refused");
+    let error = format!("{error:#}");
+    assert!(
+        error.contains("invalid-configuration")
+            && error.contains("refusing unencrypted http://platform.example"),
+        "{error}"
+    );
+    platform.shutdown().await;
+}

@@ -192,6 +192,7 @@ fn connection_loss(reason: ConnectionLoss) -> wit::ConnectionLoss {
         ConnectionLoss::KeepAliveTimedOut => wit::ConnectionLoss::KeepAliveTimedOut,
         ConnectionLoss::AckTimedOut => wit::ConnectionLoss::AckTimedOut,
         ConnectionLoss::SubscriptionRefused => wit::ConnectionLoss::SubscriptionRefused,
+        ConnectionLoss::Insecure(text) => wit::ConnectionLoss::Insecure(text),
         other => wit::ConnectionLoss::Protocol(other.to_string()),
     }
 }
@@ -223,6 +224,8 @@ fn request_failure(failure: RequestFailure) -> wit::RequestFailure {
             detail,
         }),
         RequestFailure::Network(text) => wit::RequestFailure::Network(text),
+        RequestFailure::Redirected { status } => wit::RequestFailure::Redirected(status),
+        RequestFailure::Insecure(text) => wit::RequestFailure::Insecure(text),
         _ => wit::RequestFailure::TimedOut,
     }
 }

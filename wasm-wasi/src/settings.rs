@@ -59,6 +59,10 @@ impl Settings {
             return Err(SettingsError::Missing("provisioning-token"));
         }
         let mut config = DeviceConfig::new(&self.instance_url, &self.provisioning_token);
+        config.validate().map_err(|error| SettingsError::Invalid {
+            name: "instance-url".into(),
+            reason: error.to_string(),
+        })?;
         config.device_id = match &self.device_id {
             Some(id) => Some(DeviceId::parse(id).map_err(|error| SettingsError::Invalid {
                 name: "device-id".into(),

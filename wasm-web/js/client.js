@@ -3,7 +3,6 @@
 // to the client's coordinator (tabs.js), which runs them on the device or forwards them to the
 // tab that drives it.
 
-import { urlProblem } from "./io.js";
 import { Coordinator } from "./tabs.js";
 
 /**
@@ -87,10 +86,9 @@ function required(object, name) {
  */
 function coreConfig(options) {
   let instance = required(options, "instance");
-  // `scheme://...` or a bare host name (https:// is implied).
+  // `scheme://...` or a bare host name (https:// is implied); the core checks the rest (the
+  // cleartext rule), when `start` makes its trial Core.
   if (!/^[^:]*:\/\//.test(instance)) instance = `https://${instance}`;
-  const problem = urlProblem(instance);
-  if (problem) throw invalid("instance", problem);
   /** @type {Config} */
   const config = {
     instance: instance.replace(/\/+$/, ""),

@@ -1,5 +1,6 @@
-// Network I/O of the driver: the rule about unencrypted URLs, MQTT over WebSocket, and the
-// core's HTTP requests with `fetch`. Everything goes through the global object, so the same code
+// Network I/O of the driver: MQTT over WebSocket and the core's HTTP requests with `fetch`. The
+// core has checked every URL it hands over (its cleartext rule); so that nothing else is ever
+// reached, `fetch` follows no redirect. Everything goes through the global object, so the same code
 // runs in a page and in a worker.
 
 /** @import { Output } from "./vdev_web_core.js" */
@@ -13,35 +14,6 @@ export const describe = (error) =>
   error && error.name && error.message !== undefined ? `${error.name}: ${error.message}` : String(error);
 
 /**
- * Whether `host` (as `URL.hostname` writes it) is loopback: localhost, 127.0.0.0/8 or [::1].
- * @param {string} host
- */
-export const isLoopbackHost = (host) =>
-  host === "localhost" || host === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(host);
-
-/**
- * Why `url` may not be used, or undefined when it may: `ws://` and `http://` would carry tokens
- * unencrypted, so they are allowed for loopback hosts only; `wss://` and `https://` anywhere.
- * @param {string} url
- * @returns {string | undefined}
- */
-export function urlProblem(url) {
-  let parsed;
-  try {
-    parsed = new URL(url);
-  } catch {
-    return `'${url}' is not a valid url`;
-  }
-  const scheme = parsed.protocol;
-  if (scheme === "wss:" || scheme === "https:") return;
-  if (scheme === "ws:" || scheme === "http:") {
-    if (isLoopbackHost(parsed.hostname)) return;
-    return `refusing unencrypted ${url}: ws:// and http:// are allowed only for loopback hosts, use wss:// or https://`;
-  }
-  return `unsupported url scheme '${scheme}' in ${url}`;
-}
-
-/**
  * Opens the MQTT WebSocket to `url` (subprotocol `mqtt`, binary frames). `on.open()`,
  * `on.data(bytes)` and `on.closed(reason)` hear what happens until `closeSocket`. Throws a
  * reason string when the socket cannot even be created.
@@ -50,8 +22,6 @@ export function urlProblem(url) {
  */
 export function openSocket(url, on) {
   if (!/^wss?:\/\//.test(url)) throw `${url} is not a websocket url`;
-  const problem = urlProblem(url);
-  if (problem) throw problem;
   let socket;
   try {
     socket = new WebSocket(url, "mqtt");
@@ -81,14 +51,13 @@ export function closeSocket(socket) {
 
 /**
  * Performs an `http` output of the core: resolves to `{ status, retryAfter, body }` or rejects
- * with a reason (network failure, refused URL, or the request's deadline, where it is aborted:
- * the core gives up on it then anyway).
+ * with a reason (network failure, or the request's deadline, where it is aborted: the core
+ * gives up on it then anyway). A redirect is not followed: it resolves with status 0, the
+ * core's word for a redirect whose status the browser hides (an opaque redirect).
  * @param {Extract<Output, { kind: "http" }>} request
  * @param {number} now
  */
 export async function perform(request, now) {
-  const problem = urlProblem(request.url);
-  if (problem) throw problem;
   const controller = new AbortController();
   const abort = setTimeout(() => controller.abort(), Math.max(0, request.deadline - now));
   try {
@@ -97,7 +66,9 @@ export async function perform(request, now) {
       headers: request.headers,
       body: request.body.length ? request.body : undefined,
       signal: controller.signal,
+      redirect: "manual",
     });
+    if (response.type === "opaqueredirect") return { status: 0, retryAfter: undefined, body: new Uint8Array() };
     const body = new Uint8Array(await response.arrayBuffer());
     return { status: response.status, retryAfter: response.headers.get("retry-after") ?? undefined, body };
   } catch (error) {

@@ -51,7 +51,9 @@ export type ConnectionLoss =
     | { code: "keepAliveTimedOut"; message: string }
     | { code: "ackTimedOut"; message: string }
     | { code: "subscriptionRefused"; message: string }
-    | { code: "protocol"; message: string };
+    | { code: "protocol"; message: string }
+    /** Cleartext to a host that is not loopback: never opened. */
+    | { code: "insecure"; message: string };
 
 /** Which request to the Platform's HTTP API. */
 export type RequestKind =
@@ -75,7 +77,11 @@ export type RequestFailure =
       }
     /** No answer: the browser's network error (DNS, refused, TLS, CORS), in its words. */
     | { code: "network"; message: string }
-    | { code: "timedOut"; message: string };
+    | { code: "timedOut"; message: string }
+    /** A redirect, never followed (`status` null when the browser hid it); retried later. */
+    | { code: "redirected"; message: string; status: number | null }
+    /** Cleartext to a host that is not loopback: never sent. */
+    | { code: "insecure"; message: string };
 
 /** Why provisioning stopped for good. */
 export type ProvisioningFailure =

@@ -7,6 +7,10 @@ loopback control API (CORS open, the test page lives on another port):
     POST /platform/stop    stops the platform (SIGTERM, SIGKILL after 10 s); answers when gone
     POST /platform/start   starts it again on the same address and data directory; answers when
                            it accepts connections
+    POST/PUT /redirect/... answers 302 to a cleartext URL that is not loopback by the device's
+                           rule (http://[::ffff:127.0.0.1]:<this port>/followed/...), which still
+                           lands here, so a client that followed it would be counted
+    POST /redirects-followed   how many requests reached /followed/... (must stay 0)
 
 The first start binds an ephemeral port; restarts reuse it, so the device's URLs stay valid.
 Once the platform runs, the control URL is written to CONTROL_FILE (test.sh waits for it).
@@ -29,6 +33,7 @@ platform_bin, data_dir, log_path, control_file = sys.argv[1:5]
 info_path = os.path.join(data_dir, "platform.json")
 lock = threading.Lock()
 process = None
+followed = 0
 http_address = "127.0.0.1:0"
 
 
@@ -90,11 +95,17 @@ def stop():
 
 
 class Control(http.server.BaseHTTPRequestHandler):
-    def answer(self, status, text):
+    def answer(self, status, text, headers=()):
         body = text.encode()
         self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
         self.send_header("Access-Control-Allow-Origin", "*")
-        self.send_header("Access-Control-Allow-Methods", "POST, OPTIONS")
+        self.send_header("Access-Control-Allow-Methods", "POST, PUT, OPTIONS")
+        # A device's requests carry Authorization and Content-Type: allow what the preflight asks.
+        requested = self.headers.get("Access-Control-Request-Headers")
+        if requested:
+            self.send_header("Access-Control-Allow-Headers", requested)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -103,7 +114,32 @@ class Control(http.server.BaseHTTPRequestHandler):
     def do_OPTIONS(self):
         self.answer(204, "")
 
+    def redirect_or_count(self):
+        """Serves /redirect/... and /followed/...; False for any other path."""
+        global followed
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path.startswith("/redirect/"):
+            port = self.server.server_address[1]
+            location = f"http://[::ffff:127.0.0.1]:{port}/followed{self.path[len('/redirect'):]}"
+            self.answer(302, "", [("Location", location)])
+            return True
+        if self.path.startswith("/followed"):
+            with lock:
+                followed += 1
+            self.answer(410, "a redirect was followed")
+            return True
+        return False
+
+    def do_PUT(self):
+        if not self.redirect_or_count():
+            self.answer(404, f"no such path {self.path}")
+
     def do_POST(self):
+        if self.redirect_or_count():
+            return
+        if self.path == "/redirects-followed":
+            self.answer(200, str(followed))
+            return
         actions = {"/platform/stop": stop, "/platform/start": start}
         action = actions.get(self.path)
         if action is None:

@@ -61,6 +61,9 @@ impl Core {
             text("provisioningToken").unwrap_or_default(),
         );
         config.transport = Transport::WebSocket;
+        config
+            .validate()
+            .map_err(|e| JsError::new(&format!("option instance: {e}")))?;
         config.device_id = text("deviceId")
             .map(|id| DeviceId::parse(&id))
             .transpose()

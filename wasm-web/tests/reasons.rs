@@ -1,7 +1,8 @@
 //! Every way the device can fail to make progress reaches the app with a specific reason, in
 //! the core's vocabulary (`onEvent`), within 10 s, in a real browser against a real
-//! `vdev-platform`: nothing listening at the instance URL, a wrong Provisioning Token, and a
-//! revoked Registration Token (the gateway refuses the CONNECT, then the Platform the token).
+//! `vdev-platform`: nothing listening at the instance URL, a wrong Provisioning Token, a
+//! revoked Registration Token (the gateway refuses the CONNECT, then the Platform the token),
+//! and a redirect to a cleartext URL that is not loopback (refused, never followed).
 
 #![cfg(target_arch = "wasm32")]
 
@@ -171,4 +172,39 @@ async fn a_revoked_registration_token_is_refused_by_the_gateway_and_then_discard
         "connection lost for a reason: {code}"
     );
     device.stop().await;
+}
+
+#[wasm_bindgen_test]
+async fn a_redirect_to_a_cleartext_url_is_refused_and_never_followed() {
+    let instance = format!("{}/redirect", platform().control_url);
+    let device = start(&instance, "token", &unique("web-redirect")).await;
+    let event = device
+        .event("requestFailed", |e| {
+            field_string(e, "request").as_deref() == Some("provisioningInit")
+        })
+        .await;
+    assert_eq!(
+        field_string(&field(&event, &["failure"]), "code").as_deref(),
+        Some("redirected")
+    );
+    device.stop().await;
+    assert_eq!(platform().redirects_followed().await, 0, "never followed");
+}
+
+#[wasm_bindgen_test]
+async fn a_cleartext_instance_url_off_loopback_is_refused_at_start() {
+    let options = js_object(&[
+        ("instance", "http://platform.example".into()),
+        ("provisioningToken", "token".into()),
+        ("database", unique("vdev-reasons").into()),
+    ]);
+    let error = DeviceClient::start(options)
+        .await
+        .err()
+        .expect("start refuses it");
+    let message = field_string(&error, "message").unwrap_or_default();
+    assert!(
+        message.starts_with("option instance: refusing unencrypted http://platform.example"),
+        "{message}"
+    );
 }

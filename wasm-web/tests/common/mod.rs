@@ -282,6 +282,23 @@ impl Platform {
         );
     }
 
+    /// How many requests followed a redirect of the control server's `/redirect/...` to its
+    /// cleartext, non-loopback-by-rule URL.
+    pub async fn redirects_followed(&self) -> u32 {
+        let init = RequestInit::new();
+        init.set_method("POST");
+        let url = format!("{}/redirects-followed", self.control_url);
+        let request = Request::new_with_str_and_init(&url, &init).unwrap();
+        let response: Response = JsFuture::from(fetch_request(&request))
+            .await
+            .unwrap_or_else(|e| panic!("POST {url} failed: {e:?}"))
+            .unchecked_into();
+        let text = JsFuture::from(response.text().unwrap()).await.unwrap();
+        text.as_string()
+            .and_then(|t| t.parse().ok())
+            .expect("a count")
+    }
+
     /// A new Provisioning Token of the workspace with these options; returns the token.
     pub async fn create_provisioning_token(&self, options: Value) -> String {
         let mut body = options;
