@@ -2,8 +2,9 @@
 //! (the WIT `event` variant, in the core's vocabulary) within 10 s, in the library component
 //! driven by the wasmtime host against the stand-in Platform: nothing listening at the instance
 //! URL, a wrong Provisioning Token, a revoked Registration Token (the gateway refuses the
-//! credential, the Platform the token), and a gateway whose TLS certificate is signed by a CA
-//! the device does not trust.
+//! credential, the Platform the token), a gateway whose TLS certificate is signed by a CA the
+//! device does not trust, and a redirect to a cleartext URL that is not loopback (refused, never
+//! followed); a cleartext instance URL off loopback is refused at start.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
