@@ -379,7 +379,12 @@ mod tests {
 
     #[test]
     fn bad_values_are_explained() {
-        let args = strings(&["--instance-url", "http://x", "--provisioning-token", "t"]);
+        let args = strings(&[
+            "--instance-url",
+            "http://127.0.0.1:1",
+            "--provisioning-token",
+            "t",
+        ]);
         let with = |extra: &[&str]| {
             let mut all = args.clone();
             all.extend(strings(extra));
@@ -391,6 +396,10 @@ mod tests {
         );
         assert!(with(&["--device-id", "x"]).starts_with("invalid device-id"));
         assert_eq!(with(&["--bogus", "1"]), "unknown argument --bogus");
+        assert!(
+            with(&["--instance-url", "http://platform.example"])
+                .starts_with("invalid instance-url: refusing unencrypted http://platform.example")
+        );
         assert_eq!(
             CommandOptions::parse(&[], &[]).unwrap_err().to_string(),
             "missing setting instance-url (argument --instance-url or environment variable VDEV_INSTANCE_URL)"
