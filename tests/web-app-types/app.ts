@@ -6,6 +6,7 @@ import init, {
     initSync,
     DeviceClient,
     StreamSender,
+    VdevError,
     type CloudToDeviceMessage,
     type Compression,
     type ConnectionState,
@@ -20,6 +21,7 @@ import init, {
     type Statistics,
     type StreamSenderOptions,
     type SyncInitInput,
+    type VdevErrorCode,
 } from "vdev-web";
 
 // Exact types: `Equal<A, B>` is `true` only when A and B are the same type (an `any` on either
@@ -123,6 +125,18 @@ export async function run(): Promise<void> {
     const messageOptions: MessageOptions = { batchId: "b1", messageId: "m1", batchSliceId: "s1", chunkId: "c1" };
     await sender.sendMessage(new Uint8Array([1, 2, 3]), messageOptions);
     await defaults.sendMessage("plain", null);
+    try {
+        await defaults.sendMessage("maybe refused");
+    } catch (error) {
+        if (error instanceof VdevError) {
+            const code: VdevErrorCode = error.code;
+            if (code === "outboxFull" || code === "quotaExceeded") seen.push(error.message);
+            // @ts-expect-error not a code of the API
+            if (error.code === "full") seen.push("never");
+            // @ts-expect-error the code is read-only
+            error.code = "stopped";
+        }
+    }
     const batchDone: number = await sender.enqueueBatchCompletion("b1");
     const messageDone: number = await sender.enqueueMessageCompletion("b1", "m1");
     expectType<Equal<ReturnType<StreamSender["sendMessage"]>, Promise<number>>>(true);

@@ -3,6 +3,7 @@
 // to the client's coordinator (tabs.js), which runs them on the device or forwards them to the
 // tab that drives it.
 
+import { VdevError } from "./errors.js";
 import { Coordinator } from "./tabs.js";
 
 /**
@@ -51,7 +52,7 @@ const COMPRESSION = { none: 0, fastest: 1, smallestSize: 2 };
  * @param {string} name
  * @param {string} problem
  */
-const invalid = (name, problem) => new Error(`option ${name}: ${problem}`);
+const invalid = (name, problem) => new VdevError("invalidOption", `option ${name}: ${problem}`);
 
 /**
  * `object[name]`, undefined when absent (undefined or null) or when it is not of `type`.
@@ -122,10 +123,15 @@ export class DeviceClient {
    * @param {StartOptions} options
    */
   static async start(options) {
-    if (!makeCore) throw new Error("the wasm module is not initialised: call init() first");
+    if (!makeCore) throw new VdevError("notInitialized", "the wasm module is not initialised: call init() first");
     const config = coreConfig(options);
-    // The Device ID and parameters are the core's to check, also in a tab that only follows.
-    makeCore({ ...config, random: new Uint8Array(32) }).free();
+    // The instance URL, Device ID and parameters are the core's to check, also in a tab that
+    // only follows; its refusals name the option.
+    try {
+      makeCore({ ...config, random: new Uint8Array(32) }).free();
+    } catch (error) {
+      throw new VdevError("invalidOption", /** @type {Error} */ (error).message);
+    }
     /** @type {Callbacks} */
     const callbacks = {};
     // `any`: TypeScript cannot pair each name with its own callback type through the loop.

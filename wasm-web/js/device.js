@@ -13,6 +13,7 @@
 // already online still tells the core to skip its backoff delay.
 
 import { closeSocket, describe, openSocket, perform } from "./io.js";
+import { VdevError } from "./errors.js";
 import { WakeTimer } from "./timer.js";
 
 /**
@@ -51,9 +52,7 @@ const QUOTA_TEXT =
 
 /** The error of every call made after `stop()`; `stopped` lets a forwarded call go to the next owner. */
 export function stoppedError() {
-  const error = /** @type {Error & { stopped?: boolean }} */ (new Error("the client is stopped"));
-  error.stopped = true;
-  return error;
+  return new VdevError("stopped", "the client is stopped");
 }
 
 /**
@@ -62,7 +61,11 @@ export function stoppedError() {
  */
 const notStored = (reason) => {
   const store = reason.storeError;
-  return new Error(`message not stored: ${store?.code === "quotaExceeded" ? QUOTA_TEXT : (store ?? reason).message}`);
+  const quota = store?.code === "quotaExceeded";
+  return new VdevError(
+    quota ? "quotaExceeded" : "storageFailed",
+    `message not stored: ${quota ? QUOTA_TEXT : (store ?? reason).message}`,
+  );
 };
 
 /**
@@ -171,7 +174,7 @@ export class Driver {
               : this.core.enqueueMessageCompletion(now, stream.streamGroup, stream.stream, stream.siteId,
                   what.batchId, what.messageId);
       } catch (error) {
-        return waiter.reject(new Error(`message refused: ${error.message}`));
+        return waiter.reject(new VdevError(error.name, `message refused: ${error.message}`));
       }
       this.durable.set(seq, waiter);
     });
@@ -190,7 +193,7 @@ export class Driver {
       try {
         this.core.updateReportedProperties(now, patch);
       } catch (error) {
-        return waiter.reject(new Error(error.message));
+        return waiter.reject(new VdevError(error.name, error.message));
       }
       // The saved state is among the requests this change emits: resolve when everything
       // emitted up to then has committed.

@@ -30,3 +30,4 @@ export function initSync(module) {
 }
 
 export { DeviceClient, StreamSender } from "./client.js";
+export { VdevError } from "./errors.js";

@@ -12,6 +12,7 @@
 // IndexedDB requests is awaited (it commits by itself as soon as it has no pending request);
 // promise continuations run as microtasks of the request's event, while it is still active.
 
+import { VdevError } from "./errors.js";
 import { describe } from "./io.js";
 
 /** @import { StoreRequest, StoredRecord } from "./vdev_web_core.js" */
@@ -63,7 +64,7 @@ export const randomId = () =>
 
 function factory() {
   const indexedDB = globalThis.indexedDB;
-  if (!indexedDB) throw new Error("indexeddb is unavailable: this environment has no indexedDB");
+  if (!indexedDB) throw new VdevError("storageUnavailable", "indexeddb is unavailable: this environment has no indexedDB");
   return indexedDB;
 }
 
@@ -73,7 +74,8 @@ function factory() {
  * @param {string} name
  */
 export async function openStore(name) {
-  const failed = (/** @type {unknown} */ error) => new Error(`cannot open database '${name}': ${describe(error)}`);
+  const failed = (/** @type {unknown} */ error) =>
+    new VdevError("storageUnavailable", `cannot open database '${name}': ${describe(error)}`);
   let request;
   try {
     request = factory().open(name, 1);
@@ -113,7 +115,9 @@ export async function deleteStore(name) {
   try {
     await done(factory().deleteDatabase(name));
   } catch (error) {
-    throw error.message?.startsWith("indexeddb") ? error : new Error(`cannot delete database '${name}': ${describe(error)}`);
+    throw error.message?.startsWith("indexeddb")
+      ? error
+      : new VdevError("storageFailed", `cannot delete database '${name}': ${describe(error)}`);
   }
 }
 

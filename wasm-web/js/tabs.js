@@ -24,12 +24,14 @@
 // opens the database to take over, later calls wait instead of racing it.
 
 import { Driver, deferred, stoppedError } from "./device.js";
+import { VdevError } from "./errors.js";
 import { describe } from "./io.js";
 import { openStore, randomId } from "./store.js";
 
 /**
  * @import { Callbacks, Config, MakeCore } from "./client.js"
  * @import { Deferred, Sendable, Stream } from "./device.js"
+ * @import { VdevErrorCode } from "./vdev_web.js"
  */
 
 /**
@@ -41,7 +43,7 @@ import { openStore, randomId } from "./store.js";
 
 /** @typedef {Request & { t: "request", from: string, n: number }} RequestMessage */
 
-/** @typedef {{ seq?: number, done?: true, error?: string, retry?: true }} Outcome */
+/** @typedef {{ seq?: number, done?: true, error?: string, code?: VdevErrorCode, retry?: true }} Outcome */
 
 /** @typedef {Outcome & { t: "answer", to: string, n: number }} AnswerMessage */
 
@@ -127,7 +129,7 @@ export class Coordinator {
             .then(() => resolve(), reject);
         }));
       } catch (error) {
-        throw new Error(`cannot coordinate with other tabs: ${describe(error)}`);
+        throw new VdevError("coordinationFailed", `cannot coordinate with other tabs: ${describe(error)}`);
       }
       if (release) return await this.exclusive(() => this.becomeOwner(release));
       this.follow(locks, name);
@@ -312,7 +314,7 @@ export class Coordinator {
     } catch (error) {
       // The calls waiting for an owner fail with the reason; the client queues for the lock
       // again, to try once more when the next owner lets go.
-      const failure = new Error(`cannot take over the device: ${error.message}`);
+      const failure = new VdevError("coordinationFailed", `cannot take over the device: ${error.message}`);
       console.error("vdev:", failure.message);
       for (const { waiter } of this.pending.values()) waiter.reject(failure);
       this.pending.clear();
@@ -347,7 +349,7 @@ export class Coordinator {
       default:
         // Sent by another tab, whose requests the types cannot vouch for.
         return Promise.reject(
-          new Error(`unknown forwarded request '${/** @type {{ kind: string }} */ (request).kind}'`),
+          new VdevError("versionMismatch", `unknown forwarded request '${/** @type {{ kind: string }} */ (request).kind}'`),
         );
     }
   }
@@ -448,7 +450,13 @@ export class Coordinator {
     if (message?.v !== PROTOCOL) {
       // Refuse a request of another version; its answers are still heard (they settle our calls).
       if (owner && message?.t === "request") {
-        this.post({ t: "answer", to: message.from, n: message.n, error: "another tab drives this device with another version of vdev-web: reload it" });
+        this.post({
+          t: "answer",
+          to: message.from,
+          n: message.n,
+          error: "another tab drives this device with another version of vdev-web: reload it",
+          code: "versionMismatch",
+        });
       }
       if (owner || message?.t !== "answer") return;
     }
@@ -520,7 +528,7 @@ export class Coordinator {
       });
     /** @type {Promise<number | undefined>} */ (this.run(message)).then(
       (seq) => finish(message.kind === "send" ? { seq } : { done: true }),
-      (error) => finish(error.stopped ? { retry: true } : { error: error.message }),
+      (error) => finish(error.code === "stopped" ? { retry: true } : { error: error.message, code: error.code }),
     );
   }
 
@@ -533,7 +541,8 @@ export class Coordinator {
     const entry = this.pending.get(message.n);
     if (!entry) return;
     this.pending.delete(message.n);
-    if (message.error !== undefined) entry.waiter.reject(new Error(message.error));
+    // An owner of an earlier version sends no code: its refusal is the versions' mismatch.
+    if (message.error !== undefined) entry.waiter.reject(new VdevError(message.code ?? "versionMismatch", message.error));
     else entry.waiter.resolve(message.seq);
     this.answerSentWaiters();
   }

@@ -276,6 +276,37 @@ export class StreamSender {
     sendMessage(payload: Uint8Array | string, options?: MessageOptions | null): Promise<number>;
 }
 
+/** What went wrong in a refused or failed call: match on it, show `message`. */
+export type VdevErrorCode =
+    /** An option or argument is missing, mistyped or refused (the message names it). */
+    | "invalidOption"
+    /** `DeviceClient.start` before `init()`. */
+    | "notInitialized"
+    /** A call after `stop()`. */
+    | "stopped"
+    /** The message is invalid (e.g. a property too long). */
+    | "invalidMessage"
+    /** The outbox is full (its count or bytes limit). */
+    | "outboxFull"
+    /** The browser's storage quota for the site is exhausted; messages stored before are kept. */
+    | "quotaExceeded"
+    /** The storage failed otherwise (IndexedDB's error in the message). */
+    | "storageFailed"
+    /** IndexedDB is missing or the database cannot be opened. */
+    | "storageUnavailable"
+    /** The reported-properties patch is refused (e.g. a reserved `$` name). */
+    | "invalidPatch"
+    /** Tabs of this database could not agree on who drives the device. */
+    | "coordinationFailed"
+    /** Another tab runs another version of vdev-web: reload it. */
+    | "versionMismatch";
+
+/** The error of every refused or failed call of the API (rejected promises and throws). */
+export class VdevError extends Error {
+    readonly name: "VdevError";
+    readonly code: VdevErrorCode;
+}
+
 /** Where `init` gets the wasm module: a URL or request to fetch, a response, its bytes, or the module. */
 export type InitInput = RequestInfo | URL | Response | BufferSource | WebAssembly.Module;
 

@@ -243,7 +243,7 @@ impl Core {
         #[wasm_bindgen(js_name = messageId)] message_id: Option<String>,
         #[wasm_bindgen(js_name = batchSliceId)] batch_slice_id: Option<String>,
         #[wasm_bindgen(js_name = chunkId)] chunk_id: Option<String>,
-    ) -> Result<f64, JsError> {
+    ) -> Result<f64, JsValue> {
         let stream = stream_options(stream_group, stream, site_id, compression);
         let options = MessageOptions {
             batch_id,
@@ -263,7 +263,7 @@ impl Core {
         stream: Option<String>,
         #[wasm_bindgen(js_name = siteId)] site_id: Option<String>,
         #[wasm_bindgen(js_name = batchId)] batch_id: &str,
-    ) -> Result<f64, JsError> {
+    ) -> Result<f64, JsValue> {
         let stream = stream_options(stream_group, stream, site_id, 0);
         queued(
             self.device
@@ -281,7 +281,7 @@ impl Core {
         #[wasm_bindgen(js_name = siteId)] site_id: Option<String>,
         #[wasm_bindgen(js_name = batchId)] batch_id: &str,
         #[wasm_bindgen(js_name = messageId)] message_id: &str,
-    ) -> Result<f64, JsError> {
+    ) -> Result<f64, JsValue> {
         let stream = stream_options(stream_group, stream, site_id, 0);
         queued(
             self.device
@@ -292,12 +292,12 @@ impl Core {
     /// Merges the JSON text `patch` (an object; merge-patch semantics, `null` deletes) into the
     /// reported properties.
     #[wasm_bindgen(js_name = updateReportedProperties)]
-    pub fn update_reported_properties(&mut self, now: f64, patch: &str) -> Result<(), JsError> {
+    pub fn update_reported_properties(&mut self, now: f64, patch: &str) -> Result<(), JsValue> {
         let patch = Value::parse(patch.as_bytes())
-            .map_err(|e| JsError::new(&format!("option patch: {e}")))?;
+            .map_err(|e| coded_error("invalidOption", &format!("option patch: {e}")))?;
         self.device
             .update_reported_properties(now as u64, patch)
-            .map_err(|e| JsError::new(&e.to_string()))
+            .map_err(|e| coded_error("invalidPatch", &e.to_string()))
     }
 
     /// Disconnects and stops all activity; queued messages stay in the store.
@@ -441,10 +441,22 @@ pub fn store_request_to_js(request: &StoreRequest) -> JsValue {
 }
 
 /// A command's sequence number for JavaScript, or the core's refusal as an `Error`.
-fn queued(result: Result<Seq, SendError>) -> Result<f64, JsError> {
-    result
-        .map(|seq| seq as f64)
-        .map_err(|e| JsError::new(&e.to_string()))
+fn queued(result: Result<Seq, SendError>) -> Result<f64, JsValue> {
+    result.map(|seq| seq as f64).map_err(|e| {
+        let code = match e {
+            SendError::Outbox(_) => "outboxFull",
+            SendError::Stopped => "stopped",
+            _ => "invalidMessage",
+        };
+        coded_error(code, &e.to_string())
+    })
+}
+
+/// An `Error` whose `name` is the API's error code (the host makes it a `VdevError`).
+fn coded_error(code: &str, message: &str) -> JsValue {
+    let error = js_sys::Error::new(message);
+    error.set_name(code);
+    error.into()
 }
 
 fn stream_options(

@@ -14,27 +14,21 @@ use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
+/// `"<code>: <message>"` of start's refusal.
 async fn start_error(options: JsValue) -> String {
     let error = DeviceClient::start(options)
         .await
         .map(|_| ())
         .expect_err("start refuses these options");
-    error
-        .dyn_into::<js_sys::Error>()
-        .expect("an Error")
-        .message()
-        .into()
+    common::api_error(error)
 }
 
+/// `"<code>: <message>"` of the promise's rejection.
 async fn rejection(promise: Promise) -> String {
     let error = JsFuture::from(promise)
         .await
         .expect_err("the promise rejects");
-    error
-        .dyn_into::<js_sys::Error>()
-        .expect("an Error")
-        .message()
-        .into()
+    common::api_error(error)
 }
 
 #[wasm_bindgen_test]
@@ -46,7 +40,8 @@ async fn start_refuses_unencrypted_urls_to_hosts_that_are_not_loopback() {
     ]))
     .await;
     assert!(
-        message.contains("refusing unencrypted http://example.com"),
+        message
+            .starts_with("invalidOption: option instance: refusing unencrypted http://example.com"),
         "{message}"
     );
 }
@@ -58,7 +53,7 @@ async fn start_names_the_option_that_is_missing_or_mistyped() {
         ("provisioningToken", "token".into()),
     ]))
     .await;
-    assert_eq!(missing, "option database: is required");
+    assert_eq!(missing, "invalidOption: option database: is required");
 
     let mistyped = start_error(js_object(&[
         ("instance", "http://127.0.0.1:9".into()),
@@ -67,7 +62,10 @@ async fn start_names_the_option_that_is_missing_or_mistyped() {
         ("onMessageOutcome", "not a function".into()),
     ]))
     .await;
-    assert_eq!(mistyped, "option onMessageOutcome: must be a function");
+    assert_eq!(
+        mistyped,
+        "invalidOption: option onMessageOutcome: must be a function"
+    );
 
     let bad_id = start_error(js_object(&[
         ("instance", "http://127.0.0.1:9".into()),
@@ -76,7 +74,10 @@ async fn start_names_the_option_that_is_missing_or_mistyped() {
         ("deviceId", "no spaces allowed".into()),
     ]))
     .await;
-    assert!(bad_id.starts_with("option deviceId: "), "{bad_id}");
+    assert!(
+        bad_id.starts_with("invalidOption: option deviceId: "),
+        "{bad_id}"
+    );
 }
 
 #[wasm_bindgen_test]
@@ -96,18 +97,17 @@ async fn sends_of_the_wrong_type_or_after_stop_are_rejected() {
         ))
         .map(|_| ())
         .expect_err("an unknown compression is refused");
-    let compression: js_sys::Error = compression.unchecked_into();
+    let compression = common::api_error(compression);
     assert!(
-        String::from(compression.message()).starts_with("option compression: "),
-        "{:?}",
-        compression.message()
+        compression.starts_with("invalidOption: option compression: "),
+        "{compression}"
     );
 
     let sender = client.create_stream_sender(None).unwrap();
     let wrong = sender.send_message(JsValue::from_f64(42.0).unchecked_into(), None);
     assert_eq!(
         rejection(wrong.unchecked_into()).await,
-        "option payload: must be a Uint8Array or a string"
+        "invalidOption: option payload: must be a Uint8Array or a string"
     );
 
     let seq = JsFuture::from(Promise::from(JsValue::from(
@@ -124,7 +124,7 @@ async fn sends_of_the_wrong_type_or_after_stop_are_rejected() {
     let after = sender.send_message(JsValue::from_str("late").unchecked_into(), None);
     assert_eq!(
         rejection(after.unchecked_into()).await,
-        "the client is stopped"
+        "stopped: the client is stopped"
     );
     common::delete_database(&database).await.expect("deleted");
 }
@@ -151,10 +151,9 @@ async fn a_storage_failure_rejects_the_send_and_reports_the_outcome() {
 
     // Deleting the database closes the client's connection to it: every later transaction fails.
     common::delete_database(&database).await.expect("deleted");
-    let error: js_sys::Error = send("lost").await.expect_err("not stored").unchecked_into();
-    let message = String::from(error.message());
+    let message = common::api_error(send("lost").await.expect_err("not stored"));
     assert!(
-        message.starts_with("message not stored: storage failed: "),
+        message.starts_with("storageFailed: message not stored: storage failed: "),
         "{message}"
     );
     common::wait_until("the rejected outcome", 5_000.0, || outcomes.len() == 1).await;

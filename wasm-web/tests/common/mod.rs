@@ -84,6 +84,28 @@ extern "C" {
     fn provide_core(make_core: &Function);
 }
 
+#[wasm_bindgen(module = "/js/errors.js")]
+extern "C" {
+    /// The class of every error of the API.
+    pub type VdevError;
+
+    /// Its stable code.
+    #[wasm_bindgen(method, getter)]
+    pub fn code(this: &VdevError) -> String;
+
+    /// Its message.
+    #[wasm_bindgen(method, getter)]
+    pub fn message(this: &VdevError) -> String;
+}
+
+/// `"<code>: <message>"` of an API error; panics when it is not a `VdevError`.
+pub fn api_error(error: JsValue) -> String {
+    let error = error
+        .dyn_into::<VdevError>()
+        .unwrap_or_else(|other| panic!("not a VdevError: {other:?}"));
+    format!("{}: {}", error.code(), error.message())
+}
+
 impl DeviceClient {
     /// `DeviceClient.start(options)`, after handing the host this test binary's `Core`.
     pub async fn start(options: JsValue) -> Result<DeviceClient, JsValue> {
