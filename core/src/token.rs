@@ -12,6 +12,7 @@
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::connection_string::ConnectionString;
 use crate::http::{HttpCall, HttpResponse, Method, Verdict, classify, join_url};
+use crate::iothub;
 use crate::json::{self, Object, Value};
 use crate::reason::{RequestFailure, RequestKind, TokenDiscardReason};
 use crate::rng::Rng;
@@ -124,7 +125,7 @@ impl ConnectionInfo {
         self.endpoints
             .http
             .clone()
-            .unwrap_or_else(|| format!("https://{}", self.host_name))
+            .unwrap_or_else(|| iothub::default_upload_base(&self.host_name))
     }
 }
 
