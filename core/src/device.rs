@@ -3,32 +3,36 @@
 //! [`Device::poll_output`].
 //!
 //! The facade owns no protocol logic of its own beyond moving results between the
-//! sub-machines: each concern lives in its own module.
+//! sub-machines: each concern lives in its own module. The saved state's format is in
+//! [`saved`](crate::saved), the IoT Hub topics and endpoint defaults in
+//! [`iothub`](crate::iothub), and turning an outbox entry into a PUBLISH or an upload in
+//! [`publish`](crate::publish).
 
 use std::collections::VecDeque;
 
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::event::{ConnectionState, Event};
-
 use crate::cleartext::check_url;
-use crate::config::{DeviceConfig, Transport};
+use crate::config::DeviceConfig;
+use crate::event::{ConnectionState, Event};
 use crate::http::{HttpCall, HttpRequest, HttpResponse, RequestId};
-use crate::json::{self, Value};
+use crate::iothub::{cloud_to_device_properties, endpoint_for, subscriptions};
+use crate::json::Value;
 use crate::keyed::KeyedVec;
 use crate::message::{Marker, MessageError, MessageOptions, StoredMessage, StreamOptions};
-use crate::mqtt::codec::{ConnectReturnCode, QoS};
+use crate::mqtt::codec::ConnectReturnCode;
 use crate::mqtt::session::{
     ConnectParams, ConnectionId, Endpoint, Session, SessionEvent, SessionOutput,
 };
 use crate::outbox::{Outbox, OutboxError, Outcome, RejectReason, retry_delay};
-use crate::property_bag::encode_property_bag;
 use crate::provisioning::{
     Provisioning, ProvisioningEvent, ProvisioningOperation, ProvisioningRequest,
 };
+use crate::publish::Publisher;
 use crate::reason::{ConnectionLoss, RequestFailure, RequestKind};
 use crate::rng::Rng;
+use crate::saved::SavedState;
 use crate::store::{OutboxMeta, Record, Seq, StoreError, StoreOperation, StoreRequest};
 use crate::token::{ConnectionInfo, Credentials, CredentialsEvent, RegistrationToken};
 use crate::twin::{Twin, TwinError, TwinEvent, TwinState};
@@ -192,66 +196,6 @@ pub struct Stats {
     pub window_records: usize,
     /// The connection state.
     pub connection_state: ConnectionState,
-}
-
-/// The facade's own part of the saved state: provisioning and identity. The twin's part is not
-/// kept here but taken from the live [`Twin`] each time the state is written, so there is no
-/// second copy to fall out of step with it.
-#[derive(Debug, Default)]
-struct SavedState {
-    operation: Option<ProvisioningOperation>,
-    token: Option<RegistrationToken>,
-    workspace_id: Option<String>,
-    device_id: Option<String>,
-}
-
-impl SavedState {
-    /// The JSON the host stores (`StoreRequest::SaveState`), with `twin` as the twin's part.
-    fn to_json(&self, twin: &TwinState) -> Vec<u8> {
-        Value::object([
-            (
-                "operation",
-                self.operation
-                    .as_ref()
-                    .map(ProvisioningOperation::to_saved)
-                    .into(),
-            ),
-            (
-                "token",
-                self.token.as_ref().map(RegistrationToken::to_saved).into(),
-            ),
-            ("workspace_id", self.workspace_id.as_deref().into()),
-            ("device_id", self.device_id.as_deref().into()),
-            ("twin", twin.to_saved()),
-        ])
-        .to_json()
-        .into_bytes()
-    }
-
-    /// Reads [`SavedState::to_json`]'s form back, with the twin's part for [`Twin::new`];
-    /// missing parts are absent.
-    fn parse(bytes: &[u8]) -> Result<(Self, TwinState), String> {
-        let object = json::parse_object(bytes)?;
-        let part = |key: &str| json::optional_object(&object, key);
-        let saved = Self {
-            operation: part("operation")?
-                .map(ProvisioningOperation::from_saved)
-                .transpose()
-                .map_err(|e| format!("operation: {e}"))?,
-            token: part("token")?
-                .map(RegistrationToken::from_saved)
-                .transpose()
-                .map_err(|e| format!("token: {e}"))?,
-            workspace_id: json::optional_string(&object, "workspace_id")?,
-            device_id: json::optional_string(&object, "device_id")?,
-        };
-        let twin = part("twin")?
-            .map(TwinState::from_saved)
-            .transpose()
-            .map_err(|e| format!("twin: {e}"))?
-            .unwrap_or_default();
-        Ok((saved, twin))
-    }
 }
 
 #[derive(Debug)]
@@ -812,17 +756,7 @@ impl Device {
             endpoint: endpoint_for(&info, self.config.transport),
             username: info.username(),
             password: info.shared_access_signature.clone(),
-            subscriptions: vec![
-                ("$iothub/twin/res/#".into(), QoS::AtMostOnce),
-                (
-                    "$iothub/twin/PATCH/properties/desired/#".into(),
-                    QoS::AtMostOnce,
-                ),
-                (
-                    format!("devices/{client_id}/messages/devicebound/#"),
-                    QoS::AtLeastOnce,
-                ),
-            ],
+            subscriptions: subscriptions(&client_id),
             client_id,
             expires_at: info.sas_expires_at,
         };
@@ -940,53 +874,16 @@ impl Device {
 
     /// Publishes queued messages while the session has room, in order.
     fn publish_ready(&mut self, now: u64) -> bool {
-        let mut progressed = false;
-        while self.session.can_publish() {
-            let Some(next) = self.outbox.next_publishable() else {
-                break;
-            };
-            let seq = next.seq;
-            if next.message.externalize && next.uploaded.is_none() {
-                if self.upload.is_none() {
-                    let payload = next.message.payload.clone();
-                    self.upload = Some(Upload::new(
-                        now,
-                        seq,
-                        self.outbox.origin(),
-                        payload,
-                        self.config.backoff,
-                    ));
-                    progressed = true;
-                }
-                break;
-            }
-            let seq_tag = format!("{}.{}", self.outbox.origin(), seq);
-            let externalized = next.uploaded.is_some();
-            let bag = encode_property_bag(&next.message.wire_properties(externalized, &seq_tag));
-            let topic = format!(
-                "devices/{}:{}/messages/events/{bag}",
-                self.saved.workspace_id.as_deref().unwrap_or_default(),
-                self.saved.device_id.as_deref().unwrap_or_default(),
-            );
-            let payload = match next.uploaded {
-                Some(blob) => Value::object([("link", blob.into())])
-                    .to_json()
-                    .into_bytes(),
-                None => next.message.payload.clone(),
-            };
-            let dup = next.dup;
-            match self.session.publish(now, topic, payload, dup) {
-                Ok(packet_id) => {
-                    self.in_flight.insert(u64::from(packet_id), seq);
-                    self.outbox.mark_in_flight(seq);
-                }
-                Err(error) => self
-                    .outbox
-                    .reject(seq, RejectReason::Unencodable(error.to_string())),
-            }
-            progressed = true;
+        Publisher {
+            session: &mut self.session,
+            outbox: &mut self.outbox,
+            in_flight: &mut self.in_flight,
+            upload: &mut self.upload,
+            workspace_id: self.saved.workspace_id.as_deref().unwrap_or_default(),
+            device_id: self.saved.device_id.as_deref().unwrap_or_default(),
+            backoff: self.config.backoff,
         }
-        progressed
+        .publish_ready(now)
     }
 
     fn drive_twin(&mut self, now: u64) -> bool {
@@ -1055,112 +952,5 @@ impl Device {
             }
         }
         true
-    }
-}
-
-fn endpoint_for(info: &ConnectionInfo, transport: Transport) -> Endpoint {
-    let tls = || {
-        info.endpoints
-            .mqtt_tls
-            .as_deref()
-            .and_then(split_host_port)
-            .map(|(host, port)| Endpoint::Tls { host, port })
-            .unwrap_or_else(|| Endpoint::Tls {
-                host: info.host_name.clone(),
-                port: 8883,
-            })
-    };
-    match transport {
-        Transport::Tcp => info
-            .endpoints
-            .mqtt_tcp
-            .as_deref()
-            .and_then(split_host_port)
-            .map(|(host, port)| Endpoint::Tcp { host, port })
-            .unwrap_or_else(tls),
-        Transport::Tls => tls(),
-        Transport::WebSocket => Endpoint::WebSocket {
-            url: info
-                .endpoints
-                .web_socket
-                .clone()
-                .unwrap_or_else(|| format!("wss://{}/$iothub/websocket", info.host_name)),
-        },
-    }
-}
-
-/// The property bag of a cloud-to-device topic, `devices/<id>/messages/devicebound/<bag>`.
-fn cloud_to_device_properties(topic: &str) -> Option<&str> {
-    // A byte-window search: `str::split_once` with a string pattern links the two-way string
-    // searcher (1.4 KB of the browser module) for this one call.
-    const MARKER: &[u8] = b"/devicebound/";
-    let at = topic
-        .as_bytes()
-        .windows(MARKER.len())
-        .position(|window| window == MARKER)?;
-    topic.get(at + MARKER.len()..)
-}
-
-fn split_host_port(address: &str) -> Option<(String, u16)> {
-    let (host, port) = address.rsplit_once(':')?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Some((host.to_owned(), port.parse().ok()?))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A saved state as the serde-derived code of earlier versions wrote it.
-    const WRITTEN_BEFORE: &str = r#"{"operation":{"id":"op-1","verification_code":"ABC123","expires_at":1700000000000},"token":{"token":"tok","obtained_at":5,"expires_at":null},"workspace_id":"ws","device_id":"dev-1","twin":{"desired":{"a":1},"desired_version":3,"reported_target":{"b":2},"reported_acked":{},"next_rid":7}}"#;
-
-    #[test]
-    fn saved_state_reads_what_earlier_versions_wrote_and_writes_the_same_document() {
-        let (saved, twin) = SavedState::parse(WRITTEN_BEFORE.as_bytes()).unwrap();
-        let operation = saved.operation.as_ref().unwrap();
-        assert_eq!(
-            (operation.id.as_str(), operation.expires_at),
-            ("op-1", 1_700_000_000_000)
-        );
-        let token = saved.token.as_ref().unwrap();
-        assert_eq!((token.obtained_at, token.expires_at), (5, None));
-        assert_eq!(saved.device_id.as_deref(), Some("dev-1"));
-        assert_eq!((twin.desired_version, twin.next_rid), (Some(3), 7));
-        let written: serde_json::Value = serde_json::from_slice(&saved.to_json(&twin)).unwrap();
-        let before: serde_json::Value = serde_json::from_str(WRITTEN_BEFORE).unwrap();
-        assert_eq!(written, before);
-    }
-
-    #[test]
-    fn cloud_to_device_topics_give_their_property_bag() {
-        let topic = "devices/ws:dev-1/messages/devicebound/%24.mid=7&color=red";
-        assert_eq!(
-            cloud_to_device_properties(topic),
-            Some("%24.mid=7&color=red")
-        );
-        assert_eq!(
-            cloud_to_device_properties("devices/d/messages/devicebound/"),
-            Some("")
-        );
-        assert_eq!(
-            cloud_to_device_properties("devices/d/messages/events/"),
-            None
-        );
-        assert_eq!(cloud_to_device_properties("/devicebound"), None);
-    }
-
-    #[test]
-    fn a_saved_state_of_the_wrong_shape_is_refused_with_a_reason_naming_the_field() {
-        assert_eq!(
-            SavedState::parse(br#"{"token":{"token":5}}"#).unwrap_err(),
-            "token: field `token`: expected a string, found a number"
-        );
-        assert_eq!(
-            SavedState::parse(b"[]").unwrap_err(),
-            "expected a JSON object, found an array"
-        );
-        let (empty, twin) = SavedState::parse(b"{}").unwrap();
-        assert!(empty.token.is_none() && empty.operation.is_none());
-        assert_eq!(twin, TwinState::default());
     }
 }

@@ -8,10 +8,19 @@
 //! A token that the Platform no longer accepts (401: revoked or expired) or that expired
 //! locally ends here with [`CredentialsEvent::NeedsProvisioning`]: the device provisions again
 //! and keeps its queue.
+//!
+//! What the credentials are doing is one `State`: idle, waiting for the answer to `register`
+//! or to a refresh (one request at a time), or finished with the token discarded. When the next
+//! `register` and the next refresh are due is kept beside it, not in it: the two are scheduled
+//! independently (a refresh falls due while a credential is in use, a renewal or a retry of
+//! `register` while a refresh is waiting out its backoff), so an enum over them would have to
+//! carry both times in most of its variants. The current credential (`connection`) is kept
+//! beside it too, since it stays in use while its renewal is under way.
 
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::connection_string::ConnectionString;
 use crate::http::{HttpCall, HttpResponse, Method, Verdict, classify, join_url};
+use crate::iothub;
 use crate::json::{self, Object, Value};
 use crate::reason::{RequestFailure, RequestKind, TokenDiscardReason};
 use crate::rng::Rng;
@@ -124,7 +133,7 @@ impl ConnectionInfo {
         self.endpoints
             .http
             .clone()
-            .unwrap_or_else(|| format!("https://{}", self.host_name))
+            .unwrap_or_else(|| iothub::default_upload_base(&self.host_name))
     }
 }
 
@@ -164,10 +173,31 @@ pub(crate) enum CredentialsEvent {
     NeedsProvisioning(TokenDiscardReason),
 }
 
+/// A request of the credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pending {
     Register,
     Refresh,
+}
+
+impl Pending {
+    fn kind(self) -> RequestKind {
+        match self {
+            Self::Register => RequestKind::Register,
+            Self::Refresh => RequestKind::RefreshToken,
+        }
+    }
+}
+
+/// What the credentials are doing; the states exclude each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// No request out: the next one starts when it is due.
+    Idle,
+    /// This request was asked for; nothing else starts until its answer.
+    Sent(Pending),
+    /// The token was given up ([`CredentialsEvent::NeedsProvisioning`]): nothing more happens.
+    Discarded,
 }
 
 #[derive(Debug)]
@@ -182,12 +212,11 @@ pub(crate) struct Credentials {
     register_not_before: u64,
     /// Retry a failed refresh at this time (the regular one is `token.refresh_at()`).
     refresh_retry_at: Option<u64>,
-    in_flight: Option<Pending>,
+    state: State,
     register_backoff: Backoff,
     refresh_backoff: Backoff,
     call: Option<HttpCall>,
     events: Vec<CredentialsEvent>,
-    dead: bool,
 }
 
 impl Credentials {
@@ -206,12 +235,11 @@ impl Credentials {
             register_at: Some(now),
             register_not_before: now,
             refresh_retry_at: None,
-            in_flight: None,
+            state: State::Idle,
             register_backoff: Backoff::new(backoff),
             refresh_backoff: Backoff::new(backoff),
             call: None,
             events: Vec::new(),
-            dead: false,
         }
     }
 
@@ -221,7 +249,7 @@ impl Credentials {
 
     /// The gateway refused the credential, or it is about to expire: register again now.
     pub(crate) fn renew_now(&mut self, now: u64) {
-        if self.in_flight != Some(Pending::Register) {
+        if self.state != State::Sent(Pending::Register) {
             self.register_at = Some(self.register_at.map_or(now, |at| at.min(now)));
         }
     }
@@ -240,7 +268,7 @@ impl Credentials {
     }
 
     pub(crate) fn handle_timeout(&mut self, now: u64) {
-        if self.dead || self.in_flight.is_some() {
+        if self.state != State::Idle {
             return;
         }
         if self.token.is_expired(now) {
@@ -254,7 +282,7 @@ impl Credentials {
                 &self.provisioning_token,
                 Value::object([("registrationToken", self.token.token.as_str().into())]),
             ));
-            self.in_flight = Some(Pending::Refresh);
+            self.state = State::Sent(Pending::Refresh);
             return;
         }
         if self.register_due().is_some_and(|at| at <= now) {
@@ -266,7 +294,7 @@ impl Credentials {
                 &self.token.token,
                 Value::object([("connectionStringType", "SharedAccessSignature".into())]),
             ));
-            self.in_flight = Some(Pending::Register);
+            self.state = State::Sent(Pending::Register);
         }
     }
 
@@ -276,15 +304,13 @@ impl Credentials {
         rng: &mut Rng,
         response: Result<HttpResponse, RequestFailure>,
     ) {
-        let Some(pending) = self.in_flight.take() else {
+        let State::Sent(pending) = self.state else {
             return;
         };
+        self.state = State::Idle;
         let verdict = classify(&response, now);
         let body = response.map(|r| r.body).unwrap_or_default();
-        let request = match pending {
-            Pending::Register => RequestKind::Register,
-            Pending::Refresh => RequestKind::RefreshToken,
-        };
+        let request = pending.kind();
         match (pending, verdict) {
             (Pending::Register, Verdict::Success) => match parse_register(&body, now) {
                 Some((info, remaining)) => {
@@ -348,8 +374,8 @@ impl Credentials {
     }
 
     fn give_up(&mut self, reason: TokenDiscardReason) {
-        if !self.dead {
-            self.dead = true;
+        if self.state != State::Discarded {
+            self.state = State::Discarded;
             self.connection = None;
             self.events
                 .push(CredentialsEvent::NeedsProvisioning(reason));
@@ -368,7 +394,7 @@ impl Credentials {
 
     #[must_use]
     pub(crate) fn poll_timeout(&self) -> Option<u64> {
-        if self.dead || self.in_flight.is_some() {
+        if self.state != State::Idle {
             return None;
         }
         [

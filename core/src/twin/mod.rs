@@ -3,9 +3,10 @@
 //!
 //! This module owns the local copy of the desired document and its version, the app's *target*
 //! reported document, what the Platform is known to hold of it (`reported_acked`), the request
-//! ids, and the matching of answers to requests with timeouts and retries. The MQTT session owns
-//! the subscriptions (`$iothub/twin/res/#`, `$iothub/twin/PATCH/properties/desired/#`); this
-//! module only says what to publish and consumes what arrives on twin topics.
+//! ids, and the matching of answers to requests with timeouts and retries. The MQTT session makes
+//! the subscriptions (`$iothub/twin/res/#`, `$iothub/twin/PATCH/properties/desired/#`), listed
+//! in `iothub.rs`; this module only says what to publish and consumes what arrives on twin
+//! topics.
 //!
 //! Each session starts with a full GET. Nothing is reported before its answer, so the reported
 //! diff is computed against the Platform's real state rather than a guess. Desired patches are

@@ -1,0 +1,111 @@
+//! The saved device state: what [`StoreRequest::SaveState`](crate::StoreRequest::SaveState)
+//! carries between runs, and its JSON form.
+//!
+//! This module owns the facade's part of that state (the pending provisioning operation, the
+//! Registration Token and the identity) and the one document it is written as. The twin's part
+//! is not kept here but taken from the live twin each time the state is written, so there is no
+//! second copy to fall out of step with it. The document's format is fixed: it must read what
+//! earlier versions wrote and write the same document back.
+
+use crate::json::{self, Value};
+use crate::provisioning::ProvisioningOperation;
+use crate::token::RegistrationToken;
+use crate::twin::TwinState;
+
+/// The facade's own part of the saved state: provisioning and identity.
+#[derive(Debug, Default)]
+pub(crate) struct SavedState {
+    pub(crate) operation: Option<ProvisioningOperation>,
+    pub(crate) token: Option<RegistrationToken>,
+    pub(crate) workspace_id: Option<String>,
+    pub(crate) device_id: Option<String>,
+}
+
+impl SavedState {
+    /// The JSON the host stores (`StoreRequest::SaveState`), with `twin` as the twin's part.
+    pub(crate) fn to_json(&self, twin: &TwinState) -> Vec<u8> {
+        Value::object([
+            (
+                "operation",
+                self.operation
+                    .as_ref()
+                    .map(ProvisioningOperation::to_saved)
+                    .into(),
+            ),
+            (
+                "token",
+                self.token.as_ref().map(RegistrationToken::to_saved).into(),
+            ),
+            ("workspace_id", self.workspace_id.as_deref().into()),
+            ("device_id", self.device_id.as_deref().into()),
+            ("twin", twin.to_saved()),
+        ])
+        .to_json()
+        .into_bytes()
+    }
+
+    /// Reads [`SavedState::to_json`]'s form back, with the twin's part for the twin; missing
+    /// parts are absent.
+    pub(crate) fn parse(bytes: &[u8]) -> Result<(Self, TwinState), String> {
+        let object = json::parse_object(bytes)?;
+        let part = |key: &str| json::optional_object(&object, key);
+        let saved = Self {
+            operation: part("operation")?
+                .map(ProvisioningOperation::from_saved)
+                .transpose()
+                .map_err(|e| format!("operation: {e}"))?,
+            token: part("token")?
+                .map(RegistrationToken::from_saved)
+                .transpose()
+                .map_err(|e| format!("token: {e}"))?,
+            workspace_id: json::optional_string(&object, "workspace_id")?,
+            device_id: json::optional_string(&object, "device_id")?,
+        };
+        let twin = part("twin")?
+            .map(TwinState::from_saved)
+            .transpose()
+            .map_err(|e| format!("twin: {e}"))?
+            .unwrap_or_default();
+        Ok((saved, twin))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A saved state as the serde-derived code of earlier versions wrote it.
+    const WRITTEN_BEFORE: &str = r#"{"operation":{"id":"op-1","verification_code":"ABC123","expires_at":1700000000000},"token":{"token":"tok","obtained_at":5,"expires_at":null},"workspace_id":"ws","device_id":"dev-1","twin":{"desired":{"a":1},"desired_version":3,"reported_target":{"b":2},"reported_acked":{},"next_rid":7}}"#;
+
+    #[test]
+    fn saved_state_reads_what_earlier_versions_wrote_and_writes_the_same_document() {
+        let (saved, twin) = SavedState::parse(WRITTEN_BEFORE.as_bytes()).unwrap();
+        let operation = saved.operation.as_ref().unwrap();
+        assert_eq!(
+            (operation.id.as_str(), operation.expires_at),
+            ("op-1", 1_700_000_000_000)
+        );
+        let token = saved.token.as_ref().unwrap();
+        assert_eq!((token.obtained_at, token.expires_at), (5, None));
+        assert_eq!(saved.device_id.as_deref(), Some("dev-1"));
+        assert_eq!((twin.desired_version, twin.next_rid), (Some(3), 7));
+        let written: serde_json::Value = serde_json::from_slice(&saved.to_json(&twin)).unwrap();
+        let before: serde_json::Value = serde_json::from_str(WRITTEN_BEFORE).unwrap();
+        assert_eq!(written, before);
+    }
+
+    #[test]
+    fn a_saved_state_of_the_wrong_shape_is_refused_with_a_reason_naming_the_field() {
+        assert_eq!(
+            SavedState::parse(br#"{"token":{"token":5}}"#).unwrap_err(),
+            "token: field `token`: expected a string, found a number"
+        );
+        assert_eq!(
+            SavedState::parse(b"[]").unwrap_err(),
+            "expected a JSON object, found an array"
+        );
+        let (empty, twin) = SavedState::parse(b"{}").unwrap();
+        assert!(empty.token.is_none() && empty.operation.is_none());
+        assert_eq!(twin, TwinState::default());
+    }
+}
