@@ -6,6 +6,7 @@
 
 mod sim;
 
+use sim::faults::FaultCounts;
 use sim::harness::Sim;
 
 const DRAIN_BOUND_MS: u64 = 10 * 60 * 1_000;
@@ -24,26 +25,12 @@ fn main() {
     let mut violations = 0usize;
     let mut failing = Vec::new();
     let (mut sent, mut crashes) = (0usize, 0usize);
-    let mut faults = [0u64; 11];
+    let mut faults = FaultCounts::default();
     for &seed in &seeds {
-        let report = Sim::new(seed).run(DRAIN_BOUND_MS);
+        let report = Sim::from_seed(seed).run(DRAIN_BOUND_MS);
         sent += report.sent;
         crashes += report.crashes;
-        for (total, count) in faults.iter_mut().zip([
-            report.kicks as u64,
-            report.kick_storms as u64,
-            report.half_open as u64,
-            report.throttled,
-            report.upload_errors,
-            report.refused_uploads as u64,
-            report.skipped_operations as u64,
-            report.offline_periods as u64,
-            report.failed_loads as u64,
-            report.failed_writes as u64,
-            report.insecure_endpoints as u64,
-        ]) {
-            *total += count;
-        }
+        faults.add(&report.faults);
         if !report.violations.is_empty() {
             violations += report.violations.len();
             if failing.len() < 10 {
@@ -55,25 +42,7 @@ fn main() {
         "simulation: {} seeds, {violations} violations ({sent} messages, {crashes} crashes)",
         seeds.len()
     );
-    let [
-        kicks,
-        storms,
-        half_open,
-        throttled,
-        upload_errors,
-        refused,
-        skipped,
-        offline,
-        failed_loads,
-        failed_writes,
-        insecure_endpoints,
-    ] = faults;
-    println!(
-        "faults: {kicks} kicks, {storms} kick storms, {half_open} half-open links, {throttled} throttled calls, \
-         {upload_errors} upload errors, {refused} refused uploads, {skipped} operations left to expire, \
-         {offline} offline periods, {failed_loads} failed loads, {failed_writes} failed writes, \
-         {insecure_endpoints} cleartext endpoints refused"
-    );
+    println!("faults: {faults}");
     for (seed, list) in &failing {
         println!(
             "seed {seed}: {}",

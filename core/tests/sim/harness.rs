@@ -16,8 +16,6 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde_json::json;
 use vdev_core::{
     BackoffConfig, Compression, ConnectionId, Device, DeviceConfig, DeviceId, Event, HttpRequest,
@@ -25,7 +23,9 @@ use vdev_core::{
     StoreRequest, StreamOptions, Transport, TwinConfig,
 };
 
-use super::platform::{Endpoint, PROVISIONING_TOKEN, Platform, Validity};
+use super::faults::{FaultCounts, Faults, Incident};
+use super::platform::{Endpoint, PROVISIONING_TOKEN, Platform, StoredMessage, Validity};
+use super::rng::Rng;
 
 const SECOND: u64 = 1_000;
 const MINUTE: u64 = 60 * SECOND;
@@ -33,6 +33,8 @@ const START: u64 = 1_800_000_000_000;
 /// Session timing of the simulated device (see `Sim::config`).
 const KEEP_ALIVE_MS: u64 = 30 * SECOND;
 const PING_TIMEOUT_MS: u64 = 10 * SECOND;
+/// A run of more events than this is an event storm: the world does not settle.
+const MAX_STEPS: u64 = 2_000_000;
 
 #[derive(Debug)]
 enum Ev {
@@ -139,24 +141,13 @@ pub struct Report {
     pub violations: Vec<String>,
     pub sent: usize,
     pub crashes: usize,
-    /// How often each newer fault struck, to show the seeds exercise them.
-    pub kicks: usize,
-    pub kick_storms: usize,
-    pub half_open: usize,
-    pub throttled: u64,
-    pub upload_errors: u64,
-    pub refused_uploads: usize,
-    pub skipped_operations: usize,
-    pub offline_periods: usize,
-    pub failed_loads: usize,
-    /// Removals and state saves the store failed (the core must ask for them again).
-    pub failed_writes: usize,
-    /// Register answers that announced a cleartext endpoint off loopback.
-    pub insecure_endpoints: usize,
+    /// How often each fault struck, to show the seeds exercise them.
+    pub faults: FaultCounts,
 }
 
 pub struct Sim {
-    rng: StdRng,
+    rng: Rng,
+    faults: Faults,
     now: u64,
     queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
     events: Vec<Option<Ev>>,
@@ -173,14 +164,8 @@ pub struct Sim {
     partitioned: bool,
     /// The host told the device the network is gone.
     offline: bool,
-    http_loss: f64,
     latency_ms: u64,
     fault_end: u64,
-    quota_fail: f64,
-    /// Chance that a store read fails during the fault window.
-    load_fail: f64,
-    /// Chance that a removal or a state save fails during the fault window.
-    write_fail: f64,
     // What the app saw.
     attempted: BTreeMap<u64, Vec<u8>>,
     completed: BTreeSet<u64>,
@@ -193,42 +178,38 @@ pub struct Sim {
     large_every: u64,
     compression: Compression,
     trace: bool,
-    /// The technician never approves the first operation (it expires; the second is approved).
-    technician_skips_first: bool,
-    /// Chance that the technician lets an operation of the fault window expire.
-    technician_ignore_rate: f64,
     operations_seen: usize,
     /// Per endpoint, the time before which the device must not call again (`Retry-After`).
     not_before: BTreeMap<Endpoint, u64>,
     kick_storm: Option<KickStorm>,
+    /// Events run so far.
+    steps: u64,
 }
 
 impl Sim {
-    pub fn new(seed: u64) -> Self {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let token_lifetime = match rng.random_range(0..3) {
+    /// The world of `seed` with the faults of `seed` (what the simulation runs).
+    pub fn from_seed(seed: u64) -> Self {
+        Self::new(seed, Faults::draw(seed))
+    }
+
+    /// The world of `seed` (lifetimes, latency, the app's sends, every random timing) with the
+    /// given faults.
+    pub fn new(seed: u64, faults: Faults) -> Self {
+        let mut rng = Rng::new(seed);
+        let token_lifetime = match rng.below(3) {
             0 => None,
-            1 => Some(rng.random_range(2 * MINUTE..30 * MINUTE)),
-            _ => Some(rng.random_range(20 * MINUTE..120 * MINUTE)),
+            1 => Some(rng.range(2 * MINUTE..30 * MINUTE)),
+            _ => Some(rng.range(20 * MINUTE..120 * MINUTE)),
         };
-        let sas_lifetime = rng.random_range(MINUTE..20 * MINUTE);
-        let op_lifetime = rng.random_range(20 * SECOND..5 * MINUTE);
-        let fault_end = START + rng.random_range(MINUTE..8 * MINUTE);
-        let http_loss = [0.0, 0.02, 0.1][rng.random_range(0..3)];
-        let latency_ms = rng.random_range(1..60);
-        let quota_fail = [0.0, 0.0, 0.05][rng.random_range(0..3)];
-        let load_fail = [0.0, 0.0, 0.3][rng.random_range(0..3)];
-        let write_fail = [0.0, 0.0, 0.3][rng.random_range(0..3)];
-        let large_every = [0, 0, 7][rng.random_range(0..3)];
-        let compression = [Compression::None, Compression::Fastest][rng.random_range(0..2)];
-        let origin = format!("o{:x}", rng.random::<u32>());
+        let sas_lifetime = rng.range(MINUTE..20 * MINUTE);
+        let op_lifetime = rng.range(20 * SECOND..5 * MINUTE);
+        let latency_ms = rng.range(1..60);
+        let large_every = rng.pick(&[0, 0, 7]);
+        let compression = rng.pick(&[Compression::None, Compression::Fastest]);
+        let origin = format!("o{:x}", rng.next_u64() as u32);
         let mut platform = Platform::new(token_lifetime, sas_lifetime, op_lifetime);
-        platform.throttle_rate = [0.0, 0.0, 0.05, 0.15][rng.random_range(0..4)];
-        platform.upload_error_rate = [0.0, 0.1, 0.3][rng.random_range(0..3)];
-        platform.upload_refusal_rate = [0.0, 0.0, 0.15][rng.random_range(0..3)];
-        platform.insecure_endpoints_left = [0, 0, 3][rng.random_range(0..3)];
-        let technician_skips_first = rng.random_bool(0.2);
-        let technician_ignore_rate = [0.0, 0.0, 0.2][rng.random_range(0..3)];
+        platform.insecure_endpoints_left = faults.insecure_endpoints;
+        let fault_end = START + faults.window_ms;
         let mut sim = Self {
             rng,
             now: START,
@@ -246,12 +227,9 @@ impl Sim {
             next_link: 1,
             partitioned: false,
             offline: false,
-            http_loss,
+            faults,
             latency_ms,
             fault_end,
-            quota_fail,
-            load_fail,
-            write_fail,
             attempted: BTreeMap::new(),
             completed: BTreeSet::new(),
             delivered: BTreeSet::new(),
@@ -263,11 +241,10 @@ impl Sim {
             large_every,
             compression,
             trace: std::env::var("VDEV_SIM_TRACE").is_ok(),
-            technician_skips_first,
-            technician_ignore_rate,
             operations_seen: 0,
             not_before: BTreeMap::new(),
             kick_storm: None,
+            steps: 0,
         };
         sim.schedule_faults_and_app();
         sim
@@ -312,66 +289,33 @@ impl Sim {
     }
 
     fn latency(&mut self) -> u64 {
-        self.rng.random_range(1..=self.latency_ms)
+        self.rng.range(1..self.latency_ms + 1)
     }
 
     fn schedule_faults_and_app(&mut self) {
         let span = self.fault_end - START;
-        let sends = self.rng.random_range(10..60);
+        let sends = self.rng.range(10..60);
         for _ in 0..sends {
-            let t = START + self.rng.random_range(0..span);
+            let t = START + self.rng.range(0..span);
             self.at(t, Ev::AppSend);
             // Bursts: several sends at the same instant.
-            if self.rng.random_bool(0.2) {
-                for _ in 0..self.rng.random_range(1..6) {
+            if self.rng.chance(0.2) {
+                for _ in 0..self.rng.range(1..6) {
                     self.at(t, Ev::AppSend);
                 }
             }
         }
-        for _ in 0..self.rng.random_range(0..4) {
-            let t = START + self.rng.random_range(0..span);
+        for _ in 0..self.rng.range(0..4) {
+            let t = START + self.rng.range(0..span);
             self.at(t, Ev::AppReport);
-            let t = START + self.rng.random_range(0..span);
+            let t = START + self.rng.range(0..span);
             self.at(t, Ev::DesiredChange);
         }
-        let faults = self.rng.random_range(0..8);
-        for _ in 0..faults {
-            let t = START + self.rng.random_range(0..span);
-            match self.rng.random_range(0..10) {
-                0 => self.at(t, Ev::Crash),
-                1 => self.at(t, Ev::Cut),
-                2 => {
-                    let end = (t + self.rng.random_range(SECOND..2 * MINUTE)).min(self.fault_end);
-                    self.at(t, Ev::PartitionStart);
-                    self.at(end, Ev::PartitionEnd);
-                }
-                3 => self.at(t, Ev::Revoke),
-                4 => {
-                    let end = (t + self.rng.random_range(SECOND..MINUTE)).min(self.fault_end);
-                    self.at(t, Ev::AckLossStart);
-                    self.at(end, Ev::AckLossEnd);
-                }
-                5 => self.at(t, Ev::Cut),
-                6 => self.at(t, Ev::Crash),
-                7 => {
-                    let remaining = self.rng.random_range(0..3);
-                    self.at(t, Ev::Kick { remaining });
-                }
-                8 => {
-                    let until =
-                        (t + self.rng.random_range(20 * SECOND..2 * MINUTE)).min(self.fault_end);
-                    self.at(t, Ev::KickStormStart { until });
-                    self.at(until, Ev::KickStormEnd);
-                }
-                // Rare: half of the draws that land here.
-                _ if self.rng.random_bool(0.5) => self.at(t, Ev::HalfOpen),
-                _ if self.rng.random_bool(0.5) => self.at(t, Ev::Cut),
-                _ => {
-                    let end = (t + self.rng.random_range(SECOND..2 * MINUTE)).min(self.fault_end);
-                    self.at(t, Ev::OfflineStart);
-                    self.at(end, Ev::OfflineEnd);
-                }
-            }
+        let choices = self.faults.incidents.choices();
+        for _ in 0..self.faults.incident_count {
+            let t = START + self.rng.range(0..span);
+            let incident = self.rng.weighted(&choices);
+            self.schedule_incident(t, incident);
         }
         self.at(START, Ev::Restart);
         self.at(self.fault_end, Ev::PartitionEnd);
@@ -379,37 +323,152 @@ impl Sim {
         self.at(self.fault_end, Ev::OfflineEnd);
     }
 
-    /// Runs to the end and checks the invariants.
-    pub fn run(mut self, drain_bound_ms: u64) -> Report {
-        let end = self.fault_end + drain_bound_ms;
-        let mut steps = 0u64;
-        while let Some(Reverse((time, _, index))) = self.queue.pop() {
-            if time > end {
-                break;
+    /// Schedules `incident` at `t`; those that last end by the end of the fault window.
+    fn schedule_incident(&mut self, t: u64, incident: Incident) {
+        let fault_end = self.fault_end.max(t);
+        match incident {
+            Incident::Crash => self.at(t, Ev::Crash),
+            Incident::Cut => self.at(t, Ev::Cut),
+            Incident::Partition => {
+                let end = (t + self.rng.range(SECOND..2 * MINUTE)).min(fault_end);
+                self.at(t, Ev::PartitionStart);
+                self.at(end, Ev::PartitionEnd);
             }
-            steps += 1;
-            if steps > 2_000_000 {
-                self.report
-                    .violations
-                    .push("simulation did not settle (event storm)".into());
-                break;
+            Incident::Revoke => self.at(t, Ev::Revoke),
+            Incident::AckLoss => {
+                let end = (t + self.rng.range(SECOND..MINUTE)).min(fault_end);
+                self.at(t, Ev::AckLossStart);
+                self.at(end, Ev::AckLossEnd);
             }
-            self.now = self.now.max(time);
-            let ev = self.events[index].take().expect("each event runs once");
-            if self.trace {
-                let text = format!("{ev:?}");
-                println!("{:>9} {}", self.now - START, &text[..text.len().min(160)]);
+            Incident::Kick => {
+                let remaining = self.rng.below(3) as u32;
+                self.at(t, Ev::Kick { remaining });
             }
-            self.handle(ev);
-            if self.now >= self.fault_end && self.is_drained() {
-                break;
+            Incident::KickStorm => {
+                let until = (t + self.rng.range(20 * SECOND..2 * MINUTE)).min(fault_end);
+                self.at(t, Ev::KickStormStart { until });
+                self.at(until, Ev::KickStormEnd);
+            }
+            Incident::HalfOpen => self.at(t, Ev::HalfOpen),
+            Incident::Offline => {
+                let end = (t + self.rng.range(SECOND..2 * MINUTE)).min(fault_end);
+                self.at(t, Ev::OfflineStart);
+                self.at(end, Ev::OfflineEnd);
             }
         }
+    }
+
+    /// Runs to the end and checks the invariants: until the device has drained after the fault
+    /// window, or `drain_bound_ms` after it.
+    pub fn run(mut self, drain_bound_ms: u64) -> Report {
+        let bound = (self.fault_end + drain_bound_ms).saturating_sub(self.now);
+        self.drive_until(|sim| sim.now >= sim.fault_end && sim.is_drained(), bound);
+        self.finish()
+    }
+
+    /// Runs the next event; false when there is none left (or the world stopped settling).
+    pub fn step(&mut self) -> bool {
+        let Some(Reverse((time, _, index))) = self.queue.pop() else {
+            return false;
+        };
+        self.steps += 1;
+        if self.steps > MAX_STEPS {
+            self.report
+                .violations
+                .push("simulation did not settle (event storm)".into());
+            self.queue.clear();
+            return false;
+        }
+        self.now = self.now.max(time);
+        let ev = self.events[index].take().expect("each event runs once");
+        if self.trace {
+            let text = format!("{ev:?}");
+            println!("{:>9} {}", self.now - START, &text[..text.len().min(160)]);
+        }
+        self.handle(ev);
+        true
+    }
+
+    /// Runs events until `done` holds (checked before each), the next event is more than
+    /// `bound_ms` of simulated time away from now, or none is left. Returns whether `done`
+    /// holds.
+    pub fn drive_until(&mut self, mut done: impl FnMut(&Sim) -> bool, bound_ms: u64) -> bool {
+        let deadline = self.now + bound_ms;
+        loop {
+            if done(self) {
+                return true;
+            }
+            let next = self.queue.peek().map(|Reverse((time, _, _))| *time);
+            if next.is_none_or(|time| time > deadline) || !self.step() {
+                return false;
+            }
+        }
+    }
+
+    /// Runs every event of the next `bound_ms` of simulated time.
+    pub fn drive(&mut self, bound_ms: u64) {
+        self.drive_until(|_| false, bound_ms);
+    }
+
+    /// Makes `incident` strike now (one that lasts ends within the fault window, or at once
+    /// after it).
+    pub fn inject(&mut self, incident: Incident) {
+        self.schedule_incident(self.now, incident);
+    }
+
+    /// Checks the end-of-run invariants and gives the report.
+    pub fn finish(mut self) -> Report {
         self.check();
         self.report
     }
 
-    fn is_drained(&self) -> bool {
+    /// Simulated milliseconds since the start.
+    pub fn elapsed_ms(&self) -> u64 {
+        self.now - START
+    }
+
+    /// When the fault window ends, in milliseconds since the start.
+    pub fn fault_window_ms(&self) -> u64 {
+        self.fault_end - START
+    }
+
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// What happened so far (the end-of-run checks are added by [`Sim::finish`]).
+    pub fn report(&self) -> &Report {
+        &self.report
+    }
+
+    pub fn platform(&self) -> &Platform {
+        &self.platform
+    }
+
+    /// Telemetry the Platform stored, in the order it stored it (every origin).
+    pub fn stored(&self) -> &[StoredMessage] {
+        &self.platform.stored
+    }
+
+    /// Sequence numbers the core said are durable (`Event::MessagesStored`): each must reach
+    /// the Platform, or be refused by it.
+    pub fn durable(&self) -> &BTreeSet<u64> {
+        &self.completed
+    }
+
+    /// Sequence numbers the core said were delivered (`Event::MessageDelivered`).
+    pub fn delivered(&self) -> &BTreeSet<u64> {
+        &self.delivered
+    }
+
+    /// The running device, if it is not crashed.
+    pub fn device(&self) -> Option<&Device> {
+        self.device.as_ref()
+    }
+
+    /// The device runs and has nothing left to do: its queue and store are empty, every
+    /// durable message has its outcome, the twin agrees with the Platform.
+    pub fn is_drained(&self) -> bool {
         let Some(device) = &self.device else {
             return false;
         };
@@ -506,7 +565,7 @@ impl Sim {
             }
             Ev::AppSend => self.app_send(),
             Ev::AppReport => {
-                let n = self.rng.random_range(0..100);
+                let n = self.rng.range(0..100);
                 let patch = json!({ "reading": n, "fw": { "v": n % 3 } });
                 json_patch::merge(&mut self.reported_target, &patch);
                 if self.device.is_some() {
@@ -532,7 +591,7 @@ impl Sim {
             Ev::PartitionEnd => self.partitioned = false,
             Ev::OfflineStart => {
                 if !self.offline {
-                    self.report.offline_periods += 1;
+                    self.report.faults.offline_periods += 1;
                 }
                 self.offline = true;
                 self.partitioned = true;
@@ -551,7 +610,7 @@ impl Sim {
                 }
             }
             Ev::DesiredChange => {
-                let rate = self.rng.random_range(1..10);
+                let rate = self.rng.range(1..10);
                 for (link, bytes) in self.platform.set_desired(json!({ "rate": rate })) {
                     self.send_to_device(link, bytes);
                 }
@@ -559,10 +618,10 @@ impl Sim {
             Ev::AckLossStart => self.platform.drop_pubacks = true,
             Ev::AckLossEnd => self.platform.drop_pubacks = false,
             Ev::Kick { remaining } => {
-                self.report.kicks += 1;
+                self.report.faults.kicks += 1;
                 self.kick_live_sessions();
                 if remaining > 0 {
-                    let at = now + self.rng.random_range(SECOND..10 * SECOND);
+                    let at = now + self.rng.range(SECOND..10 * SECOND);
                     self.at(
                         at,
                         Ev::Kick {
@@ -573,7 +632,7 @@ impl Sim {
             }
             Ev::KickStormStart { until } => {
                 if self.kick_storm.is_none() {
-                    self.report.kick_storms += 1;
+                    self.report.faults.kick_storms += 1;
                     self.kick_storm = Some(KickStorm {
                         started: now,
                         until,
@@ -597,7 +656,7 @@ impl Sim {
                     .map(|(k, _)| *k)
                     .collect();
                 for link in live {
-                    self.report.half_open += 1;
+                    self.report.faults.half_open += 1;
                     self.links.get_mut(&link).unwrap().half_open = true;
                     // The device has only its keep-alive and ack timers to notice.
                     let check_at = now + KEEP_ALIVE_MS + PING_TIMEOUT_MS + SECOND;
@@ -693,7 +752,7 @@ impl Sim {
         let size = if self.large_every > 0 && n.is_multiple_of(self.large_every) {
             5_000
         } else {
-            self.rng.random_range(1..200)
+            self.rng.range(1..200) as usize
         };
         let mut payload = format!("message {n} ").into_bytes();
         payload.resize(size.max(payload.len()), b'x' + (n % 3) as u8);
@@ -740,7 +799,7 @@ impl Sim {
             self.links.get_mut(&link).unwrap().open = false;
             self.platform.close(link);
         }
-        let delay = self.rng.random_range(0..5 * SECOND);
+        let delay = self.rng.range(0..5 * SECOND);
         self.at(self.now + delay, Ev::Restart);
     }
 
@@ -752,7 +811,7 @@ impl Sim {
         if let Some(storm) = &mut self.kick_storm {
             storm.fresh_starts += 1;
         }
-        let seed: [u8; 32] = self.rng.random();
+        let seed: [u8; 32] = self.rng.bytes();
         let device = Device::new(
             self.config(),
             self.now,
@@ -887,7 +946,7 @@ impl Sim {
             return;
         }
         self.store_busy = true;
-        let delay = self.rng.random_range(0..5);
+        let delay = self.rng.range(0..5);
         let instance = self.instance;
         self.at(self.now + delay, Ev::StoreDone { instance });
     }
@@ -901,9 +960,8 @@ impl Sim {
             return;
         };
         if let StoreRequest::Append { records } = &request
-            && self.quota_fail > 0.0
             && self.now < self.fault_end
-            && self.rng.random_bool(self.quota_fail)
+            && self.rng.chance(self.faults.quota_fail)
         {
             let (first, last) = (records[0].seq, records[records.len() - 1].seq);
             let input = Input::AppendFailed {
@@ -916,11 +974,10 @@ impl Sim {
             return;
         }
         if matches!(request, StoreRequest::Load { .. })
-            && self.load_fail > 0.0
             && self.now < self.fault_end
-            && self.rng.random_bool(self.load_fail)
+            && self.rng.chance(self.faults.load_fail)
         {
-            self.report.failed_loads += 1;
+            self.report.faults.failed_loads += 1;
             let input = Input::LoadFailed {
                 error: StoreError::Failed("read error".into()),
             };
@@ -931,11 +988,10 @@ impl Sim {
         if matches!(
             request,
             StoreRequest::Remove { .. } | StoreRequest::SaveState { .. }
-        ) && self.write_fail > 0.0
-            && self.now < self.fault_end
-            && self.rng.random_bool(self.write_fail)
+        ) && self.now < self.fault_end
+            && self.rng.chance(self.faults.write_fail)
         {
-            self.report.failed_writes += 1;
+            self.report.faults.failed_writes += 1;
             let error = StoreError::Failed("write error".into());
             let input = match request {
                 StoreRequest::Remove { seqs, bytes } => Input::RemoveFailed { seqs, bytes, error },
@@ -1018,7 +1074,8 @@ impl Sim {
                 not_before - self.now
             ));
         }
-        if self.partitioned || (self.now < self.fault_end && self.rng.random_bool(self.http_loss)) {
+        if self.partitioned || (self.now < self.fault_end && self.rng.chance(self.faults.http_loss))
+        {
             return; // lost; the device's deadline catches it
         }
         let at = self.now + self.latency();
@@ -1028,7 +1085,7 @@ impl Sim {
 
     fn http_at_platform(&mut self, instance: u64, request: HttpRequest) {
         let before = self.platform.new_ops.len();
-        let faults = (self.now < self.fault_end).then_some(&mut self.rng);
+        let faults = (self.now < self.fault_end).then_some((&self.faults, &mut self.rng));
         let response = self.platform.http(self.now, &request, faults);
         for op in self
             .platform
@@ -1036,10 +1093,11 @@ impl Sim {
             .split_off(before.min(self.platform.new_ops.len()))
         {
             self.operations_seen += 1;
-            let skipped = (self.technician_skips_first && self.operations_seen == 1)
-                || (self.now < self.fault_end && self.rng.random_bool(self.technician_ignore_rate));
+            let skipped = (self.faults.technician_skips_first && self.operations_seen == 1)
+                || (self.now < self.fault_end
+                    && self.rng.chance(self.faults.technician_ignore_rate));
             if skipped {
-                self.report.skipped_operations += 1;
+                self.report.faults.skipped_operations += 1;
                 continue; // it expires, and the device must start another
             }
             // The technician approves after a while; during the fault window sometimes too late
@@ -1049,10 +1107,11 @@ impl Sim {
             } else {
                 (self.platform.op_lifetime / 2).clamp(SECOND + 1, 90 * SECOND)
             };
-            let delay = self.rng.random_range(SECOND..latest);
+            let delay = self.rng.range(SECOND..latest);
             self.at(self.now + delay, Ev::Approve { op });
         }
-        if self.partitioned || (self.now < self.fault_end && self.rng.random_bool(self.http_loss)) {
+        if self.partitioned || (self.now < self.fault_end && self.rng.chance(self.faults.http_loss))
+        {
             return;
         }
         let at = self.now + self.latency();
@@ -1161,7 +1220,7 @@ impl Sim {
                 .is_some_and(|storm| self.now < storm.until)
         {
             // The rival reconnects soon after, well before the session counts as stable.
-            let at = self.now + self.rng.random_range(100..1_500);
+            let at = self.now + self.rng.range(100..1_500);
             self.at(at, Ev::KickLink { link });
         }
         if let Some(at) = self
@@ -1217,10 +1276,10 @@ impl Sim {
 
     fn check(&mut self) {
         let refused = self.refused_seqs();
-        self.report.throttled = self.platform.throttled;
-        self.report.upload_errors = self.platform.upload_errors;
-        self.report.refused_uploads = refused.len();
-        self.report.insecure_endpoints = self.platform.insecure_endpoints_announced;
+        self.report.faults.throttled = self.platform.throttled;
+        self.report.faults.upload_errors = self.platform.upload_errors;
+        self.report.faults.refused_uploads = refused.len() as u64;
+        self.report.faults.insecure_endpoints = self.platform.insecure_endpoints_announced;
         let violations = &mut self.report.violations;
         let origin = self.store.meta().origin;
         let stored: Vec<_> = self

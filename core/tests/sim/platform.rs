@@ -11,8 +11,8 @@
 
 use std::collections::BTreeMap;
 
-use rand::Rng;
-use rand::rngs::StdRng;
+use super::faults::Faults;
+use super::rng::Rng;
 use serde_json::{Value, json};
 use vdev_core::mqtt::codec::{
     self, ConnAck, ConnectReturnCode, Packet, Publish, QoS, SubAck, SubAckCode,
@@ -91,16 +91,10 @@ pub struct Platform {
     /// Operations created since the harness last looked (for the technician).
     pub new_ops: Vec<String>,
     pub drop_pubacks: bool,
-    /// Chance that a device call is answered 429, 503 (both with `Retry-After`) or 423.
-    pub throttle_rate: f64,
-    /// Chance that a blob `PUT` or an upload notification fails with 500.
-    pub upload_error_rate: f64,
-    /// Chance that a `files` request is refused for good (400).
-    pub upload_refusal_rate: f64,
     /// How many register answers still announce a cleartext endpoint off loopback.
     pub insecure_endpoints_left: u32,
     /// How many did.
-    pub insecure_endpoints_announced: usize,
+    pub insecure_endpoints_announced: u64,
     /// Blob names whose upload was refused for good; asking again gets the same answer.
     pub refused_blobs: Vec<String>,
     /// Answers 429, 503 or 423 given.
@@ -160,9 +154,6 @@ impl Platform {
             counter: 0,
             new_ops: Vec::new(),
             drop_pubacks: false,
-            throttle_rate: 0.0,
-            upload_error_rate: 0.0,
-            upload_refusal_rate: 0.0,
             insecure_endpoints_left: 0,
             insecure_endpoints_announced: 0,
             refused_blobs: Vec::new(),
@@ -238,30 +229,31 @@ impl Platform {
 
     // ----- HTTP ---------------------------------------------------------------------------
 
-    /// Answers a device call; `faults` is the harness's randomness while faults are allowed.
+    /// Answers a device call; `faults` are the world's faults and the harness's randomness,
+    /// while faults are allowed.
     pub fn http(
         &mut self,
         now: u64,
         request: &HttpRequest,
-        faults: Option<&mut StdRng>,
+        faults: Option<(&Faults, &mut Rng)>,
     ) -> HttpResponse {
         let endpoint = Endpoint::of(request);
-        if let Some(rng) = faults {
-            if endpoint != Endpoint::Other && rng.random_bool(self.throttle_rate) {
+        if let Some((faults, rng)) = faults {
+            if endpoint != Endpoint::Other && rng.chance(faults.throttle_rate) {
                 self.throttled += 1;
-                return match rng.random_range(0..3) {
-                    0 => retry_after(429, rng.random_range(1..=20)),
-                    1 => retry_after(503, rng.random_range(1..=20)),
+                return match rng.below(3) {
+                    0 => retry_after(429, rng.range(1..21)),
+                    1 => retry_after(503, rng.range(1..21)),
                     _ => problem(423, "/problems/workspaceDisabled"),
                 };
             }
             if matches!(endpoint, Endpoint::Blob | Endpoint::Notification)
-                && rng.random_bool(self.upload_error_rate)
+                && rng.chance(faults.upload_error_rate)
             {
                 self.upload_errors += 1;
                 return status(500);
             }
-            if endpoint == Endpoint::Files && rng.random_bool(self.upload_refusal_rate) {
+            if endpoint == Endpoint::Files && rng.chance(faults.upload_refusal_rate) {
                 let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
                 // Refused for good means from the first request on: a blob already uploaded
                 // (its link message possibly stored) is not refused afterwards.
