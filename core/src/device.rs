@@ -233,6 +233,8 @@ pub struct Device {
     /// When a failed state save is asked for again, and how many failed in a row.
     save_retry_at: Option<u64>,
     save_failures: u32,
+    /// A wait for `register` that must outlive the credentials that asked for it.
+    register_not_before: u64,
     next_request_id: u64,
     /// Requests on their way: who asked, which request it is, and its deadline.
     requests: KeyedVec<(Owner, RequestKind, u64)>,
@@ -276,6 +278,7 @@ impl Device {
             save_pending: false,
             save_retry_at: None,
             save_failures: 0,
+            register_not_before: 0,
             next_request_id: 1,
             requests: KeyedVec::default(),
             http_out: VecDeque::new(),
@@ -724,6 +727,10 @@ impl Device {
             }
             CredentialsEvent::Registered(info) => self.on_registered(now, info),
             CredentialsEvent::NeedsProvisioning(reason) => {
+                // The next credentials honour a wait a failed `register` asked for.
+                if let Phase::Registered(c) = &self.phase {
+                    self.register_not_before = c.register_not_before();
+                }
                 self.saved.token = None;
                 self.save_pending = true;
                 self.session.clear_params(now);
@@ -792,6 +799,7 @@ impl Device {
             self.config.provisioning_token.clone(),
             token,
             self.config.backoff,
+            self.register_not_before,
         )));
         self.set_connection_state(ConnectionState::Disconnected);
     }

@@ -220,20 +220,24 @@ pub(crate) struct Credentials {
 }
 
 impl Credentials {
+    /// Starts with `token`; `register` is not called before `register_not_before` (a wait a
+    /// failed `register` asked for outlives the credentials that were dropped meanwhile).
     pub(crate) fn new(
         now: u64,
         instance_url: String,
         provisioning_token: String,
         token: RegistrationToken,
         backoff: BackoffConfig,
+        register_not_before: u64,
     ) -> Self {
+        let register_not_before = register_not_before.max(now);
         Self {
             instance_url,
             provisioning_token,
             token,
             connection: None,
-            register_at: Some(now),
-            register_not_before: now,
+            register_at: Some(register_not_before),
+            register_not_before,
             refresh_retry_at: None,
             state: State::Idle,
             register_backoff: Backoff::new(backoff),
@@ -241,6 +245,11 @@ impl Credentials {
             call: None,
             events: Vec::new(),
         }
+    }
+
+    /// When `register` may be called again at the earliest.
+    pub(crate) fn register_not_before(&self) -> u64 {
+        self.register_not_before
     }
 
     pub(crate) fn connection(&self) -> Option<&ConnectionInfo> {
