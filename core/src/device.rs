@@ -33,7 +33,9 @@ use crate::publish::Publisher;
 use crate::reason::{ConnectionLoss, RequestFailure, RequestKind};
 use crate::rng::Rng;
 use crate::saved::SavedState;
-use crate::store::{OutboxMeta, Record, Seq, StoreError, StoreOperation, StoreRequest};
+use crate::store::{
+    OutboxMeta, Record, Seq, StoreError, StoreOperation, StoreRecovery, StoreRequest,
+};
 use crate::token::{ConnectionInfo, Credentials, CredentialsEvent, RegistrationToken};
 use crate::twin::{Twin, TwinError, TwinEvent, TwinState};
 use crate::upload::{Upload, UploadEvent};
@@ -124,6 +126,10 @@ pub enum Input<'a> {
         /// Why.
         error: StoreError,
     },
+    /// The host's store found an unreadable tail when it opened (a torn write, a flipped
+    /// byte) and cut it, keeping every record before it. The core tells the app
+    /// ([`Event::OutboxRecovered`]); what was cut was never reported stored.
+    StoreRecovered(StoreRecovery),
     /// The host's network came back (the browser's `online` event, or the app said so):
     /// reconnect without waiting for the backoff delay.
     NetworkAvailable,
@@ -471,6 +477,9 @@ impl Device {
                 self.save_failures = self.save_failures.saturating_add(1);
                 self.store_failed(StoreOperation::SaveState, error);
             }
+            Input::StoreRecovered(recovery) => self
+                .events
+                .push_back(Event::OutboxRecovered(Box::new(recovery))),
             Input::NetworkAvailable => self.session.reconnect_soon(now),
             Input::NetworkLost => self.session.go_offline(now),
         }

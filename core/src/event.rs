@@ -12,7 +12,7 @@ use crate::json::Value;
 use crate::outbox::RejectReason;
 use crate::provisioning::{ProvisioningError, ProvisioningOperation};
 use crate::reason::{ConnectionLoss, Reason, RequestFailure, RequestKind, TokenDiscardReason};
-use crate::store::{Seq, StoreError, StoreOperation};
+use crate::store::{Seq, StoreError, StoreOperation, StoreRecovery};
 
 /// Where the device stands with the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -142,6 +142,9 @@ pub enum Event {
         /// Why it was unreadable.
         reason: String,
     },
+    /// The store cut an unreadable tail when it opened; the records before it are kept (see
+    /// [`crate::Input::StoreRecovered`]).
+    OutboxRecovered(Box<StoreRecovery>),
 }
 
 /// Every event's name and fields, as [`Event::to_value`] writes them (the byte-string
@@ -166,6 +169,10 @@ pub const EVENT_VOCABULARY: &[(&str, &[&str])] = &[
     ("cloudToDeviceMessage", &["properties", "payload"]),
     ("storeFailed", &["operation", "reason"]),
     ("savedStateDiscarded", &["reason"]),
+    (
+        "outboxRecovered",
+        &["file", "validBytes", "cutBytes", "reason"],
+    ),
 ];
 
 impl Event {
@@ -188,6 +195,7 @@ impl Event {
             Self::CloudToDeviceMessage { .. } => "cloudToDeviceMessage",
             Self::StoreFailed { .. } => "storeFailed",
             Self::SavedStateDiscarded { .. } => "savedStateDiscarded",
+            Self::OutboxRecovered(_) => "outboxRecovered",
         }
     }
 
@@ -244,6 +252,12 @@ impl Event {
                 ("reason", reason.to_value()),
             ]),
             Self::SavedStateDiscarded { reason } => fields.push(("reason", reason.as_str().into())),
+            Self::OutboxRecovered(recovery) => fields.extend([
+                ("file", recovery.file.as_str().into()),
+                ("validBytes", recovery.valid_bytes.into()),
+                ("cutBytes", recovery.cut_bytes.into()),
+                ("reason", recovery.reason.as_str().into()),
+            ]),
         }
         Value::object(fields)
     }
@@ -310,6 +324,12 @@ mod tests {
             Event::SavedStateDiscarded {
                 reason: "bad json".into(),
             },
+            Event::OutboxRecovered(Box::new(StoreRecovery {
+                file: "segment-0".into(),
+                valid_bytes: 10,
+                cut_bytes: 3,
+                reason: "torn write".into(),
+            })),
         ]
     }
 

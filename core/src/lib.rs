@@ -136,7 +136,8 @@ pub use provisioning::{ProvisioningError, ProvisioningOperation};
 pub use reason::{ConnectionLoss, Reason, RequestFailure, RequestKind, TokenDiscardReason};
 pub use retry_after::{MAX_RETRY_AFTER_MS, parse_retry_after};
 pub use store::{
-    MemoryStore, OutboxMeta, Record, Seq, StoreError, StoreOperation, StoreRequest, new_origin,
+    MemoryStore, OutboxMeta, Record, Seq, StoreError, StoreOperation, StoreRecovery, StoreRequest,
+    new_origin,
 };
 pub use timespan::{TimeSpanError, format_timespan, parse_timespan};
 pub use timestamp::{TimestampError, format_rfc3339, parse_rfc3339};

@@ -103,6 +103,20 @@ pub enum StoreRequest {
     },
 }
 
+/// What a store cut when it opened: an unreadable tail (a torn write, a flipped byte), after
+/// the records it kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreRecovery {
+    /// Which part of the store (a segment file, a database).
+    pub file: String,
+    /// Bytes of valid records kept.
+    pub valid_bytes: u64,
+    /// Bytes cut after them.
+    pub cut_bytes: u64,
+    /// Why they were unreadable.
+    pub reason: String,
+}
+
 /// Which storage operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -9,9 +9,6 @@ use std::path::Path;
 use vdev_core::EVENT_VOCABULARY;
 use wit_parser::{Resolve, Type, TypeDefKind};
 
-/// Events only a host emits (not the core): the WASI file outbox's recovery on open.
-const HOST_ONLY_WIT_EVENTS: &[&str] = &["outbox-recovered"];
-
 fn repo() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
@@ -115,7 +112,7 @@ fn check_wit(wit_dir: &Path) -> Vec<String> {
         let known = EVENT_VOCABULARY
             .iter()
             .any(|(name, _)| kebab(name) == case.name);
-        if !known && !HOST_ONLY_WIT_EVENTS.contains(&case.name.as_str()) {
+        if !known {
             problems.push(format!(
                 "WIT `event` has the case `{}`, which the core does not have",
                 case.name

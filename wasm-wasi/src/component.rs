@@ -112,12 +112,6 @@ fn operation(op: &vdev_core::ProvisioningOperation) -> wit::ProvisioningOperatio
 
 fn event(notice: Notice) -> Option<wit::Event> {
     Some(match notice {
-        Notice::Recovered(r) => wit::Event::OutboxRecovered(wit::OutboxRecovery {
-            file: r.file,
-            valid_bytes: r.valid_bytes,
-            cut_bytes: r.cut_bytes,
-            reason: r.reason,
-        }),
         Notice::Core(event) => match event {
             Event::ProvisioningOperation(op) => wit::Event::ProvisioningOperation(operation(&op)),
             Event::Registered {
@@ -170,6 +164,12 @@ fn event(notice: Notice) -> Option<wit::Event> {
                 payload,
             }),
             Event::SavedStateDiscarded { reason } => wit::Event::SavedStateDiscarded(reason),
+            Event::OutboxRecovered(recovery) => wit::Event::OutboxRecovered(wit::OutboxRecovery {
+                file: recovery.file,
+                valid_bytes: recovery.valid_bytes,
+                cut_bytes: recovery.cut_bytes,
+                reason: recovery.reason,
+            }),
             Event::StoreFailed { operation, reason } => wit::Event::StoreFailed(wit::StoreFailed {
                 operation: match operation {
                     StoreOperation::Load => wit::StoreOperation::Load,

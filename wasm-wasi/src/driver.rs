@@ -236,14 +236,23 @@ impl Driver {
             }
             _ => None,
         };
-        let device = Device::new(config, now_ms(), seed, &store.meta(), store.state());
+        let mut device = Device::new(config, now_ms(), seed, &store.meta(), store.state());
+        for recovery in recoveries {
+            let input = Input::StoreRecovered(vdev_core::StoreRecovery {
+                file: recovery.file,
+                valid_bytes: recovery.valid_bytes,
+                cut_bytes: recovery.cut_bytes,
+                reason: recovery.reason,
+            });
+            device.handle_input(now_ms(), input);
+        }
         let mut driver = Self {
             device,
             store,
             network: instance_network::instance_network(),
             conns: BTreeMap::new(),
             requests: BTreeMap::new(),
-            notices: recoveries.into_iter().map(Notice::Recovered).collect(),
+            notices: VecDeque::new(),
             deadline: None,
             tls_config,
         };

@@ -1,10 +1,8 @@
-//! What the component tells its app: the core's events plus what only the host knows (the file
-//! outbox's recovery on open, and their JSON-lines form printed by the command.
+//! What the component tells its app: the core's events (its one vocabulary, the file outbox's
+//! recovery on open included), and their JSON-lines form printed by the command.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use vdev_core::Event;
-
-use crate::file_store::Recovery;
 
 /// One thing to tell the app, in order.
 #[derive(Debug, Clone, PartialEq)]
@@ -12,18 +10,12 @@ use crate::file_store::Recovery;
 pub enum Notice {
     /// An event of the core.
     Core(Event),
-    /// The file outbox cut an unreadable tail when it opened.
-    Recovered(Recovery),
 }
 
 impl Notice {
     /// The notice as one JSON object with an `event` field named as in the WIT `event` variant.
     pub fn to_json(&self) -> Value {
         match self {
-            Notice::Recovered(r) => json!({
-                "event": "outbox-recovered", "file": r.file, "validBytes": r.valid_bytes,
-                "cutBytes": r.cut_bytes, "reason": r.reason,
-            }),
             Notice::Core(event) => core_event_json(event),
         }
     }

@@ -125,7 +125,9 @@ export type DeviceEvent =
     | { kind: "cloudToDeviceMessage"; properties: string; payload: Uint8Array }
     /** A storage operation failed; the device asks for it again later. */
     | { kind: "storeFailed"; operation: "load" | "remove" | "saveState"; reason: StoreFailure }
-    | { kind: "savedStateDiscarded"; reason: string };
+    | { kind: "savedStateDiscarded"; reason: string }
+    /** The store cut an unreadable tail when it opened (the WASI file outbox does). */
+    | { kind: "outboxRecovered"; file: string; validBytes: number; cutBytes: number; reason: string };
 
 /** A provisioning operation waiting for a technician. */
 export interface ProvisioningOperation {
