@@ -1,6 +1,7 @@
 //! Test hosts and helpers shared by the cross-crate tests in `tests/`.
 
 pub mod command_events;
+pub mod library;
 pub mod native;
 pub mod platform_admin;
 pub mod wasi_host;

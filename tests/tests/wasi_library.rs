@@ -3,36 +3,17 @@
 //! with `send`, and desired/reported properties round-trip, against the stand-in Platform on
 //! loopback.
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
-use vdev_platform::{Config, Platform, PlatformInfo, RunningPlatform};
+use vdev_platform::PlatformInfo;
+use vdev_tests::library::{platform_host_and_store, poll_until};
 use vdev_tests::platform_admin::{admin, approve, device_messages, payload_texts};
-use vdev_tests::wasi_host::{LibraryConfig, LibraryDevice, LibraryEvent, WasiHost};
+use vdev_tests::wasi_host::{LibraryConfig, LibraryDevice, LibraryEvent};
 use wasmtime::component::Val;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 const MESSAGES: usize = 200;
-
-/// Polls the device until `pick` accepts an event, within the deadline.
-async fn poll_until<T>(
-    device: &mut LibraryDevice,
-    seen: &mut Vec<LibraryEvent>,
-    mut pick: impl FnMut(&LibraryEvent) -> Option<T>,
-) -> T {
-    let end = Instant::now() + DEADLINE;
-    while Instant::now() < end {
-        for event in device.poll(500).await.expect("poll") {
-            let found = pick(&event);
-            seen.push(event);
-            if let Some(found) = found {
-                return found;
-            }
-        }
-    }
-    panic!("no awaited event within the deadline; saw {seen:?}");
-}
 
 /// Waits for the device's provisioning operation and approves it at the Platform.
 async fn approve_its_operation(
@@ -40,25 +21,11 @@ async fn approve_its_operation(
     device: &mut LibraryDevice,
     seen: &mut Vec<LibraryEvent>,
 ) {
-    let operation_id = poll_until(device, seen, |e| {
+    let operation_id = poll_until(device, seen, DEADLINE, |e| {
         (e.name == "provisioning-operation").then(|| e.string_field("id").expect("operation id"))
     })
     .await;
     approve(info, &operation_id).await;
-}
-
-/// A fresh Platform, the compiled components, and an empty store directory for one device.
-async fn platform_host_and_store(dir: &tempfile::TempDir) -> (RunningPlatform, WasiHost, PathBuf) {
-    let platform = Platform::start(Config::ephemeral(dir.path().join("platform")))
-        .await
-        .expect("platform starts");
-    let host = tokio::task::spawn_blocking(WasiHost::load)
-        .await
-        .expect("load task")
-        .expect("the components build and compile");
-    let store = dir.path().join("device");
-    std::fs::create_dir_all(&store).expect("store dir");
-    (platform, host, store)
 }
 
 /// Polls until `count` messages were reported delivered.
@@ -68,7 +35,7 @@ async fn poll_until_delivered(
     count: usize,
 ) {
     let mut delivered = 0;
-    poll_until(device, seen, |e| {
+    poll_until(device, seen, DEADLINE, |e| {
         delivered += usize::from(e.name == "message-delivered");
         (delivered == count).then_some(())
     })
@@ -83,7 +50,7 @@ async fn stored_texts(info: &PlatformInfo, device_id: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wasi_library_world_provisions_round_trips_properties_and_delivers_in_order() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (platform, host, store) = platform_host_and_store(&dir).await;
+    let (platform, host, store) = platform_host_and_store(dir.path()).await;
     let info = platform.info().clone();
     let config = LibraryConfig::tcp(
         info.http_url.clone().expect("http"),
@@ -97,7 +64,7 @@ async fn wasi_library_world_provisions_round_trips_properties_and_delivers_in_or
     let mut seen = Vec::new();
 
     approve_its_operation(&info, &mut device, &mut seen).await;
-    poll_until(&mut device, &mut seen, |e| {
+    poll_until(&mut device, &mut seen, DEADLINE, |e| {
         (e.name == "registered").then_some(())
     })
     .await;
@@ -110,7 +77,7 @@ async fn wasi_library_world_provisions_round_trips_properties_and_delivers_in_or
         json!({ "interval": 5 }),
     )
     .await;
-    poll_until(&mut device, &mut seen, |e| {
+    poll_until(&mut device, &mut seen, DEADLINE, |e| {
         let desired = match &e.payload {
             Some(Val::Record(fields)) if e.name == "desired-properties-changed" => {
                 fields.iter().find_map(|(name, value)| match value {
@@ -128,7 +95,7 @@ async fn wasi_library_world_provisions_round_trips_properties_and_delivers_in_or
         .update_reported_properties(r#"{"firmware":"1.2.3"}"#)
         .await
         .expect("reported patch accepted");
-    poll_until(&mut device, &mut seen, |e| {
+    poll_until(&mut device, &mut seen, DEADLINE, |e| {
         (e.name == "reported-properties-acknowledged").then_some(())
     })
     .await;
@@ -166,7 +133,7 @@ async fn wasi_library_world_provisions_round_trips_properties_and_delivers_in_or
 async fn wasi_library_world_delivers_over_tls_trusting_the_ca_file_of_its_configuration() {
     const TLS_MESSAGES: usize = 30;
     let dir = tempfile::tempdir().expect("temp dir");
-    let (platform, host, store) = platform_host_and_store(&dir).await;
+    let (platform, host, store) = platform_host_and_store(dir.path()).await;
     let info = platform.info().clone();
     assert!(info.gateway_endpoints.mqtt_tls.is_some(), "TLS listener");
     let config = |ca_file: &str| LibraryConfig {

@@ -6,50 +6,17 @@
 //! device does not trust, and a redirect to a cleartext URL that is not loopback (refused, never
 //! followed); a cleartext instance URL off loopback is refused at start.
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
-use vdev_platform::{Config, Platform, PlatformInfo, RunningPlatform};
+use vdev_platform::{Config, Platform, PlatformInfo};
+use vdev_tests::library::{platform_host_and_store, poll_until};
 use vdev_tests::platform_admin::{admin, approve};
-use vdev_tests::wasi_host::{LibraryConfig, LibraryDevice, LibraryEvent, WasiHost};
+use vdev_tests::wasi_host::{LibraryConfig, LibraryEvent};
 use wasmtime::component::Val;
 
 /// The acceptance bound: the app hears why within this time.
 const WITHIN: Duration = Duration::from_secs(10);
-
-async fn platform_host_and_store(dir: &tempfile::TempDir) -> (RunningPlatform, WasiHost, PathBuf) {
-    let platform = Platform::start(Config::ephemeral(dir.path().join("platform")))
-        .await
-        .expect("platform starts");
-    let host = tokio::task::spawn_blocking(WasiHost::load)
-        .await
-        .expect("load task")
-        .expect("the components build and compile");
-    let store = dir.path().join("device");
-    std::fs::create_dir_all(&store).expect("store dir");
-    (platform, host, store)
-}
-
-/// Polls until `pick` accepts an event, at most `within`; panics with what was seen.
-async fn poll_until<T>(
-    device: &mut LibraryDevice,
-    seen: &mut Vec<LibraryEvent>,
-    within: Duration,
-    mut pick: impl FnMut(&LibraryEvent) -> Option<T>,
-) -> T {
-    let end = Instant::now() + within;
-    while Instant::now() < end {
-        for event in device.poll(200).await.expect("poll") {
-            let found = pick(&event);
-            seen.push(event);
-            if let Some(found) = found {
-                return found;
-            }
-        }
-    }
-    panic!("no awaited event within {within:?}; saw {seen:?}");
-}
 
 /// The payload of an event named `name`.
 fn payload_of<'a>(event: &'a LibraryEvent, name: &str) -> Option<&'a Val> {
@@ -82,7 +49,7 @@ fn config(info: &PlatformInfo, instance_url: String, device_id: &str) -> Library
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_listening_at_the_instance_url_is_a_network_failure_of_the_provisioning_request() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (platform, host, store) = platform_host_and_store(&dir).await;
+    let (platform, host, store) = platform_host_and_store(dir.path()).await;
     let info = platform.info().clone();
     // Port 9 (discard) on loopback: nothing listens there on the test machines.
     let mut device = host
@@ -112,7 +79,7 @@ async fn nothing_listening_at_the_instance_url_is_a_network_failure_of_the_provi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_provisioning_token_ends_provisioning_with_that_reason() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (platform, host, store) = platform_host_and_store(&dir).await;
+    let (platform, host, store) = platform_host_and_store(dir.path()).await;
     let info = platform.info().clone();
     let mut wrong = config(&info, info.http_url.clone().expect("http"), "wasi-badtoken");
     wrong.provisioning_token = "not-a-token".into();
@@ -145,7 +112,7 @@ async fn a_wrong_provisioning_token_ends_provisioning_with_that_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_registration_token_is_discarded_with_the_platforms_refusal() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (platform, host, store) = platform_host_and_store(&dir).await;
+    let (platform, host, store) = platform_host_and_store(dir.path()).await;
     let info = platform.info().clone();
     let device_id = "wasi-revoked";
     let mut device = host
@@ -216,7 +183,7 @@ async fn a_revoked_registration_token_is_discarded_with_the_platforms_refusal() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_certificate_from_an_untrusted_ca_is_an_unreachable_gateway_with_the_tls_error() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (platform, host, store) = platform_host_and_store(&dir).await;
+    let (platform, host, store) = platform_host_and_store(dir.path()).await;
     let info = platform.info().clone();
     // Another Platform's CA: a real CA certificate, but not the one that signed this gateway's.
     let other = Platform::start(Config::ephemeral(dir.path().join("other")))
@@ -287,7 +254,32 @@ async fn redirecting_server() -> (String, std::sync::Arc<std::sync::atomic::Atom
                         Ok(n) => request.extend_from_slice(&chunk[..n]),
                     }
                 }
-                let head = String::from_utf8_lossy(&request).into_owned();
+                // The whole request, body included, before answering: a client still writing
+                // its body to a closed connection would fail on that instead.
+                let head_end = request
+                    .windows(4)
+                    .position(|w| w == b"\r\n\r\n")
+                    .map_or(0, |at| at + 4);
+                let head = String::from_utf8_lossy(&request[..head_end]).to_ascii_lowercase();
+                let body_length: usize = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length:"))
+                    .and_then(|value| value.trim().parse().ok())
+                    .unwrap_or(0);
+                let chunked = head.contains("transfer-encoding: chunked");
+                let complete = |request: &[u8]| {
+                    if chunked {
+                        request[head_end..].ends_with(b"0\r\n\r\n")
+                    } else {
+                        request.len() >= head_end + body_length
+                    }
+                };
+                while !complete(&request) {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&chunk[..n]),
+                    }
+                }
                 let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
                 let answer = if let Some(rest) = path.strip_prefix("/redirect") {
                     format!(
@@ -307,7 +299,7 @@ async fn redirecting_server() -> (String, std::sync::Arc<std::sync::atomic::Atom
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redirect_to_a_cleartext_url_is_refused_and_never_followed() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (platform, host, store) = platform_host_and_store(&dir).await;
+    let (platform, host, store) = platform_host_and_store(dir.path()).await;
     let info = platform.info().clone();
     let (instance, followed) = redirecting_server().await;
     let mut device = host
@@ -341,7 +333,7 @@ async fn a_redirect_to_a_cleartext_url_is_refused_and_never_followed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cleartext_instance_url_off_loopback_is_refused_at_start() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (platform, host, store) = platform_host_and_store(&dir).await;
+    let (platform, host, store) = platform_host_and_store(dir.path()).await;
     let info = platform.info().clone();
     let error = host
         .start_library_device(
