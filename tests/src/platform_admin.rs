@@ -32,6 +32,27 @@ pub async fn admin(info: &PlatformInfo, method: reqwest::Method, path: &str, bod
     response.json().await.unwrap_or(Value::Null)
 }
 
+/// Arms a fault of the stand-in (`POST /faults`), e.g. `{"target": "mqttConnect", "count": 1}`
+/// to refuse the next MQTT CONNECT with return code 3 (server unavailable).
+pub async fn arm_fault(info: &PlatformInfo, fault: Value) {
+    let url = format!(
+        "{}/faults",
+        info.http_url.as_deref().expect("plain HTTP listener")
+    );
+    let response = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(&info.admin_token)
+        .json(&fault)
+        .send()
+        .await
+        .expect("admin call");
+    assert!(
+        response.status().is_success(),
+        "arming {fault} failed: {}",
+        response.status()
+    );
+}
+
 /// Approves a provisioning operation, as a technician would in the console.
 pub async fn approve(info: &PlatformInfo, operation_id: &str) {
     admin(

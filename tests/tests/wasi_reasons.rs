@@ -1,7 +1,8 @@
 //! Every way the device can fail to make progress reaches a WASI app with a specific reason
 //! (the WIT `event` variant, in the core's vocabulary) within 10 s, in the library component
 //! driven by the wasmtime host against the stand-in Platform: nothing listening at the instance
-//! URL, a wrong Provisioning Token, a revoked Registration Token (the gateway refuses the
+//! URL, a wrong Provisioning Token, the gateway refusing the CONNECT, a revoked Registration
+//! Token (the gateway refuses the
 //! credential, the Platform the token), a gateway whose TLS certificate is signed by a CA the
 //! device does not trust, and a redirect to a cleartext URL that is not loopback (refused, never
 //! followed); a cleartext instance URL off loopback is refused at start.
@@ -11,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 use vdev_platform::{Config, Platform, PlatformInfo};
 use vdev_tests::library::{platform_host_and_store, poll_until};
-use vdev_tests::platform_admin::{admin, approve};
+use vdev_tests::platform_admin::{admin, approve, arm_fault};
 use vdev_tests::wasi_host::{LibraryConfig, LibraryEvent};
 use wasmtime::component::Val;
 
@@ -349,5 +350,48 @@ async fn a_cleartext_instance_url_off_loopback_is_refused_at_start() {
             && error.contains("refusing unencrypted http://platform.example"),
         "{error}"
     );
+    platform.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_refusing_the_connect_is_told_with_its_connack_code() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (platform, host, store) = platform_host_and_store(dir.path()).await;
+    let info = platform.info().clone();
+    let mut device = host
+        .start_library_device(
+            &store,
+            config(&info, info.http_url.clone().expect("http"), "wasi-refused"),
+        )
+        .await
+        .expect("device starts");
+    let mut seen = Vec::new();
+    let operation = poll_until(&mut device, &mut seen, Duration::from_secs(60), |e| {
+        (e.name == "provisioning-operation").then(|| e.string_field("id").expect("operation id"))
+    })
+    .await;
+    // The next CONNECT (this device's first) is refused: "server unavailable", code 3.
+    arm_fault(
+        &info,
+        serde_json::json!({ "target": "mqttConnect", "count": 1 }),
+    )
+    .await;
+    approve(&info, &operation).await;
+    let loss = poll_until(&mut device, &mut seen, WITHIN, |e| {
+        payload_of(e, "connection-lost").cloned()
+    })
+    .await;
+    assert_eq!(
+        case(&loss),
+        Some(("refused", Some(&Val::U8(3)))),
+        "{loss:?}"
+    );
+    // And the device gets past it: the next attempt connects.
+    poll_until(&mut device, &mut seen, Duration::from_secs(60), |e| {
+        (payload_of(e, "connection-state-changed") == Some(&Val::Enum("connected".into())))
+            .then_some(())
+    })
+    .await;
+    device.stop().await.expect("stops");
     platform.shutdown().await;
 }

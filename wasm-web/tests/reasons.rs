@@ -1,7 +1,7 @@
 //! Every way the device can fail to make progress reaches the app with a specific reason, in
 //! the core's vocabulary (`onEvent`), within 10 s, in a real browser against a real
-//! `vdev-platform`: nothing listening at the instance URL, a wrong Provisioning Token, a
-//! revoked Registration Token (the gateway refuses the CONNECT, then the Platform the token),
+//! `vdev-platform`: nothing listening at the instance URL, a wrong Provisioning Token, the
+//! gateway refusing the CONNECT, a revoked Registration Token (the gateway refuses the CONNECT, then the Platform the token),
 //! and a redirect to a cleartext URL that is not loopback (refused, never followed).
 
 #![cfg(target_arch = "wasm32")]
@@ -207,4 +207,37 @@ async fn a_cleartext_instance_url_off_loopback_is_refused_at_start() {
         message.starts_with("option instance: refusing unencrypted http://platform.example"),
         "{message}"
     );
+}
+
+#[wasm_bindgen_test]
+async fn the_gateway_refusing_the_connect_is_told_with_its_connack_code() {
+    let device = start(
+        platform().url,
+        platform().provisioning_token,
+        &unique("web-refused"),
+    )
+    .await;
+    wait_until("a provisioning operation", 60_000.0, || {
+        device.operations.len() > 0
+    })
+    .await;
+    let operation = field_string(&device.operations.first_args()[0], "id").expect("an id");
+    // The next CONNECT (this device's first) is refused: "server unavailable", code 3.
+    let fault = serde_json::json!({ "target": "mqttConnect", "count": 1 });
+    let (status, answer) = platform().admin("POST", "/faults", Some(fault)).await;
+    assert!(status < 300, "arming the fault answered {status}: {answer}");
+    platform().approve(&operation).await;
+    let lost = device.event("connectionLost", |_| true).await;
+    assert_eq!(
+        field_string(&field(&lost, &["reason"]), "code").as_deref(),
+        Some("refused")
+    );
+    assert_eq!(field(&lost, &["reason", "returnCode"]).as_f64(), Some(3.0));
+    // And the device gets past it: the next attempt connects.
+    device
+        .event("connectionStateChanged", |e| {
+            field_string(e, "state").as_deref() == Some("connected")
+        })
+        .await;
+    device.stop().await;
 }
