@@ -13,11 +13,26 @@ use serde_json::Value;
 use vdev_platform::{Config, Platform, PlatformInfo};
 use vdev_tests::library::{platform_host_and_store, poll_until};
 use vdev_tests::platform_admin::{admin, approve, arm_fault};
-use vdev_tests::wasi_host::{LibraryConfig, LibraryEvent};
+use vdev_tests::wasi_host::{LibraryConfig, LibraryDevice, LibraryEvent};
 use wasmtime::component::Val;
 
 /// The acceptance bound: the app hears why within this time.
 const WITHIN: Duration = Duration::from_secs(10);
+
+/// The id of the device's provisioning operation, once it shows it.
+async fn operation_id(device: &mut LibraryDevice, seen: &mut Vec<LibraryEvent>) -> String {
+    poll_until(device, seen, Duration::from_secs(60), |e| {
+        (e.name == "provisioning-operation").then(|| e.string_field("id").expect("operation id"))
+    })
+    .await
+}
+
+/// The failure of a failed `provisioning-init` request, if `event` is one.
+fn init_failure(event: &LibraryEvent) -> Option<Val> {
+    let failed = payload_of(event, "request-failed")?;
+    (field(failed, "request") == Some(&Val::Enum("provisioning-init".into())))
+        .then(|| field(failed, "failure").cloned())?
+}
 
 /// The payload of an event named `name`.
 fn payload_of<'a>(event: &'a LibraryEvent, name: &str) -> Option<&'a Val> {
@@ -61,12 +76,7 @@ async fn nothing_listening_at_the_instance_url_is_a_network_failure_of_the_provi
         .await
         .expect("device starts");
     let mut seen = Vec::new();
-    let failure = poll_until(&mut device, &mut seen, WITHIN, |e| {
-        let failed = payload_of(e, "request-failed")?;
-        (field(failed, "request") == Some(&Val::Enum("provisioning-init".into())))
-            .then(|| field(failed, "failure").cloned())?
-    })
-    .await;
+    let failure = poll_until(&mut device, &mut seen, WITHIN, init_failure).await;
     let (code, text) = case(&failure).expect("a failure variant");
     assert_eq!(code, "network", "{failure:?}");
     assert!(
@@ -124,10 +134,7 @@ async fn a_revoked_registration_token_is_discarded_with_the_platforms_refusal() 
         .await
         .expect("device starts");
     let mut seen = Vec::new();
-    let operation = poll_until(&mut device, &mut seen, Duration::from_secs(60), |e| {
-        (e.name == "provisioning-operation").then(|| e.string_field("id").expect("operation id"))
-    })
-    .await;
+    let operation = operation_id(&mut device, &mut seen).await;
     approve(&info, &operation).await;
     poll_until(&mut device, &mut seen, Duration::from_secs(60), |e| {
         (payload_of(e, "connection-state-changed") == Some(&Val::Enum("connected".into())))
@@ -208,10 +215,7 @@ async fn a_gateway_certificate_from_an_untrusted_ca_is_an_unreachable_gateway_wi
         .await
         .expect("device starts");
     let mut seen = Vec::new();
-    let operation = poll_until(&mut device, &mut seen, Duration::from_secs(60), |e| {
-        (e.name == "provisioning-operation").then(|| e.string_field("id").expect("operation id"))
-    })
-    .await;
+    let operation = operation_id(&mut device, &mut seen).await;
     approve(&info, &operation).await;
     let loss = poll_until(&mut device, &mut seen, WITHIN, |e| {
         payload_of(e, "connection-lost").cloned()
@@ -308,12 +312,7 @@ async fn a_redirect_to_a_cleartext_url_is_refused_and_never_followed() {
         .await
         .expect("device starts");
     let mut seen = Vec::new();
-    let failure = poll_until(&mut device, &mut seen, WITHIN, |e| {
-        let failed = payload_of(e, "request-failed")?;
-        (field(failed, "request") == Some(&Val::Enum("provisioning-init".into())))
-            .then(|| field(failed, "failure").cloned())?
-    })
-    .await;
+    let failure = poll_until(&mut device, &mut seen, WITHIN, init_failure).await;
     assert_eq!(
         case(&failure),
         Some((
@@ -366,10 +365,7 @@ async fn the_gateway_refusing_the_connect_is_told_with_its_connack_code() {
         .await
         .expect("device starts");
     let mut seen = Vec::new();
-    let operation = poll_until(&mut device, &mut seen, Duration::from_secs(60), |e| {
-        (e.name == "provisioning-operation").then(|| e.string_field("id").expect("operation id"))
-    })
-    .await;
+    let operation = operation_id(&mut device, &mut seen).await;
     // The next CONNECT (this device's first) is refused: "server unavailable", code 3.
     arm_fault(
         &info,
