@@ -1,5 +1,5 @@
-//! The `connectionString` of the Platform's `register` response, and the MQTT credentials
-//! derived from it.
+//! The `connectionString` of the Platform's `register` response: its host, ids and signature
+//! (the MQTT credentials built from them are `iothub`'s).
 //!
 //! Its shape is `HostName=<host>;DeviceId=<workspaceId>:<deviceId>;SharedAccessSignature=
 //! SharedAccessSignature sr=<..>&sig=<..>&se=<unix seconds>`. Parts may come in any order and
@@ -14,8 +14,6 @@ use thiserror::Error;
 
 use crate::excerpt::excerpt;
 
-/// The api-version the IoT Hub MQTT dialect expects in the username.
-const MQTT_API_VERSION: &str = "2018-06-30";
 /// What the `SharedAccessSignature` value starts with (it doubles as the MQTT password).
 const SAS_PREFIX: &str = "SharedAccessSignature ";
 
@@ -138,24 +136,7 @@ impl ConnectionString {
         seconds.parse::<u64>().ok()?.checked_mul(1_000)
     }
 
-    /// The MQTT client id, `<workspaceId>:<deviceId>`.
-    pub fn mqtt_client_id(&self) -> String {
-        format!("{}:{}", self.workspace_id, self.device_id)
-    }
-
-    /// The MQTT username, `<host>/<workspaceId>:<deviceId>/?api-version=2018-06-30`.
-    pub fn mqtt_username(&self) -> String {
-        format!(
-            "{}/{}:{}/?api-version={MQTT_API_VERSION}",
-            self.host_name, self.workspace_id, self.device_id
-        )
-    }
-
-    /// The MQTT password: the whole `SharedAccessSignature sr=..` value.
-    pub fn mqtt_password(&self) -> &str {
-        &self.shared_access_signature
-    }
-
+    #[cfg(test)]
     /// Writes the connection string back in the Platform's order (this includes the secret).
     pub fn to_connection_string(&self) -> String {
         format!(
@@ -203,16 +184,6 @@ mod tests {
         );
         assert!(parsed.shared_access_signature.ends_with("&se=1795629600"));
         assert_eq!(parsed.sas_expiry_ms(), Some(1_795_629_600_000));
-        assert_eq!(
-            parsed.mqtt_client_id(),
-            "3f2504e0-4f89-11d3-9a0c-0305e82c3301:my-device"
-        );
-        assert_eq!(
-            parsed.mqtt_username(),
-            "iothub-test.azure-devices.net/3f2504e0-4f89-11d3-9a0c-0305e82c3301:my-device\
-             /?api-version=2018-06-30"
-        );
-        assert_eq!(parsed.mqtt_password(), parsed.shared_access_signature);
         assert_eq!(parsed.to_connection_string(), SAMPLE);
     }
 
@@ -386,7 +357,7 @@ mod tests {
         #[test]
         fn junk_never_panics(text in any::<String>()) {
             if let Ok(parsed) = ConnectionString::parse(&text) {
-                let _ = (parsed.sas_expiry_ms(), parsed.mqtt_username());
+                let _ = parsed.sas_expiry_ms();
             }
         }
 

@@ -15,6 +15,8 @@ use crate::token::ConnectionInfo;
 
 /// The port of MQTT over TLS when the Platform announces none.
 const DEFAULT_TLS_PORT: u16 = 8883;
+/// The api-version the IoT Hub MQTT dialect expects at the end of the username.
+pub(crate) const MQTT_API_VERSION: &str = "2018-06-30";
 
 /// The topic a telemetry message is published on, with its URL-encoded property bag.
 pub(crate) fn telemetry_topic(workspace_id: &str, device_id: &str, bag: &str) -> String {

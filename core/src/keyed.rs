@@ -12,7 +12,7 @@ use std::ops::RangeInclusive;
 
 /// Values by `u64` key, iterated in key order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyedVec<V> {
+pub(crate) struct KeyedVec<V> {
     entries: Vec<(u64, V)>,
 }
 
@@ -26,7 +26,7 @@ impl<V> Default for KeyedVec<V> {
 
 impl<V> KeyedVec<V> {
     /// Stores `value` under `key`, returning the value it replaces.
-    pub fn insert(&mut self, key: u64, value: V) -> Option<V> {
+    pub(crate) fn insert(&mut self, key: u64, value: V) -> Option<V> {
         match self.entries.last() {
             Some((last, _)) if *last < key => {
                 self.entries.push((key, value));
@@ -47,25 +47,25 @@ impl<V> KeyedVec<V> {
     }
 
     /// The value stored under `key`.
-    pub fn get(&self, key: u64) -> Option<&V> {
+    pub(crate) fn get(&self, key: u64) -> Option<&V> {
         let index = self.entries.binary_search_by_key(&key, |(k, _)| *k).ok()?;
         Some(&self.entries[index].1)
     }
 
     /// The value stored under `key`, to change it.
-    pub fn get_mut(&mut self, key: u64) -> Option<&mut V> {
+    pub(crate) fn get_mut(&mut self, key: u64) -> Option<&mut V> {
         let index = self.entries.binary_search_by_key(&key, |(k, _)| *k).ok()?;
         Some(&mut self.entries[index].1)
     }
 
     /// Takes the value stored under `key` out.
-    pub fn remove(&mut self, key: u64) -> Option<V> {
+    pub(crate) fn remove(&mut self, key: u64) -> Option<V> {
         let index = self.entries.binary_search_by_key(&key, |(k, _)| *k).ok()?;
         Some(self.entries.remove(index).1)
     }
 
     /// Takes out every entry whose key is in `keys`, in key order.
-    pub fn remove_range(&mut self, keys: RangeInclusive<u64>) -> Vec<(u64, V)> {
+    pub(crate) fn remove_range(&mut self, keys: RangeInclusive<u64>) -> Vec<(u64, V)> {
         let start = self.entries.partition_point(|(k, _)| k < keys.start());
         let end = self.entries.partition_point(|(k, _)| k <= keys.end());
         if start >= end {
@@ -75,37 +75,38 @@ impl<V> KeyedVec<V> {
     }
 
     /// The values in key order.
-    pub fn values(&self) -> impl Iterator<Item = &V> {
+    pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
         self.entries.iter().map(|(_, value)| value)
     }
 
     /// The entries in key order.
-    pub fn iter(&self) -> impl Iterator<Item = (u64, &V)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &V)> {
         self.entries.iter().map(|(key, value)| (*key, value))
     }
 
     /// Whether a value is stored under `key`.
-    pub fn contains_key(&self, key: u64) -> bool {
+    pub(crate) fn contains_key(&self, key: u64) -> bool {
         self.get(key).is_some()
     }
 
     /// Keeps only the entries `keep` accepts.
-    pub fn retain(&mut self, mut keep: impl FnMut(u64, &V) -> bool) {
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(u64, &V) -> bool) {
         self.entries.retain(|(key, value)| keep(*key, value));
     }
 
     /// How many entries there are.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// Removes every entry.
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.entries.clear();
     }
 }

@@ -92,6 +92,10 @@ macro_rules! value {
 mod backoff;
 mod cleartext;
 mod config;
+// The wire-format modules marked below are `pub` inside private modules: `testing` re-exports them for the
+// tests and the simulator; without it they are crate-internal. Of MQTT the app sees only
+// `ConnectReturnCode` (inside `ConnectionLoss`) and the session's endpoint types.
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
 mod connection_string;
 mod device;
 mod event;
@@ -102,17 +106,24 @@ mod iothub;
 pub mod json;
 mod keyed;
 mod message;
-pub mod mqtt;
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
+mod mqtt;
 mod outbox;
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
 mod property_bag;
 mod provisioning;
 mod publish;
 mod reason;
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
 mod retry_after;
 mod rng;
 mod saved;
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
 mod timespan;
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
 mod timestamp;
 mod token;
 mod twin;
@@ -121,25 +132,19 @@ mod upload;
 pub use backoff::BackoffConfig;
 pub use cleartext::{InsecureUrl, check_url};
 pub use config::{DeviceConfig, Transport};
-pub use connection_string::{ConnectionString, ConnectionStringError};
 pub use device::{Device, Input, Output, SendError, Stats};
 pub use event::{ConnectionState, EVENT_VOCABULARY, Event};
 pub use http::{HttpRequest, HttpResponse, Method, RequestId};
 pub use identity::{DEVICE_ID_MAX_LEN, DEVICE_ID_MIN_LEN, DeviceId, DeviceIdError};
-pub use json::merge::merge_patch_diff;
-pub use keyed::KeyedVec;
 pub use message::{Compression, MessageError, MessageOptions, RecordError, StreamOptions};
+pub use mqtt::codec::ConnectReturnCode;
 pub use mqtt::session::{ConnectionId, Endpoint, SessionConfig};
 pub use outbox::{OutboxError, OutboxLimits, RejectReason};
-pub use property_bag::{PropertyBagError, decode_property_bag, encode_property_bag};
 pub use provisioning::{ProvisioningError, ProvisioningOperation};
 pub use reason::{ConnectionLoss, Reason, RequestFailure, RequestKind, TokenDiscardReason};
-pub use retry_after::{MAX_RETRY_AFTER_MS, parse_retry_after};
 pub use store::{
     MemoryStore, OutboxMeta, Record, Seq, StoreError, StoreOperation, StoreRecovery, StoreRequest,
     new_origin,
 };
-pub use timespan::{TimeSpanError, format_timespan, parse_timespan};
-pub use timestamp::{TimestampError, format_rfc3339, parse_rfc3339};
 pub use token::{ConnectionInfo, GatewayEndpoints, RegistrationToken};
 pub use twin::{TwinConfig, TwinError, TwinState};

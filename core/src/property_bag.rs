@@ -7,9 +7,12 @@
 //! and none of the Platform's keys are. Decoding reads `%XX` escapes only: IoT Hub does not
 //! use `+` for a space, so `+` stays `+`.
 
+#[cfg(any(test, feature = "testing"))]
 use percent_encoding::percent_decode_str;
+#[cfg(any(test, feature = "testing"))]
 use thiserror::Error;
 
+#[cfg(any(test, feature = "testing"))]
 /// Why a text is not a property bag this module can read.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
@@ -65,6 +68,7 @@ fn percent_encode(text: &str, out: &mut String) {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// Reads `key=value` pairs joined by `&`, in order, decoding `%XX` escapes.
 ///
 /// A pair without `=` is a key with an empty value; empty pairs (as in `a=1&&b=2` or a
@@ -87,6 +91,7 @@ pub fn decode_property_bag(bag: &str) -> Result<Vec<(String, String)>, PropertyB
     Ok(props)
 }
 
+#[cfg(any(test, feature = "testing"))]
 fn check_escapes(bag: &str) -> Result<(), PropertyBagError> {
     let bytes = bag.as_bytes();
     for (position, _) in bag.match_indices('%') {
@@ -99,6 +104,7 @@ fn check_escapes(bag: &str) -> Result<(), PropertyBagError> {
     Ok(())
 }
 
+#[cfg(any(test, feature = "testing"))]
 fn decode(encoded: &str, part: &'static str, position: usize) -> Result<String, PropertyBagError> {
     percent_decode_str(encoded)
         .decode_utf8()

@@ -7,6 +7,7 @@
 //!
 //! Hand-written: the grammar is a dozen lines, and no small crate speaks it.
 
+#[cfg(any(test, feature = "testing"))]
 use std::fmt::Write as _;
 
 use thiserror::Error;
@@ -111,6 +112,7 @@ pub fn parse_timespan(text: &str) -> Result<i64, TimeSpanError> {
     signed.ok_or_else(overflow)
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// Writes signed milliseconds in .NET's constant ("c") `TimeSpan` format.
 ///
 /// Days appear only when there are any, the fraction only when it is not zero, and then with

@@ -8,6 +8,7 @@
 //! Hand-written (days-from-civil arithmetic) rather than using `chrono` or `time`: those crates
 //! add far more to the browser wasm bundle than the hundred lines needed here.
 
+#[cfg(any(test, feature = "testing"))]
 use std::fmt::Write as _;
 
 use thiserror::Error;
@@ -123,6 +124,7 @@ pub fn parse_rfc3339(text: &str) -> Result<u64, TimestampError> {
     })
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// Writes milliseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 ///
 /// Instants from year 10000 on (beyond 253402300799999) get a longer year, which
@@ -279,6 +281,7 @@ pub(crate) fn days_from_civil(year: u32, month: u32, day: u32) -> i64 {
     era * DAYS_PER_ERA + day_of_era - EPOCH_SHIFT_DAYS
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// The Gregorian (year, month, day) of a count of days since 1970-01-01 (`civil_from_days`).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let days = days + EPOCH_SHIFT_DAYS;

@@ -110,9 +110,10 @@ impl ConnectionInfo {
     /// The MQTT user name of the IoT Hub dialect.
     pub fn username(&self) -> String {
         format!(
-            "{}/{}/?api-version=2018-06-30",
+            "{}/{}/?api-version={}",
             self.host_name,
-            self.client_id()
+            self.client_id(),
+            crate::iothub::MQTT_API_VERSION
         )
     }
 

@@ -6,18 +6,20 @@ use std::error::Error;
 use std::fmt::Debug;
 use std::mem::size_of;
 
-use vdev_core::mqtt::codec::{
+use vdev_core::testing::mqtt::{
     ConnAck, Connect, ConnectReturnCode, DecodeError, EncodeError, Packet, Publish, QoS, SubAck,
     SubAckCode, Subscribe,
 };
+use vdev_core::testing::{
+    ConnectionString, ConnectionStringError, PropertyBagError, TimeSpanError, TimestampError,
+};
 use vdev_core::{
-    BackoffConfig, Compression, ConnectionId, ConnectionInfo, ConnectionState, ConnectionString,
-    ConnectionStringError, Device, DeviceConfig, DeviceId, DeviceIdError, Endpoint, Event,
-    GatewayEndpoints, HttpRequest, HttpResponse, Input, MemoryStore, MessageError, MessageOptions,
-    Method, OutboxError, OutboxLimits, OutboxMeta, Output, PropertyBagError, ProvisioningError,
-    ProvisioningOperation, Record, RecordError, RegistrationToken, RejectReason, RequestId,
-    SendError, SessionConfig, Stats, StoreError, StoreRequest, StreamOptions, TimeSpanError,
-    TimestampError, Transport, TwinConfig, TwinError, TwinState,
+    BackoffConfig, Compression, ConnectionId, ConnectionInfo, ConnectionState, Device,
+    DeviceConfig, DeviceId, DeviceIdError, Endpoint, Event, GatewayEndpoints, HttpRequest,
+    HttpResponse, Input, MemoryStore, MessageError, MessageOptions, Method, OutboxError,
+    OutboxLimits, OutboxMeta, Output, ProvisioningError, ProvisioningOperation, Record,
+    RecordError, RegistrationToken, RejectReason, RequestId, SendError, SessionConfig, Stats,
+    StoreError, StoreRequest, StreamOptions, Transport, TwinConfig, TwinError, TwinState,
 };
 
 fn is_send<T: Send>() {}

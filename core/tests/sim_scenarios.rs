@@ -57,3 +57,98 @@ fn a_device_that_crashes_mid_stream_delivers_everything_in_order_once() {
         assert_eq!(report.violations, Vec::<String>::new(), "seed {seed}");
     }
 }
+
+#[test]
+fn a_device_approved_again_under_another_id_carries_nothing_of_the_old_twin_across_a_restart() {
+    for seed in 0..10 {
+        let mut sim = Sim::new(seed, Faults::none());
+        // Device 1 runs, has reported properties and telemetry in flight.
+        let running = sim.drive_until(
+            |sim| {
+                sim.device()
+                    .is_some_and(|device| device.device_id() == Some("sim-device-1"))
+                    && sim.stored().len() >= 2
+            },
+            sim.fault_window_ms(),
+        );
+        assert!(running, "seed {seed}: device 1 never got going");
+        sim.app_reports();
+        sim.drive(50);
+
+        // The technician approves its next provisioning as sim-device-2.
+        sim.inject(Incident::Reidentify);
+        sim.app_reports();
+        let renamed = sim.drive_until(
+            |sim| {
+                sim.device()
+                    .is_some_and(|device| device.device_id() == Some("sim-device-2"))
+            },
+            10 * MINUTE,
+        );
+        assert!(
+            renamed,
+            "seed {seed}: the device never took its new identity"
+        );
+        // The process dies in the window right after the change: before the new identity is
+        // saved (even seeds) or after (odd seeds), and restarts from what it saved.
+        if seed % 2 == 1 {
+            sim.drive(100);
+        }
+        sim.inject(Incident::Crash);
+        assert!(
+            sim.drive_until(|sim| sim.device().is_none(), 0),
+            "seed {seed}"
+        );
+        let back = sim.drive_until(
+            |sim| {
+                sim.device().is_some_and(|device| {
+                    device.device_id() == Some("sim-device-2") && device.is_twin_synced()
+                })
+            },
+            10 * MINUTE,
+        );
+        assert!(
+            back,
+            "seed {seed}: the restarted device never synced as device 2"
+        );
+        sim.app_reports();
+
+        let drained = sim.drive_until(
+            |sim| sim.elapsed_ms() >= sim.fault_window_ms() && sim.is_drained(),
+            sim.fault_window_ms() + 10 * MINUTE,
+        );
+        assert!(drained, "seed {seed}: the device did not drain");
+        assert_eq!(
+            sim.device().and_then(|device| device.device_id()),
+            Some("sim-device-2"),
+            "seed {seed}"
+        );
+        assert_eq!(
+            sim.platform().misdirected_patches,
+            Vec::<String>::new(),
+            "seed {seed}: device 1's reported properties reached device 2"
+        );
+        assert_eq!(
+            sim.platform().reported["owner"],
+            "sim-device-2",
+            "seed {seed}: device 2's twin holds what the app reported as device 2"
+        );
+        // Every message the device called durable reached the Platform under one identity or
+        // the other, in order per device.
+        let stored: BTreeSet<u64> = sim.stored().iter().map(|m| m.seq).collect();
+        assert!(sim.durable().is_subset(&stored), "seed {seed}");
+        assert!(
+            sim.stored().iter().any(|m| m.device_id == "sim-device-2"),
+            "seed {seed}: nothing stored under the new identity"
+        );
+        let report = sim.finish();
+        // Twice when the crash came before the new identity was saved: the restarted device
+        // comes back as device 1 and changes again.
+        assert!(
+            (1..=2).contains(&report.faults.identity_changes),
+            "seed {seed}: {} identity changes",
+            report.faults.identity_changes
+        );
+        assert_eq!(report.violations, Vec::<String>::new(), "seed {seed}");
+    }
+}

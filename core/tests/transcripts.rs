@@ -9,7 +9,7 @@ use common::{
     register_body,
 };
 use serde_json::{Value, json};
-use vdev_core::mqtt::codec::{ConnectReturnCode, Packet};
+use vdev_core::testing::mqtt::{ConnectReturnCode, Packet};
 use vdev_core::{
     DeviceConfig, HttpResponse, Input, MemoryStore, OutboxError, ProvisioningError, SendError,
 };
@@ -507,7 +507,7 @@ fn retry_after_on_register_holds_even_when_connections_keep_failing() {
 fn retry_after_on_complete_outlives_an_operation_that_expired_meanwhile() {
     let mut host = Host::provisioning();
     let mut short_lived = init_body(OPERATION_ID);
-    short_lived["expirationTime"] = json!(vdev_core::format_rfc3339(T0 + 5_000));
+    short_lived["expirationTime"] = json!(vdev_core::testing::format_rfc3339(T0 + 5_000));
     host.answer("/provisioning-operations/init", 200, short_lived);
     assert_eq!(
         host.advance(),

@@ -18,7 +18,8 @@
 //! so they cost it nothing.
 
 mod fields;
-// `pub(crate)`: the crate root re-exports `merge_patch_diff` from here.
+// `pub(crate)`: `testing` re-exports `merge_patch_diff` from here.
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
 pub(crate) mod merge;
 mod parse;
 mod serde_impls;

@@ -597,6 +597,7 @@ fn write_remaining_length(mut value: usize, out: &mut [u8]) -> usize {
     }
 }
 
+#[cfg(test)]
 /// Number of bytes the variable-length integer for `remaining` takes (4 for anything larger
 /// than MQTT allows).
 fn remaining_length_len(remaining: usize) -> usize {
@@ -608,8 +609,8 @@ fn remaining_length_len(remaining: usize) -> usize {
     }
 }
 
-/// Bytes a PUBLISH with this topic and payload length occupies on the wire (used for window
-/// accounting). The topic length is in UTF-8 bytes. Sizes beyond the MQTT limit, which cannot be
+#[cfg(test)]
+/// Bytes a PUBLISH with this topic and payload length occupies on the wire. The topic length is in UTF-8 bytes. Sizes beyond the MQTT limit, which cannot be
 /// encoded, give a result above [`MAX_REMAINING_LENGTH`] (saturating at `usize::MAX`).
 pub fn publish_wire_len(topic_len: usize, payload_len: usize, qos: QoS) -> usize {
     let packet_id_len: usize = match qos {

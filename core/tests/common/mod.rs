@@ -8,11 +8,13 @@
 use std::collections::VecDeque;
 
 use serde_json::{Value, json};
-use vdev_core::mqtt::codec::{self, ConnAck, ConnectReturnCode, Packet, Publish, QoS, SubAck};
+use vdev_core::testing::mqtt::{
+    self as codec, ConnAck, ConnectReturnCode, Packet, Publish, QoS, SubAck,
+};
+use vdev_core::testing::{decode_property_bag, format_rfc3339};
 use vdev_core::{
     BackoffConfig, ConnectionId, Device, DeviceConfig, DeviceId, Endpoint, Event, HttpRequest,
     HttpResponse, Input, MemoryStore, Output, StoreError, StoreRequest, Transport,
-    decode_property_bag, format_rfc3339,
 };
 
 pub const T0: u64 = 1_800_000_000_000;

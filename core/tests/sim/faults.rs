@@ -57,6 +57,10 @@ pub enum Incident {
     Partition,
     /// Every token and credential of the device is revoked.
     Revoke,
+    /// Every token and credential is revoked and the technician approves the device's next
+    /// provisioning under a new Device ID: the device must take the new identity with a fresh
+    /// twin, and carry nothing of the old device's twin across.
+    Reidentify,
     /// The gateway stops acknowledging publishes for a while.
     AckLoss,
     /// Another connection with the same Device ID takes over, up to twice more after.
@@ -76,6 +80,7 @@ pub struct IncidentWeights {
     pub cut: u32,
     pub partition: u32,
     pub revoke: u32,
+    pub reidentify: u32,
     pub ack_loss: u32,
     pub kick: u32,
     pub kick_storm: u32,
@@ -92,6 +97,7 @@ impl IncidentWeights {
             cut: 9,
             partition: 4,
             revoke: 4,
+            reidentify: 2,
             ack_loss: 4,
             kick: 4,
             kick_storm: 4,
@@ -100,12 +106,13 @@ impl IncidentWeights {
         }
     }
 
-    pub fn choices(&self) -> [(Incident, u32); 9] {
+    pub fn choices(&self) -> [(Incident, u32); 10] {
         [
             (Incident::Crash, self.crash),
             (Incident::Cut, self.cut),
             (Incident::Partition, self.partition),
             (Incident::Revoke, self.revoke),
+            (Incident::Reidentify, self.reidentify),
             (Incident::AckLoss, self.ack_loss),
             (Incident::Kick, self.kick),
             (Incident::KickStorm, self.kick_storm),
@@ -196,6 +203,7 @@ fault_counts! {
     failed_loads: "failed loads",
     failed_writes: "failed writes",
     insecure_endpoints: "cleartext endpoints refused",
+    identity_changes: "identity changes",
 }
 
 /// `<n> <name>, <n> <name>, ...`

@@ -3,7 +3,8 @@
 //! Faults happen during `[0, fault_end)`: network cuts and partitions, half-open connections
 //! (the gateway goes silent without closing), dropped HTTP requests and answers, throttling
 //! (429 and 503 with `Retry-After`, 423), failing and refused uploads, device crashes (appends
-//! not yet durable are lost) and restarts from the store, token revocation, duplicate Device ID
+//! not yet durable are lost) and restarts from the store, token revocation, re-approval under a
+//! new Device ID (the checks then follow both devices), duplicate Device ID
 //! kicks (single ones and storms), gateway acknowledgements lost, and a technician who lets
 //! operations expire. After `fault_end` the world is healthy and the device must drain its
 //! queue within `drain_bound_ms`.
@@ -84,6 +85,7 @@ enum Ev {
         op: String,
     },
     Revoke,
+    Reidentify,
     Cut,
     PartitionStart,
     PartitionEnd,
@@ -173,6 +175,10 @@ pub struct Sim {
     rejected: BTreeSet<u64>,
     refused_sends: usize,
     reported_target: serde_json::Value,
+    /// The Device ID the app last heard of (`None` before the first registration).
+    identity: Option<String>,
+    /// Device IDs the technician handed out by re-approval.
+    renames: u64,
     report: Report,
     message_counter: u64,
     large_every: u64,
@@ -236,6 +242,8 @@ impl Sim {
             rejected: BTreeSet::new(),
             refused_sends: 0,
             reported_target: json!({}),
+            identity: None,
+            renames: 0,
             report: Report::default(),
             message_counter: 0,
             large_every,
@@ -335,6 +343,7 @@ impl Sim {
                 self.at(end, Ev::PartitionEnd);
             }
             Incident::Revoke => self.at(t, Ev::Revoke),
+            Incident::Reidentify => self.at(t, Ev::Reidentify),
             Incident::AckLoss => {
                 let end = (t + self.rng.range(SECOND..MINUTE)).min(fault_end);
                 self.at(t, Ev::AckLossStart);
@@ -414,6 +423,11 @@ impl Sim {
     /// after it).
     pub fn inject(&mut self, incident: Incident) {
         self.schedule_incident(self.now, incident);
+    }
+
+    /// The app reports a properties patch now (marked with the identity its device has).
+    pub fn app_reports(&mut self) {
+        self.at(self.now, Ev::AppReport);
     }
 
     /// Checks the end-of-run invariants and gives the report.
@@ -566,7 +580,10 @@ impl Sim {
             Ev::AppSend => self.app_send(),
             Ev::AppReport => {
                 let n = self.rng.range(0..100);
-                let patch = json!({ "reading": n, "fw": { "v": n % 3 } });
+                // `owner`: the identity the app's device has now; the Platform checks that no
+                // other device ever receives the patch.
+                let owner = self.identity.clone().unwrap_or_else(|| "none".into());
+                let patch = json!({ "reading": n, "fw": { "v": n % 3 }, "owner": owner });
                 json_patch::merge(&mut self.reported_target, &patch);
                 if self.device.is_some() {
                     let patch = serde_json::from_value(patch).expect("a JSON value");
@@ -578,6 +595,13 @@ impl Sim {
             Ev::Approve { op } => self.platform.approve(&op, now),
             Ev::Revoke => {
                 for link in self.platform.revoke_all() {
+                    self.cut_link(link);
+                }
+            }
+            Ev::Reidentify => {
+                self.renames += 1;
+                let device_id = format!("sim-device-{}", self.renames + 1);
+                for link in self.platform.reidentify(&device_id) {
                     self.cut_link(link);
                 }
             }
@@ -822,6 +846,7 @@ impl Sim {
         // What the app had reported lives in the device's saved state; the app's own target is
         // whatever the device restored.
         self.reported_target = serde_json::to_value(device.reported_properties()).expect("json");
+        self.identity = device.device_id().map(str::to_owned);
         self.device = Some(device);
         if self.offline {
             // A host knows at start that it has no network (the browser's `navigator.onLine`).
@@ -909,10 +934,35 @@ impl Sim {
                 }
                 self.delivered.insert(seq);
             }
-            Event::Registered { .. } => {
+            Event::Registered { device_id, .. } => {
                 if let Some(storm) = &mut self.kick_storm {
                     storm.fresh_starts += 1;
                 }
+                if self
+                    .identity
+                    .as_ref()
+                    .is_some_and(|known| *known != device_id)
+                {
+                    // The device dropped the old identity's twin; what the app reports from
+                    // here on is the new device's.
+                    self.report.faults.identity_changes += 1;
+                    if let Some(device) = &self.device {
+                        self.reported_target =
+                            serde_json::to_value(device.reported_properties()).expect("json");
+                    }
+                    if self.reported_target != json!({}) {
+                        self.report.violations.push(format!(
+                            "device {device_id} kept reported properties of the old identity: {}",
+                            self.reported_target
+                        ));
+                    }
+                }
+                if self.identity.is_none() {
+                    self.platform
+                        .adopted_without_identity
+                        .insert(device_id.clone());
+                }
+                self.identity = Some(device_id);
             }
             Event::MessageRejected { seq, reason } => {
                 if self.completed.contains(&seq) && !self.refused_seqs().contains(&seq) {
@@ -1183,8 +1233,8 @@ impl Sim {
 
     fn check_connect_credential(&self, bytes: &[u8]) -> Option<String> {
         if bytes.first().is_some_and(|b| b >> 4 == 1)
-            && let Ok(Some((vdev_core::mqtt::codec::Packet::Connect(c), _))) =
-                vdev_core::mqtt::codec::decode(bytes, 1 << 20)
+            && let Ok(Some((vdev_core::testing::mqtt::Packet::Connect(c), _))) =
+                vdev_core::testing::mqtt::decode(bytes, 1 << 20)
         {
             let sas = String::from_utf8(c.password.unwrap_or_default()).unwrap_or_default();
             if self.platform.sas_validity(&sas, self.now) == Validity::Expired {
@@ -1288,15 +1338,20 @@ impl Sim {
             .iter()
             .filter(|m| m.origin == origin)
             .collect();
-        // In order, each once.
-        for pair in stored.windows(2) {
-            if pair[0].seq >= pair[1].seq {
+        // In order, each once, per device: the Platform drops replays per (device, origin), so a
+        // message in flight when the identity changed may be stored again under the new one.
+        let mut last_by_device: BTreeMap<&str, u64> = BTreeMap::new();
+        for m in &stored {
+            if let Some(last) = last_by_device.insert(&m.device_id, m.seq)
+                && last >= m.seq
+            {
                 violations.push(format!(
-                    "stored out of order: {} then {}",
-                    pair[0].seq, pair[1].seq
+                    "stored out of order for {}: {last} then {}",
+                    m.device_id, m.seq
                 ));
             }
         }
+        violations.extend(self.platform.misdirected_patches.iter().cloned());
         let stored_seqs: BTreeSet<u64> = stored.iter().map(|m| m.seq).collect();
         // A message the Platform refused for good ends rejected: never delivered, never stored.
         for seq in refused.intersection(&self.completed) {

@@ -9,17 +9,16 @@
 //! decodes MQTT with the core's public codec; the real stand-in Platform (`vdev-platform`) checks
 //! the codec against an independent implementation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::faults::Faults;
 use super::rng::Rng;
 use serde_json::{Value, json};
-use vdev_core::mqtt::codec::{
-    self, ConnAck, ConnectReturnCode, Packet, Publish, QoS, SubAck, SubAckCode,
+use vdev_core::testing::mqtt::{
+    self as codec, ConnAck, ConnectReturnCode, Packet, Publish, QoS, SubAck, SubAckCode,
 };
-use vdev_core::{
-    HttpRequest, HttpResponse, Method, decode_property_bag, format_rfc3339, format_timespan,
-};
+use vdev_core::testing::{decode_property_bag, format_rfc3339, format_timespan};
+use vdev_core::{HttpRequest, HttpResponse, Method};
 
 pub const WORKSPACE: &str = "ws1";
 pub const PROVISIONING_TOKEN: &str = "pt-secret";
@@ -47,6 +46,8 @@ pub struct Token {
 
 #[derive(Debug, Clone)]
 pub struct StoredMessage {
+    /// The device whose connection published it.
+    pub device_id: String,
     pub origin: String,
     pub seq: u64,
     pub payload: Vec<u8>,
@@ -79,12 +80,25 @@ pub struct Platform {
     pub op_lifetime: u64,
     pub stored: Vec<StoredMessage>,
     pub replays_dropped: u64,
-    max_seq: BTreeMap<String, u64>,
+    /// The highest sequence number stored per (device, origin), as the stand-in keeps it.
+    max_seq: BTreeMap<(String, String), u64>,
     pub conns: BTreeMap<u64, BrokerConn>,
     pub desired: Value,
     pub desired_version: u64,
     pub reported: Value,
     pub reported_version: u64,
+    /// The device the twin above belongs to (the newest identity approved); a new identity
+    /// gets a fresh twin. Identities only move forward here, so no twin is ever needed again.
+    twin_owner: Option<String>,
+    /// Identities the device took while it knew none (the harness adds them): a reported patch
+    /// the app made before any registration belongs to such a one. After a crash that lost
+    /// an unsaved identity there can be two.
+    pub adopted_without_identity: BTreeSet<String>,
+    /// The Device ID the technician gives every later approval (after a re-approval under a
+    /// new Device ID); `None`: the one the device asked for.
+    assigned_device_id: Option<String>,
+    /// Reported patches that reached a device other than the one the app made them for.
+    pub misdirected_patches: Vec<String>,
     pub blobs: BTreeMap<String, Vec<u8>>,
     uploads: BTreeMap<String, String>,
     counter: u64,
@@ -149,6 +163,10 @@ impl Platform {
             desired_version: 1,
             reported: json!({}),
             reported_version: 1,
+            twin_owner: None,
+            adopted_without_identity: BTreeSet::new(),
+            assigned_device_id: None,
+            misdirected_patches: Vec::new(),
             blobs: BTreeMap::new(),
             uploads: BTreeMap::new(),
             counter: 0,
@@ -190,7 +208,28 @@ impl Platform {
             && op.expires_at > now
         {
             op.state = OpState::Approved;
+            if let Some(assigned) = &self.assigned_device_id {
+                op.device_id = assigned.clone();
+            }
+            let device_id = op.device_id.clone();
+            if self.twin_owner.as_ref() != Some(&device_id) {
+                if self.twin_owner.is_some() {
+                    self.desired = json!({});
+                    self.desired_version = 1;
+                    self.reported = json!({});
+                    self.reported_version = 1;
+                }
+                self.twin_owner = Some(device_id);
+            }
         }
+    }
+
+    /// The technician re-approves the device under a new Device ID: every token and credential
+    /// of the old identity is revoked, and the next approval gives `device_id`. Returns
+    /// connections to close.
+    pub fn reidentify(&mut self, device_id: &str) -> Vec<u64> {
+        self.assigned_device_id = Some(device_id.to_owned());
+        self.revoke_all()
     }
 
     /// Revokes every token and credential of the device; returns connections to close.
@@ -540,9 +579,10 @@ impl Platform {
                 .and_then(|t| t.split_once('.'))
                 .map(|(o, s)| (o.to_owned(), s.parse::<u64>().expect("seq is a number")))
                 .expect("vdev always sends vdev-seq");
-            let fresh = self.max_seq.get(&origin).is_none_or(|max| seq > *max);
+            let key = (device.clone(), origin.clone());
+            let fresh = self.max_seq.get(&key).is_none_or(|max| seq > *max);
             if fresh {
-                self.max_seq.insert(origin.clone(), seq);
+                self.max_seq.insert(key, seq);
                 let externalized = properties
                     .iter()
                     .any(|(k, v)| k == "has-externalized-payload" && v == "true");
@@ -567,6 +607,7 @@ impl Platform {
                     payload
                 };
                 self.stored.push(StoredMessage {
+                    device_id: device.clone(),
                     origin,
                     seq,
                     payload,
@@ -595,6 +636,14 @@ impl Platform {
             .strip_prefix("$iothub/twin/PATCH/properties/reported/?$rid=")
         {
             let patch: Value = serde_json::from_slice(&p.payload).expect("reported patch JSON");
+            // The app marks each patch with the identity its device had when it made it.
+            if let Some(owner) = patch["owner"].as_str() {
+                let adopted = self.adopted_without_identity.contains(&device);
+                if owner != device && !(owner == "none" && adopted) {
+                    self.misdirected_patches
+                        .push(format!("device {device} got the reported patch {patch}"));
+                }
+            }
             json_patch::merge(&mut self.reported, &patch);
             self.reported_version += 1;
             let rid = format!("{rest}&$version={}", self.reported_version);
