@@ -116,6 +116,7 @@ mod publish;
 mod reason;
 #[cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
 mod retry_after;
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
 mod rng;
 mod saved;
 mod store;

@@ -7,14 +7,26 @@
 //! dozen lines instead of the `rand` crate's bytes in the browser bundle. It is not a
 //! cryptographic generator and is never used for secrets.
 
-/// xoshiro256** seeded from host-supplied bytes.
+/// xoshiro256** seeded from host-supplied bytes. (Public to the core's simulator through
+/// `testing`, whose generator is this one seeded through [`splitmix64`].)
 #[derive(Debug, Clone)]
-pub(crate) struct Rng {
+pub struct Rng {
     state: [u64; 4],
 }
 
+/// One step of SplitMix64 (Steele, Lea and Flood, 2014): advances `x` and returns the mixed
+/// output; the recommended way to spread a small seed over xoshiro's state.
+pub fn splitmix64(x: &mut u64) -> u64 {
+    *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *x;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 impl Rng {
-    pub(crate) fn from_seed(seed: [u8; 32]) -> Self {
+    /// The generator whose state is `seed` read as four little-endian words.
+    pub fn from_seed(seed: [u8; 32]) -> Self {
         let mut state = [0u64; 4];
         for (word, chunk) in state.iter_mut().zip(seed.as_chunks::<8>().0) {
             *word = u64::from_le_bytes(*chunk);
@@ -23,11 +35,7 @@ impl Rng {
         if state == [0; 4] {
             let mut x = 0x9E37_79B9_7F4A_7C15u64;
             for word in &mut state {
-                x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                let mut z = x;
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                *word = z ^ (z >> 31);
+                *word = splitmix64(&mut x);
             }
         }
         Self { state }
@@ -42,7 +50,8 @@ impl Rng {
         Rng::from_seed(seed)
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         let s = &mut self.state;
         let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
         let t = s[1] << 17;

@@ -4,10 +4,11 @@
 //! A library generator (`rand`'s `StdRng`, its `random_range`) may change its sequence or its
 //! range algorithm in any release, and every seed of the simulation would then silently describe
 //! another world: a failing seed from a CI log would no longer reproduce. Everything below is
-//! fixed by this file, and `tests::the_sequence_is_pinned` fails if it ever changes.
+//! fixed by this file and the core's own `rng.rs` (no dependency), and
+//! `tests::the_sequence_is_pinned` fails if it ever changes.
 //!
-//! - State: xoshiro256** (Blackman and Vigna, 2018), seeded from a `u64` by four outputs of
-//!   SplitMix64 (Steele, Lea and Flood, 2014), as the authors recommend.
+//! - State: xoshiro256** (Blackman and Vigna, 2018), the core's generator, seeded from a `u64`
+//!   by four outputs of SplitMix64 (Steele, Lea and Flood, 2014), as the authors recommend.
 //! - [`Rng::below`]: Lemire's multiply-shift with rejection ("Fast random integer generation in
 //!   an interval", 2019), exactly uniform.
 //! - [`Rng::chance`]: the top 53 bits as a float in `[0, 1)`, compared with `p`; `chance(0.0)`
@@ -17,19 +18,12 @@
 
 use std::ops::Range;
 
-/// xoshiro256** seeded through SplitMix64.
+use vdev_core::testing::{Xoshiro256, splitmix64};
+
+/// xoshiro256** (the core's own generator) seeded through SplitMix64.
 #[derive(Debug, Clone)]
 pub struct Rng {
-    state: [u64; 4],
-}
-
-/// One step of SplitMix64: advances `x` and returns the mixed output.
-fn splitmix64(x: &mut u64) -> u64 {
-    *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    xoshiro: Xoshiro256,
 }
 
 impl Rng {
@@ -37,27 +31,18 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         let mut x = seed;
         // SplitMix64 never yields four zero words in a row, so the state is usable.
-        let state = [
-            splitmix64(&mut x),
-            splitmix64(&mut x),
-            splitmix64(&mut x),
-            splitmix64(&mut x),
-        ];
-        Self { state }
+        let mut state = [0u8; 32];
+        for word in state.as_chunks_mut::<8>().0 {
+            *word = splitmix64(&mut x).to_le_bytes();
+        }
+        Self {
+            xoshiro: Xoshiro256::from_seed(state),
+        }
     }
 
     /// The next 64 random bits (xoshiro256**).
     pub fn next_u64(&mut self) -> u64 {
-        let s = &mut self.state;
-        let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
-        let t = s[1] << 17;
-        s[2] ^= s[0];
-        s[3] ^= s[1];
-        s[1] ^= s[2];
-        s[0] ^= s[3];
-        s[2] ^= t;
-        s[3] = s[3].rotate_left(45);
-        result
+        self.xoshiro.next_u64()
     }
 
     /// A uniform value in `0..n` (`n > 0`).
