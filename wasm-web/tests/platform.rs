@@ -586,18 +586,7 @@ async fn a_revoked_registration_token_leads_to_new_provisioning_and_the_queue_su
     send_all(&sender, expected.iter().cloned()).await;
     device.wait_all_sent().await;
 
-    let tokens = platform().registration_tokens(&device_id).await;
-    let active = tokens
-        .iter()
-        .find(|t| t["state"] == "active")
-        .expect("an active registration token");
-    let path = format!(
-        "/workspaces/{}/registration-tokens/{}/revoke",
-        platform().workspace,
-        active["id"].as_str().unwrap()
-    );
-    let (status, answer) = platform().admin("POST", &path, None).await;
-    assert!(status < 300, "revoke answered {status}: {answer}");
+    platform().revoke_active_token(&device_id).await;
 
     let during: Vec<String> = (0..30).map(|i| format!("after revocation {i}")).collect();
     send_all(&sender, during.iter().cloned()).await;

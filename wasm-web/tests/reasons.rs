@@ -141,18 +141,7 @@ async fn a_revoked_registration_token_is_refused_by_the_gateway_and_then_discard
         })
         .await;
 
-    let tokens = platform().registration_tokens(&device_id).await;
-    let active = tokens
-        .iter()
-        .find(|t| t["state"] == "active")
-        .expect("an active registration token");
-    let path = format!(
-        "/workspaces/{}/registration-tokens/{}/revoke",
-        platform().workspace,
-        active["id"].as_str().unwrap()
-    );
-    let (status, answer) = platform().admin("POST", &path, None).await;
-    assert!(status < 300, "revoke answered {status}: {answer}");
+    platform().revoke_active_token(&device_id).await;
 
     let discarded = device.event("registrationTokenDiscarded", |_| true).await;
     assert_eq!(

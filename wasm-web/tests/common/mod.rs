@@ -345,6 +345,22 @@ impl Platform {
         answer.as_array().cloned().unwrap_or_default()
     }
 
+    /// Revokes the device's active Registration Token, as an administrator would.
+    pub async fn revoke_active_token(&self, device_id: &str) {
+        let tokens = self.registration_tokens(device_id).await;
+        let active = tokens
+            .iter()
+            .find(|t| t["state"] == "active")
+            .expect("an active registration token");
+        let path = format!(
+            "/workspaces/{}/registration-tokens/{}/revoke",
+            self.workspace,
+            active["id"].as_str().expect("a token id")
+        );
+        let (status, answer) = self.admin("POST", &path, None).await;
+        assert!(status < 300, "revoke answered {status}: {answer}");
+    }
+
     /// Approves a provisioning operation as a technician would.
     pub async fn approve(&self, operation_id: &str) {
         let path = format!(
