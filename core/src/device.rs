@@ -119,6 +119,19 @@ pub enum Input<'a> {
         /// Why.
         error: StoreError,
     },
+    /// [`StoreRequest::Reserve`] up to `below` is durable.
+    Reserved {
+        /// The request's `below`.
+        below: Seq,
+    },
+    /// [`StoreRequest::Reserve`] failed. The core holds new appends and asks again after a
+    /// delay that doubles from 1 s to 1 min, and tells the app with [`Event::StoreFailed`].
+    ReserveFailed {
+        /// The request's `below`.
+        below: Seq,
+        /// Why.
+        error: StoreError,
+    },
     /// [`StoreRequest::SaveState`] failed. The core saves its state again after a delay that
     /// doubles from 1 s to 1 min (sooner if the state changes), and tells the app with
     /// [`Event::StoreFailed`].
@@ -471,6 +484,11 @@ impl Device {
             Input::RemoveFailed { seqs, bytes, error } => {
                 self.outbox.handle_remove_failed(now, seqs, bytes);
                 self.store_failed(StoreOperation::Remove, error);
+            }
+            Input::Reserved { below } => self.outbox.handle_reserved(below),
+            Input::ReserveFailed { below, error } => {
+                self.outbox.handle_reserve_failed(now, below);
+                self.store_failed(StoreOperation::Reserve, error);
             }
             Input::SaveStateFailed { error } => {
                 self.save_retry_at = Some(now + retry_delay(self.save_failures));

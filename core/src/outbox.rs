@@ -157,10 +157,15 @@ pub(crate) fn retry_delay(failures: u32) -> u64 {
         .min(STORE_RETRY_MAX_MS)
 }
 
+/// How many sequence numbers one [`StoreRequest::Reserve`] covers: one extra durable write per
+/// this many messages, and at most this many numbers skipped at each start.
+const RESERVE_BLOCK: Seq = 4_096;
+
 /// A load request waiting for its answer.
 #[derive(Debug, Clone, Copy)]
 struct PendingLoad {
-    /// `next_seq` when the load was requested.
+    /// The first sequence number not yet sent to the store when the load was requested: an
+    /// exhausted answer means nothing else exists below it.
     target: Seq,
     max_count: usize,
     max_bytes: usize,
@@ -183,6 +188,13 @@ pub(crate) struct Outbox {
     load_failures: u32,
     load_retry_at: Option<u64>,
     appends: Vec<Record>,
+    /// No record at or above this is appended until a reservation above it is durable.
+    reserved: Seq,
+    /// The reservation asked for and not answered yet.
+    reserving: Option<Seq>,
+    /// Reservations that failed in a row, and when to ask again after the last one.
+    reserve_failures: u32,
+    reserve_retry_at: Option<u64>,
     /// Record sizes of appends the host has not confirmed yet.
     unconfirmed: KeyedVec<usize>,
     removals: Vec<Seq>,
@@ -198,19 +210,26 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     pub(crate) fn new(limits: OutboxLimits, meta: &OutboxMeta) -> Self {
+        // Numbers below the reservation may have been handed out before a store that lost
+        // recent writes came back: new messages start at it, whatever the high-water mark says.
+        let next_seq = meta.next_seq.max(meta.reserved);
         Self {
             limits,
             origin: meta.origin.clone(),
-            next_seq: meta.next_seq,
+            next_seq,
             count: meta.count,
             bytes: meta.bytes,
             window: VecDeque::new(),
             window_size: 0,
-            load_from: if meta.count == 0 { meta.next_seq } else { 0 },
+            load_from: if meta.count == 0 { next_seq } else { 0 },
             loading: None,
             load_failures: 0,
             load_retry_at: None,
             appends: Vec::new(),
+            reserved: next_seq,
+            reserving: None,
+            reserve_failures: 0,
+            reserve_retry_at: None,
             unconfirmed: KeyedVec::default(),
             removals: Vec::new(),
             removal_bytes: 0,
@@ -316,6 +335,24 @@ impl Outbox {
         }
     }
 
+    /// The host made the reservation up to `below` durable.
+    pub(crate) fn handle_reserved(&mut self, below: Seq) {
+        if self.reserving == Some(below) {
+            self.reserving = None;
+            self.reserve_failures = 0;
+        }
+        self.reserved = self.reserved.max(below);
+    }
+
+    /// The host could not make the reservation durable: ask again later; appends wait.
+    pub(crate) fn handle_reserve_failed(&mut self, now: u64, below: Seq) {
+        if self.reserving == Some(below) {
+            self.reserving = None;
+            self.reserve_retry_at = Some(now + retry_delay(self.reserve_failures));
+            self.reserve_failures = self.reserve_failures.saturating_add(1);
+        }
+    }
+
     /// Records loaded from the store, in answer to the outstanding load.
     pub(crate) fn handle_loaded(&mut self, records: Vec<Record>) {
         let Some(load) = self.loading.take() else {
@@ -372,7 +409,11 @@ impl Outbox {
         let load = self
             .load_retry_at
             .filter(|_| self.loading.is_none() && self.load_from < self.next_seq);
-        [load, self.removal_retry_at].into_iter().flatten().min()
+        let reserve = self.reserve_retry_at.filter(|_| !self.appends.is_empty());
+        [load, self.removal_retry_at, reserve]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn reject_corrupt_front(&mut self) {
@@ -484,9 +525,31 @@ impl Outbox {
     /// The next storage operation to perform, if any.
     #[must_use]
     pub(crate) fn poll_store(&mut self, now: u64) -> Option<StoreRequest> {
-        if !self.appends.is_empty() {
+        // The next block is reserved while the current one still has room, so a steady stream
+        // never waits for it; appends beyond the durable reservation wait.
+        if self.reserving.is_none()
+            && !self.appends.is_empty()
+            && self.next_seq.saturating_add(RESERVE_BLOCK / 2) > self.reserved
+            && self.reserve_retry_at.is_none_or(|at| at <= now)
+        {
+            self.reserve_retry_at = None;
+            // Whole blocks past the current reservation, enough for every number given out.
+            let behind = self.next_seq.saturating_sub(self.reserved);
+            let below = self
+                .reserved
+                .saturating_add((behind / RESERVE_BLOCK + 1).saturating_mul(RESERVE_BLOCK));
+            self.reserving = Some(below);
+            return Some(StoreRequest::Reserve { below });
+        }
+        let durable_prefix = self
+            .appends
+            .iter()
+            .take_while(|record| record.seq < self.reserved)
+            .count();
+        if durable_prefix > 0 {
+            let rest = self.appends.split_off(durable_prefix);
             return Some(StoreRequest::Append {
-                records: std::mem::take(&mut self.appends),
+                records: std::mem::replace(&mut self.appends, rest),
             });
         }
         let mut retrying = false;
@@ -516,7 +579,12 @@ impl Outbox {
             self.load_retry_at = None;
             let (max_count, max_bytes) = self.load_request_size();
             self.loading = Some(PendingLoad {
-                target: self.next_seq,
+                // Appends waiting for a reservation reach the store after this load: the
+                // answer says nothing about them.
+                target: self
+                    .appends
+                    .first()
+                    .map_or(self.next_seq, |record| record.seq),
                 max_count,
                 max_bytes,
             });
@@ -598,6 +666,7 @@ mod tests {
             match store.execute(request) {
                 Some(crate::Input::Appended { first, last }) => outbox.handle_appended(first, last),
                 Some(crate::Input::Loaded { records }) => outbox.handle_loaded(records),
+                Some(crate::Input::Reserved { below }) => outbox.handle_reserved(below),
                 _ => {}
             }
         }
@@ -706,7 +775,130 @@ mod tests {
         let mut restarted = Outbox::new(OutboxLimits::default(), &store.meta());
         drain(&mut restarted, &mut store);
         assert_eq!(publish_all(&mut restarted), [1, 2]);
-        assert_eq!(restarted.enqueue(message(9)).unwrap(), 3);
+        // New messages start at the reservation: numbers below it may have been handed out.
+        assert_eq!(restarted.enqueue(message(9)).unwrap(), RESERVE_BLOCK);
+    }
+
+    #[test]
+    fn appends_wait_until_a_reservation_above_them_is_durable() {
+        let mut store = MemoryStore::new("o");
+        let mut outbox = Outbox::new(OutboxLimits::default(), &store.meta());
+        outbox.enqueue(message(1)).unwrap();
+        assert_eq!(
+            outbox.poll_store(0),
+            Some(StoreRequest::Reserve {
+                below: RESERVE_BLOCK
+            })
+        );
+        assert_eq!(
+            outbox.poll_store(0),
+            None,
+            "the append waits for the reservation"
+        );
+        outbox.handle_reserve_failed(0, RESERVE_BLOCK);
+        assert_eq!(outbox.poll_timeout(), Some(1_000));
+        assert_eq!(outbox.poll_store(500), None, "asked again after the delay");
+        assert_eq!(
+            outbox.poll_store(1_000),
+            Some(StoreRequest::Reserve {
+                below: RESERVE_BLOCK
+            })
+        );
+        let _ = store.execute(StoreRequest::Reserve {
+            below: RESERVE_BLOCK,
+        });
+        outbox.handle_reserved(RESERVE_BLOCK);
+        assert!(matches!(
+            outbox.poll_store(1_000),
+            Some(StoreRequest::Append { records }) if records.len() == 1
+        ));
+    }
+
+    #[test]
+    fn a_store_that_lost_appends_it_reported_done_never_gets_their_numbers_again() {
+        let mut store = MemoryStore::new("o");
+        let mut outbox = Outbox::new(OutboxLimits::default(), &store.meta());
+        for n in 0..3 {
+            outbox.enqueue(message(n)).unwrap();
+        }
+        // Only the reservation reached the disk; the appends were reported done and then lost
+        // (a power cut under relaxed durability), the high-water mark with them.
+        let Some(reserve @ StoreRequest::Reserve { below }) = outbox.poll_store(0) else {
+            panic!("a reservation first");
+        };
+        let _ = store.execute(reserve);
+        outbox.handle_reserved(below);
+        assert!(matches!(
+            outbox.poll_store(0),
+            Some(StoreRequest::Append { .. })
+        ));
+        assert_eq!(store.meta().next_seq, 0);
+
+        let mut restarted = Outbox::new(OutboxLimits::default(), &store.meta());
+        assert_eq!(restarted.enqueue(message(9)).unwrap(), below);
+    }
+
+    #[test]
+    fn a_message_waiting_for_its_reservation_is_not_skipped_by_a_load_that_overtakes_it() {
+        let (mut store, _) = stored_outbox(3);
+        let mut restarted = Outbox::new(OutboxLimits::default(), &store.meta());
+        let seq = restarted.enqueue(message(9)).unwrap();
+        let Some(reserve @ StoreRequest::Reserve { .. }) = restarted.poll_store(0) else {
+            panic!("the append waits for a reservation");
+        };
+        // The stored backlog is loaded while the new message still waits.
+        let Some(load @ StoreRequest::Load { .. }) = restarted.poll_store(0) else {
+            panic!("the backlog is loaded meanwhile");
+        };
+        let Some(crate::Input::Loaded { records }) = store.execute(load) else {
+            panic!("loaded");
+        };
+        restarted.handle_loaded(records);
+        let Some(crate::Input::Reserved { below }) = store.execute(reserve) else {
+            panic!("reserved");
+        };
+        restarted.handle_reserved(below);
+        drain(&mut restarted, &mut store);
+        assert_eq!(publish_all(&mut restarted), [0, 1, 2, seq]);
+    }
+
+    #[test]
+    fn the_next_block_is_reserved_before_the_current_one_runs_out() {
+        let mut store = MemoryStore::new("o");
+        let mut outbox = Outbox::new(OutboxLimits::default(), &store.meta());
+        let mut reservations = Vec::new();
+        for n in 0..3 * RESERVE_BLOCK {
+            outbox.enqueue(message(n as u8)).unwrap();
+            while let Some(request) = outbox.poll_store(0) {
+                match store.execute(request) {
+                    Some(crate::Input::Reserved { below }) => {
+                        reservations.push((n, below));
+                        outbox.handle_reserved(below);
+                    }
+                    Some(crate::Input::Appended { first, last }) => {
+                        assert!(
+                            last < outbox.reserved,
+                            "{first}..={last} appended unreserved"
+                        );
+                        outbox.handle_appended(first, last);
+                    }
+                    _ => {}
+                }
+            }
+            assert!(
+                outbox.appends.is_empty(),
+                "message {n} waited for a reservation"
+            );
+        }
+        assert_eq!(
+            reservations,
+            [
+                (0, RESERVE_BLOCK),
+                (RESERVE_BLOCK / 2, 2 * RESERVE_BLOCK),
+                (RESERVE_BLOCK * 3 / 2, 3 * RESERVE_BLOCK),
+                (RESERVE_BLOCK * 5 / 2, 4 * RESERVE_BLOCK),
+            ]
+        );
     }
 
     #[test]

@@ -15,6 +15,12 @@
 //! - the high-water mark: one past the highest sequence ever appended, kept even after those
 //!   records are removed (a store that forgot it would reuse sequence numbers, and the
 //!   Platform would drop new messages as replays);
+//! - the *reservation*: a sequence number below which numbers may have been handed out, written
+//!   durably ([`StoreRequest::Reserve`]) before any record at or above the previous one is
+//!   appended. A store that loses writes it had reported done (a power cut under relaxed
+//!   durability, a restored backup) may come back with an older high-water mark; the core
+//!   starts numbering at the reservation at every start, so it never hands out a number the
+//!   Platform may already hold;
 //! - one opaque state blob ([`StoreRequest::SaveState`]): identity, tokens, pending
 //!   provisioning operation, twin.
 //!
@@ -54,8 +60,11 @@ pub fn new_origin(random: [u8; 16]) -> String {
 pub struct OutboxMeta {
     /// The store's origin id: 1 to 32 characters of `0-9 a-z`.
     pub origin: String,
-    /// One past the highest sequence number ever appended (0 for a new store).
+    /// One past the highest sequence number ever appended (0 for a new store): the store's
+    /// high-water mark, at least one past its highest record.
     pub next_seq: Seq,
+    /// The last [`StoreRequest::Reserve`] made durable (0 for a new store).
+    pub reserved: Seq,
     /// Number of records stored.
     pub count: u64,
     /// Total bytes of the stored records' data.
@@ -95,6 +104,15 @@ pub enum StoreRequest {
         /// read sizes cheaply (IndexedDB) subtracts this instead of reading every record.
         bytes: u64,
     },
+    /// Durably record that sequence numbers below `below` may be in use, before answering
+    /// [`crate::Input::Reserved`] (or [`crate::Input::ReserveFailed`]). This one must reach
+    /// the disk before its answer even where other writes may lag (IndexedDB's `strict`
+    /// durability, an `fsync`): it is what keeps numbers unique across a store that loses
+    /// recent writes. Hand the value back as [`OutboxMeta::reserved`].
+    Reserve {
+        /// One past the highest sequence number the core may use.
+        below: Seq,
+    },
     /// Replace the saved device state. No answer when it worked; when it failed,
     /// [`crate::Input::SaveStateFailed`], and the core saves its state again later.
     SaveState {
@@ -127,6 +145,8 @@ pub enum StoreOperation {
     Remove,
     /// [`StoreRequest::SaveState`].
     SaveState,
+    /// [`StoreRequest::Reserve`].
+    Reserve,
 }
 
 impl StoreOperation {
@@ -136,6 +156,7 @@ impl StoreOperation {
             Self::Load => "load",
             Self::Remove => "remove",
             Self::SaveState => "saveState",
+            Self::Reserve => "reserve",
         }
     }
 }
@@ -167,6 +188,7 @@ pub struct MemoryStore {
     origin: String,
     records: BTreeMap<Seq, Vec<u8>>,
     next_seq: Seq,
+    reserved: Seq,
     bytes: u64,
     state: Option<Vec<u8>>,
 }
@@ -185,6 +207,7 @@ impl MemoryStore {
         OutboxMeta {
             origin: self.origin.clone(),
             next_seq: self.next_seq,
+            reserved: self.reserved,
             count: self.records.len() as u64,
             bytes: self.bytes,
         }
@@ -234,6 +257,10 @@ impl MemoryStore {
             StoreRequest::SaveState { state } => {
                 self.state = Some(state);
                 None
+            }
+            StoreRequest::Reserve { below } => {
+                self.reserved = self.reserved.max(below);
+                Some(crate::Input::Reserved { below })
             }
         }
     }

@@ -340,7 +340,8 @@ fn message_is_published_only_after_it_is_durable() {
     let mut host = Host::connected();
     host.hold_appends = true;
     let (seq, lines) = host.send("21.5");
-    assert_eq!(lines, ["store append 0..=0"]);
+    // The first append of a run waits for a durable reservation of its numbers.
+    assert_eq!(lines, ["store reserve below 4096", "store append 0..=0"]);
     // Any input drives the device; the message must still wait for its append.
     assert_eq!(host.receive(Packet::PingResp), [] as [&str; 0]);
     host.wait(1);
@@ -583,7 +584,14 @@ fn offline_closes_the_connection_and_holds_everything_until_the_network_is_back(
     );
     // Sends are still stored while offline; nothing touches the network.
     let (first, lines) = host.send("one");
-    assert_eq!(lines, ["store append 0..=0", "event stored 0..=0"]);
+    assert_eq!(
+        lines,
+        [
+            "store reserve below 4096",
+            "store append 0..=0",
+            "event stored 0..=0"
+        ]
+    );
     let (second, _) = host.send("two");
     // The only timer left is the credential's renewal, far ahead: no reconnect attempts.
     assert!(host.deadline.is_some_and(|at| at > host.now + 10 * MINUTE));
@@ -880,5 +888,54 @@ fn a_cleartext_instance_url_off_loopback_is_refused_and_never_requested() {
             .iter()
             .any(|line| line.starts_with("event provisioning failed")),
         "{lines:?}"
+    );
+}
+
+#[test]
+fn fresh_credentials_landing_during_a_connect_attempt_are_used_not_renewed_again() {
+    let mut host = Host::connected();
+    // The gateway stops answering: every third failed attempt in a row renews the credential.
+    let conn = host.conn.unwrap();
+    host.input(Input::Closed {
+        conn,
+        reason: "reset".into(),
+    });
+    let mut failed = 0;
+    loop {
+        let lines = host.advance();
+        if lines.contains(&"http PUT /devices/register".to_owned()) {
+            break;
+        }
+        if lines.iter().any(|l| l.starts_with("connect ")) {
+            failed += 1;
+            assert!(failed <= 3, "no renewal after {failed} failed attempts");
+            let conn = host.conn.unwrap();
+            let lines = host.input(Input::Closed {
+                conn,
+                reason: "connection refused".into(),
+            });
+            if lines.contains(&"http PUT /devices/register".to_owned()) {
+                break;
+            }
+        }
+    }
+    assert_eq!(failed, 3);
+    // The next attempt starts with the old credential while the renewal is on its way.
+    let lines = host.advance();
+    assert!(lines.iter().any(|l| l.starts_with("connect ")), "{lines:?}");
+    let lines = host.answer("/devices/register", 200, register_body());
+    assert!(
+        !lines.contains(&"http PUT /devices/register".to_owned()),
+        "the fresh credential was renewed at once: {lines:?}"
+    );
+    let conn = host.conn.unwrap();
+    host.input(Input::Connected { conn });
+    host.connack(ConnectReturnCode::Accepted);
+    host.suback();
+    assert!(
+        !host
+            .advance()
+            .contains(&"http PUT /devices/register".to_owned()),
+        "renewed again before the fresh credential's renewal time"
     );
 }

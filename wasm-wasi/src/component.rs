@@ -174,6 +174,7 @@ fn event(notice: Notice) -> Option<wit::Event> {
                 operation: match operation {
                     StoreOperation::Load => wit::StoreOperation::Load,
                     StoreOperation::Remove => wit::StoreOperation::Remove,
+                    StoreOperation::Reserve => wit::StoreOperation::Reserve,
                     _ => wit::StoreOperation::SaveState,
                 },
                 reason: store_failure(reason),

@@ -12,16 +12,22 @@
 //!   again and the Platform drops the replay).
 //! - `origin`, `state`: the origin id and the saved state blob, each replaced atomically
 //!   (temp file, sync, rename).
-//! - `reserved`: a sequence number above every one ever written, raised (atomically, synced)
-//!   before an append would reach it, [`SEQ_RESERVE`] at a time.
+//! - `reserved`: the core's reservation (`StoreRequest::Reserve`), replaced atomically and
+//!   synced before it is answered. The core numbers new messages from it at every start, so a
+//!   store that lost records (a cut tail, a lost segment or `acks.log`) never hands out a number
+//!   the Platform may hold.
 //!
 //! On open every segment is checked. The first frame that is short, oversized or fails its
 //! checksum ends the valid part of that file: the rest is cut (never the records before it) and
-//! reported as a [`Recovery`]. Records that were cut may have been delivered already (their
-//! removal is not synced), so after a cut new messages are numbered from `reserved` on: reusing
-//! a delivered number would make the Platform drop the new message as a replay. A segment is deleted once all its records are removed, after a
-//! compacted `acks.log` recording a cursor past them is in place, so the high-water mark
-//! survives even when every segment is gone.
+//! reported as a [`Recovery`]. A store whose `origin` or `reserved` file is missing or
+//! unreadable while it holds anything else cannot tell which numbers the Platform holds: it
+//! starts a new origin (messages still stored may then arrive twice, never be dropped as
+//! replays) and reports that as a [`Recovery`] too. A segment is deleted once all its records
+//! are removed, after a compacted `acks.log` recording a cursor past them is in place, so the
+//! high-water mark survives even when every segment is gone.
+//!
+//! Directories are synced after a file is created, renamed or deleted; a failed directory sync
+//! fails the operation (a host without directory sync, reported as unsupported, is accepted).
 //!
 //! Memory: 24 bytes per stored record for the index; record data stays on disk.
 
@@ -41,10 +47,8 @@ const DEFAULT_SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
 /// `acks.log` is compacted when it grows past this.
 const ACKS_COMPACT_BYTES: u64 = 256 * 1024;
 
-/// How far `reserved` runs ahead of the newest appended record: one extra synced write per
-/// this many sequence numbers.
-const SEQ_RESERVE: u64 = 4096;
 const RESERVED: &str = "reserved";
+const ORIGIN: &str = "origin";
 
 const ACK_CURSOR: u8 = 0;
 const ACK_REMOVED: u8 = 1;
@@ -189,9 +193,13 @@ fn read_frames(bytes: &[u8]) -> (Vec<(u64, &[u8])>, Option<BadFrame>) {
 
 /// Best effort: makes a rename or a new file durable in its directory. Some WASI hosts cannot
 /// open directories as files; the data itself was already synced.
-fn sync_dir(dir: &Path) {
-    if let Ok(handle) = File::open(dir) {
-        let _ = handle.sync_all();
+/// Makes the directory's entries (a new, renamed or deleted file) durable. A host that cannot
+/// sync directories says so with `Unsupported`; that one is accepted, every other error is not.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    let synced = File::open(dir).and_then(|handle| handle.sync_all());
+    match synced {
+        Err(error) if error.kind() == io::ErrorKind::Unsupported => Ok(()),
+        other => other,
     }
 }
 
@@ -203,8 +211,7 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), FileStor
     file.sync_all().map_err(io_error("sync", &tmp))?;
     drop(file);
     fs::rename(&tmp, &path).map_err(io_error("rename", &path))?;
-    sync_dir(dir);
-    Ok(())
+    sync_dir(dir).map_err(io_error("sync directory", dir))
 }
 
 fn segment_name(first: Seq) -> String {
@@ -218,6 +225,24 @@ fn store_error(error: &io::Error) -> StoreError {
     }
 }
 
+/// [`store_error`] of a failed file operation: a full disk is a quota error for every
+/// operation, as it is for appends.
+fn file_store_error(error: &FileStoreError) -> StoreError {
+    let FileStoreError::Io { source, .. } = error;
+    match store_error(source) {
+        StoreError::QuotaExceeded => StoreError::QuotaExceeded,
+        _ => StoreError::Failed(error.to_string()),
+    }
+}
+
+/// What this store writes as an origin: 1 to 32 characters of `0-9 a-z`.
+fn is_origin(text: &str) -> bool {
+    (1..=32).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+}
+
 impl FileStore {
     /// Opens the store in `dir` (created when missing), checking every record. `new_origin`
     /// makes the origin id of a new store. Returns what had to be cut, if anything.
@@ -226,14 +251,12 @@ impl FileStore {
         new_origin: impl FnOnce() -> String,
     ) -> Result<(Self, Vec<Recovery>), FileStoreError> {
         fs::create_dir_all(dir).map_err(io_error("create directory", dir))?;
-        let origin_path = dir.join("origin");
+        let origin_path = dir.join(ORIGIN);
         let origin = match fs::read_to_string(&origin_path) {
-            Ok(origin) if !origin.trim().is_empty() => origin.trim().to_owned(),
-            _ => {
-                let origin = new_origin();
-                write_atomically(dir, "origin", origin.as_bytes())?;
-                origin
-            }
+            Ok(origin) if is_origin(origin.trim()) => Some(origin.trim().to_owned()),
+            Ok(_) => None,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+            Err(error) => return Err(io_error("read", &origin_path)(error)),
         };
         let state_path = dir.join("state");
         let state = match fs::read(&state_path) {
@@ -243,14 +266,14 @@ impl FileStore {
         };
         let reserved_path = dir.join(RESERVED);
         let reserved = match fs::read_to_string(&reserved_path) {
-            Ok(text) => text.trim().parse().unwrap_or(0),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => 0,
+            Ok(text) => text.trim().parse::<Seq>().ok(),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => None,
             Err(error) => return Err(io_error("read", &reserved_path)(error)),
         };
         let mut recoveries = Vec::new();
         let mut store = Self {
             dir: dir.to_owned(),
-            origin,
+            origin: origin.clone().unwrap_or_default(),
             state,
             entries: Vec::new(),
             segments: BTreeMap::new(),
@@ -258,15 +281,42 @@ impl FileStore {
             acks: None,
             acks_len: 0,
             next_seq: 0,
-            reserved,
+            reserved: reserved.unwrap_or(0),
             count: 0,
             bytes: 0,
             segment_limit: DEFAULT_SEGMENT_BYTES,
         };
+        let had_acks = dir.join("acks.log").exists();
         store.load_segments(&mut recoveries)?;
         store.load_acks(&mut recoveries)?;
-        if !recoveries.is_empty() {
-            store.next_seq = store.next_seq.max(store.reserved);
+        let holds_anything = !store.segments.is_empty()
+            || had_acks
+            || store.state.is_some()
+            || reserved_path.exists();
+        let lost = match (&origin, reserved) {
+            (None, _) if holds_anything => Some("the origin file is missing or unreadable"),
+            (Some(_), None) if store.next_seq > 0 || reserved_path.exists() => {
+                Some("the reserved file is missing or unreadable")
+            }
+            _ => None,
+        };
+        if origin.is_none() || lost.is_some() {
+            // Without both, the numbers the Platform holds for this store are unknown: a new
+            // origin starts a namespace none of them can collide with.
+            store.origin = new_origin();
+            write_atomically(dir, ORIGIN, store.origin.as_bytes())?;
+            if let Some(why) = lost {
+                // The new origin's numbering starts here, on record for the next open.
+                store.reserved = store.reserved.max(store.next_seq);
+                let reserved = store.reserved.to_string();
+                write_atomically(dir, RESERVED, reserved.as_bytes())?;
+                recoveries.push(Recovery {
+                    file: ORIGIN.into(),
+                    valid_bytes: 0,
+                    cut_bytes: 0,
+                    reason: format!("{why}: new messages are numbered under a new origin"),
+                });
+            }
         }
         store.count = store.entries.iter().filter(|e| e.live).count() as u64;
         store.bytes = store
@@ -433,6 +483,7 @@ impl FileStore {
         OutboxMeta {
             origin: self.origin.clone(),
             next_seq: self.next_seq,
+            reserved: self.reserved,
             count: self.count,
             bytes: self.bytes,
         }
@@ -470,7 +521,7 @@ impl FileStore {
                 Ok(records) => Input::Loaded { records },
                 // The core asks again later; nothing is lost by a failed read.
                 Err(error) => Input::LoadFailed {
-                    error: StoreError::Failed(error.to_string()),
+                    error: file_store_error(&error),
                 },
             }),
             StoreRequest::Remove { seqs, bytes } => match self.remove(&seqs) {
@@ -478,7 +529,7 @@ impl FileStore {
                 Err(error) => Some(Input::RemoveFailed {
                     seqs,
                     bytes,
-                    error: StoreError::Failed(error.to_string()),
+                    error: file_store_error(&error),
                 }),
             },
             StoreRequest::SaveState { state } => match write_atomically(&self.dir, "state", &state)
@@ -488,9 +539,22 @@ impl FileStore {
                     None
                 }
                 Err(error) => Some(Input::SaveStateFailed {
-                    error: StoreError::Failed(error.to_string()),
+                    error: file_store_error(&error),
                 }),
             },
+            StoreRequest::Reserve { below } => {
+                let reserved = self.reserved.max(below);
+                match write_atomically(&self.dir, RESERVED, reserved.to_string().as_bytes()) {
+                    Ok(()) => {
+                        self.reserved = reserved;
+                        Some(Input::Reserved { below })
+                    }
+                    Err(error) => Some(Input::ReserveFailed {
+                        below,
+                        error: file_store_error(&error),
+                    }),
+                }
+            }
         }
     }
 
@@ -512,13 +576,6 @@ impl FileStore {
         {
             return Err(io::Error::other("sequence numbers must grow"));
         }
-        let newest = records[records.len() - 1].seq;
-        if newest >= self.reserved {
-            let reserved = newest.saturating_add(1 + SEQ_RESERVE);
-            write_atomically(&self.dir, RESERVED, reserved.to_string().as_bytes())
-                .map_err(|FileStoreError::Io { source, .. }| source)?;
-            self.reserved = reserved;
-        }
         let rolls = self
             .active
             .as_ref()
@@ -529,7 +586,7 @@ impl FileStore {
             let path = self.dir.join(segment_name(first));
             let file = OpenOptions::new().create(true).append(true).open(&path)?;
             file.set_len(0)?;
-            sync_dir(&self.dir);
+            sync_dir(&self.dir)?;
             self.segments.insert(
                 first,
                 Segment {
@@ -615,31 +672,30 @@ impl FileStore {
     }
 
     fn remove(&mut self, seqs: &[Seq]) -> Result<(), FileStoreError> {
-        let mut removed = Vec::with_capacity(seqs.len());
-        for seq in seqs {
-            let Ok(index) = self.entries.binary_search_by_key(seq, |e| e.seq) else {
-                continue;
-            };
+        let removed: Vec<usize> = seqs
+            .iter()
+            .filter_map(|seq| self.entries.binary_search_by_key(seq, |e| e.seq).ok())
+            .filter(|&index| self.entries[index].live)
+            .collect();
+        if removed.is_empty() {
+            return Ok(());
+        }
+        let mut payload = vec![ACK_REMOVED];
+        for &index in &removed {
+            payload.extend_from_slice(&self.entries[index].seq.to_le_bytes());
+        }
+        // Written first: a removal that failed leaves the records live, so the core's retry
+        // finds them again.
+        self.append_ack(&payload)?;
+        for index in removed {
             let entry = &mut self.entries[index];
-            if !entry.live {
-                continue;
-            }
             entry.live = false;
             self.count -= 1;
             self.bytes -= u64::from(entry.len);
             if let Some(segment) = self.segments.get_mut(&entry.segment) {
                 segment.live -= 1;
             }
-            removed.push(*seq);
         }
-        if removed.is_empty() {
-            return Ok(());
-        }
-        let mut payload = vec![ACK_REMOVED];
-        for seq in &removed {
-            payload.extend_from_slice(&seq.to_le_bytes());
-        }
-        self.append_ack(&payload)?;
         self.drop_empty_segments()
     }
 
@@ -739,7 +795,16 @@ mod tests {
         (store.with_segment_limit(200), recoveries)
     }
 
+    /// How far the tests reserve ahead, as the core does in blocks.
+    const SEQ_RESERVE: u64 = 4096;
+
+    /// Appends `seqs`, reserving their numbers first when needed, as the core does.
     fn append(store: &mut FileStore, seqs: std::ops::Range<u64>) {
+        if seqs.end > store.meta().reserved {
+            let below = seqs.end.div_ceil(SEQ_RESERVE) * SEQ_RESERVE;
+            let answer = store.execute(StoreRequest::Reserve { below });
+            assert_eq!(answer, Some(Input::Reserved { below }));
+        }
         let records = seqs
             .map(|seq| Record {
                 seq,
@@ -939,8 +1004,9 @@ mod tests {
         assert_eq!(recoveries[0].reason, "checksum mismatch");
         assert_eq!(recoveries[0].valid_bytes, 2 * record_len as u64);
         assert_eq!(store.live_seqs(), [0, 1]);
-        // Records 2 and 3 may have been delivered: their numbers are never handed out again.
-        assert!(store.meta().next_seq >= 4, "{:?}", store.meta());
+        // Records 2 and 3 may have been delivered: their numbers are never handed out again
+        // (the core numbers from the reservation).
+        assert!(store.meta().reserved >= 4, "{:?}", store.meta());
     }
 
     #[test]
@@ -962,17 +1028,69 @@ mod tests {
         fs::write(&segment, &bytes).unwrap();
         let (store, recoveries) = open(dir.path());
         assert_eq!(recoveries.len(), 1, "{recoveries:?}");
+        let meta = store.meta();
         assert!(
-            store.meta().next_seq > newest,
-            "next {} must be above {newest}",
-            store.meta().next_seq
+            meta.next_seq.max(meta.reserved) > newest,
+            "next {meta:?} must be above {newest}"
         );
-        // A clean reopen keeps the numbering where it is.
-        let next = store.meta().next_seq;
-        drop(store);
+    }
+
+    #[test]
+    fn a_lost_or_unreadable_reserved_or_origin_file_starts_a_new_origin_and_says_so() {
+        for (file, content) in [
+            ("reserved", None),
+            ("reserved", Some("not a number")),
+            ("origin", None),
+            ("origin", Some("")),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut store, _) = open(dir.path());
+            append(&mut store, 0..5);
+            remove(&mut store, 0..5);
+            drop(store);
+            let path = dir.path().join(file);
+            match content {
+                None => fs::remove_file(&path).unwrap(),
+                Some(text) => fs::write(&path, text).unwrap(),
+            }
+            let (store, recoveries) =
+                FileStore::open(dir.path(), || "neworigin".into()).expect("opens");
+            assert_eq!(
+                store.meta().origin,
+                "neworigin",
+                "{file} {content:?}: numbers under the old origin are unknown"
+            );
+            assert_eq!(recoveries.len(), 1, "{file} {content:?}: {recoveries:?}");
+            assert!(
+                recoveries[0].reason.contains("new origin"),
+                "{recoveries:?}"
+            );
+            drop(store);
+            let (store, recoveries) = open(dir.path());
+            assert_eq!(store.meta().origin, "neworigin", "the new origin is kept");
+            assert!(recoveries.is_empty(), "{recoveries:?}");
+        }
+    }
+
+    #[test]
+    fn a_new_store_gets_an_origin_without_a_recovery() {
+        let dir = tempfile::tempdir().unwrap();
         let (store, recoveries) = open(dir.path());
+        assert_eq!(store.meta().origin, "testorigin");
         assert!(recoveries.is_empty());
-        assert!(store.meta().next_seq <= next);
+        assert_eq!(store.meta().reserved, 0);
+    }
+
+    #[test]
+    fn a_reservation_is_synced_answered_and_never_lowered() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = open(dir.path());
+        let answer = store.execute(StoreRequest::Reserve { below: 8_192 });
+        assert_eq!(answer, Some(Input::Reserved { below: 8_192 }));
+        let _ = store.execute(StoreRequest::Reserve { below: 4_096 });
+        drop(store);
+        let (store, _) = open(dir.path());
+        assert_eq!(store.meta().reserved, 8_192);
     }
 
     #[test]

@@ -426,6 +426,8 @@ export class Driver {
     for (const answer of answers) {
       if (answer.kind === "appended") {
         this.core.appended(now, answer.first, answer.last);
+      } else if (answer.kind === "reserved") {
+        this.core.reserved(now, answer.below);
       } else {
         this.core.loaded(now, answer.records);
       }
@@ -454,6 +456,8 @@ export class Driver {
         this.core.loadFailed(now, quotaExceeded, message);
       } else if (request.kind === "remove") {
         this.core.removeFailed(now, request.seqs, request.bytes, quotaExceeded, message);
+      } else if (request.kind === "reserve") {
+        this.core.reserveFailed(now, request.below, quotaExceeded, message);
       } else {
         this.core.saveStateFailed(now, quotaExceeded, message);
       }

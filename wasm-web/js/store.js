@@ -4,11 +4,17 @@
 // Layout (database version 1):
 // - object store `records`: key = sequence number, value = the record's bytes (Uint8Array);
 // - object store `meta`: `origin` (made once from random bytes when the database is created),
-//   `nextSeq` (the high-water mark, kept after records are removed), `bytes` (total size of the
-//   stored records, so that opening a large backlog needs no scan) and `state` (the core's blob).
+//   `nextSeq` (the high-water mark, kept after records are removed), `reserved` (the core's
+//   durable reservation of sequence numbers), `bytes` (total size of the stored records, so that
+//   opening a large backlog needs no scan) and `state` (the core's blob).
 //
 // `execute` runs a whole batch of requests in ONE readwrite transaction and resolves only once
-// it has committed, so an `appended` answer means durable. Inside a transaction nothing but
+// it has committed. A batch that answers the core or holds the saved state (appends,
+// reservations, state saves) commits with `durability: "strict"`: `complete` then means on
+// disk, not just handed to the OS (Chromium's default has been `relaxed` since version 121, and
+// a power cut would roll such a batch back after the app was told its message is stored).
+// Removals and loads alone keep the browser's default: losing a removal only sends a message
+// again, and the Platform drops the replay. Inside a transaction nothing but
 // IndexedDB requests is awaited (it commits by itself as soon as it has no pending request);
 // promise continuations run as microtasks of the request's event, while it is still active.
 
@@ -18,9 +24,10 @@ import { describe } from "./io.js";
 /** @import { StoreRequest, StoredRecord } from "./vdev_web_core.js" */
 
 /**
- * What `execute` answers: the core's `appended` and `loaded` inputs.
+ * What `execute` answers: the core's `appended`, `loaded` and `reserved` inputs.
  * @typedef {{ kind: "appended", first: number, last: number }
- *   | { kind: "loaded", records: StoredRecord[] }} Answer
+ *   | { kind: "loaded", records: StoredRecord[] }
+ *   | { kind: "reserved", below: number }} Answer
  */
 
 /** The store `openStore` makes, named for other modules (the class is not exported). @typedef {IdbStore} Store */
@@ -70,7 +77,7 @@ function factory() {
 
 /**
  * Opens (creating on first use) the database `name`. Resolves to `{ store, contents }`,
- * `contents` being `{ origin, nextSeq, bytes, count, state }` (what the core is made from).
+ * `contents` being `{ origin, nextSeq, reserved, bytes, count, state }` (what the core is made from).
  * @param {string} name
  */
 export async function openStore(name) {
@@ -136,29 +143,39 @@ class IdbStore {
     this.database.close();
   }
 
-  /** Reads the meta entries (creating the origin on first use) and counts the records. */
+  /**
+   * Reads the meta entries (creating the origin on first use) and counts the records. The
+   * high-water mark is never below the highest record's key: a meta entry that lost an update
+   * must not hand out a stored record's number again.
+   */
   readContents() {
     return this.transaction(async (records, meta) => {
-      const [origin, nextSeq, bytes, state, stored] = await Promise.all([
+      const [origin, nextSeq, reserved, bytes, state, stored, last] = await Promise.all([
         done(meta.get("origin")),
         done(meta.get("nextSeq")),
+        done(meta.get("reserved")),
         done(meta.get("bytes")),
         done(meta.get("state")),
         done(records.count()),
+        done(records.openKeyCursor(null, "prev")),
       ]);
+      const highest = last && Number.isInteger(last.key) ? /** @type {number} */ (last.key) : -1;
       const contents = {
         origin,
-        nextSeq: count(nextSeq),
+        nextSeq: Math.max(count(nextSeq), highest + 1),
+        reserved: count(reserved),
         bytes: count(bytes),
         count: count(stored),
         // Something else than bytes reaches the core as empty, which it reports as unreadable.
         state: state === undefined || state instanceof Uint8Array ? state : new Uint8Array(0),
       };
       if (typeof origin !== "string") {
+        // A new database, or one whose origin is gone: a new origin cannot collide with
+        // numbers the Platform holds under the old one.
         contents.origin = randomId();
         meta.put(contents.origin, "origin");
-        meta.put(0, "nextSeq");
-        meta.put(0, "bytes");
+        meta.put(contents.nextSeq, "nextSeq");
+        meta.put(contents.bytes, "bytes");
       }
       return contents;
     });
@@ -171,8 +188,11 @@ class IdbStore {
    * @param {StoreRequest[]} requests
    */
   execute(requests) {
+    const strict = requests.some((r) => r.kind === "append" || r.kind === "reserve" || r.kind === "saveState");
     return this.transaction(async (records, meta) => {
-      let [nextSeq, bytes] = (await Promise.all([done(meta.get("nextSeq")), done(meta.get("bytes"))])).map(count);
+      let [nextSeq, bytes, reserved] = (
+        await Promise.all([done(meta.get("nextSeq")), done(meta.get("bytes")), done(meta.get("reserved"))])
+      ).map(count);
       /** @type {Answer[]} */
       const answers = [];
       for (const request of requests) {
@@ -197,24 +217,31 @@ class IdbStore {
           case "saveState":
             meta.put(request.state, "state");
             break;
+          case "reserve":
+            reserved = Math.max(reserved, request.below);
+            meta.put(reserved, "reserved");
+            answers.push({ kind: "reserved", below: request.below });
+            break;
         }
       }
       meta.put(nextSeq, "nextSeq");
       meta.put(bytes, "bytes");
       return answers;
-    });
+    }, strict);
   }
 
   /**
-   * Runs `steps(records, meta)` in a readwrite transaction; its result once committed.
+   * Runs `steps(records, meta)` in a readwrite transaction; its result once committed (with
+   * `strict`, once on disk).
    * @template T
    * @param {(records: IDBObjectStore, meta: IDBObjectStore) => Promise<T>} steps
+   * @param {boolean} [strict]
    * @returns {Promise<T>}
    */
-  async transaction(steps) {
+  async transaction(steps, strict = false) {
     let transaction;
     try {
-      transaction = this.database.transaction([RECORDS, META], "readwrite");
+      transaction = this.database.transaction([RECORDS, META], "readwrite", strict ? { durability: "strict" } : undefined);
     } catch (error) {
       throw new StoreFailure(error);
     }

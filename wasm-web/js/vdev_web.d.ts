@@ -124,7 +124,7 @@ export type DeviceEvent =
     | { kind: "reportedPropertiesRejected"; status: number }
     | { kind: "cloudToDeviceMessage"; properties: string; payload: Uint8Array }
     /** A storage operation failed; the device asks for it again later. */
-    | { kind: "storeFailed"; operation: "load" | "remove" | "saveState"; reason: StoreFailure }
+    | { kind: "storeFailed"; operation: "load" | "remove" | "saveState" | "reserve"; reason: StoreFailure }
     | { kind: "savedStateDiscarded"; reason: string }
     /** The store cut an unreadable tail when it opened (the WASI file outbox does). */
     | { kind: "outboxRecovered"; file: string; validBytes: number; cutBytes: number; reason: string };

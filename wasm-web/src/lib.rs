@@ -50,8 +50,8 @@ pub struct Core {
 impl Core {
     /// `Device::new` with the browser's transport (MQTT over WebSocket). `options`:
     /// `{ instance, provisioningToken, deviceId?, provisioningParameters? (JSON text of an object
-    /// of strings), now, random (32 bytes), origin, nextSeq, bytes, count, savedState? }`, the
-    /// last five being what the store holds.
+    /// of strings), now, random (32 bytes), origin, nextSeq, reserved, bytes, count,
+    /// savedState? }`, the last six being what the store holds.
     #[wasm_bindgen(constructor)]
     pub fn new(options: &JsValue) -> Result<Core, JsError> {
         let text = |name: &str| field(options, name).as_string();
@@ -79,6 +79,7 @@ impl Core {
         let meta = OutboxMeta {
             origin: text("origin").unwrap_or_default(),
             next_seq: number("nextSeq"),
+            reserved: number("reserved"),
             count: number("count"),
             bytes: number("bytes"),
         };
@@ -192,6 +193,29 @@ impl Core {
         let seqs = seqs.into_iter().map(|seq| seq as u64).collect();
         let (bytes, error) = (bytes as u64, store_error(quota_exceeded, error));
         self.input(now, Input::RemoveFailed { seqs, bytes, error });
+    }
+
+    /// The `reserve` output up to `below` is durable.
+    pub fn reserved(&mut self, now: f64, below: f64) {
+        self.input(
+            now,
+            Input::Reserved {
+                below: below as u64,
+            },
+        );
+    }
+
+    /// A `reserve` output failed; the core holds new appends and asks again later.
+    #[wasm_bindgen(js_name = reserveFailed)]
+    pub fn reserve_failed(
+        &mut self,
+        now: f64,
+        below: f64,
+        #[wasm_bindgen(js_name = quotaExceeded)] quota_exceeded: bool,
+        error: String,
+    ) {
+        let (below, error) = (below as u64, store_error(quota_exceeded, error));
+        self.input(now, Input::ReserveFailed { below, error });
     }
 
     /// A `saveState` output failed; the core saves its state again later.
@@ -404,7 +428,8 @@ impl Core {
 }
 
 /// A store request as `pollOutput` hands it to the host: `append` {records: {seq, data}[]},
-/// `load` {from, maxCount, maxBytes}, `remove` {seqs (ascending), bytes}, `saveState` {state}.
+/// `load` {from, maxCount, maxBytes}, `remove` {seqs (ascending), bytes}, `saveState` {state},
+/// `reserve` {below}.
 /// Public for the browser tests of the store, which check it against the core's `MemoryStore`.
 #[doc(hidden)]
 pub fn store_request_to_js(request: &StoreRequest) -> JsValue {
@@ -436,6 +461,9 @@ pub fn store_request_to_js(request: &StoreRequest) -> JsValue {
         }
         StoreRequest::SaveState { state } => {
             object(&[("kind", "saveState".into()), ("state", self::bytes(state))])
+        }
+        StoreRequest::Reserve { below } => {
+            object(&[("kind", "reserve".into()), ("below", number(*below))])
         }
     }
 }

@@ -37,6 +37,7 @@ impl JsStore {
                     .as_string()
                     .expect("origin is a string"),
                 next_seq: count(&contents, "nextSeq"),
+                reserved: count(&contents, "reserved"),
                 count: count(&contents, "count"),
                 bytes: count(&contents, "bytes"),
             },
@@ -85,6 +86,9 @@ fn core_input(answer: &JsValue) -> Input<'static> {
                 .collect();
             Input::Loaded { records }
         }
+        Some("reserved") => Input::Reserved {
+            below: count(answer, "below"),
+        },
         _ => panic!("not an answer of the storage contract: {answer:?}"),
     }
 }
@@ -216,6 +220,8 @@ async fn answers_like_the_memory_store() {
             load(0, 100, 1 << 20),
         ],
         vec![load(20, 5, 100)],
+        vec![StoreRequest::Reserve { below: 4_096 }, append(12..14, 3)],
+        vec![StoreRequest::Reserve { below: 8_192 }],
     ];
     for batch in batches {
         let answers = store.execute(&batch).await.expect("the batch commits");
@@ -252,6 +258,7 @@ async fn everything_survives_reopening_and_the_high_water_mark_outlives_removal(
         OutboxMeta {
             origin: origin.clone(),
             next_seq: 5,
+            reserved: 0,
             count: 5,
             bytes: 20
         }
@@ -278,6 +285,7 @@ async fn everything_survives_reopening_and_the_high_water_mark_outlives_removal(
         OutboxMeta {
             origin: origin.clone(),
             next_seq: 5,
+            reserved: 0,
             count: 0,
             bytes: 0
         },
@@ -354,5 +362,57 @@ async fn a_record_that_is_not_bytes_loads_as_empty_for_the_core_to_reject() {
     let mut expected = records(0..2, 3);
     expected[0].data.clear();
     assert_eq!(answers, vec![Input::Loaded { records: expected }]);
+    discard(store).await;
+}
+
+/// Writes `value` under `key` in the `meta` object store, as something else than this store
+/// would (or as a rolled-back update leaves it).
+async fn put_meta(name: &str, key: &str, value: wasm_bindgen::JsValue) {
+    let factory = idb::Factory::new().unwrap();
+    let database = factory.open(name, None).unwrap().await.unwrap();
+    let transaction = database
+        .transaction(&["meta"], idb::TransactionMode::ReadWrite)
+        .unwrap();
+    transaction
+        .object_store("meta")
+        .unwrap()
+        .put(&value, Some(&wasm_bindgen::JsValue::from_str(key)))
+        .unwrap()
+        .await
+        .unwrap();
+    transaction.commit().unwrap().await.unwrap();
+    database.close();
+}
+
+#[wasm_bindgen_test]
+async fn a_high_water_mark_that_lost_an_update_is_raised_to_the_highest_record() {
+    let (store, _) = fresh().await;
+    let name = store.name();
+    store.execute(&[append(0..3, 2)]).await.unwrap();
+    store.close();
+    put_meta(&name, "nextSeq", wasm_bindgen::JsValue::from_f64(1.0)).await;
+
+    let (store, contents) = JsStore::open(&name).await.unwrap();
+    assert_eq!(
+        contents.meta.next_seq, 3,
+        "the stored records' numbers are never handed out again"
+    );
+    discard(store).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_reservation_is_kept_and_answered_and_never_lowered() {
+    let (store, _) = fresh().await;
+    let answers = store
+        .execute(&[StoreRequest::Reserve { below: 8_192 }])
+        .await
+        .unwrap();
+    assert_eq!(answers, vec![Input::Reserved { below: 8_192 }]);
+    store
+        .execute(&[StoreRequest::Reserve { below: 4_096 }])
+        .await
+        .unwrap();
+    let (store, contents) = reopen(store).await;
+    assert_eq!(contents.meta.reserved, 8_192);
     discard(store).await;
 }

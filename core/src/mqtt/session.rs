@@ -114,7 +114,8 @@ pub(crate) enum SessionEvent {
     Lost {
         /// Why, or `None` when the device closed it on purpose (stopped, new credentials).
         reason: Option<ConnectionLoss>,
-        /// Connection attempts in a row that never became ready (0 after a working session).
+        /// Connection attempts in a row that never became ready (0 after a working session and
+        /// for a deliberate close).
         failed_attempts: u32,
     },
     /// The credential expired before a connection could use it; new parameters are needed.
@@ -203,6 +204,8 @@ impl Session {
     /// (they are renewed before the old ones expire, so this is not a failure).
     pub(crate) fn set_params(&mut self, now: u64, params: ConnectParams) {
         self.params = Some(params);
+        // Failed attempts in a row were with the old credentials.
+        self.failed_attempts = 0;
         match self.state {
             State::Idle | State::Waiting { .. } => self.state = State::Waiting { at: now },
             _ => {
@@ -547,9 +550,10 @@ impl Session {
             self.outputs.push(SessionOutput::Close { conn });
         }
         self.in_flight.clear();
+        // Closed on purpose: no attempt failed.
         self.events.push(SessionEvent::Lost {
             reason: None,
-            failed_attempts: self.failed_attempts,
+            failed_attempts: 0,
         });
         self.state = State::Idle;
     }

@@ -427,6 +427,7 @@ fn describe_store(request: &StoreRequest) -> String {
         StoreRequest::Remove { seqs, .. } => format!("remove {seqs:?}"),
         StoreRequest::Load { from, .. } => format!("load from {from}"),
         StoreRequest::SaveState { .. } => "save-state".into(),
+        StoreRequest::Reserve { below } => format!("reserve below {below}"),
     }
 }
 

@@ -44,6 +44,9 @@ pub struct Faults {
     pub technician_skips_first: bool,
     /// Chance that the technician lets an operation of the fault window expire.
     pub technician_ignore_rate: f64,
+    /// The store reports appends and state saves done before they reach the disk (IndexedDB's
+    /// `relaxed` durability); otherwise only removals lag. Reservations are always durable.
+    pub relaxed_store: bool,
 }
 
 /// Something that strikes at one instant of the fault window.
@@ -51,6 +54,9 @@ pub struct Faults {
 pub enum Incident {
     /// The device process dies (appends not yet durable are lost) and restarts from its store.
     Crash,
+    /// The machine loses power: the process dies and the store loses every write it had not
+    /// yet made durable, a suffix of what it reported done.
+    PowerLoss,
     /// Every open connection is reset.
     Cut,
     /// The network is gone (no close seen) for a while.
@@ -77,6 +83,7 @@ pub enum Incident {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IncidentWeights {
     pub crash: u32,
+    pub power_loss: u32,
     pub cut: u32,
     pub partition: u32,
     pub revoke: u32,
@@ -94,6 +101,7 @@ impl IncidentWeights {
     pub fn usual() -> Self {
         Self {
             crash: 8,
+            power_loss: 4,
             cut: 9,
             partition: 4,
             revoke: 4,
@@ -106,9 +114,10 @@ impl IncidentWeights {
         }
     }
 
-    pub fn choices(&self) -> [(Incident, u32); 10] {
+    pub fn choices(&self) -> [(Incident, u32); 11] {
         [
             (Incident::Crash, self.crash),
+            (Incident::PowerLoss, self.power_loss),
             (Incident::Cut, self.cut),
             (Incident::Partition, self.partition),
             (Incident::Revoke, self.revoke),
@@ -143,6 +152,7 @@ impl Faults {
             insecure_endpoints: 0,
             technician_skips_first: false,
             technician_ignore_rate: 0.0,
+            relaxed_store: false,
         }
     }
 
@@ -164,6 +174,7 @@ impl Faults {
             insecure_endpoints: rng.pick(&[0, 0, 3]),
             technician_skips_first: rng.chance(0.2),
             technician_ignore_rate: rng.pick(&[0.0, 0.0, 0.2]),
+            relaxed_store: rng.chance(0.5),
         }
     }
 }
@@ -204,6 +215,8 @@ fault_counts! {
     failed_writes: "failed writes",
     insecure_endpoints: "cleartext endpoints refused",
     identity_changes: "identity changes",
+    power_losses: "power losses",
+    lost_appends: "appends lost by relaxed stores",
 }
 
 /// `<n> <name>, <n> <name>, ...`

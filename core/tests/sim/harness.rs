@@ -86,6 +86,7 @@ enum Ev {
     },
     Revoke,
     Reidentify,
+    PowerLoss,
     Cut,
     PartitionStart,
     PartitionEnd,
@@ -158,7 +159,14 @@ pub struct Sim {
     device: Option<Device>,
     instance: u64,
     timer_at: Option<u64>,
+    /// The store as the running process sees it.
     store: MemoryStore,
+    /// What of it is on disk: a power loss keeps this and a prefix of `undurable`.
+    durable_store: MemoryStore,
+    /// Operations reported done but not yet on disk, in order.
+    undurable: Vec<StoreRequest>,
+    /// Messages whose append a relaxed store reported done and then lost in a power loss.
+    lost_to_power: BTreeSet<u64>,
     store_ops: std::collections::VecDeque<StoreRequest>,
     store_busy: bool,
     links: BTreeMap<u64, Link>,
@@ -226,7 +234,10 @@ impl Sim {
             device: None,
             instance: 0,
             timer_at: None,
-            store: MemoryStore::new(origin),
+            store: MemoryStore::new(origin.clone()),
+            durable_store: MemoryStore::new(origin),
+            undurable: Vec::new(),
+            lost_to_power: BTreeSet::new(),
             store_ops: Default::default(),
             store_busy: false,
             links: BTreeMap::new(),
@@ -336,6 +347,7 @@ impl Sim {
         let fault_end = self.fault_end.max(t);
         match incident {
             Incident::Crash => self.at(t, Ev::Crash),
+            Incident::PowerLoss => self.at(t, Ev::PowerLoss),
             Incident::Cut => self.at(t, Ev::Cut),
             Incident::Partition => {
                 let end = (t + self.rng.range(SECOND..2 * MINUTE)).min(fault_end);
@@ -591,6 +603,7 @@ impl Sim {
                 }
             }
             Ev::Crash => self.crash(),
+            Ev::PowerLoss => self.power_loss(),
             Ev::Restart => self.restart(),
             Ev::Approve { op } => self.platform.approve(&op, now),
             Ev::Revoke => {
@@ -1065,10 +1078,49 @@ impl Sim {
                 ));
             }
         }
+        let strict = match request {
+            StoreRequest::Reserve { .. } => true,
+            StoreRequest::Append { .. } | StoreRequest::SaveState { .. } => {
+                !self.faults.relaxed_store
+            }
+            StoreRequest::Remove { .. } | StoreRequest::Load { .. } => false,
+        };
+        if !matches!(request, StoreRequest::Load { .. }) {
+            self.undurable.push(request.clone());
+        }
+        // A strict write reaches the disk with everything before it (the log is ordered); the
+        // rest gets there when the store checkpoints, at random moments.
+        if strict || self.rng.chance(0.2) {
+            for done in self.undurable.drain(..) {
+                let _ = self.durable_store.execute(done);
+            }
+        }
         if let Some(answer) = self.store.execute(request) {
             self.with_device(|d, now| d.handle_input(now, answer));
         }
         self.kick_store();
+    }
+
+    /// The process dies and the store comes back as the disk has it: a prefix of what it
+    /// reported done since the last durable point survives.
+    fn power_loss(&mut self) {
+        if self.device.is_none() {
+            return;
+        }
+        self.report.faults.power_losses += 1;
+        let survive = self.rng.range(0..self.undurable.len() as u64 + 1) as usize;
+        let lost = self.undurable.split_off(survive);
+        for done in self.undurable.drain(..) {
+            let _ = self.durable_store.execute(done);
+        }
+        for request in &lost {
+            if let StoreRequest::Append { records } = request {
+                self.report.faults.lost_appends += records.len() as u64;
+                self.lost_to_power.extend(records.iter().map(|r| r.seq));
+            }
+        }
+        self.store = self.durable_store.clone();
+        self.crash();
     }
 
     fn check_token_use(&mut self, request: &HttpRequest) {
@@ -1382,6 +1434,14 @@ impl Sim {
             }
         }
         for seq in self.completed.difference(&refused) {
+            // A relaxed store reported these stored and lost them: the app was told a lie the
+            // core cannot see. What the core must never do is hand their numbers out again
+            // (the payload check above catches a number the Platform holds for another message).
+            // Such a message may have reached the Platform before the loss; the restarted
+            // device no longer knows it, so it gets no outcome either way.
+            if self.lost_to_power.contains(seq) {
+                continue;
+            }
             if !stored_seqs.contains(seq) {
                 violations.push(format!(
                     "message {seq} was stored durably by the device but never reached the platform"

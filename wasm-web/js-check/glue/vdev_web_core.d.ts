@@ -21,6 +21,7 @@ export interface CoreOptions {
     random: Uint8Array;
     origin?: string;
     nextSeq?: number;
+    reserved?: number;
     bytes?: number;
     count?: number;
     savedState?: Uint8Array;
@@ -37,7 +38,8 @@ export type StoreRequest =
     | { kind: "append"; records: StoredRecord[] }
     | { kind: "load"; from: number; maxCount: number; maxBytes: number }
     | { kind: "remove"; seqs: number[]; bytes: number }
-    | { kind: "saveState"; state: Uint8Array };
+    | { kind: "saveState"; state: Uint8Array }
+    | { kind: "reserve"; below: number };
 
 /** What `pollOutput()` returns, by `kind`; the host polls until `timeout`. */
 export type Output =
@@ -86,6 +88,8 @@ export class Core {
     removeFailed(now: number, seqs: number[], bytes: number, quotaExceeded: boolean, error: string): void;
     /** A `saveState` output failed; the core saves its state again later. */
     saveStateFailed(now: number, quotaExceeded: boolean, error: string): void;
+    reserved(now: number, below: number): void;
+    reserveFailed(now: number, below: number, quotaExceeded: boolean, error: string): void;
     networkAvailable(now: number): void;
     networkLost(now: number): void;
     timeout(now: number): void;
