@@ -207,13 +207,23 @@ pub struct Driver {
     requests: BTreeMap<RequestId, PendingHttp>,
     notices: VecDeque<Notice>,
     deadline: Option<u64>,
-    tls_config: Option<Arc<rustls::ClientConfig>>,
+    tls_config: Arc<rustls::ClientConfig>,
 }
 
 impl Driver {
     /// Opens the store and creates the device; nothing is sent until the first turn.
     pub fn start(settings: &Settings) -> Result<Self, StartError> {
         let config = settings.device_config()?;
+        if config.transport == vdev_core::Transport::WebSocket {
+            // Refused here rather than at every connect, which would retry forever.
+            return Err(StartError::Settings(
+                crate::settings::SettingsError::Invalid {
+                    name: "transport".into(),
+                    reason: "websocket is not available in the WASI component; use tcp or tls"
+                        .into(),
+                },
+            ));
+        }
         let (store, recoveries) = FileStore::open(Path::new(&settings.store_dir), || {
             let random: [u8; 16] = wasip2::random::random::get_random_bytes(16)
                 .try_into()
@@ -223,19 +233,16 @@ impl Driver {
         let seed: [u8; 32] = wasip2::random::random::get_random_bytes(32)
             .try_into()
             .expect("wasi:random returns the 32 bytes asked for");
-        let tls_config = match config.transport {
-            vdev_core::Transport::Tls => {
-                let ca_pem = match &settings.tls_ca_file {
-                    Some(path) => Some(
-                        std::fs::read(path)
-                            .map_err(|e| StartError::Tls(format!("tls ca file {path}: {e}")))?,
-                    ),
-                    None => None,
-                };
-                Some(crate::tls::client_config(ca_pem.as_deref()).map_err(StartError::Tls)?)
-            }
-            _ => None,
+        // Also for `tcp`: the core falls back to MQTT over TLS on the hub host when the
+        // Platform announces no plain endpoint (a real Platform never does).
+        let ca_pem = match &settings.tls_ca_file {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map_err(|e| StartError::Tls(format!("tls ca file {path}: {e}")))?,
+            ),
+            None => None,
         };
+        let tls_config = crate::tls::client_config(ca_pem.as_deref()).map_err(StartError::Tls)?;
         let mut device = Device::new(config, now_ms(), seed, &store.meta(), store.state());
         for recovery in recoveries {
             let input = Input::StoreRecovered(vdev_core::StoreRecovery {
@@ -608,11 +615,7 @@ impl Driver {
         let Some(host) = host else {
             return Ok(None);
         };
-        let config = self
-            .tls_config
-            .clone()
-            .ok_or_else(|| "tls: not configured for this transport".to_owned())?;
-        TlsSession::new(config, host).map(|session| Some(Box::new(session)))
+        TlsSession::new(self.tls_config.clone(), host).map(|session| Some(Box::new(session)))
     }
 
     fn read(&mut self, id: ConnectionId) {

@@ -272,6 +272,7 @@ export class Driver {
         case "remove":
         case "load":
         case "saveState":
+        case "reserve":
           this.emitted++;
           this.storeQueue.push(output);
           break;
@@ -303,6 +304,12 @@ export class Driver {
         case "event":
           this.event(JSON.parse(output.event), output.payload);
           break;
+        default: {
+          // tsc (js-check) fails here when the core gains an output this host does not handle.
+          /** @type {never} */
+          const unhandled = output;
+          throw new Error(`unhandled core output ${JSON.stringify(unhandled)}`);
+        }
       }
     }
   }

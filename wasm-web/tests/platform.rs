@@ -235,10 +235,13 @@ async fn restart_on_the_same_database_keeps_queue_and_identity_without_reprovisi
     );
     let sender = third.client.create_stream_sender(None).unwrap();
     let seqs = send_all(&sender, (0..10).map(|i| format!("later {i}"))).await;
+    // Numbering goes on above every number used before, from the reservation: a start may
+    // skip up to one block, never go back.
+    assert!(seqs[0] >= 100, "sequence numbers go on: {seqs:?}");
     assert_eq!(
         seqs,
-        (100..110).collect::<Vec<u64>>(),
-        "sequence numbers go on"
+        (seqs[0]..seqs[0] + 10).collect::<Vec<u64>>(),
+        "consecutive within a run"
     );
     third.wait_all_sent().await;
 
@@ -248,7 +251,10 @@ async fn restart_on_the_same_database_keeps_queue_and_identity_without_reprovisi
         .chain((0..10).map(|i| format!("later {i}")))
         .collect();
     assert_eq!(texts, expected);
-    assert_eq!(seqs, (0..110).collect::<Vec<i64>>());
+    assert!(
+        seqs.windows(2).all(|pair| pair[0] < pair[1]),
+        "each number once, ascending: {seqs:?}"
+    );
     assert_eq!(
         platform().operations_for(&device_id).await.len(),
         1,
@@ -445,12 +451,15 @@ async fn browser_offline_event_holds_messages_and_the_device_is_offline_while_ei
 }
 
 /// The Platform's messages of `device_id` must be exactly `expected` (payload texts), in order,
-/// each once, with the sequence numbers `0..expected.len()`.
+/// each once, with ascending sequence numbers (a restart may skip numbers, never reuse one).
 async fn assert_stored_exactly(device_id: &str, expected: &[String]) {
     let (texts, seqs) = stored_at_platform(device_id).await;
     assert_eq!(texts.len(), expected.len(), "as many messages as were sent");
     assert_eq!(texts, expected, "payloads in order, each once");
-    assert_eq!(seqs, (0..expected.len() as i64).collect::<Vec<i64>>());
+    assert!(
+        seqs.windows(2).all(|pair| pair[0] < pair[1]),
+        "each number once, ascending: {seqs:?}"
+    );
 }
 
 #[wasm_bindgen_test]
@@ -702,10 +711,11 @@ async fn two_clients_of_one_database_share_one_device_and_the_follower_takes_ove
 
     stored.sort();
     let seqs: Vec<u64> = stored.iter().map(|(seq, _)| *seq).collect();
-    assert_eq!(
-        seqs,
-        (0..stored.len() as u64).collect::<Vec<u64>>(),
-        "one queue, no gaps"
+    // One queue: every number once (the new owner numbers from the reservation, so there may
+    // be a gap where it took over, never a number twice).
+    assert!(
+        seqs.windows(2).all(|pair| pair[0] < pair[1]),
+        "one queue, each number once: {seqs:?}"
     );
     let expected: Vec<String> = stored.into_iter().map(|(_, text)| text).collect();
     assert_stored_exactly(&device_id, &expected).await;

@@ -3,7 +3,10 @@
 //! Faults happen during `[0, fault_end)`: network cuts and partitions, half-open connections
 //! (the gateway goes silent without closing), dropped HTTP requests and answers, throttling
 //! (429 and 503 with `Retry-After`, 423), failing and refused uploads, device crashes (appends
-//! not yet durable are lost) and restarts from the store, token revocation, re-approval under a
+//! not yet durable are lost) and restarts from the store, power losses (the store also loses a
+//! suffix of what it reported done and had not made durable: in a world with a relaxed store,
+//! appends and state saves too; a message so lost is excused, a number handed out again is
+//! not), token revocation, re-approval under a
 //! new Device ID (the checks then follow both devices), duplicate Device ID
 //! kicks (single ones and storms), gateway acknowledgements lost, and a technician who lets
 //! operations expire. After `fault_end` the world is healthy and the device must drain its
