@@ -130,6 +130,35 @@ pub(crate) fn classify(outcome: &Result<HttpResponse, RequestFailure>, now: u64)
     }
 }
 
+/// The verdict on an answer to one of the Platform's device calls (provisioning, register,
+/// refresh): a refusal counts only when the Platform gave it, as an RFC 7807 problem with a
+/// `type`. The same status without one (a proxy's or captive portal's 403 page, a bare 404
+/// from a misrouted load balancer) is retried later: forgetting a token or failing
+/// provisioning for it would need a technician to undo.
+pub(crate) fn classify_platform(
+    outcome: &Result<HttpResponse, RequestFailure>,
+    now: u64,
+) -> Verdict {
+    match classify(outcome, now) {
+        Verdict::Unauthorized(failure)
+        | Verdict::Rejected(failure)
+        | Verdict::Gone { failure, .. }
+            if matches!(
+                failure,
+                RequestFailure::Status {
+                    problem_type: None,
+                    ..
+                }
+            ) =>
+        {
+            Verdict::RetryLater {
+                retry_after_ms: None,
+            }
+        }
+        verdict => verdict,
+    }
+}
+
 /// Joins the Platform's base URL and an absolute path, tolerating a trailing slash.
 pub(crate) fn join_url(base: &str, path: &str) -> String {
     format!("{}{}", base.trim_end_matches('/'), path)

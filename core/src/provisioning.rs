@@ -10,7 +10,7 @@
 use thiserror::Error;
 
 use crate::backoff::{Backoff, BackoffConfig};
-use crate::http::{HttpCall, HttpResponse, Method, Verdict, classify, join_url};
+use crate::http::{HttpCall, HttpResponse, Method, Verdict, classify_platform, join_url};
 use crate::json::{self, Object, Value};
 use crate::reason::{Reason, RequestFailure, RequestKind};
 use crate::retry_after::parse_retry_after;
@@ -231,7 +231,7 @@ impl Provisioning {
         rng: &mut Rng,
         response: Result<HttpResponse, RequestFailure>,
     ) {
-        match classify(&response, now) {
+        match classify_platform(&response, now) {
             Verdict::Success | Verdict::Pending => {
                 let body = response.map(|r| r.body).unwrap_or_default();
                 match parse_init(&body) {
@@ -261,7 +261,7 @@ impl Provisioning {
         op: ProvisioningOperation,
         response: Result<HttpResponse, RequestFailure>,
     ) {
-        let verdict = match classify(&response, now) {
+        let verdict = match classify_platform(&response, now) {
             // An operation the Platform does not know (any more) is as good as expired.
             Verdict::Rejected(failure @ RequestFailure::Status { status: 404, .. }) => {
                 Verdict::Gone {

@@ -19,7 +19,7 @@
 
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::connection_string::ConnectionString;
-use crate::http::{HttpCall, HttpResponse, Method, Verdict, classify, join_url};
+use crate::http::{HttpCall, HttpResponse, Method, Verdict, classify_platform, join_url};
 use crate::iothub;
 use crate::json::{self, Object, Value};
 use crate::reason::{RequestFailure, RequestKind, TokenDiscardReason};
@@ -318,7 +318,7 @@ impl Credentials {
             return;
         };
         self.state = State::Idle;
-        let verdict = classify(&response, now);
+        let verdict = classify_platform(&response, now);
         let body = response.map(|r| r.body).unwrap_or_default();
         let request = pending.kind();
         match (pending, verdict) {

@@ -21,6 +21,11 @@ fn problem(kind: &str) -> Value {
     json!({ "type": kind, "title": "gone", "status": 410 })
 }
 
+/// The Platform's 401: a problem with its type.
+fn unauthorized() -> Value {
+    json!({ "type": "/problems/unauthorized", "title": "Unauthorized", "status": 401 })
+}
+
 #[test]
 fn fresh_provisioning_to_connected_transcript() {
     let (mut host, start) = Host::fresh();
@@ -228,10 +233,10 @@ fn expired_operation_starts_a_new_one() {
 fn invalid_provisioning_token_ends_provisioning() {
     let mut host = Host::provisioning();
     assert_eq!(
-        host.answer("/provisioning-operations/init", 401, Value::Null),
+        host.answer("/provisioning-operations/init", 401, unauthorized()),
         [
             "store save-state",
-            "event request provisioningInit failed: status 401",
+            "event request provisioningInit failed: status 401: Unauthorized",
             "event state Failed",
             "event provisioning failed: provisioning token is invalid, expired or revoked",
         ]
@@ -247,7 +252,12 @@ fn invalid_provisioning_token_ends_provisioning() {
 #[test]
 fn bad_request_is_refused_without_retry() {
     let mut host = Host::provisioning();
-    let body = json!({ "title": "Bad Request", "detail": "deviceId is invalid", "status": 400 });
+    let body = json!({
+        "type": "/problems/badRequest",
+        "title": "Bad Request",
+        "detail": "deviceId is invalid",
+        "status": 400
+    });
     assert_eq!(
         host.answer("/provisioning-operations/init", 400, body),
         [
@@ -315,11 +325,11 @@ fn unauthorized_register_at_run_time_provisions_again_and_keeps_the_queue() {
     );
     // The Registration Token was revoked: provisioning starts over, with a new operation.
     assert_eq!(
-        host.answer("/devices/register", 401, Value::Null),
+        host.answer("/devices/register", 401, unauthorized()),
         [
             "store save-state",
-            "event request register failed: status 401",
-            "event token discarded: the platform refused the registration token on register: status 401",
+            "event request register failed: status 401: Unauthorized",
+            "event token discarded: the platform refused the registration token on register: status 401: Unauthorized",
             "event state Provisioning",
             "http POST /provisioning-operations/init",
         ]
@@ -691,11 +701,11 @@ fn an_identity_change_never_carries_the_old_devices_reported_properties_across_a
     host.input(Input::Connected { conn });
     host.connack(ConnectReturnCode::NotAuthorized);
     assert_eq!(
-        host.answer("/devices/register", 401, Value::Null),
+        host.answer("/devices/register", 401, unauthorized()),
         [
             "store save-state",
-            "event request register failed: status 401",
-            "event token discarded: the platform refused the registration token on register: status 401",
+            "event request register failed: status 401: Unauthorized",
+            "event token discarded: the platform refused the registration token on register: status 401: Unauthorized",
             "event state Provisioning",
             "http POST /provisioning-operations/init",
         ]
@@ -937,5 +947,84 @@ fn fresh_credentials_landing_during_a_connect_attempt_are_used_not_renewed_again
             .advance()
             .contains(&"http PUT /devices/register".to_owned()),
         "renewed again before the fresh credential's renewal time"
+    );
+}
+
+/// A page that is not the Platform's answer: a proxy's or captive portal's HTML.
+fn proxy_page(status: u16) -> HttpResponse {
+    HttpResponse {
+        status,
+        retry_after: None,
+        body: b"<html><body>Access denied by proxy</body></html>".to_vec(),
+    }
+}
+
+#[test]
+fn a_proxys_refusal_of_register_backs_off_and_keeps_the_registration_token() {
+    let mut host = Host::connected();
+    let conn = host.conn.unwrap();
+    host.input(Input::Closed {
+        conn,
+        reason: "reset".into(),
+    });
+    host.advance();
+    let conn = host.conn.unwrap();
+    host.input(Input::Connected { conn });
+    host.connack(ConnectReturnCode::NotAuthorized);
+    for status in [403, 404, 409, 401, 400] {
+        let lines = host.answer_raw("/devices/register", proxy_page(status));
+        assert!(
+            !lines.iter().any(|l| l.contains("token discarded")),
+            "a {status} without the Platform's problem discarded the token: {lines:?}"
+        );
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.contains("/provisioning-operations/init")),
+            "a {status} page sent the device to a technician: {lines:?}"
+        );
+        // Asked again after the backoff, with the same token (the session's own attempts
+        // may come first).
+        let again = (0..20).any(|_| {
+            let lines = host.advance();
+            if let Some(conn) = host.conn
+                && lines.iter().any(|l| l.starts_with("connect "))
+            {
+                host.input(Input::Closed {
+                    conn,
+                    reason: "connection refused".into(),
+                });
+            }
+            lines.contains(&"http PUT /devices/register".to_owned())
+        });
+        assert!(again, "{status}: register was not asked again");
+    }
+    // The Platform's own answer still counts.
+    let lines = host.answer("/devices/register", 401, unauthorized());
+    assert!(
+        lines.iter().any(|l| l.contains("token discarded")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_proxys_refusal_of_provisioning_backs_off_instead_of_failing_for_good() {
+    let mut host = Host::provisioning();
+    for status in [403, 404, 409, 401, 400] {
+        let lines = host.answer_raw("/provisioning-operations/init", proxy_page(status));
+        assert!(
+            !lines.iter().any(|l| l.contains("provisioning failed")),
+            "a {status} page failed provisioning for good: {lines:?}"
+        );
+        let lines = host.advance();
+        assert!(
+            lines.contains(&"http POST /provisioning-operations/init".to_owned()),
+            "{status}: {lines:?}"
+        );
+    }
+    let lines = host.answer("/provisioning-operations/init", 401, unauthorized());
+    assert!(
+        lines.iter().any(|l| l.contains("provisioning failed")),
+        "{lines:?}"
     );
 }

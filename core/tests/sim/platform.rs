@@ -323,7 +323,7 @@ impl Platform {
         match (request.method, path.split('?').next().unwrap_or("")) {
             (Method::Post, "/provisioning-operations/init") => {
                 if device_token != PROVISIONING_TOKEN {
-                    return status(401);
+                    return problem(401, "/problems/unauthorized");
                 }
                 let id = self.next("op");
                 let device_id = body["deviceId"]
@@ -348,11 +348,11 @@ impl Platform {
             }
             (Method::Put, "/provisioning-operations/complete") => {
                 if device_token != PROVISIONING_TOKEN {
-                    return status(401);
+                    return problem(401, "/problems/unauthorized");
                 }
                 let id = body["provisioningOperationId"].as_str().unwrap_or("");
                 let Some(op) = self.ops.get(id).cloned() else {
-                    return status(404);
+                    return problem(404, "/problems/notFound");
                 };
                 match op.state {
                     _ if op.expires_at <= now => problem(
@@ -387,7 +387,7 @@ impl Platform {
             (Method::Put, "/devices/register") => {
                 let token = device_token.to_owned();
                 if self.token_validity(&token, now) != Validity::Valid {
-                    return status(401);
+                    return problem(401, "/problems/unauthorized");
                 }
                 let t = self.tokens[&token].clone();
                 let sas = format!(
@@ -418,11 +418,11 @@ impl Platform {
             }
             (Method::Put, "/devices/registration-tokens/refresh") => {
                 if device_token != PROVISIONING_TOKEN {
-                    return status(401);
+                    return problem(401, "/problems/unauthorized");
                 }
                 let old = body["registrationToken"].as_str().unwrap_or("").to_owned();
                 if self.token_validity(&old, now) != Validity::Valid {
-                    return status(401);
+                    return problem(401, "/problems/unauthorized");
                 }
                 let device_id = self.tokens[&old].device_id.clone();
                 let token = self.next("rt");
@@ -441,7 +441,7 @@ impl Platform {
             }
             (Method::Post, p) if p.ends_with("/files") => {
                 if self.sas_validity(auth, now) != Validity::Valid {
-                    return status(401);
+                    return problem(401, "/problems/unauthorized");
                 }
                 let blob = body["blobName"].as_str().unwrap_or("").to_owned();
                 if self.refused_blobs.contains(&blob) {
@@ -465,11 +465,11 @@ impl Platform {
             }
             (Method::Post, p) if p.ends_with("/files/notifications") => {
                 if self.sas_validity(auth, now) != Validity::Valid {
-                    return status(401);
+                    return problem(401, "/problems/unauthorized");
                 }
                 status(204)
             }
-            _ => status(404),
+            _ => problem(404, "/problems/notFound"),
         }
     }
 
