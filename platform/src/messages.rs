@@ -3,9 +3,13 @@
 //!
 //! `vdev-seq=<origin>.<n>`: `origin` is 1–32 characters of `[0-9a-z]` naming one outbox of the
 //! device, `n` a decimal number that strictly increases per origin (at most 2^63-1 here). A
-//! message is stored only if `n` is greater than the highest `n` stored for (device, origin);
-//! otherwise it is a replay and is acknowledged and dropped. Messages without `vdev-seq`
-//! (official SDK, mosquitto) are stored as they come.
+//! message whose `n` is greater than the highest `n` stored for (device, origin) is stored. One
+//! at or below it is a replay when the message stored under that number has the same payload:
+//! it is acknowledged and dropped. With another payload (or none stored under that number) it is
+//! a *conflict*: a device reused a number, for example after its storage rolled back. A
+//! conflict is never dropped: it is stored, flagged (`conflict` in the message list, a count
+//! per workspace, a mark in the console) and logged, and the highest `n` stays. Messages
+//! without `vdev-seq` (official SDK, mosquitto) are stored as they come.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -38,8 +42,10 @@ pub enum IngestError {
 pub enum IngestOutcome {
     /// Stored with this row id.
     Stored(i64),
-    /// A replay of an already stored sequence number; dropped.
+    /// A replay of an already stored sequence number with the same payload; dropped.
     Duplicate,
+    /// A reused sequence number with another payload: stored with this row id, flagged.
+    Conflict(i64),
 }
 
 /// Parse an URL-encoded property bag (`a=1&b=x%20y`); keys without `=` get an empty value.
@@ -110,6 +116,7 @@ pub fn ingest(
     .to_string();
     let mut db = state.store.lock();
     let tx = db.transaction().map_err(StoreError::from)?;
+    let mut conflict = false;
     if let Some((origin, n)) = &sequence {
         let last: Option<i64> = tx
             .query_row(
@@ -121,23 +128,36 @@ pub fn ingest(
             .optional()
             .map_err(StoreError::from)?;
         if last.is_some_and(|last| *n <= last) {
-            return Ok(IngestOutcome::Duplicate);
+            let stored: Option<Vec<u8>> = tx
+                .query_row(
+                    "SELECT payload FROM messages WHERE workspace_id = ?1 AND device_id = ?2
+                     AND seq_origin = ?3 AND seq_n = ?4 ORDER BY id LIMIT 1",
+                    params![workspace_id, device_id, origin, n],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(StoreError::from)?;
+            if stored.as_deref() == Some(payload) {
+                return Ok(IngestOutcome::Duplicate);
+            }
+            conflict = true;
+        } else {
+            tx.execute(
+                "INSERT INTO message_sequences (workspace_id, device_id, origin, last_n)
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (workspace_id, device_id, origin)
+                 DO UPDATE SET last_n = excluded.last_n",
+                params![workspace_id, device_id, origin, n],
+            )
+            .map_err(StoreError::from)?;
         }
-        tx.execute(
-            "INSERT INTO message_sequences (workspace_id, device_id, origin, last_n)
-             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (workspace_id, device_id, origin)
-             DO UPDATE SET last_n = excluded.last_n",
-            params![workspace_id, device_id, origin, n],
-        )
-        .map_err(StoreError::from)?;
     }
     tx.execute(
         "INSERT INTO messages (workspace_id, device_id, received_at, stream_group, stream, site_id,
          batch_id, batch_slice_id, message_id, chunk_id, content_encoding, complete_batch,
          complete_message, ignore_payload, externalized, blob_name, seq_origin, seq_n,
-         properties_json, payload)
+         properties_json, payload, conflict)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-         ?19, ?20)",
+         ?19, ?20, ?21)",
         params![
             workspace_id,
             device_id,
@@ -158,12 +178,23 @@ pub fn ingest(
             sequence.as_ref().map(|(o, _)| o.clone()),
             sequence.as_ref().map(|(_, n)| *n),
             properties_json,
-            payload
+            payload,
+            conflict
         ],
     )
     .map_err(StoreError::from)?;
     let id = tx.last_insert_rowid();
     tx.commit().map_err(StoreError::from)?;
+    if conflict {
+        tracing::warn!(
+            workspace_id,
+            device_id,
+            sequence = ?sequence,
+            id,
+            "sequence number reused with another payload: stored as a conflict"
+        );
+        return Ok(IngestOutcome::Conflict(id));
+    }
     Ok(IngestOutcome::Stored(id))
 }
 
@@ -181,6 +212,8 @@ pub struct MessageQuery {
     pub batch_id: Option<String>,
     /// Only rows with a greater id (paging forward).
     pub after_id: Option<i64>,
+    /// Only conflicts (`true`) or only the others (`false`).
+    pub conflict: Option<bool>,
     /// At most this many (default 100, at most 10,000).
     pub limit: Option<u32>,
     /// `asc` (default, oldest first) or `desc` (newest first).
@@ -211,6 +244,7 @@ pub fn query(state: &AppState, workspace_id: &str, q: &MessageQuery) -> Result<V
         ("stream = ?", q.stream.clone().map(Into::into)),
         ("batch_id = ?", q.batch_id.clone().map(Into::into)),
         ("id > ?", q.after_id.map(Into::into)),
+        ("conflict = ?", q.conflict.map(|c| i64::from(c).into())),
     ];
     for (filter, value) in optional {
         if let Some(value) = value {
@@ -225,7 +259,8 @@ pub fn query(state: &AppState, workspace_id: &str, q: &MessageQuery) -> Result<V
             "SELECT id, device_id, received_at, stream_group, stream, site_id, batch_id,
              batch_slice_id, message_id, chunk_id, content_encoding, complete_batch,
              complete_message, ignore_payload, externalized, blob_name, seq_origin, seq_n,
-             properties_json, payload FROM messages WHERE {} ORDER BY id {order} LIMIT ?",
+             properties_json, payload, conflict FROM messages WHERE {} ORDER BY id {order}
+             LIMIT ?",
             filters.join(" AND ")
         ))
         .map_err(StoreError::from)?;
@@ -258,6 +293,7 @@ pub fn query(state: &AppState, workspace_id: &str, q: &MessageQuery) -> Result<V
                 "hasExternalizedPayload": r.get::<_, bool>(14)?,
                 "blobName": r.get::<_, Option<String>>(15)?,
                 "sequence": origin.map(|o| json!({"origin": o, "n": n})),
+                "conflict": r.get::<_, bool>(20)?,
                 "properties": serde_json::from_str::<Value>(&properties).unwrap_or(Value::Null),
                 "payloadSize": payload.len(),
                 "payloadText": text,

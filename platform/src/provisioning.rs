@@ -61,7 +61,7 @@ pub fn create_workspace(state: &AppState, name: &str) -> Result<Value, Problem> 
 pub fn get_workspace(state: &AppState, id: &str) -> Result<Value, Problem> {
     let db = state.store.lock();
     db.query_row(
-        "SELECT id, name, disabled, created_at FROM workspaces WHERE id = ?1",
+        &format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces w WHERE w.id = ?1"),
         [id],
         workspace_json,
     )
@@ -70,12 +70,18 @@ pub fn get_workspace(state: &AppState, id: &str) -> Result<Value, Problem> {
     .ok_or_else(|| Problem::not_found(format!("workspace {id} does not exist")))
 }
 
+/// The columns `workspace_json` reads, `w` being the workspaces table.
+const WORKSPACE_COLUMNS: &str = "w.id, w.name, w.disabled, w.created_at,
+    (SELECT count(*) FROM messages m WHERE m.workspace_id = w.id AND m.conflict = 1)";
+
 fn workspace_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
     Ok(json!({
         "id": r.get::<_, String>(0)?,
         "name": r.get::<_, String>(1)?,
         "disabled": r.get::<_, bool>(2)?,
         "createdTime": rfc3339(r.get(3)?),
+        // Messages stored under a sequence number a device had used for another payload.
+        "sequenceConflicts": r.get::<_, i64>(4)?,
     }))
 }
 
@@ -83,7 +89,9 @@ fn workspace_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
 pub fn list_workspaces(state: &AppState) -> Result<Value, Problem> {
     let db = state.store.lock();
     let mut stmt = db
-        .prepare("SELECT id, name, disabled, created_at FROM workspaces ORDER BY created_at")
+        .prepare(&format!(
+            "SELECT {WORKSPACE_COLUMNS} FROM workspaces w ORDER BY w.created_at"
+        ))
         .map_err(StoreError::from)?;
     let rows = stmt
         .query_map([], workspace_json)

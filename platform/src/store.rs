@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS messages (
     batch_slice_id TEXT, message_id TEXT, chunk_id TEXT, content_encoding TEXT,
     complete_batch INTEGER NOT NULL, complete_message INTEGER NOT NULL,
     ignore_payload INTEGER NOT NULL, externalized INTEGER NOT NULL, blob_name TEXT,
-    seq_origin TEXT, seq_n INTEGER, properties_json TEXT NOT NULL, payload BLOB NOT NULL);
+    seq_origin TEXT, seq_n INTEGER, properties_json TEXT NOT NULL, payload BLOB NOT NULL,
+    conflict INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS messages_by_device ON messages (workspace_id, device_id, id);
 CREATE INDEX IF NOT EXISTS messages_by_workspace ON messages (workspace_id, id);
 CREATE TABLE IF NOT EXISTS message_sequences (
@@ -73,6 +74,17 @@ CREATE TABLE IF NOT EXISTS fleet_configurations (
     desired_json TEXT NOT NULL, created_at INTEGER NOT NULL);
 "#;
 
+/// Indexes on columns a database made by an earlier version may lack (added after them).
+const INDEXES: &str = r#"
+CREATE INDEX IF NOT EXISTS messages_by_sequence
+    ON messages (workspace_id, device_id, seq_origin, seq_n);
+CREATE INDEX IF NOT EXISTS messages_conflicts ON messages (workspace_id) WHERE conflict = 1;
+"#;
+
+/// Columns added after the first release: (table, column, definition).
+const ADDED_COLUMNS: &[(&str, &str, &str)] =
+    &[("messages", "conflict", "INTEGER NOT NULL DEFAULT 0")];
+
 /// The Platform's database.
 #[derive(Debug)]
 pub struct Store {
@@ -85,6 +97,19 @@ impl Store {
         let connection = Connection::open(path)?;
         connection.busy_timeout(std::time::Duration::from_secs(5))?;
         connection.execute_batch(SCHEMA)?;
+        for (table, column, definition) in ADDED_COLUMNS {
+            let present: bool = connection.query_row(
+                &format!("SELECT count(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
+                params![column],
+                |r| r.get(0),
+            )?;
+            if !present {
+                connection.execute_batch(&format!(
+                    "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+                ))?;
+            }
+        }
+        connection.execute_batch(INDEXES)?;
         Ok(Self {
             connection: Mutex::new(connection),
         })

@@ -38,10 +38,10 @@ async fn telemetry_is_stored_with_its_property_bag_and_replays_are_dropped() {
     .await;
     mqtt.publish_message(device.events_topic("vdev-seq=o1.2"), b"second".to_vec())
         .await;
-    // Replays of n=1 and n=2 are acknowledged but not stored again.
-    mqtt.publish_message(device.events_topic("vdev-seq=o1.1"), b"replay".to_vec())
+    // Replays of n=1 and n=2 (the same payloads) are acknowledged but not stored again.
+    mqtt.publish_message(device.events_topic("vdev-seq=o1.1"), b"first".to_vec())
         .await;
-    mqtt.publish_message(device.events_topic("vdev-seq=o1.2"), b"replay".to_vec())
+    mqtt.publish_message(device.events_topic("vdev-seq=o1.2"), b"second".to_vec())
         .await;
     // Another origin of the same device has its own sequence.
     mqtt.publish_message(
@@ -113,6 +113,63 @@ async fn telemetry_is_stored_with_its_property_bag_and_replays_are_dropped() {
         .admin("GET", "/messages?deviceId=sensor-99", None)
         .await;
     assert_eq!(texts(&other_device), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_reused_sequence_number_with_another_payload_is_stored_and_flagged_as_a_conflict() {
+    let platform = TestPlatform::start().await;
+    let device = platform.provision("sensor-02").await;
+    let (host, port) = platform.mqtt_tcp();
+    let mut mqtt = Mqtt::spawn(device.options(&host, port));
+    assert_eq!(mqtt.connack().await, Ok(ConnectReturnCode::Success));
+    for (seq, payload) in [
+        ("o1.1", "one"),
+        ("o1.2", "two"),
+        // A true replay: dropped.
+        ("o1.2", "two"),
+        // A device whose storage rolled back numbers new messages again from 1: never dropped.
+        ("o1.2", "two, again after a power cut"),
+        ("o1.1", "one, again after a power cut"),
+        // A number below the highest that was never stored is a conflict too.
+        ("o1.0", "zero"),
+        ("o1.3", "three"),
+        ("o1.3", "three"),
+    ] {
+        mqtt.publish_message(
+            device.events_topic(&format!("vdev-seq={seq}")),
+            payload.as_bytes().to_vec(),
+        )
+        .await;
+    }
+
+    let stored = messages(&platform, "sensor-02").await;
+    let rows: Vec<(&str, bool)> = stored
+        .iter()
+        .map(|m| {
+            (
+                m["payloadText"].as_str().unwrap_or("<binary>"),
+                m["conflict"].as_bool().expect("a conflict flag"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("one", false),
+            ("two", false),
+            ("two, again after a power cut", true),
+            ("one, again after a power cut", true),
+            ("zero", true),
+            ("three", false),
+        ]
+    );
+    let (_, conflicts) = platform
+        .admin("GET", "/messages?deviceId=sensor-02&conflict=true", None)
+        .await;
+    assert_eq!(conflicts.as_array().map(Vec::len), Some(3));
+    let (status, workspace) = platform.admin("GET", "", None).await;
+    assert_eq!(status, 200, "{workspace}");
+    assert_eq!(workspace["sequenceConflicts"], 3);
 }
 
 #[tokio::test]

@@ -596,7 +596,11 @@ impl<T: Transport> Session<'_, T> {
         }
         if let Some(bag) = topic.strip_prefix(&identity.events_topic()) {
             match messages::ingest(self.state, &workspace_id, &device_id, bag, &payload) {
-                Ok(IngestOutcome::Stored(_)) | Ok(IngestOutcome::Duplicate) => {}
+                Ok(
+                    IngestOutcome::Stored(_)
+                    | IngestOutcome::Duplicate
+                    | IngestOutcome::Conflict(_),
+                ) => {}
                 Err(e) => {
                     tracing::warn!(peer = %self.peer, %e, "telemetry refused");
                     return Err(Close::Normal(format!("telemetry refused: {e}")));
