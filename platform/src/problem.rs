@@ -13,6 +13,10 @@ pub const TYPE_OPERATION_CANCELLED: &str =
 /// Problem type of a complete call on an expired Provisioning Operation (the SDK starts a new one).
 pub const TYPE_OPERATION_EXPIRED: &str =
     "/problems/deviceProvisioning/provisioningOperationExpired";
+/// Problem type of a repeated complete call that is no longer allowed (too late, or the
+/// device's tokens were revoked since): a device starts a new operation.
+pub const TYPE_OPERATION_COMPLETED: &str =
+    "/problems/deviceProvisioning/provisioningOperationCompleted";
 
 /// An HTTP error answered as `application/problem+json`.
 #[derive(Debug, Clone, PartialEq, Eq)]

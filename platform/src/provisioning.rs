@@ -20,7 +20,9 @@ use serde_json::{Value, json};
 
 use crate::clock::{now_ms, rfc3339};
 use crate::options::{Lifetime, TokenOptions};
-use crate::problem::{Problem, TYPE_OPERATION_CANCELLED, TYPE_OPERATION_EXPIRED};
+use crate::problem::{
+    Problem, TYPE_OPERATION_CANCELLED, TYPE_OPERATION_COMPLETED, TYPE_OPERATION_EXPIRED,
+};
 use crate::secrets::{hash_token, random_token, verification_code};
 use crate::state::AppState;
 use crate::store::StoreError;
@@ -309,6 +311,7 @@ struct OperationRow {
     cancellation_cause: Option<String>,
     device_id: Option<String>,
     lifetime_ms: Option<i64>,
+    completed_at: Option<i64>,
 }
 
 fn load_operation(state: &AppState, id: &str) -> Result<Option<OperationRow>, StoreError> {
@@ -317,7 +320,8 @@ fn load_operation(state: &AppState, id: &str) -> Result<Option<OperationRow>, St
         .lock()
         .query_row(
             "SELECT workspace_id, provisioning_token_id, requested_device_id, state,
-             cancellation_cause, device_id, lifetime_ms FROM provisioning_operations WHERE id = ?1",
+             cancellation_cause, device_id, lifetime_ms, completed_at FROM provisioning_operations
+             WHERE id = ?1",
             [id],
             |r| {
                 Ok(OperationRow {
@@ -328,11 +332,17 @@ fn load_operation(state: &AppState, id: &str) -> Result<Option<OperationRow>, St
                     cancellation_cause: r.get(4)?,
                     device_id: r.get(5)?,
                     lifetime_ms: r.get(6)?,
+                    completed_at: r.get(7)?,
                 })
             },
         )
         .optional()?)
 }
+
+/// How long after its first completion an operation may be completed again (by a device that
+/// lost the answer): long enough for retries and a restart, short enough that a leaked
+/// operation id is worth nothing.
+const REPEAT_COMPLETE_WINDOW_MS: i64 = 15 * 60 * 1_000;
 
 /// Device `complete`: `Ok(None)` while pending (202), a new Registration Token once approved.
 pub fn complete_operation(
@@ -372,6 +382,35 @@ pub fn complete_operation(
             let (token_value, expires) = {
                 let mut db = state.store.lock();
                 let tx = db.transaction().map_err(StoreError::from)?;
+                if let Some(completed_at) = operation.completed_at {
+                    // A repeat: the device lost the first answer. Only shortly after, and never
+                    // once an administrator revoked the device's tokens; otherwise the
+                    // Provisioning Token and the operation id would reconnect a revoked device
+                    // without a technician.
+                    let revoked: bool = tx
+                        .query_row(
+                            "SELECT EXISTS (SELECT 1 FROM registration_tokens
+                             WHERE workspace_id = ?1 AND device_id = ?2 AND state = 'revoked'
+                             AND closed_at >= ?3)",
+                            params![operation.workspace_id, device_id, completed_at],
+                            |r| r.get(0),
+                        )
+                        .map_err(StoreError::from)?;
+                    if revoked {
+                        return Err(Problem::gone(
+                            TYPE_OPERATION_COMPLETED,
+                            "the device's Registration Token was revoked since this operation \
+                             completed; start a new provisioning operation",
+                        ));
+                    }
+                    if now.saturating_sub(completed_at) > REPEAT_COMPLETE_WINDOW_MS {
+                        return Err(Problem::gone(
+                            TYPE_OPERATION_COMPLETED,
+                            "the provisioning operation completed too long ago to complete \
+                             again; start a new one",
+                        ));
+                    }
+                }
                 tx.execute(
                     "UPDATE registration_tokens SET state = 'superseded', closed_at = ?2
                      WHERE operation_id = ?1 AND state = 'active'",

@@ -584,6 +584,53 @@ async fn revoking_a_registration_token_closes_the_live_session() {
 }
 
 #[tokio::test]
+async fn after_a_revocation_the_operation_cannot_be_completed_again() {
+    let platform = TestPlatform::start().await;
+    let pt = platform.provisioning_token();
+    let op = init_ok(&platform, &pt, Some("revoke-02")).await;
+    approve(&platform, &op, json!({})).await;
+    let (status, _) = platform.complete(&pt, &op).await;
+    assert_eq!(status, StatusCode::OK);
+    // The device lost the answer and asks again: fine, shortly after.
+    let (status, again) = platform.complete(&pt, &op).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+
+    let (_, tokens) = platform
+        .admin("GET", "/registration-tokens?deviceId=revoke-02", None)
+        .await;
+    let active = tokens
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|t| t["state"] == "active")
+        .expect("an active token");
+    let id = active["id"].as_str().expect("token id");
+    let (status, _) = platform
+        .admin("POST", &format!("/registration-tokens/{id}/revoke"), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    // Whoever holds the Provisioning Token and the operation id gets no new token.
+    let (status, problem) = platform.complete(&pt, &op).await;
+    assert_eq!(status, StatusCode::GONE, "{problem}");
+    assert_eq!(
+        problem["type"],
+        "/problems/deviceProvisioning/provisioningOperationCompleted"
+    );
+    let (_, tokens) = platform
+        .admin("GET", "/registration-tokens?deviceId=revoke-02", None)
+        .await;
+    assert!(
+        tokens
+            .as_array()
+            .expect("list")
+            .iter()
+            .all(|t| t["state"] != "active"),
+        "no active token after the revocation: {tokens}"
+    );
+}
+
+#[tokio::test]
 async fn deleting_a_device_disconnects_it_and_revokes_its_tokens() {
     let platform = TestPlatform::start().await;
     let device = platform.provision("delete-01").await;
