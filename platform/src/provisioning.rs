@@ -456,6 +456,29 @@ fn insert_registration_token(
     lifetime_ms: Option<i64>,
     now: i64,
 ) -> Result<(String, Option<i64>), StoreError> {
+    let (_, token, expires) = insert_registration_token_with_id(
+        tx,
+        workspace_id,
+        device_id,
+        provisioning_token_id,
+        operation_id,
+        lifetime_ms,
+        now,
+    )?;
+    Ok((token, expires))
+}
+
+/// [`insert_registration_token`], also giving the new row's id.
+fn insert_registration_token_with_id(
+    tx: &rusqlite::Transaction<'_>,
+    workspace_id: &str,
+    device_id: &str,
+    provisioning_token_id: &str,
+    operation_id: Option<&str>,
+    lifetime_ms: Option<i64>,
+    now: i64,
+) -> Result<(String, String, Option<i64>), StoreError> {
+    let id = uuid::Uuid::new_v4().to_string();
     let token = random_token("rt_");
     let expires = lifetime_ms.map(|ms| now.saturating_add(ms));
     tx.execute(
@@ -463,7 +486,7 @@ fn insert_registration_token(
          provisioning_token_id, operation_id, created_at, expires_at, state)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'active')",
         params![
-            uuid::Uuid::new_v4().to_string(),
+            id,
             workspace_id,
             device_id,
             hash_token(&token),
@@ -473,7 +496,7 @@ fn insert_registration_token(
             expires
         ],
     )?;
-    Ok((token, expires))
+    Ok((id, token, expires))
 }
 
 /// What a technician may set when approving.
@@ -678,21 +701,26 @@ pub struct RegistrationTokenRecord {
     pub expires_at: Option<i64>,
 }
 
-/// Find an active, unexpired Registration Token; 401 otherwise.
-pub fn authenticate_registration_token(
-    state: &AppState,
+/// A Registration Token as stored, whatever its state.
+struct StoredRegistrationToken {
+    record: RegistrationTokenRecord,
+    state: String,
+    closed_at: Option<i64>,
+    superseded_by: Option<String>,
+}
+
+fn lookup_registration_token(
+    db: &rusqlite::Connection,
     token: &str,
-) -> Result<RegistrationTokenRecord, Problem> {
-    let found = state
-        .store
-        .lock()
+) -> Result<Option<StoredRegistrationToken>, StoreError> {
+    Ok(db
         .query_row(
-            "SELECT id, workspace_id, device_id, provisioning_token_id, created_at, expires_at, state
-             FROM registration_tokens WHERE token_hash = ?1",
+            "SELECT id, workspace_id, device_id, provisioning_token_id, created_at, expires_at,
+             state, closed_at, superseded_by FROM registration_tokens WHERE token_hash = ?1",
             [hash_token(token)],
             |r| {
-                Ok((
-                    RegistrationTokenRecord {
+                Ok(StoredRegistrationToken {
+                    record: RegistrationTokenRecord {
                         id: r.get(0)?,
                         workspace_id: r.get(1)?,
                         device_id: r.get(2)?,
@@ -700,60 +728,131 @@ pub fn authenticate_registration_token(
                         created_at: r.get(4)?,
                         expires_at: r.get(5)?,
                     },
-                    r.get::<_, String>(6)?,
-                ))
+                    state: r.get(6)?,
+                    closed_at: r.get(7)?,
+                    superseded_by: r.get(8)?,
+                })
             },
         )
-        .optional()
-        .map_err(StoreError::from)?;
-    let (record, token_state) =
-        found.ok_or_else(|| Problem::unauthorized("the Registration Token is not valid"))?;
-    if token_state != "active" {
+        .optional()?)
+}
+
+/// Find an active, unexpired Registration Token; 401 otherwise. Marks it used.
+pub fn authenticate_registration_token(
+    state: &AppState,
+    token: &str,
+) -> Result<RegistrationTokenRecord, Problem> {
+    let found = lookup_registration_token(&state.store.lock(), token)?;
+    let found = found.ok_or_else(|| Problem::unauthorized("the Registration Token is not valid"))?;
+    if found.state != "active" {
         return Err(Problem::unauthorized(format!(
-            "the Registration Token was {token_state}"
+            "the Registration Token was {}",
+            found.state
         )));
     }
+    let record = found.record;
     if record.expires_at.is_some_and(|e| e <= now_ms()) {
         return Err(Problem::unauthorized("the Registration Token has expired"));
     }
     state.check_workspace(&record.workspace_id, true)?;
+    state
+        .store
+        .lock()
+        .execute(
+            "UPDATE registration_tokens SET used_at = ?2 WHERE id = ?1 AND used_at IS NULL",
+            params![record.id, now_ms()],
+        )
+        .map_err(StoreError::from)?;
     Ok(record)
 }
 
+/// How long a Registration Token superseded by a refresh may refresh again, as long as its
+/// successor was never used: the device never got the answer that carried the successor
+/// (a lost response, a crash before saving it), and its retry must not need a technician.
+const REFRESH_RETRY_GRACE_MS: i64 = 15 * 60 * 1_000;
+
 /// Device `refresh`: a new Registration Token of the same lifetime; the old one is superseded.
+///
+/// Safe to retry: a token superseded by a refresh in the last [`REFRESH_RETRY_GRACE_MS`] whose
+/// successor was never used refreshes again, superseding that successor instead. Two refreshes
+/// of one token at once never leave two tokens alive: the later replaces the earlier's.
 pub fn refresh_registration_token(
     state: &AppState,
     provisioning_token: &ProvisioningTokenInfo,
     registration_token: &str,
 ) -> Result<Value, Problem> {
-    let record = authenticate_registration_token(state, registration_token)?;
+    let unauthorized = |why: String| Problem::unauthorized(why);
+    let found = lookup_registration_token(&state.store.lock(), registration_token)?
+        .ok_or_else(|| unauthorized("the Registration Token is not valid".into()))?;
+    let record = &found.record;
     if record.workspace_id != provisioning_token.workspace_id {
         return Err(Problem::unauthorized(
             "the Registration Token does not belong to this Provisioning Token's workspace",
         ));
     }
-    let lifetime_ms = record.expires_at.map(|e| e - record.created_at);
     let now = now_ms();
-    let (token, expires) = {
-        let mut db = state.store.lock();
-        let tx = db.transaction().map_err(StoreError::from)?;
-        tx.execute(
-            "UPDATE registration_tokens SET state = 'superseded', closed_at = ?2 WHERE id = ?1",
-            params![record.id, now],
+    if record.expires_at.is_some_and(|e| e <= now) {
+        return Err(Problem::unauthorized("the Registration Token has expired"));
+    }
+    state.check_workspace(&record.workspace_id, true)?;
+    let lifetime_ms = record.expires_at.map(|e| e - record.created_at);
+    let mut db = state.store.lock();
+    let tx = db.transaction().map_err(StoreError::from)?;
+    let replaced = match (found.state.as_str(), &found.superseded_by) {
+        ("active", _) => record.id.clone(),
+        ("superseded", Some(successor))
+            if found
+                .closed_at
+                .is_some_and(|at| now.saturating_sub(at) <= REFRESH_RETRY_GRACE_MS) =>
+        {
+            let unused: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM registration_tokens WHERE id = ?1
+                     AND state = 'active' AND used_at IS NULL)",
+                    params![successor],
+                    |r| r.get(0),
+                )
+                .map_err(StoreError::from)?;
+            if !unused {
+                return Err(unauthorized(
+                    "the Registration Token was superseded and its successor is in use".into(),
+                ));
+            }
+            successor.clone()
+        }
+        (other, _) => return Err(unauthorized(format!("the Registration Token was {other}"))),
+    };
+    // Exactly one of two concurrent refreshes finds the token still active.
+    let changed = tx
+        .execute(
+            "UPDATE registration_tokens SET state = 'superseded', closed_at = ?2
+             WHERE id = ?1 AND state = 'active'",
+            params![replaced, now],
         )
         .map_err(StoreError::from)?;
-        let issued = insert_registration_token(
-            &tx,
-            &record.workspace_id,
-            &record.device_id,
-            &provisioning_token.id,
-            None,
-            lifetime_ms,
-            now,
-        )?;
-        tx.commit().map_err(StoreError::from)?;
-        issued
-    };
+    if changed != 1 {
+        return Err(unauthorized(
+            "the Registration Token was superseded by a concurrent refresh".into(),
+        ));
+    }
+    let (new_id, token, expires) = insert_registration_token_with_id(
+        &tx,
+        &record.workspace_id,
+        &record.device_id,
+        &provisioning_token.id,
+        None,
+        lifetime_ms,
+        now,
+    )?;
+    // The presented token (and the successor it replaced) now lead to the new one, so a
+    // second lost answer can be retried the same way.
+    tx.execute(
+        "UPDATE registration_tokens SET superseded_by = ?3, used_at = COALESCE(used_at, ?4)
+         WHERE id IN (?1, ?2)",
+        params![record.id, replaced, new_id, now],
+    )
+    .map_err(StoreError::from)?;
+    tx.commit().map_err(StoreError::from)?;
     Ok(registration_token_json(&token, expires))
 }
 

@@ -82,8 +82,12 @@ CREATE INDEX IF NOT EXISTS messages_conflicts ON messages (workspace_id) WHERE c
 "#;
 
 /// Columns added after the first release: (table, column, definition).
-const ADDED_COLUMNS: &[(&str, &str, &str)] =
-    &[("messages", "conflict", "INTEGER NOT NULL DEFAULT 0")];
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("messages", "conflict", "INTEGER NOT NULL DEFAULT 0"),
+    // The token a refresh replaced this one with, and when it was first used.
+    ("registration_tokens", "superseded_by", "TEXT"),
+    ("registration_tokens", "used_at", "INTEGER"),
+];
 
 /// The Platform's database.
 #[derive(Debug)]

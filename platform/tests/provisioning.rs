@@ -584,6 +584,74 @@ async fn revoking_a_registration_token_closes_the_live_session() {
 }
 
 #[tokio::test]
+async fn a_refresh_whose_answer_was_lost_can_be_retried_without_a_technician() {
+    let platform = TestPlatform::start().await;
+    let pt = platform.provisioning_token();
+    let op = init_ok(&platform, &pt, Some("refresh-02")).await;
+    approve(&platform, &op, json!({})).await;
+    let first = platform.complete(&pt, &op).await.1["registrationToken"]
+        .as_str()
+        .expect("rt")
+        .to_owned();
+    let refresh = |token: String| {
+        let platform = &platform;
+        let pt = pt.clone();
+        async move {
+            platform
+                .device(
+                    "PUT",
+                    "/devices/registration-tokens/refresh",
+                    &pt,
+                    json!({"registrationToken": token}),
+                )
+                .await
+        }
+    };
+    // The answer carrying the second token never reaches the device.
+    let (status, lost) = refresh(first.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    // Its retry with the first token succeeds, and only the newest token works.
+    let (status, retried) = refresh(first.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{retried}");
+    let third = retried["registrationToken"].as_str().expect("rt").to_owned();
+    assert_eq!(
+        platform
+            .register(lost["registrationToken"].as_str().expect("rt"))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED,
+        "the lost token is superseded by the retry"
+    );
+    assert_eq!(platform.register(&third).await.0, StatusCode::OK);
+    // Once the newest token is in use, the first one is dead for good.
+    let (status, refused) = refresh(first.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{refused}");
+
+    // Two refreshes of one token at once never leave two tokens alive: the later one
+    // replaces the earlier one's (as a retry would).
+    let (a, b) = tokio::join!(refresh(third.clone()), refresh(third.clone()));
+    let mut working = 0;
+    for answer in [a.1, b.1] {
+        if let Some(token) = answer["registrationToken"].as_str()
+            && platform.register(token).await.0 == StatusCode::OK
+        {
+            working += 1;
+        }
+    }
+    assert_eq!(working, 1, "exactly one of the two refreshed tokens works");
+    let (_, tokens) = platform
+        .admin("GET", "/registration-tokens?deviceId=refresh-02", None)
+        .await;
+    let active = tokens
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|t| t["state"] == "active")
+        .count();
+    assert_eq!(active, 1, "{tokens}");
+}
+
+#[tokio::test]
 async fn after_a_revocation_the_operation_cannot_be_completed_again() {
     let platform = TestPlatform::start().await;
     let pt = platform.provisioning_token();

@@ -216,6 +216,8 @@ fault_counts! {
     insecure_endpoints: "cleartext endpoints refused",
     identity_changes: "identity changes",
     power_losses: "power losses",
+    refreshes: "token refreshes superseding the old token",
+    refresh_retries: "refreshes retried after a lost answer",
     lost_appends: "appends lost by relaxed stores",
 }
 

@@ -1385,6 +1385,15 @@ impl Sim {
         self.report.faults.upload_errors = self.platform.upload_errors;
         self.report.faults.refused_uploads = refused.len() as u64;
         self.report.faults.insecure_endpoints = self.platform.insecure_endpoints_announced;
+        self.report.faults.refreshes = self.platform.refreshes;
+        self.report.faults.refresh_retries = self.platform.refresh_retries;
+        if self.platform.lost_refresh_answers_refused > 0 {
+            self.report.violations.push(format!(
+                "{} refreshes retried after a lost answer were refused: the device needed a \
+                 technician",
+                self.platform.lost_refresh_answers_refused
+            ));
+        }
         let violations = &mut self.report.violations;
         let origin = self.store.meta().origin;
         let stored: Vec<_> = self

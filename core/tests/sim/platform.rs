@@ -42,7 +42,15 @@ pub struct Token {
     pub device_id: String,
     pub expires_at: Option<u64>,
     pub revoked: bool,
+    /// Replaced by a refresh: by which token, and when.
+    pub superseded: Option<(String, u64)>,
+    /// Used for `register` or `refresh`.
+    pub used: bool,
 }
+
+/// How long a token superseded by a refresh may refresh again while its successor is unused
+/// (the stand-in's rule: the device never got the answer).
+const REFRESH_RETRY_GRACE_MS: u64 = 15 * 60 * 1_000;
 
 #[derive(Debug, Clone)]
 pub struct StoredMessage {
@@ -115,6 +123,15 @@ pub struct Platform {
     pub throttled: u64,
     /// Transient upload failures (500) given.
     pub upload_errors: u64,
+    /// Refreshes answered (each supersedes the token it replaced).
+    pub refreshes: u64,
+    /// Refreshes retried with a superseded token after a lost answer, and allowed.
+    pub refresh_retries: u64,
+    /// Whether such a retry is allowed (the stand-in's rule; off only to show what it prevents).
+    pub refresh_retry_grace: bool,
+    /// Such retries refused while `refresh_retry_grace` is off: each sends the device to a
+    /// technician.
+    pub lost_refresh_answers_refused: u64,
 }
 
 /// Which device call a request is: faults and the `Retry-After` check are per endpoint.
@@ -177,6 +194,10 @@ impl Platform {
             refused_blobs: Vec::new(),
             throttled: 0,
             upload_errors: 0,
+            refreshes: 0,
+            refresh_retries: 0,
+            refresh_retry_grace: true,
+            lost_refresh_answers_refused: 0,
         }
     }
 
@@ -188,7 +209,7 @@ impl Platform {
     pub fn token_validity(&self, token: &str, now: u64) -> Validity {
         match self.tokens.get(token) {
             None => Validity::Unknown,
-            Some(t) if t.revoked => Validity::Revoked,
+            Some(t) if t.revoked || t.superseded.is_some() => Validity::Revoked,
             Some(t) if t.expires_at.is_some_and(|at| now >= at) => Validity::Expired,
             Some(_) => Validity::Valid,
         }
@@ -375,6 +396,8 @@ impl Platform {
                                 device_id: op.device_id.clone(),
                                 expires_at,
                                 revoked: false,
+                                superseded: None,
+                                used: false,
                             },
                         );
                         ok(json!({
@@ -390,6 +413,7 @@ impl Platform {
                     return problem(401, "/problems/unauthorized");
                 }
                 let t = self.tokens[&token].clone();
+                self.tokens.get_mut(&token).expect("valid").used = true;
                 let sas = format!(
                     "SharedAccessSignature sr={HOST}&sig={}&se={}",
                     self.next("sig"),
@@ -421,9 +445,30 @@ impl Platform {
                     return problem(401, "/problems/unauthorized");
                 }
                 let old = body["registrationToken"].as_str().unwrap_or("").to_owned();
-                if self.token_validity(&old, now) != Validity::Valid {
-                    return problem(401, "/problems/unauthorized");
-                }
+                // As the stand-in: the presented token when it is valid; when a refresh
+                // replaced it moments ago and its successor was never used, the device lost
+                // that answer and this is its retry.
+                let replaced = match self.tokens.get(&old) {
+                    _ if self.token_validity(&old, now) == Validity::Valid => old.clone(),
+                    Some(Token {
+                        revoked: false,
+                        superseded: Some((successor, at)),
+                        expires_at,
+                        ..
+                    }) if expires_at.is_none_or(|e| now < e)
+                        && now - at <= REFRESH_RETRY_GRACE_MS
+                        && self.token_validity(successor, now) == Validity::Valid
+                        && !self.tokens[successor].used =>
+                    {
+                        if !self.refresh_retry_grace {
+                            self.lost_refresh_answers_refused += 1;
+                            return problem(401, "/problems/unauthorized");
+                        }
+                        self.refresh_retries += 1;
+                        successor.clone()
+                    }
+                    _ => return problem(401, "/problems/unauthorized"),
+                };
                 let device_id = self.tokens[&old].device_id.clone();
                 let token = self.next("rt");
                 let expires_at = self.token_lifetime.map(|l| now + l);
@@ -433,8 +478,17 @@ impl Platform {
                         device_id,
                         expires_at,
                         revoked: false,
+                        superseded: None,
+                        used: false,
                     },
                 );
+                self.refreshes += 1;
+                for id in [&old, &replaced] {
+                    if let Some(t) = self.tokens.get_mut(id) {
+                        t.used = true;
+                        t.superseded = Some((token.clone(), now));
+                    }
+                }
                 ok(
                     json!({"registrationToken": token, "expirationTime": expires_at.map(format_rfc3339)}),
                 )
