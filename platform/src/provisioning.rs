@@ -743,7 +743,8 @@ pub fn authenticate_registration_token(
     token: &str,
 ) -> Result<RegistrationTokenRecord, Problem> {
     let found = lookup_registration_token(&state.store.lock(), token)?;
-    let found = found.ok_or_else(|| Problem::unauthorized("the Registration Token is not valid"))?;
+    let found =
+        found.ok_or_else(|| Problem::unauthorized("the Registration Token is not valid"))?;
     if found.state != "active" {
         return Err(Problem::unauthorized(format!(
             "the Registration Token was {}",

@@ -188,8 +188,11 @@ async fn binary_prints_its_endpoints_and_keeps_state_across_a_restart() {
     let mut mqtt = Mqtt::spawn(device.options(&host, port));
     assert_eq!(mqtt.connack().await, Ok(ConnectReturnCode::Success));
     // The replayed sequence number is still known: it is dropped, the next one is stored.
-    mqtt.publish_message(device.events_topic("vdev-seq=p.1"), b"replay".to_vec())
-        .await;
+    mqtt.publish_message(
+        device.events_topic("vdev-seq=p.1"),
+        b"before restart".to_vec(),
+    )
+    .await;
     mqtt.publish_message(
         device.events_topic("vdev-seq=p.2"),
         b"after restart".to_vec(),

@@ -613,7 +613,10 @@ async fn a_refresh_whose_answer_was_lost_can_be_retried_without_a_technician() {
     // Its retry with the first token succeeds, and only the newest token works.
     let (status, retried) = refresh(first.clone()).await;
     assert_eq!(status, StatusCode::OK, "{retried}");
-    let third = retried["registrationToken"].as_str().expect("rt").to_owned();
+    let third = retried["registrationToken"]
+        .as_str()
+        .expect("rt")
+        .to_owned();
     assert_eq!(
         platform
             .register(lost["registrationToken"].as_str().expect("rt"))

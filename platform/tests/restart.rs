@@ -67,7 +67,7 @@ async fn restarting_on_the_same_ports_keeps_tokens_devices_and_sequences() {
         Ok(ConnectReturnCode::Success),
         "the old credential still works"
     );
-    mqtt.publish_message(device.events_topic("vdev-seq=r.1"), b"one again".to_vec())
+    mqtt.publish_message(device.events_topic("vdev-seq=r.1"), b"one".to_vec())
         .await;
     mqtt.publish_message(device.events_topic("vdev-seq=r.2"), b"two".to_vec())
         .await;
