@@ -115,6 +115,13 @@ export class DeviceClient {
    */
   constructor(coordinator) {
     this.coordinator = coordinator;
+    /**
+     * Whether the browser keeps this site's storage under pressure and past its eviction rules
+     * (Safari deletes a site's data after seven days without interaction unless it is
+     * persistent); `null` until the browser answered, or where it cannot say.
+     * @type {boolean | null}
+     */
+    this.persistentStorage = null;
   }
 
   /**
@@ -138,7 +145,26 @@ export class DeviceClient {
     for (const name of CALLBACKS) callbacks[name] = /** @type {any} */ (option(options, name, "function"));
     const coordinator = new Coordinator(config, config.database, callbacks, makeCore);
     await coordinator.start();
-    return new DeviceClient(coordinator);
+    const client = new DeviceClient(coordinator);
+    await client.askPersistentStorage();
+    return client;
+  }
+
+  /**
+   * Asks the browser to keep the queue's storage (`navigator.storage.persist()`), so that
+   * queued messages are not evicted; `statistics().persistentStorage` tells the answer.
+   */
+  async askPersistentStorage() {
+    // `persist` exists in pages, not in workers.
+    const storage = /** @type {(StorageManager & { persist?: () => Promise<boolean> }) | undefined} */ (
+      globalThis.navigator?.storage
+    );
+    if (!storage || typeof storage.persist !== "function") return;
+    try {
+      this.persistentStorage = (await storage.persisted()) || (await storage.persist());
+    } catch {
+      // A browser may refuse the question itself (an opaque origin); the answer stays unknown.
+    }
   }
 
   /**
@@ -205,7 +231,17 @@ export class DeviceClient {
     const { pendingCount, pendingBytes, oldestEnqueuedAt, windowRecords, connectionState, offline } =
       this.coordinator.snapshot();
     const role = this.coordinator.driver ? "owner" : "follower";
-    return { pendingCount, pendingBytes, oldestEnqueuedAt, windowRecords, connectionState, offline, role };
+    const persistentStorage = this.persistentStorage;
+    return {
+      pendingCount,
+      pendingBytes,
+      oldestEnqueuedAt,
+      windowRecords,
+      connectionState,
+      offline,
+      role,
+      persistentStorage,
+    };
   }
 
   /**

@@ -18,7 +18,9 @@
 // the database and resumes the device from it. It first waits for `released` (at most
 // RELEASE_WAIT_MS, for a tab closed without one) so that no answer of the old owner is still on
 // its way, then runs its own unanswered requests itself. Where the browser has no Web Locks or
-// no BroadcastChannel, every client drives its device alone.
+// no BroadcastChannel (an insecure http:// page off localhost, an old browser), `start` refuses
+// with `coordinationFailed`: two clients writing one database would overwrite each other's
+// records.
 //
 // Everything a coordinator reacts to runs through `serial`, one step after the other: while it
 // opens the database to take over, later calls wait instead of racing it.
@@ -110,16 +112,22 @@ export class Coordinator {
     globalThis.addEventListener?.("offline", this.onNetwork);
   }
 
-  /** Starts as the owner when the lock is free (or there are no Web Locks), else as a follower. */
+  /** Starts as the owner when the lock is free, else as a follower. */
   async start() {
     const name = `vdev-web:${this.database}`;
     const locks = globalThis.navigator?.locks;
     try {
-      if (locks && globalThis.BroadcastChannel) {
-        this.channel = new BroadcastChannel(name);
-        this.channel.onmessage = (event) => this.serial(() => this.message(event.data));
+      if (!locks || !globalThis.BroadcastChannel) {
+        const missing = !locks ? "Web Locks" : "BroadcastChannel";
+        throw new VdevError(
+          "coordinationFailed",
+          `this page has no ${missing}, so vdev cannot keep a second client (another tab) from ` +
+            "writing the same database: serve the page over https:// or from localhost, in a browser " +
+            "that has both",
+        );
       }
-      if (!this.channel) return await this.exclusive(() => this.becomeOwner());
+      this.channel = new BroadcastChannel(name);
+      this.channel.onmessage = (event) => this.serial(() => this.message(event.data));
       let release;
       try {
         release = await /** @type {Promise<Release | void>} */ (new Promise((resolve, reject) => {

@@ -189,6 +189,12 @@ export interface Statistics {
      * database (another tab) does, and this one forwards its calls to it.
      */
     role: "owner" | "follower";
+    /**
+     * Whether the browser granted persistent storage (`navigator.storage.persist()`, asked at
+     * start): the queue is then not evicted under storage pressure or by Safari's seven-day
+     * rule. `null` where the browser cannot say.
+     */
+    persistentStorage: boolean | null;
 }
 
 export interface DesiredProperties {

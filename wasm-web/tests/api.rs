@@ -7,7 +7,7 @@
 mod common;
 
 use common::{DeviceClient, js_object, unique};
-use js_sys::Promise;
+use js_sys::{Promise, Reflect};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
@@ -176,4 +176,79 @@ async fn a_storage_failure_rejects_the_send_and_reports_the_outcome() {
     JsFuture::from(Promise::from(JsValue::from(client.stop())))
         .await
         .expect("stop resolves even though storage keeps failing");
+}
+
+#[wasm_bindgen_test]
+async fn the_client_asks_for_persistent_storage_and_says_what_the_browser_answered() {
+    let database = unique("vdev-api");
+    let client = DeviceClient::start(js_object(&[
+        ("instance", "http://127.0.0.1:9".into()),
+        ("provisioningToken", "token".into()),
+        ("database", database.clone().into()),
+    ]))
+    .await
+    .expect("the client starts");
+    let said = Reflect::get(
+        &client.statistics(),
+        &JsValue::from_str("persistentStorage"),
+    )
+    .unwrap()
+    .as_bool()
+    .expect("statistics().persistentStorage is the browser's answer");
+    // The browser's own record of the site, asked independently.
+    let storage = Reflect::get(
+        &Reflect::get(&js_sys::global(), &JsValue::from_str("navigator")).unwrap(),
+        &JsValue::from_str("storage"),
+    )
+    .unwrap();
+    let persisted: js_sys::Function = Reflect::get(&storage, &JsValue::from_str("persisted"))
+        .unwrap()
+        .unchecked_into();
+    let browser = JsFuture::from(Promise::from(persisted.call0(&storage).unwrap()))
+        .await
+        .unwrap()
+        .as_bool();
+    assert_eq!(Some(said), browser);
+    JsFuture::from(Promise::from(JsValue::from(client.stop())))
+        .await
+        .expect("stop resolves");
+    common::delete_database(&database).await.expect("deleted");
+}
+
+#[wasm_bindgen_test]
+async fn without_web_locks_start_refuses_instead_of_letting_two_clients_write_one_database() {
+    // As on an insecure http:// page off localhost: the page has no `navigator.locks`.
+    let navigator: js_sys::Object =
+        Reflect::get(&js_sys::global(), &JsValue::from_str("navigator"))
+            .unwrap()
+            .unchecked_into();
+    let hidden: js_sys::Object = js_object(&[
+        ("value", JsValue::UNDEFINED),
+        ("configurable", JsValue::TRUE),
+    ])
+    .unchecked_into();
+    assert!(Reflect::define_property(&navigator, &JsValue::from_str("locks"), &hidden).unwrap());
+    let database = unique("vdev-api");
+    let options = || {
+        js_object(&[
+            ("instance", "http://127.0.0.1:9".into()),
+            ("provisioningToken", "token".into()),
+            ("database", database.clone().into()),
+        ])
+    };
+    let first = start_error(options()).await;
+    let second = start_error(options()).await;
+    Reflect::delete_property(&navigator, &JsValue::from_str("locks")).unwrap();
+    for refusal in [first, second] {
+        assert!(
+            refusal.starts_with("coordinationFailed: this page has no Web Locks"),
+            "{refusal}"
+        );
+    }
+    // With Web Locks back, the same database starts.
+    let client = DeviceClient::start(options()).await.expect("starts");
+    JsFuture::from(Promise::from(JsValue::from(client.stop())))
+        .await
+        .expect("stop resolves");
+    common::delete_database(&database).await.expect("deleted");
 }
