@@ -562,18 +562,27 @@ pub fn approve_operation(
     {
         let mut db = state.store.lock();
         let tx = db.transaction().map_err(StoreError::from)?;
+        // Checked again under the lock: a cancel or the expiry that came after the read above
+        // wins, and nothing of this approval is written.
+        let approved = tx
+            .execute(
+                "UPDATE provisioning_operations SET state = 'approved', approved_at = ?2,
+                 device_id = ?3, lifetime_ms = ?4, lifetime_infinite = ?5
+                 WHERE id = ?1 AND state = 'pending' AND expires_at > ?2",
+                params![id, now, device_id, lifetime_ms, lifetime_ms.is_none()],
+            )
+            .map_err(StoreError::from)?;
+        if approved != 1 {
+            return Err(Problem::conflict(format!(
+                "provisioning operation {id} was cancelled or expired meanwhile"
+            )));
+        }
         tx.execute(
             "UPDATE provisioning_operations SET state = 'cancelled',
              cancellation_cause = 'anotherOperationApproved', closed_at = ?3
              WHERE workspace_id = ?1 AND id != ?4 AND (state = 'approved' OR (state = 'pending'
              AND requested_device_id = ?2)) AND COALESCE(device_id, requested_device_id) = ?2",
             params![workspace_id, device_id, now, id],
-        )
-        .map_err(StoreError::from)?;
-        tx.execute(
-            "UPDATE provisioning_operations SET state = 'approved', approved_at = ?2,
-             device_id = ?3, lifetime_ms = ?4, lifetime_infinite = ?5 WHERE id = ?1",
-            params![id, now, device_id, lifetime_ms, lifetime_ms.is_none()],
         )
         .map_err(StoreError::from)?;
         crate::devices::ensure_device(&tx, workspace_id, &device_id, now)?;
@@ -896,29 +905,61 @@ pub fn list_registration_tokens(
     Ok(Value::Array(rows))
 }
 
-/// Revoke a Registration Token and close live sessions that authenticated with it.
+/// Revoke a Registration Token with every token it descends from (the ones it superseded,
+/// whose MQTT credentials are still accepted until they expire), and close the live sessions
+/// that authenticated with any of them.
 pub fn revoke_registration_token(
     state: &AppState,
     workspace_id: &str,
     id: &str,
 ) -> Result<(), Problem> {
-    let changed = state
-        .store
-        .lock()
-        .execute(
-            "UPDATE registration_tokens SET state = 'revoked', closed_at = ?3
-             WHERE id = ?1 AND workspace_id = ?2",
-            params![id, workspace_id, now_ms()],
-        )
-        .map_err(StoreError::from)?;
-    if changed == 0 {
-        return Err(Problem::not_found(format!(
-            "registration token {id} does not exist"
-        )));
+    let revoked: Vec<String> = {
+        let mut db = state.store.lock();
+        let tx = db.transaction().map_err(StoreError::from)?;
+        let token: Option<(String, i64)> = tx
+            .query_row(
+                "SELECT device_id, created_at FROM registration_tokens
+                 WHERE id = ?1 AND workspace_id = ?2",
+                params![id, workspace_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(StoreError::from)?;
+        let Some((device_id, created_at)) = token else {
+            return Err(Problem::not_found(format!(
+                "registration token {id} does not exist"
+            )));
+        };
+        // The chain: this token and the device's older ones still accepted for credentials.
+        let chain: Vec<String> = tx
+            .prepare(
+                "SELECT id FROM registration_tokens WHERE workspace_id = ?1 AND device_id = ?2
+                 AND (id = ?3 OR (state = 'superseded' AND created_at <= ?4))",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_map(params![workspace_id, device_id, id, created_at], |r| {
+                        r.get(0)
+                    })?
+                    .collect()
+            })
+            .map_err(StoreError::from)?;
+        let now = now_ms();
+        for token in &chain {
+            tx.execute(
+                "UPDATE registration_tokens SET state = 'revoked', closed_at = ?2 WHERE id = ?1",
+                params![token, now],
+            )
+            .map_err(StoreError::from)?;
+        }
+        tx.commit().map_err(StoreError::from)?;
+        chain
+    };
+    for token in &revoked {
+        state
+            .sessions
+            .disconnect_token(token, "registration token revoked");
     }
-    state
-        .sessions
-        .disconnect_token(id, "registration token revoked");
     Ok(())
 }
 

@@ -702,6 +702,61 @@ async fn after_a_revocation_the_operation_cannot_be_completed_again() {
 }
 
 #[tokio::test]
+async fn revoking_the_active_token_also_closes_sessions_on_credentials_of_tokens_it_superseded() {
+    let platform = TestPlatform::start().await;
+    let device = platform.provision("revoke-03").await;
+    let (host, port) = platform.mqtt_tcp();
+    // Connected with a credential issued for the first Registration Token.
+    let mut mqtt = Mqtt::spawn(device.options(&host, port));
+    assert_eq!(mqtt.connack().await, Ok(ConnectReturnCode::Success));
+    let pt = platform.provisioning_token();
+    let (status, refreshed) = platform
+        .device(
+            "PUT",
+            "/devices/registration-tokens/refresh",
+            &pt,
+            json!({"registrationToken": device.registration_token}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+
+    let (_, tokens) = platform
+        .admin("GET", "/registration-tokens?deviceId=revoke-03", None)
+        .await;
+    let active = tokens
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|t| t["state"] == "active")
+        .expect("the refreshed token");
+    let id = active["id"].as_str().expect("token id");
+    let (status, _) = platform
+        .admin("POST", &format!("/registration-tokens/{id}/revoke"), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    assert!(
+        mqtt.next_matching(|_| None::<()>).await.is_err(),
+        "the session on the older token's credential is closed"
+    );
+    let refused = Mqtt::spawn(device.options(&host, port)).connack().await;
+    assert!(
+        refused.is_err() || refused == Ok(ConnectReturnCode::NotAuthorized),
+        "the older token's credential is refused: {refused:?}"
+    );
+    let (_, tokens) = platform
+        .admin("GET", "/registration-tokens?deviceId=revoke-03", None)
+        .await;
+    let states: Vec<&str> = tokens
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|t| t["state"].as_str())
+        .collect();
+    assert_eq!(states, ["revoked", "revoked"]);
+}
+
+#[tokio::test]
 async fn deleting_a_device_disconnects_it_and_revokes_its_tokens() {
     let platform = TestPlatform::start().await;
     let device = platform.provision("delete-01").await;
