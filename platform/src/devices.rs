@@ -476,6 +476,10 @@ pub fn apply_fleet_configurations(
 }
 
 /// Queue a cloud-to-device message; a connected, subscribed device gets it at once.
+///
+/// `properties` (the admin call's query string) is decoded and encoded again, every byte but
+/// `A-Z a-z 0-9 - . _ ~` escaped: a raw `+` or `#` would make the topic invalid, and the
+/// message could then never be published, holding up every later one of the device.
 pub fn enqueue_c2d(
     state: &AppState,
     workspace_id: &str,
@@ -483,6 +487,8 @@ pub fn enqueue_c2d(
     payload: &[u8],
     properties: &str,
 ) -> Result<Value, Problem> {
+    let properties = normalize_property_bag(properties)?;
+    let properties = properties.as_str();
     require_twin(state, workspace_id, device_id)?;
     let id = {
         let db = state.store.lock();
@@ -526,4 +532,27 @@ pub fn mark_c2d_delivered(state: &AppState, id: i64) -> Result<(), StoreError> {
         params![id, now_ms()],
     )?;
     Ok(())
+}
+
+/// `bag` decoded and encoded again with only unreserved characters left as they are.
+fn normalize_property_bag(bag: &str) -> Result<String, Problem> {
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    const ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let pairs = crate::messages::parse_property_bag(bag)
+        .map_err(|e| Problem::bad_request(format!("the message properties: {e}")))?;
+    Ok(pairs
+        .iter()
+        .map(|(key, value)| {
+            format!(
+                "{}={}",
+                utf8_percent_encode(key, ESCAPED),
+                utf8_percent_encode(value, ESCAPED)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&"))
 }

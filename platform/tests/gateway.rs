@@ -347,6 +347,59 @@ async fn cloud_to_device_messages_are_delivered_after_subscribing() {
 }
 
 #[tokio::test]
+async fn message_properties_with_topic_wildcards_are_escaped_and_do_not_block_the_queue() {
+    let platform = TestPlatform::start().await;
+    let device = platform.provision("c2d-02").await;
+    for (query, body) in [("?a=1+2&tag=%23x&plain=yes", "first"), ("", "second")] {
+        let (status, _) = platform
+            .admin(
+                "POST",
+                &format!("/devices/c2d-02/c2d-messages{query}"),
+                Some(json!(body)),
+            )
+            .await;
+        assert!(status.is_success());
+    }
+    let (host, port) = platform.mqtt_tcp();
+    let mut mqtt = Mqtt::spawn(device.options(&host, port));
+    assert_eq!(mqtt.connack().await, Ok(ConnectReturnCode::Success));
+    let prefix = format!("devices/{}/messages/devicebound/", device.client_id());
+    mqtt.subscribe(&format!("{prefix}#")).await;
+    let mut received = Vec::new();
+    while received.len() < 2 {
+        let message = mqtt
+            .next_matching(|p| match p {
+                Packet::Publish(p) if p.topic.contains("/messages/devicebound/") => Some((
+                    p.topic.clone(),
+                    serde_json::from_slice::<Value>(&p.payload).ok()?,
+                )),
+                _ => None,
+            })
+            .await
+            .expect("both messages arrive");
+        received.push(message);
+    }
+    assert_eq!(
+        received,
+        [
+            (
+                format!("{prefix}a=1%2B2&tag=%23x&plain=yes"),
+                json!("first")
+            ),
+            (prefix.clone(), json!("second")),
+        ]
+    );
+    let (status, problem) = platform
+        .admin(
+            "POST",
+            "/devices/c2d-02/c2d-messages?bad=%FF",
+            Some(json!(1)),
+        )
+        .await;
+    assert_eq!(status, 400, "{problem}");
+}
+
+#[tokio::test]
 async fn sessions_are_confined_to_their_own_device() {
     let platform = TestPlatform::start().await;
     let mine = platform.provision("mine-01").await;
