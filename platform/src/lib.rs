@@ -258,7 +258,8 @@ impl Platform {
             info_path: info_path.clone(),
         };
         let json = serde_json::to_vec_pretty(&info).map_err(StoreError::from)?;
-        std::fs::write(&info_path, json).map_err(data_dir_error(&data_dir))?;
+        // It holds the admin and Provisioning Tokens.
+        crate::secrets::write_private(&info_path, &json).map_err(data_dir_error(&data_dir))?;
         Ok(RunningPlatform {
             info,
             state,

@@ -85,8 +85,15 @@ pub(crate) fn load_or_create(dir: &Path, host: &str) -> Result<TlsMaterial, TlsE
         let server_cert = server_params.signed_by(&server_key, &ca_cert, &ca_key)?;
         std::fs::write(&ca_path, ca_cert.pem()).map_err(io)?;
         std::fs::write(&cert_path, server_cert.pem()).map_err(io)?;
-        std::fs::write(&key_path, server_key.serialize_pem()).map_err(io)?;
+        crate::secrets::write_private(&key_path, server_key.serialize_pem().as_bytes())
+            .map_err(io)?;
         std::fs::write(&host_path, host).map_err(io)?;
+    }
+    // A key written by an earlier version may be readable by others.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
     }
     let certs = CertificateDer::pem_file_iter(&cert_path)?.collect::<Result<Vec<_>, _>>()?;
     let key = PrivateKeyDer::from_pem_file(&key_path)?;

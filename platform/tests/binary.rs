@@ -110,6 +110,18 @@ async fn binary_prints_its_endpoints_and_keeps_state_across_a_restart() {
         );
     }
     assert!(info.ca_certificate_path.exists());
+    // The files holding secrets are readable by their owner only.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let tls_dir = info.ca_certificate_path.parent().expect("tls dir");
+        for secret in [info.info_path.clone(), tls_dir.join("server-key.pem")] {
+            let mode = std::fs::metadata(&secret)
+                .expect("exists")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "{} has mode {mode:o}", secret.display());
+        }
+    }
 
     let pt = format!("DeviceToken {}", info.provisioning_token);
     let admin = format!("Bearer {}", info.admin_token);
