@@ -75,7 +75,8 @@ pub(crate) fn sign(key: &[u8], message: &str) -> String {
     STANDARD.encode(mac.finalize().into_bytes())
 }
 
-fn verify(key: &[u8], message: &str, signature_b64: &str) -> bool {
+/// Whether `signature_b64` is `sign(key, message)`, compared in constant time.
+pub(crate) fn verify(key: &[u8], message: &str, signature_b64: &str) -> bool {
     let Ok(signature) = STANDARD.decode(signature_b64) else {
         return false;
     };

@@ -17,7 +17,11 @@ use super::{JsonBody, SharedState};
 use crate::clock::now_ms;
 use crate::problem::Problem;
 use crate::provisioning::credential_token_usable;
-use crate::secrets::{sign, verify_sas};
+use crate::secrets::{sign, verify, verify_sas};
+
+/// How long an upload URL may be used after the device asked for it (Azure's upload SAS of
+/// IoT Hub lasts an hour by default).
+const UPLOAD_URL_LIFETIME_S: i64 = 3_600;
 use crate::store::StoreError;
 
 /// Container name in upload URLs.
@@ -95,8 +99,9 @@ struct InitUpload {
     blob_name: String,
 }
 
-fn upload_signature(state: &SharedState, correlation_id: &str) -> String {
-    sign(&state.signing_key, &format!("upload\n{correlation_id}"))
+/// What an upload URL's signature covers: the upload and its expiry (Unix seconds).
+fn upload_claims(correlation_id: &str, expires_s: i64) -> String {
+    format!("upload\n{correlation_id}\n{expires_s}")
 }
 
 async fn init_upload(
@@ -123,9 +128,14 @@ async fn init_upload(
             ],
         )
         .map_err(StoreError::from)?;
+    let expires_s = now_ms() / 1000 + UPLOAD_URL_LIFETIME_S;
+    let signature = sign(
+        &state.signing_key,
+        &upload_claims(&correlation_id, expires_s),
+    );
     let sas_token = format!(
-        "?cid={correlation_id}&sig={}",
-        utf8_percent_encode(&upload_signature(&state, &correlation_id), NON_ALPHANUMERIC)
+        "?cid={correlation_id}&se={expires_s}&sig={}",
+        utf8_percent_encode(&signature, NON_ALPHANUMERIC)
     );
     let base = state.http_base.get().cloned().unwrap_or_default();
     Ok(Json(json!({
@@ -141,6 +151,7 @@ async fn init_upload(
 #[derive(Deserialize)]
 struct UploadQuery {
     cid: String,
+    se: i64,
     sig: String,
 }
 
@@ -150,25 +161,35 @@ async fn put_blob(
     Query(query): Query<UploadQuery>,
     body: Bytes,
 ) -> Result<impl IntoResponse, Problem> {
-    if upload_signature(&state, &query.cid) != query.sig {
-        return Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            "the upload signature does not match",
-        ));
+    let forbidden = |why: &str| Problem::new(StatusCode::FORBIDDEN, "Forbidden", why);
+    if !verify(
+        &state.signing_key,
+        &upload_claims(&query.cid, query.se),
+        &query.sig,
+    ) {
+        return Err(forbidden("the upload signature does not match"));
     }
-    let row: Option<(String, String, String)> = state
+    if now_ms() / 1000 >= query.se {
+        return Err(forbidden("the upload URL has expired"));
+    }
+    let row: Option<(String, String, String, Option<i64>)> = state
         .store
         .lock()
         .query_row(
-            "SELECT workspace_id, device_id, blob_name FROM uploads WHERE correlation_id = ?1",
+            "SELECT workspace_id, device_id, blob_name, notified_at FROM uploads
+             WHERE correlation_id = ?1",
             [&query.cid],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()
         .map_err(StoreError::from)?;
-    let (workspace_id, device_id, blob_name) =
+    let (workspace_id, device_id, blob_name, notified_at) =
         row.ok_or_else(|| Problem::not_found("no such upload"))?;
+    if notified_at.is_some() {
+        return Err(Problem::conflict(
+            "the upload was completed; its blob cannot be written again",
+        ));
+    }
     if blob != blob_name {
         return Err(Problem::bad_request(
             "the URL names another blob than the upload slot",
