@@ -203,29 +203,38 @@ pub fn set_desired(
     device_id: &str,
     new_desired: Map<String, Value>,
 ) -> Result<Value, Problem> {
-    let twin = require_twin(state, workspace_id, device_id)?;
     let mut new_desired = new_desired;
     new_desired.retain(|k, _| !k.starts_with('$'));
-    if new_desired == twin.desired {
-        return Ok(with_version(twin.desired, twin.desired_version));
-    }
-    let patch = merge::diff(&twin.desired, &new_desired);
-    let version = twin.desired_version + 1;
-    state
-        .store
-        .lock()
-        .execute(
-            "UPDATE devices SET desired_json = ?3, desired_version = ?4, desired_updated_at = ?5
-             WHERE workspace_id = ?1 AND device_id = ?2",
-            params![
-                workspace_id,
-                device_id,
-                Value::Object(new_desired.clone()).to_string(),
-                version,
-                now_ms()
-            ],
-        )
-        .map_err(StoreError::from)?;
+    // Read, diff, then write only if nobody wrote in between (the version is unchanged);
+    // otherwise diff again against what they wrote. Two writers never share a `$version`.
+    let (patch, version) = loop {
+        let twin = require_twin(state, workspace_id, device_id)?;
+        if new_desired == twin.desired {
+            return Ok(with_version(twin.desired, twin.desired_version));
+        }
+        let patch = merge::diff(&twin.desired, &new_desired);
+        let version = twin.desired_version + 1;
+        let written = state
+            .store
+            .lock()
+            .execute(
+                "UPDATE devices SET desired_json = ?3, desired_version = ?4,
+                 desired_updated_at = ?5
+                 WHERE workspace_id = ?1 AND device_id = ?2 AND desired_version = ?6",
+                params![
+                    workspace_id,
+                    device_id,
+                    Value::Object(new_desired.clone()).to_string(),
+                    version,
+                    now_ms(),
+                    twin.desired_version
+                ],
+            )
+            .map_err(StoreError::from)?;
+        if written == 1 {
+            break (patch, version);
+        }
+    };
     state.sessions.send(
         workspace_id,
         device_id,

@@ -616,3 +616,37 @@ async fn an_oversized_mqtt_packet_closes_only_that_connection() {
         .await;
     assert_eq!(messages(&platform, "big-01").await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_desired_property_writes_never_share_a_version() {
+    let platform = TestPlatform::start().await;
+    platform.provision("twin-02").await;
+    // Many at once on a multi-threaded runtime, as the binary runs: read-diff-write races.
+    let writes = (0..200).map(|i| {
+        let platform = &platform;
+        async move {
+            platform
+                .admin(
+                    "PUT",
+                    "/devices/twin-02/desired-properties",
+                    Some(json!({ "writer": i })),
+                )
+                .await
+        }
+    });
+    let answers = futures_util::future::join_all(writes).await;
+    let mut versions: Vec<i64> = answers
+        .iter()
+        .map(|(status, body)| {
+            assert!(status.is_success(), "{body}");
+            body["$version"].as_i64().expect("a version")
+        })
+        .collect();
+    versions.sort_unstable();
+    let first = versions[0];
+    assert_eq!(
+        versions,
+        (first..first + 200).collect::<Vec<i64>>(),
+        "each write its own version"
+    );
+}
