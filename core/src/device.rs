@@ -872,7 +872,7 @@ impl Device {
                     self.events.push_back(Event::ConnectionLost { reason });
                 }
                 self.in_flight.clear();
-                self.outbox.handle_connection_lost();
+                self.outbox.handle_connection_lost(now);
                 self.twin.on_session_lost();
                 if matches!(
                     self.connection_state,

@@ -83,6 +83,19 @@ pub enum RejectReason {
     /// The message does not fit in an MQTT packet.
     #[error("message cannot be encoded: {0}")]
     Unencodable(String),
+    /// Every connection that carried it ended before its acknowledgement, again and again for
+    /// a long time: the gateway refuses it (MQTT 3.1.1 can only say so by closing), and it
+    /// would otherwise hold up every message behind it forever.
+    #[error(
+        "the gateway closed the connection {attempts} times in a row, over {minutes} minutes, \
+         after receiving it and before acknowledging it"
+    )]
+    RefusedByGateway {
+        /// Connections that ended with it unacknowledged, in a row.
+        attempts: u32,
+        /// Minutes from the first of them to the last.
+        minutes: u64,
+    },
 }
 
 impl Reason for RejectReason {
@@ -92,12 +105,17 @@ impl Reason for RejectReason {
             Self::Corrupt(_) => "corrupt",
             Self::UploadRefused(_) => "uploadRefused",
             Self::Unencodable(_) => "unencodable",
+            Self::RefusedByGateway { .. } => "refusedByGateway",
         }
     }
 
     fn details(&self) -> Vec<(&'static str, Value)> {
         match self {
             Self::NotStored(error) => vec![("storeError", error.to_value())],
+            Self::RefusedByGateway { attempts, minutes } => vec![
+                ("attempts", u64::from(*attempts).into()),
+                ("minutes", (*minutes).into()),
+            ],
             _ => Vec::new(),
         }
     }
@@ -134,7 +152,18 @@ struct Slot {
     uploaded: Option<String>,
     /// Published at least once on some connection: set DUP when it goes again.
     sent_before: bool,
+    /// Connections in a row that ended with this message the oldest unacknowledged one, and
+    /// when the first of them ended.
+    unacked_losses: u32,
+    first_unacked_loss_at: u64,
 }
+
+/// A message is taken for refused by the gateway once this many connections in a row ended
+/// with it the oldest unacknowledged one...
+const GATEWAY_REFUSAL_ATTEMPTS: u32 = 10;
+/// ...over at least this long: longer than a burst of kicks or a flaky minute lasts, so only a
+/// message the gateway really refuses is given up (the queue behind it waits meanwhile).
+const GATEWAY_REFUSAL_MS: u64 = 2 * 60 * 1_000;
 
 /// A message at the head of the queue that may be published now.
 #[derive(Debug)]
@@ -295,6 +324,8 @@ impl Outbox {
             message,
             uploaded: None,
             sent_before: false,
+            unacked_losses: 0,
+            first_unacked_loss_at: 0,
         });
     }
 
@@ -504,11 +535,37 @@ impl Outbox {
     }
 
     /// The connection dropped: whatever was in flight goes again, first, in order.
-    pub(crate) fn handle_connection_lost(&mut self) {
+    pub(crate) fn handle_connection_lost(&mut self, now: u64) {
+        let mut refused = None;
+        // The oldest message still unacknowledged is the one a refusing gateway closed on (it
+        // handles publishes in order and acknowledges the ones before).
+        if let Some(oldest) = self
+            .window
+            .iter_mut()
+            .find(|slot| slot.state == SlotState::InFlight)
+        {
+            if oldest.unacked_losses == 0 {
+                oldest.first_unacked_loss_at = now;
+            }
+            oldest.unacked_losses = oldest.unacked_losses.saturating_add(1);
+            let over = now.saturating_sub(oldest.first_unacked_loss_at);
+            if oldest.unacked_losses >= GATEWAY_REFUSAL_ATTEMPTS && over >= GATEWAY_REFUSAL_MS {
+                refused = Some((
+                    oldest.seq,
+                    RejectReason::RefusedByGateway {
+                        attempts: oldest.unacked_losses,
+                        minutes: over / 60_000,
+                    },
+                ));
+            }
+        }
         for slot in &mut self.window {
             if slot.state == SlotState::InFlight {
                 slot.state = SlotState::Ready;
             }
+        }
+        if let Some((seq, reason)) = refused {
+            self.reject(seq, reason);
         }
     }
 
@@ -755,7 +812,7 @@ mod tests {
         let (_store, mut outbox) = stored_outbox(5);
         assert_eq!(publish_all(&mut outbox), [0, 1, 2, 3, 4]);
         outbox.handle_delivered(1);
-        outbox.handle_connection_lost();
+        outbox.handle_connection_lost(0);
         let again: Vec<(Seq, bool)> = std::iter::from_fn(|| {
             let p = outbox.next_publishable()?;
             let item = (p.seq, p.dup);

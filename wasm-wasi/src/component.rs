@@ -255,6 +255,9 @@ fn reject_reason(reason: RejectReason) -> wit::RejectReason {
         RejectReason::NotStored(error) => wit::RejectReason::NotStored(store_failure(error)),
         RejectReason::Corrupt(text) => wit::RejectReason::Corrupt(text),
         RejectReason::UploadRefused(text) => wit::RejectReason::UploadRefused(text),
+        RejectReason::RefusedByGateway { attempts, minutes } => {
+            wit::RejectReason::RefusedByGateway(wit::GatewayRefusal { attempts, minutes })
+        }
         other => wit::RejectReason::Unencodable(other.to_string()),
     }
 }

@@ -104,7 +104,9 @@ export type RejectReason =
     | { code: "notStored"; message: string; storeError: StoreFailure }
     | { code: "corrupt"; message: string }
     | { code: "uploadRefused"; message: string }
-    | { code: "unencodable"; message: string };
+    | { code: "unencodable"; message: string }
+    /** The gateway closed the connection on it again and again, for minutes: it refuses it. */
+    | { code: "refusedByGateway"; message: string; attempts: number; minutes: number };
 
 /** Every event of the device, by `kind`. */
 export type DeviceEvent =

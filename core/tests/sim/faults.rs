@@ -47,6 +47,8 @@ pub struct Faults {
     /// The store reports appends and state saves done before they reach the disk (IndexedDB's
     /// `relaxed` durability); otherwise only removals lag. Reservations are always durable.
     pub relaxed_store: bool,
+    /// Chance that a message of the app is one the gateway refuses (closes the connection on).
+    pub poison_rate: f64,
 }
 
 /// Something that strikes at one instant of the fault window.
@@ -153,6 +155,7 @@ impl Faults {
             technician_skips_first: false,
             technician_ignore_rate: 0.0,
             relaxed_store: false,
+            poison_rate: 0.0,
         }
     }
 
@@ -175,6 +178,7 @@ impl Faults {
             technician_skips_first: rng.chance(0.2),
             technician_ignore_rate: rng.pick(&[0.0, 0.0, 0.2]),
             relaxed_store: rng.chance(0.5),
+            poison_rate: rng.pick(&[0.0, 0.0, 0.0, 0.01]),
         }
     }
 }
@@ -218,6 +222,7 @@ fault_counts! {
     power_losses: "power losses",
     refreshes: "token refreshes superseding the old token",
     refresh_retries: "refreshes retried after a lost answer",
+    refused_publishes: "publishes the gateway refused",
     lost_appends: "appends lost by relaxed stores",
 }
 

@@ -28,7 +28,7 @@ use vdev_core::{
 };
 
 use super::faults::{FaultCounts, Faults, Incident};
-use super::platform::{Endpoint, PROVISIONING_TOKEN, Platform, StoredMessage, Validity};
+use super::platform::{Endpoint, POISON, PROVISIONING_TOKEN, Platform, StoredMessage, Validity};
 use super::rng::Rng;
 
 const SECOND: u64 = 1_000;
@@ -794,7 +794,15 @@ impl Sim {
         } else {
             self.rng.range(1..200) as usize
         };
-        let mut payload = format!("message {n} ").into_bytes();
+        // A small message the gateway refuses now and then: it must end rejected, not hold up
+        // the queue.
+        let poison = self.faults.poison_rate > 0.0 && self.rng.chance(self.faults.poison_rate);
+        let size = if poison { 20 } else { size };
+        let mut payload = if poison {
+            [POISON, format!("{n} ").as_bytes()].concat()
+        } else {
+            format!("message {n} ").into_bytes()
+        };
         payload.resize(size.max(payload.len()), b'x' + (n % 3) as u8);
         let stream = StreamOptions {
             stream_group: Some("g".into()),
@@ -998,13 +1006,21 @@ impl Sim {
     }
 
     /// Messages whose upload the Platform refused for good (blobs are named `<origin>-<seq>`).
+    /// Messages the Platform refuses for good: uploads it refused (blobs are named
+    /// `<origin>-<seq>`) and messages its gateway will not take.
     fn refused_seqs(&self) -> BTreeSet<u64> {
         let origin = self.store.meta().origin;
-        self.platform
+        let uploads = self
+            .platform
             .refused_blobs
             .iter()
-            .filter_map(|blob| blob.strip_prefix(&origin)?.strip_prefix('-')?.parse().ok())
-            .collect()
+            .filter_map(|blob| blob.strip_prefix(&origin)?.strip_prefix('-')?.parse().ok());
+        let poison = self
+            .attempted
+            .iter()
+            .filter(|(_, payload)| payload.starts_with(POISON))
+            .map(|(seq, _)| *seq);
+        uploads.chain(poison).collect()
     }
 
     fn kick_store(&mut self) {
@@ -1383,9 +1399,10 @@ impl Sim {
         let refused = self.refused_seqs();
         self.report.faults.throttled = self.platform.throttled;
         self.report.faults.upload_errors = self.platform.upload_errors;
-        self.report.faults.refused_uploads = refused.len() as u64;
+        self.report.faults.refused_uploads = self.platform.refused_blobs.len() as u64;
         self.report.faults.insecure_endpoints = self.platform.insecure_endpoints_announced;
         self.report.faults.refreshes = self.platform.refreshes;
+        self.report.faults.refused_publishes = self.platform.refused_publishes;
         self.report.faults.refresh_retries = self.platform.refresh_retries;
         if self.platform.lost_refresh_answers_refused > 0 {
             self.report.violations.push(format!(
@@ -1419,6 +1436,10 @@ impl Sim {
         let stored_seqs: BTreeSet<u64> = stored.iter().map(|m| m.seq).collect();
         // A message the Platform refused for good ends rejected: never delivered, never stored.
         for seq in refused.intersection(&self.completed) {
+            // Unless a relaxed store lost it (see below): the device no longer knows it.
+            if self.lost_to_power.contains(seq) && !self.rejected.contains(seq) {
+                continue;
+            }
             if !self.rejected.contains(seq) || self.delivered.contains(seq) {
                 violations.push(format!(
                     "message {seq} refused by the platform has no rejected outcome"

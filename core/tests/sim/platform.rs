@@ -48,6 +48,9 @@ pub struct Token {
     pub used: bool,
 }
 
+/// What a payload starts with when the simulated gateway refuses it.
+pub const POISON: &[u8] = b"POISON ";
+
 /// How long a token superseded by a refresh may refresh again while its successor is unused
 /// (the stand-in's rule: the device never got the answer).
 const REFRESH_RETRY_GRACE_MS: u64 = 15 * 60 * 1_000;
@@ -132,6 +135,8 @@ pub struct Platform {
     /// Such retries refused while `refresh_retry_grace` is off: each sends the device to a
     /// technician.
     pub lost_refresh_answers_refused: u64,
+    /// Publishes refused by closing the connection (poison messages).
+    pub refused_publishes: u64,
 }
 
 /// Which device call a request is: faults and the `Retry-After` check are per endpoint.
@@ -198,6 +203,7 @@ impl Platform {
             refresh_retries: 0,
             refresh_retry_grace: true,
             lost_refresh_answers_refused: 0,
+            refused_publishes: 0,
         }
     }
 
@@ -635,6 +641,12 @@ impl Platform {
                 .expect("vdev always sends vdev-seq");
             let key = (device.clone(), origin.clone());
             let fresh = self.max_seq.get(&key).is_none_or(|max| seq > *max);
+            // A message this gateway refuses: the connection is closed on it, unacknowledged,
+            // as a gateway does with a PUBLISH it will not take (MQTT 3.1.1 has no NACK).
+            if fresh && p.payload.starts_with(POISON) {
+                self.refused_publishes += 1;
+                return false;
+            }
             if fresh {
                 self.max_seq.insert(key, seq);
                 let externalized = properties
