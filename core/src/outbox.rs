@@ -244,7 +244,7 @@ impl Outbox {
         let next_seq = meta.next_seq.max(meta.reserved);
         Self {
             limits,
-            origin: meta.origin.clone(),
+            origin: usable_origin(&meta.origin),
             next_seq,
             count: meta.count,
             bytes: meta.bytes,
@@ -683,6 +683,25 @@ impl Outbox {
     }
 }
 
+/// The store's origin when it is one the Platform accepts (1 to 32 of `0-9 a-z`); otherwise
+/// (a store damaged or written by something else) one made from it, the same every start, so
+/// its messages still go out and replays are still recognised, instead of every publish being
+/// refused and the queue stuck.
+fn usable_origin(origin: &str) -> String {
+    let valid = (1..=32).contains(&origin.len())
+        && origin
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase());
+    if valid {
+        return origin.to_owned();
+    }
+    // FNV-1a, 64 bits: stable across versions and platforms (no std hasher).
+    let hash = origin.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("x{hash:016x}")
+}
+
 /// Adds `seq` to ascending `seqs` in its place. Removals must reach the store ascending;
 /// records mostly finish in order, so this is nearly always a push, and the outbox needs no
 /// sort (which would cost the browser bundle ~1.5 KB gzipped).
@@ -917,6 +936,35 @@ mod tests {
         restarted.handle_reserved(below);
         drain(&mut restarted, &mut store);
         assert_eq!(publish_all(&mut restarted), [0, 1, 2, seq]);
+    }
+
+    #[test]
+    fn an_origin_the_platform_would_refuse_is_replaced_by_a_stable_valid_one() {
+        for bad in ["", "Not Valid!", &"a".repeat(33), "ABC"] {
+            let meta = OutboxMeta {
+                origin: bad.to_owned(),
+                ..MemoryStore::new("o").meta()
+            };
+            let origin = Outbox::new(OutboxLimits::default(), &meta)
+                .origin()
+                .to_owned();
+            assert!(
+                (1..=32).contains(&origin.len())
+                    && origin
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()),
+                "{bad:?} became {origin:?}"
+            );
+            let again = Outbox::new(OutboxLimits::default(), &meta)
+                .origin()
+                .to_owned();
+            assert_eq!(origin, again, "the same at every start");
+        }
+        let good = MemoryStore::new("abc123").meta();
+        assert_eq!(
+            Outbox::new(OutboxLimits::default(), &good).origin(),
+            "abc123"
+        );
     }
 
     #[test]

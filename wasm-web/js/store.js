@@ -169,9 +169,9 @@ class IdbStore {
         // Something else than bytes reaches the core as empty, which it reports as unreadable.
         state: state === undefined || state instanceof Uint8Array ? state : new Uint8Array(0),
       };
-      if (typeof origin !== "string") {
-        // A new database, or one whose origin is gone: a new origin cannot collide with
-        // numbers the Platform holds under the old one.
+      if (typeof origin !== "string" || !/^[0-9a-z]{1,32}$/.test(origin)) {
+        // A new database, or one whose origin is gone or unusable: a new origin cannot collide
+        // with numbers the Platform holds under the old one.
         contents.origin = randomId();
         meta.put(contents.origin, "origin");
         meta.put(contents.nextSeq, "nextSeq");
