@@ -205,6 +205,7 @@ pub fn set_desired(
 ) -> Result<Value, Problem> {
     let mut new_desired = new_desired;
     new_desired.retain(|k, _| !k.starts_with('$'));
+    check_twin_section("desired", &Value::Object(new_desired.clone()))?;
     // Read, diff, then write only if nobody wrote in between (the version is unchanged);
     // otherwise diff again against what they wrote. Two writers never share a `$version`.
     let (patch, version) = loop {
@@ -293,6 +294,26 @@ pub fn set_tags(
     get_device(state, workspace_id, device_id)
 }
 
+/// The most bytes of JSON either the desired or the reported properties of one device may
+/// take (IoT Hub's limit): a twin without bound would one day exceed the device's packet limit
+/// and its connection would fail on every twin fetch.
+pub const MAX_TWIN_SECTION_BYTES: usize = 32 * 1024;
+
+fn check_twin_section(what: &str, document: &Value) -> Result<(), Problem> {
+    let size = document.to_string().len();
+    if size > MAX_TWIN_SECTION_BYTES {
+        return Err(Problem::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload too large",
+            format!(
+                "the {what} properties would take {size} bytes of JSON; the limit is \
+                 {MAX_TWIN_SECTION_BYTES}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Merge a device's reported-properties patch; returns the new version.
 pub fn patch_reported(
     state: &AppState,
@@ -307,6 +328,7 @@ pub fn patch_reported(
         map.retain(|k, _| !k.starts_with('$'));
     }
     merge::apply(&mut reported, &patch);
+    check_twin_section("reported", &reported)?;
     let version = twin.reported_version + 1;
     state
         .store

@@ -650,3 +650,52 @@ async fn concurrent_desired_property_writes_never_share_a_version() {
         "each write its own version"
     );
 }
+
+#[tokio::test]
+async fn twins_are_bounded_at_32_kb_per_section_with_a_clear_refusal() {
+    let platform = TestPlatform::start().await;
+    let device = platform.provision("twin-03").await;
+    let big = "x".repeat(40 * 1024);
+    let (status, problem) = platform
+        .admin(
+            "PUT",
+            "/devices/twin-03/desired-properties",
+            Some(json!({ "blob": big })),
+        )
+        .await;
+    assert_eq!(status, 413, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("the limit is 32768")),
+        "{problem}"
+    );
+
+    let (host, port) = platform.mqtt_tcp();
+    let mut options = device.options(&host, port);
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    let mut mqtt = Mqtt::spawn(options);
+    assert_eq!(mqtt.connack().await, Ok(ConnectReturnCode::Success));
+    mqtt.subscribe("$iothub/twin/res/#").await;
+    let response = |rid: &'static str| {
+        move |p: &Packet| match p {
+            Packet::Publish(p) if p.topic.contains(&format!("$rid={rid}")) => Some(p.topic.clone()),
+            _ => None,
+        }
+    };
+    mqtt.publish_raw(
+        "$iothub/twin/PATCH/properties/reported/?$rid=1".into(),
+        json!({ "blob": big }).to_string().into_bytes(),
+    )
+    .await;
+    let topic = mqtt.next_matching(response("1")).await.expect("a response");
+    assert!(topic.starts_with("$iothub/twin/res/413/"), "{topic}");
+    // The connection stays, and a patch within the bound is taken.
+    mqtt.publish_raw(
+        "$iothub/twin/PATCH/properties/reported/?$rid=2".into(),
+        br#"{"fw":"1.0"}"#.to_vec(),
+    )
+    .await;
+    let topic = mqtt.next_matching(response("2")).await.expect("a response");
+    assert!(topic.starts_with("$iothub/twin/res/204/"), "{topic}");
+}

@@ -627,6 +627,11 @@ impl<T: Transport> Session<'_, T> {
                 Some(patch) => {
                     match devices::patch_reported(self.state, &workspace_id, &device_id, &patch) {
                         Ok(version) => (204, format!("&$version={version}")),
+                        // Refused (too large): the device hears the status.
+                        Err(p) if p.status.is_client_error() => {
+                            tracing::warn!(detail = %p.detail, "reported properties refused");
+                            (p.status.as_u16(), String::new())
+                        }
                         Err(p) => {
                             tracing::error!(detail = %p.detail, "cannot patch reported properties");
                             (500, String::new())
