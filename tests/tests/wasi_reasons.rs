@@ -5,7 +5,9 @@
 //! Token (the gateway refuses the
 //! credential, the Platform the token), a gateway whose TLS certificate is signed by a CA the
 //! device does not trust, and a redirect to a cleartext URL that is not loopback (refused, never
-//! followed); a cleartext instance URL off loopback is refused at start.
+//! followed); a cleartext instance URL off loopback is refused at start. And the HTTP client
+//! holds up: a server that stalls mid-body does not hold the device's loop, and a body larger
+//! than the cap fails the request with that reason.
 
 use std::time::Duration;
 
@@ -388,6 +390,91 @@ async fn the_gateway_refusing_the_connect_is_told_with_its_connack_code() {
             .then_some(())
     })
     .await;
+    device.stop().await.expect("stops");
+    platform.shutdown().await;
+}
+
+/// A loopback HTTP server that answers every request with `head` and then `body`, and keeps
+/// the connection open afterwards (a server that stalls mid-body). Its URL.
+async fn stalling_server(head: String, body: Vec<u8>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(&body).await;
+            held.push(socket);
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stalls_mid_body_does_not_hold_the_device_loop() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (platform, host, store) = platform_host_and_store(dir.path()).await;
+    let info = platform.info().clone();
+    // The head promises 1000 bytes; one comes, then nothing, for ever.
+    let url = stalling_server(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n".into(),
+        b"{".to_vec(),
+    )
+    .await;
+    let mut device = host
+        .start_library_device(&store, config(&info, url, "wasi-stall"))
+        .await
+        .expect("device starts");
+    // Every poll comes back within its own bound while the body hangs (a blocking read of the
+    // body would hold the first one for as long as the server stalls).
+    let polls = async {
+        for _ in 0..10 {
+            device.poll(200).await.expect("poll");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), polls)
+        .await
+        .expect("the loop is not held by a stalled response body");
+    device.stop().await.expect("stops");
+    platform.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_response_body_fails_the_request_with_that_reason() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (platform, host, store) = platform_host_and_store(dir.path()).await;
+    let info = platform.info().clone();
+    let size = 5 * 1024 * 1024;
+    let url = stalling_server(
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {size}\r\n\r\n"
+        ),
+        vec![b' '; size],
+    )
+    .await;
+    let mut device = host
+        .start_library_device(&store, config(&info, url, "wasi-huge"))
+        .await
+        .expect("device starts");
+    let mut seen = Vec::new();
+    let failure = poll_until(&mut device, &mut seen, WITHIN, init_failure).await;
+    let (code, text) = case(&failure).expect("a failure variant");
+    assert_eq!(code, "network", "{failure:?}");
+    assert!(
+        matches!(text, Some(Val::String(text)) if text.contains("larger than 4194304 bytes")),
+        "{failure:?}"
+    );
     device.stop().await.expect("stops");
     platform.shutdown().await;
 }

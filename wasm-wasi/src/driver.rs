@@ -22,8 +22,8 @@ use vdev_core::{
 use wasip2::clocks::{monotonic_clock, wall_clock};
 use wasip2::http::outgoing_handler;
 use wasip2::http::types::{
-    Fields, FutureIncomingResponse, IncomingBody, Method as HttpMethod, OutgoingBody,
-    OutgoingRequest, RequestOptions, Scheme,
+    Fields, FutureIncomingResponse, IncomingBody, IncomingResponse, Method as HttpMethod,
+    OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
 };
 use wasip2::io::poll::{self, Pollable};
 use wasip2::io::streams::{InputStream, OutputStream, StreamError};
@@ -41,6 +41,9 @@ use crate::tls::TlsSession;
 
 /// Most bytes read from a socket or response body per call.
 const READ_CHUNK: u64 = 64 * 1024;
+/// Most bytes of an HTTP response body taken (the Platform's answers are a few kilobytes): a
+/// larger one fails the request instead of filling the memory.
+const MAX_RESPONSE_BODY: usize = 4 * 1024 * 1024;
 /// Most request-body bytes written per turn of the loop, so a large upload shares the loop
 /// with the MQTT connection instead of holding it.
 const BODY_CHUNK_PER_TURN: usize = 256 * 1024;
@@ -104,8 +107,101 @@ enum Conn {
 struct PendingHttp {
     // Field order is drop order: the body (if still being written) before the response.
     body: Option<BodyWriter>,
-    ready: Pollable,
-    response: FutureIncomingResponse,
+    progress: ResponseProgress,
+    /// When the core gives up on it (it times the request out itself); the host lets go then.
+    deadline: u64,
+}
+
+/// Where a request's response is: its head awaited, or its body read as it arrives, a little
+/// every turn it is readable (a blocking read would hold the loop, MQTT keep-alive included,
+/// for as long as a slow server trickles).
+#[derive(Debug)]
+enum ResponseProgress {
+    Head {
+        ready: Pollable,
+        response: FutureIncomingResponse,
+    },
+    Body(Box<BodyReader>),
+}
+
+#[derive(Debug)]
+struct BodyReader {
+    // Field order is drop order: the pollable before its stream, the stream before its body,
+    // the body before its response.
+    readable: Pollable,
+    stream: InputStream,
+    incoming: IncomingBody,
+    _response: IncomingResponse,
+    status: u16,
+    retry_after: Option<String>,
+    bytes: Vec<u8>,
+}
+
+impl BodyReader {
+    fn new(response: IncomingResponse) -> Result<Self, String> {
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .first()
+            .map(|value| String::from_utf8_lossy(value).into_owned());
+        let incoming = response
+            .consume()
+            .map_err(|()| "response body taken".to_owned())?;
+        let stream = incoming
+            .stream()
+            .map_err(|()| "response body taken".to_owned())?;
+        Ok(Self {
+            readable: stream.subscribe(),
+            stream,
+            incoming,
+            _response: response,
+            status,
+            retry_after,
+            bytes: Vec::new(),
+        })
+    }
+
+    /// Takes what the body has now: `None` while more is to come, the response once it ended.
+    fn read_available(&mut self) -> Option<Result<(), String>> {
+        loop {
+            match self.stream.read(READ_CHUNK) {
+                Ok(chunk) if chunk.is_empty() => return None,
+                Ok(chunk) => {
+                    self.bytes.extend_from_slice(&chunk);
+                    if self.bytes.len() > MAX_RESPONSE_BODY {
+                        return Some(Err(format!(
+                            "response body larger than {MAX_RESPONSE_BODY} bytes"
+                        )));
+                    }
+                }
+                Err(StreamError::Closed) => return Some(Ok(())),
+                Err(StreamError::LastOperationFailed(e)) => {
+                    return Some(Err(format!("response body: {}", e.to_debug_string())));
+                }
+            }
+        }
+    }
+
+    fn finish(self) -> HttpResponse {
+        let Self {
+            readable,
+            stream,
+            incoming,
+            _response,
+            status,
+            retry_after,
+            bytes,
+        } = self;
+        drop(readable);
+        drop(stream);
+        drop(IncomingBody::finish(incoming));
+        HttpResponse {
+            status,
+            retry_after,
+            body: bytes,
+        }
+    }
 }
 
 /// A request body written as the host takes it, a little every turn the stream is writable,
@@ -395,7 +491,10 @@ impl Driver {
                 waiters.push(Waiter::Conn(*id));
             }
             for (id, request) in &self.requests {
-                pollables.push(&request.ready);
+                pollables.push(match &request.progress {
+                    ResponseProgress::Head { ready, .. } => ready,
+                    ResponseProgress::Body(reader) => &reader.readable,
+                });
                 waiters.push(Waiter::Http(*id));
                 if let Some(body) = &request.body {
                     pollables.push(&body.writable);
@@ -423,6 +522,8 @@ impl Driver {
             }
         }
         let now = now_ms();
+        // The core times a request out at its deadline; the host lets go of it then.
+        self.requests.retain(|_, request| request.deadline > now);
         if self.deadline.is_some_and(|deadline| deadline <= now) {
             self.device.handle_timeout(now);
         }
@@ -708,7 +809,7 @@ impl Driver {
     }
 
     fn start_http(&mut self, request: HttpRequest) {
-        let id = request.id;
+        let (id, deadline) = (request.id, request.deadline);
         match send_request(request) {
             Ok((response, body)) => {
                 let ready = response.subscribe();
@@ -716,8 +817,8 @@ impl Driver {
                     id,
                     PendingHttp {
                         body: Some(body),
-                        ready,
-                        response,
+                        progress: ResponseProgress::Head { ready, response },
+                        deadline,
                     },
                 );
                 self.write_request_body(id);
@@ -748,21 +849,46 @@ impl Driver {
     }
 
     fn service_http(&mut self, id: RequestId) {
-        let Some(pending) = self.requests.get(&id) else {
+        let Some(pending) = self.requests.get_mut(&id) else {
             return;
         };
-        let result = match pending.response.get() {
-            None => return,
-            Some(Ok(Ok(response))) => read_response(&response),
-            Some(Ok(Err(error))) => Err(format!("http: {error:?}")),
-            Some(Err(())) => Err("http: response already taken".to_owned()),
+        if let ResponseProgress::Head { response, .. } = &pending.progress {
+            let head = match response.get() {
+                None => return,
+                Some(Ok(Ok(response))) => BodyReader::new(response),
+                Some(Ok(Err(error))) => Err(format!("http: {error:?}")),
+                Some(Err(())) => Err("http: response already taken".to_owned()),
+            };
+            match head {
+                Ok(reader) => pending.progress = ResponseProgress::Body(Box::new(reader)),
+                Err(error) => return self.fail_http(id, error),
+            }
+        }
+        let ResponseProgress::Body(reader) = &mut pending.progress else {
+            return;
         };
+        match reader.read_available() {
+            None => {}
+            Some(Err(error)) => self.fail_http(id, error),
+            Some(Ok(())) => {
+                let Some(PendingHttp {
+                    progress: ResponseProgress::Body(reader),
+                    ..
+                }) = self.requests.remove(&id)
+                else {
+                    return;
+                };
+                let response = reader.finish();
+                self.device
+                    .handle_input(now_ms(), Input::HttpResponse { id, response });
+            }
+        }
+    }
+
+    fn fail_http(&mut self, id: RequestId, error: String) {
         self.requests.remove(&id);
-        let input = match result {
-            Ok(response) => Input::HttpResponse { id, response },
-            Err(error) => Input::HttpFailed { id, error },
-        };
-        self.device.handle_input(now_ms(), input);
+        self.device
+            .handle_input(now_ms(), Input::HttpFailed { id, error });
     }
 }
 
@@ -853,37 +979,4 @@ fn send_request(request: HttpRequest) -> Result<(FutureIncomingResponse, BodyWri
         outgoing_handler::handle(outgoing, Some(options)).map_err(|e| format!("http: {e:?}"))?;
     let body = BodyWriter::new(body, request.body)?;
     Ok((response, body))
-}
-
-fn read_response(response: &wasip2::http::types::IncomingResponse) -> Result<HttpResponse, String> {
-    let status = response.status();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .first()
-        .map(|value| String::from_utf8_lossy(value).into_owned());
-    let incoming = response
-        .consume()
-        .map_err(|()| "response body taken".to_owned())?;
-    let mut body = Vec::new();
-    {
-        let stream = incoming
-            .stream()
-            .map_err(|()| "response body taken".to_owned())?;
-        loop {
-            match stream.blocking_read(READ_CHUNK) {
-                Ok(chunk) => body.extend_from_slice(&chunk),
-                Err(StreamError::Closed) => break,
-                Err(StreamError::LastOperationFailed(e)) => {
-                    return Err(format!("response body: {}", e.to_debug_string()));
-                }
-            }
-        }
-    }
-    drop(IncomingBody::finish(incoming));
-    Ok(HttpResponse {
-        status,
-        retry_after,
-        body,
-    })
 }
