@@ -699,3 +699,41 @@ async fn twins_are_bounded_at_32_kb_per_section_with_a_clear_refusal() {
     let topic = mqtt.next_matching(response("2")).await.expect("a response");
     assert!(topic.starts_with("$iothub/twin/res/204/"), "{topic}");
 }
+
+#[tokio::test]
+async fn an_unauthenticated_client_cannot_make_the_gateway_buffer_a_huge_connect() {
+    let platform = TestPlatform::start().await;
+    let (_, port) = platform.mqtt_tcp();
+    let mut client = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    // A CONNECT that declares 16 MiB, then junk to fill it: far more than a CONNECT needs.
+    client
+        .write_all(&[0x10, 0x80, 0x80, 0x80, 0x08])
+        .await
+        .expect("write");
+    let started = std::time::Instant::now();
+    let junk = vec![0u8; 16 * 1024];
+    let mut written = 0usize;
+    let closed = loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(1), client.write_all(&junk)).await
+        {
+            Ok(Ok(())) => written += junk.len(),
+            Ok(Err(_)) => break true,
+            // The socket buffers are full and nobody reads: the gateway stopped reading.
+            Err(_) => break false,
+        }
+        if written > 4 * 1024 * 1024 {
+            break false;
+        }
+    };
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(2), client.read(&mut buf)).await;
+    let closed = closed || matches!(read, Ok(Ok(0) | Err(_)));
+    assert!(
+        closed && started.elapsed() < std::time::Duration::from_secs(5),
+        "the gateway closes an unauthenticated connection after a bounded amount of data \
+         (wrote {written} bytes in {:?})",
+        started.elapsed()
+    );
+}

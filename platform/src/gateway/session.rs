@@ -35,6 +35,10 @@ use crate::state::AppState;
 
 /// How long a new connection may take to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most bytes a connection may send before its CONNECT is accepted. A CONNECT with a SAS is
+/// under 2 KB; without this bound a client could declare a 16 MiB packet and make the gateway
+/// buffer it before knowing who it is.
+const PRE_AUTH_BYTES: usize = 64 * 1024;
 const TWIN_RESPONSE_PREFIX: &str = "$iothub/twin/res/";
 const DESIRED_PREFIX: &str = "$iothub/twin/PATCH/properties/desired/";
 const METHODS_PREFIX: &str = "$iothub/methods/POST/";
@@ -193,6 +197,7 @@ impl<T: Transport> Session<'_, T> {
     async fn drive(&mut self, shutdown: CancellationToken) -> Close {
         let connect_deadline = Instant::now() + CONNECT_TIMEOUT;
         let mut buf = vec![0u8; 64 * 1024];
+        let mut pre_auth_bytes = 0usize;
         loop {
             let next_timer = self
                 .timers
@@ -220,7 +225,19 @@ impl<T: Transport> Session<'_, T> {
                 },
                 read = self.transport.read(&mut buf) => match read {
                     Ok(0) => return Close::Normal("peer closed the connection".into()),
-                    Ok(n) => self.handle_bytes(&buf[..n]).await,
+                    Ok(n) if self.identity.is_none()
+                        && pre_auth_bytes.saturating_add(n) > PRE_AUTH_BYTES =>
+                    {
+                        return Close::Normal(format!(
+                            "more than {PRE_AUTH_BYTES} bytes before the CONNECT was accepted"
+                        ));
+                    }
+                    Ok(n) => {
+                        if self.identity.is_none() {
+                            pre_auth_bytes += n;
+                        }
+                        self.handle_bytes(&buf[..n]).await
+                    }
                     Err(e) => return Close::Normal(format!("read failed: {e}")),
                 },
                 _ = tokio::time::sleep_until(wake_at) => {
