@@ -329,15 +329,13 @@ async fn bind_listeners(
         listeners.endpoints.web_socket = Some(format!("ws://{bound}/$iothub/websocket"));
         listeners.http_url = Some(url.clone());
         let _ = state.http_base.set(url);
-        let shutdown = state.shutdown.clone();
-        let app = router.clone();
-        listeners.servers.push(tokio::spawn(async move {
-            let serve =
-                axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
-            if let Err(e) = serve.await {
-                tracing::error!(%e, "http server failed");
-            }
-        }));
+        listeners.servers.push(tokio::spawn(http::serve_http(
+            listener,
+            None,
+            router.clone(),
+            state.shutdown.clone(),
+            state.tasks.clone(),
+        )));
     }
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config.clone());
     if let Some(addr) = config.https {
@@ -350,9 +348,9 @@ async fn bind_listeners(
         if state.http_base.get().is_none() {
             let _ = state.http_base.set(url);
         }
-        listeners.servers.push(tokio::spawn(http::serve_https(
+        listeners.servers.push(tokio::spawn(http::serve_http(
             listener,
-            acceptor.clone(),
+            Some(acceptor.clone()),
             router,
             state.shutdown.clone(),
             state.tasks.clone(),

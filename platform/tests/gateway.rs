@@ -737,3 +737,44 @@ async fn an_unauthenticated_client_cannot_make_the_gateway_buffer_a_huge_connect
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_client_trickling_its_headers_is_cut_off_and_others_are_served_meanwhile() {
+    let platform = TestPlatform::start().await;
+    let base = platform.base();
+    let address = base.trim_start_matches("http://").to_owned();
+    let mut slow = TcpStream::connect(address.as_str()).await.expect("connect");
+    slow.write_all(b"GET /console HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let started = std::time::Instant::now();
+    let trickle = async {
+        // One header byte a second, never the blank line that ends them.
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            if slow.write_all(b"X").await.is_err() {
+                return;
+            }
+            let mut buf = [0u8; 64];
+            if let Ok(Ok(0) | Err(_)) =
+                tokio::time::timeout(std::time::Duration::from_millis(10), slow.read(&mut buf))
+                    .await
+            {
+                return;
+            }
+        }
+    };
+    let (_, status) = tokio::join!(
+        tokio::time::timeout(std::time::Duration::from_secs(20), trickle),
+        async {
+            let (status, _) = platform.admin("GET", "/devices", None).await;
+            status
+        }
+    );
+    assert!(status.is_success(), "other clients are served meanwhile");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "the trickling client is cut off after the header timeout, not after {:?}",
+        started.elapsed()
+    );
+}

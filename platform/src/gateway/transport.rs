@@ -100,7 +100,10 @@ pub async fn serve_tcp(
                     format!("tcp:{peer}"),
                 ));
             }
-            Err(e) => tracing::warn!(%e, "mqtt tcp accept failed"),
+            Err(e) => {
+                tracing::warn!(%e, "mqtt tcp accept failed");
+                tokio::time::sleep(crate::http::ACCEPT_RETRY).await;
+            }
         }
     }
 }
@@ -142,7 +145,10 @@ pub async fn serve_tls(
                     }
                 });
             }
-            Err(e) => tracing::warn!(%e, "mqtt tls accept failed"),
+            Err(e) => {
+                tracing::warn!(%e, "mqtt tls accept failed");
+                tokio::time::sleep(crate::http::ACCEPT_RETRY).await;
+            }
         }
     }
 }

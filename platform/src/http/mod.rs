@@ -142,10 +142,19 @@ async fn console() -> Html<&'static str> {
     Html(include_str!("console.html"))
 }
 
-/// Serve the router over TLS until shutdown (axum's `serve` speaks plain TCP only).
-pub(crate) async fn serve_https(
+/// How long a client may take to send a request's headers (a slow-loris client that trickles
+/// them would otherwise hold its connection, and a task, for ever).
+pub(crate) const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long to wait after a failed `accept` (out of file descriptors, mostly) before the next:
+/// retrying at once would spin a core until descriptors are free again.
+pub(crate) const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Serve the router until shutdown, over TLS when `acceptor` is given (axum's own `serve`
+/// has no header read timeout and no TLS).
+pub(crate) async fn serve_http(
     listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     router: Router,
     shutdown: tokio_util::sync::CancellationToken,
     tasks: tokio_util::task::TaskTracker,
@@ -158,7 +167,8 @@ pub(crate) async fn serve_https(
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
-                tracing::warn!(%e, "https accept failed");
+                tracing::warn!(%e, "http accept failed");
+                tokio::time::sleep(ACCEPT_RETRY).await;
                 continue;
             }
         };
@@ -166,31 +176,46 @@ pub(crate) async fn serve_https(
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            let tls = match tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                acceptor.accept(stream),
-            )
-            .await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::info!(%peer, %e, "https handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            let connection =
-                builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service);
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                result = connection => {
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, %e, "https connection ended with an error");
+            match acceptor {
+                None => serve_connection(stream, service, shutdown, peer).await,
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        acceptor.accept(stream),
+                    );
+                    match handshake.await {
+                        Ok(Ok(tls)) => serve_connection(tls, service, shutdown, peer).await,
+                        Ok(Err(e)) => tracing::info!(%peer, %e, "https handshake failed"),
+                        Err(_) => {}
                     }
                 }
             }
         });
+    }
+}
+
+async fn serve_connection<I>(
+    io: I,
+    service: hyper_util::service::TowerToHyperService<Router>,
+    shutdown: tokio_util::sync::CancellationToken,
+    peer: std::net::SocketAddr,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let connection =
+        builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(io), service);
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        result = connection => {
+            if let Err(e) = result {
+                tracing::debug!(%peer, %e, "http connection ended with an error");
+            }
+        }
     }
 }
