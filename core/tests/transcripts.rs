@@ -9,7 +9,7 @@ use common::{
     register_body,
 };
 use serde_json::{Value, json};
-use vdev_core::testing::mqtt::{ConnectReturnCode, Packet};
+use vdev_core::testing::mqtt::{ConnectReturnCode, Packet, Publish, QoS};
 use vdev_core::{
     DeviceConfig, HttpResponse, Input, MemoryStore, OutboxError, ProvisioningError, SendError,
 };
@@ -1027,4 +1027,50 @@ fn a_proxys_refusal_of_provisioning_backs_off_instead_of_failing_for_good() {
         lines.iter().any(|l| l.contains("provisioning failed")),
         "{lines:?}"
     );
+}
+
+#[test]
+fn a_packet_larger_than_the_device_takes_is_skipped_and_the_connection_kept() {
+    let mut host = Host::connected();
+    let big = Packet::Publish(Publish {
+        topic: "devices/ws1:dev-1/messages/devicebound/big=1".into(),
+        qos: QoS::AtMostOnce,
+        packet_id: None,
+        dup: false,
+        retain: false,
+        payload: vec![b'x'; 3 << 20],
+    });
+    let small = Packet::Publish(Publish {
+        topic: "devices/ws1:dev-1/messages/devicebound/small=1".into(),
+        qos: QoS::AtMostOnce,
+        packet_id: None,
+        dup: false,
+        retain: false,
+        payload: b"after".to_vec(),
+    });
+    let mut bytes = Vec::new();
+    big.encode(&mut bytes).unwrap();
+    small.encode(&mut bytes).unwrap();
+    let conn = host.conn.unwrap();
+    // Arriving in pieces, the oversized one split across them.
+    let mut lines = Vec::new();
+    for chunk in bytes.chunks(700 * 1024) {
+        lines.extend(host.input(Input::Received { conn, bytes: chunk }));
+    }
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l == "close" || l.contains("connection lost")),
+        "the connection is kept: {lines:?}"
+    );
+    let c2d: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("small=1") || l.contains("big=1"))
+        .collect();
+    assert_eq!(
+        c2d.len(),
+        1,
+        "only the message after it is taken: {lines:?}"
+    );
+    assert!(c2d[0].contains("small=1"), "{lines:?}");
 }

@@ -163,6 +163,8 @@ pub(crate) struct Session {
     /// Send time by packet id.
     in_flight: KeyedVec<u64>,
     rx: Vec<u8>,
+    /// Bytes of an oversized incoming packet still to be discarded as they arrive.
+    skip: usize,
     tx: Vec<u8>,
     last_sent_at: u64,
     /// When bytes last came from the gateway: a silent gateway is probed even while we send.
@@ -187,6 +189,7 @@ impl Session {
             next_packet_id: (rng.below_or_equal(u64::from(u16::MAX - 1)) + 1) as u16,
             in_flight: KeyedVec::default(),
             rx: Vec::new(),
+            skip: 0,
             tx: Vec::new(),
             last_sent_at: 0,
             last_received_at: 0,
@@ -378,6 +381,14 @@ impl Session {
         self.ping_deadline = None;
         self.last_received_at = now;
         loop {
+            if self.skip > 0 {
+                let skipped = self.skip.min(self.rx.len());
+                self.rx.drain(..skipped);
+                self.skip -= skipped;
+                if self.skip > 0 {
+                    return;
+                }
+            }
             match codec::decode(&self.rx, self.config.max_packet_size) {
                 Ok(Some((packet, used))) => {
                     self.rx.drain(..used);
@@ -387,6 +398,10 @@ impl Session {
                     }
                 }
                 Ok(None) => return,
+                // A packet larger than the device takes (a twin grown past every bound) is
+                // discarded as it arrives and the connection kept: closing would fetch the same
+                // packet again on every reconnect, for ever. What waited for it times out.
+                Err(codec::DecodeError::PacketTooLarge { size, .. }) => self.skip = size,
                 Err(error) => {
                     return self.fail(
                         now,
@@ -522,6 +537,7 @@ impl Session {
         let conn = ConnectionId(self.next_conn);
         self.next_conn += 1;
         self.rx.clear();
+        self.skip = 0;
         self.tx.clear();
         self.ping_deadline = None;
         self.outputs.push(SessionOutput::Connect {
