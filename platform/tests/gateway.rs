@@ -778,3 +778,29 @@ async fn a_client_trickling_its_headers_is_cut_off_and_others_are_served_meanwhi
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_session_holds_a_bounded_number_of_subscriptions() {
+    let platform = TestPlatform::start().await;
+    let device = platform.provision("subs-01").await;
+    let (host, port) = platform.mqtt_tcp();
+    let mut mqtt = Mqtt::spawn(device.options(&host, port));
+    assert_eq!(mqtt.connack().await, Ok(ConnectReturnCode::Success));
+    let mut granted = 0;
+    for i in 0..40 {
+        if let SubscribeReasonCode::Success(_) =
+            mqtt.subscribe(&format!("$iothub/twin/res/{i}/#")).await
+        {
+            granted += 1;
+        }
+    }
+    assert_eq!(granted, 32, "distinct filters are bounded per session");
+    // Subscribing again to one it holds still works, and the session goes on.
+    assert!(matches!(
+        mqtt.subscribe("$iothub/twin/res/0/#").await,
+        SubscribeReasonCode::Success(_)
+    ));
+    mqtt.publish_message(device.events_topic(""), b"still here".to_vec())
+        .await;
+    assert_eq!(messages(&platform, "subs-01").await.len(), 1);
+}

@@ -39,6 +39,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// under 2 KB; without this bound a client could declare a 16 MiB packet and make the gateway
 /// buffer it before knowing who it is.
 const PRE_AUTH_BYTES: usize = 64 * 1024;
+/// Most topic filters one session holds: a device needs four (twin responses, desired
+/// patches, methods, cloud-to-device); every distinct filter is kept and matched per message.
+const MAX_SUBSCRIPTIONS: usize = 32;
 const TWIN_RESPONSE_PREFIX: &str = "$iothub/twin/res/";
 const DESIRED_PREFIX: &str = "$iothub/twin/PATCH/properties/desired/";
 const METHODS_PREFIX: &str = "$iothub/methods/POST/";
@@ -481,7 +484,12 @@ impl<T: Transport> Session<'_, T> {
         let mut codes = Vec::new();
         for entry in subscribe.entries() {
             let filter = entry.topic_filter();
-            if allowed_prefixes
+            let room = identity.subscriptions.len() < MAX_SUBSCRIPTIONS
+                || identity.subscriptions.contains_key(filter);
+            if !room {
+                tracing::warn!(peer = %self.peer, filter, "subscription refused: too many filters");
+                codes.push(SubackReturnCode::Failure);
+            } else if allowed_prefixes
                 .iter()
                 .any(|p| filter.starts_with(p.as_str()))
             {
