@@ -73,6 +73,8 @@ pub struct Config {
     pub max_json_body_bytes: usize,
     /// Largest MQTT packet payload and uploaded blob.
     pub max_message_bytes: usize,
+    /// Most connections open at once on each listener; more are closed as they arrive.
+    pub max_connections: usize,
 }
 
 impl Config {
@@ -90,6 +92,7 @@ impl Config {
             sas_lifetime: Duration::from_secs(3600),
             max_json_body_bytes: 64 * 1024,
             max_message_bytes: 16 * 1024 * 1024,
+            max_connections: 10_000,
         }
     }
 }
@@ -291,6 +294,7 @@ fn open_state(config: &Config, admin_token: &str) -> Result<Arc<AppState>, Start
         sas_lifetime_seconds: i64::try_from(config.sas_lifetime.as_secs()).unwrap_or(3600),
         max_json_body_bytes: config.max_json_body_bytes,
         max_message_bytes: config.max_message_bytes,
+        max_connections: config.max_connections,
         blob_dir: config.data_dir.join("blobs"),
         sessions: Default::default(),
         faults: Default::default(),
@@ -332,6 +336,7 @@ async fn bind_listeners(
         listeners.servers.push(tokio::spawn(http::serve_http(
             listener,
             None,
+            config.max_connections,
             router.clone(),
             state.shutdown.clone(),
             state.tasks.clone(),
@@ -351,6 +356,7 @@ async fn bind_listeners(
         listeners.servers.push(tokio::spawn(http::serve_http(
             listener,
             Some(acceptor.clone()),
+            config.max_connections,
             router,
             state.shutdown.clone(),
             state.tasks.clone(),

@@ -44,6 +44,8 @@ pub struct AppState {
     pub max_json_body_bytes: usize,
     /// Largest MQTT packet and uploaded blob accepted.
     pub max_message_bytes: usize,
+    /// Most connections open at once on each listener.
+    pub max_connections: usize,
     /// Directory of uploaded blobs.
     pub blob_dir: PathBuf,
     /// Live MQTT sessions.
@@ -83,5 +85,46 @@ impl AppState {
             Some(true) if require_enabled => Err(Problem::workspace_disabled()),
             Some(_) => Ok(()),
         }
+    }
+}
+
+/// The connections open on one listener, bounded: past the bound a new one is closed as it
+/// arrives, so idle or hostile clients cannot take every descriptor and task.
+#[derive(Debug)]
+pub struct OpenConnections {
+    open: std::sync::atomic::AtomicUsize,
+    max: usize,
+}
+
+/// One open connection, counted until it is dropped.
+#[derive(Debug)]
+pub struct OpenConnection(std::sync::Arc<OpenConnections>);
+
+impl OpenConnections {
+    /// At most `max` at once.
+    pub fn new(max: usize) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            open: std::sync::atomic::AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    /// Counts one more, or `None` when `max` are open.
+    pub fn admit(self: &std::sync::Arc<Self>) -> Option<OpenConnection> {
+        use std::sync::atomic::Ordering;
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < self.max).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| OpenConnection(self.clone()))
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }

@@ -804,3 +804,39 @@ async fn a_session_holds_a_bounded_number_of_subscriptions() {
         .await;
     assert_eq!(messages(&platform, "subs-01").await.len(), 1);
 }
+
+#[tokio::test]
+async fn connections_past_the_bound_are_closed_as_they_arrive() {
+    let platform = TestPlatform::start_with(|config| vdev_platform::Config {
+        max_connections: 3,
+        ..config
+    })
+    .await;
+    let (_, port) = platform.mqtt_tcp();
+    let open = || TcpStream::connect(("127.0.0.1", port));
+    // Closed at once: the read ends; admitted: nothing comes for a while (no CONNECT sent).
+    async fn closed_at_once(stream: &mut TcpStream) -> bool {
+        let mut buf = [0u8; 8];
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_millis(500), stream.read(&mut buf))
+                .await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        let mut stream = open().await.expect("connect");
+        assert!(!closed_at_once(&mut stream).await, "within the bound");
+        idle.push(stream);
+    }
+    let mut fourth = open().await.expect("connect");
+    assert!(closed_at_once(&mut fourth).await, "past the bound");
+    // One goes away: there is room again.
+    drop(idle.pop());
+    let admitted = common::eventually("room for a new connection", || async {
+        let mut stream = open().await.expect("connect");
+        (!closed_at_once(&mut stream).await).then_some(stream)
+    })
+    .await;
+    drop(admitted);
+}

@@ -85,6 +85,7 @@ pub async fn serve_tcp(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
+    let connections = crate::state::OpenConnections::new(state.max_connections);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -92,13 +93,21 @@ pub async fn serve_tcp(
         };
         match accepted {
             Ok((stream, peer)) => {
+                let Some(counted) = connections.admit() else {
+                    tracing::warn!(%peer, "mqtt connection refused: too many open");
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
-                tasks.spawn(session::run(
+                let session = session::run(
                     StreamTransport(stream),
                     state.clone(),
                     shutdown.clone(),
                     format!("tcp:{peer}"),
-                ));
+                );
+                tasks.spawn(async move {
+                    let _counted = counted;
+                    session.await;
+                });
             }
             Err(e) => {
                 tracing::warn!(%e, "mqtt tcp accept failed");
@@ -116,6 +125,7 @@ pub async fn serve_tls(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
+    let connections = crate::state::OpenConnections::new(state.max_connections);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -123,11 +133,16 @@ pub async fn serve_tls(
         };
         match accepted {
             Ok((stream, peer)) => {
+                let Some(counted) = connections.admit() else {
+                    tracing::warn!(%peer, "mqtt connection refused: too many open");
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let state = state.clone();
                 let shutdown = shutdown.clone();
                 tasks.spawn(async move {
+                    let _counted = counted;
                     let handshake =
                         tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
                     match handshake.await {

@@ -155,10 +155,12 @@ pub(crate) const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_m
 pub(crate) async fn serve_http(
     listener: tokio::net::TcpListener,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
+    max_connections: usize,
     router: Router,
     shutdown: tokio_util::sync::CancellationToken,
     tasks: tokio_util::task::TaskTracker,
 ) {
+    let connections = crate::state::OpenConnections::new(max_connections);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -172,10 +174,15 @@ pub(crate) async fn serve_http(
                 continue;
             }
         };
+        let Some(counted) = connections.admit() else {
+            tracing::warn!(%peer, max_connections, "http connection refused: too many open");
+            continue;
+        };
         let acceptor = acceptor.clone();
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
+            let _counted = counted;
             match acceptor {
                 None => serve_connection(stream, service, shutdown, peer).await,
                 Some(acceptor) => {
