@@ -417,7 +417,7 @@ pub fn complete_operation(
                     params![operation_id, now],
                 )
                 .map_err(StoreError::from)?;
-                let issued = insert_registration_token(
+                let (_, token_value, expires) = insert_registration_token(
                     &tx,
                     &operation.workspace_id,
                     &device_id,
@@ -433,7 +433,7 @@ pub fn complete_operation(
                 )
                 .map_err(StoreError::from)?;
                 tx.commit().map_err(StoreError::from)?;
-                issued
+                (token_value, expires)
             };
             Ok(Some(registration_token_json(&token_value, expires)))
         }
@@ -447,29 +447,8 @@ fn registration_token_json(token: &str, expires: Option<i64>) -> Value {
     })
 }
 
+/// A new active Registration Token: its row id, the token itself and its expiry.
 fn insert_registration_token(
-    tx: &rusqlite::Transaction<'_>,
-    workspace_id: &str,
-    device_id: &str,
-    provisioning_token_id: &str,
-    operation_id: Option<&str>,
-    lifetime_ms: Option<i64>,
-    now: i64,
-) -> Result<(String, Option<i64>), StoreError> {
-    let (_, token, expires) = insert_registration_token_with_id(
-        tx,
-        workspace_id,
-        device_id,
-        provisioning_token_id,
-        operation_id,
-        lifetime_ms,
-        now,
-    )?;
-    Ok((token, expires))
-}
-
-/// [`insert_registration_token`], also giving the new row's id.
-fn insert_registration_token_with_id(
     tx: &rusqlite::Transaction<'_>,
     workspace_id: &str,
     device_id: &str,
@@ -845,7 +824,7 @@ pub fn refresh_registration_token(
             "the Registration Token was superseded by a concurrent refresh".into(),
         ));
     }
-    let (new_id, token, expires) = insert_registration_token_with_id(
+    let (new_id, token, expires) = insert_registration_token(
         &tx,
         &record.workspace_id,
         &record.device_id,

@@ -9,6 +9,45 @@ use reqwest::StatusCode;
 use rumqttc::ConnectReturnCode;
 use serde_json::{Value, json};
 
+/// The states of `device_id`'s Registration Tokens, newest first.
+async fn token_states(platform: &TestPlatform, device_id: &str) -> Vec<String> {
+    let (_, tokens) = platform
+        .admin(
+            "GET",
+            &format!("/registration-tokens?deviceId={device_id}"),
+            None,
+        )
+        .await;
+    tokens
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|t| t["state"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Revokes `device_id`'s active Registration Token, as an administrator would.
+async fn revoke_active_token(platform: &TestPlatform, device_id: &str) {
+    let (_, tokens) = platform
+        .admin(
+            "GET",
+            &format!("/registration-tokens?deviceId={device_id}"),
+            None,
+        )
+        .await;
+    let active = tokens
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|t| t["state"] == "active")
+        .expect("an active token");
+    let id = active["id"].as_str().expect("token id");
+    let (status, _) = platform
+        .admin("POST", &format!("/registration-tokens/{id}/revoke"), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+}
+
 async fn token(platform: &TestPlatform, options: Value) -> String {
     let (status, body) = platform.create_token(options.clone()).await;
     assert_eq!(status, StatusCode::CREATED, "{options} -> {body}");
@@ -642,16 +681,9 @@ async fn a_refresh_whose_answer_was_lost_can_be_retried_without_a_technician() {
         }
     }
     assert_eq!(working, 1, "exactly one of the two refreshed tokens works");
-    let (_, tokens) = platform
-        .admin("GET", "/registration-tokens?deviceId=refresh-02", None)
-        .await;
-    let active = tokens
-        .as_array()
-        .expect("list")
-        .iter()
-        .filter(|t| t["state"] == "active")
-        .count();
-    assert_eq!(active, 1, "{tokens}");
+    let states = token_states(&platform, "refresh-02").await;
+    let active = states.iter().filter(|s| *s == "active").count();
+    assert_eq!(active, 1, "{states:?}");
 }
 
 #[tokio::test]
@@ -666,20 +698,7 @@ async fn after_a_revocation_the_operation_cannot_be_completed_again() {
     let (status, again) = platform.complete(&pt, &op).await;
     assert_eq!(status, StatusCode::OK, "{again}");
 
-    let (_, tokens) = platform
-        .admin("GET", "/registration-tokens?deviceId=revoke-02", None)
-        .await;
-    let active = tokens
-        .as_array()
-        .expect("list")
-        .iter()
-        .find(|t| t["state"] == "active")
-        .expect("an active token");
-    let id = active["id"].as_str().expect("token id");
-    let (status, _) = platform
-        .admin("POST", &format!("/registration-tokens/{id}/revoke"), None)
-        .await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
+    revoke_active_token(&platform, "revoke-02").await;
 
     // Whoever holds the Provisioning Token and the operation id gets no new token.
     let (status, problem) = platform.complete(&pt, &op).await;
@@ -688,16 +707,10 @@ async fn after_a_revocation_the_operation_cannot_be_completed_again() {
         problem["type"],
         "/problems/deviceProvisioning/provisioningOperationCompleted"
     );
-    let (_, tokens) = platform
-        .admin("GET", "/registration-tokens?deviceId=revoke-02", None)
-        .await;
+    let states = token_states(&platform, "revoke-02").await;
     assert!(
-        tokens
-            .as_array()
-            .expect("list")
-            .iter()
-            .all(|t| t["state"] != "active"),
-        "no active token after the revocation: {tokens}"
+        states.iter().all(|s| s != "active"),
+        "no active token after the revocation: {states:?}"
     );
 }
 
@@ -720,20 +733,8 @@ async fn revoking_the_active_token_also_closes_sessions_on_credentials_of_tokens
         .await;
     assert_eq!(status, StatusCode::OK, "{refreshed}");
 
-    let (_, tokens) = platform
-        .admin("GET", "/registration-tokens?deviceId=revoke-03", None)
-        .await;
-    let active = tokens
-        .as_array()
-        .expect("list")
-        .iter()
-        .find(|t| t["state"] == "active")
-        .expect("the refreshed token");
-    let id = active["id"].as_str().expect("token id");
-    let (status, _) = platform
-        .admin("POST", &format!("/registration-tokens/{id}/revoke"), None)
-        .await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
+    // The refreshed token is the active one.
+    revoke_active_token(&platform, "revoke-03").await;
 
     assert!(
         mqtt.next_matching(|_| None::<()>).await.is_err(),
@@ -744,16 +745,10 @@ async fn revoking_the_active_token_also_closes_sessions_on_credentials_of_tokens
         refused.is_err() || refused == Ok(ConnectReturnCode::NotAuthorized),
         "the older token's credential is refused: {refused:?}"
     );
-    let (_, tokens) = platform
-        .admin("GET", "/registration-tokens?deviceId=revoke-03", None)
-        .await;
-    let states: Vec<&str> = tokens
-        .as_array()
-        .expect("list")
-        .iter()
-        .filter_map(|t| t["state"].as_str())
-        .collect();
-    assert_eq!(states, ["revoked", "revoked"]);
+    assert_eq!(
+        token_states(&platform, "revoke-03").await,
+        ["revoked", "revoked"]
+    );
 }
 
 #[tokio::test]
