@@ -1,7 +1,9 @@
 //! Everything a host chooses when it creates a device, with defaults that suit a real Platform.
 
+use thiserror::Error;
+
 use crate::backoff::BackoffConfig;
-use crate::cleartext::{InsecureUrl, check_url};
+use crate::cleartext::check_url;
 use crate::identity::DeviceId;
 use crate::mqtt::session::SessionConfig;
 use crate::outbox::OutboxLimits;
@@ -23,7 +25,8 @@ pub enum Transport {
 /// Configuration of a [`crate::Device`].
 #[derive(Debug, Clone)]
 pub struct DeviceConfig {
-    /// Base URL of the Platform's device API, e.g. `https://example.com` or `http://127.0.0.1:8080`.
+    /// Base URL of the Platform's device API, e.g. `https://example.com` or `http://127.0.0.1:8080`
+    /// ([`DeviceConfig::new`] accepts a bare host name, meaning `https://`).
     pub instance_url: String,
     /// The Provisioning Token.
     pub provisioning_token: String,
@@ -50,10 +53,11 @@ pub struct DeviceConfig {
 }
 
 impl DeviceConfig {
-    /// A configuration with defaults for everything but the Platform and the token.
+    /// A configuration with defaults for everything but the Platform and the token. A bare
+    /// host name (`example.com`, `example.com:8443`) means `https://`; trailing slashes go.
     pub fn new(instance_url: impl Into<String>, provisioning_token: impl Into<String>) -> Self {
         Self {
-            instance_url: instance_url.into(),
+            instance_url: normalize_instance_url(instance_url.into()),
             provisioning_token: provisioning_token.into(),
             device_id: None,
             provisioning_parameters: Vec::new(),
@@ -68,10 +72,158 @@ impl DeviceConfig {
         }
     }
 
-    /// Checks what the host should refuse at start: an instance URL the cleartext rule does
-    /// not allow (hosts call this so the app hears it at once; a device made anyway refuses
-    /// every request to it, with that reason).
-    pub fn validate(&self) -> Result<(), InsecureUrl> {
-        check_url(&self.instance_url)
+    /// Sets the retry delays of everything that retries: provisioning, registration, uploads
+    /// and reconnecting.
+    pub fn set_retry_delays(&mut self, initial_ms: u64, max_ms: u64) {
+        self.backoff = BackoffConfig { initial_ms, max_ms };
+        self.session.backoff = self.backoff;
+    }
+
+    /// Checks what every host refuses at start, so the app hears it at once with the option
+    /// it names: an empty instance URL or token, an instance URL the cleartext rule does not
+    /// allow, and timings that cannot work. (A device made anyway refuses every request to a
+    /// refused URL, with that reason.)
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let refuse = |option, reason: &str| {
+            Err(ConfigError {
+                option,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.instance_url.is_empty() {
+            return refuse(ConfigOption::InstanceUrl, "is empty");
+        }
+        check_url(&self.instance_url).map_err(|error| ConfigError {
+            option: ConfigOption::InstanceUrl,
+            reason: error.to_string(),
+        })?;
+        if self.provisioning_token.trim().is_empty() {
+            return refuse(ConfigOption::ProvisioningToken, "is empty");
+        }
+        if self.provisioning_poll_interval_ms == 0 {
+            return refuse(ConfigOption::ProvisioningPollInterval, "must be above 0 ms");
+        }
+        if self.http_timeout_ms == 0 {
+            return refuse(ConfigOption::HttpTimeout, "must be above 0 ms");
+        }
+        for backoff in [self.backoff, self.session.backoff] {
+            if backoff.initial_ms == 0 {
+                return refuse(ConfigOption::RetryInitial, "must be above 0 ms");
+            }
+            if backoff.max_ms < backoff.initial_ms {
+                return Err(ConfigError {
+                    option: ConfigOption::RetryMax,
+                    reason: format!(
+                        "{} ms is below the first retry delay ({} ms)",
+                        backoff.max_ms, backoff.initial_ms
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `example.com` → `https://example.com`; `http://127.0.0.1:8080/` → `http://127.0.0.1:8080`.
+fn normalize_instance_url(url: String) -> String {
+    let trimmed = url.trim().trim_end_matches('/');
+    let has_scheme = trimmed
+        .find("://")
+        .is_some_and(|at| !trimmed[..at].contains(['/', '?', '#']));
+    if has_scheme || trimmed.is_empty() {
+        trimmed.to_owned()
+    } else {
+        format!("https://{trimmed}")
+    }
+}
+
+/// Which option of [`DeviceConfig`] a [`ConfigError`] is about (hosts name it in their own
+/// spelling: `instance` in JavaScript, `instance-url` in WIT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigOption {
+    /// [`DeviceConfig::instance_url`].
+    InstanceUrl,
+    /// [`DeviceConfig::provisioning_token`].
+    ProvisioningToken,
+    /// [`DeviceConfig::provisioning_poll_interval_ms`].
+    ProvisioningPollInterval,
+    /// [`DeviceConfig::http_timeout_ms`].
+    HttpTimeout,
+    /// The first retry delay ([`BackoffConfig::initial_ms`]).
+    RetryInitial,
+    /// The longest retry delay ([`BackoffConfig::max_ms`]).
+    RetryMax,
+}
+
+/// A configuration the device cannot start with.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{reason}")]
+pub struct ConfigError {
+    /// Which option.
+    pub option: ConfigOption,
+    /// Why, without the option's name.
+    pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_host_means_https_and_trailing_slashes_go() {
+        for (given, meant) in [
+            ("example.com", "https://example.com"),
+            ("example.com:8443/", "https://example.com:8443"),
+            (" http://127.0.0.1:8080// ", "http://127.0.0.1:8080"),
+            ("https://example.com/base/", "https://example.com/base"),
+            (
+                "example.com/path?next=http://x",
+                "https://example.com/path?next=http://x",
+            ),
+        ] {
+            assert_eq!(DeviceConfig::new(given, "t").instance_url, meant, "{given}");
+        }
+    }
+
+    #[test]
+    fn what_no_host_may_start_with_names_its_option() {
+        let refused = |edit: fn(&mut DeviceConfig)| {
+            let mut config = DeviceConfig::new("https://example.com", "token");
+            edit(&mut config);
+            config.validate().unwrap_err().option
+        };
+        assert!(DeviceConfig::new("example.com", "token").validate().is_ok());
+        assert_eq!(
+            refused(|c| c.instance_url.clear()),
+            ConfigOption::InstanceUrl
+        );
+        assert_eq!(
+            refused(|c| c.instance_url = "http://example.com".into()),
+            ConfigOption::InstanceUrl
+        );
+        assert_eq!(
+            refused(|c| c.provisioning_token = " ".into()),
+            ConfigOption::ProvisioningToken
+        );
+        assert_eq!(
+            refused(|c| c.provisioning_poll_interval_ms = 0),
+            ConfigOption::ProvisioningPollInterval
+        );
+        assert_eq!(
+            refused(|c| c.http_timeout_ms = 0),
+            ConfigOption::HttpTimeout
+        );
+        assert_eq!(
+            refused(|c| c.set_retry_delays(0, 10)),
+            ConfigOption::RetryInitial
+        );
+        assert_eq!(
+            refused(|c| c.set_retry_delays(5_000, 1_000)),
+            ConfigOption::RetryMax
+        );
+        assert_eq!(
+            refused(|c| c.session.backoff.max_ms = 1),
+            ConfigOption::RetryMax
+        );
     }
 }

@@ -30,9 +30,9 @@ use crate::provisioning::{
     Provisioning, ProvisioningEvent, ProvisioningOperation, ProvisioningRequest,
 };
 use crate::publish::Publisher;
-use crate::reason::{ConnectionLoss, RequestFailure, RequestKind};
+use crate::reason::{ConnectionLoss, Reason, RequestFailure, RequestKind};
 use crate::rng::Rng;
-use crate::saved::SavedState;
+use crate::saved::{ReportedRevisions, SavedState};
 use crate::store::{
     OutboxMeta, Record, Seq, StoreError, StoreOperation, StoreRecovery, StoreRequest,
 };
@@ -132,6 +132,11 @@ pub enum Input<'a> {
         /// Why.
         error: StoreError,
     },
+    /// [`StoreRequest::SaveState`] is durable.
+    StateSaved {
+        /// The request's `reported_revision`.
+        reported_revision: u64,
+    },
     /// [`StoreRequest::SaveState`] failed. The core saves its state again after a delay that
     /// doubles from 1 s to 1 min (sooner if the state changes), and tells the app with
     /// [`Event::StoreFailed`].
@@ -188,7 +193,6 @@ pub enum Output {
 
 /// Why a message was not accepted.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum SendError {
     /// The message itself is invalid.
     #[error(transparent)]
@@ -199,6 +203,16 @@ pub enum SendError {
     /// The device was stopped.
     #[error("device is stopped")]
     Stopped,
+}
+
+impl Reason for SendError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Message(_) => "invalidMessage",
+            Self::Outbox(_) => "outboxFull",
+            Self::Stopped => "stopped",
+        }
+    }
 }
 
 /// A snapshot of the device's queue and connection.
@@ -252,6 +266,7 @@ pub struct Device {
     /// When a failed state save is asked for again, and how many failed in a row.
     save_retry_at: Option<u64>,
     save_failures: u32,
+    reported_revisions: ReportedRevisions,
     /// A wait for `register` that must outlive the credentials that asked for it.
     register_not_before: u64,
     next_request_id: u64,
@@ -297,6 +312,7 @@ impl Device {
             save_pending: false,
             save_retry_at: None,
             save_failures: 0,
+            reported_revisions: ReportedRevisions::default(),
             register_not_before: 0,
             next_request_id: 1,
             requests: KeyedVec::default(),
@@ -439,12 +455,18 @@ impl Device {
     }
 
     /// Merges `patch` (a JSON object, merge-patch semantics) into the reported properties; the
-    /// difference is sent when connected and kept across restarts until acknowledged.
-    pub fn update_reported_properties(&mut self, now: u64, patch: Value) -> Result<(), TwinError> {
+    /// difference is sent when connected and kept across restarts until acknowledged. Returns
+    /// the update's revision: [`Event::ReportedPropertiesStored`] says when it is durable.
+    pub fn update_reported_properties(&mut self, now: u64, patch: Value) -> Result<u64, TwinError> {
         let now = self.clamp(now);
-        self.twin.update_reported(now, patch)?;
+        let changed = self.twin.update_reported(now, patch)?;
+        let (revision, stored) = self.reported_revisions.update(changed);
+        if let Some(revision) = stored {
+            self.events
+                .push_back(Event::ReportedPropertiesStored { revision });
+        }
         self.drive(now);
-        Ok(())
+        Ok(revision)
     }
 
     /// Disconnects and stops all activity; queued messages stay in the store.
@@ -489,6 +511,12 @@ impl Device {
             Input::ReserveFailed { below, error } => {
                 self.outbox.handle_reserve_failed(now, below);
                 self.store_failed(StoreOperation::Reserve, error);
+            }
+            Input::StateSaved { reported_revision } => {
+                if let Some(revision) = self.reported_revisions.saved(reported_revision) {
+                    self.events
+                        .push_back(Event::ReportedPropertiesStored { revision });
+                }
             }
             Input::SaveStateFailed { error } => {
                 self.save_retry_at = Some(now + retry_delay(self.save_failures));
@@ -589,7 +617,11 @@ impl Device {
             self.save_retry_at = None;
             self.save_pending = false;
             let state = self.saved.to_json(self.twin.state());
-            return Output::Store(StoreRequest::SaveState { state });
+            let reported_revision = self.reported_revisions.saving();
+            return Output::Store(StoreRequest::SaveState {
+                state,
+                reported_revision,
+            });
         }
         if let Some(output) = self.session.poll_output() {
             return match output {

@@ -5,6 +5,10 @@
 //! whose other members are its fields, camelCase) and the one byte-string field an event may
 //! carry, [`Event::payload`], which stays out of the JSON. [`EVENT_VOCABULARY`] lists every
 //! name and field, so that a test can check the TypeScript declarations and the WIT against it.
+//!
+//! The event enums and the reasons they carry are deliberately not `#[non_exhaustive]`: a host
+//! that maps them onto its own types (the WIT variants) must match every variant, so a new one
+//! fails to compile there instead of being mislabelled by a catch-all arm.
 
 use serde::Serialize;
 
@@ -49,7 +53,6 @@ impl ConnectionState {
 
 /// What the app is told.
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub enum Event {
     /// Show this operation (verification code, expiry) so a technician can approve it.
     ProvisioningOperation(ProvisioningOperation),
@@ -114,6 +117,13 @@ pub enum Event {
     },
     /// The Platform accepted a reported-properties patch.
     ReportedPropertiesAcknowledged,
+    /// Reported-properties updates up to this revision (what
+    /// [`crate::Device::update_reported_properties`] returned) are durable in the host's store:
+    /// they reach the Platform even after a restart.
+    ReportedPropertiesStored {
+        /// The newest durable revision.
+        revision: u64,
+    },
     /// The Platform refused a reported-properties patch; it is sent again later.
     ReportedPropertiesRejected {
         /// The status it answered with.
@@ -165,6 +175,7 @@ pub const EVENT_VOCABULARY: &[(&str, &[&str])] = &[
     ("messageRejected", &["seq", "reason"]),
     ("desiredPropertiesChanged", &["properties", "version"]),
     ("reportedPropertiesAcknowledged", &[]),
+    ("reportedPropertiesStored", &["revision"]),
     ("reportedPropertiesRejected", &["status"]),
     ("cloudToDeviceMessage", &["properties", "payload"]),
     ("storeFailed", &["operation", "reason"]),
@@ -191,6 +202,7 @@ impl Event {
             Self::MessageRejected { .. } => "messageRejected",
             Self::DesiredPropertiesChanged { .. } => "desiredPropertiesChanged",
             Self::ReportedPropertiesAcknowledged => "reportedPropertiesAcknowledged",
+            Self::ReportedPropertiesStored { .. } => "reportedPropertiesStored",
             Self::ReportedPropertiesRejected { .. } => "reportedPropertiesRejected",
             Self::CloudToDeviceMessage { .. } => "cloudToDeviceMessage",
             Self::StoreFailed { .. } => "storeFailed",
@@ -241,6 +253,9 @@ impl Event {
                 ("version", (*version).into()),
             ]),
             Self::ReportedPropertiesAcknowledged => {}
+            Self::ReportedPropertiesStored { revision } => {
+                fields.push(("revision", (*revision).into()))
+            }
             Self::ReportedPropertiesRejected { status } => {
                 fields.push(("status", (*status).into()))
             }
@@ -312,6 +327,7 @@ mod tests {
                 version: 3,
             },
             Event::ReportedPropertiesAcknowledged,
+            Event::ReportedPropertiesStored { revision: 4 },
             Event::ReportedPropertiesRejected { status: 400 },
             Event::CloudToDeviceMessage {
                 properties: "a=b".into(),

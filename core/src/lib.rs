@@ -132,7 +132,7 @@ mod upload;
 
 pub use backoff::BackoffConfig;
 pub use cleartext::{InsecureUrl, check_url};
-pub use config::{DeviceConfig, Transport};
+pub use config::{ConfigError, ConfigOption, DeviceConfig, Transport};
 pub use device::{Device, Input, Output, SendError, Stats};
 pub use event::{ConnectionState, EVENT_VOCABULARY, Event};
 pub use http::{HttpRequest, HttpResponse, Method, RequestId};

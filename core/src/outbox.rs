@@ -69,7 +69,6 @@ pub enum OutboxError {
 
 /// Why a stored message will never be delivered.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
 pub enum RejectReason {
     /// The host's store failed to append it; `send` reported the same error.
     #[error("not stored: {0}")]

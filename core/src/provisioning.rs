@@ -51,7 +51,6 @@ impl ProvisioningOperation {
 
 /// Why provisioning stopped for good.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum ProvisioningError {
     /// A technician (or the Platform) cancelled the operation.
     #[error("provisioning operation {operation_id} was cancelled")]

@@ -38,7 +38,6 @@ pub trait Reason: Display {
 /// Why a connection to the gateway ended, or never became usable. The core reconnects after a
 /// backoff delay in every case; the reason says what the app (or its user) may have to fix.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
 pub enum ConnectionLoss {
     /// The gateway answered the CONNECT with this refusal (CONNACK return code 1–5). A refused
     /// credential (4, 5) also makes the device ask the Platform for a new one.
@@ -98,7 +97,6 @@ impl Reason for ConnectionLoss {
 
 /// Which request to the Platform's HTTP API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum RequestKind {
     /// `POST /provisioning-operations/init`.
     ProvisioningInit,
@@ -133,7 +131,6 @@ impl RequestKind {
 
 /// Why one HTTP request failed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
 pub enum RequestFailure {
     /// The Platform, or something in between, answered with an error status. `problem_type`
     /// and `detail` come from an RFC 7807 problem body when there is one.
@@ -235,7 +232,6 @@ fn describe_status(status: u16, problem_type: Option<&str>, detail: Option<&str>
 
 /// Why the device dropped its Registration Token (and provisions again, keeping its queue).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
 pub enum TokenDiscardReason {
     /// The token's lifetime is over.
     #[error("the registration token expired")]

@@ -70,6 +70,57 @@ impl SavedState {
     }
 }
 
+/// Which reported-properties updates are durable. Each update gets a revision (1, 2, .. in
+/// this run); each [`StoreRequest::SaveState`](crate::StoreRequest::SaveState) carries the
+/// newest revision it includes, and the host hands it back when the state is durable. An update
+/// that changed nothing is durable as soon as everything before it is.
+#[derive(Debug, Default)]
+pub(crate) struct ReportedRevisions {
+    /// The newest revision handed out.
+    last: u64,
+    /// The newest revision that changed what is saved.
+    last_change: u64,
+    /// Every revision up to this one is durable.
+    stored: u64,
+}
+
+impl ReportedRevisions {
+    /// Numbers an update; returns its revision and, when it is durable already (it changed
+    /// nothing and everything before it is saved), that revision again.
+    pub(crate) fn update(&mut self, changed: bool) -> (u64, Option<u64>) {
+        self.last += 1;
+        if changed {
+            self.last_change = self.last;
+            (self.last, None)
+        } else if self.stored >= self.last_change {
+            self.stored = self.last;
+            (self.last, Some(self.last))
+        } else {
+            (self.last, None)
+        }
+    }
+
+    /// The revision a state saved now includes.
+    pub(crate) fn saving(&self) -> u64 {
+        self.last
+    }
+
+    /// A state that included `revision` is durable: returns the newest revision durable now,
+    /// when that is news.
+    pub(crate) fn saved(&mut self, revision: u64) -> Option<u64> {
+        // Updates after the last change are durable with it.
+        let through = if revision >= self.last_change {
+            self.last
+        } else {
+            revision
+        };
+        (through > self.stored).then(|| {
+            self.stored = through;
+            through
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +158,24 @@ mod tests {
         let (empty, twin) = SavedState::parse(b"{}").unwrap();
         assert!(empty.token.is_none() && empty.operation.is_none());
         assert_eq!(twin, TwinState::default());
+    }
+
+    #[test]
+    fn reported_revisions_are_durable_once_a_state_that_includes_them_is() {
+        let mut revisions = ReportedRevisions::default();
+        assert_eq!(revisions.update(false), (1, Some(1)), "nothing to save");
+        assert_eq!(revisions.update(true), (2, None));
+        let first_save = revisions.saving();
+        assert_eq!(revisions.update(true), (3, None));
+        assert_eq!(revisions.update(false), (4, None), "waits for 3");
+        let second_save = revisions.saving();
+        assert_eq!(revisions.saved(first_save), Some(2));
+        assert_eq!(
+            revisions.saved(first_save),
+            None,
+            "an echo twice is no news"
+        );
+        assert_eq!(revisions.saved(second_save), Some(4));
+        assert_eq!(revisions.update(false), (5, Some(5)));
     }
 }

@@ -113,11 +113,14 @@ pub enum StoreRequest {
         /// One past the highest sequence number the core may use.
         below: Seq,
     },
-    /// Replace the saved device state. No answer when it worked; when it failed,
-    /// [`crate::Input::SaveStateFailed`], and the core saves its state again later.
+    /// Durably replace the saved device state, then answer [`crate::Input::StateSaved`] with
+    /// the same `reported_revision` (or [`crate::Input::SaveStateFailed`]: the core saves its
+    /// state again later).
     SaveState {
         /// Opaque bytes (JSON); hand them back to [`crate::Device::new`] on the next start.
         state: Vec<u8>,
+        /// Which reported-properties updates the state includes; hand it back as it is.
+        reported_revision: u64,
     },
 }
 
@@ -137,7 +140,6 @@ pub struct StoreRecovery {
 
 /// Which storage operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum StoreOperation {
     /// [`StoreRequest::Load`].
     Load,
@@ -163,7 +165,6 @@ impl StoreOperation {
 
 /// Why a store could not perform an operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum StoreError {
     /// The storage quota is exhausted (the browser's `QuotaExceededError`, a full disk).
     #[error("storage quota exceeded")]
@@ -254,9 +255,12 @@ impl MemoryStore {
                 }
                 None
             }
-            StoreRequest::SaveState { state } => {
+            StoreRequest::SaveState {
+                state,
+                reported_revision,
+            } => {
                 self.state = Some(state);
-                None
+                Some(crate::Input::StateSaved { reported_revision })
             }
             StoreRequest::Reserve { below } => {
                 self.reserved = self.reserved.max(below);

@@ -24,8 +24,9 @@ pub async fn platform_host_and_store(dir: &Path) -> (RunningPlatform, WasiHost, 
     (platform, host, store)
 }
 
-/// Polls `device` until `pick` accepts an event, at most `within`; every event polled goes to
-/// `seen`. Panics with what was seen when the time is up.
+/// Polls `device` until `pick` accepts an event, at most `within`; every event it looked at
+/// goes to `seen`, and those after the accepted one are left for the next wait. Panics with
+/// what was seen when the time is up.
 pub async fn poll_until<T>(
     device: &mut LibraryDevice,
     seen: &mut Vec<LibraryEvent>,
@@ -34,10 +35,13 @@ pub async fn poll_until<T>(
 ) -> T {
     let end = Instant::now() + within;
     while Instant::now() < end {
-        for event in device.poll(200).await.expect("poll") {
+        let mut events = device.poll(200).await.expect("poll").into_iter();
+        while let Some(event) = events.next() {
             let found = pick(&event);
             seen.push(event);
             if let Some(found) = found {
+                // The rest of the batch is for the next wait.
+                device.unread(events);
                 return found;
             }
         }

@@ -371,6 +371,7 @@ impl WasiHost {
             store,
             device,
             funcs,
+            unread: Vec::new(),
         })
     }
 
@@ -542,6 +543,8 @@ pub struct LibraryDevice {
     store: Store<State>,
     device: ResourceAny,
     funcs: LibraryFuncs,
+    /// Events polled but handed back unread ([`LibraryDevice::unread`]).
+    unread: Vec<LibraryEvent>,
 }
 
 /// One `event` of the library world: its case name and payload.
@@ -606,8 +609,18 @@ impl LibraryDevice {
         }
     }
 
-    /// `device.poll(timeout-ms)`.
+    /// Hands events back: the next [`LibraryDevice::poll`] returns them first, without polling.
+    pub fn unread(&mut self, events: impl IntoIterator<Item = LibraryEvent>) {
+        let mut events: Vec<LibraryEvent> = events.into_iter().collect();
+        events.append(&mut self.unread);
+        self.unread = events;
+    }
+
+    /// `device.poll(timeout-ms)` (or the events handed back unread, if any).
     pub async fn poll(&mut self, timeout_ms: u32) -> Result<Vec<LibraryEvent>> {
+        if !self.unread.is_empty() {
+            return Ok(std::mem::take(&mut self.unread));
+        }
         let mut result = [Val::Bool(false)];
         self.funcs
             .poll
@@ -646,7 +659,8 @@ impl LibraryDevice {
     }
 
     /// `device.update-reported-properties(patch-json)`.
-    pub async fn update_reported_properties(&mut self, patch_json: &str) -> Result<()> {
+    /// `device.update-reported-properties`; returns the update's revision.
+    pub async fn update_reported_properties(&mut self, patch_json: &str) -> Result<u64> {
         let mut result = [Val::Bool(false)];
         self.funcs
             .update_reported
@@ -656,7 +670,10 @@ impl LibraryDevice {
                 &mut result,
             )
             .await?;
-        ok_value(&result[0]).map(drop)
+        match ok_value(&result[0])? {
+            Some(Val::U64(revision)) => Ok(revision),
+            other => wasmtime::bail!("update-reported-properties returned {other:?}"),
+        }
     }
 
     /// The bytes of wasm linear memory this instance has grown to (all its core memories).

@@ -91,10 +91,20 @@ async fn wasi_library_world_provisions_round_trips_properties_and_delivers_in_or
         (desired["interval"] == 5).then_some(())
     })
     .await;
-    device
+    let revision = device
         .update_reported_properties(r#"{"firmware":"1.2.3"}"#)
         .await
         .expect("reported patch accepted");
+    // Durable in the store first (the save runs in the same turn), acknowledged later.
+    poll_until(&mut device, &mut seen, DEADLINE, |e| {
+        match (e.name.as_str(), &e.payload) {
+            ("reported-properties-stored", Some(Val::U64(stored))) => {
+                (*stored >= revision).then_some(())
+            }
+            _ => None,
+        }
+    })
+    .await;
     poll_until(&mut device, &mut seen, DEADLINE, |e| {
         (e.name == "reported-properties-acknowledged").then_some(())
     })

@@ -86,7 +86,6 @@ fn send_error(failure: StoreFailure) -> wit::SendError {
         }
         StoreFailure::Refused(SendError::Outbox(e)) => wit::SendError::OutboxFull(e.to_string()),
         StoreFailure::Refused(SendError::Stopped) => wit::SendError::Stopped,
-        StoreFailure::Refused(other) => wit::SendError::InvalidMessage(other.to_string()),
         StoreFailure::NotStored(e) => wit::SendError::NotStored(e.to_string()),
     }
 }
@@ -110,8 +109,8 @@ fn operation(op: &vdev_core::ProvisioningOperation) -> wit::ProvisioningOperatio
     }
 }
 
-fn event(notice: Notice) -> Option<wit::Event> {
-    Some(match notice {
+fn event(notice: Notice) -> wit::Event {
+    match notice {
         Notice::Core(event) => match event {
             Event::ProvisioningOperation(op) => wit::Event::ProvisioningOperation(operation(&op)),
             Event::Registered {
@@ -134,7 +133,7 @@ fn event(notice: Notice) -> Option<wit::Event> {
                     TokenDiscardReason::Refused { request, failure } => {
                         wit::TokenDiscardReason::Refused(request_failed(request, *failure))
                     }
-                    _ => wit::TokenDiscardReason::Expired,
+                    TokenDiscardReason::Expired => wit::TokenDiscardReason::Expired,
                 })
             }
             Event::MessagesStored { first, last } => {
@@ -153,6 +152,9 @@ fn event(notice: Notice) -> Option<wit::Event> {
                 version: Some(version),
             }),
             Event::ReportedPropertiesAcknowledged => wit::Event::ReportedPropertiesAcknowledged,
+            Event::ReportedPropertiesStored { revision } => {
+                wit::Event::ReportedPropertiesStored(revision)
+            }
             Event::ReportedPropertiesRejected { status } => {
                 wit::Event::ReportedPropertiesRejected(status)
             }
@@ -175,13 +177,12 @@ fn event(notice: Notice) -> Option<wit::Event> {
                     StoreOperation::Load => wit::StoreOperation::Load,
                     StoreOperation::Remove => wit::StoreOperation::Remove,
                     StoreOperation::Reserve => wit::StoreOperation::Reserve,
-                    _ => wit::StoreOperation::SaveState,
+                    StoreOperation::SaveState => wit::StoreOperation::SaveState,
                 },
                 reason: store_failure(reason),
             }),
-            _ => return None,
         },
-    })
+    }
 }
 
 fn connection_loss(reason: ConnectionLoss) -> wit::ConnectionLoss {
@@ -194,7 +195,7 @@ fn connection_loss(reason: ConnectionLoss) -> wit::ConnectionLoss {
         ConnectionLoss::AckTimedOut => wit::ConnectionLoss::AckTimedOut,
         ConnectionLoss::SubscriptionRefused => wit::ConnectionLoss::SubscriptionRefused,
         ConnectionLoss::Insecure(text) => wit::ConnectionLoss::Insecure(text),
-        other => wit::ConnectionLoss::Protocol(other.to_string()),
+        ConnectionLoss::Protocol(text) => wit::ConnectionLoss::Protocol(text),
     }
 }
 
@@ -207,7 +208,7 @@ fn request_failed(request: RequestKind, failure: RequestFailure) -> wit::Request
             RequestKind::RefreshToken => wit::RequestKind::RefreshToken,
             RequestKind::UploadSlot => wit::RequestKind::UploadSlot,
             RequestKind::UploadBlob => wit::RequestKind::UploadBlob,
-            _ => wit::RequestKind::UploadNotify,
+            RequestKind::UploadNotify => wit::RequestKind::UploadNotify,
         },
         failure: request_failure(failure),
     }
@@ -227,7 +228,7 @@ fn request_failure(failure: RequestFailure) -> wit::RequestFailure {
         RequestFailure::Network(text) => wit::RequestFailure::Network(text),
         RequestFailure::Redirected { status } => wit::RequestFailure::Redirected(status),
         RequestFailure::Insecure(text) => wit::RequestFailure::Insecure(text),
-        _ => wit::RequestFailure::TimedOut,
+        RequestFailure::TimedOut => wit::RequestFailure::TimedOut,
     }
 }
 
@@ -239,14 +240,16 @@ fn provisioning_failure(error: ProvisioningError) -> wit::ProvisioningFailure {
         ProvisioningError::Refused(failure) => {
             wit::ProvisioningFailure::Refused(request_failure(failure))
         }
-        _ => wit::ProvisioningFailure::InvalidProvisioningToken,
+        ProvisioningError::InvalidProvisioningToken => {
+            wit::ProvisioningFailure::InvalidProvisioningToken
+        }
     }
 }
 
 fn store_failure(error: StoreError) -> wit::StoreFailure {
     match error {
         StoreError::QuotaExceeded => wit::StoreFailure::QuotaExceeded,
-        other => wit::StoreFailure::Failed(other.to_string()),
+        StoreError::Failed(text) => wit::StoreFailure::Failed(text),
     }
 }
 
@@ -258,7 +261,7 @@ fn reject_reason(reason: RejectReason) -> wit::RejectReason {
         RejectReason::RefusedByGateway { attempts, minutes } => {
             wit::RejectReason::RefusedByGateway(wit::GatewayRefusal { attempts, minutes })
         }
-        other => wit::RejectReason::Unencodable(other.to_string()),
+        RejectReason::Unencodable(text) => wit::RejectReason::Unencodable(text),
     }
 }
 
@@ -334,7 +337,7 @@ impl GuestDevice for DeviceResource {
         })
     }
 
-    fn update_reported_properties(&self, patch_json: String) -> Result<(), String> {
+    fn update_reported_properties(&self, patch_json: String) -> Result<u64, String> {
         let patch =
             vdev_core::json::Value::parse(patch_json.as_bytes()).map_err(|e| e.to_string())?;
         self.driver.borrow_mut().update_reported_properties(patch)
@@ -400,11 +403,7 @@ impl GuestDevice for DeviceResource {
                 driver.turn(wait, &[]);
             }
             if driver.has_notices() || now_ms() >= end {
-                return driver
-                    .take_notices()
-                    .into_iter()
-                    .filter_map(event)
-                    .collect();
+                return driver.take_notices().into_iter().map(event).collect();
             }
         }
     }

@@ -438,11 +438,12 @@ impl Driver {
             })
     }
 
-    /// Merges a JSON patch into the reported properties.
+    /// Merges a JSON patch into the reported properties; returns the update's revision (see
+    /// `Event::ReportedPropertiesStored`).
     pub fn update_reported_properties(
         &mut self,
         patch: vdev_core::json::Value,
-    ) -> Result<(), String> {
+    ) -> Result<u64, String> {
         let result = self
             .device
             .update_reported_properties(now_ms(), patch)

@@ -532,11 +532,13 @@ impl FileStore {
                     error: file_store_error(&error),
                 }),
             },
-            StoreRequest::SaveState { state } => match write_atomically(&self.dir, "state", &state)
-            {
+            StoreRequest::SaveState {
+                state,
+                reported_revision,
+            } => match write_atomically(&self.dir, "state", &state) {
                 Ok(()) => {
                     self.state = Some(state);
-                    None
+                    Some(Input::StateSaved { reported_revision })
                 }
                 Err(error) => Some(Input::SaveStateFailed {
                     error: file_store_error(&error),
@@ -1114,13 +1116,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut store, _) = open(dir.path());
         assert_eq!(store.state(), None);
-        let save = |store: &mut FileStore, state: &[u8]| {
+        let save = |store: &mut FileStore, state: &[u8], reported_revision| {
             store.execute(StoreRequest::SaveState {
                 state: state.to_vec(),
+                reported_revision,
             })
         };
-        assert_eq!(save(&mut store, b"{\"a\":1}"), None);
-        assert_eq!(save(&mut store, b"{\"a\":2}"), None);
+        assert_eq!(
+            save(&mut store, b"{\"a\":1}", 1),
+            Some(Input::StateSaved {
+                reported_revision: 1
+            })
+        );
+        assert_eq!(
+            save(&mut store, b"{\"a\":2}", 3),
+            Some(Input::StateSaved {
+                reported_revision: 3
+            })
+        );
         drop(store);
         let (store, _) = open(dir.path());
         assert_eq!(store.state(), Some(&b"{\"a\":2}"[..]));

@@ -2,7 +2,7 @@
 //! and environment. Plain Rust so it is unit-tested natively; the WIT `configuration` record maps
 //! onto [`Settings`] field by field.
 
-use vdev_core::{DeviceConfig, DeviceId, Transport};
+use vdev_core::{ConfigOption, DeviceConfig, DeviceId, Transport};
 
 /// Why settings were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,17 +52,7 @@ pub struct Settings {
 impl Settings {
     /// The core's configuration for these settings.
     pub fn device_config(&self) -> Result<DeviceConfig, SettingsError> {
-        if self.instance_url.is_empty() {
-            return Err(SettingsError::Missing("instance-url"));
-        }
-        if self.provisioning_token.is_empty() {
-            return Err(SettingsError::Missing("provisioning-token"));
-        }
         let mut config = DeviceConfig::new(&self.instance_url, &self.provisioning_token);
-        config.validate().map_err(|error| SettingsError::Invalid {
-            name: "instance-url".into(),
-            reason: error.to_string(),
-        })?;
         config.device_id = match &self.device_id {
             Some(id) => Some(DeviceId::parse(id).map_err(|error| SettingsError::Invalid {
                 name: "device-id".into(),
@@ -75,14 +65,28 @@ impl Settings {
         if let Some(ms) = self.provisioning_poll_interval_ms {
             config.provisioning_poll_interval_ms = ms;
         }
-        if let Some(ms) = self.retry_initial_ms {
-            config.backoff.initial_ms = ms;
-        }
-        if let Some(ms) = self.retry_max_ms {
-            config.backoff.max_ms = ms;
-        }
-        config.session.backoff = config.backoff;
+        config.set_retry_delays(
+            self.retry_initial_ms.unwrap_or(config.backoff.initial_ms),
+            self.retry_max_ms.unwrap_or(config.backoff.max_ms),
+        );
+        config.validate().map_err(|error| SettingsError::Invalid {
+            name: setting_name(error.option).into(),
+            reason: error.reason,
+        })?;
         Ok(config)
+    }
+}
+
+/// The setting's name for an option of the core's configuration.
+fn setting_name(option: ConfigOption) -> &'static str {
+    match option {
+        ConfigOption::InstanceUrl => "instance-url",
+        ConfigOption::ProvisioningToken => "provisioning-token",
+        ConfigOption::ProvisioningPollInterval => "provisioning-poll-interval-ms",
+        // Not a setting here: the core's default is always valid.
+        ConfigOption::HttpTimeout => "http-timeout-ms",
+        ConfigOption::RetryInitial => "retry-initial-ms",
+        ConfigOption::RetryMax => "retry-max-ms",
     }
 }
 
@@ -396,6 +400,18 @@ mod tests {
         );
         assert!(with(&["--device-id", "x"]).starts_with("invalid device-id"));
         assert_eq!(with(&["--bogus", "1"]), "unknown argument --bogus");
+        assert_eq!(
+            with(&["--provisioning-token", ""]),
+            "invalid provisioning-token: is empty"
+        );
+        assert_eq!(
+            with(&["--retry-initial-ms", "0"]),
+            "invalid retry-initial-ms: must be above 0 ms"
+        );
+        assert_eq!(
+            with(&["--retry-initial-ms", "5000", "--retry-max-ms", "100"]),
+            "invalid retry-max-ms: 100 ms is below the first retry delay (5000 ms)"
+        );
         assert!(
             with(&["--instance-url", "http://platform.example"])
                 .starts_with("invalid instance-url: refusing unencrypted http://platform.example")

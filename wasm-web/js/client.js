@@ -86,13 +86,11 @@ function required(object, name) {
  * @param {StartOptions} options
  */
 function coreConfig(options) {
-  let instance = required(options, "instance");
-  // `scheme://...` or a bare host name (https:// is implied); the core checks the rest (the
-  // cleartext rule), when `start` makes its trial Core.
-  if (!/^[^:]*:\/\//.test(instance)) instance = `https://${instance}`;
   /** @type {Config} */
   const config = {
-    instance: instance.replace(/\/+$/, ""),
+    // `scheme://...` or a bare host name (https:// is implied): the core reads and checks it
+    // (the cleartext rule, an empty URL) when `start` makes its trial Core.
+    instance: required(options, "instance"),
     provisioningToken: required(options, "provisioningToken"),
     database: required(options, "database"),
     deviceId: option(options, "deviceId"),

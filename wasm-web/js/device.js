@@ -104,14 +104,10 @@ export class Driver {
     /** @type {StoreRequest[]} */
     this.storeQueue = [];
     this.storeRunning = false;
-    // Storage requests emitted so far, and how many of the first ones are settled (committed or
-    // failed for good): a reported-properties update resolves once its requests are.
-    this.emitted = 0;
-    this.committed = 0;
     /** @type {Map<number, Deferred<number>>} */
     this.durable = new Map(); // seq -> deferred, settled by the core's messagesStored / messageRejected
     /** @type {[number, Deferred<void>][]} */
-    this.savedWaiters = []; // [ticket, deferred]
+    this.savedWaiters = []; // [revision, deferred], settled by the core's reportedPropertiesStored
     /** @type {Deferred<void>[]} */
     this.sentWaiters = [];
     /** @type {Deferred<void>[]} */
@@ -191,14 +187,10 @@ export class Driver {
     const waiter = deferred();
     this.wake((now) => {
       try {
-        this.core.updateReportedProperties(now, patch);
+        this.savedWaiters.push([this.core.updateReportedProperties(now, patch), waiter]);
       } catch (error) {
         return waiter.reject(new VdevError(error.name, error.message));
       }
-      // The saved state is among the requests this change emits: resolve when everything
-      // emitted up to then has committed.
-      this.drain();
-      this.savedWaiters.push([this.emitted, waiter]);
     });
     return waiter;
   }
@@ -273,7 +265,6 @@ export class Driver {
         case "load":
         case "saveState":
         case "reserve":
-          this.emitted++;
           this.storeQueue.push(output);
           break;
         case "http":
@@ -368,6 +359,11 @@ export class Driver {
         return this.tell("onProvisioningFailed", [event.reason.message]);
       case "connectionStateChanged":
         return this.tell("onConnectionStateChanged", [event.state]);
+      case "reportedPropertiesStored":
+        this.savedWaiters = this.savedWaiters.filter(
+          ([revision, waiter]) => revision > event.revision || waiter.resolve(),
+        );
+        return;
       case "messagesStored":
         return this.settleSends(event.first, event.last, (waiter, seq) => waiter.resolve(seq));
       case "messageDelivered":
@@ -394,7 +390,6 @@ export class Driver {
     this.flushStore();
     this.timer.ensure(this.deadline, Date.now());
     if (this.core.stats().pendingCount === 0) this.sentWaiters.splice(0).forEach((w) => w.resolve());
-    this.savedWaiters = this.savedWaiters.filter(([ticket, waiter]) => ticket > this.committed || waiter.resolve());
     this.settled();
     if (this.stopWaiters.length && !this.storeRunning && !this.storeQueue.length) this.finish();
   }
@@ -414,27 +409,25 @@ export class Driver {
     if (this.storeRunning || !this.storeQueue.length) return;
     this.storeRunning = true;
     const requests = this.storeQueue.splice(0);
-    const through = this.emitted;
     this.store.execute(requests).then(
-      (answers) => this.wake((now) => this.stored(now, requests, through, answers)),
-      (failure) => this.wake((now) => this.storeFailed(now, requests, through, failure)),
+      (answers) => this.wake((now) => this.stored(now, answers)),
+      (failure) => this.wake((now) => this.storeFailed(now, requests, failure)),
     );
   }
 
   /**
    * @param {number} now
-   * @param {StoreRequest[]} requests
-   * @param {number} through
    * @param {Answer[]} answers
    */
-  stored(now, requests, through, answers) {
+  stored(now, answers) {
     this.storeRunning = false;
-    this.committed = through;
     for (const answer of answers) {
       if (answer.kind === "appended") {
         this.core.appended(now, answer.first, answer.last);
       } else if (answer.kind === "reserved") {
         this.core.reserved(now, answer.below);
+      } else if (answer.kind === "stateSaved") {
+        this.core.stateSaved(now, answer.reportedRevision);
       } else {
         this.core.loaded(now, answer.records);
       }
@@ -444,14 +437,12 @@ export class Driver {
   /**
    * A transaction failed: each of its requests is reported to the core, which decides what
    * follows (appends end in rejections, loads, removals and saves are asked for again later).
-   * `committed` does not move: a reported-properties update resolves once its state is saved.
    *
    * @param {number} now
    * @param {StoreRequest[]} requests
-   * @param {number} through
    * @param {StoreFailure} failure
    */
-  storeFailed(now, requests, through, failure) {
+  storeFailed(now, requests, failure) {
     this.storeRunning = false;
     const { quotaExceeded, message } = failure;
     for (const request of requests) {

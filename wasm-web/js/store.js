@@ -24,10 +24,11 @@ import { describe } from "./io.js";
 /** @import { StoreRequest, StoredRecord } from "./vdev_web_core.js" */
 
 /**
- * What `execute` answers: the core's `appended`, `loaded` and `reserved` inputs.
+ * What `execute` answers: the core's `appended`, `loaded`, `reserved` and `stateSaved` inputs.
  * @typedef {{ kind: "appended", first: number, last: number }
  *   | { kind: "loaded", records: StoredRecord[] }
- *   | { kind: "reserved", below: number }} Answer
+ *   | { kind: "reserved", below: number }
+ *   | { kind: "stateSaved", reportedRevision: number }} Answer
  */
 
 /** The store `openStore` makes, named for other modules (the class is not exported). @typedef {IdbStore} Store */
@@ -216,6 +217,7 @@ class IdbStore {
             break;
           case "saveState":
             meta.put(request.state, "state");
+            answers.push({ kind: "stateSaved", reportedRevision: request.reportedRevision });
             break;
           case "reserve":
             reserved = Math.max(reserved, request.below);

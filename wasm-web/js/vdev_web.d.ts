@@ -123,6 +123,8 @@ export type DeviceEvent =
     | { kind: "messageRejected"; seq: number; reason: RejectReason }
     | { kind: "desiredPropertiesChanged"; properties: Record<string, unknown>; version: number }
     | { kind: "reportedPropertiesAcknowledged" }
+    /** Reported-properties updates up to this revision are durably stored. */
+    | { kind: "reportedPropertiesStored"; revision: number }
     | { kind: "reportedPropertiesRejected"; status: number }
     | { kind: "cloudToDeviceMessage"; properties: string; payload: Uint8Array }
     /** A storage operation failed; the device asks for it again later. */

@@ -27,9 +27,9 @@
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use vdev_core::json::Value;
 use vdev_core::{
-    Compression, ConnectionId, Device, DeviceConfig, DeviceId, Endpoint, HttpResponse, Input,
-    MessageOptions, OutboxMeta, Output, Record, RequestId, SendError, Seq, StoreError,
-    StoreRequest, StreamOptions, Transport,
+    Compression, ConfigOption, ConnectionId, Device, DeviceConfig, DeviceId, Endpoint,
+    HttpResponse, Input, MessageOptions, OutboxMeta, Output, Reason, Record, RequestId, SendError,
+    Seq, StoreError, StoreRequest, StreamOptions, Transport,
 };
 use wasm_bindgen::prelude::*;
 
@@ -61,9 +61,18 @@ impl Core {
             text("provisioningToken").unwrap_or_default(),
         );
         config.transport = Transport::WebSocket;
-        config
-            .validate()
-            .map_err(|e| JsError::new(&format!("option instance: {e}")))?;
+        config.validate().map_err(|error| {
+            let option = match error.option {
+                ConfigOption::InstanceUrl => "instance",
+                ConfigOption::ProvisioningToken => "provisioningToken",
+                // Not options here yet: the core's defaults are valid.
+                ConfigOption::ProvisioningPollInterval => "provisioningPollIntervalMs",
+                ConfigOption::HttpTimeout => "httpTimeoutMs",
+                ConfigOption::RetryInitial => "retryInitialMs",
+                ConfigOption::RetryMax => "retryMaxMs",
+            };
+            JsError::new(&format!("option {option}: {}", error.reason))
+        })?;
         config.device_id = text("deviceId")
             .map(|id| DeviceId::parse(&id))
             .transpose()
@@ -218,6 +227,21 @@ impl Core {
         self.input(now, Input::ReserveFailed { below, error });
     }
 
+    /// The `saveState` output that carried `reportedRevision` is durable.
+    #[wasm_bindgen(js_name = stateSaved)]
+    pub fn state_saved(
+        &mut self,
+        now: f64,
+        #[wasm_bindgen(js_name = reportedRevision)] reported_revision: f64,
+    ) {
+        self.input(
+            now,
+            Input::StateSaved {
+                reported_revision: reported_revision as u64,
+            },
+        );
+    }
+
     /// A `saveState` output failed; the core saves its state again later.
     #[wasm_bindgen(js_name = saveStateFailed)]
     pub fn save_state_failed(
@@ -314,13 +338,15 @@ impl Core {
     }
 
     /// Merges the JSON text `patch` (an object; merge-patch semantics, `null` deletes) into the
-    /// reported properties.
+    /// reported properties; returns the update's revision (a `reportedPropertiesStored` event
+    /// says when it is durable).
     #[wasm_bindgen(js_name = updateReportedProperties)]
-    pub fn update_reported_properties(&mut self, now: f64, patch: &str) -> Result<(), JsValue> {
+    pub fn update_reported_properties(&mut self, now: f64, patch: &str) -> Result<f64, JsValue> {
         let patch = Value::parse(patch.as_bytes())
             .map_err(|e| coded_error("invalidOption", &format!("option patch: {e}")))?;
         self.device
             .update_reported_properties(now as u64, patch)
+            .map(|revision| revision as f64)
             .map_err(|e| coded_error("invalidPatch", &e.to_string()))
     }
 
@@ -397,7 +423,8 @@ impl Core {
             Output::Connect { conn, endpoint } => {
                 let url = match endpoint {
                     Endpoint::WebSocket { url } => url.into(),
-                    _ => JsValue::UNDEFINED,
+                    // The browser's core is made with the WebSocket transport only.
+                    Endpoint::Tcp { .. } | Endpoint::Tls { .. } => JsValue::UNDEFINED,
                 };
                 object(&[
                     ("kind", "connect".into()),
@@ -428,7 +455,8 @@ impl Core {
 }
 
 /// A store request as `pollOutput` hands it to the host: `append` {records: {seq, data}[]},
-/// `load` {from, maxCount, maxBytes}, `remove` {seqs (ascending), bytes}, `saveState` {state},
+/// `load` {from, maxCount, maxBytes}, `remove` {seqs (ascending), bytes}, `saveState` {state,
+/// reportedRevision},
 /// `reserve` {below}.
 /// Public for the browser tests of the store, which check it against the core's `MemoryStore`.
 #[doc(hidden)]
@@ -459,9 +487,14 @@ pub fn store_request_to_js(request: &StoreRequest) -> JsValue {
                 ("bytes", number(*bytes)),
             ])
         }
-        StoreRequest::SaveState { state } => {
-            object(&[("kind", "saveState".into()), ("state", self::bytes(state))])
-        }
+        StoreRequest::SaveState {
+            state,
+            reported_revision,
+        } => object(&[
+            ("kind", "saveState".into()),
+            ("state", self::bytes(state)),
+            ("reportedRevision", number(*reported_revision)),
+        ]),
         StoreRequest::Reserve { below } => {
             object(&[("kind", "reserve".into()), ("below", number(*below))])
         }
@@ -470,14 +503,9 @@ pub fn store_request_to_js(request: &StoreRequest) -> JsValue {
 
 /// A command's sequence number for JavaScript, or the core's refusal as an `Error`.
 fn queued(result: Result<Seq, SendError>) -> Result<f64, JsValue> {
-    result.map(|seq| seq as f64).map_err(|e| {
-        let code = match e {
-            SendError::Outbox(_) => "outboxFull",
-            SendError::Stopped => "stopped",
-            _ => "invalidMessage",
-        };
-        coded_error(code, &e.to_string())
-    })
+    result
+        .map(|seq| seq as f64)
+        .map_err(|e| coded_error(e.code(), &e.to_string()))
 }
 
 /// An `Error` whose `name` is the API's error code (the host makes it a `VdevError`).

@@ -78,6 +78,17 @@ async fn start_names_the_option_that_is_missing_or_mistyped() {
         bad_id.starts_with("invalidOption: option deviceId: "),
         "{bad_id}"
     );
+
+    let empty_token = start_error(js_object(&[
+        ("instance", "http://127.0.0.1:9".into()),
+        ("provisioningToken", "".into()),
+        ("database", "db".into()),
+    ]))
+    .await;
+    assert_eq!(
+        empty_token,
+        "invalidOption: option provisioningToken: is empty"
+    );
 }
 
 #[wasm_bindgen_test]

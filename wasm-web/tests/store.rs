@@ -89,6 +89,9 @@ fn core_input(answer: &JsValue) -> Input<'static> {
         Some("reserved") => Input::Reserved {
             below: count(answer, "below"),
         },
+        Some("stateSaved") => Input::StateSaved {
+            reported_revision: count(answer, "reportedRevision"),
+        },
         _ => panic!("not an answer of the storage contract: {answer:?}"),
     }
 }
@@ -242,15 +245,26 @@ async fn everything_survives_reopening_and_the_high_water_mark_outlives_removal(
     let (store, contents) = fresh().await;
     let origin = contents.meta.origin.clone();
     let state = br#"{"device_id":"d1"}"#.to_vec();
-    store
+    let answers = store
         .execute(&[
             append(0..5, 4),
             StoreRequest::SaveState {
                 state: state.clone(),
+                reported_revision: 7,
             },
         ])
         .await
         .expect("the batch commits");
+    assert_eq!(
+        answers,
+        [
+            Input::Appended { first: 0, last: 4 },
+            Input::StateSaved {
+                reported_revision: 7
+            }
+        ],
+        "each request answered, the revision handed back"
+    );
 
     let (store, contents) = reopen(store).await;
     assert_eq!(
@@ -299,6 +313,7 @@ async fn everything_survives_reopening_and_the_high_water_mark_outlives_removal(
     store
         .execute(&[StoreRequest::SaveState {
             state: newer.clone(),
+            reported_revision: 8,
         }])
         .await
         .unwrap();

@@ -265,7 +265,8 @@ impl Twin {
     /// no other reported patch is in flight.
     ///
     /// Property names starting with `$` are refused at any depth: the Platform reserves them.
-    pub(crate) fn update_reported(&mut self, now: u64, patch: Value) -> Result<(), TwinError> {
+    /// Merges `patch` into the reported properties to be sent; true when that changed them.
+    pub(crate) fn update_reported(&mut self, now: u64, patch: Value) -> Result<bool, TwinError> {
         let now = self.clamp(now);
         if !patch.is_object() {
             return Err(TwinError::NotAnObject);
@@ -277,12 +278,13 @@ impl Twin {
         }
         let mut target = self.state.reported_target.clone();
         json::merge(&mut target, &patch);
-        if target != self.state.reported_target {
+        let changed = target != self.state.reported_target;
+        if changed {
             self.state.reported_target = target;
             self.state_dirty = true;
         }
         self.send_reported_diff(now);
-        Ok(())
+        Ok(changed)
     }
 
     /// Re-sends requests whose answer is overdue and retries refused ones whose back-off ended.

@@ -186,6 +186,14 @@ pub struct Sim {
     rejected: BTreeSet<u64>,
     refused_sends: usize,
     reported_target: serde_json::Value,
+    /// The reported properties after each update of this run (by revision) that the core has
+    /// not yet said are durable, and the newest it said are: a restart must bring back one of
+    /// these, never anything older.
+    reported_revisions: Vec<(u64, serde_json::Value)>,
+    /// Reported-properties updates made in this run.
+    reported_updates: u64,
+    /// The newest revision of this run the core said is stored (0: none).
+    reported_stored: u64,
     /// The Device ID the app last heard of (`None` before the first registration).
     identity: Option<String>,
     /// Device IDs the technician handed out by re-approval.
@@ -256,6 +264,9 @@ impl Sim {
             rejected: BTreeSet::new(),
             refused_sends: 0,
             reported_target: json!({}),
+            reported_revisions: Vec::new(),
+            reported_updates: 0,
+            reported_stored: 0,
             identity: None,
             renames: 0,
             report: Report::default(),
@@ -602,7 +613,20 @@ impl Sim {
                 json_patch::merge(&mut self.reported_target, &patch);
                 if self.device.is_some() {
                     let patch = serde_json::from_value(patch).expect("a JSON value");
-                    self.with_device(|d, now| d.update_reported_properties(now, patch).unwrap());
+                    // Listed before the call: the core may say at once that it is stored.
+                    self.reported_updates += 1;
+                    let expected = self.reported_updates;
+                    self.reported_revisions
+                        .push((expected, self.reported_target.clone()));
+                    let mut revision = 0;
+                    self.with_device(|d, now| {
+                        revision = d.update_reported_properties(now, patch).unwrap();
+                    });
+                    if revision != expected {
+                        self.report.violations.push(format!(
+                            "reported update number {expected} of this run got revision {revision}"
+                        ));
+                    }
                 }
             }
             Ev::Crash => self.crash(),
@@ -870,6 +894,22 @@ impl Sim {
         // What the app had reported lives in the device's saved state; the app's own target is
         // whatever the device restored.
         self.reported_target = serde_json::to_value(device.reported_properties()).expect("json");
+        if self.reported_stored > 0
+            && !self.faults.relaxed_store
+            && !self
+                .reported_revisions
+                .iter()
+                .any(|(_, target)| *target == self.reported_target)
+        {
+            self.report.violations.push(format!(
+                "reported update {} was said to be stored, but the device came back with {}",
+                self.reported_stored, self.reported_target
+            ));
+        }
+        // Revisions count per run.
+        self.reported_revisions.clear();
+        self.reported_updates = 0;
+        self.reported_stored = 0;
         self.identity = device.device_id().map(str::to_owned);
         self.device = Some(device);
         if self.offline {
@@ -945,6 +985,22 @@ impl Sim {
             println!("{:>9}   event {event:?}", self.now - START);
         }
         match event {
+            Event::ReportedPropertiesStored { revision } => {
+                // Keep the stored one (as the oldest a restart may bring back) and later ones.
+                match self
+                    .reported_revisions
+                    .iter()
+                    .position(|(r, _)| *r == revision)
+                {
+                    Some(at) => {
+                        self.reported_revisions.drain(..at);
+                        self.reported_stored = revision;
+                    }
+                    None => self.report.violations.push(format!(
+                        "reported revision {revision} said stored was never handed out"
+                    )),
+                }
+            }
             Event::MessagesStored { first, last } => {
                 // The app's send resolves here, on the core's word: from now on the message
                 // must not be lost.
@@ -974,6 +1030,9 @@ impl Sim {
                         self.reported_target =
                             serde_json::to_value(device.reported_properties()).expect("json");
                     }
+                    // The old identity's updates are gone with its twin.
+                    self.reported_revisions.clear();
+                    self.reported_stored = 0;
                     if self.reported_target != json!({}) {
                         self.report.violations.push(format!(
                             "device {device_id} kept reported properties of the old identity: {}",

@@ -38,7 +38,7 @@ export type StoreRequest =
     | { kind: "append"; records: StoredRecord[] }
     | { kind: "load"; from: number; maxCount: number; maxBytes: number }
     | { kind: "remove"; seqs: number[]; bytes: number }
-    | { kind: "saveState"; state: Uint8Array }
+    | { kind: "saveState"; state: Uint8Array; reportedRevision: number }
     | { kind: "reserve"; below: number };
 
 /** What `pollOutput()` returns, by `kind`; the host polls until `timeout`. */
@@ -86,6 +86,8 @@ export class Core {
     loadFailed(now: number, quotaExceeded: boolean, error: string): void;
     /** A `remove` output failed; the core asks again later. */
     removeFailed(now: number, seqs: number[], bytes: number, quotaExceeded: boolean, error: string): void;
+    /** The `saveState` output that carried `reportedRevision` is durable. */
+    stateSaved(now: number, reportedRevision: number): void;
     /** A `saveState` output failed; the core saves its state again later. */
     saveStateFailed(now: number, quotaExceeded: boolean, error: string): void;
     reserved(now: number, below: number): void;
@@ -121,8 +123,8 @@ export class Core {
         batchId: string,
         messageId: string,
     ): number;
-    /** `patch` is JSON text. */
-    updateReportedProperties(now: number, patch: string): void;
+    /** `patch` is JSON text; returns the update's revision (see `reportedPropertiesStored`). */
+    updateReportedProperties(now: number, patch: string): number;
     stop(now: number): void;
     /** JSON text. */
     desiredProperties(): string;
