@@ -229,6 +229,8 @@ pub struct Stats {
     pub window_records: usize,
     /// The connection state.
     pub connection_state: ConnectionState,
+    /// Whether the device is offline ([`Input::NetworkLost`] until [`Input::NetworkAvailable`]).
+    pub offline: bool,
 }
 
 #[derive(Debug)]
@@ -378,6 +380,7 @@ impl Device {
             oldest_enqueued_at: self.outbox.oldest_enqueued_at(),
             window_records: self.outbox.in_memory().0,
             connection_state: self.connection_state,
+            offline: self.session.is_offline(),
         }
     }
 
@@ -526,8 +529,20 @@ impl Device {
             Input::StoreRecovered(recovery) => self
                 .events
                 .push_back(Event::OutboxRecovered(Box::new(recovery))),
-            Input::NetworkAvailable => self.session.reconnect_soon(now),
-            Input::NetworkLost => self.session.go_offline(now),
+            Input::NetworkAvailable => {
+                if self.session.is_offline() {
+                    self.events
+                        .push_back(Event::OfflineChanged { offline: false });
+                }
+                self.session.reconnect_soon(now);
+            }
+            Input::NetworkLost => {
+                if !self.session.is_offline() {
+                    self.events
+                        .push_back(Event::OfflineChanged { offline: true });
+                }
+                self.session.go_offline(now);
+            }
         }
         self.drive(now);
     }

@@ -67,6 +67,12 @@ pub enum Event {
     ProvisioningFailed(ProvisioningError),
     /// The connection state changed.
     ConnectionStateChanged(ConnectionState),
+    /// The device went offline ([`crate::Input::NetworkLost`]: the connection is closed and
+    /// nothing is sent, sends are still stored) or online again.
+    OfflineChanged {
+        /// Whether it is offline now.
+        offline: bool,
+    },
     /// A connection to the gateway ended or could not be opened; the device reconnects after
     /// a backoff delay. Not emitted when the device closes it on purpose (stop, renewed
     /// credentials, a discarded token: that has its own event).
@@ -167,6 +173,7 @@ pub const EVENT_VOCABULARY: &[(&str, &[&str])] = &[
     ("registered", &["workspaceId", "deviceId"]),
     ("provisioningFailed", &["reason"]),
     ("connectionStateChanged", &["state"]),
+    ("offlineChanged", &["offline"]),
     ("connectionLost", &["reason"]),
     ("requestFailed", &["request", "failure"]),
     ("registrationTokenDiscarded", &["reason"]),
@@ -194,6 +201,7 @@ impl Event {
             Self::Registered { .. } => "registered",
             Self::ProvisioningFailed(_) => "provisioningFailed",
             Self::ConnectionStateChanged(_) => "connectionStateChanged",
+            Self::OfflineChanged { .. } => "offlineChanged",
             Self::ConnectionLost { .. } => "connectionLost",
             Self::RequestFailed { .. } => "requestFailed",
             Self::RegistrationTokenDiscarded { .. } => "registrationTokenDiscarded",
@@ -230,6 +238,7 @@ impl Event {
             ]),
             Self::ProvisioningFailed(error) => fields.push(("reason", error.to_value())),
             Self::ConnectionStateChanged(state) => fields.push(("state", state.as_str().into())),
+            Self::OfflineChanged { offline } => fields.push(("offline", (*offline).into())),
             Self::ConnectionLost { reason } => fields.push(("reason", reason.to_value())),
             Self::RequestFailed { request, failure } => fields.extend([
                 ("request", request.as_str().into()),
@@ -306,6 +315,7 @@ mod tests {
             },
             Event::ProvisioningFailed(ProvisioningError::InvalidProvisioningToken),
             Event::ConnectionStateChanged(ConnectionState::Connected),
+            Event::OfflineChanged { offline: true },
             Event::ConnectionLost {
                 reason: ConnectionLoss::Refused(ConnectReturnCode::NotAuthorized),
             },

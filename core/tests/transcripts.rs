@@ -590,7 +590,7 @@ fn offline_closes_the_connection_and_holds_everything_until_the_network_is_back(
     let mut host = Host::connected();
     assert_eq!(
         host.input(Input::NetworkLost),
-        ["close", "event state Disconnected"]
+        ["close", "event offline true", "event state Disconnected"]
     );
     // Sends are still stored while offline; nothing touches the network.
     let (first, lines) = host.send("one");
@@ -610,7 +610,11 @@ fn offline_closes_the_connection_and_holds_everything_until_the_network_is_back(
 
     assert_eq!(
         host.input(Input::NetworkAvailable),
-        ["connect tcp 127.0.0.1:1883", "event state Connecting"],
+        [
+            "event offline false",
+            "connect tcp 127.0.0.1:1883",
+            "event state Connecting"
+        ],
         "reconnects at once, without a backoff delay"
     );
     let conn = host.conn.unwrap();
@@ -629,7 +633,7 @@ fn offline_holds_provisioning_calls_and_sends_them_when_the_network_is_back() {
         200,
         init_body(OPERATION_ID),
     );
-    assert_eq!(host.input(Input::NetworkLost), [] as [&str; 0]);
+    assert_eq!(host.input(Input::NetworkLost), ["event offline true"]);
     assert_eq!(
         host.advance(),
         [] as [&str; 0],
@@ -639,7 +643,10 @@ fn offline_holds_provisioning_calls_and_sends_them_when_the_network_is_back() {
     assert_eq!(host.input(Input::Timeout), [] as [&str; 0]);
     assert_eq!(
         host.input(Input::NetworkAvailable),
-        ["http PUT /provisioning-operations/complete"]
+        [
+            "http PUT /provisioning-operations/complete",
+            "event offline false"
+        ]
     );
     assert!(
         host.pending[0].deadline > host.now,
@@ -685,7 +692,11 @@ fn an_identity_change_never_carries_the_old_devices_reported_properties_across_a
         .unwrap();
     assert_eq!(
         host.drain(),
-        ["store save-state", "send twin PATCH reported"]
+        [
+            "store save-state",
+            "send twin PATCH reported",
+            "event reported 1 stored"
+        ]
     );
     assert_eq!(reported_patches(&host.sent), [a_reported]);
 

@@ -357,6 +357,7 @@ impl WasiHost {
             poll: func(&mut store, "[method]device.poll")?,
             pending_count: func(&mut store, "[method]device.pending-count")?,
             update_reported: func(&mut store, "[method]device.update-reported-properties")?,
+            set_offline: func(&mut store, "[method]device.set-offline")?,
             stop: func(&mut store, "[method]device.stop")?,
         };
         let mut result = [Val::Bool(false)];
@@ -535,6 +536,7 @@ struct LibraryFuncs {
     poll: Func,
     pending_count: Func,
     update_reported: Func,
+    set_offline: Func,
     stop: Func,
 }
 
@@ -682,6 +684,18 @@ impl LibraryDevice {
     }
 
     /// `device.stop()`, then drops the resource.
+    /// `device.set-offline(offline)`.
+    pub async fn set_offline(&mut self, offline: bool) -> Result<()> {
+        self.funcs
+            .set_offline
+            .call_async(
+                &mut self.store,
+                &[Val::Resource(self.device), Val::Bool(offline)],
+                &mut [],
+            )
+            .await
+    }
+
     pub async fn stop(mut self) -> Result<()> {
         self.funcs
             .stop

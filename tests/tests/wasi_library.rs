@@ -129,10 +129,48 @@ async fn wasi_library_world_provisions_round_trips_properties_and_delivers_in_or
     }
     poll_until_delivered(&mut device, &mut seen, MESSAGES).await;
     assert_eq!(device.pending_count().await.expect("pending"), 0);
+
+    // Offline, as the app says: the connection closes, sends are stored and wait; back online,
+    // they go at once.
+    device.set_offline(true).await.expect("set-offline");
+    poll_until(&mut device, &mut seen, DEADLINE, |e| {
+        matches!(
+            (e.name.as_str(), &e.payload),
+            ("offline-changed", Some(Val::Bool(true)))
+        )
+        .then_some(())
+    })
+    .await;
+    const OFFLINE: usize = 3;
+    for n in MESSAGES..MESSAGES + OFFLINE {
+        device
+            .send(format!("library reading {n}").as_bytes())
+            .await
+            .expect("stored while offline");
+    }
+    // A window to watch, not a synchronisation: nothing may go out while offline.
+    for _ in 0..3 {
+        let events = device.poll(200).await.expect("poll");
+        assert!(
+            events.iter().all(|e| e.name != "message-delivered"),
+            "delivered while offline: {events:?}"
+        );
+    }
+    assert_eq!(stored_texts(&info, "wasi-lib-1").await.len(), MESSAGES);
+    device.set_offline(false).await.expect("set-offline");
+    poll_until(&mut device, &mut seen, DEADLINE, |e| {
+        matches!(
+            (e.name.as_str(), &e.payload),
+            ("offline-changed", Some(Val::Bool(false)))
+        )
+        .then_some(())
+    })
+    .await;
+    poll_until_delivered(&mut device, &mut seen, OFFLINE).await;
     device.stop().await.expect("stops");
 
     let payloads = stored_texts(&info, "wasi-lib-1").await;
-    let expected: Vec<String> = (0..MESSAGES)
+    let expected: Vec<String> = (0..MESSAGES + OFFLINE)
         .map(|n| format!("library reading {n}"))
         .collect();
     assert_eq!(payloads, expected, "stored once, in order");

@@ -124,6 +124,7 @@ fn event(notice: Notice) -> wit::Event {
             Event::ConnectionStateChanged(s) => {
                 wit::Event::ConnectionStateChanged(connection_state(s))
             }
+            Event::OfflineChanged { offline } => wit::Event::OfflineChanged(offline),
             Event::ConnectionLost { reason } => wit::Event::ConnectionLost(connection_loss(reason)),
             Event::RequestFailed { request, failure } => {
                 wit::Event::RequestFailed(request_failed(request, failure))
@@ -372,6 +373,7 @@ impl GuestDevice for DeviceResource {
             oldest_enqueued_at: stats.oldest_enqueued_at,
             window_records: stats.window_records as u64,
             connection_state: connection_state(stats.connection_state),
+            offline: stats.offline,
         }
     }
 
@@ -406,6 +408,10 @@ impl GuestDevice for DeviceResource {
                 return driver.take_notices().into_iter().map(event).collect();
             }
         }
+    }
+
+    fn set_offline(&self, offline: bool) {
+        self.driver.borrow_mut().set_offline(offline);
     }
 
     fn stop(&self) {

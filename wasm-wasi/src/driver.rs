@@ -452,6 +452,18 @@ impl Driver {
         result
     }
 
+    /// The app says the network is gone (`true`: the connection closes, sends are stored and
+    /// wait) or back (`false`: reconnect now, without waiting for the backoff delay).
+    pub fn set_offline(&mut self, offline: bool) {
+        let input = if offline {
+            Input::NetworkLost
+        } else {
+            Input::NetworkAvailable
+        };
+        self.device.handle_input(now_ms(), input);
+        self.drain();
+    }
+
     /// Stops the device and closes its connections.
     pub fn stop(&mut self) {
         self.device.stop(now_ms());

@@ -236,7 +236,6 @@ export class Driver {
     if (this.offline && !wasOffline) this.core.networkLost(now);
     // Also when it was online already: an `online` event means "try now".
     else if (!this.offline) this.core.networkAvailable(now);
-    if (this.offline !== wasOffline) this.tell("onOfflineChanged", [this.offline]);
   }
 
   /**
@@ -357,6 +356,8 @@ export class Driver {
         ]);
       case "provisioningFailed":
         return this.tell("onProvisioningFailed", [event.reason.message]);
+      case "offlineChanged":
+        return this.tell("onOfflineChanged", [event.offline]);
       case "connectionStateChanged":
         return this.tell("onConnectionStateChanged", [event.state]);
       case "reportedPropertiesStored":
@@ -483,7 +484,6 @@ export class Driver {
     const core = this.core;
     return {
       ...core.stats(),
-      offline: this.offline,
       workspaceId: core.workspaceId() ?? null,
       deviceId: core.deviceId() ?? null,
       desired: core.desiredProperties(),

@@ -114,6 +114,8 @@ export type DeviceEvent =
     | { kind: "registered"; workspaceId: string; deviceId: string }
     | { kind: "provisioningFailed"; reason: ProvisioningFailure }
     | { kind: "connectionStateChanged"; state: ConnectionState }
+    /** The device went offline (the browser's or the app's word) or online again. */
+    | { kind: "offlineChanged"; offline: boolean }
     | { kind: "connectionLost"; reason: ConnectionLoss }
     | { kind: "requestFailed"; request: RequestKind; failure: RequestFailure }
     | { kind: "registrationTokenDiscarded"; reason: TokenDiscardReason }

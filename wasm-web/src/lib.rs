@@ -379,7 +379,7 @@ impl Core {
         self.device.device_id().map(str::to_owned)
     }
 
-    /// `{ pendingCount, pendingBytes, oldestEnqueuedAt, windowRecords, connectionState }`.
+    /// `{ pendingCount, pendingBytes, oldestEnqueuedAt, windowRecords, connectionState, offline }`.
     pub fn stats(&self) -> JsValue {
         let stats = self.device.stats();
         object(&[
@@ -391,6 +391,7 @@ impl Core {
             ),
             ("windowRecords", number(stats.window_records as u64)),
             ("connectionState", stats.connection_state.as_str().into()),
+            ("offline", stats.offline.into()),
         ])
     }
 

@@ -442,6 +442,8 @@ fn describe_event(event: &Event) -> String {
         } => format!("registered {workspace_id}:{device_id}"),
         Event::ProvisioningFailed(error) => format!("provisioning failed: {error}"),
         Event::ConnectionStateChanged(state) => format!("state {state:?}"),
+        Event::OfflineChanged { offline } => format!("offline {offline}"),
+        Event::ReportedPropertiesStored { revision } => format!("reported {revision} stored"),
         Event::MessageDelivered { seq } => format!("delivered {seq}"),
         Event::MessageRejected { seq, reason } => format!("rejected {seq}: {reason}"),
         Event::DesiredPropertiesChanged { version, .. } => format!("desired v{version}"),

@@ -68,6 +68,7 @@ export interface CoreStats {
     oldestEnqueuedAt: number | null;
     windowRecords: number;
     connectionState: ConnectionState;
+    offline: boolean;
 }
 
 /** vdev-core's device. Inputs take `now` (ms since the epoch) first; commands throw an `Error`. */
