@@ -62,7 +62,7 @@ pub(crate) fn endpoint_for(info: &ConnectionInfo, transport: Transport) -> Endpo
             .and_then(split_host_port)
             .map(|(host, port)| Endpoint::Tls { host, port })
             .unwrap_or_else(|| Endpoint::Tls {
-                host: info.host_name.clone(),
+                host: unbracketed(&info.host_name).to_owned(),
                 port: DEFAULT_TLS_PORT,
             })
     };
@@ -93,13 +93,32 @@ pub(crate) fn default_upload_base(host_name: &str) -> String {
 /// `host:port` (the host possibly in brackets) split in two.
 fn split_host_port(address: &str) -> Option<(String, u16)> {
     let (host, port) = address.rsplit_once(':')?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Some((host.to_owned(), port.parse().ok()?))
+    Some((unbracketed(host).to_owned(), port.parse().ok()?))
+}
+
+/// An IPv6 literal without the brackets a URL puts around it; any other host as it is.
+fn unbracketed(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|inner| inner.strip_suffix(']'))
+        .unwrap_or(host)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoint_hosts_come_without_ipv6_brackets() {
+        assert_eq!(split_host_port("[::1]:1883"), Some(("::1".into(), 1883)));
+        assert_eq!(
+            split_host_port("127.0.0.1:8883"),
+            Some(("127.0.0.1".into(), 8883))
+        );
+        assert_eq!(split_host_port("hub.example:x"), None);
+        assert_eq!(unbracketed("[::1]"), "::1");
+        assert_eq!(unbracketed("[::1"), "[::1", "not a bracketed literal");
+        assert_eq!(unbracketed("hub.example"), "hub.example");
+    }
 
     #[test]
     fn cloud_to_device_topics_give_their_property_bag() {

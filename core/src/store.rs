@@ -2,10 +2,29 @@
 //!
 //! The core never touches storage. It emits [`StoreRequest`]s, which the host executes **in the
 //! order they were emitted** (IndexedDB transactions on one object store, appends to one file),
-//! and answers appends ([`crate::Input::Appended`] / [`crate::Input::AppendFailed`]) and loads
-//! ([`crate::Input::Loaded`] / [`crate::Input::LoadFailed`]), and removals and state saves when
-//! they fail ([`crate::Input::RemoveFailed`], [`crate::Input::SaveStateFailed`]). Every retry
-//! is the core's decision, the same for every host.
+//! and answers each of them: appends ([`crate::Input::Appended`] /
+//! [`crate::Input::AppendFailed`]), loads ([`crate::Input::Loaded`] /
+//! [`crate::Input::LoadFailed`]), reservations ([`crate::Input::Reserved`] /
+//! [`crate::Input::ReserveFailed`]), state saves ([`crate::Input::StateSaved`] /
+//! [`crate::Input::SaveStateFailed`]) and removals when they fail
+//! ([`crate::Input::RemoveFailed`]). Every retry is the core's decision, the same for every
+//! host.
+//!
+//! Failures are answered per request, and the core handles each answer on its own, so a host
+//! may commit several requests as one unit (the browser runs the requests of one turn as one
+//! IndexedDB transaction): when the unit fails, nothing of it was written and every request in
+//! it is answered with the failure (an append in it fails too, and its sends are told so). A
+//! host that writes requests one by one (the WASI file store) fails only the one that failed.
+//! Both are right; neither reports a write done that is not.
+//!
+//! Damaged data: a store that keeps records one by one (IndexedDB) hands back a record it
+//! cannot read as it is, and the core rejects that message as corrupt
+//! ([`crate::RejectReason::Corrupt`]) and goes on with the next. A log whose framing breaks
+//! (a torn write, a flipped byte in a length) cannot find the records after the damage: it
+//! cuts the log there when it opens, keeping every record before it, and says so with
+//! [`crate::Input::StoreRecovered`]. A torn write was never reported stored (a write is
+//! reported once it is durable); damage to older records loses the records from there on, and
+//! the recovery says how many bytes were cut.
 //!
 //! What a store keeps:
 //! - records keyed by sequence number, each an opaque byte string;

@@ -608,10 +608,7 @@ impl Driver {
         let (host, port, tls_host) = match endpoint {
             Endpoint::Tcp { host, port } => (host, port, None),
             Endpoint::Tls { host, port } => {
-                let name = host
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_owned();
+                let name = host.clone();
                 (host, port, Some(name))
             }
             Endpoint::WebSocket { .. } => {
@@ -912,7 +909,6 @@ fn socket_error(error: SocketError) -> String {
 /// An IP literal as it is, or the first address a name resolves to (the lookup is short and
 /// blocks this turn only).
 fn resolve(network: &Network, host: &str) -> Result<IpAddress, String> {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(match ip {
             IpAddr::V4(v4) => {

@@ -19,7 +19,8 @@ use crate::rng::Rng;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnectionId(pub u64);
 
-/// Where to open the MQTT connection.
+/// Where to open the MQTT connection. A `host` is a name or an IP address, an IPv6 address
+/// without brackets (`::1`), ready for a resolver and for TLS server-name checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
     /// Plain TCP (stand-in Platform on loopback).
