@@ -950,6 +950,12 @@ impl Device {
                     self.outbox.handle_delivered(seq);
                 }
             }
+            SessionEvent::PacketDropped { size, limit } => {
+                self.events.push_back(Event::PacketDropped {
+                    size: size as u64,
+                    limit: limit as u64,
+                });
+            }
         }
         true
     }

@@ -135,6 +135,16 @@ pub enum Event {
         /// The status it answered with.
         status: u16,
     },
+    /// The gateway sent a packet larger than the device takes
+    /// ([`crate::SessionConfig::max_packet_size`]): a cloud-to-device message or a twin document
+    /// that big. It was discarded and the connection kept; a twin fetch that waited for it is
+    /// asked again later.
+    PacketDropped {
+        /// The packet's size in bytes, as its header declared it.
+        size: u64,
+        /// The device's limit.
+        limit: u64,
+    },
     /// A cloud-to-device message.
     CloudToDeviceMessage {
         /// The property bag of its topic, still URL-encoded.
@@ -184,6 +194,7 @@ pub const EVENT_VOCABULARY: &[(&str, &[&str])] = &[
     ("reportedPropertiesAcknowledged", &[]),
     ("reportedPropertiesStored", &["revision"]),
     ("reportedPropertiesRejected", &["status"]),
+    ("packetDropped", &["size", "limit"]),
     ("cloudToDeviceMessage", &["properties", "payload"]),
     ("storeFailed", &["operation", "reason"]),
     ("savedStateDiscarded", &["reason"]),
@@ -212,6 +223,7 @@ impl Event {
             Self::ReportedPropertiesAcknowledged => "reportedPropertiesAcknowledged",
             Self::ReportedPropertiesStored { .. } => "reportedPropertiesStored",
             Self::ReportedPropertiesRejected { .. } => "reportedPropertiesRejected",
+            Self::PacketDropped { .. } => "packetDropped",
             Self::CloudToDeviceMessage { .. } => "cloudToDeviceMessage",
             Self::StoreFailed { .. } => "storeFailed",
             Self::SavedStateDiscarded { .. } => "savedStateDiscarded",
@@ -267,6 +279,9 @@ impl Event {
             }
             Self::ReportedPropertiesRejected { status } => {
                 fields.push(("status", (*status).into()))
+            }
+            Self::PacketDropped { size, limit } => {
+                fields.extend([("size", (*size).into()), ("limit", (*limit).into())])
             }
             Self::CloudToDeviceMessage { properties, .. } => {
                 fields.push(("properties", properties.as_str().into()))
@@ -339,6 +354,10 @@ mod tests {
             Event::ReportedPropertiesAcknowledged,
             Event::ReportedPropertiesStored { revision: 4 },
             Event::ReportedPropertiesRejected { status: 400 },
+            Event::PacketDropped {
+                size: 3 << 20,
+                limit: 1 << 20,
+            },
             Event::CloudToDeviceMessage {
                 properties: "a=b".into(),
                 payload: b"hi".to_vec(),

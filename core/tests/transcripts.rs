@@ -1062,6 +1062,9 @@ fn a_packet_larger_than_the_device_takes_is_skipped_and_the_connection_kept() {
     let mut bytes = Vec::new();
     big.encode(&mut bytes).unwrap();
     small.encode(&mut bytes).unwrap();
+    let mut small_bytes = Vec::new();
+    small.encode(&mut small_bytes).unwrap();
+    let small_len = small_bytes.len();
     let conn = host.conn.unwrap();
     // Arriving in pieces, the oversized one split across them.
     let mut lines = Vec::new();
@@ -1084,4 +1087,14 @@ fn a_packet_larger_than_the_device_takes_is_skipped_and_the_connection_kept() {
         "only the message after it is taken: {lines:?}"
     );
     assert!(c2d[0].contains("small=1"), "{lines:?}");
+    let dropped: Vec<&String> = lines.iter().filter(|l| l.contains("dropped")).collect();
+    assert_eq!(
+        dropped,
+        [&format!(
+            "event packet of {} bytes dropped, limit {}",
+            bytes.len() - small_len,
+            1 << 20
+        )],
+        "the app is told, once"
+    );
 }

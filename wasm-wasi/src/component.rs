@@ -159,6 +159,9 @@ fn event(notice: Notice) -> wit::Event {
             Event::ReportedPropertiesRejected { status } => {
                 wit::Event::ReportedPropertiesRejected(status)
             }
+            Event::PacketDropped { size, limit } => {
+                wit::Event::PacketDropped(wit::DroppedPacket { size, limit })
+            }
             Event::CloudToDeviceMessage {
                 properties,
                 payload,

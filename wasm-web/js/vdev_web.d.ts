@@ -128,6 +128,8 @@ export type DeviceEvent =
     /** Reported-properties updates up to this revision are durably stored. */
     | { kind: "reportedPropertiesStored"; revision: number }
     | { kind: "reportedPropertiesRejected"; status: number }
+    /** The gateway sent a packet larger than the device takes; it was discarded. */
+    | { kind: "packetDropped"; size: number; limit: number }
     | { kind: "cloudToDeviceMessage"; properties: string; payload: Uint8Array }
     /** A storage operation failed; the device asks for it again later. */
     | { kind: "storeFailed"; operation: "load" | "remove" | "saveState" | "reserve"; reason: StoreFailure }

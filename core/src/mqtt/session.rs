@@ -123,6 +123,11 @@ pub(crate) enum SessionEvent {
     CredentialExpired,
     Incoming(Publish),
     Acked(u16),
+    /// A packet larger than `limit` arrived and is being discarded.
+    PacketDropped {
+        size: usize,
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -402,7 +407,11 @@ impl Session {
                 // A packet larger than the device takes (a twin grown past every bound) is
                 // discarded as it arrives and the connection kept: closing would fetch the same
                 // packet again on every reconnect, for ever. What waited for it times out.
-                Err(codec::DecodeError::PacketTooLarge { size, .. }) => self.skip = size,
+                Err(codec::DecodeError::PacketTooLarge { size, max }) => {
+                    self.skip = size;
+                    self.events
+                        .push(SessionEvent::PacketDropped { size, limit: max });
+                }
                 Err(error) => {
                     return self.fail(
                         now,

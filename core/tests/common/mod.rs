@@ -443,6 +443,9 @@ fn describe_event(event: &Event) -> String {
         Event::ProvisioningFailed(error) => format!("provisioning failed: {error}"),
         Event::ConnectionStateChanged(state) => format!("state {state:?}"),
         Event::OfflineChanged { offline } => format!("offline {offline}"),
+        Event::PacketDropped { size, limit } => {
+            format!("packet of {size} bytes dropped, limit {limit}")
+        }
         Event::ReportedPropertiesStored { revision } => format!("reported {revision} stored"),
         Event::MessageDelivered { seq } => format!("delivered {seq}"),
         Event::MessageRejected { seq, reason } => format!("rejected {seq}: {reason}"),
