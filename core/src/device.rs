@@ -599,19 +599,24 @@ impl Device {
             self.events
                 .push_back(Event::RequestFailed { request, failure });
         }
-        match (owner, &mut self.phase) {
+        let read = match (owner, &mut self.phase) {
             (Owner::Provisioning, Phase::Provisioning(p)) => {
                 p.handle_response(now, &mut self.rng, response)
             }
             (Owner::Credentials, Phase::Registered(c)) => {
                 c.handle_response(now, &mut self.rng, response)
             }
-            (Owner::Upload(seq), _) => {
-                if let Some(upload) = self.upload.as_mut().filter(|u| u.seq() == seq) {
-                    upload.handle_response(now, &mut self.rng, response);
-                }
-            }
-            _ => {}
+            (Owner::Upload(seq), _) => match self.upload.as_mut().filter(|u| u.seq() == seq) {
+                Some(upload) => upload.handle_response(now, &mut self.rng, response),
+                None => Ok(()),
+            },
+            _ => Ok(()),
+        };
+        if let Err(unreadable) = read {
+            self.events.push_back(Event::RequestFailed {
+                request,
+                failure: RequestFailure::Malformed(unreadable),
+            });
         }
     }
 
@@ -1029,9 +1034,19 @@ impl Device {
                 self.upload = None;
                 self.outbox.mark_uploaded(seq, blob_name);
             }
-            UploadEvent::Refused { seq, reason } => {
+            UploadEvent::Refused {
+                seq,
+                request,
+                failure,
+            } => {
                 self.upload = None;
-                self.outbox.reject(seq, RejectReason::UploadRefused(reason));
+                self.outbox.reject(
+                    seq,
+                    RejectReason::UploadRefused {
+                        request,
+                        failure: Box::new(failure),
+                    },
+                );
             }
             UploadEvent::NeedsCredentials => {
                 if let Phase::Registered(c) = &mut self.phase {

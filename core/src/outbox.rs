@@ -17,7 +17,7 @@ use thiserror::Error;
 use crate::json::Value;
 use crate::keyed::KeyedVec;
 use crate::message::StoredMessage;
-use crate::reason::Reason;
+use crate::reason::{Reason, RequestFailure, RequestKind};
 use crate::store::{OutboxMeta, Record, Seq, StoreError, StoreRequest};
 
 /// Bounds of the outbox, with the policy that applies when they are reached.
@@ -76,9 +76,14 @@ pub enum RejectReason {
     /// The stored record could not be read back.
     #[error("stored record is unreadable: {0}")]
     Corrupt(String),
-    /// The Platform refused the payload upload for good.
-    #[error("upload refused by the platform: {0}")]
-    UploadRefused(String),
+    /// The Platform refused the payload upload for good: this step of it, so.
+    #[error("the platform refused its upload on {}: {failure}", request.as_str())]
+    UploadRefused {
+        /// The upload step that was refused.
+        request: RequestKind,
+        /// How (boxed: it keeps [`crate::Event`] small).
+        failure: Box<RequestFailure>,
+    },
     /// The message does not fit in an MQTT packet.
     #[error("message cannot be encoded: {0}")]
     Unencodable(String),
@@ -102,7 +107,7 @@ impl Reason for RejectReason {
         match self {
             Self::NotStored(_) => "notStored",
             Self::Corrupt(_) => "corrupt",
-            Self::UploadRefused(_) => "uploadRefused",
+            Self::UploadRefused { .. } => "uploadRefused",
             Self::Unencodable(_) => "unencodable",
             Self::RefusedByGateway { .. } => "refusedByGateway",
         }
@@ -111,6 +116,10 @@ impl Reason for RejectReason {
     fn details(&self) -> Vec<(&'static str, Value)> {
         match self {
             Self::NotStored(error) => vec![("storeError", error.to_value())],
+            Self::UploadRefused { request, failure } => vec![
+                ("request", request.as_str().into()),
+                ("failure", failure.to_value()),
+            ],
             Self::RefusedByGateway { attempts, minutes } => vec![
                 ("attempts", u64::from(*attempts).into()),
                 ("minutes", (*minutes).into()),

@@ -211,16 +211,21 @@ impl Provisioning {
     }
 
     /// The answer to the last call; `Err` when the request failed without a response.
+    /// Takes the answer to the request in flight. `Err`: it was a success whose body could not
+    /// be read (the request is made again after a delay), for the app to hear why.
     pub(crate) fn handle_response(
         &mut self,
         now: u64,
         rng: &mut Rng,
         response: Result<HttpResponse, RequestFailure>,
-    ) {
+    ) -> Result<(), String> {
         match std::mem::replace(&mut self.state, State::Finished) {
             State::InitSent => self.on_init_response(now, rng, response),
             State::PollSent { op } => self.on_complete_response(now, rng, op, response),
-            other => self.state = other,
+            other => {
+                self.state = other;
+                Ok(())
+            }
         }
     }
 
@@ -229,12 +234,12 @@ impl Provisioning {
         now: u64,
         rng: &mut Rng,
         response: Result<HttpResponse, RequestFailure>,
-    ) {
+    ) -> Result<(), String> {
         match classify_platform(&response, now) {
             Verdict::Success | Verdict::Pending => {
                 let body = response.map(|r| r.body).unwrap_or_default();
                 match parse_init(&body) {
-                    Some(op) => {
+                    Ok(op) => {
                         self.backoff.reset();
                         self.events.push(ProvisioningEvent::Operation(op.clone()));
                         self.state = State::Poll {
@@ -242,7 +247,10 @@ impl Provisioning {
                             at: (now + self.request.poll_interval_ms).max(self.complete_not_before),
                         };
                     }
-                    None => self.retry_init(now, rng, None),
+                    Err(unreadable) => {
+                        self.retry_init(now, rng, None);
+                        return Err(unreadable);
+                    }
                 }
             }
             Verdict::Unauthorized(_) => self.fail(ProvisioningError::InvalidProvisioningToken),
@@ -251,6 +259,7 @@ impl Provisioning {
             }
             Verdict::RetryLater { retry_after_ms } => self.retry_init(now, rng, retry_after_ms),
         }
+        Ok(())
     }
 
     fn on_complete_response(
@@ -259,7 +268,7 @@ impl Provisioning {
         rng: &mut Rng,
         op: ProvisioningOperation,
         response: Result<HttpResponse, RequestFailure>,
-    ) {
+    ) -> Result<(), String> {
         let verdict = match classify_platform(&response, now) {
             // An operation the Platform does not know (any more) is as good as expired.
             Verdict::Rejected(failure @ RequestFailure::Status { status: 404, .. }) => {
@@ -288,12 +297,15 @@ impl Provisioning {
             Verdict::Success => {
                 let body = response.map(|r| r.body).unwrap_or_default();
                 match parse_complete(&body, now) {
-                    Some(token) => {
+                    Ok(token) => {
                         self.events.push(ProvisioningEvent::Completed(token));
                         self.state = State::Finished;
                     }
                     // A garbled approval is retried: calling `complete` again returns a token.
-                    None => self.retry_poll(now, rng, op, None),
+                    Err(unreadable) => {
+                        self.retry_poll(now, rng, op, None);
+                        return Err(unreadable);
+                    }
                 }
             }
             Verdict::Gone { problem_type, .. } if problem_type.ends_with(CANCELLED_PROBLEM) => self
@@ -306,6 +318,7 @@ impl Provisioning {
             Verdict::Rejected(failure) => self.fail(ProvisioningError::Refused(failure)),
             Verdict::RetryLater { retry_after_ms } => self.retry_poll(now, rng, op, retry_after_ms),
         }
+        Ok(())
     }
 
     fn retry_init(&mut self, now: u64, rng: &mut Rng, retry_after_ms: Option<u64>) {
@@ -364,23 +377,24 @@ impl Provisioning {
     }
 }
 
-fn parse_init(body: &[u8]) -> Option<ProvisioningOperation> {
-    let init = json::parse_object(body).ok()?;
-    Some(ProvisioningOperation {
-        id: json::string(&init, "provisioningOperationId").ok()?,
-        verification_code: json::string(&init, "verificationCode").ok()?,
-        expires_at: parse_rfc3339(&json::string(&init, "expirationTime").ok()?).ok()?,
+fn parse_init(body: &[u8]) -> Result<ProvisioningOperation, String> {
+    let init = json::parse_object(body)?;
+    let expiration = json::string(&init, "expirationTime")?;
+    Ok(ProvisioningOperation {
+        id: json::string(&init, "provisioningOperationId")?,
+        verification_code: json::string(&init, "verificationCode")?,
+        expires_at: json::read("expirationTime", parse_rfc3339(&expiration))?,
     })
 }
 
-fn parse_complete(body: &[u8], now: u64) -> Option<RegistrationToken> {
-    let complete = json::parse_object(body).ok()?;
-    let expires_at = match json::optional_string(&complete, "expirationTime").ok()? {
-        Some(time) => Some(parse_rfc3339(&time).ok()?),
+fn parse_complete(body: &[u8], now: u64) -> Result<RegistrationToken, String> {
+    let complete = json::parse_object(body)?;
+    let expires_at = match json::optional_string(&complete, "expirationTime")? {
+        Some(time) => Some(json::read("expirationTime", parse_rfc3339(&time))?),
         None => None,
     };
-    Some(RegistrationToken {
-        token: json::string(&complete, "registrationToken").ok()?,
+    Ok(RegistrationToken {
+        token: json::string(&complete, "registrationToken")?,
         obtained_at: now,
         expires_at,
     })

@@ -162,6 +162,10 @@ pub enum RequestFailure {
     /// was never made.
     #[error("{0}")]
     Insecure(String),
+    /// The answer was a success whose body the device could not read (not JSON, a field
+    /// missing or of the wrong form); the request is made again later.
+    #[error("the answer could not be read: {0}")]
+    Malformed(String),
 }
 
 impl Reason for RequestFailure {
@@ -172,6 +176,7 @@ impl Reason for RequestFailure {
             Self::TimedOut => "timedOut",
             Self::Redirected { .. } => "redirected",
             Self::Insecure(_) => "insecure",
+            Self::Malformed(_) => "malformed",
         }
     }
 

@@ -308,14 +308,16 @@ impl Credentials {
         }
     }
 
+    /// Takes the answer to the request in flight. `Err`: it was a success whose body could not
+    /// be read (the request is made again after a delay), for the app to hear why.
     pub(crate) fn handle_response(
         &mut self,
         now: u64,
         rng: &mut Rng,
         response: Result<HttpResponse, RequestFailure>,
-    ) {
+    ) -> Result<(), String> {
         let State::Sent(pending) = self.state else {
-            return;
+            return Ok(());
         };
         self.state = State::Idle;
         let verdict = classify_platform(&response, now);
@@ -323,7 +325,7 @@ impl Credentials {
         let request = pending.kind();
         match (pending, verdict) {
             (Pending::Register, Verdict::Success) => match parse_register(&body, now) {
-                Some((info, remaining)) => {
+                Ok((info, remaining)) => {
                     self.register_backoff.reset();
                     if let Some(remaining_ms) = remaining {
                         self.learn_expiry(now, remaining_ms);
@@ -331,16 +333,22 @@ impl Credentials {
                     self.connection = Some(info.clone());
                     self.events.push(CredentialsEvent::Registered(info));
                 }
-                None => self.retry_register(now, rng, None),
+                Err(unreadable) => {
+                    self.retry_register(now, rng, None);
+                    return Err(unreadable);
+                }
             },
             (Pending::Refresh, Verdict::Success) => match parse_refresh(&body, now) {
-                Some(token) => {
+                Ok(token) => {
                     self.refresh_backoff.reset();
                     self.refresh_retry_at = None;
                     self.token = token.clone();
                     self.events.push(CredentialsEvent::TokenChanged(token));
                 }
-                None => self.retry_refresh(now, rng, None),
+                Err(unreadable) => {
+                    self.retry_refresh(now, rng, None);
+                    return Err(unreadable);
+                }
             },
             // Refused (401, 410 or another final status): the token itself is no longer
             // acceptable.
@@ -362,6 +370,7 @@ impl Credentials {
             (Pending::Register, Verdict::Pending) => self.retry_register(now, rng, None),
             (Pending::Refresh, Verdict::Pending) => self.retry_refresh(now, rng, None),
         }
+        Ok(())
     }
 
     /// `register` tells the token's remaining lifetime; trust it when it is shorter.
@@ -418,22 +427,24 @@ impl Credentials {
     }
 }
 
-fn parse_register(body: &[u8], now: u64) -> Option<(ConnectionInfo, Option<i64>)> {
-    let response = json::parse_object(body).ok()?;
-    let connection_string = json::string(&response, "connectionString").ok()?;
-    let parsed = ConnectionString::parse(&connection_string).ok()?;
-    let sas_expires_at =
-        match json::optional_string(&response, "connectionStringExpiration").ok()? {
-            Some(time) => parse_rfc3339(&time).ok(),
-            None => None,
-        }
-        .or_else(|| parsed.sas_expiry_ms());
-    let remaining = match json::optional_string(&response, "tokenRemainingLifetime").ok()? {
-        Some(span) => Some(parse_timespan(&span).ok()?),
+fn parse_register(body: &[u8], now: u64) -> Result<(ConnectionInfo, Option<i64>), String> {
+    let response = json::parse_object(body)?;
+    let connection_string = json::string(&response, "connectionString")?;
+    let parsed = json::read(
+        "connectionString",
+        ConnectionString::parse(&connection_string),
+    )?;
+    let sas_expires_at = match json::optional_string(&response, "connectionStringExpiration")? {
+        Some(time) => parse_rfc3339(&time).ok(),
+        None => None,
+    }
+    .or_else(|| parsed.sas_expiry_ms());
+    let remaining = match json::optional_string(&response, "tokenRemainingLifetime")? {
+        Some(span) => Some(json::read("tokenRemainingLifetime", parse_timespan(&span))?),
         None => None,
     };
-    let endpoints = match json::optional_object(&response, "gatewayEndpoints").ok()? {
-        Some(endpoints) => GatewayEndpoints::parse(endpoints).ok()?,
+    let endpoints = match json::optional_object(&response, "gatewayEndpoints")? {
+        Some(endpoints) => json::read("gatewayEndpoints", GatewayEndpoints::parse(endpoints))?,
         None => GatewayEndpoints::default(),
     };
     let info = ConnectionInfo {
@@ -445,17 +456,17 @@ fn parse_register(body: &[u8], now: u64) -> Option<(ConnectionInfo, Option<i64>)
         obtained_at: now,
         endpoints,
     };
-    Some((info, remaining))
+    Ok((info, remaining))
 }
 
-fn parse_refresh(body: &[u8], now: u64) -> Option<RegistrationToken> {
-    let response = json::parse_object(body).ok()?;
-    let expires_at = match json::optional_string(&response, "expirationTime").ok()? {
-        Some(time) => Some(parse_rfc3339(&time).ok()?),
+fn parse_refresh(body: &[u8], now: u64) -> Result<RegistrationToken, String> {
+    let response = json::parse_object(body)?;
+    let expires_at = match json::optional_string(&response, "expirationTime")? {
+        Some(time) => Some(json::read("expirationTime", parse_rfc3339(&time))?),
         None => None,
     };
-    Some(RegistrationToken {
-        token: json::string(&response, "registrationToken").ok()?,
+    Ok(RegistrationToken {
+        token: json::string(&response, "registrationToken")?,
         obtained_at: now,
         expires_at,
     })

@@ -66,8 +66,12 @@ enum Step {
 pub(crate) enum UploadEvent {
     /// The payload is stored as this blob; publish the link.
     Uploaded { seq: Seq, blob_name: String },
-    /// The Platform refused the upload for good.
-    Refused { seq: Seq, reason: String },
+    /// The Platform refused the upload for good, on this step.
+    Refused {
+        seq: Seq,
+        request: RequestKind,
+        failure: RequestFailure,
+    },
     /// The credential was refused: get a new one, the upload waits.
     NeedsCredentials,
 }
@@ -164,13 +168,16 @@ impl Upload {
         }
     }
 
+    /// Takes the answer to the step in flight. `Err`: it was a success whose body could not be
+    /// read (the step is made again after a delay), for the app to hear why.
     pub(crate) fn handle_response(
         &mut self,
         now: u64,
         rng: &mut Rng,
         response: Result<HttpResponse, RequestFailure>,
-    ) {
+    ) -> Result<(), String> {
         let verdict = classify(&response, now);
+        let mut unreadable = Ok(());
         let body = response.map(|r| r.body).unwrap_or_default();
         let step = std::mem::replace(&mut self.step, Step::Finished);
         let mut retry_at = |this: &mut Self, retry_after: Option<u64>| {
@@ -182,9 +189,12 @@ impl Upload {
                     self.backoff.reset();
                     Step::Put { at: now, slot }
                 }
-                Err(_) => Step::Request {
-                    at: retry_at(self, None),
-                },
+                Err(text) => {
+                    unreadable = Err(text);
+                    Step::Request {
+                        at: retry_at(self, None),
+                    }
+                }
             },
             (Step::PutSent { slot }, Verdict::Success) => {
                 self.backoff.reset();
@@ -202,10 +212,11 @@ impl Upload {
                 let at = retry_at(self, None);
                 restart(step, at)
             }
-            (_, Verdict::Rejected(failure)) => {
+            (step, Verdict::Rejected(failure)) => {
                 self.events.push(UploadEvent::Refused {
                     seq: self.seq,
-                    reason: failure.to_string(),
+                    request: step.request(),
+                    failure,
                 });
                 Step::Finished
             }
@@ -218,6 +229,7 @@ impl Upload {
                 restart(step, at)
             }
         };
+        unreadable
     }
 
     #[must_use]
@@ -235,6 +247,17 @@ impl Upload {
         match &self.step {
             Step::Request { at } | Step::Put { at, .. } | Step::Notify { at, .. } => Some(*at),
             _ => None,
+        }
+    }
+}
+
+impl Step {
+    /// The request a step makes (or made).
+    fn request(&self) -> RequestKind {
+        match self {
+            Step::Put { .. } | Step::PutSent { .. } => RequestKind::UploadBlob,
+            Step::Notify { .. } | Step::NotifySent { .. } => RequestKind::UploadNotify,
+            _ => RequestKind::UploadSlot,
         }
     }
 }

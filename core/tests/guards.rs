@@ -18,8 +18,9 @@ use vdev_core::{
     DeviceConfig, DeviceId, DeviceIdError, Endpoint, Event, GatewayEndpoints, HttpRequest,
     HttpResponse, Input, MemoryStore, MessageError, MessageOptions, Method, OutboxError,
     OutboxLimits, OutboxMeta, Output, ProvisioningError, ProvisioningOperation, Record,
-    RecordError, RegistrationToken, RejectReason, RequestId, SendError, SessionConfig, Stats,
-    StoreError, StoreRequest, StreamOptions, Transport, TwinConfig, TwinError, TwinState,
+    RecordError, RegistrationToken, RejectReason, RequestFailure, RequestId, RequestKind,
+    SendError, SessionConfig, Stats, StoreError, StoreRequest, StreamOptions, Transport,
+    TwinConfig, TwinError, TwinState,
 };
 
 fn is_send<T: Send>() {}
@@ -128,7 +129,12 @@ fn error_messages_are_lowercase() {
             operation_id: "op-1".into(),
         }
         .to_string(),
-        RejectReason::UploadRefused("status 400".into()).to_string(),
+        RejectReason::UploadRefused {
+            request: RequestKind::UploadBlob,
+            failure: Box::new(RequestFailure::TimedOut),
+        }
+        .to_string(),
+        RequestFailure::Malformed("missing field `x`".into()).to_string(),
         DeviceId::parse("x").unwrap_err().to_string(),
     ];
     for message in messages {

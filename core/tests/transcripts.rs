@@ -1098,3 +1098,64 @@ fn a_packet_larger_than_the_device_takes_is_skipped_and_the_connection_kept() {
         "the app is told, once"
     );
 }
+
+#[test]
+fn an_answer_that_cannot_be_read_is_reported_and_asked_again() {
+    let mut host = Host::provisioning();
+    assert_eq!(
+        host.answer(
+            "/provisioning-operations/init",
+            200,
+            json!({"provisioningOperationId": "op-1", "expirationTime": "2030-01-01T00:00:00Z"}),
+        ),
+        [
+            "event request provisioningInit failed: the answer could not be read: missing field `verificationCode`"
+        ]
+    );
+    assert_eq!(host.advance(), ["http POST /provisioning-operations/init"]);
+    host.answer(
+        "/provisioning-operations/init",
+        200,
+        init_body(OPERATION_ID),
+    );
+    host.advance();
+    host.answer("/provisioning-operations/complete", 200, complete_body());
+    assert_eq!(
+        host.answer(
+            "/devices/register",
+            200,
+            json!({"connectionString": "HostName=hub.example"}),
+        ),
+        [
+            "event request register failed: the answer could not be read: field `connectionString`: connection string has no DeviceId part"
+        ]
+    );
+    assert_eq!(host.advance(), ["http PUT /devices/register"]);
+}
+
+#[test]
+fn a_refused_upload_rejects_its_message_naming_the_step_and_the_platforms_words() {
+    let mut config = config();
+    config.upload_threshold = 16;
+    let mut host = Host::connected_with(config);
+    let (seq, lines) = host.send("a payload over sixteen bytes");
+    assert!(
+        lines.iter().any(|line| line.contains("/files?")),
+        "the upload starts: {lines:?}"
+    );
+    let refusal = json!({
+        "type": "/problems/upload/blobRefused",
+        "title": "Bad Request",
+        "detail": "blob names must be lowercase",
+    });
+    assert_eq!(
+        host.answer("/files?", 400, refusal),
+        [
+            format!("store remove [{seq}]"),
+            "event request uploadSlot failed: status 400: blob names must be lowercase".to_owned(),
+            format!(
+                "event rejected {seq}: the platform refused its upload on uploadSlot: status 400: blob names must be lowercase"
+            ),
+        ]
+    );
+}

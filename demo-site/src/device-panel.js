@@ -146,7 +146,7 @@ export class DevicePanel {
         onProvisioningOperation: (operation) => this.showProvisioning(operation),
         onProvisioningFailed: (error) => {
           this.hideProvisioning();
-          this.showError(`provisioning failed: ${error}`);
+          this.showError(`provisioning failed: ${error.message}`);
         },
         onConnectionStateChanged: (state) => this.renderState(state),
         onDesiredPropertiesChanged: (properties, version) => this.applyDesired(properties, version),
@@ -340,7 +340,7 @@ export class DevicePanel {
     this.sentBySequence.delete(outcome.sequence);
     item.innerHTML = `<span class="mono"></span><span class="${outcome.status}"></span>`;
     item.firstChild.textContent = `seq ${outcome.sequence} · ${label}`;
-    item.lastChild.textContent = outcome.status === "delivered" ? "delivered" : `rejected: ${outcome.reason}`;
+    item.lastChild.textContent = outcome.status === "delivered" ? "delivered" : `rejected: ${outcome.reason.message}`;
     const list = this.$("outcomes");
     list.prepend(item);
     while (list.children.length > OUTCOMES_SHOWN) list.lastChild.remove();

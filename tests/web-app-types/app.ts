@@ -16,7 +16,9 @@ import init, {
     type InitOutput,
     type MessageOptions,
     type MessageOutcome,
+    type ProvisioningFailure,
     type ProvisioningOperation,
+    type RejectReason,
     type StartOptions,
     type Statistics,
     type StreamSenderOptions,
@@ -70,15 +72,21 @@ export async function run(): Promise<void> {
             const expiresAt: number = operation.expiresAt;
             seen.push(operation.id, operation.verificationCode, String(expiresAt));
         },
-        onProvisioningFailed: (error: string) => seen.push(error),
+        onProvisioningFailed: (reason: ProvisioningFailure) => {
+            if (reason.code === "refused") {
+                const status: string = reason.failure.code; // a refusal carries the request's failure
+                seen.push(status);
+            }
+            seen.push(reason.message);
+        },
         onDesiredPropertiesChanged: (properties: Record<string, unknown>, version: number) => {
             seen.push(`${Object.keys(properties).length}@${version}`);
         },
         onConnectionStateChanged: (state: ConnectionState) => seen.push(state),
         onMessageOutcome: (outcome: MessageOutcome) => {
             if (outcome.status === "rejected") {
-                const reason: string = outcome.reason; // only a rejection has a reason
-                seen.push(`${outcome.sequence}: ${reason}`);
+                const reason: RejectReason = outcome.reason; // only a rejection has a reason
+                seen.push(`${outcome.sequence}: ${reason.code} ${reason.message}`);
             } else {
                 // @ts-expect-error a delivered outcome has no reason
                 void outcome.reason;

@@ -86,7 +86,7 @@ fn send_error(failure: StoreFailure) -> wit::SendError {
         }
         StoreFailure::Refused(SendError::Outbox(e)) => wit::SendError::OutboxFull(e.to_string()),
         StoreFailure::Refused(SendError::Stopped) => wit::SendError::Stopped,
-        StoreFailure::NotStored(e) => wit::SendError::NotStored(e.to_string()),
+        StoreFailure::NotStored(e) => wit::SendError::NotStored(store_failure(e)),
     }
 }
 
@@ -233,6 +233,7 @@ fn request_failure(failure: RequestFailure) -> wit::RequestFailure {
         RequestFailure::Redirected { status } => wit::RequestFailure::Redirected(status),
         RequestFailure::Insecure(text) => wit::RequestFailure::Insecure(text),
         RequestFailure::TimedOut => wit::RequestFailure::TimedOut,
+        RequestFailure::Malformed(text) => wit::RequestFailure::Malformed(text),
     }
 }
 
@@ -261,7 +262,9 @@ fn reject_reason(reason: RejectReason) -> wit::RejectReason {
     match reason {
         RejectReason::NotStored(error) => wit::RejectReason::NotStored(store_failure(error)),
         RejectReason::Corrupt(text) => wit::RejectReason::Corrupt(text),
-        RejectReason::UploadRefused(text) => wit::RejectReason::UploadRefused(text),
+        RejectReason::UploadRefused { request, failure } => {
+            wit::RejectReason::UploadRefused(request_failed(request, *failure))
+        }
         RejectReason::RefusedByGateway { attempts, minutes } => {
             wit::RejectReason::RefusedByGateway(wit::GatewayRefusal { attempts, minutes })
         }

@@ -355,7 +355,7 @@ export class Driver {
           { id: event.id, verificationCode: event.verificationCode, expiresAt: event.expiresAt },
         ]);
       case "provisioningFailed":
-        return this.tell("onProvisioningFailed", [event.reason.message]);
+        return this.tell("onProvisioningFailed", [event.reason]);
       case "offlineChanged":
         return this.tell("onOfflineChanged", [event.offline]);
       case "connectionStateChanged":
@@ -372,7 +372,7 @@ export class Driver {
       case "messageRejected":
         this.settleSends(event.seq, event.seq, (waiter) => waiter.reject(notStored(event.reason)));
         return this.tell("onMessageOutcome", [
-          { sequence: event.seq, status: "rejected", reason: event.reason.message, code: event.reason.code },
+          { sequence: event.seq, status: "rejected", reason: event.reason },
         ]);
       case "desiredPropertiesChanged":
         return this.tell("onDesiredPropertiesChanged", [event.properties, event.version]);

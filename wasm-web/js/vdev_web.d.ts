@@ -17,8 +17,8 @@ export interface StartOptions {
     provisioningParameters?: Record<string, string>;
     /** A provisioning operation waits for approval: show its verification code. */
     onProvisioningOperation?: (operation: ProvisioningOperation) => void;
-    /** Provisioning stopped for good (cancelled, token refused); messages stay queued. */
-    onProvisioningFailed?: (error: string) => void;
+    /** Provisioning stopped for good (cancelled, token refused), and why; messages stay queued. */
+    onProvisioningFailed?: (reason: ProvisioningFailure) => void;
     /** The desired properties changed (also called once after the first fetch). */
     onDesiredPropertiesChanged?: (properties: Record<string, unknown>, version: number) => void;
     /** The connection state changed. */
@@ -81,7 +81,9 @@ export type RequestFailure =
     /** A redirect, never followed (`status` null when the browser hid it); retried later. */
     | { code: "redirected"; message: string; status: number | null }
     /** Cleartext to a host that is not loopback: never sent. */
-    | { code: "insecure"; message: string };
+    | { code: "insecure"; message: string }
+    /** A success whose body could not be read (not JSON, a field missing); asked again later. */
+    | { code: "malformed"; message: string };
 
 /** Why provisioning stopped for good. */
 export type ProvisioningFailure =
@@ -103,7 +105,8 @@ export type StoreFailure =
 export type RejectReason =
     | { code: "notStored"; message: string; storeError: StoreFailure }
     | { code: "corrupt"; message: string }
-    | { code: "uploadRefused"; message: string }
+    /** The Platform refused its upload for good: on which step, and how. */
+    | { code: "uploadRefused"; message: string; request: RequestKind; failure: RequestFailure }
     | { code: "unencodable"; message: string }
     /** The gateway closed the connection on it again and again, for minutes: it refuses it. */
     | { code: "refusedByGateway"; message: string; attempts: number; minutes: number };
@@ -156,7 +159,7 @@ export type ConnectionState =
 /** The final outcome of a stored message, by its sequence number. */
 export type MessageOutcome =
     | { sequence: number; status: "delivered" }
-    | { sequence: number; status: "rejected"; reason: string; code: RejectReason["code"] };
+    | { sequence: number; status: "rejected"; reason: RejectReason };
 
 export interface CloudToDeviceMessage {
     /** The property bag of the message's topic, URL-encoded. */

@@ -174,8 +174,14 @@ async fn a_storage_failure_rejects_the_send_and_reports_the_outcome() {
         common::field_string(outcome, "status").as_deref(),
         Some("rejected")
     );
+    // The outcome's reason is the core's typed reason, the same object `messageRejected` carries.
+    let reason = js_sys::Reflect::get(outcome, &"reason".into()).unwrap();
+    assert_eq!(
+        common::field_string(&reason, "code").as_deref(),
+        Some("notStored")
+    );
     assert!(
-        common::field_string(outcome, "reason")
+        common::field_string(&reason, "message")
             .unwrap_or_default()
             .starts_with("not stored: storage failed: ")
     );

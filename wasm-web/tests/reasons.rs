@@ -23,6 +23,8 @@ struct Started {
     client: DeviceClient,
     events: Recorder,
     operations: Recorder,
+    /// What the `onProvisioningFailed` shortcut was given.
+    provisioning_failures: Recorder,
     database: String,
 }
 
@@ -30,6 +32,7 @@ async fn start(instance: &str, provisioning_token: &str, device_id: &str) -> Sta
     let database = unique("vdev-reasons");
     let (events, on_event) = Recorder::new();
     let (operations, on_operation) = Recorder::new();
+    let (provisioning_failures, on_provisioning_failed) = Recorder::new();
     let options = js_object(&[
         ("instance", instance.into()),
         ("provisioningToken", provisioning_token.into()),
@@ -37,6 +40,7 @@ async fn start(instance: &str, provisioning_token: &str, device_id: &str) -> Sta
         ("database", database.as_str().into()),
         ("onEvent", on_event.into()),
         ("onProvisioningOperation", on_operation.into()),
+        ("onProvisioningFailed", on_provisioning_failed.into()),
     ]);
     let client = DeviceClient::start(options)
         .await
@@ -45,6 +49,7 @@ async fn start(instance: &str, provisioning_token: &str, device_id: &str) -> Sta
         client,
         events,
         operations,
+        provisioning_failures,
         database,
     }
 }
@@ -111,6 +116,16 @@ async fn a_wrong_provisioning_token_ends_provisioning_with_that_reason() {
     assert_eq!(
         field_string(&field(&event, &["reason"]), "code").as_deref(),
         Some("invalidProvisioningToken")
+    );
+    // The shortcut callback gets the same typed reason, not prose.
+    let shortcut = device.provisioning_failures.first_args();
+    assert_eq!(
+        shortcut
+            .first()
+            .and_then(|r| field_string(r, "code"))
+            .as_deref(),
+        Some("invalidProvisioningToken"),
+        "onProvisioningFailed is given the reason object"
     );
     let failed = device
         .event("requestFailed", |e| {

@@ -71,6 +71,12 @@ pub(crate) fn optional_unsigned(object: &Object, key: &str) -> Result<Option<u64
     }
 }
 
+/// `value` read from the field `key`, its error (a timestamp or other text that does not
+/// parse) named after the field.
+pub(crate) fn read<T, E: std::fmt::Display>(key: &str, value: Result<T, E>) -> Result<T, String> {
+    value.map_err(|error| format!("field `{key}`: {error}"))
+}
+
 /// An optional object field.
 pub(crate) fn optional_object<'a>(
     object: &'a Object,

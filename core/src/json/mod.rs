@@ -29,7 +29,8 @@ pub(crate) mod strategies;
 use std::fmt;
 
 pub(crate) use fields::{
-    Object, optional_object, optional_string, optional_unsigned, parse_object, string, unsigned,
+    Object, optional_object, optional_string, optional_unsigned, parse_object, read, string,
+    unsigned,
 };
 pub use merge::merge;
 pub use parse::ParseError;

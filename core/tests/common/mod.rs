@@ -324,7 +324,12 @@ impl Host {
 
     /// Runs provisioning, registration and the MQTT handshake with a cooperative Platform.
     pub fn connected() -> Self {
-        let mut host = Self::provisioning();
+        Self::connected_with(config())
+    }
+
+    /// [`Host::connected`] with this configuration.
+    pub fn connected_with(config: DeviceConfig) -> Self {
+        let (mut host, _) = Self::new(config, MemoryStore::new("o1"));
         host.answer(
             "/provisioning-operations/init",
             200,
