@@ -34,7 +34,7 @@ use crate::reason::{ConnectionLoss, Reason, RequestFailure, RequestKind};
 use crate::rng::Rng;
 use crate::saved::{ReportedRevisions, SavedState};
 use crate::store::{
-    OutboxMeta, Record, Seq, StoreError, StoreOperation, StoreRecovery, StoreRequest,
+    OutboxMeta, Record, Seq, StoreError, StoreOperation, StoreRecovery, StoreRequest, new_origin,
 };
 use crate::token::{ConnectionInfo, Credentials, CredentialsEvent, RegistrationToken};
 use crate::twin::{Twin, TwinError, TwinEvent, TwinState};
@@ -302,8 +302,14 @@ impl Device {
         };
         let session = Session::new(config.session, &mut rng);
         let twin = Twin::new(config.twin, twin_state);
+        let outbox = Outbox::new(config.outbox, meta, || {
+            let mut random = [0; 16];
+            random[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
+            random[8..].copy_from_slice(&rng.next_u64().to_le_bytes());
+            new_origin(random)
+        });
         let mut device = Self {
-            outbox: Outbox::new(config.outbox, meta),
+            outbox,
             now,
             rng,
             phase: Phase::Failed,

@@ -145,7 +145,6 @@ pub use provisioning::{ProvisioningError, ProvisioningOperation};
 pub use reason::{ConnectionLoss, Reason, RequestFailure, RequestKind, TokenDiscardReason};
 pub use store::{
     MemoryStore, OutboxMeta, Record, Seq, StoreError, StoreOperation, StoreRecovery, StoreRequest,
-    new_origin,
 };
 pub use token::{ConnectionInfo, GatewayEndpoints, RegistrationToken};
 pub use twin::{TwinConfig, TwinError, TwinState};

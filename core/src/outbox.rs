@@ -18,7 +18,7 @@ use crate::json::Value;
 use crate::keyed::KeyedVec;
 use crate::message::StoredMessage;
 use crate::reason::{Reason, RequestFailure, RequestKind};
-use crate::store::{OutboxMeta, Record, Seq, StoreError, StoreRequest};
+use crate::store::{OutboxMeta, Record, Seq, StoreError, StoreRequest, is_usable_origin};
 
 /// Bounds of the outbox, with the policy that applies when they are reached.
 ///
@@ -212,6 +212,9 @@ struct PendingLoad {
 pub(crate) struct Outbox {
     limits: OutboxLimits,
     origin: String,
+    /// Whether `origin` is durable in the store. A new one rides on the next reservation, and
+    /// nothing stored is loaded (so nothing is sent) before it lands.
+    origin_saved: bool,
     next_seq: Seq,
     count: u64,
     bytes: u64,
@@ -246,13 +249,24 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    pub(crate) fn new(limits: OutboxLimits, meta: &OutboxMeta) -> Self {
+    /// `fresh_origin` makes a new origin id, used when the store holds none the core can use.
+    pub(crate) fn new(
+        limits: OutboxLimits,
+        meta: &OutboxMeta,
+        fresh_origin: impl FnOnce() -> String,
+    ) -> Self {
         // Numbers below the reservation may have been handed out before a store that lost
         // recent writes came back: new messages start at it, whatever the high-water mark says.
         let next_seq = meta.next_seq.max(meta.reserved);
+        let origin_saved = is_usable_origin(&meta.origin);
         Self {
             limits,
-            origin: usable_origin(&meta.origin),
+            origin: if origin_saved {
+                meta.origin.clone()
+            } else {
+                fresh_origin()
+            },
+            origin_saved,
             next_seq,
             count: meta.count,
             bytes: meta.bytes,
@@ -379,6 +393,7 @@ impl Outbox {
         if self.reserving == Some(below) {
             self.reserving = None;
             self.reserve_failures = 0;
+            self.origin_saved = true;
         }
         self.reserved = self.reserved.max(below);
     }
@@ -448,7 +463,9 @@ impl Outbox {
         let load = self
             .load_retry_at
             .filter(|_| self.loading.is_none() && self.load_from < self.next_seq);
-        let reserve = self.reserve_retry_at.filter(|_| !self.appends.is_empty());
+        let reserve = self
+            .reserve_retry_at
+            .filter(|_| !self.origin_saved || !self.appends.is_empty());
         [load, self.removal_retry_at, reserve]
             .into_iter()
             .flatten()
@@ -592,9 +609,11 @@ impl Outbox {
     pub(crate) fn poll_store(&mut self, now: u64) -> Option<StoreRequest> {
         // The next block is reserved while the current one still has room, so a steady stream
         // never waits for it; appends beyond the durable reservation wait.
+        let reservation_due = !self.origin_saved
+            || (!self.appends.is_empty()
+                && self.next_seq.saturating_add(RESERVE_BLOCK / 2) > self.reserved);
         if self.reserving.is_none()
-            && !self.appends.is_empty()
-            && self.next_seq.saturating_add(RESERVE_BLOCK / 2) > self.reserved
+            && reservation_due
             && self.reserve_retry_at.is_none_or(|at| at <= now)
         {
             self.reserve_retry_at = None;
@@ -604,7 +623,10 @@ impl Outbox {
                 .reserved
                 .saturating_add((behind / RESERVE_BLOCK + 1).saturating_mul(RESERVE_BLOCK));
             self.reserving = Some(below);
-            return Some(StoreRequest::Reserve { below });
+            return Some(StoreRequest::Reserve {
+                below,
+                origin: (!self.origin_saved).then(|| self.origin.clone()),
+            });
         }
         let durable_prefix = self
             .appends
@@ -637,6 +659,7 @@ impl Outbox {
             return Some(StoreRequest::Remove { seqs, bytes });
         }
         if self.loading.is_none()
+            && self.origin_saved
             && self.load_from < self.next_seq
             && self.has_room()
             && self.load_retry_at.is_none_or(|at| at <= now)
@@ -691,25 +714,6 @@ impl Outbox {
     }
 }
 
-/// The store's origin when it is one the Platform accepts (1 to 32 of `0-9 a-z`); otherwise
-/// (a store damaged or written by something else) one made from it, the same every start, so
-/// its messages still go out and replays are still recognised, instead of every publish being
-/// refused and the queue stuck.
-fn usable_origin(origin: &str) -> String {
-    let valid = (1..=32).contains(&origin.len())
-        && origin
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase());
-    if valid {
-        return origin.to_owned();
-    }
-    // FNV-1a, 64 bits: stable across versions and platforms (no std hasher).
-    let hash = origin.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    format!("x{hash:016x}")
-}
-
 /// Adds `seq` to ascending `seqs` in its place. Removals must reach the store ascending;
 /// records mostly finish in order, so this is nearly always a push, and the outbox needs no
 /// sort (which would cost the browser bundle ~1.5 KB gzipped).
@@ -759,7 +763,7 @@ mod tests {
     /// A store and an outbox holding `count` durable messages, numbered from 0.
     fn stored_outbox(count: u8) -> (MemoryStore, Outbox) {
         let mut store = MemoryStore::new("o");
-        let mut outbox = Outbox::new(OutboxLimits::default(), &store.meta());
+        let mut outbox = Outbox::new(OutboxLimits::default(), &store.meta(), unused_origin);
         for n in 0..count {
             outbox.enqueue(message(n)).unwrap();
         }
@@ -796,7 +800,7 @@ mod tests {
     #[test]
     fn nothing_is_published_before_it_is_durable() {
         let mut store = MemoryStore::new("o");
-        let mut outbox = Outbox::new(OutboxLimits::default(), &store.meta());
+        let mut outbox = Outbox::new(OutboxLimits::default(), &store.meta(), unused_origin);
         outbox.enqueue(message(1)).unwrap();
         assert!(outbox.next_publishable().is_none());
         drain(&mut outbox, &mut store);
@@ -810,7 +814,7 @@ mod tests {
             ..Default::default()
         };
         let mut store = MemoryStore::new("o");
-        let mut outbox = Outbox::new(limits, &store.meta());
+        let mut outbox = Outbox::new(limits, &store.meta(), unused_origin);
         for n in 0..50 {
             outbox.enqueue(message(n)).unwrap();
         }
@@ -856,7 +860,7 @@ mod tests {
         publish_all(&mut outbox);
         outbox.handle_delivered(0);
         drain(&mut outbox, &mut store);
-        let mut restarted = Outbox::new(OutboxLimits::default(), &store.meta());
+        let mut restarted = Outbox::new(OutboxLimits::default(), &store.meta(), unused_origin);
         drain(&mut restarted, &mut store);
         assert_eq!(publish_all(&mut restarted), [1, 2]);
         // New messages start at the reservation: numbers below it may have been handed out.
@@ -866,12 +870,13 @@ mod tests {
     #[test]
     fn appends_wait_until_a_reservation_above_them_is_durable() {
         let mut store = MemoryStore::new("o");
-        let mut outbox = Outbox::new(OutboxLimits::default(), &store.meta());
+        let mut outbox = Outbox::new(OutboxLimits::default(), &store.meta(), unused_origin);
         outbox.enqueue(message(1)).unwrap();
         assert_eq!(
             outbox.poll_store(0),
             Some(StoreRequest::Reserve {
-                below: RESERVE_BLOCK
+                below: RESERVE_BLOCK,
+                origin: None
             })
         );
         assert_eq!(
@@ -885,10 +890,12 @@ mod tests {
         assert_eq!(
             outbox.poll_store(1_000),
             Some(StoreRequest::Reserve {
-                below: RESERVE_BLOCK
+                below: RESERVE_BLOCK,
+                origin: None
             })
         );
         let _ = store.execute(StoreRequest::Reserve {
+            origin: None,
             below: RESERVE_BLOCK,
         });
         outbox.handle_reserved(RESERVE_BLOCK);
@@ -901,13 +908,13 @@ mod tests {
     #[test]
     fn a_store_that_lost_appends_it_reported_done_never_gets_their_numbers_again() {
         let mut store = MemoryStore::new("o");
-        let mut outbox = Outbox::new(OutboxLimits::default(), &store.meta());
+        let mut outbox = Outbox::new(OutboxLimits::default(), &store.meta(), unused_origin);
         for n in 0..3 {
             outbox.enqueue(message(n)).unwrap();
         }
         // Only the reservation reached the disk; the appends were reported done and then lost
         // (a power cut under relaxed durability), the high-water mark with them.
-        let Some(reserve @ StoreRequest::Reserve { below }) = outbox.poll_store(0) else {
+        let Some(reserve @ StoreRequest::Reserve { below, .. }) = outbox.poll_store(0) else {
             panic!("a reservation first");
         };
         let _ = store.execute(reserve);
@@ -918,14 +925,14 @@ mod tests {
         ));
         assert_eq!(store.meta().next_seq, 0);
 
-        let mut restarted = Outbox::new(OutboxLimits::default(), &store.meta());
+        let mut restarted = Outbox::new(OutboxLimits::default(), &store.meta(), unused_origin);
         assert_eq!(restarted.enqueue(message(9)).unwrap(), below);
     }
 
     #[test]
     fn a_message_waiting_for_its_reservation_is_not_skipped_by_a_load_that_overtakes_it() {
         let (mut store, _) = stored_outbox(3);
-        let mut restarted = Outbox::new(OutboxLimits::default(), &store.meta());
+        let mut restarted = Outbox::new(OutboxLimits::default(), &store.meta(), unused_origin);
         let seq = restarted.enqueue(message(9)).unwrap();
         let Some(reserve @ StoreRequest::Reserve { .. }) = restarted.poll_store(0) else {
             panic!("the append waits for a reservation");
@@ -946,39 +953,49 @@ mod tests {
         assert_eq!(publish_all(&mut restarted), [0, 1, 2, seq]);
     }
 
+    /// For stores that hold a usable origin: the core never needs a new one.
+    fn unused_origin() -> String {
+        panic!("the store's origin is usable")
+    }
+
     #[test]
-    fn an_origin_the_platform_would_refuse_is_replaced_by_a_stable_valid_one() {
+    fn an_origin_the_platform_would_refuse_is_replaced_and_saved_before_anything_is_sent() {
         for bad in ["", "Not Valid!", &"a".repeat(33), "ABC"] {
-            let meta = OutboxMeta {
-                origin: bad.to_owned(),
-                ..MemoryStore::new("o").meta()
-            };
-            let origin = Outbox::new(OutboxLimits::default(), &meta)
-                .origin()
-                .to_owned();
+            // A store holding a message under an origin the core cannot use.
+            let mut store = MemoryStore::new(bad);
+            let _ = store.execute(StoreRequest::Append {
+                records: vec![Record {
+                    seq: 0,
+                    data: message(1).encode(),
+                }],
+            });
+            let mut outbox =
+                Outbox::new(OutboxLimits::default(), &store.meta(), || "fresh1".into());
+            assert_eq!(outbox.origin(), "fresh1", "{bad:?}");
+            let reserve = outbox.poll_store(0);
             assert!(
-                (1..=32).contains(&origin.len())
-                    && origin
-                        .bytes()
-                        .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()),
-                "{bad:?} became {origin:?}"
+                matches!(&reserve, Some(StoreRequest::Reserve { origin: Some(o), .. }) if o == "fresh1"),
+                "the new origin is saved first, before the stored message is loaded: {reserve:?}"
             );
-            let again = Outbox::new(OutboxLimits::default(), &meta)
-                .origin()
-                .to_owned();
-            assert_eq!(origin, again, "the same at every start");
+            assert_eq!(outbox.poll_store(0), None, "no load before it is durable");
+            let Some(crate::Input::Reserved { below }) = store.execute(reserve.unwrap()) else {
+                panic!("reserved");
+            };
+            outbox.handle_reserved(below);
+            assert!(matches!(
+                outbox.poll_store(0),
+                Some(StoreRequest::Load { from: 0, .. })
+            ));
+            assert_eq!(store.meta().origin, "fresh1", "kept for the next start");
+            let restarted = Outbox::new(OutboxLimits::default(), &store.meta(), unused_origin);
+            assert_eq!(restarted.origin(), "fresh1");
         }
-        let good = MemoryStore::new("abc123").meta();
-        assert_eq!(
-            Outbox::new(OutboxLimits::default(), &good).origin(),
-            "abc123"
-        );
     }
 
     #[test]
     fn the_next_block_is_reserved_before_the_current_one_runs_out() {
         let mut store = MemoryStore::new("o");
-        let mut outbox = Outbox::new(OutboxLimits::default(), &store.meta());
+        let mut outbox = Outbox::new(OutboxLimits::default(), &store.meta(), unused_origin);
         let mut reservations = Vec::new();
         for n in 0..3 * RESERVE_BLOCK {
             outbox.enqueue(message(n as u8)).unwrap();
@@ -1021,7 +1038,7 @@ mod tests {
             ..Default::default()
         };
         let mut store = MemoryStore::new("o");
-        let mut outbox = Outbox::new(limits, &store.meta());
+        let mut outbox = Outbox::new(limits, &store.meta(), unused_origin);
         outbox.enqueue(message(0)).unwrap();
         outbox.enqueue(message(1)).unwrap();
         assert!(matches!(
@@ -1036,7 +1053,7 @@ mod tests {
     fn a_failed_load_is_asked_again_later_with_growing_delays_and_loses_nothing() {
         let (mut store, _first) = stored_outbox(3);
         // A restart: the window must be loaded from the store.
-        let mut outbox = Outbox::new(OutboxLimits::default(), &store.meta());
+        let mut outbox = Outbox::new(OutboxLimits::default(), &store.meta(), unused_origin);
         let Some(StoreRequest::Load { from: 0, .. }) = outbox.poll_store(0) else {
             panic!("the restarted outbox loads its window");
         };
@@ -1063,7 +1080,11 @@ mod tests {
 
     #[test]
     fn failed_appends_are_rejected_and_freed() {
-        let mut outbox = Outbox::new(OutboxLimits::default(), &MemoryStore::new("o").meta());
+        let mut outbox = Outbox::new(
+            OutboxLimits::default(),
+            &MemoryStore::new("o").meta(),
+            unused_origin,
+        );
         outbox.enqueue(message(0)).unwrap();
         let _ = outbox.poll_store(0);
         outbox.handle_append_failed(0, 0, &StoreError::QuotaExceeded);
@@ -1093,7 +1114,7 @@ mod tests {
                 },
             ],
         });
-        let mut outbox = Outbox::new(OutboxLimits::default(), &store.meta());
+        let mut outbox = Outbox::new(OutboxLimits::default(), &store.meta(), unused_origin);
         drain(&mut outbox, &mut store);
         assert!(matches!(
             outbox.poll_outcome(),

@@ -28,9 +28,13 @@
 //!
 //! What a store keeps:
 //! - records keyed by sequence number, each an opaque byte string;
-//! - the *origin*: a random id made when the store is created and never changed, so the Platform
-//!   can tell a replay from a new message even if a device's storage is wiped and sequence
-//!   numbers start again;
+//! - the *origin*: a random id, so the Platform can tell a replay from a new message even if a
+//!   device's storage is wiped and sequence numbers start again. The core makes it and decides
+//!   when a new one is needed: a store hands back what it holds ([`OutboxMeta::origin`], empty
+//!   when it holds none or cannot vouch for the numbers used under it), and the core writes a
+//!   new one with its first reservation ([`StoreRequest::Reserve`]) when that is not an origin
+//!   it can use. No stored message is sent before that reservation is durable, so no message
+//!   goes out under an origin that a crash could still replace;
 //! - the high-water mark: one past the highest sequence ever appended, kept even after those
 //!   records are removed (a store that forgot it would reuse sequence numbers, and the
 //!   Platform would drop new messages as replays);
@@ -62,9 +66,9 @@ pub struct Record {
     pub data: Vec<u8>,
 }
 
-/// The origin id of a new store, made from 16 random bytes the host draws: 32 characters of
-/// `0-9 a-f` (128 random bits, so two stores never share one in practice).
-pub fn new_origin(random: [u8; 16]) -> String {
+/// A new origin id from 16 random bytes: 32 characters of `0-9 a-f` (128 random bits, so two
+/// stores never share one in practice).
+pub(crate) fn new_origin(random: [u8; 16]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut origin = String::with_capacity(32);
     for byte in random {
@@ -74,10 +78,20 @@ pub fn new_origin(random: [u8; 16]) -> String {
     origin
 }
 
+/// Whether the Platform takes `origin` as an origin id: 1 to 32 characters of `0-9 a-z`.
+pub(crate) fn is_usable_origin(origin: &str) -> bool {
+    (1..=32).contains(&origin.len())
+        && origin
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+}
+
 /// What the host reads from its store before creating the device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxMeta {
-    /// The store's origin id: 1 to 32 characters of `0-9 a-z`.
+    /// The origin id the store holds, as the last [`StoreRequest::Reserve`] that carried one
+    /// wrote it; empty when it holds none, or when it cannot vouch for the numbers handed out
+    /// under it (a lost reservation). The core replaces anything it cannot use.
     pub origin: String,
     /// One past the highest sequence number ever appended (0 for a new store): the store's
     /// high-water mark, at least one past its highest record.
@@ -131,6 +145,9 @@ pub enum StoreRequest {
     Reserve {
         /// One past the highest sequence number the core may use.
         below: Seq,
+        /// A new origin id, to write durably with the reservation (both or neither) and hand
+        /// back as [`OutboxMeta::origin`] from now on.
+        origin: Option<String>,
     },
     /// Durably replace the saved device state, then answer [`crate::Input::StateSaved`] with
     /// the same `reported_revision` (or [`crate::Input::SaveStateFailed`]: the core saves its
@@ -281,7 +298,10 @@ impl MemoryStore {
                 self.state = Some(state);
                 Some(crate::Input::StateSaved { reported_revision })
             }
-            StoreRequest::Reserve { below } => {
+            StoreRequest::Reserve { below, origin } => {
+                if let Some(origin) = origin {
+                    self.origin = origin;
+                }
                 self.reserved = self.reserved.max(below);
                 Some(crate::Input::Reserved { below })
             }

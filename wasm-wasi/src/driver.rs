@@ -320,12 +320,7 @@ impl Driver {
                 },
             ));
         }
-        let (store, recoveries) = FileStore::open(Path::new(&settings.store_dir), || {
-            let random: [u8; 16] = wasip2::random::random::get_random_bytes(16)
-                .try_into()
-                .expect("wasi:random returns the 16 bytes asked for");
-            vdev_core::new_origin(random)
-        })?;
+        let (store, recoveries) = FileStore::open(Path::new(&settings.store_dir))?;
         let seed: [u8; 32] = wasip2::random::random::get_random_bytes(32)
             .try_into()
             .expect("wasi:random returns the 32 bytes asked for");

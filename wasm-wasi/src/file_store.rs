@@ -10,8 +10,8 @@
 //! - `acks.log`: framed removal records — a cursor (every seq below it is gone) or a list of
 //!   removed seqs. Removals are not synced: the contract allows losing one (the message is sent
 //!   again and the Platform drops the replay).
-//! - `origin`, `state`: the origin id and the saved state blob, each replaced atomically
-//!   (temp file, sync, rename).
+//! - `origin`, `state`: the origin id (written with a reservation that carries one: the core
+//!   makes it) and the saved state blob, each replaced atomically (temp file, sync, rename).
 //! - `reserved`: the core's reservation (`StoreRequest::Reserve`), replaced atomically and
 //!   synced before it is answered. The core numbers new messages from it at every start, so a
 //!   store that lost records (a cut tail, a lost segment or `acks.log`) never hands out a number
@@ -21,8 +21,8 @@
 //! checksum ends the valid part of that file: the rest is cut (never the records before it) and
 //! reported as a [`Recovery`]. A store whose `origin` or `reserved` file is missing or
 //! unreadable while it holds anything else cannot tell which numbers the Platform holds: it
-//! starts a new origin (messages still stored may then arrive twice, never be dropped as
-//! replays) and reports that as a [`Recovery`] too. A segment is deleted once all its records
+//! reports no origin, so the core starts a new one (messages still stored may then arrive
+//! twice, never be dropped as replays), and reports that as a [`Recovery`] too. A segment is deleted once all its records
 //! are removed, after a compacted `acks.log` recording a cursor past them is in place, so the
 //! high-water mark survives even when every segment is gone.
 //!
@@ -235,26 +235,16 @@ fn file_store_error(error: &FileStoreError) -> StoreError {
     }
 }
 
-/// What this store writes as an origin: 1 to 32 characters of `0-9 a-z`.
-fn is_origin(text: &str) -> bool {
-    (1..=32).contains(&text.len())
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
-}
-
 impl FileStore {
-    /// Opens the store in `dir` (created when missing), checking every record. `new_origin`
-    /// makes the origin id of a new store. Returns what had to be cut, if anything.
-    pub fn open(
-        dir: &Path,
-        new_origin: impl FnOnce() -> String,
-    ) -> Result<(Self, Vec<Recovery>), FileStoreError> {
+    /// Opens the store in `dir` (created when missing), checking every record. Returns what
+    /// had to be cut, if anything.
+    pub fn open(dir: &Path) -> Result<(Self, Vec<Recovery>), FileStoreError> {
         fs::create_dir_all(dir).map_err(io_error("create directory", dir))?;
         let origin_path = dir.join(ORIGIN);
-        let origin = match fs::read_to_string(&origin_path) {
-            Ok(origin) if is_origin(origin.trim()) => Some(origin.trim().to_owned()),
-            Ok(_) => None,
+        // Whether the text is an origin the core can use is the core's to decide.
+        let origin = match fs::read(&origin_path) {
+            Ok(bytes) => Some(String::from_utf8_lossy(&bytes).trim().to_owned())
+                .filter(|origin| !origin.is_empty()),
             Err(error) if error.kind() == io::ErrorKind::NotFound => None,
             Err(error) => return Err(io_error("read", &origin_path)(error)),
         };
@@ -300,23 +290,17 @@ impl FileStore {
             }
             _ => None,
         };
-        if origin.is_none() || lost.is_some() {
-            // Without both, the numbers the Platform holds for this store are unknown: a new
-            // origin starts a namespace none of them can collide with.
-            store.origin = new_origin();
-            write_atomically(dir, ORIGIN, store.origin.as_bytes())?;
-            if let Some(why) = lost {
-                // The new origin's numbering starts here, on record for the next open.
-                store.reserved = store.reserved.max(store.next_seq);
-                let reserved = store.reserved.to_string();
-                write_atomically(dir, RESERVED, reserved.as_bytes())?;
-                recoveries.push(Recovery {
-                    file: ORIGIN.into(),
-                    valid_bytes: 0,
-                    cut_bytes: 0,
-                    reason: format!("{why}: new messages are numbered under a new origin"),
-                });
-            }
+        if let Some(why) = lost {
+            // Without both, the numbers the Platform holds for this store are unknown: no
+            // origin, so the core starts a new one, a namespace none of them can collide with
+            // (and numbers from the high-water mark on).
+            store.origin = String::new();
+            recoveries.push(Recovery {
+                file: ORIGIN.into(),
+                valid_bytes: 0,
+                cut_bytes: 0,
+                reason: format!("{why}: new messages are numbered under a new origin"),
+            });
         }
         store.count = store.entries.iter().filter(|e| e.live).count() as u64;
         store.bytes = store
@@ -544,10 +528,22 @@ impl FileStore {
                     error: file_store_error(&error),
                 }),
             },
-            StoreRequest::Reserve { below } => {
+            StoreRequest::Reserve { below, origin } => {
                 let reserved = self.reserved.max(below);
-                match write_atomically(&self.dir, RESERVED, reserved.to_string().as_bytes()) {
+                // The origin first: a crash between the two leaves the new origin with an
+                // older reservation, which numbers under it can never collide with.
+                let written = match &origin {
+                    Some(origin) => write_atomically(&self.dir, ORIGIN, origin.as_bytes()),
+                    None => Ok(()),
+                }
+                .and_then(|()| {
+                    write_atomically(&self.dir, RESERVED, reserved.to_string().as_bytes())
+                });
+                match written {
                     Ok(()) => {
+                        if let Some(origin) = origin {
+                            self.origin = origin;
+                        }
                         self.reserved = reserved;
                         Some(Input::Reserved { below })
                     }
@@ -793,18 +789,20 @@ mod tests {
     use super::*;
 
     fn open(dir: &Path) -> (FileStore, Vec<Recovery>) {
-        let (store, recoveries) = FileStore::open(dir, || "testorigin".into()).expect("opens");
+        let (store, recoveries) = FileStore::open(dir).expect("opens");
         (store.with_segment_limit(200), recoveries)
     }
 
     /// How far the tests reserve ahead, as the core does in blocks.
     const SEQ_RESERVE: u64 = 4096;
 
-    /// Appends `seqs`, reserving their numbers first when needed, as the core does.
+    /// Appends `seqs`, reserving their numbers first when needed (with an origin when the
+    /// store holds none), as the core does.
     fn append(store: &mut FileStore, seqs: std::ops::Range<u64>) {
-        if seqs.end > store.meta().reserved {
+        if seqs.end > store.meta().reserved || store.meta().origin.is_empty() {
             let below = seqs.end.div_ceil(SEQ_RESERVE) * SEQ_RESERVE;
-            let answer = store.execute(StoreRequest::Reserve { below });
+            let origin = store.meta().origin.is_empty().then(|| "testorigin".into());
+            let answer = store.execute(StoreRequest::Reserve { below, origin });
             assert_eq!(answer, Some(Input::Reserved { below }));
         }
         let records = seqs
@@ -1038,7 +1036,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_or_unreadable_reserved_or_origin_file_starts_a_new_origin_and_says_so() {
+    fn a_lost_or_unreadable_reserved_or_origin_file_gives_no_origin_and_says_so() {
         for (file, content) in [
             ("reserved", None),
             ("reserved", Some("not a number")),
@@ -1055,11 +1053,10 @@ mod tests {
                 None => fs::remove_file(&path).unwrap(),
                 Some(text) => fs::write(&path, text).unwrap(),
             }
-            let (store, recoveries) =
-                FileStore::open(dir.path(), || "neworigin".into()).expect("opens");
+            let (mut store, recoveries) = open(dir.path());
             assert_eq!(
                 store.meta().origin,
-                "neworigin",
+                "",
                 "{file} {content:?}: numbers under the old origin are unknown"
             );
             assert_eq!(recoveries.len(), 1, "{file} {content:?}: {recoveries:?}");
@@ -1067,6 +1064,13 @@ mod tests {
                 recoveries[0].reason.contains("new origin"),
                 "{recoveries:?}"
             );
+            // The core's first reservation carries the new origin.
+            let below = store.meta().next_seq + SEQ_RESERVE;
+            let answer = store.execute(StoreRequest::Reserve {
+                below,
+                origin: Some("neworigin".into()),
+            });
+            assert_eq!(answer, Some(Input::Reserved { below }));
             drop(store);
             let (store, recoveries) = open(dir.path());
             assert_eq!(store.meta().origin, "neworigin", "the new origin is kept");
@@ -1075,21 +1079,32 @@ mod tests {
     }
 
     #[test]
-    fn a_new_store_gets_an_origin_without_a_recovery() {
+    fn a_new_store_holds_no_origin_until_the_first_reservation_brings_one() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, recoveries) = open(dir.path());
-        assert_eq!(store.meta().origin, "testorigin");
+        let (mut store, recoveries) = open(dir.path());
+        assert_eq!(store.meta().origin, "");
         assert!(recoveries.is_empty());
         assert_eq!(store.meta().reserved, 0);
+        append(&mut store, 0..1);
+        drop(store);
+        let (store, recoveries) = open(dir.path());
+        assert_eq!(store.meta().origin, "testorigin");
+        assert!(recoveries.is_empty(), "{recoveries:?}");
     }
 
     #[test]
     fn a_reservation_is_synced_answered_and_never_lowered() {
         let dir = tempfile::tempdir().unwrap();
         let (mut store, _) = open(dir.path());
-        let answer = store.execute(StoreRequest::Reserve { below: 8_192 });
+        let answer = store.execute(StoreRequest::Reserve {
+            below: 8_192,
+            origin: None,
+        });
         assert_eq!(answer, Some(Input::Reserved { below: 8_192 }));
-        let _ = store.execute(StoreRequest::Reserve { below: 4_096 });
+        let _ = store.execute(StoreRequest::Reserve {
+            below: 4_096,
+            origin: None,
+        });
         drop(store);
         let (store, _) = open(dir.path());
         assert_eq!(store.meta().reserved, 8_192);

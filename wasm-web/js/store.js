@@ -3,7 +3,7 @@
 //
 // Layout (database version 1):
 // - object store `records`: key = sequence number, value = the record's bytes (Uint8Array);
-// - object store `meta`: `origin` (made once from random bytes when the database is created),
+// - object store `meta`: `origin` (the core makes it and writes it with a reservation),
 //   `nextSeq` (the high-water mark, kept after records are removed), `reserved` (the core's
 //   durable reservation of sequence numbers), `bytes` (total size of the stored records, so that
 //   opening a large backlog needs no scan) and `state` (the core's blob).
@@ -66,7 +66,7 @@ const done = (request) =>
  */
 const count = (value) => (Number.isFinite(value) && value >= 0 ? value : 0);
 
-/** 32 hex digits from 16 random bytes: a store's origin id, a tab's id. */
+/** 32 hex digits from 16 random bytes: a tab's id. */
 export const randomId = () =>
   Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
 
@@ -145,9 +145,10 @@ class IdbStore {
   }
 
   /**
-   * Reads the meta entries (creating the origin on first use) and counts the records. The
-   * high-water mark is never below the highest record's key: a meta entry that lost an update
-   * must not hand out a stored record's number again.
+   * Reads the meta entries and counts the records. The high-water mark is never below the
+   * highest record's key: a meta entry that lost an update must not hand out a stored record's
+   * number again. The origin is handed over as it is (empty when there is none): whether the
+   * core can use it, and a new one when not, are the core's to decide.
    */
   readContents() {
     return this.transaction(async (records, meta) => {
@@ -162,7 +163,7 @@ class IdbStore {
       ]);
       const highest = last && Number.isInteger(last.key) ? /** @type {number} */ (last.key) : -1;
       const contents = {
-        origin,
+        origin: typeof origin === "string" ? origin : "",
         nextSeq: Math.max(count(nextSeq), highest + 1),
         reserved: count(reserved),
         bytes: count(bytes),
@@ -170,14 +171,6 @@ class IdbStore {
         // Something else than bytes reaches the core as empty, which it reports as unreadable.
         state: state === undefined || state instanceof Uint8Array ? state : new Uint8Array(0),
       };
-      if (typeof origin !== "string" || !/^[0-9a-z]{1,32}$/.test(origin)) {
-        // A new database, or one whose origin is gone or unusable: a new origin cannot collide
-        // with numbers the Platform holds under the old one.
-        contents.origin = randomId();
-        meta.put(contents.origin, "origin");
-        meta.put(contents.nextSeq, "nextSeq");
-        meta.put(contents.bytes, "bytes");
-      }
       return contents;
     });
   }
@@ -220,6 +213,8 @@ class IdbStore {
             answers.push({ kind: "stateSaved", reportedRevision: request.reportedRevision });
             break;
           case "reserve":
+            // A new origin and the reservation are written together (one transaction).
+            if (request.origin !== undefined) meta.put(request.origin, "origin");
             reserved = Math.max(reserved, request.below);
             meta.put(reserved, "reserved");
             answers.push({ kind: "reserved", below: request.below });

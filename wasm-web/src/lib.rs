@@ -496,8 +496,12 @@ pub fn store_request_to_js(request: &StoreRequest) -> JsValue {
             ("state", self::bytes(state)),
             ("reportedRevision", number(*reported_revision)),
         ]),
-        StoreRequest::Reserve { below } => {
-            object(&[("kind", "reserve".into()), ("below", number(*below))])
+        StoreRequest::Reserve { below, origin } => {
+            let mut fields = vec![("kind", "reserve".into()), ("below", number(*below))];
+            if let Some(origin) = origin {
+                fields.push(("origin", origin.as_str().into()));
+            }
+            object(&fields)
         }
     }
 }

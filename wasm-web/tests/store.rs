@@ -171,15 +171,11 @@ async fn discard(store: JsStore) {
 }
 
 #[wasm_bindgen_test]
-async fn new_database_has_an_origin_and_nothing_else() {
+async fn a_new_database_holds_nothing_and_keeps_the_origin_a_reservation_brings() {
     let (store, contents) = fresh().await;
-    let origin = &contents.meta.origin;
-    assert!(
-        (1..=32).contains(&origin.len())
-            && origin
-                .chars()
-                .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()),
-        "origin {origin:?} is 1 to 32 characters of 0-9 a-z"
+    assert_eq!(
+        contents.meta.origin, "",
+        "no origin until the core makes one"
     );
     assert_eq!(
         (
@@ -190,12 +186,20 @@ async fn new_database_has_an_origin_and_nothing_else() {
         (0, 0, 0)
     );
     assert_eq!(contents.state, None);
-    let (other, other_contents) = fresh().await;
-    assert_ne!(
-        other_contents.meta.origin, contents.meta.origin,
-        "each database gets its own random origin"
+    let answers = store
+        .execute(&[StoreRequest::Reserve {
+            below: 4_096,
+            origin: Some("f00d".into()),
+        }])
+        .await
+        .expect("the reservation commits");
+    assert_eq!(answers, [Input::Reserved { below: 4_096 }]);
+    let (store, contents) = reopen(store).await;
+    assert_eq!(
+        (contents.meta.origin.as_str(), contents.meta.reserved),
+        ("f00d", 4_096),
+        "the origin and the reservation are kept together"
     );
-    discard(other).await;
     discard(store).await;
 }
 
@@ -223,8 +227,17 @@ async fn answers_like_the_memory_store() {
             load(0, 100, 1 << 20),
         ],
         vec![load(20, 5, 100)],
-        vec![StoreRequest::Reserve { below: 4_096 }, append(12..14, 3)],
-        vec![StoreRequest::Reserve { below: 8_192 }],
+        vec![
+            StoreRequest::Reserve {
+                below: 4_096,
+                origin: Some("o1".into()),
+            },
+            append(12..14, 3),
+        ],
+        vec![StoreRequest::Reserve {
+            below: 8_192,
+            origin: None,
+        }],
     ];
     for batch in batches {
         let answers = store.execute(&batch).await.expect("the batch commits");
@@ -242,11 +255,15 @@ async fn answers_like_the_memory_store() {
 
 #[wasm_bindgen_test]
 async fn everything_survives_reopening_and_the_high_water_mark_outlives_removal() {
-    let (store, contents) = fresh().await;
-    let origin = contents.meta.origin.clone();
+    let (store, _) = fresh().await;
+    let origin = "keep1".to_owned();
     let state = br#"{"device_id":"d1"}"#.to_vec();
     let answers = store
         .execute(&[
+            StoreRequest::Reserve {
+                below: 4_096,
+                origin: Some(origin.clone()),
+            },
             append(0..5, 4),
             StoreRequest::SaveState {
                 state: state.clone(),
@@ -258,6 +275,7 @@ async fn everything_survives_reopening_and_the_high_water_mark_outlives_removal(
     assert_eq!(
         answers,
         [
+            Input::Reserved { below: 4_096 },
             Input::Appended { first: 0, last: 4 },
             Input::StateSaved {
                 reported_revision: 7
@@ -272,7 +290,7 @@ async fn everything_survives_reopening_and_the_high_water_mark_outlives_removal(
         OutboxMeta {
             origin: origin.clone(),
             next_seq: 5,
-            reserved: 0,
+            reserved: 4_096,
             count: 5,
             bytes: 20
         }
@@ -299,7 +317,7 @@ async fn everything_survives_reopening_and_the_high_water_mark_outlives_removal(
         OutboxMeta {
             origin: origin.clone(),
             next_seq: 5,
-            reserved: 0,
+            reserved: 4_096,
             count: 0,
             bytes: 0
         },
@@ -419,12 +437,18 @@ async fn a_high_water_mark_that_lost_an_update_is_raised_to_the_highest_record()
 async fn a_reservation_is_kept_and_answered_and_never_lowered() {
     let (store, _) = fresh().await;
     let answers = store
-        .execute(&[StoreRequest::Reserve { below: 8_192 }])
+        .execute(&[StoreRequest::Reserve {
+            below: 8_192,
+            origin: None,
+        }])
         .await
         .unwrap();
     assert_eq!(answers, vec![Input::Reserved { below: 8_192 }]);
     store
-        .execute(&[StoreRequest::Reserve { below: 4_096 }])
+        .execute(&[StoreRequest::Reserve {
+            below: 4_096,
+            origin: None,
+        }])
         .await
         .unwrap();
     let (store, contents) = reopen(store).await;

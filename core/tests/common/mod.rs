@@ -432,7 +432,14 @@ fn describe_store(request: &StoreRequest) -> String {
         StoreRequest::Remove { seqs, .. } => format!("remove {seqs:?}"),
         StoreRequest::Load { from, .. } => format!("load from {from}"),
         StoreRequest::SaveState { .. } => "save-state".into(),
-        StoreRequest::Reserve { below } => format!("reserve below {below}"),
+        StoreRequest::Reserve {
+            below,
+            origin: None,
+        } => format!("reserve below {below}"),
+        StoreRequest::Reserve {
+            below,
+            origin: Some(origin),
+        } => format!("reserve below {below} under a new origin {origin}"),
     }
 }
 

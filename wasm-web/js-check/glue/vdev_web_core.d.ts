@@ -39,7 +39,8 @@ export type StoreRequest =
     | { kind: "load"; from: number; maxCount: number; maxBytes: number }
     | { kind: "remove"; seqs: number[]; bytes: number }
     | { kind: "saveState"; state: Uint8Array; reportedRevision: number }
-    | { kind: "reserve"; below: number };
+    /** `origin`: a new origin id, to write with the reservation. */
+    | { kind: "reserve"; below: number; origin?: string };
 
 /** What `pollOutput()` returns, by `kind`; the host polls until `timeout`. */
 export type Output =
