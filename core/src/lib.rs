@@ -142,7 +142,9 @@ pub use mqtt::codec::ConnectReturnCode;
 pub use mqtt::session::{ConnectionId, Endpoint, SessionConfig};
 pub use outbox::{OutboxError, OutboxLimits, RejectReason};
 pub use provisioning::{ProvisioningError, ProvisioningOperation};
-pub use reason::{ConnectionLoss, Reason, RequestFailure, RequestKind, TokenDiscardReason};
+pub use reason::{
+    ConnectionLoss, REASON_VOCABULARY, Reason, RequestFailure, RequestKind, TokenDiscardReason,
+};
 pub use store::{
     MemoryStore, OutboxMeta, Record, Seq, StoreError, StoreOperation, StoreRecovery, StoreRequest,
 };

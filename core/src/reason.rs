@@ -270,9 +270,160 @@ impl Reason for TokenDiscardReason {
     }
 }
 
+/// Every reason type by its name (`connectionLoss`, ..), with each of its codes and the fields
+/// it writes beside `code` and `message`, as [`Reason::to_value`] writes them: what a test checks
+/// the TypeScript declarations (`ConnectionLoss`, ..) and the WIT variants (`connection-loss`,
+/// ..) against, as [`crate::EVENT_VOCABULARY`] is for events.
+pub const REASON_VOCABULARY: &[(&str, &[(&str, &[&str])])] = &[
+    (
+        "connectionLoss",
+        &[
+            ("refused", &["returnCode"]),
+            ("unreachable", &[]),
+            ("closed", &[]),
+            ("connectTimedOut", &[]),
+            ("keepAliveTimedOut", &[]),
+            ("ackTimedOut", &[]),
+            ("subscriptionRefused", &[]),
+            ("protocol", &[]),
+            ("insecure", &[]),
+        ],
+    ),
+    (
+        "requestFailure",
+        &[
+            ("status", &["status", "problemType", "detail"]),
+            ("network", &[]),
+            ("timedOut", &[]),
+            ("redirected", &["status"]),
+            ("insecure", &[]),
+            ("malformed", &[]),
+        ],
+    ),
+    (
+        "provisioningFailure",
+        &[
+            ("cancelled", &["operationId"]),
+            ("invalidProvisioningToken", &[]),
+            ("refused", &["failure"]),
+        ],
+    ),
+    (
+        "tokenDiscardReason",
+        &[("expired", &[]), ("refused", &["request", "failure"])],
+    ),
+    ("storeFailure", &[("quotaExceeded", &[]), ("failed", &[])]),
+    (
+        "rejectReason",
+        &[
+            ("notStored", &["storeError"]),
+            ("corrupt", &[]),
+            ("uploadRefused", &["request", "failure"]),
+            ("unencodable", &[]),
+            ("refusedByGateway", &["attempts", "minutes"]),
+        ],
+    ),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{ProvisioningError, RejectReason, StoreError};
+
+    /// One reason of every type and code, by type name, in the vocabulary's order (a new
+    /// variant goes here and into the vocabulary).
+    fn one_of_each() -> Vec<(&'static str, Vec<Box<dyn Reason>>)> {
+        let failure = || Box::new(RequestFailure::TimedOut);
+        vec![
+            (
+                "connectionLoss",
+                vec![
+                    Box::new(ConnectionLoss::Refused(ConnectReturnCode::NotAuthorized)),
+                    Box::new(ConnectionLoss::Unreachable("dns".into())),
+                    Box::new(ConnectionLoss::Closed("1006".into())),
+                    Box::new(ConnectionLoss::ConnectTimedOut),
+                    Box::new(ConnectionLoss::KeepAliveTimedOut),
+                    Box::new(ConnectionLoss::AckTimedOut),
+                    Box::new(ConnectionLoss::SubscriptionRefused),
+                    Box::new(ConnectionLoss::Protocol("bad".into())),
+                    Box::new(ConnectionLoss::Insecure("ws://x".into())),
+                ],
+            ),
+            (
+                "requestFailure",
+                vec![
+                    Box::new(RequestFailure::Status {
+                        status: 400,
+                        problem_type: None,
+                        detail: None,
+                    }),
+                    Box::new(RequestFailure::Network("refused".into())),
+                    Box::new(RequestFailure::TimedOut),
+                    Box::new(RequestFailure::Redirected { status: None }),
+                    Box::new(RequestFailure::Insecure("http://x".into())),
+                    Box::new(RequestFailure::Malformed("x".into())),
+                ],
+            ),
+            (
+                "provisioningFailure",
+                vec![
+                    Box::new(ProvisioningError::Cancelled {
+                        operation_id: "op".into(),
+                    }),
+                    Box::new(ProvisioningError::InvalidProvisioningToken),
+                    Box::new(ProvisioningError::Refused(RequestFailure::TimedOut)),
+                ],
+            ),
+            (
+                "tokenDiscardReason",
+                vec![
+                    Box::new(TokenDiscardReason::Expired),
+                    Box::new(TokenDiscardReason::Refused {
+                        request: RequestKind::Register,
+                        failure: failure(),
+                    }),
+                ],
+            ),
+            (
+                "storeFailure",
+                vec![
+                    Box::new(StoreError::QuotaExceeded),
+                    Box::new(StoreError::Failed("io".into())),
+                ],
+            ),
+            (
+                "rejectReason",
+                vec![
+                    Box::new(RejectReason::NotStored(StoreError::QuotaExceeded)),
+                    Box::new(RejectReason::Corrupt("crc".into())),
+                    Box::new(RejectReason::UploadRefused {
+                        request: RequestKind::UploadBlob,
+                        failure: failure(),
+                    }),
+                    Box::new(RejectReason::Unencodable("big".into())),
+                    Box::new(RejectReason::RefusedByGateway {
+                        attempts: 10,
+                        minutes: 2,
+                    }),
+                ],
+            ),
+        ]
+    }
+
+    #[test]
+    fn the_reason_vocabulary_lists_every_code_with_exactly_the_fields_it_writes() {
+        let reasons = one_of_each();
+        assert_eq!(reasons.len(), REASON_VOCABULARY.len());
+        for ((name, reasons), (listed_name, codes)) in reasons.iter().zip(REASON_VOCABULARY) {
+            assert_eq!(name, listed_name);
+            assert_eq!(reasons.len(), codes.len(), "codes of {name}");
+            for (reason, (code, fields)) in reasons.iter().zip(*codes) {
+                assert_eq!(reason.code(), *code, "{name}");
+                let written: Vec<&str> = reason.details().iter().map(|(f, _)| *f).collect();
+                assert_eq!(written, *fields, "fields of {name} {code}");
+            }
+        }
+    }
 
     fn response(status: u16, body: &str) -> HttpResponse {
         HttpResponse {
