@@ -270,11 +270,14 @@ impl Reason for TokenDiscardReason {
     }
 }
 
+/// One code of a reason type and the fields it writes beside `code` and `message`.
+pub type ReasonCode = (&'static str, &'static [&'static str]);
+
 /// Every reason type by its name (`connectionLoss`, ..), with each of its codes and the fields
 /// it writes beside `code` and `message`, as [`Reason::to_value`] writes them: what a test checks
 /// the TypeScript declarations (`ConnectionLoss`, ..) and the WIT variants (`connection-loss`,
 /// ..) against, as [`crate::EVENT_VOCABULARY`] is for events.
-pub const REASON_VOCABULARY: &[(&str, &[(&str, &[&str])])] = &[
+pub const REASON_VOCABULARY: &[(&str, &[ReasonCode])] = &[
     (
         "connectionLoss",
         &[
