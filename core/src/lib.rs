@@ -143,7 +143,8 @@ pub use mqtt::session::{ConnectionId, Endpoint, SessionConfig};
 pub use outbox::{OutboxError, OutboxLimits, RejectReason};
 pub use provisioning::{ProvisioningError, ProvisioningOperation};
 pub use reason::{
-    ConnectionLoss, REASON_VOCABULARY, Reason, RequestFailure, RequestKind, TokenDiscardReason,
+    ConnectionLoss, REASON_VOCABULARY, Reason, ReasonCode, RequestFailure, RequestKind,
+    TokenDiscardReason,
 };
 pub use store::{
     MemoryStore, OutboxMeta, Record, Seq, StoreError, StoreOperation, StoreRecovery, StoreRequest,
