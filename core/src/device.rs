@@ -16,7 +16,7 @@ use thiserror::Error;
 use crate::cleartext::check_url;
 use crate::config::DeviceConfig;
 use crate::event::{ConnectionState, Event};
-use crate::http::{HttpCall, HttpRequest, HttpResponse, RequestId};
+use crate::http::{HttpCall, HttpRequest, HttpResponse, MAX_ANSWER_BYTES, RequestId};
 use crate::iothub::{cloud_to_device_properties, endpoint_for, subscriptions};
 use crate::json::Value;
 use crate::keyed::KeyedVec;
@@ -778,6 +778,7 @@ impl Device {
             headers: call.headers,
             body: call.body,
             deadline: u64::MAX,
+            max_response_bytes: MAX_ANSWER_BYTES,
         });
     }
 

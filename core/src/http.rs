@@ -51,7 +51,15 @@ pub struct HttpRequest {
     /// The core treats the request as failed at this time (ms since the epoch) if no answer came;
     /// hosts should abort it then (e.g. with an `AbortController`).
     pub deadline: u64,
+    /// The most bytes of the answer's body the core takes ([`MAX_ANSWER_BYTES`]). A host stops
+    /// reading a longer body there and answers [`crate::Input::HttpFailed`] ("the answer is
+    /// larger than .. bytes"), so a wrong URL that streams without end cannot fill the memory.
+    pub max_response_bytes: u32,
 }
+
+/// The most bytes of an answer's body the core takes. The Platform's answers are JSON of a few
+/// kilobytes, and a blob store's answer to a `PUT` is empty.
+pub const MAX_ANSWER_BYTES: u32 = 1 << 20;
 
 /// What the host got back for an [`HttpRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

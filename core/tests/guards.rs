@@ -40,7 +40,7 @@ fn device_and_its_outputs_are_send() {
 
 /// `poll_output` returns an `Output` by value for every step of the drain loop, and events are
 /// queued inside the device. Measured on 64-bit targets: `Output` is 96 bytes (its largest
-/// variant is `Http(HttpRequest)`: url, headers and body vectors, id and deadline) and `Event`
+/// variant is `Http(HttpRequest)`: url, headers and body vectors, id, deadline and the answer limit) and `Event`
 /// 56 bytes. A variant that embeds a large value instead of boxing it fails here.
 #[test]
 fn output_and_event_are_reasonably_sized() {

@@ -41,9 +41,6 @@ use crate::tls::TlsSession;
 
 /// Most bytes read from a socket or response body per call.
 const READ_CHUNK: u64 = 64 * 1024;
-/// Most bytes of an HTTP response body taken (the Platform's answers are a few kilobytes): a
-/// larger one fails the request instead of filling the memory.
-const MAX_RESPONSE_BODY: usize = 4 * 1024 * 1024;
 /// Most request-body bytes written per turn of the loop, so a large upload shares the loop
 /// with the MQTT connection instead of holding it.
 const BODY_CHUNK_PER_TURN: usize = 256 * 1024;
@@ -110,6 +107,8 @@ struct PendingHttp {
     progress: ResponseProgress,
     /// When the core gives up on it (it times the request out itself); the host lets go then.
     deadline: u64,
+    /// The most body bytes the core takes (`HttpRequest::max_response_bytes`).
+    max_response_bytes: u32,
 }
 
 /// Where a request's response is: its head awaited, or its body read as it arrives, a little
@@ -135,10 +134,12 @@ struct BodyReader {
     status: u16,
     retry_after: Option<String>,
     bytes: Vec<u8>,
+    /// A longer body fails the request instead of filling the memory.
+    max_bytes: u32,
 }
 
 impl BodyReader {
-    fn new(response: IncomingResponse) -> Result<Self, String> {
+    fn new(response: IncomingResponse, max_bytes: u32) -> Result<Self, String> {
         let status = response.status();
         let retry_after = response
             .headers()
@@ -159,6 +160,7 @@ impl BodyReader {
             status,
             retry_after,
             bytes: Vec::new(),
+            max_bytes,
         })
     }
 
@@ -169,9 +171,10 @@ impl BodyReader {
                 Ok(chunk) if chunk.is_empty() => return None,
                 Ok(chunk) => {
                     self.bytes.extend_from_slice(&chunk);
-                    if self.bytes.len() > MAX_RESPONSE_BODY {
+                    if self.bytes.len() > self.max_bytes as usize {
                         return Some(Err(format!(
-                            "response body larger than {MAX_RESPONSE_BODY} bytes"
+                            "the answer is larger than {} bytes",
+                            self.max_bytes
                         )));
                     }
                 }
@@ -192,6 +195,7 @@ impl BodyReader {
             status,
             retry_after,
             bytes,
+            max_bytes: _,
         } = self;
         drop(readable);
         drop(stream);
@@ -814,7 +818,8 @@ impl Driver {
     }
 
     fn start_http(&mut self, request: HttpRequest) {
-        let (id, deadline) = (request.id, request.deadline);
+        let (id, deadline, max_response_bytes) =
+            (request.id, request.deadline, request.max_response_bytes);
         match send_request(request) {
             Ok((response, body)) => {
                 let ready = response.subscribe();
@@ -824,6 +829,7 @@ impl Driver {
                         body: Some(body),
                         progress: ResponseProgress::Head { ready, response },
                         deadline,
+                        max_response_bytes,
                     },
                 );
                 self.write_request_body(id);
@@ -860,7 +866,7 @@ impl Driver {
         if let ResponseProgress::Head { response, .. } = &pending.progress {
             let head = match response.get() {
                 None => return,
-                Some(Ok(Ok(response))) => BodyReader::new(response),
+                Some(Ok(Ok(response))) => BodyReader::new(response, pending.max_response_bytes),
                 Some(Ok(Err(error))) => Err(format!("http: {error:?}")),
                 Some(Err(())) => Err("http: response already taken".to_owned()),
             };

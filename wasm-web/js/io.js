@@ -50,10 +50,43 @@ export function closeSocket(socket) {
 }
 
 /**
+ * The body of `response`, read as it arrives; a body longer than `limit` bytes is cancelled
+ * there and rejects, so that a URL streaming without end cannot fill the memory.
+ * @param {Response} response
+ * @param {number} limit
+ * @returns {Promise<Uint8Array<ArrayBuffer>>}
+ */
+async function readAtMost(response, limit) {
+  if (!response.body) return new Uint8Array();
+  const reader = response.body.getReader();
+  /** @type {Uint8Array[]} */
+  const chunks = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      reader.cancel().catch(() => {});
+      throw `the answer is larger than ${limit} bytes`;
+    }
+    chunks.push(value);
+  }
+  const body = new Uint8Array(size);
+  let at = 0;
+  for (const chunk of chunks) {
+    body.set(chunk, at);
+    at += chunk.byteLength;
+  }
+  return body;
+}
+
+/**
  * Performs an `http` output of the core: resolves to `{ status, retryAfter, body }` or rejects
- * with a reason (network failure, or the request's deadline, where it is aborted: the core
- * gives up on it then anyway). A redirect is not followed: it resolves with status 0, the
- * core's word for a redirect whose status the browser hides (an opaque redirect).
+ * with a reason (network failure, an answer longer than the core takes, or the request's
+ * deadline, where it is aborted: the core gives up on it then anyway). A redirect is not
+ * followed: it resolves with status 0, the core's word for a redirect whose status the browser
+ * hides (an opaque redirect).
  * @param {Extract<Output, { kind: "http" }>} request
  * @param {number} now
  */
@@ -69,7 +102,7 @@ export async function perform(request, now) {
       redirect: "manual",
     });
     if (response.type === "opaqueredirect") return { status: 0, retryAfter: undefined, body: new Uint8Array() };
-    const body = new Uint8Array(await response.arrayBuffer());
+    const body = await readAtMost(response, request.maxResponseBytes);
     return { status: response.status, retryAfter: response.headers.get("retry-after") ?? undefined, body };
   } catch (error) {
     throw describe(error);

@@ -11,6 +11,8 @@ loopback control API (CORS open, the test page lives on another port):
                            rule (http://[::ffff:127.0.0.1]:<this port>/followed/...), which still
                            lands here, so a client that followed it would be counted
     POST /redirects-followed   how many requests reached /followed/... (must stay 0)
+    POST/PUT /endless/...  answers 200 with a body that does not end (up to 256 MiB, until the
+                           client lets go): what a wrong URL that streams looks like
 
 The first start binds an ephemeral port; restarts reuse it, so the device's URLs stay valid.
 Once the platform runs, the control URL is written to CONTROL_FILE (test.sh waits for it).
@@ -114,10 +116,27 @@ class Control(http.server.BaseHTTPRequestHandler):
     def do_OPTIONS(self):
         self.answer(204, "")
 
+    def endless(self):
+        """Streams zeros until the client lets go (or 256 MiB, so nothing runs forever)."""
+        self.send_response(200)
+        self.send_header("Access-Control-Allow-Origin", "*")
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        chunk = b"0" * 65536
+        try:
+            for _ in range(4096):
+                self.wfile.write(chunk)
+        except OSError:
+            pass  # the client stopped reading and closed: what the test wants
+        self.close_connection = True
+
     def redirect_or_count(self):
-        """Serves /redirect/... and /followed/...; False for any other path."""
+        """Serves /redirect/..., /followed/... and /endless/...; False for any other path."""
         global followed
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path.startswith("/endless/"):
+            self.endless()
+            return True
         if self.path.startswith("/redirect/"):
             port = self.server.server_address[1]
             location = f"http://[::ffff:127.0.0.1]:{port}/followed{self.path[len('/redirect'):]}"

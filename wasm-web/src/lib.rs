@@ -419,6 +419,7 @@ impl Core {
                     ("headers", headers.into()),
                     ("body", bytes(&request.body)),
                     ("deadline", number(request.deadline)),
+                    ("maxResponseBytes", number(u64::from(request.max_response_bytes))),
                 ])
             }
             Output::Connect { conn, endpoint } => {

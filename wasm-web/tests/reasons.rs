@@ -2,7 +2,8 @@
 //! the core's vocabulary (`onEvent`), within 10 s, in a real browser against a real
 //! `vdev-platform`: nothing listening at the instance URL, a wrong Provisioning Token, the
 //! gateway refusing the CONNECT, a revoked Registration Token (the gateway refuses the CONNECT, then the Platform the token),
-//! and a redirect to a cleartext URL that is not loopback (refused, never followed).
+//! a redirect to a cleartext URL that is not loopback (refused, never followed), and an answer
+//! whose body does not end (cut at the core's limit).
 
 #![cfg(target_arch = "wasm32")]
 
@@ -243,5 +244,26 @@ async fn the_gateway_refusing_the_connect_is_told_with_its_connack_code() {
             field_string(e, "state").as_deref() == Some("connected")
         })
         .await;
+    device.stop().await;
+}
+
+#[wasm_bindgen_test]
+async fn an_answer_that_does_not_end_fails_the_request_instead_of_filling_the_memory() {
+    let instance = format!("{}/endless", platform().control_url);
+    let device = start(&instance, "token", &unique("web-endless")).await;
+    let event = device
+        .event("requestFailed", |e| {
+            field_string(e, "request").as_deref() == Some("provisioningInit")
+        })
+        .await;
+    assert_eq!(
+        field_string(&field(&event, &["failure"]), "code").as_deref(),
+        Some("network")
+    );
+    let message = field_string(&field(&event, &["failure"]), "message").unwrap_or_default();
+    assert!(
+        message.ends_with("the answer is larger than 1048576 bytes"),
+        "{message}"
+    );
     device.stop().await;
 }

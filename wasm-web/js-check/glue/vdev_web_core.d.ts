@@ -53,6 +53,8 @@ export type Output =
           // A fresh copy out of wasm memory, so an ArrayBuffer (which `fetch` wants), never shared.
           body: Uint8Array<ArrayBuffer>;
           deadline: number;
+          /** The most body bytes the core takes; a longer answer fails the request. */
+          maxResponseBytes: number;
       }
     /** `url` is undefined for TCP, which a browser cannot open. */
     | { kind: "connect"; conn: number; url: string | undefined }
