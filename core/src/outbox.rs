@@ -76,8 +76,9 @@ pub enum RejectReason {
     /// The stored record could not be read back.
     #[error("stored record is unreadable: {0}")]
     Corrupt(String),
-    /// The Platform refused the payload upload for good: this step of it, so.
-    #[error("the platform refused its upload on {}: {failure}", request.as_str())]
+    /// The payload upload failed for good on this step: the Platform refused it, or the URL it
+    /// gave breaks the cleartext rule.
+    #[error("its upload failed for good on {}: {failure}", request.as_str())]
     UploadRefused {
         /// The upload step that was refused.
         request: RequestKind,

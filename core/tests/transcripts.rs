@@ -477,6 +477,11 @@ fn silent_gateway_is_probed_even_while_the_device_keeps_sending() {
         ping.is_some() && close > ping,
         "no keep-alive probe and close: {lines:?}"
     );
+    assert!(
+        lines[close.unwrap()..]
+            .contains(&"event connection lost: no answer to the keep-alive ping".to_owned()),
+        "the app is told why: {lines:?}"
+    );
     assert!(host.now <= last_heard + keep_alive + ping_timeout);
 }
 
@@ -1154,8 +1159,36 @@ fn a_refused_upload_rejects_its_message_naming_the_step_and_the_platforms_words(
             format!("store remove [{seq}]"),
             "event request uploadSlot failed: status 400: blob names must be lowercase".to_owned(),
             format!(
-                "event rejected {seq}: the platform refused its upload on uploadSlot: status 400: blob names must be lowercase"
+                "event rejected {seq}: its upload failed for good on uploadSlot: status 400: blob names must be lowercase"
             ),
         ]
+    );
+}
+
+#[test]
+fn an_announced_cleartext_upload_url_off_loopback_is_never_used_and_rejects_the_message() {
+    let mut config = config();
+    config.upload_threshold = 16;
+    let mut host = Host::connected_with(config);
+    let (seq, _) = host.send("a payload over sixteen bytes");
+    let slot = json!({
+        "correlationId": "c1",
+        "hostName": "blobs.example",
+        "containerName": "c",
+        "blobName": "b",
+        "sasToken": "?sig=x",
+        "uploadUrl": "http://blobs.example/c/b?sig=x",
+    });
+    let lines = host.answer("/files?", 200, slot);
+    assert!(
+        host.pending.is_empty(),
+        "no request to the cleartext URL: {:?}",
+        host.pending
+    );
+    assert!(
+        lines.contains(&format!(
+            "event rejected {seq}: its upload failed for good on uploadBlob: refusing unencrypted http://blobs.example/c/b?sig=x: ws://, http:// and plain tcp are allowed only for loopback hosts, use wss://, https:// or tls"
+        )),
+        "{lines:?}"
     );
 }

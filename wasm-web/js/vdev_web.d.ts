@@ -105,7 +105,7 @@ export type StoreFailure =
 export type RejectReason =
     | { code: "notStored"; message: string; storeError: StoreFailure }
     | { code: "corrupt"; message: string }
-    /** The Platform refused its upload for good: on which step, and how. */
+    /** Its upload failed for good (refused, or a cleartext URL off loopback): on which step, and how. */
     | { code: "uploadRefused"; message: string; request: RequestKind; failure: RequestFailure }
     | { code: "unencodable"; message: string }
     /** The gateway closed the connection on it again and again, for minutes: it refuses it. */

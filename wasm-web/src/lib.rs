@@ -419,7 +419,10 @@ impl Core {
                     ("headers", headers.into()),
                     ("body", bytes(&request.body)),
                     ("deadline", number(request.deadline)),
-                    ("maxResponseBytes", number(u64::from(request.max_response_bytes))),
+                    (
+                        "maxResponseBytes",
+                        number(u64::from(request.max_response_bytes)),
+                    ),
                 ])
             }
             Output::Connect { conn, endpoint } => {
