@@ -846,7 +846,7 @@ impl Device {
         });
         let client_id = info.client_id();
         let params = ConnectParams {
-            endpoint: endpoint_for(&info, self.config.transport),
+            endpoint: endpoint_for(&info.host_name, &info.endpoints, self.config.transport),
             username: info.username(),
             password: info.shared_access_signature.clone(),
             subscriptions: subscriptions(&client_id),

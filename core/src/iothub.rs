@@ -4,14 +4,15 @@
 //! This module owns the telemetry topic (`devices/<ws>:<dev>/messages/events/<bag>`), the
 //! subscriptions made on every connection (the twin's answers and desired patches, and
 //! cloud-to-device messages on `devices/<id>/messages/devicebound/#`), reading the property bag
-//! of a cloud-to-device topic, and where to connect when the Platform announces no endpoint:
-//! TLS on 8883, `wss://<host>/$iothub/websocket`, uploads on `https://<host>`. The topics the
+//! of a cloud-to-device topic, the endpoints a stand-in Platform announces ([`GatewayEndpoints`])
+//! and where to connect when it announces none: TLS on 8883, `wss://<host>/$iothub/websocket`,
+//! uploads on `https://<host>`. It depends on no sub-machine (the credential's module uses it). The topics the
 //! twin publishes and reads (`$iothub/twin/...`) are built and parsed in `twin/topics.rs`.
 
 use crate::config::Transport;
+use crate::json::{self, Object};
 use crate::mqtt::codec::QoS;
 use crate::mqtt::session::Endpoint;
-use crate::token::ConnectionInfo;
 
 /// The port of MQTT over TLS when the Platform announces none.
 const DEFAULT_TLS_PORT: u16 = 8883;
@@ -51,24 +52,53 @@ pub(crate) fn cloud_to_device_properties(topic: &str) -> Option<&str> {
     topic.get(at + MARKER.len()..)
 }
 
+/// Extra endpoints announced by a stand-in Platform; a real instance announces none and the
+/// IoT Hub defaults apply.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GatewayEndpoints {
+    /// `host:port` of plain MQTT over TCP.
+    pub mqtt_tcp: Option<String>,
+    /// `host:port` of MQTT over TLS.
+    pub mqtt_tls: Option<String>,
+    /// URL of MQTT over WebSocket.
+    pub web_socket: Option<String>,
+    /// Base URL of the device HTTP endpoints (file upload).
+    pub http: Option<String>,
+}
+
+impl GatewayEndpoints {
+    /// The `gatewayEndpoints` object of a registration answer.
+    pub(crate) fn parse(object: &Object) -> Result<Self, String> {
+        Ok(Self {
+            mqtt_tcp: json::optional_string(object, "mqttTcp")?,
+            mqtt_tls: json::optional_string(object, "mqttTls")?,
+            web_socket: json::optional_string(object, "webSocket")?,
+            http: json::optional_string(object, "http")?,
+        })
+    }
+}
+
 /// Where to open the MQTT connection over `transport`: the endpoint the Platform announced, or
-/// the IoT Hub default on the credential's host. Plain TCP without an announced endpoint falls
-/// back to TLS.
-pub(crate) fn endpoint_for(info: &ConnectionInfo, transport: Transport) -> Endpoint {
+/// the IoT Hub default on the credential's host `host_name`. Plain TCP without an announced
+/// endpoint falls back to TLS.
+pub(crate) fn endpoint_for(
+    host_name: &str,
+    endpoints: &GatewayEndpoints,
+    transport: Transport,
+) -> Endpoint {
     let tls = || {
-        info.endpoints
+        endpoints
             .mqtt_tls
             .as_deref()
             .and_then(split_host_port)
             .map(|(host, port)| Endpoint::Tls { host, port })
             .unwrap_or_else(|| Endpoint::Tls {
-                host: unbracketed(&info.host_name).to_owned(),
+                host: unbracketed(host_name).to_owned(),
                 port: DEFAULT_TLS_PORT,
             })
     };
     match transport {
-        Transport::Tcp => info
-            .endpoints
+        Transport::Tcp => endpoints
             .mqtt_tcp
             .as_deref()
             .and_then(split_host_port)
@@ -76,11 +106,10 @@ pub(crate) fn endpoint_for(info: &ConnectionInfo, transport: Transport) -> Endpo
             .unwrap_or_else(tls),
         Transport::Tls => tls(),
         Transport::WebSocket => Endpoint::WebSocket {
-            url: info
-                .endpoints
+            url: endpoints
                 .web_socket
                 .clone()
-                .unwrap_or_else(|| format!("wss://{}/$iothub/websocket", info.host_name)),
+                .unwrap_or_else(|| format!("wss://{host_name}/$iothub/websocket")),
         },
     }
 }

@@ -137,6 +137,7 @@ pub use device::{Device, Input, Output, SendError, Stats};
 pub use event::{ConnectionState, EVENT_VOCABULARY, Event};
 pub use http::{HttpRequest, HttpResponse, MAX_ANSWER_BYTES, Method, RequestId};
 pub use identity::{DEVICE_ID_MAX_LEN, DEVICE_ID_MIN_LEN, DeviceId, DeviceIdError};
+pub use iothub::GatewayEndpoints;
 pub use message::{Compression, MessageError, MessageOptions, RecordError, StreamOptions};
 pub use mqtt::codec::ConnectReturnCode;
 pub use mqtt::session::{ConnectionId, Endpoint, SessionConfig};
@@ -149,5 +150,5 @@ pub use reason::{
 pub use store::{
     MemoryStore, OutboxMeta, Record, Seq, StoreError, StoreOperation, StoreRecovery, StoreRequest,
 };
-pub use token::{ConnectionInfo, GatewayEndpoints, RegistrationToken};
+pub use token::{ConnectionInfo, RegistrationToken};
 pub use twin::{TwinConfig, TwinError, TwinState};

@@ -20,7 +20,7 @@
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::connection_string::ConnectionString;
 use crate::http::{HttpCall, HttpResponse, Method, Verdict, classify_platform, join_url};
-use crate::iothub;
+use crate::iothub::{self, GatewayEndpoints};
 use crate::json::{self, Object, Value};
 use crate::reason::{RequestFailure, RequestKind, TokenDiscardReason};
 use crate::rng::Rng;
@@ -135,32 +135,6 @@ impl ConnectionInfo {
             .http
             .clone()
             .unwrap_or_else(|| iothub::default_upload_base(&self.host_name))
-    }
-}
-
-/// Extra endpoints announced by a stand-in Platform; a real instance announces none and the
-/// IoT Hub defaults apply.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct GatewayEndpoints {
-    /// `host:port` of plain MQTT over TCP.
-    pub mqtt_tcp: Option<String>,
-    /// `host:port` of MQTT over TLS.
-    pub mqtt_tls: Option<String>,
-    /// URL of MQTT over WebSocket.
-    pub web_socket: Option<String>,
-    /// Base URL of the device HTTP endpoints (file upload).
-    pub http: Option<String>,
-}
-
-impl GatewayEndpoints {
-    /// The `gatewayEndpoints` object of a registration answer.
-    fn parse(object: &Object) -> Result<Self, String> {
-        Ok(Self {
-            mqtt_tcp: json::optional_string(object, "mqttTcp")?,
-            mqtt_tls: json::optional_string(object, "mqttTls")?,
-            web_socket: json::optional_string(object, "webSocket")?,
-            http: json::optional_string(object, "http")?,
-        })
     }
 }
 
