@@ -25,14 +25,14 @@ use crate::mqtt::codec::ConnectReturnCode;
 use crate::mqtt::session::{
     ConnectParams, ConnectionId, Endpoint, Session, SessionEvent, SessionOutput,
 };
-use crate::outbox::{Outbox, OutboxError, Outcome, RejectReason, retry_delay};
+use crate::outbox::{Outbox, OutboxError, Outcome, RejectReason};
 use crate::provisioning::{
     Provisioning, ProvisioningEvent, ProvisioningOperation, ProvisioningRequest,
 };
 use crate::publish::Publisher;
 use crate::reason::{ConnectionLoss, Reason, RequestFailure, RequestKind};
 use crate::rng::Rng;
-use crate::saved::{ReportedRevisions, SavedState};
+use crate::saved::{SavedState, StateSaves};
 use crate::store::{
     OutboxMeta, Record, Seq, StoreError, StoreOperation, StoreRecovery, StoreRequest, new_origin,
 };
@@ -264,11 +264,7 @@ pub struct Device {
     twin: Twin,
     upload: Option<Upload>,
     saved: SavedState,
-    save_pending: bool,
-    /// When a failed state save is asked for again, and how many failed in a row.
-    save_retry_at: Option<u64>,
-    save_failures: u32,
-    reported_revisions: ReportedRevisions,
+    saves: StateSaves,
     /// A wait for `register` that must outlive the credentials that asked for it.
     register_not_before: u64,
     next_request_id: u64,
@@ -317,10 +313,7 @@ impl Device {
             twin,
             upload: None,
             saved,
-            save_pending: false,
-            save_retry_at: None,
-            save_failures: 0,
-            reported_revisions: ReportedRevisions::default(),
+            saves: StateSaves::default(),
             register_not_before: 0,
             next_request_id: 1,
             requests: KeyedVec::default(),
@@ -469,7 +462,7 @@ impl Device {
     pub fn update_reported_properties(&mut self, now: u64, patch: Value) -> Result<u64, TwinError> {
         let now = self.clamp(now);
         let changed = self.twin.update_reported(now, patch)?;
-        let (revision, stored) = self.reported_revisions.update(changed);
+        let (revision, stored) = self.saves.reported_update(changed);
         if let Some(revision) = stored {
             self.events
                 .push_back(Event::ReportedPropertiesStored { revision });
@@ -522,14 +515,13 @@ impl Device {
                 self.store_failed(StoreOperation::Reserve, error);
             }
             Input::StateSaved { reported_revision } => {
-                if let Some(revision) = self.reported_revisions.saved(reported_revision) {
+                if let Some(revision) = self.saves.saved(reported_revision) {
                     self.events
                         .push_back(Event::ReportedPropertiesStored { revision });
                 }
             }
             Input::SaveStateFailed { error } => {
-                self.save_retry_at = Some(now + retry_delay(self.save_failures));
-                self.save_failures = self.save_failures.saturating_add(1);
+                self.saves.failed(now);
                 self.store_failed(StoreOperation::SaveState, error);
             }
             Input::StoreRecovered(recovery) => self
@@ -633,17 +625,8 @@ impl Device {
         if let Some(request) = self.outbox.poll_store(self.now) {
             return Output::Store(request);
         }
-        let retrying = self.save_retry_at.is_some_and(|at| at <= self.now);
-        if self.save_pending || retrying {
-            // Failures in a row end with a save asked for while no retry was pending. A newer
-            // state replaces a failed one, so a pending retry is done by this save.
-            if self.save_retry_at.is_none() {
-                self.save_failures = 0;
-            }
-            self.save_retry_at = None;
-            self.save_pending = false;
+        if let Some(reported_revision) = self.saves.due(self.now) {
             let state = self.saved.to_json(self.twin.state());
-            let reported_revision = self.reported_revisions.saving();
             return Output::Store(StoreRequest::SaveState {
                 state,
                 reported_revision,
@@ -699,7 +682,7 @@ impl Device {
             self.session.poll_timeout(),
             self.twin.poll_timeout(),
             self.outbox.poll_timeout(),
-            self.save_retry_at,
+            self.saves.poll_timeout(),
             upload,
         ]
         .into_iter()
@@ -786,18 +769,18 @@ impl Device {
         match event {
             ProvisioningEvent::Operation(op) => {
                 self.saved.operation = Some(op.clone());
-                self.save_pending = true;
+                self.saves.ask();
                 self.events.push_back(Event::ProvisioningOperation(op));
             }
             ProvisioningEvent::Completed(token) => {
                 self.saved.operation = None;
                 self.saved.token = Some(token.clone());
-                self.save_pending = true;
+                self.saves.ask();
                 self.start_credentials(now, token);
             }
             ProvisioningEvent::Failed(error) => {
                 self.saved.operation = None;
-                self.save_pending = true;
+                self.saves.ask();
                 self.phase = Phase::Failed;
                 self.set_connection_state(ConnectionState::Failed);
                 self.events.push_back(Event::ProvisioningFailed(error));
@@ -809,7 +792,7 @@ impl Device {
         match event {
             CredentialsEvent::TokenChanged(token) => {
                 self.saved.token = Some(token);
-                self.save_pending = true;
+                self.saves.ask();
             }
             CredentialsEvent::Registered(info) => self.on_registered(now, info),
             CredentialsEvent::NeedsProvisioning(reason) => {
@@ -818,7 +801,7 @@ impl Device {
                     self.register_not_before = c.register_not_before();
                 }
                 self.saved.token = None;
-                self.save_pending = true;
+                self.saves.ask();
                 self.session.clear_params(now);
                 self.events
                     .push_back(Event::RegistrationTokenDiscarded { reason });
@@ -838,7 +821,7 @@ impl Device {
             }
             self.saved.workspace_id = Some(info.workspace_id.clone());
             self.saved.device_id = Some(info.device_id.clone());
-            self.save_pending = true;
+            self.saves.ask();
         }
         self.events.push_back(Event::Registered {
             workspace_id: info.workspace_id.clone(),
@@ -1013,7 +996,7 @@ impl Device {
             });
         }
         if self.twin.take_state_dirty() {
-            self.save_pending = true;
+            self.saves.ask();
             progressed = true;
         }
         progressed

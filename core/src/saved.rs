@@ -2,12 +2,15 @@
 //! carries between runs, and its JSON form.
 //!
 //! This module owns the facade's part of that state (the pending provisioning operation, the
-//! Registration Token and the identity) and the one document it is written as. The twin's part
+//! Registration Token and the identity), the one document it is written as, and when it is
+//! written ([`StateSaves`]: after a change, again after a failed write, and which
+//! reported-properties updates each write makes durable). The twin's part
 //! is not kept here but taken from the live twin each time the state is written, so there is no
 //! second copy to fall out of step with it. The document's format is fixed: it must read what
 //! earlier versions wrote and write the same document back.
 
 use crate::json::{self, Value};
+use crate::outbox::retry_delay;
 use crate::provisioning::ProvisioningOperation;
 use crate::token::RegistrationToken;
 use crate::twin::TwinState;
@@ -67,6 +70,62 @@ impl SavedState {
             .map_err(|e| format!("twin: {e}"))?
             .unwrap_or_default();
         Ok((saved, twin))
+    }
+}
+
+/// When the state is written: once something in it changed, again after a failed write (with
+/// the store retry delays), and which reported-properties updates each write makes durable.
+#[derive(Debug, Default)]
+pub(crate) struct StateSaves {
+    /// Something changed since the last write was asked for.
+    pending: bool,
+    /// When a failed write is asked for again, and how many failed in a row.
+    retry_at: Option<u64>,
+    failures: u32,
+    revisions: ReportedRevisions,
+}
+
+impl StateSaves {
+    /// Something in the state changed: write it soon.
+    pub(crate) fn ask(&mut self) {
+        self.pending = true;
+    }
+
+    /// Whether a write is due now; if so, the reported-properties revision it includes.
+    pub(crate) fn due(&mut self, now: u64) -> Option<u64> {
+        let retrying = self.retry_at.is_some_and(|at| at <= now);
+        if !self.pending && !retrying {
+            return None;
+        }
+        // Failures in a row end with a write asked for while no retry was pending. A newer
+        // state replaces a failed one, so a pending retry is done by this write.
+        if self.retry_at.is_none() {
+            self.failures = 0;
+        }
+        self.retry_at = None;
+        self.pending = false;
+        Some(self.revisions.saving())
+    }
+
+    /// The write failed: the newest state is written again after a delay.
+    pub(crate) fn failed(&mut self, now: u64) {
+        self.retry_at = Some(now + retry_delay(self.failures));
+        self.failures = self.failures.saturating_add(1);
+    }
+
+    /// A write that included `revision` is durable: the newest durable revision, when news.
+    pub(crate) fn saved(&mut self, revision: u64) -> Option<u64> {
+        self.revisions.saved(revision)
+    }
+
+    /// Numbers a reported-properties update (see [`ReportedRevisions::update`]).
+    pub(crate) fn reported_update(&mut self, changed: bool) -> (u64, Option<u64>) {
+        self.revisions.update(changed)
+    }
+
+    /// When a failed write is asked for again.
+    pub(crate) fn poll_timeout(&self) -> Option<u64> {
+        self.retry_at
     }
 }
 
