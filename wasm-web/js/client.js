@@ -171,7 +171,7 @@ export class DeviceClient {
    */
   createStreamSender(options) {
     const name = option(options, "compression") ?? "none";
-    const compression = COMPRESSION[name];
+    const compression = Object.hasOwn(COMPRESSION, name) ? COMPRESSION[name] : undefined;
     if (compression === undefined) {
       throw invalid("compression", `must be "none", "fastest" or "smallestSize", not "${name}"`);
     }

@@ -462,7 +462,7 @@ impl Core {
 /// A store request as `pollOutput` hands it to the host: `append` {records: {seq, data}[]},
 /// `load` {from, maxCount, maxBytes}, `remove` {seqs (ascending), bytes}, `saveState` {state,
 /// reportedRevision},
-/// `reserve` {below}.
+/// `reserve` {below, origin?}.
 /// Public for the browser tests of the store, which check it against the core's `MemoryStore`.
 #[doc(hidden)]
 pub fn store_request_to_js(request: &StoreRequest) -> JsValue {
