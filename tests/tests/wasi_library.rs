@@ -201,7 +201,9 @@ async fn wasi_library_world_delivers_over_tls_trusting_the_ca_file_of_its_config
         .expect("start refused");
     let missing = format!("{missing:#}");
     assert!(
-        missing.contains("invalid-configuration") && missing.contains("no-such-ca.pem"),
+        missing.contains("invalid-configuration")
+            && missing.contains(r#"String("tls-ca-file")"#)
+            && missing.contains("no-such-ca.pem"),
         "{missing}"
     );
 

@@ -348,6 +348,7 @@ async fn a_cleartext_instance_url_off_loopback_is_refused_at_start() {
     let error = format!("{error:#}");
     assert!(
         error.contains("invalid-configuration")
+            && error.contains(r#"String("instance-url")"#)
             && error.contains("refusing unencrypted http://platform.example"),
         "{error}"
     );

@@ -16,7 +16,7 @@ use vdev_core::{
 
 use crate::driver::{Driver, StartError, StoreFailure, now_ms};
 use crate::notice::Notice;
-use crate::settings::Settings;
+use crate::settings::{Settings, SettingsError};
 
 wit_bindgen::generate!({
     path: "../wit",
@@ -203,6 +203,21 @@ fn connection_loss(reason: ConnectionLoss) -> wit::ConnectionLoss {
     }
 }
 
+/// Which setting a start refused, and why.
+fn invalid_setting(error: SettingsError) -> wit::InvalidSetting {
+    match error {
+        SettingsError::Invalid { name, reason } => wit::InvalidSetting { name, reason },
+        SettingsError::Missing(name) => wit::InvalidSetting {
+            name: name.into(),
+            reason: "is missing".into(),
+        },
+        SettingsError::UnknownArgument(argument) => wit::InvalidSetting {
+            name: argument,
+            reason: "is not a setting".into(),
+        },
+    }
+}
+
 fn request_failed(request: RequestKind, failure: RequestFailure) -> wit::RequestFailed {
     wit::RequestFailed {
         request: match request {
@@ -295,10 +310,9 @@ impl GuestDevice for DeviceResource {
                 driver: Rc::new(RefCell::new(driver)),
             })),
             Err(StartError::Settings(e)) => {
-                Err(wit::StartError::InvalidConfiguration(e.to_string()))
+                Err(wit::StartError::InvalidConfiguration(invalid_setting(e)))
             }
-            Err(StartError::Tls(e)) => Err(wit::StartError::InvalidConfiguration(e)),
-            Err(e) => Err(wit::StartError::StoreUnavailable(e.to_string())),
+            Err(StartError::Store(e)) => Err(wit::StartError::StoreUnavailable(e.to_string())),
         }
     }
 

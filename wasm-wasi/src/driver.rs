@@ -61,9 +61,6 @@ pub enum StartError {
     /// The store directory could not be opened.
     #[error("store unavailable: {0}")]
     Store(#[from] crate::file_store::FileStoreError),
-    /// The TLS configuration (the CA file) is unusable.
-    #[error("{0}")]
-    Tls(String),
 }
 
 /// Why a message was not stored.
@@ -331,13 +328,21 @@ impl Driver {
         // Also for `tcp`: the core falls back to MQTT over TLS on the hub host when the
         // Platform announces no plain endpoint (a real Platform never does).
         let ca_pem = match &settings.tls_ca_file {
-            Some(path) => Some(
-                std::fs::read(path)
-                    .map_err(|e| StartError::Tls(format!("tls ca file {path}: {e}")))?,
-            ),
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                StartError::Settings(crate::settings::SettingsError::Invalid {
+                    name: "tls-ca-file".into(),
+                    reason: format!("{path}: {e}"),
+                })
+            })?),
             None => None,
         };
-        let tls_config = crate::tls::client_config(ca_pem.as_deref()).map_err(StartError::Tls)?;
+        // A CA file that holds no usable certificate is the setting's fault too.
+        let tls_config = crate::tls::client_config(ca_pem.as_deref()).map_err(|reason| {
+            StartError::Settings(crate::settings::SettingsError::Invalid {
+                name: "tls-ca-file".into(),
+                reason,
+            })
+        })?;
         let mut device = Device::new(config, now_ms(), seed, &store.meta(), store.state());
         for recovery in recoveries {
             let input = Input::StoreRecovered(vdev_core::StoreRecovery {
