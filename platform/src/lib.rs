@@ -75,6 +75,9 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Most connections open at once on each listener; more are closed as they arrive.
     pub max_connections: usize,
+    /// How long a write to an MQTT client may wait for it to read before its connection is
+    /// closed.
+    pub write_timeout: Duration,
 }
 
 impl Config {
@@ -93,6 +96,7 @@ impl Config {
             max_json_body_bytes: 64 * 1024,
             max_message_bytes: 16 * 1024 * 1024,
             max_connections: 10_000,
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -295,6 +299,7 @@ fn open_state(config: &Config, admin_token: &str) -> Result<Arc<AppState>, Start
         max_json_body_bytes: config.max_json_body_bytes,
         max_message_bytes: config.max_message_bytes,
         max_connections: config.max_connections,
+        write_timeout: config.write_timeout,
         blob_dir: config.data_dir.join("blobs"),
         sessions: Default::default(),
         faults: Default::default(),

@@ -46,6 +46,8 @@ pub struct AppState {
     pub max_message_bytes: usize,
     /// Most connections open at once on each listener.
     pub max_connections: usize,
+    /// How long a write may wait for a client that does not read before its connection closes.
+    pub write_timeout: std::time::Duration,
     /// Directory of uploaded blobs.
     pub blob_dir: PathBuf,
     /// Live MQTT sessions.

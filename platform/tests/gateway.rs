@@ -447,6 +447,17 @@ async fn a_newer_connection_with_the_same_device_id_wins() {
 }
 
 async fn raw_connect(port: u16, client_id: &str, username: &str, password: &str) -> Vec<u8> {
+    raw_connection(port, client_id, username, password).await.1
+}
+
+/// A hand-made MQTT connection (no client library reading behind the test's back) and the
+/// CONNACK it got.
+async fn raw_connection(
+    port: u16,
+    client_id: &str,
+    username: &str,
+    password: &str,
+) -> (TcpStream, Vec<u8>) {
     let mut stream = TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
@@ -477,7 +488,7 @@ async fn raw_connect(port: u16, client_id: &str, username: &str, password: &str)
         .await
         .expect("connack in time")
         .expect("connack");
-    answer
+    (stream, answer)
 }
 
 #[tokio::test]
@@ -839,4 +850,57 @@ async fn connections_past_the_bound_are_closed_as_they_arrive() {
     })
     .await;
     drop(admitted);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_let_go_after_the_write_timeout_and_others_are_served() {
+    let platform = TestPlatform::start_with(|config| vdev_platform::Config {
+        write_timeout: std::time::Duration::from_secs(1),
+        ..config
+    })
+    .await;
+    let stuck = platform.provision("stuck-01").await;
+    let (host, port) = platform.mqtt_tcp();
+    let (mut stream, connack) =
+        raw_connection(port, &stuck.client_id(), &stuck.username(), &stuck.sas).await;
+    assert_eq!(connack, [0x20, 0x02, 0x00, 0x00], "connected");
+    // SUBSCRIBE (packet id 1) to its cloud-to-device topic at QoS 1; then it reads nothing more.
+    let filter = format!("devices/{}/messages/devicebound/#", stuck.client_id());
+    let mut subscribe = vec![0x82, (2 + 2 + filter.len() + 1) as u8, 0, 1];
+    subscribe.extend_from_slice(&(filter.len() as u16).to_be_bytes());
+    subscribe.extend_from_slice(filter.as_bytes());
+    subscribe.push(1);
+    stream.write_all(&subscribe).await.expect("subscribe");
+    let mut suback = [0u8; 5];
+    tokio::time::timeout(common::DEADLINE, stream.read_exact(&mut suback))
+        .await
+        .expect("suback in time")
+        .expect("suback");
+    assert_eq!(suback, [0x90, 0x03, 0, 1, 1], "granted at QoS 1");
+    // About 12 MB for it: more than the socket buffers hold, so the gateway's writes stall.
+    let chunk = "x".repeat(60_000);
+    for i in 0..200 {
+        let (status, _) = platform
+            .admin(
+                "POST",
+                "/devices/stuck-01/c2d-messages",
+                Some(json!({"n": i, "filler": chunk})),
+            )
+            .await;
+        assert!(status.is_success(), "queued while the session is stuck");
+    }
+    // Another device is served meanwhile.
+    let other = platform.provision("other-01").await;
+    let mut mqtt = Mqtt::spawn(other.options(&host, port));
+    assert_eq!(mqtt.connack().await, Ok(ConnectReturnCode::Success));
+    mqtt.publish_message(other.events_topic(""), b"served".to_vec())
+        .await;
+    assert_eq!(messages(&platform, "other-01").await.len(), 1);
+    // The stuck one is let go: its session ends although it never closes its socket.
+    common::eventually("the stuck connection closed by the gateway", || async {
+        let (_, device) = platform.admin("GET", "/devices/stuck-01", None).await;
+        (device["connected"] == json!(false)).then_some(())
+    })
+    .await;
+    drop(stream);
 }

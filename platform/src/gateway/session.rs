@@ -292,15 +292,27 @@ impl<T: Transport> Session<'_, T> {
         Ok(())
     }
 
+    /// Writes `bytes`, or closes the connection when the peer does not take them within the
+    /// write timeout: a client that stops reading must not hold its session (and its device's
+    /// place) for ever.
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), Close> {
+        let timeout = self.state.write_timeout;
+        match tokio::time::timeout(timeout, self.transport.write(bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Close::Normal(format!("write failed: {e}"))),
+            Err(_) => Err(Close::Normal(format!(
+                "the client took nothing for {} ms",
+                timeout.as_millis()
+            ))),
+        }
+    }
+
     async fn handle_events(&mut self, events: Vec<Event>) -> Result<(), Close> {
         let mut queue: VecDeque<Event> = events.into();
         while let Some(event) = queue.pop_front() {
             match event {
                 Event::RequestSendPacket { packet, .. } => {
-                    let bytes = packet.to_continuous_buffer();
-                    if let Err(e) = self.transport.write(&bytes).await {
-                        return Err(Close::Normal(format!("write failed: {e}")));
-                    }
+                    self.send(&packet.to_continuous_buffer()).await?;
                 }
                 Event::NotifyPacketReceived(packet) => {
                     let more = self.handle_packet(packet).await?;
@@ -332,7 +344,7 @@ impl<T: Transport> Session<'_, T> {
             Packet::V3_1_1Connect(connect) => self.handle_connect(&connect).await,
             Packet::V5_0Connect(_) => {
                 // MQTT 3.1.1 §3.2.2.3: answer an unsupported protocol level with return code 1.
-                let _ = self.transport.write(&[0x20, 0x02, 0x00, 0x01]).await;
+                let _ = self.send(&[0x20, 0x02, 0x00, 0x01]).await;
                 Err(Close::Normal(
                     "mqtt 5 is not supported (iot hub speaks 3.1.1)".into(),
                 ))
@@ -463,7 +475,7 @@ impl<T: Transport> Session<'_, T> {
             Err(code) => {
                 for event in events {
                     if let Event::RequestSendPacket { packet, .. } = event {
-                        let _ = self.transport.write(&packet.to_continuous_buffer()).await;
+                        let _ = self.send(&packet.to_continuous_buffer()).await;
                     }
                 }
                 Err(Close::Normal(format!("connect refused: {code}")))
