@@ -218,6 +218,10 @@ pub struct MessageQuery {
     pub limit: Option<u32>,
     /// `asc` (default, oldest first) or `desc` (newest first).
     pub order: Option<String>,
+    /// At most this many bytes of each payload (the rest stays in the database, and
+    /// `payloadTruncated` says so): what a view of many messages asks for, so that a backlog of
+    /// large messages costs it little. Whole payloads when absent.
+    pub payload_bytes: Option<u32>,
 }
 
 /// Stored messages matching the query.
@@ -253,23 +257,27 @@ pub fn query(state: &AppState, workspace_id: &str, q: &MessageQuery) -> Result<V
         }
     }
     values.push(i64::from(limit).into());
+    // SQLite cuts the payload itself, so a long one is never read whole under the lock.
+    let payload_bytes = q.payload_bytes.map_or(i64::MAX, i64::from);
+    values.insert(0, payload_bytes.into());
     let db = state.store.lock();
     let mut stmt = db
         .prepare(&format!(
             "SELECT id, device_id, received_at, stream_group, stream, site_id, batch_id,
              batch_slice_id, message_id, chunk_id, content_encoding, complete_batch,
              complete_message, ignore_payload, externalized, blob_name, seq_origin, seq_n,
-             properties_json, payload, conflict FROM messages WHERE {} ORDER BY id {order}
-             LIMIT ?",
+             properties_json, substr(payload, 1, ?), conflict, length(payload) FROM messages
+             WHERE {} ORDER BY id {order} LIMIT ?",
             filters.join(" AND ")
         ))
         .map_err(StoreError::from)?;
     let rows = stmt
         .query_map(rusqlite::params_from_iter(values), |r| {
             let payload: Vec<u8> = r.get(19)?;
+            let size: i64 = r.get(21)?;
             let encoding: Option<String> = r.get(10)?;
             let text = match encoding {
-                None => std::str::from_utf8(&payload).ok().map(str::to_owned),
+                None => utf8_text(&payload),
                 Some(_) => None,
             };
             let properties: String = r.get(18)?;
@@ -295,7 +303,8 @@ pub fn query(state: &AppState, workspace_id: &str, q: &MessageQuery) -> Result<V
                 "sequence": origin.map(|o| json!({"origin": o, "n": n})),
                 "conflict": r.get::<_, bool>(20)?,
                 "properties": serde_json::from_str::<Value>(&properties).unwrap_or(Value::Null),
-                "payloadSize": payload.len(),
+                "payloadSize": size,
+                "payloadTruncated": i64::try_from(payload.len()).unwrap_or(i64::MAX) < size,
                 "payloadText": text,
                 "payloadBase64": STANDARD.encode(&payload),
             }))
@@ -303,6 +312,18 @@ pub fn query(state: &AppState, workspace_id: &str, q: &MessageQuery) -> Result<V
         .and_then(Iterator::collect::<Result<Vec<_>, _>>)
         .map_err(StoreError::from)?;
     Ok(Value::Array(rows))
+}
+
+/// The payload as text when it is UTF-8; a character cut at the end (by `payloadBytes`) is left
+/// out rather than making the whole text unreadable.
+fn utf8_text(payload: &[u8]) -> Option<String> {
+    match std::str::from_utf8(payload) {
+        Ok(text) => Some(text.to_owned()),
+        Err(cut) if cut.error_len().is_none() => std::str::from_utf8(&payload[..cut.valid_up_to()])
+            .ok()
+            .map(str::to_owned),
+        Err(_) => None,
+    }
 }
 
 #[cfg(test)]

@@ -904,3 +904,44 @@ async fn a_client_that_stops_reading_is_let_go_after_the_write_timeout_and_other
     .await;
     drop(stream);
 }
+
+#[tokio::test]
+async fn the_consoles_message_view_of_a_backlog_of_large_messages_stays_small() {
+    let platform = TestPlatform::start().await;
+    let device = platform.provision("backlog-01").await;
+    let (host, port) = platform.mqtt_tcp();
+    let mut mqtt = Mqtt::spawn(device.options(&host, port));
+    assert_eq!(mqtt.connack().await, Ok(ConnectReturnCode::Success));
+    // 100 messages of 9,000 bytes of two-byte characters (the test client's packets stay
+    // under 10 KiB): 0.9 MB of payloads, 2 MB as whole payloads in JSON.
+    let large = "é".repeat(4_500);
+    for _ in 0..100 {
+        mqtt.publish_message(device.events_topic(""), large.clone().into_bytes())
+            .await;
+    }
+    assert_eq!(messages(&platform, "backlog-01").await.len(), 100);
+    // The console's own query (console.html, loadMessages).
+    let (status, view) = platform
+        .admin(
+            "GET",
+            "/messages?limit=1000&order=desc&payloadBytes=200",
+            None,
+        )
+        .await;
+    assert!(status.is_success());
+    let size = serde_json::to_vec(&view).expect("json").len();
+    assert!(
+        size < 150_000,
+        "the view of 100 messages of 9,000 bytes is {size} bytes, not the payloads whole"
+    );
+    assert_eq!(view.as_array().map(Vec::len), Some(100));
+    for message in view.as_array().expect("an array") {
+        assert_eq!(message["payloadSize"], json!(9_000));
+        assert_eq!(message["payloadTruncated"], json!(true));
+        assert_eq!(
+            message["payloadText"],
+            json!("é".repeat(100)),
+            "the text up to the cut, whole characters only"
+        );
+    }
+}
