@@ -258,7 +258,9 @@ pub fn query(state: &AppState, workspace_id: &str, q: &MessageQuery) -> Result<V
     }
     values.push(i64::from(limit).into());
     // SQLite cuts the payload itself, so a long one is never read whole under the lock.
-    let payload_bytes = q.payload_bytes.map_or(i64::MAX, i64::from);
+    // Whole payloads: any length above SQLite's largest blob (a length near i64::MAX overflows
+    // inside `substr` and gives an empty blob).
+    let payload_bytes = q.payload_bytes.map_or(i64::from(i32::MAX), i64::from);
     values.insert(0, payload_bytes.into());
     let db = state.store.lock();
     let mut stmt = db

@@ -944,4 +944,8 @@ async fn the_consoles_message_view_of_a_backlog_of_large_messages_stays_small() 
             "the text up to the cut, whole characters only"
         );
     }
+    // Without `payloadBytes`, payloads come whole.
+    let (_, whole) = platform.admin("GET", "/messages?limit=1", None).await;
+    assert_eq!(whole[0]["payloadTruncated"], json!(false));
+    assert_eq!(whole[0]["payloadText"], json!(large));
 }
