@@ -257,7 +257,8 @@ pub fn query(state: &AppState, workspace_id: &str, q: &MessageQuery) -> Result<V
         }
     }
     values.push(i64::from(limit).into());
-    // SQLite cuts the payload itself, so a long one is never read whole under the lock.
+    // SQLite cuts the payload itself, so a long one is never read whole under the lock (and
+    // `substr` of an empty blob is NULL, hence the `coalesce`).
     // Whole payloads: any length above SQLite's largest blob (a length near i64::MAX overflows
     // inside `substr` and gives an empty blob).
     let payload_bytes = q.payload_bytes.map_or(i64::from(i32::MAX), i64::from);
@@ -268,7 +269,7 @@ pub fn query(state: &AppState, workspace_id: &str, q: &MessageQuery) -> Result<V
             "SELECT id, device_id, received_at, stream_group, stream, site_id, batch_id,
              batch_slice_id, message_id, chunk_id, content_encoding, complete_batch,
              complete_message, ignore_payload, externalized, blob_name, seq_origin, seq_n,
-             properties_json, substr(payload, 1, ?), conflict, length(payload) FROM messages
+             properties_json, coalesce(substr(payload, 1, ?), x''), conflict, length(payload) FROM messages
              WHERE {} ORDER BY id {order} LIMIT ?",
             filters.join(" AND ")
         ))

@@ -28,7 +28,24 @@ impl Drop for Running {
 
 /// Start the binary and wait (bounded) until it prints the path of platform.json.
 fn start(data_dir: &Path) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vdev-platform"))
+    start_with_open_files(data_dir, None)
+}
+
+/// [`start`], with at most `max_open_files` file descriptors (the shell's `ulimit -n`).
+fn start_with_open_files(data_dir: &Path, max_open_files: Option<u32>) -> Running {
+    let binary = env!("CARGO_BIN_EXE_vdev-platform");
+    let mut command = match max_open_files {
+        Some(limit) => {
+            let mut shell = Command::new("sh");
+            shell
+                .arg("-c")
+                .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                .arg(binary);
+            shell
+        }
+        None => Command::new(binary),
+    };
+    let mut child = command
         .arg("--data-dir")
         .arg(data_dir)
         .args([
@@ -228,4 +245,54 @@ async fn binary_prints_its_endpoints_and_keeps_state_across_a_restart() {
         .filter_map(|m| m["payloadText"].as_str())
         .collect();
     assert_eq!(payloads, ["before restart", "after restart"]);
+}
+
+/// CPU time the process `pid` has used, user and system, in clock ticks (1/100 s here).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/<pid>/stat");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
+        .split(' ')
+        .collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+#[tokio::test]
+async fn out_of_file_descriptors_the_accept_loops_wait_instead_of_spinning_and_recover() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let running = start_with_open_files(dir.path(), Some(64));
+    let mqtt = running
+        .info
+        .gateway_endpoints
+        .mqtt_tcp
+        .clone()
+        .expect("mqtt tcp endpoint");
+    let http = running.info.http_url.clone().expect("http url");
+    let http_address = http.trim_start_matches("http://").to_owned();
+    // More connections than the process may hold files: the kernel queues the rest, and every
+    // accept fails with EMFILE until some close.
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        held.push(std::net::TcpStream::connect(&mqtt).expect("connect"));
+        held.push(std::net::TcpStream::connect(&http_address).expect("connect"));
+    }
+    // Over a window of two seconds the process uses little CPU: an accept loop that retried at
+    // once would use all of one core (about 200 ticks).
+    let before = cpu_ticks(running.child.id());
+    tokio::time::sleep(Duration::from_secs(2)).await; // the measurement window
+    let used = cpu_ticks(running.child.id()) - before;
+    assert!(
+        used < 60,
+        "{used} ticks of CPU in 2 s while out of file descriptors: the accept loop spins"
+    );
+    // Once the connections go, the Platform serves again.
+    drop(held);
+    let admin = format!("Bearer {}", running.info.admin_token);
+    common::eventually("the Platform answers again", || async {
+        let path = format!("/workspaces/{}/devices", running.info.workspace_id);
+        let (status, _) = call(&running.info, "GET", &path, &admin, Value::Null).await;
+        (status == 200).then_some(())
+    })
+    .await;
 }

@@ -919,7 +919,10 @@ async fn the_consoles_message_view_of_a_backlog_of_large_messages_stays_small() 
         mqtt.publish_message(device.events_topic(""), large.clone().into_bytes())
             .await;
     }
-    assert_eq!(messages(&platform, "backlog-01").await.len(), 100);
+    // And an empty one, which is cut to nothing.
+    mqtt.publish_message(device.events_topic(""), Vec::new())
+        .await;
+    assert_eq!(messages(&platform, "backlog-01").await.len(), 101);
     // The console's own query (console.html, loadMessages).
     let (status, view) = platform
         .admin(
@@ -934,8 +937,10 @@ async fn the_consoles_message_view_of_a_backlog_of_large_messages_stays_small() 
         size < 150_000,
         "the view of 100 messages of 9,000 bytes is {size} bytes, not the payloads whole"
     );
-    assert_eq!(view.as_array().map(Vec::len), Some(100));
-    for message in view.as_array().expect("an array") {
+    assert_eq!(view.as_array().map(Vec::len), Some(101));
+    assert_eq!(view[0]["payloadSize"], json!(0), "the newest, empty one");
+    assert_eq!(view[0]["payloadText"], json!(""));
+    for message in &view.as_array().expect("an array")[1..] {
         assert_eq!(message["payloadSize"], json!(9_000));
         assert_eq!(message["payloadTruncated"], json!(true));
         assert_eq!(
@@ -946,6 +951,7 @@ async fn the_consoles_message_view_of_a_backlog_of_large_messages_stays_small() 
     }
     // Without `payloadBytes`, payloads come whole.
     let (_, whole) = platform.admin("GET", "/messages?limit=1", None).await;
+    assert_eq!(whole[0]["payloadSize"], json!(9_000), "the oldest");
     assert_eq!(whole[0]["payloadTruncated"], json!(false));
     assert_eq!(whole[0]["payloadText"], json!(large));
 }
