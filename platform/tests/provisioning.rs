@@ -687,6 +687,96 @@ async fn a_refresh_whose_answer_was_lost_can_be_retried_without_a_technician() {
 }
 
 #[tokio::test]
+async fn an_operation_can_be_completed_again_for_15_minutes_and_not_after() {
+    let platform = TestPlatform::start().await;
+    let pt = platform.provisioning_token();
+    let op = init_ok(&platform, &pt, Some("window-01")).await;
+    approve(&platform, &op, json!({})).await;
+    assert_eq!(platform.complete(&pt, &op).await.0, StatusCode::OK);
+    // The first completion moves back in time: 14 minutes ago is still within the window.
+    let completed_ago = |minutes: i64| {
+        let db = platform.platform.state().store.lock();
+        db.execute(
+            "UPDATE provisioning_operations SET completed_at = ?2 WHERE id = ?1",
+            rusqlite::params![op, now_ms() - minutes * 60_000],
+        )
+        .expect("backdated");
+    };
+    completed_ago(14);
+    let (status, again) = platform.complete(&pt, &op).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    // 16 minutes ago: too long, whoever asks.
+    completed_ago(16);
+    let (status, problem) = platform.complete(&pt, &op).await;
+    assert_eq!(status, StatusCode::GONE, "{problem}");
+    assert_eq!(
+        problem["type"],
+        "/problems/deviceProvisioning/provisioningOperationCompleted"
+    );
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("too long ago")),
+        "{problem}"
+    );
+}
+
+#[tokio::test]
+async fn a_lost_refresh_can_be_retried_for_15_minutes_and_not_after() {
+    let platform = TestPlatform::start().await;
+    let pt = platform.provisioning_token();
+    let op = init_ok(&platform, &pt, Some("grace-01")).await;
+    approve(&platform, &op, json!({})).await;
+    let first = platform.complete(&pt, &op).await.1["registrationToken"]
+        .as_str()
+        .expect("rt")
+        .to_owned();
+    let refresh = || {
+        platform.device(
+            "PUT",
+            "/devices/registration-tokens/refresh",
+            &pt,
+            json!({"registrationToken": first}),
+        )
+    };
+    // The answer carrying the successor is lost; the first token was superseded when?
+    assert_eq!(refresh().await.0, StatusCode::OK);
+    let superseded_ago = |minutes: i64| {
+        let db = platform.platform.state().store.lock();
+        db.execute(
+            "UPDATE registration_tokens SET closed_at = ?1
+             WHERE device_id = 'grace-01' AND state = 'superseded'",
+            rusqlite::params![now_ms() - minutes * 60_000],
+        )
+        .expect("backdated");
+    };
+    // 16 minutes ago: too late for a retry (its successor is unused: the time alone refuses).
+    superseded_ago(16);
+    let (status, refused) = refresh().await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "after the grace: {refused}"
+    );
+    assert_eq!(
+        refused["detail"], "the Registration Token was superseded",
+        "{refused}"
+    );
+    // 14 minutes ago: still within it.
+    superseded_ago(14);
+    let (status, retried) = refresh().await;
+    assert_eq!(status, StatusCode::OK, "within the grace: {retried}");
+}
+
+/// Milliseconds since the Unix epoch, as the Platform stores its times.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[tokio::test]
 async fn after_a_revocation_the_operation_cannot_be_completed_again() {
     let platform = TestPlatform::start().await;
     let pt = platform.provisioning_token();
