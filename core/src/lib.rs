@@ -138,7 +138,10 @@ pub use event::{ConnectionState, EVENT_VOCABULARY, Event};
 pub use http::{HttpRequest, HttpResponse, MAX_ANSWER_BYTES, Method, RequestId};
 pub use identity::{DEVICE_ID_MAX_LEN, DEVICE_ID_MIN_LEN, DeviceId, DeviceIdError};
 pub use iothub::GatewayEndpoints;
-pub use message::{Compression, MessageError, MessageOptions, RecordError, StreamOptions};
+pub use message::{
+    Compression, MAX_PAYLOAD_BYTES, MAX_RECORD_BYTES, MessageError, MessageOptions, RecordError,
+    StreamOptions,
+};
 pub use mqtt::codec::ConnectReturnCode;
 pub use mqtt::session::{ConnectionId, Endpoint, SessionConfig};
 pub use outbox::{OutboxError, OutboxLimits, RejectReason};

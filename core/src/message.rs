@@ -64,7 +64,25 @@ pub enum MessageError {
     /// A completion marker needs the id it completes.
     #[error("{0} is required")]
     MissingId(&'static str),
+    /// The payload is larger than a message may be ([`MAX_PAYLOAD_BYTES`]).
+    #[error("the payload is {len} bytes long; at most {max} bytes are allowed")]
+    PayloadTooLarge {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
 }
+
+/// The largest payload a message may have. Every store keeps a message as one record, and a
+/// store must be able to read back whatever it was given: the file store refuses frames larger
+/// than 64 MiB when it opens (as a torn or corrupt tail), so the core never hands it one.
+pub const MAX_PAYLOAD_BYTES: usize = 32 * 1024 * 1024;
+
+/// The largest record the core ever asks a store to append: the largest payload and the most
+/// the properties and header can add (nine properties of at most 1,024 bytes, their names and
+/// lengths).
+pub const MAX_RECORD_BYTES: usize = MAX_PAYLOAD_BYTES + 64 * 1024;
 
 /// Why a stored record could not be read back.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -122,6 +140,12 @@ impl StoredMessage {
         upload_threshold: usize,
         now: u64,
     ) -> Result<Self, MessageError> {
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(MessageError::PayloadTooLarge {
+                len: payload.len(),
+                max: MAX_PAYLOAD_BYTES,
+            });
+        }
         let mut properties = Vec::new();
         let mut push = |name: &'static str, value: &Option<String>| {
             if let Some(value) = value {
@@ -444,6 +468,49 @@ mod tests {
         )
         .unwrap();
         assert!(m.externalize);
+    }
+
+    #[test]
+    fn a_payload_over_the_limit_is_refused_and_the_largest_record_fits_every_store() {
+        assert_eq!(
+            StoredMessage::build(
+                &stream(),
+                &Default::default(),
+                Marker::Data,
+                vec![0; MAX_PAYLOAD_BYTES + 1],
+                usize::MAX,
+                0,
+            )
+            .map(|_| ()),
+            Err(MessageError::PayloadTooLarge {
+                len: MAX_PAYLOAD_BYTES + 1,
+                max: MAX_PAYLOAD_BYTES
+            })
+        );
+        // The largest payload with every property at its longest.
+        let long = || Some("x".repeat(MAX_PROPERTY_LEN));
+        let stream = StreamOptions {
+            stream_group: long(),
+            stream: long(),
+            site_id: long(),
+            ..Default::default()
+        };
+        let options = MessageOptions {
+            batch_id: long(),
+            message_id: long(),
+            batch_slice_id: long(),
+            chunk_id: long(),
+        };
+        let largest = StoredMessage::build(
+            &stream,
+            &options,
+            Marker::Data,
+            vec![7; MAX_PAYLOAD_BYTES],
+            usize::MAX,
+            0,
+        )
+        .expect("the largest payload is taken");
+        assert!(largest.encode().len() <= MAX_RECORD_BYTES);
     }
 
     #[test]

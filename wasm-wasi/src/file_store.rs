@@ -42,6 +42,8 @@ use vdev_core::{Input, OutboxMeta, Record, Seq, StoreError, StoreRequest};
 const FRAME_HEADER: usize = 8;
 /// Largest frame payload accepted on open; anything larger is a corrupt length.
 const MAX_FRAME: usize = 64 * 1024 * 1024;
+// Every record the core appends (and its sequence number) reads back.
+const _: () = assert!(vdev_core::MAX_RECORD_BYTES + 8 <= MAX_FRAME);
 /// A new segment is started once the active one is this large.
 const DEFAULT_SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
 /// `acks.log` is compacted when it grows past this.
