@@ -149,7 +149,8 @@ pub enum Input<'a> {
     /// ([`Event::OutboxRecovered`]); what was cut was never reported stored.
     StoreRecovered(StoreRecovery),
     /// The host's network came back (the browser's `online` event, or the app said so):
-    /// reconnect without waiting for the backoff delay.
+    /// reconnect without waiting for the backoff delay. Only after [`Input::NetworkLost`]: while
+    /// online (or stopped) it changes nothing.
     NetworkAvailable,
     /// The host's network is gone (the browser's `offline` event, or the app said so): the
     /// connection is closed and no connection or HTTP request is started until
@@ -460,6 +461,9 @@ impl Device {
     /// difference is sent when connected and kept across restarts until acknowledged. Returns
     /// the update's revision: [`Event::ReportedPropertiesStored`] says when it is durable.
     pub fn update_reported_properties(&mut self, now: u64, patch: Value) -> Result<u64, TwinError> {
+        if matches!(self.phase, Phase::Stopped) {
+            return Err(TwinError::Stopped);
+        }
         let now = self.clamp(now);
         let changed = self.twin.update_reported(now, patch)?;
         let (revision, stored) = self.saves.reported_update(changed);
@@ -527,19 +531,23 @@ impl Device {
             Input::StoreRecovered(recovery) => self
                 .events
                 .push_back(Event::OutboxRecovered(Box::new(recovery))),
+            // A stopped device stays as it is; a repeated signal changes nothing (in particular,
+            // being told again that the network is there skips no backoff delay).
+            Input::NetworkAvailable | Input::NetworkLost
+                if matches!(self.phase, Phase::Stopped) => {}
             Input::NetworkAvailable => {
                 if self.session.is_offline() {
                     self.events
                         .push_back(Event::OfflineChanged { offline: false });
+                    self.session.reconnect_soon(now);
                 }
-                self.session.reconnect_soon(now);
             }
             Input::NetworkLost => {
                 if !self.session.is_offline() {
                     self.events
                         .push_back(Event::OfflineChanged { offline: true });
+                    self.session.go_offline(now);
                 }
-                self.session.go_offline(now);
             }
         }
         self.drive(now);

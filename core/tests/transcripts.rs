@@ -1192,3 +1192,36 @@ fn an_announced_cleartext_upload_url_off_loopback_is_never_used_and_rejects_the_
         "{lines:?}"
     );
 }
+
+#[test]
+fn being_told_the_network_is_there_while_online_skips_no_backoff_and_a_stopped_device_takes_nothing()
+ {
+    let mut host = Host::connected();
+    let conn = host.conn.expect("connected");
+    let lines = host.input(Input::Closed {
+        conn,
+        reason: "reset".into(),
+    });
+    assert!(
+        !lines.iter().any(|line| line.starts_with("connect")),
+        "a reconnect waits for its backoff delay: {lines:?}"
+    );
+    let lines = host.input(Input::NetworkAvailable);
+    assert!(
+        lines.is_empty(),
+        "the device was online all along: nothing changes, no early reconnect: {lines:?}"
+    );
+    host.device.stop(host.now);
+    host.drain();
+    assert_eq!(
+        host.device.update_reported_properties(
+            host.now,
+            vdev_core::json::Value::parse(br#"{"fw":"2"}"#).unwrap()
+        ),
+        Err(vdev_core::TwinError::Stopped)
+    );
+    assert!(
+        host.input(Input::NetworkLost).is_empty(),
+        "a stopped device does not go offline"
+    );
+}

@@ -347,7 +347,7 @@ impl Core {
         self.device
             .update_reported_properties(now as u64, patch)
             .map(|revision| revision as f64)
-            .map_err(|e| coded_error("invalidPatch", &e.to_string()))
+            .map_err(|e| coded_error(e.code(), &e.to_string()))
     }
 
     /// Disconnects and stops all activity; queued messages stay in the store.

@@ -117,6 +117,20 @@ pub enum TwinError {
         /// The offending name.
         name: String,
     },
+    /// The device was stopped: it takes no more updates.
+    #[error("the device is stopped")]
+    Stopped,
+}
+
+impl TwinError {
+    /// The stable code apps match on: `invalidPatch` for a patch the device refuses,
+    /// `stopped` after [`crate::Device::stop`].
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotAnObject | Self::ReservedName { .. } => "invalidPatch",
+            Self::Stopped => "stopped",
+        }
+    }
 }
 
 /// The state of the full GET of this session.
