@@ -299,12 +299,15 @@ impl Device {
         };
         let session = Session::new(config.session, &mut rng);
         let twin = Twin::new(config.twin, twin_state);
-        let outbox = Outbox::new(config.outbox, meta, || {
+        let mut outbox = Outbox::new(config.outbox, meta, || {
             let mut random = [0; 16];
             random[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
             random[8..].copy_from_slice(&rng.next_u64().to_le_bytes());
             new_origin(random)
         });
+        if let Some(recovery) = outbox.take_recovery() {
+            events.push_back(Event::OutboxRecovered(Box::new(recovery)));
+        }
         let mut device = Self {
             outbox,
             now,

@@ -18,7 +18,9 @@ use crate::json::Value;
 use crate::keyed::KeyedVec;
 use crate::message::StoredMessage;
 use crate::reason::{Reason, RequestFailure, RequestKind};
-use crate::store::{OutboxMeta, Record, Seq, StoreError, StoreRequest, is_usable_origin};
+use crate::store::{
+    OutboxMeta, Record, Seq, StoreError, StoreRecovery, StoreRequest, is_usable_origin,
+};
 
 /// Bounds of the outbox, with the policy that applies when they are reached.
 ///
@@ -216,6 +218,8 @@ pub(crate) struct Outbox {
     /// Whether `origin` is durable in the store. A new one rides on the next reservation, and
     /// nothing stored is loaded (so nothing is sent) before it lands.
     origin_saved: bool,
+    /// Why a new origin was started over a store that held something, for the app.
+    recovery: Option<StoreRecovery>,
     next_seq: Seq,
     count: u64,
     bytes: u64,
@@ -258,8 +262,29 @@ impl Outbox {
     ) -> Self {
         // Numbers below the reservation may have been handed out before a store that lost
         // recent writes came back: new messages start at it, whatever the high-water mark says.
-        let next_seq = meta.next_seq.max(meta.reserved);
-        let origin_saved = is_usable_origin(&meta.origin);
+        let next_seq = meta.next_seq.max(meta.reserved.unwrap_or(0));
+        // An origin is written only with a reservation (`Reserve { origin }`): one without the
+        // other is damage (or a store from before reservations), and then the numbers the
+        // Platform holds under that origin are unknown.
+        let usable = is_usable_origin(&meta.origin);
+        let holds_anything = meta.next_seq > 0 || meta.count > 0;
+        let recovery = match (usable, meta.reserved) {
+            (true, Some(_)) => None,
+            (true, None) => Some("the store's reservation is missing or unreadable"),
+            (false, _) if holds_anything || meta.reserved.is_some() || !meta.origin.is_empty() => {
+                Some("the store's origin is missing or unusable")
+            }
+            // A new store.
+            (false, _) => None,
+        }
+        .map(|why| StoreRecovery {
+            file: "origin".into(),
+            valid_bytes: 0,
+            cut_bytes: 0,
+            reason: format!("{why}: new messages are numbered under a new origin"),
+        });
+        // Without both, a new origin starts a namespace none of those numbers can collide with.
+        let origin_saved = usable && meta.reserved.is_some();
         Self {
             limits,
             origin: if origin_saved {
@@ -268,6 +293,7 @@ impl Outbox {
                 fresh_origin()
             },
             origin_saved,
+            recovery,
             next_seq,
             count: meta.count,
             bytes: meta.bytes,
@@ -295,6 +321,11 @@ impl Outbox {
 
     pub(crate) fn origin(&self) -> &str {
         &self.origin
+    }
+
+    /// Why the store's origin was replaced at start, once.
+    pub(crate) fn take_recovery(&mut self) -> Option<StoreRecovery> {
+        self.recovery.take()
     }
 
     /// Accepts a message; it is published once the host confirms the append.
@@ -991,6 +1022,64 @@ mod tests {
             let restarted = Outbox::new(OutboxLimits::default(), &store.meta(), unused_origin);
             assert_eq!(restarted.origin(), "fresh1");
         }
+    }
+
+    #[test]
+    fn a_store_that_holds_messages_without_a_readable_reservation_gets_a_new_origin_and_says_so() {
+        let holding = OutboxMeta {
+            origin: "abc123".into(),
+            next_seq: 7,
+            reserved: None,
+            count: 2,
+            bytes: 20,
+        };
+        let mut outbox = Outbox::new(OutboxLimits::default(), &holding, || "fresh2".into());
+        assert_eq!(
+            outbox.origin(),
+            "fresh2",
+            "numbers under abc123 are unknown"
+        );
+        let recovery = outbox.take_recovery().expect("the app is told");
+        assert!(
+            recovery.reason.contains("reservation is missing"),
+            "{recovery:?}"
+        );
+        assert!(
+            outbox.next_seq >= 7,
+            "numbering goes on from the high-water mark"
+        );
+        // The same store with its reservation keeps its origin; an empty one needs none.
+        let kept = OutboxMeta {
+            reserved: Some(4_096),
+            ..holding.clone()
+        };
+        let mut outbox = Outbox::new(OutboxLimits::default(), &kept, unused_origin);
+        assert_eq!(outbox.origin(), "abc123");
+        assert!(outbox.take_recovery().is_none());
+        // An origin without a reservation, even over no records: the reservation was lost with
+        // every record (its numbers may be at the Platform).
+        let bare = OutboxMeta {
+            next_seq: 0,
+            count: 0,
+            bytes: 0,
+            ..holding.clone()
+        };
+        let mut outbox = Outbox::new(OutboxLimits::default(), &bare, || "fresh4".into());
+        assert_eq!(outbox.origin(), "fresh4");
+        assert!(outbox.take_recovery().is_some());
+        let empty = OutboxMeta {
+            origin: String::new(),
+            next_seq: 0,
+            reserved: None,
+            count: 0,
+            bytes: 0,
+        };
+        let mut outbox = Outbox::new(OutboxLimits::default(), &empty, || "fresh3".into());
+        assert_eq!(outbox.origin(), "fresh3");
+        assert!(
+            outbox.take_recovery().is_none(),
+            "a new store is no recovery"
+        );
     }
 
     #[test]

@@ -90,14 +90,17 @@ pub(crate) fn is_usable_origin(origin: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxMeta {
     /// The origin id the store holds, as the last [`StoreRequest::Reserve`] that carried one
-    /// wrote it; empty when it holds none, or when it cannot vouch for the numbers handed out
-    /// under it (a lost reservation). The core replaces anything it cannot use.
+    /// wrote it, or empty when it holds none (or none it can read). The core decides whether it
+    /// can use it (see [`OutboxMeta::reserved`]) and makes a new one when not.
     pub origin: String,
     /// One past the highest sequence number ever appended (0 for a new store): the store's
     /// high-water mark, at least one past its highest record.
     pub next_seq: Seq,
-    /// The last [`StoreRequest::Reserve`] made durable (0 for a new store).
-    pub reserved: Seq,
+    /// The last [`StoreRequest::Reserve`] made durable; `None` when the store holds none or
+    /// cannot read it. A store that holds anything (a record, a high-water mark) without a
+    /// readable reservation cannot tell which numbers the Platform may hold under its origin:
+    /// the core then starts a new origin and tells the app ([`crate::Event::OutboxRecovered`]).
+    pub reserved: Option<Seq>,
     /// Number of records stored.
     pub count: u64,
     /// Total bytes of the stored records' data.
@@ -244,7 +247,7 @@ impl MemoryStore {
         OutboxMeta {
             origin: self.origin.clone(),
             next_seq: self.next_seq,
-            reserved: self.reserved,
+            reserved: Some(self.reserved),
             count: self.records.len() as u64,
             bytes: self.bytes,
         }

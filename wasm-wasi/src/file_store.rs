@@ -19,10 +19,10 @@
 //!
 //! On open every segment is checked. The first frame that is short, oversized or fails its
 //! checksum ends the valid part of that file: the rest is cut (never the records before it) and
-//! reported as a [`Recovery`]. A store whose `origin` or `reserved` file is missing or
-//! unreadable while it holds anything else cannot tell which numbers the Platform holds: it
-//! reports no origin, so the core starts a new one (messages still stored may then arrive
-//! twice, never be dropped as replays), and reports that as a [`Recovery`] too. A segment is deleted once all its records
+//! reported as a [`Recovery`]. A missing or unreadable `origin` or `reserved` file is handed to
+//! the core as such (an empty origin, no reservation); the core decides that the store cannot
+//! tell which numbers the Platform holds, starts a new origin (messages still stored may then
+//! arrive twice, never be dropped as replays) and tells the app. A segment is deleted once all its records
 //! are removed, after a compacted `acks.log` recording a cursor past them is in place, so the
 //! high-water mark survives even when every segment is gone.
 //!
@@ -124,8 +124,9 @@ pub struct FileStore {
     acks: Option<File>,
     acks_len: u64,
     next_seq: Seq,
-    /// No record at or above this was ever written (the `reserved` file).
-    reserved: Seq,
+    /// No record at or above this was ever written (the `reserved` file); `None` when the file
+    /// is missing or unreadable (the core decides what that means for the origin).
+    reserved: Option<Seq>,
     count: u64,
     bytes: u64,
     segment_limit: u64,
@@ -273,37 +274,13 @@ impl FileStore {
             acks: None,
             acks_len: 0,
             next_seq: 0,
-            reserved: reserved.unwrap_or(0),
+            reserved,
             count: 0,
             bytes: 0,
             segment_limit: DEFAULT_SEGMENT_BYTES,
         };
-        let had_acks = dir.join("acks.log").exists();
         store.load_segments(&mut recoveries)?;
         store.load_acks(&mut recoveries)?;
-        let holds_anything = !store.segments.is_empty()
-            || had_acks
-            || store.state.is_some()
-            || reserved_path.exists();
-        let lost = match (&origin, reserved) {
-            (None, _) if holds_anything => Some("the origin file is missing or unreadable"),
-            (Some(_), None) if store.next_seq > 0 || reserved_path.exists() => {
-                Some("the reserved file is missing or unreadable")
-            }
-            _ => None,
-        };
-        if let Some(why) = lost {
-            // Without both, the numbers the Platform holds for this store are unknown: no
-            // origin, so the core starts a new one, a namespace none of them can collide with
-            // (and numbers from the high-water mark on).
-            store.origin = String::new();
-            recoveries.push(Recovery {
-                file: ORIGIN.into(),
-                valid_bytes: 0,
-                cut_bytes: 0,
-                reason: format!("{why}: new messages are numbered under a new origin"),
-            });
-        }
         store.count = store.entries.iter().filter(|e| e.live).count() as u64;
         store.bytes = store
             .entries
@@ -531,7 +508,7 @@ impl FileStore {
                 }),
             },
             StoreRequest::Reserve { below, origin } => {
-                let reserved = self.reserved.max(below);
+                let reserved = self.reserved.unwrap_or(0).max(below);
                 // The origin first: a crash between the two leaves the new origin with an
                 // older reservation, which numbers under it can never collide with.
                 let written = match &origin {
@@ -546,7 +523,7 @@ impl FileStore {
                         if let Some(origin) = origin {
                             self.origin = origin;
                         }
-                        self.reserved = reserved;
+                        self.reserved = Some(reserved);
                         Some(Input::Reserved { below })
                     }
                     Err(error) => Some(Input::ReserveFailed {
@@ -801,7 +778,7 @@ mod tests {
     /// Appends `seqs`, reserving their numbers first when needed (with an origin when the
     /// store holds none), as the core does.
     fn append(store: &mut FileStore, seqs: std::ops::Range<u64>) {
-        if seqs.end > store.meta().reserved || store.meta().origin.is_empty() {
+        if seqs.end > store.meta().reserved.unwrap_or(0) || store.meta().origin.is_empty() {
             let below = seqs.end.div_ceil(SEQ_RESERVE) * SEQ_RESERVE;
             let origin = store.meta().origin.is_empty().then(|| "testorigin".into());
             let answer = store.execute(StoreRequest::Reserve { below, origin });
@@ -1008,7 +985,7 @@ mod tests {
         assert_eq!(store.live_seqs(), [0, 1]);
         // Records 2 and 3 may have been delivered: their numbers are never handed out again
         // (the core numbers from the reservation).
-        assert!(store.meta().reserved >= 4, "{:?}", store.meta());
+        assert!(store.meta().reserved >= Some(4), "{:?}", store.meta());
     }
 
     #[test]
@@ -1032,13 +1009,13 @@ mod tests {
         assert_eq!(recoveries.len(), 1, "{recoveries:?}");
         let meta = store.meta();
         assert!(
-            meta.next_seq.max(meta.reserved) > newest,
+            meta.next_seq.max(meta.reserved.unwrap_or(0)) > newest,
             "next {meta:?} must be above {newest}"
         );
     }
 
     #[test]
-    fn a_lost_or_unreadable_reserved_or_origin_file_gives_no_origin_and_says_so() {
+    fn a_lost_or_unreadable_reserved_or_origin_file_makes_the_core_start_a_new_origin() {
         for (file, content) in [
             ("reserved", None),
             ("reserved", Some("not a number")),
@@ -1056,16 +1033,25 @@ mod tests {
                 Some(text) => fs::write(&path, text).unwrap(),
             }
             let (mut store, recoveries) = open(dir.path());
-            assert_eq!(
-                store.meta().origin,
-                "",
-                "{file} {content:?}: numbers under the old origin are unknown"
+            assert!(recoveries.is_empty(), "nothing was cut: {recoveries:?}");
+            // The store says what it has; the core decides the numbers under it are unknown.
+            let mut device = vdev_core::Device::new(
+                vdev_core::DeviceConfig::new("https://platform.example", "token"),
+                0,
+                [1; 32],
+                &store.meta(),
+                None,
             );
-            assert_eq!(recoveries.len(), 1, "{file} {content:?}: {recoveries:?}");
-            assert!(
-                recoveries[0].reason.contains("new origin"),
-                "{recoveries:?}"
-            );
+            assert_ne!(device.outbox_origin(), "testorigin", "{file} {content:?}");
+            let told = std::iter::from_fn(|| match device.poll_output() {
+                vdev_core::Output::Timeout(_) => None,
+                output => Some(output),
+            })
+            .any(|output| {
+                matches!(output, vdev_core::Output::Event(vdev_core::Event::OutboxRecovered(r))
+                    if r.reason.contains("new origin"))
+            });
+            assert!(told, "{file} {content:?}: the app is told");
             // The core's first reservation carries the new origin.
             let below = store.meta().next_seq + SEQ_RESERVE;
             let answer = store.execute(StoreRequest::Reserve {
@@ -1086,7 +1072,7 @@ mod tests {
         let (mut store, recoveries) = open(dir.path());
         assert_eq!(store.meta().origin, "");
         assert!(recoveries.is_empty());
-        assert_eq!(store.meta().reserved, 0);
+        assert_eq!(store.meta().reserved, None);
         append(&mut store, 0..1);
         drop(store);
         let (store, recoveries) = open(dir.path());
@@ -1109,7 +1095,7 @@ mod tests {
         });
         drop(store);
         let (store, _) = open(dir.path());
-        assert_eq!(store.meta().reserved, 8_192);
+        assert_eq!(store.meta().reserved, Some(8_192));
     }
 
     #[test]

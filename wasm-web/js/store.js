@@ -165,7 +165,8 @@ class IdbStore {
       const contents = {
         origin: typeof origin === "string" ? origin : "",
         nextSeq: Math.max(count(nextSeq), highest + 1),
-        reserved: count(reserved),
+        // Handed over as it is: a missing or unreadable reservation is the core's to judge.
+        reserved: Number.isSafeInteger(reserved) && reserved >= 0 ? reserved : undefined,
         bytes: count(bytes),
         count: count(stored),
         // Something else than bytes reaches the core as empty, which it reports as unreadable.

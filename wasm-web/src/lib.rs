@@ -88,7 +88,8 @@ impl Core {
         let meta = OutboxMeta {
             origin: text("origin").unwrap_or_default(),
             next_seq: number("nextSeq"),
-            reserved: number("reserved"),
+            // Absent when the database holds none it can read: the core decides what follows.
+            reserved: field(options, "reserved").as_f64().map(|n| n as u64),
             count: number("count"),
             bytes: number("bytes"),
         };

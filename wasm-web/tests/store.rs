@@ -37,7 +37,8 @@ impl JsStore {
                     .as_string()
                     .expect("origin is a string"),
                 next_seq: count(&contents, "nextSeq"),
-                reserved: count(&contents, "reserved"),
+                reserved: (!get(&contents, "reserved").is_undefined())
+                    .then(|| count(&contents, "reserved")),
                 count: count(&contents, "count"),
                 bytes: count(&contents, "bytes"),
             },
@@ -197,7 +198,7 @@ async fn a_new_database_holds_nothing_and_keeps_the_origin_a_reservation_brings(
     let (store, contents) = reopen(store).await;
     assert_eq!(
         (contents.meta.origin.as_str(), contents.meta.reserved),
-        ("f00d", 4_096),
+        ("f00d", Some(4_096)),
         "the origin and the reservation are kept together"
     );
     discard(store).await;
@@ -290,7 +291,7 @@ async fn everything_survives_reopening_and_the_high_water_mark_outlives_removal(
         OutboxMeta {
             origin: origin.clone(),
             next_seq: 5,
-            reserved: 4_096,
+            reserved: Some(4_096),
             count: 5,
             bytes: 20
         }
@@ -317,7 +318,7 @@ async fn everything_survives_reopening_and_the_high_water_mark_outlives_removal(
         OutboxMeta {
             origin: origin.clone(),
             next_seq: 5,
-            reserved: 4_096,
+            reserved: Some(4_096),
             count: 0,
             bytes: 0
         },
@@ -452,6 +453,55 @@ async fn a_reservation_is_kept_and_answered_and_never_lowered() {
         .await
         .unwrap();
     let (store, contents) = reopen(store).await;
-    assert_eq!(contents.meta.reserved, 8_192);
+    assert_eq!(contents.meta.reserved, Some(8_192));
     discard(store).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_reservation_that_cannot_be_read_starts_a_new_origin_and_the_app_is_told() {
+    let (store, _) = fresh().await;
+    let name = store.name();
+    store
+        .execute(&[
+            StoreRequest::Reserve {
+                below: 4_096,
+                origin: Some("keep1".into()),
+            },
+            append(0..3, 2),
+        ])
+        .await
+        .unwrap();
+    store.close();
+    put_meta(&name, "reserved", JsValue::from_str("not a number")).await;
+
+    let (store, contents) = JsStore::open(&name).await.unwrap();
+    assert_eq!(
+        (contents.meta.origin.as_str(), contents.meta.reserved),
+        ("keep1", None),
+        "the store hands over what it holds, unjudged"
+    );
+    store.close();
+    // The core judges: numbers under keep1 are unknown, so a new origin, and the app hears why.
+    let (events, on_event) = common::Recorder::new();
+    let client = common::DeviceClient::start(common::js_object(&[
+        ("instance", "http://127.0.0.1:9".into()),
+        ("provisioningToken", "token".into()),
+        ("database", name.as_str().into()),
+        ("onEvent", on_event.into()),
+    ]))
+    .await
+    .expect("the client starts");
+    common::wait_until("an outboxRecovered event", 5_000.0, || {
+        events.first_args().iter().any(|event| {
+            common::field_string(event, "kind").as_deref() == Some("outboxRecovered")
+                && common::field_string(event, "reason").is_some_and(|reason| {
+                    reason.contains("new messages are numbered under a new origin")
+                })
+        })
+    })
+    .await;
+    JsFuture::from(js_sys::Promise::from(JsValue::from(client.stop())))
+        .await
+        .expect("stop resolves");
+    common::delete_database(&name).await.expect("deleted");
 }
