@@ -106,6 +106,21 @@ impl DeviceConfig {
         if self.http_timeout_ms == 0 {
             return refuse(ConfigOption::HttpTimeout, "must be above 0 ms");
         }
+        // Shown to the technician by name: a nameless one or two of one name would be lost.
+        for (at, (name, _)) in self.provisioning_parameters.iter().enumerate() {
+            if name.trim().is_empty() {
+                return refuse(ConfigOption::ProvisioningParameters, "a name is empty");
+            }
+            if self.provisioning_parameters[..at]
+                .iter()
+                .any(|(n, _)| n == name)
+            {
+                return Err(ConfigError {
+                    option: ConfigOption::ProvisioningParameters,
+                    reason: format!("the name {name:?} is given twice"),
+                });
+            }
+        }
         for backoff in [self.backoff, self.session.backoff] {
             if backoff.initial_ms == 0 {
                 return refuse(ConfigOption::RetryInitial, "must be above 0 ms");
@@ -153,6 +168,8 @@ pub enum ConfigOption {
     RetryInitial,
     /// The longest retry delay ([`BackoffConfig::max_ms`]).
     RetryMax,
+    /// [`DeviceConfig::provisioning_parameters`].
+    ProvisioningParameters,
 }
 
 /// A configuration the device cannot start with.
@@ -168,6 +185,28 @@ pub struct ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn provisioning_parameters_need_distinct_names() {
+        let mut config = DeviceConfig::new("https://platform.example", "token");
+        config.provisioning_parameters =
+            vec![("room".into(), "a".into()), ("room".into(), "b".into())];
+        assert_eq!(
+            config.validate().map_err(|e| (e.option, e.reason)),
+            Err((
+                ConfigOption::ProvisioningParameters,
+                "the name \"room\" is given twice".into()
+            ))
+        );
+        config.provisioning_parameters = vec![(" ".into(), "a".into())];
+        assert_eq!(
+            config.validate().map_err(|e| e.option),
+            Err(ConfigOption::ProvisioningParameters)
+        );
+        config.provisioning_parameters =
+            vec![("room".into(), "".into()), ("floor".into(), "1".into())];
+        assert_eq!(config.validate(), Ok(()), "empty values are fine");
+    }
 
     #[test]
     fn a_bare_host_means_https_and_trailing_slashes_go() {

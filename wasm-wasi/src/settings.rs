@@ -87,6 +87,8 @@ fn setting_name(option: ConfigOption) -> &'static str {
         ConfigOption::HttpTimeout => "http-timeout-ms",
         ConfigOption::RetryInitial => "retry-initial-ms",
         ConfigOption::RetryMax => "retry-max-ms",
+        // The command's `--provisioning-parameter name=value`, the library's field.
+        ConfigOption::ProvisioningParameters => "provisioning-parameters",
     }
 }
 

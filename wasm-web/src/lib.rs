@@ -70,6 +70,7 @@ impl Core {
                 ConfigOption::HttpTimeout => "httpTimeoutMs",
                 ConfigOption::RetryInitial => "retryInitialMs",
                 ConfigOption::RetryMax => "retryMaxMs",
+                ConfigOption::ProvisioningParameters => "provisioningParameters",
             };
             JsError::new(&format!("option {option}: {}", error.reason))
         })?;
