@@ -163,6 +163,20 @@ pub enum StoreRequest {
     },
 }
 
+impl StoreRequest {
+    /// Whether the host must have the request on disk before it answers (IndexedDB's `strict`
+    /// durability, an `fsync`): appends (their sends resolve on the answer), reservations (they
+    /// keep numbers unique across lost writes) and state saves (reported properties are
+    /// declared stored on the answer). Loads change nothing, and a lost removal only sends a
+    /// message again, which the Platform drops as a replay.
+    pub fn must_be_durable(&self) -> bool {
+        match self {
+            Self::Append { .. } | Self::Reserve { .. } | Self::SaveState { .. } => true,
+            Self::Load { .. } | Self::Remove { .. } => false,
+        }
+    }
+}
+
 /// What a store cut when it opened: an unreadable tail (a torn write, a flipped byte), after
 /// the records it kept.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,7 +26,9 @@
 //! are removed, after a compacted `acks.log` recording a cursor past them is in place, so the
 //! high-water mark survives even when every segment is gone.
 //!
-//! Directories are synced after a file is created, renamed or deleted; a failed directory sync
+//! What is synced before its answer is what `StoreRequest::must_be_durable` names (appends,
+//! reservations, state saves); removals are not. Directories are synced after a file is
+//! created, renamed or deleted; a failed directory sync
 //! fails the operation (a host without directory sync, reported as unsupported, is accepted).
 //!
 //! Memory: 24 bytes per stored record for the index; record data stays on disk.

@@ -9,12 +9,11 @@
 //   opening a large backlog needs no scan) and `state` (the core's blob).
 //
 // `execute` runs a whole batch of requests in ONE readwrite transaction and resolves only once
-// it has committed. A batch that answers the core or holds the saved state (appends,
-// reservations, state saves) commits with `durability: "strict"`: `complete` then means on
-// disk, not just handed to the OS (Chromium's default has been `relaxed` since version 121, and
-// a power cut would roll such a batch back after the app was told its message is stored).
-// Removals and loads alone keep the browser's default: losing a removal only sends a message
-// again, and the Platform drops the replay. Inside a transaction nothing but
+// it has committed. A batch holding a request the core marks `durable` (appends,
+// reservations, state saves: `StoreRequest::must_be_durable`) commits with `durability:
+// "strict"`: `complete` then means on disk, not just handed to the OS (Chromium's default has
+// been `relaxed` since version 121, and a power cut would roll such a batch back after the app
+// was told its message is stored). Removals and loads alone keep the browser's default. Inside a transaction nothing but
 // IndexedDB requests is awaited (it commits by itself as soon as it has no pending request);
 // promise continuations run as microtasks of the request's event, while it is still active.
 
@@ -183,7 +182,7 @@ class IdbStore {
    * @param {StoreRequest[]} requests
    */
   execute(requests) {
-    const strict = requests.some((r) => r.kind === "append" || r.kind === "reserve" || r.kind === "saveState");
+    const strict = requests.some((r) => r.durable);
     return this.transaction(async (records, meta) => {
       let [nextSeq, bytes, reserved] = (
         await Promise.all([done(meta.get("nextSeq")), done(meta.get("bytes")), done(meta.get("reserved"))])

@@ -464,10 +464,17 @@ impl Core {
 /// A store request as `pollOutput` hands it to the host: `append` {records: {seq, data}[]},
 /// `load` {from, maxCount, maxBytes}, `remove` {seqs (ascending), bytes}, `saveState` {state,
 /// reportedRevision},
-/// `reserve` {below, origin?}.
+/// `reserve` {below, origin?}; each with `durable` (see [`StoreRequest::must_be_durable`]).
 /// Public for the browser tests of the store, which check it against the core's `MemoryStore`.
 #[doc(hidden)]
 pub fn store_request_to_js(request: &StoreRequest) -> JsValue {
+    let js = store_request_fields(request);
+    // Whether it must be on disk before its answer is the core's to say.
+    let _ = Reflect::set(&js, &"durable".into(), &request.must_be_durable().into());
+    js
+}
+
+fn store_request_fields(request: &StoreRequest) -> JsValue {
     match request {
         StoreRequest::Append { records } => {
             let records: Array = records

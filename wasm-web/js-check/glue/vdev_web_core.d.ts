@@ -33,14 +33,15 @@ export interface StoredRecord {
     data: Uint8Array;
 }
 
-/** The storage contract's requests (`store_request_to_js`). */
-export type StoreRequest =
+/** The storage contract's requests (`store_request_to_js`); `durable`: it must be on disk before its answer. */
+export type StoreRequest = { durable: boolean } & (
     | { kind: "append"; records: StoredRecord[] }
     | { kind: "load"; from: number; maxCount: number; maxBytes: number }
     | { kind: "remove"; seqs: number[]; bytes: number }
     | { kind: "saveState"; state: Uint8Array; reportedRevision: number }
     /** `origin`: a new origin id, to write with the reservation. */
-    | { kind: "reserve"; below: number; origin?: string };
+    | { kind: "reserve"; below: number; origin?: string }
+);
 
 /** What `pollOutput()` returns, by `kind`; the host polls until `timeout`. */
 export type Output =
