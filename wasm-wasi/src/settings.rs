@@ -269,15 +269,18 @@ impl CommandOptions {
         };
         let reported_properties = get("reported-properties")
             .map(|text| {
-                match vdev_core::json::Value::parse(text.as_bytes()) {
-                    Ok(value) if value.is_object() => Ok(value),
-                    Ok(_) => Err("not a JSON object".to_owned()),
-                    Err(error) => Err(error.to_string()),
-                }
-                .map_err(|reason| SettingsError::Invalid {
-                    name: "reported-properties".into(),
-                    reason,
-                })
+                // The device's own rule for a patch, before it starts.
+                vdev_core::json::Value::parse(text.as_bytes())
+                    .map_err(|error| error.to_string())
+                    .and_then(|value| {
+                        vdev_core::check_reported_patch(&value)
+                            .map(|()| value)
+                            .map_err(|error| error.to_string())
+                    })
+                    .map_err(|reason| SettingsError::Invalid {
+                        name: "reported-properties".into(),
+                        reason,
+                    })
             })
             .transpose()?;
         Ok(Self {
@@ -378,9 +381,13 @@ mod tests {
         };
         assert_eq!(
             refused("[1]"),
-            "invalid reported-properties: not a JSON object"
+            "invalid reported-properties: the reported properties patch is not a json object"
         );
         assert!(refused("{oops").starts_with("invalid reported-properties: invalid json: "));
+        assert!(
+            refused(r#"{"$version":1}"#).contains("is reserved"),
+            "the device's own rule, before it starts"
+        );
     }
 
     #[test]

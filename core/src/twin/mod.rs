@@ -122,6 +122,21 @@ pub enum TwinError {
     Stopped,
 }
 
+/// Whether the device takes `patch` as a reported-properties update: a JSON object with no
+/// property name starting with `$`. For a host that reads a patch early (a command-line
+/// argument) and wants to refuse it before the device starts, with the device's own words.
+pub fn check_reported_patch(patch: &Value) -> Result<(), TwinError> {
+    if !patch.is_object() {
+        return Err(TwinError::NotAnObject);
+    }
+    if let Some(name) = find_reserved_name(patch) {
+        return Err(TwinError::ReservedName {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 impl TwinError {
     /// The stable code apps match on: `invalidPatch` for a patch the device refuses,
     /// `stopped` after [`crate::Device::stop`].
@@ -282,14 +297,7 @@ impl Twin {
     /// Merges `patch` into the reported properties to be sent; true when that changed them.
     pub(crate) fn update_reported(&mut self, now: u64, patch: Value) -> Result<bool, TwinError> {
         let now = self.clamp(now);
-        if !patch.is_object() {
-            return Err(TwinError::NotAnObject);
-        }
-        if let Some(name) = find_reserved_name(&patch) {
-            return Err(TwinError::ReservedName {
-                name: name.to_owned(),
-            });
-        }
+        check_reported_patch(&patch)?;
         let mut target = self.state.reported_target.clone();
         json::merge(&mut target, &patch);
         let changed = target != self.state.reported_target;
