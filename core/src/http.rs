@@ -67,7 +67,8 @@ pub struct HttpResponse {
     /// Status code. Hosts follow no redirect: a 3xx comes here as it is, and 0 stands for a
     /// redirect the host refused without seeing its status (a browser's opaque redirect).
     pub status: u16,
-    /// The value of the `Retry-After` header, if any.
+    /// The value of the `Retry-After` header, if any; several values joined by `, ` (as
+    /// `fetch` hands them over).
     pub retry_after: Option<String>,
     /// The body.
     pub body: Vec<u8>,

@@ -19,8 +19,20 @@ pub const MAX_RETRY_AFTER_MS: u64 = 24 * 60 * 60 * 1_000;
 /// (milliseconds since the Unix epoch).
 ///
 /// A date in the past gives `Some(0)`; delays above [`MAX_RETRY_AFTER_MS`] are capped to it;
-/// a value that is neither delta-seconds nor an HTTP-date gives `None`.
+/// a value that is neither delta-seconds nor an HTTP-date gives `None`. A header the server
+/// sent more than once comes as its values joined by `, ` (as `fetch` hands it over, and as
+/// hosts must): the first value that reads counts, dates' own commas notwithstanding.
 pub fn parse_retry_after(value: &str, now_ms: u64) -> Option<u64> {
+    parse_one(value, now_ms).or_else(|| {
+        // The shortest prefix up to a comma that reads: `120, 60` is 120 s, and the first of
+        // two dates ends at the comma after its `GMT`, not the one after its weekday.
+        value
+            .match_indices(',')
+            .find_map(|(at, _)| parse_one(&value[..at], now_ms))
+    })
+}
+
+fn parse_one(value: &str, now_ms: u64) -> Option<u64> {
     let value = trim(value.as_bytes(), |&b| b == b' ' || b == b'\t');
     if !value.is_empty() && value.iter().all(u8::is_ascii_digit) {
         // Too many digits for u64 is still a valid, if absurd, delay: cap it.
@@ -157,6 +169,24 @@ fn pack(bytes: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_header_sent_twice_counts_by_its_first_value() {
+        assert_eq!(parse_retry_after("120, 60", 0), Some(120_000));
+        assert_eq!(
+            parse_retry_after("junk, 60", 0),
+            None,
+            "the first value, or none"
+        );
+        let now = 1_445_412_400_000; // 2015-10-21 07:26:40 UTC
+        assert_eq!(
+            parse_retry_after(
+                "Wed, 21 Oct 2015 07:28:00 GMT, Thu, 22 Oct 2015 07:28:00 GMT",
+                now
+            ),
+            Some(80_000)
+        );
+    }
     use proptest::prelude::*;
     use std::time::{Duration, UNIX_EPOCH};
 

@@ -138,11 +138,15 @@ struct BodyReader {
 impl BodyReader {
     fn new(response: IncomingResponse, max_bytes: u32) -> Result<Self, String> {
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .first()
-            .map(|value| String::from_utf8_lossy(value).into_owned());
+        // Every value, joined as `fetch` joins them: the core decides which counts.
+        let values = response.headers().get("retry-after");
+        let retry_after = (!values.is_empty()).then(|| {
+            values
+                .iter()
+                .map(|value| String::from_utf8_lossy(value).into_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
         let incoming = response
             .consume()
             .map_err(|()| "response body taken".to_owned())?;
