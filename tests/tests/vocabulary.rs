@@ -152,13 +152,7 @@ fn check_wit_reasons(resolve: &Resolve, types: wit_parser::InterfaceId) -> Vec<S
                     "WIT `{variant_name}.{case_name}` carries none of its fields"
                 )),
                 (_, Some(ty)) => {
-                    let record = match ty {
-                        Type::Id(id) => match &resolve.types[id].kind {
-                            TypeDefKind::Record(record) => Some(record),
-                            _ => None,
-                        },
-                        _ => None,
-                    };
+                    let record = record_of(resolve, ty);
                     let Some(record) = record else {
                         problems.push(format!(
                             "WIT `{variant_name}.{case_name}` carries no record of its fields"
@@ -188,6 +182,17 @@ fn check_wit_reasons(resolve: &Resolve, types: wit_parser::InterfaceId) -> Vec<S
     problems
 }
 
+/// The record a WIT payload type names, if it is one.
+fn record_of(resolve: &Resolve, ty: Type) -> Option<&wit_parser::Record> {
+    match ty {
+        Type::Id(id) => match &resolve.types[id].kind {
+            TypeDefKind::Record(record) => Some(record),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 fn check_wit(wit_dir: &Path) -> Vec<String> {
     let mut resolve = Resolve::new();
     let (package, _) = resolve.push_dir(wit_dir).expect("the WIT package parses");
@@ -208,13 +213,7 @@ fn check_wit(wit_dir: &Path) -> Vec<String> {
             (0, Some(_)) => problems.push(format!("WIT `{case_name}` carries a payload")),
             (_, None) => problems.push(format!("WIT `{case_name}` carries no payload")),
             (_, Some(ty)) => {
-                let record = match ty {
-                    Type::Id(id) => match &resolve.types[id].kind {
-                        TypeDefKind::Record(record) => Some(record),
-                        _ => None,
-                    },
-                    _ => None,
-                };
+                let record = record_of(&resolve, ty);
                 let Some(record) = record else {
                     problems.push(format!("WIT `{case_name}` carries no record of its fields"));
                     continue;
