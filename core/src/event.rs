@@ -308,6 +308,64 @@ impl Event {
             _ => None,
         }
     }
+
+    /// What this event settles of the `send` calls still waiting for their message to be
+    /// stored: the one rule every host applies, instead of each reckoning durability itself.
+    pub fn send_settlement(&self) -> Option<SendSettlement<'_>> {
+        match self {
+            Self::MessagesStored { first, last } => Some(SendSettlement::Stored {
+                first: *first,
+                last: *last,
+            }),
+            // A message is only ever rejected before it is stored because its append failed.
+            Self::MessageRejected {
+                seq,
+                reason: RejectReason::NotStored(error),
+            } => Some(SendSettlement::NotStored { seq: *seq, error }),
+            _ => None,
+        }
+    }
+}
+
+/// How an event settles the `send` calls that wait for their message to be stored (see
+/// [`Event::send_settlement`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendSettlement<'a> {
+    /// Messages `first..=last` are durable: their sends succeed.
+    Stored {
+        /// The first sequence number.
+        first: Seq,
+        /// The last sequence number.
+        last: Seq,
+    },
+    /// Message `seq` was not stored: its send fails with `error`.
+    NotStored {
+        /// Its sequence number.
+        seq: Seq,
+        /// Why the store could not write it.
+        error: &'a StoreError,
+    },
+}
+
+impl<'a> SendSettlement<'a> {
+    /// The sequence numbers whose sends this settles.
+    pub fn seqs(self) -> std::ops::RangeInclusive<Seq> {
+        match self {
+            Self::Stored { first, last } => first..=last,
+            Self::NotStored { seq, .. } => seq..=seq,
+        }
+    }
+
+    /// The outcome of the send of `seq`, if this settles it.
+    pub fn outcome(self, seq: Seq) -> Option<Result<Seq, &'a StoreError>> {
+        if !self.seqs().contains(&seq) {
+            return None;
+        }
+        Some(match self {
+            Self::Stored { .. } => Ok(seq),
+            Self::NotStored { error, .. } => Err(error),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -412,5 +470,29 @@ mod tests {
             event.to_value().to_json(),
             r#"{"kind":"connectionLost","reason":{"code":"unreachable","message":"the gateway is unreachable: connection refused"}}"#
         );
+    }
+
+    #[test]
+    fn only_stored_ranges_and_failed_appends_settle_sends() {
+        let quota = StoreError::QuotaExceeded;
+        let stored = Event::MessagesStored { first: 3, last: 5 };
+        let settlement = stored.send_settlement().unwrap();
+        assert_eq!(settlement.outcome(2), None);
+        assert_eq!(settlement.outcome(4), Some(Ok(4)));
+        let not_stored = Event::MessageRejected {
+            seq: 7,
+            reason: RejectReason::NotStored(quota.clone()),
+        };
+        assert_eq!(
+            not_stored.send_settlement().unwrap().outcome(7),
+            Some(Err(&quota))
+        );
+        // Rejected after it was stored: the send resolved long ago, nothing to settle.
+        let corrupt = Event::MessageRejected {
+            seq: 7,
+            reason: RejectReason::Corrupt("bad".into()),
+        };
+        assert_eq!(corrupt.send_settlement(), None);
+        assert_eq!(Event::MessageDelivered { seq: 4 }.send_settlement(), None);
     }
 }

@@ -220,7 +220,7 @@ impl StoreOperation {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// The storage quota is exhausted (the browser's `QuotaExceededError`, a full disk).
-    #[error("storage quota exceeded")]
+    #[error("the storage quota is exhausted (what was stored before is kept)")]
     QuotaExceeded,
     /// Any other storage failure, with the host's description.
     #[error("storage failed: {0}")]

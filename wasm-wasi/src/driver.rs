@@ -16,8 +16,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use vdev_core::{
-    ConnectionId, Device, Endpoint, Event, HttpRequest, HttpResponse, Input, MessageOptions,
-    Method, Output, RejectReason, RequestId, SendError, Seq, StoreError, StreamOptions,
+    ConnectionId, Device, Endpoint, HttpRequest, HttpResponse, Input, MessageOptions, Method,
+    Output, RequestId, SendError, Seq, StoreError, StreamOptions,
 };
 use wasip2::clocks::{monotonic_clock, wall_clock};
 use wasip2::http::outgoing_handler;
@@ -423,27 +423,18 @@ impl Driver {
     ) -> Result<Seq, StoreFailure> {
         let seq = enqueue(&mut self.device, now_ms())?;
         self.drain();
-        // The store runs synchronously within the drain: the core has said by now whether the
-        // message is durable (`MessagesStored`) or not (`MessageRejected`).
-        self.notices
+        // The store runs synchronously within the drain: the core has settled the send by now.
+        let settled = self
+            .notices
             .iter()
-            .find_map(|notice| match notice {
-                Notice::Core(Event::MessagesStored { first, last })
-                    if (*first..=*last).contains(&seq) =>
-                {
-                    Some(Ok(seq))
-                }
-                Notice::Core(Event::MessageRejected {
-                    seq: rejected,
-                    reason: RejectReason::NotStored(error),
-                }) if *rejected == seq => Some(Err(StoreFailure::NotStored(error.clone()))),
-                _ => None,
-            })
-            .unwrap_or_else(|| {
-                Err(StoreFailure::NotStored(StoreError::Failed(
-                    "the core did not say the message is stored".into(),
-                )))
-            })
+            .find_map(|Notice::Core(event)| event.send_settlement()?.outcome(seq));
+        match settled {
+            Some(Ok(seq)) => Ok(seq),
+            Some(Err(error)) => Err(StoreFailure::NotStored(error.clone())),
+            None => Err(StoreFailure::NotStored(StoreError::Failed(
+                "the core did not settle the send".into(),
+            ))),
+        }
     }
 
     /// Merges a JSON patch into the reported properties; returns the update's revision (see

@@ -17,7 +17,7 @@ import { VdevError } from "./errors.js";
 import { WakeTimer } from "./timer.js";
 
 /**
- * @import { Core, StoreRequest } from "./vdev_web_core.js"
+ * @import { Core, SendSettlement, StoreRequest } from "./vdev_web_core.js"
  * @import { DeviceEvent } from "./vdev_web.js"
  * @import { Answer, Store, StoreFailure } from "./store.js"
  * @import { Callbacks } from "./client.js"
@@ -47,26 +47,17 @@ import { WakeTimer } from "./timer.js";
  * @typedef {Promise<T> & { resolve(value: T): void, reject(reason: unknown): void }} Deferred
  */
 
-const QUOTA_TEXT =
-  "the browser's storage quota for this site is exhausted (QuotaExceededError); messages stored before are kept";
-
 /** The error of every call made after `stop()`; `stopped` lets a forwarded call go to the next owner. */
 export function stoppedError() {
   return new VdevError("stopped", "the client is stopped");
 }
 
 /**
- * The core's reason for a message that was not stored, as the error of its `send`.
- * @param {{ message: string, storeError?: { code: string, message: string } }} reason
+ * The error of a `send` whose message was not stored, from the store's reason.
+ * @param {{ code: string, message: string }} error
  */
-const notStored = (reason) => {
-  const store = reason.storeError;
-  const quota = store?.code === "quotaExceeded";
-  return new VdevError(
-    quota ? "quotaExceeded" : "storageFailed",
-    `message not stored: ${quota ? QUOTA_TEXT : (store ?? reason).message}`,
-  );
-};
+const notStored = (error) =>
+  new VdevError(error.code === "quotaExceeded" ? "quotaExceeded" : "storageFailed", `message not stored: ${error.message}`);
 
 /**
  * A promise with its resolve and reject functions.
@@ -105,7 +96,7 @@ export class Driver {
     this.storeQueue = [];
     this.storeRunning = false;
     /** @type {Map<number, Deferred<number>>} */
-    this.durable = new Map(); // seq -> deferred, settled by the core's messagesStored / messageRejected
+    this.durable = new Map(); // seq -> deferred, settled as the core says (`settles` of its events)
     /** @type {[number, Deferred<void>][]} */
     this.savedWaiters = []; // [revision, deferred], settled by the core's reportedPropertiesStored
     /** @type {Deferred<void>[]} */
@@ -292,6 +283,7 @@ export class Driver {
           this.forget(output.conn);
           break;
         case "event":
+          if (output.settles) this.settleSends(output.settles);
           this.event(JSON.parse(output.event), output.payload);
           break;
         default: {
@@ -365,12 +357,9 @@ export class Driver {
           ([revision, waiter]) => revision > event.revision || waiter.resolve(),
         );
         return;
-      case "messagesStored":
-        return this.settleSends(event.first, event.last, (waiter, seq) => waiter.resolve(seq));
       case "messageDelivered":
         return this.tell("onMessageOutcome", [{ sequence: event.seq, status: "delivered" }]);
       case "messageRejected":
-        this.settleSends(event.seq, event.seq, (waiter) => waiter.reject(notStored(event.reason)));
         return this.tell("onMessageOutcome", [
           { sequence: event.seq, status: "rejected", reason: event.reason },
         ]);
@@ -464,17 +453,16 @@ export class Driver {
   }
 
   /**
-   * Settles the sends of `first..=last` that wait here.
-   * @param {number} first
-   * @param {number} last
-   * @param {(waiter: Deferred<number>, seq: number) => void} settle
+   * Settles the sends that wait here as the core says (`Event::send_settlement`).
+   * @param {SendSettlement} settlement
    */
-  settleSends(first, last, settle) {
+  settleSends({ first, last, error }) {
     for (let seq = first; seq <= last; seq++) {
       const waiter = this.durable.get(seq);
       if (waiter) {
         this.durable.delete(seq);
-        settle(waiter, seq);
+        if (error) waiter.reject(notStored(error));
+        else waiter.resolve(seq);
       }
     }
   }

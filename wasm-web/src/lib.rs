@@ -29,7 +29,7 @@ use vdev_core::json::Value;
 use vdev_core::{
     Compression, ConfigOption, ConnectionId, Device, DeviceConfig, DeviceId, Endpoint,
     HttpResponse, Input, MessageOptions, OutboxMeta, Output, Reason, Record, RequestId, SendError,
-    Seq, StoreError, StoreRequest, StreamOptions, Transport,
+    SendSettlement, Seq, StoreError, StoreRequest, StreamOptions, Transport,
 };
 use wasm_bindgen::prelude::*;
 
@@ -61,6 +61,16 @@ impl Core {
             text("provisioningToken").unwrap_or_default(),
         );
         config.transport = Transport::WebSocket;
+        config.device_id = text("deviceId")
+            .map(|id| DeviceId::parse(&id))
+            .transpose()
+            .map_err(|e| JsError::new(&format!("option deviceId: {e}")))?;
+        if let Some(parameters) = text("provisioningParameters") {
+            config.provisioning_parameters = string_record(&parameters).ok_or_else(|| {
+                JsError::new("option provisioningParameters: must be an object of strings")
+            })?;
+        }
+        // Every option is set before the core's checks, so they all see what the app gave.
         config.validate().map_err(|error| {
             let option = match error.option {
                 ConfigOption::InstanceUrl => "instance",
@@ -74,15 +84,6 @@ impl Core {
             };
             JsError::new(&format!("option {option}: {}", error.reason))
         })?;
-        config.device_id = text("deviceId")
-            .map(|id| DeviceId::parse(&id))
-            .transpose()
-            .map_err(|e| JsError::new(&format!("option deviceId: {e}")))?;
-        if let Some(parameters) = text("provisioningParameters") {
-            config.provisioning_parameters = string_record(&parameters).ok_or_else(|| {
-                JsError::new("option provisioningParameters: must be an object of strings")
-            })?;
-        }
         let seed: [u8; 32] = bytes_of(&field(options, "random"))
             .try_into()
             .map_err(|_| JsError::new("random must be 32 bytes"))?;
@@ -403,7 +404,7 @@ impl Core {
     /// `transmit` {conn, bytes}, `close` {conn},
     /// the store requests (see [`store_request_to_js`]),
     /// `event` {event: the JSON text of `Event::to_value`, payload: `Event::payload` or
-    /// undefined}, and last `timeout` {deadline: number | null}.
+    /// undefined, settles: the sends it settles (see [`settlement_to_js`]) or undefined}, and last `timeout` {deadline: number | null}.
     #[wasm_bindgen(js_name = pollOutput)]
     pub fn poll_output(&mut self) -> JsValue {
         match self.device.poll_output() {
@@ -452,6 +453,12 @@ impl Core {
                 ("kind", "event".into()),
                 ("event", event.to_value().to_json().into()),
                 ("payload", event.payload().map_or(JsValue::UNDEFINED, bytes)),
+                (
+                    "settles",
+                    event
+                        .send_settlement()
+                        .map_or(JsValue::UNDEFINED, settlement_to_js),
+                ),
             ]),
             Output::Timeout(deadline) => object(&[
                 ("kind", "timeout".into()),
@@ -459,6 +466,24 @@ impl Core {
             ]),
         }
     }
+}
+
+/// The sends an event settles, as `pollOutput` hands them to the host: {first, last, error?},
+/// `error` being the store's reason ({code, message}) when the messages were not stored.
+fn settlement_to_js(settlement: SendSettlement) -> JsValue {
+    let seqs = settlement.seqs();
+    let error = match settlement {
+        SendSettlement::Stored { .. } => JsValue::UNDEFINED,
+        SendSettlement::NotStored { error, .. } => object(&[
+            ("code", error.code().into()),
+            ("message", error.to_string().into()),
+        ]),
+    };
+    object(&[
+        ("first", number(*seqs.start())),
+        ("last", number(*seqs.end())),
+        ("error", error),
+    ])
 }
 
 /// A store request as `pollOutput` hands it to the host: `append` {records: {seq, data}[]},

@@ -79,6 +79,20 @@ async fn start_names_the_option_that_is_missing_or_mistyped() {
         "{bad_id}"
     );
 
+    // The core's rule for parameter names holds in the browser too.
+    let parameters = js_object(&[("", "x".into())]);
+    let unnamed = start_error(js_object(&[
+        ("instance", "http://127.0.0.1:9".into()),
+        ("provisioningToken", "token".into()),
+        ("database", "db".into()),
+        ("provisioningParameters", parameters),
+    ]))
+    .await;
+    assert_eq!(
+        unnamed,
+        "invalidOption: option provisioningParameters: a name is empty"
+    );
+
     let empty_token = start_error(js_object(&[
         ("instance", "http://127.0.0.1:9".into()),
         ("provisioningToken", "".into()),

@@ -86,8 +86,8 @@ async fn a_full_quota_rejects_the_send_with_a_clear_error_and_keeps_what_was_sto
         .unwrap_or_else(|| panic!("{attempts} MB were stored under a quota of {quota} bytes"));
     assert_eq!(
         refusal,
-        "quotaExceeded: message not stored: the browser's storage quota for this site is \
-         exhausted (QuotaExceededError); messages stored before are kept"
+        "quotaExceeded: message not stored: the storage quota is exhausted (what was stored \
+         before is kept)"
     );
     assert!(stored > 0, "the quota holds at least one message");
     web_sys::console::log_1(&JsValue::from_str(&format!(

@@ -23,8 +23,8 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use serde_json::json;
 use vdev_core::{
     BackoffConfig, Compression, ConnectionId, Device, DeviceConfig, DeviceId, Event, HttpRequest,
-    HttpResponse, Input, MemoryStore, MessageOptions, Output, SessionConfig, StoreError,
-    StoreRequest, StreamOptions, Transport, TwinConfig,
+    HttpResponse, Input, MemoryStore, MessageOptions, Output, SendSettlement, SessionConfig,
+    StoreError, StoreRequest, StreamOptions, Transport, TwinConfig,
 };
 
 use super::faults::{FaultCounts, Faults, Incident};
@@ -984,6 +984,11 @@ impl Sim {
         if self.trace {
             println!("{:>9}   event {event:?}", self.now - START);
         }
+        // The app's send resolves here, by the rule every host applies: from now on the
+        // message must not be lost.
+        if let Some(settlement @ SendSettlement::Stored { .. }) = event.send_settlement() {
+            self.completed.extend(settlement.seqs());
+        }
         match event {
             Event::ReportedPropertiesStored { revision } => {
                 // Keep the stored one (as the oldest a restart may bring back) and later ones.
@@ -1000,11 +1005,6 @@ impl Sim {
                         "reported revision {revision} said stored was never handed out"
                     )),
                 }
-            }
-            Event::MessagesStored { first, last } => {
-                // The app's send resolves here, on the core's word: from now on the message
-                // must not be lost.
-                self.completed.extend(first..=last);
             }
             Event::MessageDelivered { seq } => {
                 if !self.attempted.contains_key(&seq) {

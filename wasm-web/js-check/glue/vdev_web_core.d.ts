@@ -43,6 +43,13 @@ export type StoreRequest = { durable: boolean } & (
     | { kind: "reserve"; below: number; origin?: string }
 );
 
+/** The sends `first..=last` succeed, or fail with the store's `error` when there is one. */
+export interface SendSettlement {
+    first: number;
+    last: number;
+    error: { code: string; message: string } | undefined;
+}
+
 /** What `pollOutput()` returns, by `kind`; the host polls until `timeout`. */
 export type Output =
     | {
@@ -62,8 +69,11 @@ export type Output =
     | { kind: "transmit"; conn: number; bytes: Uint8Array<ArrayBuffer> }
     | { kind: "close"; conn: number }
     | StoreRequest
-    /** `event` is the JSON text of the core's event; its byte-string field comes apart. */
-    | { kind: "event"; event: string; payload: Uint8Array | undefined }
+    /**
+     * `event` is the JSON text of the core's event; its byte-string field comes apart.
+     * `settles`: the sends this event settles (`Event::send_settlement`), failed with `error`.
+     */
+    | { kind: "event"; event: string; payload: Uint8Array | undefined; settles: SendSettlement | undefined }
     | { kind: "timeout"; deadline: number | null };
 
 export interface CoreStats {
