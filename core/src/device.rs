@@ -595,8 +595,15 @@ impl Device {
         id: RequestId,
         response: Result<HttpResponse, RequestFailure>,
     ) {
-        let Some((owner, request, _)) = self.requests.remove(id.0) else {
+        let Some((owner, request, deadline)) = self.requests.remove(id.0) else {
             return;
+        };
+        let response = match response {
+            // The host gave up on it at its deadline (it aborts then, and its error can come
+            // before the core's own timeout in the same turn): that is no answer in time.
+            Err(RequestFailure::Network(_)) if now >= deadline => Err(RequestFailure::TimedOut),
+            Ok(answer) => oversized_answer(answer),
+            failed => failed,
         };
         // Every failed request is told, with the Platform's own words where it gave some; the
         // sub-machine decides what follows (a retry, or a terminal event of its own).
@@ -1056,5 +1063,23 @@ impl Device {
             }
         }
         true
+    }
+}
+
+/// An answer whose body is longer than the device reads ([`MAX_ANSWER_BYTES`]; the host stops
+/// reading one byte past it, so a wrong URL that streams without end cannot fill the memory).
+/// A success cannot be read; an error status still counts, without its body.
+fn oversized_answer(answer: HttpResponse) -> Result<HttpResponse, RequestFailure> {
+    if answer.body.len() <= MAX_ANSWER_BYTES as usize {
+        Ok(answer)
+    } else if (200..300).contains(&answer.status) {
+        Err(RequestFailure::Malformed(format!(
+            "it is longer than the {MAX_ANSWER_BYTES} bytes the device reads"
+        )))
+    } else {
+        Ok(HttpResponse {
+            body: Vec::new(),
+            ..answer
+        })
     }
 }

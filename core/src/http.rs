@@ -51,9 +51,9 @@ pub struct HttpRequest {
     /// The core treats the request as failed at this time (ms since the epoch) if no answer came;
     /// hosts should abort it then (e.g. with an `AbortController`).
     pub deadline: u64,
-    /// The most bytes of the answer's body the core takes ([`MAX_ANSWER_BYTES`]). A host stops
-    /// reading a longer body there and answers [`crate::Input::HttpFailed`] ("the answer is
-    /// larger than .. bytes"), so a wrong URL that streams without end cannot fill the memory.
+    /// The most bytes of the answer's body the core takes ([`MAX_ANSWER_BYTES`]). A host reads
+    /// at most one byte more and hands over what it read, so a wrong URL that streams without
+    /// end cannot fill the memory; the core sees the answer is too long and says so.
     pub max_response_bytes: u32,
 }
 

@@ -1139,6 +1139,41 @@ fn an_answer_that_cannot_be_read_is_reported_and_asked_again() {
 }
 
 #[test]
+fn an_answer_longer_than_the_device_reads_is_refused_by_the_core_in_every_host() {
+    let mut host = Host::provisioning();
+    // The host stops reading one byte past the limit and hands over what it read.
+    let cut = vec![b' '; vdev_core::MAX_ANSWER_BYTES as usize + 1];
+    let oversized = |status| HttpResponse {
+        status,
+        retry_after: None,
+        body: cut.clone(),
+    };
+    assert_eq!(
+        host.answer_raw("/provisioning-operations/init", oversized(200)),
+        [
+            "event request provisioningInit failed: the answer could not be read: it is longer than the 1048576 bytes the device reads"
+        ]
+    );
+    assert_eq!(host.advance(), ["http POST /provisioning-operations/init"]);
+    // An error status still counts; its body is not read.
+    assert_eq!(
+        host.answer_raw("/provisioning-operations/init", oversized(503)),
+        ["event request provisioningInit failed: status 503"]
+    );
+    assert_eq!(host.advance(), ["http POST /provisioning-operations/init"]);
+    // The host's abort at the deadline, seen before the core's own timeout: no answer in time.
+    let request = host.pending.pop_front().expect("a request is pending");
+    host.wait(request.deadline - host.now);
+    assert_eq!(
+        host.input(Input::HttpFailed {
+            id: request.id,
+            error: "AbortError: signal is aborted without reason".into(),
+        }),
+        ["event request provisioningInit failed: no answer in time"]
+    );
+}
+
+#[test]
 fn a_refused_upload_rejects_its_message_naming_the_step_and_the_platforms_words() {
     let mut config = config();
     config.upload_threshold = 16;

@@ -472,10 +472,10 @@ async fn an_oversized_response_body_fails_the_request_with_that_reason() {
     let mut seen = Vec::new();
     let failure = poll_until(&mut device, &mut seen, WITHIN, init_failure).await;
     let (code, text) = case(&failure).expect("a failure variant");
-    assert_eq!(code, "network", "{failure:?}");
+    assert_eq!(code, "malformed", "{failure:?}");
     assert!(
         matches!(text, Some(Val::String(text))
-            if text == &format!("the answer is larger than {} bytes", vdev_core::MAX_ANSWER_BYTES)),
+            if text == &format!("it is longer than the {} bytes the device reads", vdev_core::MAX_ANSWER_BYTES)),
         "{failure:?}"
     );
     device.stop().await.expect("stops");

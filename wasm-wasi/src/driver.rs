@@ -131,7 +131,7 @@ struct BodyReader {
     status: u16,
     retry_after: Option<String>,
     bytes: Vec<u8>,
-    /// A longer body fails the request instead of filling the memory.
+    /// Reading stops one byte past this (`HttpRequest::max_response_bytes`).
     max_bytes: u32,
 }
 
@@ -173,10 +173,10 @@ impl BodyReader {
                 Ok(chunk) => {
                     self.bytes.extend_from_slice(&chunk);
                     if self.bytes.len() > self.max_bytes as usize {
-                        return Some(Err(format!(
-                            "the answer is larger than {} bytes",
-                            self.max_bytes
-                        )));
+                        // One byte past the core's limit is enough for it to see the answer
+                        // is too long; the rest is never read.
+                        self.bytes.truncate(self.max_bytes as usize + 1);
+                        return Some(Ok(()));
                     }
                 }
                 Err(StreamError::Closed) => return Some(Ok(())),
@@ -196,11 +196,14 @@ impl BodyReader {
             status,
             retry_after,
             bytes,
-            max_bytes: _,
+            max_bytes,
         } = self;
         drop(readable);
         drop(stream);
-        drop(IncomingBody::finish(incoming));
+        // A body cut at the limit is dropped unfinished: its trailers are never read.
+        if bytes.len() <= max_bytes as usize {
+            drop(IncomingBody::finish(incoming));
+        }
         HttpResponse {
             status,
             retry_after,

@@ -51,7 +51,8 @@ export function closeSocket(socket) {
 
 /**
  * The body of `response`, read as it arrives; a body longer than `limit` bytes is cancelled
- * there and rejects, so that a URL streaming without end cannot fill the memory.
+ * past it, so that a URL streaming without end cannot fill the memory (the core sees from what
+ * was read that the answer is too long).
  * @param {Response} response
  * @param {number} limit
  * @returns {Promise<Uint8Array<ArrayBuffer>>}
@@ -65,12 +66,13 @@ async function readAtMost(response, limit) {
   for (;;) {
     const { done, value } = await reader.read();
     if (done) break;
+    chunks.push(value);
     size += value.byteLength;
     if (size > limit) {
+      // The core sees the answer is too long; the rest is never read.
       reader.cancel().catch(() => {});
-      throw `the answer is larger than ${limit} bytes`;
+      break;
     }
-    chunks.push(value);
   }
   const body = new Uint8Array(size);
   let at = 0;

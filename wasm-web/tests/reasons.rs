@@ -258,12 +258,12 @@ async fn an_answer_that_does_not_end_fails_the_request_instead_of_filling_the_me
         .await;
     assert_eq!(
         field_string(&field(&event, &["failure"]), "code").as_deref(),
-        Some("network")
+        Some("malformed")
     );
     let message = field_string(&field(&event, &["failure"]), "message").unwrap_or_default();
-    assert!(
-        message.ends_with("the answer is larger than 1048576 bytes"),
-        "{message}"
+    assert_eq!(
+        message,
+        "the answer could not be read: it is longer than the 1048576 bytes the device reads"
     );
     device.stop().await;
 }
