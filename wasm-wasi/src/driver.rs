@@ -352,13 +352,7 @@ impl Driver {
         })?;
         let mut device = Device::new(config, now_ms(), seed, &store.meta(), store.state());
         for recovery in recoveries {
-            let input = Input::StoreRecovered(vdev_core::StoreRecovery {
-                file: recovery.file,
-                valid_bytes: recovery.valid_bytes,
-                cut_bytes: recovery.cut_bytes,
-                reason: recovery.reason,
-            });
-            device.handle_input(now_ms(), input);
+            device.handle_input(now_ms(), Input::StoreRecovered(recovery));
         }
         let mut driver = Self {
             device,

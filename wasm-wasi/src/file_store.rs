@@ -19,7 +19,7 @@
 //!
 //! On open every segment is checked. The first frame that is short, oversized or fails its
 //! checksum ends the valid part of that file: the rest is cut (never the records before it) and
-//! reported as a [`Recovery`]. A missing or unreadable `origin` or `reserved` file is handed to
+//! reported as a [`StoreRecovery`]. A missing or unreadable `origin` or `reserved` file is handed to
 //! the core as such (an empty origin, no reservation); the core decides that the store cannot
 //! tell which numbers the Platform holds, starts a new origin (messages still stored may then
 //! arrive twice, never be dropped as replays) and tells the app. A segment is deleted once all its records
@@ -38,7 +38,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use vdev_core::{Input, OutboxMeta, Record, Seq, StoreError, StoreRequest};
+use vdev_core::{Input, OutboxMeta, Record, Seq, StoreError, StoreRecovery, StoreRequest};
 
 /// Header bytes of a frame: length and checksum.
 const FRAME_HEADER: usize = 8;
@@ -71,29 +71,6 @@ pub enum FileStoreError {
         /// The error.
         source: io::Error,
     },
-}
-
-/// What was cut from a file because it could not be read back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recovery {
-    /// The file name inside the store directory.
-    pub file: String,
-    /// Bytes of valid records kept at its start.
-    pub valid_bytes: u64,
-    /// Bytes cut after them.
-    pub cut_bytes: u64,
-    /// Why the first cut frame was unreadable.
-    pub reason: String,
-}
-
-impl std::fmt::Display for Recovery {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}: cut {} bytes after the first {} valid bytes ({})",
-            self.file, self.cut_bytes, self.valid_bytes, self.reason
-        )
-    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -243,7 +220,7 @@ fn file_store_error(error: &FileStoreError) -> StoreError {
 impl FileStore {
     /// Opens the store in `dir` (created when missing), checking every record. Returns what
     /// had to be cut, if anything.
-    pub fn open(dir: &Path) -> Result<(Self, Vec<Recovery>), FileStoreError> {
+    pub fn open(dir: &Path) -> Result<(Self, Vec<StoreRecovery>), FileStoreError> {
         fs::create_dir_all(dir).map_err(io_error("create directory", dir))?;
         let origin_path = dir.join(ORIGIN);
         // Whether the text is an origin the core can use is the core's to decide.
@@ -300,7 +277,7 @@ impl FileStore {
         self
     }
 
-    fn load_segments(&mut self, recoveries: &mut Vec<Recovery>) -> Result<(), FileStoreError> {
+    fn load_segments(&mut self, recoveries: &mut Vec<StoreRecovery>) -> Result<(), FileStoreError> {
         let mut names: Vec<(Seq, String)> = fs::read_dir(&self.dir)
             .map_err(io_error("list", &self.dir))?
             .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
@@ -355,7 +332,7 @@ impl FileStore {
                     .map_err(io_error("open", &path))?;
                 file.set_len(valid).map_err(io_error("truncate", &path))?;
                 file.sync_all().map_err(io_error("sync", &path))?;
-                recoveries.push(Recovery {
+                recoveries.push(StoreRecovery {
                     file: name,
                     valid_bytes: valid,
                     cut_bytes: bytes.len() as u64 - valid,
@@ -374,7 +351,7 @@ impl FileStore {
         Ok(())
     }
 
-    fn load_acks(&mut self, recoveries: &mut Vec<Recovery>) -> Result<(), FileStoreError> {
+    fn load_acks(&mut self, recoveries: &mut Vec<StoreRecovery>) -> Result<(), FileStoreError> {
         let path = self.dir.join("acks.log");
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
@@ -415,7 +392,7 @@ impl FileStore {
         }
         if let Some((at, reason)) = bad {
             valid = valid.min(at);
-            recoveries.push(Recovery {
+            recoveries.push(StoreRecovery {
                 file: "acks.log".into(),
                 valid_bytes: valid,
                 cut_bytes: bytes.len() as u64 - valid,
@@ -769,7 +746,7 @@ impl FileStore {
 mod tests {
     use super::*;
 
-    fn open(dir: &Path) -> (FileStore, Vec<Recovery>) {
+    fn open(dir: &Path) -> (FileStore, Vec<StoreRecovery>) {
         let (store, recoveries) = FileStore::open(dir).expect("opens");
         (store.with_segment_limit(200), recoveries)
     }
@@ -954,7 +931,7 @@ mod tests {
         assert_eq!(recoveries.len(), 1, "{recoveries:?}");
         assert!(
             recoveries[0].reason.contains("torn record"),
-            "{}",
+            "{:?}",
             recoveries[0]
         );
         assert_eq!(store.live_seqs(), [0, 1, 2]);

@@ -32,6 +32,6 @@ pub mod settings;
 #[cfg(target_os = "wasi")]
 mod tls;
 
-pub use file_store::{FileStore, FileStoreError, Recovery};
+pub use file_store::{FileStore, FileStoreError};
 pub use notice::Notice;
 pub use settings::{CommandOptions, Settings, SettingsError, Source};
