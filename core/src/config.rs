@@ -22,6 +22,17 @@ pub enum Transport {
     WebSocket,
 }
 
+impl Transport {
+    /// The transport's name as hosts spell it in settings and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Tls => "tls",
+            Self::WebSocket => "websocket",
+        }
+    }
+}
+
 /// Configuration of a [`crate::Device`].
 #[derive(Debug, Clone)]
 pub struct DeviceConfig {
@@ -84,6 +95,23 @@ impl DeviceConfig {
     /// allow, and timings that cannot work. (A device made anyway refuses every request to a
     /// refused URL, with that reason.)
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_for(&[Transport::Tcp, Transport::Tls, Transport::WebSocket])
+    }
+
+    /// [`DeviceConfig::validate`] for a host that can open only the `available` transports
+    /// (a browser only WebSocket, WASI only TCP and TLS): the device never asks it for another.
+    pub fn validate_for(&self, available: &[Transport]) -> Result<(), ConfigError> {
+        if !available.contains(&self.transport) {
+            let names: Vec<&str> = available.iter().map(|t| t.as_str()).collect();
+            return Err(ConfigError {
+                option: ConfigOption::Transport,
+                reason: format!(
+                    "{} is not available in this host; use {}",
+                    self.transport.as_str(),
+                    names.join(" or ")
+                ),
+            });
+        }
         let refuse = |option, reason: &str| {
             Err(ConfigError {
                 option,
@@ -170,6 +198,8 @@ pub enum ConfigOption {
     RetryMax,
     /// [`DeviceConfig::provisioning_parameters`].
     ProvisioningParameters,
+    /// [`DeviceConfig::transport`].
+    Transport,
 }
 
 /// A configuration the device cannot start with.
@@ -232,6 +262,16 @@ mod tests {
             config.validate().unwrap_err().option
         };
         assert!(DeviceConfig::new("example.com", "token").validate().is_ok());
+        let mut websocket = DeviceConfig::new("example.com", "token");
+        websocket.transport = Transport::WebSocket;
+        let unavailable = websocket
+            .validate_for(&[Transport::Tcp, Transport::Tls])
+            .unwrap_err();
+        assert_eq!(unavailable.option, ConfigOption::Transport);
+        assert_eq!(
+            unavailable.reason,
+            "websocket is not available in this host; use tcp or tls"
+        );
         assert_eq!(
             refused(|c| c.instance_url.clear()),
             ConfigOption::InstanceUrl

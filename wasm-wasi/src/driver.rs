@@ -318,16 +318,6 @@ impl Driver {
     /// Opens the store and creates the device; nothing is sent until the first turn.
     pub fn start(settings: &Settings) -> Result<Self, StartError> {
         let config = settings.device_config()?;
-        if config.transport == vdev_core::Transport::WebSocket {
-            // Refused here rather than at every connect, which would retry forever.
-            return Err(StartError::Settings(
-                crate::settings::SettingsError::Invalid {
-                    name: "transport".into(),
-                    reason: "websocket is not available in the WASI component; use tcp or tls"
-                        .into(),
-                },
-            ));
-        }
         let (store, recoveries) = FileStore::open(Path::new(&settings.store_dir))?;
         let seed: [u8; 32] = wasip2::random::random::get_random_bytes(32)
             .try_into()
@@ -607,9 +597,9 @@ impl Driver {
                 let name = host.clone();
                 (host, port, Some(name))
             }
+            // Never asked for: the settings allow only tcp and tls (`validate_for`).
             Endpoint::WebSocket { .. } => {
-                let reason = "WebSocket is not available in the WASI component; use transport tcp";
-                return self.closed(conn, reason.into());
+                return self.closed(conn, "websocket is not available in this host".into());
             }
         };
         match self.start_connect(&host, port) {

@@ -69,10 +69,13 @@ impl Settings {
             self.retry_initial_ms.unwrap_or(config.backoff.initial_ms),
             self.retry_max_ms.unwrap_or(config.backoff.max_ms),
         );
-        config.validate().map_err(|error| SettingsError::Invalid {
-            name: setting_name(error.option).into(),
-            reason: error.reason,
-        })?;
+        // This host opens TCP and TLS connections only.
+        config
+            .validate_for(&[Transport::Tcp, Transport::Tls])
+            .map_err(|error| SettingsError::Invalid {
+                name: setting_name(error.option).into(),
+                reason: error.reason,
+            })?;
         Ok(config)
     }
 }
@@ -89,6 +92,7 @@ fn setting_name(option: ConfigOption) -> &'static str {
         ConfigOption::RetryMax => "retry-max-ms",
         // The command's `--provisioning-parameter name=value`, the library's field.
         ConfigOption::ProvisioningParameters => "provisioning-parameters",
+        ConfigOption::Transport => "transport",
     }
 }
 
@@ -406,6 +410,10 @@ mod tests {
         assert_eq!(
             with(&["--transport", "udp"]),
             "invalid transport: \"udp\" is not tcp, tls or websocket"
+        );
+        assert_eq!(
+            with(&["--transport", "websocket"]),
+            "invalid transport: websocket is not available in this host; use tcp or tls"
         );
         assert!(with(&["--device-id", "x"]).starts_with("invalid device-id"));
         assert_eq!(with(&["--bogus", "1"]), "unknown argument --bogus");

@@ -308,7 +308,8 @@ export class Driver {
         this.core.closed(now, conn, reason);
       });
     try {
-      if (!url) throw "a browser can only use websocket, not tcp or tls";
+      // Never asked for: the core is made for WebSocket only (`validate_for`).
+      if (!url) throw "tcp and tls are not available in this host";
       this.sockets.set(
         conn,
         openSocket(url, {

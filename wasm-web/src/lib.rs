@@ -71,19 +71,22 @@ impl Core {
             })?;
         }
         // Every option is set before the core's checks, so they all see what the app gave.
-        config.validate().map_err(|error| {
-            let option = match error.option {
-                ConfigOption::InstanceUrl => "instance",
-                ConfigOption::ProvisioningToken => "provisioningToken",
-                // Not options here yet: the core's defaults are valid.
-                ConfigOption::ProvisioningPollInterval => "provisioningPollIntervalMs",
-                ConfigOption::HttpTimeout => "httpTimeoutMs",
-                ConfigOption::RetryInitial => "retryInitialMs",
-                ConfigOption::RetryMax => "retryMaxMs",
-                ConfigOption::ProvisioningParameters => "provisioningParameters",
-            };
-            JsError::new(&format!("option {option}: {}", error.reason))
-        })?;
+        config
+            .validate_for(&[Transport::WebSocket])
+            .map_err(|error| {
+                let option = match error.option {
+                    ConfigOption::InstanceUrl => "instance",
+                    ConfigOption::ProvisioningToken => "provisioningToken",
+                    // Not options here yet: the core's defaults are valid.
+                    ConfigOption::ProvisioningPollInterval => "provisioningPollIntervalMs",
+                    ConfigOption::HttpTimeout => "httpTimeoutMs",
+                    ConfigOption::RetryInitial => "retryInitialMs",
+                    ConfigOption::RetryMax => "retryMaxMs",
+                    ConfigOption::ProvisioningParameters => "provisioningParameters",
+                    ConfigOption::Transport => "transport",
+                };
+                JsError::new(&format!("option {option}: {}", error.reason))
+            })?;
         let seed: [u8; 32] = bytes_of(&field(options, "random"))
             .try_into()
             .map_err(|_| JsError::new("random must be 32 bytes"))?;
