@@ -102,14 +102,17 @@ impl DeviceConfig {
     /// (a browser only WebSocket, WASI only TCP and TLS): the device never asks it for another.
     pub fn validate_for(&self, available: &[Transport]) -> Result<(), ConfigError> {
         if !available.contains(&self.transport) {
-            let names: Vec<&str> = available.iter().map(|t| t.as_str()).collect();
+            let mut reason = format!(
+                "{} is not available in this host; use ",
+                self.transport.as_str()
+            );
+            for (at, transport) in available.iter().enumerate() {
+                reason.push_str(if at == 0 { "" } else { " or " });
+                reason.push_str(transport.as_str());
+            }
             return Err(ConfigError {
                 option: ConfigOption::Transport,
-                reason: format!(
-                    "{} is not available in this host; use {}",
-                    self.transport.as_str(),
-                    names.join(" or ")
-                ),
+                reason,
             });
         }
         let refuse = |option, reason: &str| {

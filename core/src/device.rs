@@ -148,14 +148,18 @@ pub enum Input<'a> {
     /// byte) and cut it, keeping every record before it. The core tells the app
     /// ([`Event::OutboxRecovered`]); what was cut was never reported stored.
     StoreRecovered(StoreRecovery),
-    /// The host's network came back (the browser's `online` event, or the app said so):
-    /// reconnect without waiting for the backoff delay. Only after [`Input::NetworkLost`]: while
-    /// online (or stopped) it changes nothing.
+    /// The host's network came back (the browser's `online` event). If that ends the
+    /// device's offline time ([`Input::AppOffline`] may still hold it), it reconnects without
+    /// waiting for the backoff delay; while online (or stopped) it changes nothing.
     NetworkAvailable,
-    /// The host's network is gone (the browser's `offline` event, or the app said so): the
-    /// connection is closed and no connection or HTTP request is started until
-    /// [`Input::NetworkAvailable`]. Sends are still stored; they wait in the outbox.
+    /// The host's network is gone (the browser's `offline` event). The device is offline: the
+    /// connection is closed and no connection or HTTP request is started until the network is
+    /// back and the app does not hold it offline. Sends are still stored; they wait in the
+    /// outbox.
     NetworkLost,
+    /// The app says the device is offline (`true`) or lets the network decide (`false`): the
+    /// device is offline while either the app or the network ([`Input::NetworkLost`]) says so.
+    AppOffline(bool),
 }
 
 /// What the core asks of its host, one at a time from [`Device::poll_output`].
@@ -230,7 +234,7 @@ pub struct Stats {
     pub window_records: usize,
     /// The connection state.
     pub connection_state: ConnectionState,
-    /// Whether the device is offline ([`Input::NetworkLost`] until [`Input::NetworkAvailable`]).
+    /// Whether the device is offline (the network is lost or the app says so).
     pub offline: bool,
 }
 
@@ -275,6 +279,10 @@ pub struct Device {
     in_flight: KeyedVec<Seq>,
     events: VecDeque<Event>,
     connection_state: ConnectionState,
+    /// The host said its network is gone ([`Input::NetworkLost`]).
+    network_lost: bool,
+    /// The app holds the device offline ([`Input::AppOffline`]).
+    app_offline: bool,
 }
 
 impl Device {
@@ -325,6 +333,8 @@ impl Device {
             in_flight: KeyedVec::default(),
             events,
             connection_state: ConnectionState::Disconnected,
+            network_lost: false,
+            app_offline: false,
             config,
         };
         match device.saved.token.clone() {
@@ -534,26 +544,32 @@ impl Device {
             Input::StoreRecovered(recovery) => self
                 .events
                 .push_back(Event::OutboxRecovered(Box::new(recovery))),
-            // A stopped device stays as it is; a repeated signal changes nothing (in particular,
-            // being told again that the network is there skips no backoff delay).
-            Input::NetworkAvailable | Input::NetworkLost
+            // A stopped device stays as it is.
+            Input::NetworkAvailable | Input::NetworkLost | Input::AppOffline(_)
                 if matches!(self.phase, Phase::Stopped) => {}
-            Input::NetworkAvailable => {
-                if self.session.is_offline() {
-                    self.events
-                        .push_back(Event::OfflineChanged { offline: false });
-                    self.session.reconnect_soon(now);
-                }
-            }
-            Input::NetworkLost => {
-                if !self.session.is_offline() {
-                    self.events
-                        .push_back(Event::OfflineChanged { offline: true });
-                    self.session.go_offline(now);
-                }
-            }
+            Input::NetworkAvailable => self.set_offline(now, false, self.app_offline),
+            Input::NetworkLost => self.set_offline(now, true, self.app_offline),
+            Input::AppOffline(offline) => self.set_offline(now, self.network_lost, offline),
         }
         self.drive(now);
+    }
+
+    /// The device is offline while the network is lost or the app says so. Only a change of
+    /// that is acted on: a repeated signal changes nothing (in particular, being told again
+    /// that the network is there skips no backoff delay).
+    fn set_offline(&mut self, now: u64, network_lost: bool, app_offline: bool) {
+        self.network_lost = network_lost;
+        self.app_offline = app_offline;
+        let offline = network_lost || app_offline;
+        if offline == self.session.is_offline() {
+            return;
+        }
+        self.events.push_back(Event::OfflineChanged { offline });
+        if offline {
+            self.session.go_offline(now);
+        } else {
+            self.session.reconnect_soon(now);
+        }
     }
 
     /// Lets time-driven work happen. Idempotent; calling it early does nothing.

@@ -67,8 +67,9 @@ pub enum Event {
     ProvisioningFailed(ProvisioningError),
     /// The connection state changed.
     ConnectionStateChanged(ConnectionState),
-    /// The device went offline ([`crate::Input::NetworkLost`]: the connection is closed and
-    /// nothing is sent, sends are still stored) or online again.
+    /// The device went offline (the network is lost or the app says so, see
+    /// [`crate::Input::AppOffline`]: the connection is closed and nothing is sent, sends are
+    /// still stored) or online again.
     OfflineChanged {
         /// Whether it is offline now.
         offline: bool,

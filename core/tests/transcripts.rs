@@ -631,6 +631,31 @@ fn offline_closes_the_connection_and_holds_everything_until_the_network_is_back(
 }
 
 #[test]
+fn the_device_is_offline_while_the_network_or_the_app_says_so() {
+    let mut host = Host::connected();
+    assert_eq!(
+        host.input(Input::AppOffline(true)),
+        ["close", "event offline true", "event state Disconnected"]
+    );
+    // The browser's network comes and goes meanwhile: the app still holds the device offline.
+    assert_eq!(host.input(Input::NetworkLost), [] as [&str; 0]);
+    assert_eq!(host.input(Input::NetworkAvailable), [] as [&str; 0]);
+    assert_eq!(host.input(Input::NetworkLost), [] as [&str; 0]);
+    // The app lets go, but the network is still lost.
+    assert_eq!(host.input(Input::AppOffline(false)), [] as [&str; 0]);
+    assert_eq!(
+        host.input(Input::NetworkAvailable),
+        [
+            "event offline false",
+            "connect tcp 127.0.0.1:1883",
+            "event state Connecting"
+        ]
+    );
+    // Said twice, nothing changes.
+    assert_eq!(host.input(Input::AppOffline(false)), [] as [&str; 0]);
+}
+
+#[test]
 fn offline_holds_provisioning_calls_and_sends_them_when_the_network_is_back() {
     let mut host = Host::provisioning();
     host.answer(

@@ -438,15 +438,11 @@ impl Driver {
         result
     }
 
-    /// The app says the network is gone (`true`: the connection closes, sends are stored and
-    /// wait) or back (`false`: reconnect now, without waiting for the backoff delay).
+    /// The app holds the device offline (`true`: the connection closes, sends are stored and
+    /// wait) or lets it go online (`false`: reconnect now, without the backoff delay).
     pub fn set_offline(&mut self, offline: bool) {
-        let input = if offline {
-            Input::NetworkLost
-        } else {
-            Input::NetworkAvailable
-        };
-        self.device.handle_input(now_ms(), input);
+        self.device
+            .handle_input(now_ms(), Input::AppOffline(offline));
         self.drain();
     }
 

@@ -7,10 +7,8 @@
 // IndexedDB as ONE transaction, the timer is armed and the waiting promises whose condition now
 // holds are settled. No protocol decision is made here.
 //
-// Offline: the device is offline while the browser says so (`navigator.onLine` at start, then
-// its `offline`/`online` events) or the app says so (`setOffline(true)`). Only changes of that
-// combined flag reach the core (`networkLost`/`networkAvailable`); an `online` event while
-// already online still tells the core to skip its backoff delay.
+// Offline: the core hears the browser's network (`navigator.onLine` at start, then its
+// `offline`/`online` events) and the app's `setOffline` as two inputs, and decides itself.
 
 import { closeSocket, describe, openSocket, perform } from "./io.js";
 import { VdevError } from "./errors.js";
@@ -104,15 +102,9 @@ export class Driver {
     /** @type {Deferred<void>[]} */
     this.stopWaiters = [];
     this.stopping = false;
-    this.browserOffline = globalThis.navigator?.onLine === false;
-    this.appOffline = false;
-    if (this.browserOffline) core.networkLost(Date.now());
+    if (globalThis.navigator?.onLine === false) core.networkLost(Date.now());
     this.drain();
     this.settle();
-  }
-
-  get offline() {
-    return this.browserOffline || this.appOffline;
   }
 
   /**
@@ -199,12 +191,11 @@ export class Driver {
   }
 
   /**
-   * The app says the device is offline (`true`) or lets the browser decide (`false`).
+   * The app holds the device offline (`true`) or lets the browser decide (`false`).
    * @param {boolean} offline
    */
   setOffline(offline) {
-    // Setting the same value again changes nothing (and skips no backoff).
-    if (offline !== this.appOffline) this.wake((now) => this.networkChanged(now, this.browserOffline, offline));
+    this.wake((now) => this.core.appOffline(now, offline));
   }
 
   /**
@@ -212,21 +203,7 @@ export class Driver {
    * @param {boolean} online
    */
   browserNetwork(online) {
-    this.wake((now) => this.networkChanged(now, !online, this.appOffline));
-  }
-
-  /**
-   * @param {number} now
-   * @param {boolean} browserOffline
-   * @param {boolean} appOffline
-   */
-  networkChanged(now, browserOffline, appOffline) {
-    const wasOffline = this.offline;
-    this.browserOffline = browserOffline;
-    this.appOffline = appOffline;
-    if (this.offline && !wasOffline) this.core.networkLost(now);
-    // Also when it was online already: an `online` event means "try now".
-    else if (!this.offline) this.core.networkAvailable(now);
+    this.wake((now) => (online ? this.core.networkAvailable(now) : this.core.networkLost(now)));
   }
 
   /**

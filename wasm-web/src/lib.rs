@@ -260,16 +260,24 @@ impl Core {
         self.input(now, Input::SaveStateFailed { error });
     }
 
-    /// The network came back: reconnect without waiting for the backoff delay.
+    /// The browser's network came back (`online`): if the app does not hold the device
+    /// offline, reconnect without waiting for the backoff delay.
     #[wasm_bindgen(js_name = networkAvailable)]
     pub fn network_available(&mut self, now: f64) {
         self.input(now, Input::NetworkAvailable);
     }
 
-    /// The network is gone: close the connection, start nothing until it is back.
+    /// The browser's network is gone (`offline`): close the connection, start nothing until
+    /// it is back.
     #[wasm_bindgen(js_name = networkLost)]
     pub fn network_lost(&mut self, now: f64) {
         self.input(now, Input::NetworkLost);
+    }
+
+    /// The app holds the device offline (`true`) or lets the network decide (`false`).
+    #[wasm_bindgen(js_name = appOffline)]
+    pub fn app_offline(&mut self, now: f64, offline: bool) {
+        self.input(now, Input::AppOffline(offline));
     }
 
     /// The deadline of the last `timeout` output was reached (an early call does nothing).

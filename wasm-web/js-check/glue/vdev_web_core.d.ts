@@ -109,6 +109,7 @@ export class Core {
     reserveFailed(now: number, below: number, quotaExceeded: boolean, error: string): void;
     networkAvailable(now: number): void;
     networkLost(now: number): void;
+    appOffline(now: number, offline: boolean): void;
     timeout(now: number): void;
     /** `compression`: 0 none, 1 fastest, 2 smallest size. Returns the sequence number. */
     send(
