@@ -154,4 +154,4 @@ pub use store::{
     MemoryStore, OutboxMeta, Record, Seq, StoreError, StoreOperation, StoreRecovery, StoreRequest,
 };
 pub use token::{ConnectionInfo, RegistrationToken};
-pub use twin::{TwinConfig, TwinError, TwinState, check_reported_patch};
+pub use twin::{TwinConfig, TwinError, TwinState, parse_reported_patch};

@@ -91,6 +91,22 @@ async fn wasi_library_world_provisions_round_trips_properties_and_delivers_in_or
         (desired["interval"] == 5).then_some(())
     })
     .await;
+    // The core's refusals come as the WIT variant, in the core's words.
+    for (patch, reason) in [
+        (r#"{"$version":3}"#, "is reserved"),
+        ("[1]", "not a json object"),
+        ("{firmware", "is invalid json"),
+    ] {
+        let refused = device
+            .update_reported_properties(patch)
+            .await
+            .expect_err("the patch is refused")
+            .to_string();
+        assert!(
+            refused.contains(r#"Variant("invalid-patch""#) && refused.contains(reason),
+            "{patch}: {refused}"
+        );
+    }
     let revision = device
         .update_reported_properties(r#"{"firmware":"1.2.3"}"#)
         .await

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use vdev_core::{
     Compression, ConnectionLoss, ConnectionState, Event, MessageOptions, ProvisioningError,
     RejectReason, RequestFailure, RequestKind, StoreError, StoreOperation, StreamOptions,
-    TokenDiscardReason, Transport,
+    TokenDiscardReason, Transport, TwinError,
 };
 
 use crate::driver::{Driver, StartError, StoreFailure, now_ms};
@@ -358,10 +358,13 @@ impl GuestDevice for DeviceResource {
         })
     }
 
-    fn update_reported_properties(&self, patch_json: String) -> Result<u64, String> {
-        let patch =
-            vdev_core::json::Value::parse(patch_json.as_bytes()).map_err(|e| e.to_string())?;
-        self.driver.borrow_mut().update_reported_properties(patch)
+    fn update_reported_properties(&self, patch_json: String) -> Result<u64, wit::ReportedError> {
+        vdev_core::parse_reported_patch(patch_json.as_bytes())
+            .and_then(|patch| self.driver.borrow_mut().update_reported_properties(patch))
+            .map_err(|error| match error {
+                TwinError::Stopped => wit::ReportedError::Stopped,
+                refused => wit::ReportedError::InvalidPatch(refused.to_string()),
+            })
     }
 
     fn desired_properties(&self) -> wit::DesiredProperties {

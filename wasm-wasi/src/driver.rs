@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use vdev_core::{
     ConnectionId, Device, Endpoint, HttpRequest, HttpResponse, Input, MessageOptions, Method,
-    Output, RequestId, SendError, Seq, StoreError, StreamOptions,
+    Output, RequestId, SendError, Seq, StoreError, StreamOptions, TwinError,
 };
 use wasip2::clocks::{monotonic_clock, wall_clock};
 use wasip2::http::outgoing_handler;
@@ -429,11 +429,8 @@ impl Driver {
     pub fn update_reported_properties(
         &mut self,
         patch: vdev_core::json::Value,
-    ) -> Result<u64, String> {
-        let result = self
-            .device
-            .update_reported_properties(now_ms(), patch)
-            .map_err(|e| e.to_string());
+    ) -> Result<u64, TwinError> {
+        let result = self.device.update_reported_properties(now_ms(), patch);
         self.drain();
         result
     }

@@ -274,17 +274,12 @@ impl CommandOptions {
         let reported_properties = get("reported-properties")
             .map(|text| {
                 // The device's own rule for a patch, before it starts.
-                vdev_core::json::Value::parse(text.as_bytes())
-                    .map_err(|error| error.to_string())
-                    .and_then(|value| {
-                        vdev_core::check_reported_patch(&value)
-                            .map(|()| value)
-                            .map_err(|error| error.to_string())
-                    })
-                    .map_err(|reason| SettingsError::Invalid {
+                vdev_core::parse_reported_patch(text.as_bytes()).map_err(|error| {
+                    SettingsError::Invalid {
                         name: "reported-properties".into(),
-                        reason,
-                    })
+                        reason: error.to_string(),
+                    }
+                })
             })
             .transpose()?;
         Ok(Self {
@@ -387,7 +382,9 @@ mod tests {
             refused("[1]"),
             "invalid reported-properties: the reported properties patch is not a json object"
         );
-        assert!(refused("{oops").starts_with("invalid reported-properties: invalid json: "));
+        assert!(refused("{oops").starts_with(
+            "invalid reported-properties: the reported properties patch is invalid json: "
+        ));
         assert!(
             refused(r#"{"$version":1}"#).contains("is reserved"),
             "the device's own rule, before it starts"

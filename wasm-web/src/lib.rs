@@ -29,7 +29,7 @@ use vdev_core::json::Value;
 use vdev_core::{
     Compression, ConfigOption, ConnectionId, Device, DeviceConfig, DeviceId, Endpoint,
     HttpResponse, Input, MessageOptions, OutboxMeta, Output, Reason, Record, RequestId, SendError,
-    SendSettlement, Seq, StoreError, StoreRequest, StreamOptions, Transport,
+    SendSettlement, Seq, StoreError, StoreRequest, StreamOptions, Transport, parse_reported_patch,
 };
 use wasm_bindgen::prelude::*;
 
@@ -356,10 +356,8 @@ impl Core {
     /// says when it is durable).
     #[wasm_bindgen(js_name = updateReportedProperties)]
     pub fn update_reported_properties(&mut self, now: f64, patch: &str) -> Result<f64, JsValue> {
-        let patch = Value::parse(patch.as_bytes())
-            .map_err(|e| coded_error("invalidOption", &format!("option patch: {e}")))?;
-        self.device
-            .update_reported_properties(now as u64, patch)
+        parse_reported_patch(patch.as_bytes())
+            .and_then(|patch| self.device.update_reported_properties(now as u64, patch))
             .map(|revision| revision as f64)
             .map_err(|e| coded_error(e.code(), &e.to_string()))
     }

@@ -106,6 +106,9 @@ pub(crate) enum TwinEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum TwinError {
+    /// The patch is not JSON text ([`parse_reported_patch`]).
+    #[error("the reported properties patch is {0}")]
+    NotJson(String),
     /// The patch is not a JSON object; a merge patch of the reported document must be one.
     #[error("the reported properties patch is not a json object")]
     NotAnObject,
@@ -122,10 +125,18 @@ pub enum TwinError {
     Stopped,
 }
 
-/// Whether the device takes `patch` as a reported-properties update: a JSON object with no
-/// property name starting with `$`. For a host that reads a patch early (a command-line
-/// argument) and wants to refuse it before the device starts, with the device's own words.
-pub fn check_reported_patch(patch: &Value) -> Result<(), TwinError> {
+/// The JSON text of a reported-properties update as the device takes it: a JSON object with
+/// no property name starting with `$`. Every host reads the app's patch with it (and a command
+/// line can refuse one before the device starts), so the refusals are the device's own words.
+pub fn parse_reported_patch(text: &[u8]) -> Result<Value, TwinError> {
+    let patch = Value::parse(text).map_err(|error| TwinError::NotJson(error.to_string()))?;
+    check_reported_patch(&patch)?;
+    Ok(patch)
+}
+
+/// Whether the device takes `patch` as a reported-properties update (see
+/// [`parse_reported_patch`]).
+pub(crate) fn check_reported_patch(patch: &Value) -> Result<(), TwinError> {
     if !patch.is_object() {
         return Err(TwinError::NotAnObject);
     }
@@ -142,7 +153,7 @@ impl TwinError {
     /// `stopped` after [`crate::Device::stop`].
     pub fn code(&self) -> &'static str {
         match self {
-            Self::NotAnObject | Self::ReservedName { .. } => "invalidPatch",
+            Self::NotJson(_) | Self::NotAnObject | Self::ReservedName { .. } => "invalidPatch",
             Self::Stopped => "stopped",
         }
     }
