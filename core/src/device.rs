@@ -206,7 +206,7 @@ pub enum SendError {
     #[error(transparent)]
     Outbox(#[from] OutboxError),
     /// The device was stopped.
-    #[error("device is stopped")]
+    #[error("the device is stopped")]
     Stopped,
 }
 

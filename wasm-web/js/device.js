@@ -47,7 +47,7 @@ import { WakeTimer } from "./timer.js";
 
 /** The error of every call made after `stop()`; `stopped` lets a forwarded call go to the next owner. */
 export function stoppedError() {
-  return new VdevError("stopped", "the client is stopped");
+  return new VdevError("stopped", "the device is stopped");
 }
 
 /**
@@ -345,10 +345,11 @@ export class Driver {
         return this.tell("onDesiredPropertiesChanged", [event.properties, event.version]);
       case "cloudToDeviceMessage":
         return this.tell("onCloudToDeviceMessage", [{ properties: event.properties, payload: event.payload }]);
+      // Storage trouble shows in the console even when the app has no `onEvent`; the event
+      // as the core wrote it (its reason in the core's words).
       case "savedStateDiscarded":
-        return console.error("vdev:", `saved device state was unreadable and replaced: ${event.reason}`);
       case "storeFailed":
-        return console.error("vdev:", `IndexedDB ${event.operation} failed (retrying): ${event.reason.message}`);
+        return console.error("vdev:", event.kind, event);
     }
   }
 

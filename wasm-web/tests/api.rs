@@ -152,7 +152,7 @@ async fn sends_of_the_wrong_type_or_after_stop_are_rejected() {
     let after = sender.send_message(JsValue::from_str("late").unchecked_into(), None);
     assert_eq!(
         rejection(after.unchecked_into()).await,
-        "stopped: the client is stopped"
+        "stopped: the device is stopped"
     );
     common::delete_database(&database).await.expect("deleted");
 }
