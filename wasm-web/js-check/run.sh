@@ -3,7 +3,8 @@
 # `strict` (typescript pinned in package.json, the version tests/web-app-types uses) over the
 # JSDoc types written in the host, so that an undefined name, a wrong property or a wrong number
 # of arguments fails before any browser runs. Calls on the wasm `Core` are checked against
-# glue/vdev_web_core.d.ts (hand-written after src/lib.rs), the callbacks' arguments against
+# glue/vdev_web_core.d.ts (hand-written after src/lib.rs; scripts/build.sh checks its methods
+# and parameters against the declarations wasm-bindgen generates), the callbacks' arguments against
 # js/vdev_web.d.ts. Twice: with a page's globals (tsconfig.json) and with a worker's
 # (tsconfig.worker.json). Needs node + npm only, no build.
 #   bash wasm-web/js-check/run.sh

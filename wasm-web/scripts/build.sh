@@ -86,6 +86,9 @@ if [ "$(grep -cF "$default_url" "$glue")" != 1 ]; then
     exit 1
 fi
 sed -i "s|new URL('vdev_web_core_bg\.wasm', import\.meta\.url)|new URL('vdev_web_bg.wasm', import.meta.url)|" "$glue"
+# js-check types the host against hand-written glue types: they must have lib.rs's methods.
+python3 "$web_dir/scripts/check_glue_types.py" "$build_dir/vdev_web_core.d.ts" \
+    "$web_dir/js-check/glue/vdev_web_core.d.ts"
 
 rm -rf "$out_dir"
 mkdir -p "$out_dir"

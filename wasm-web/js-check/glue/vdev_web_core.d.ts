@@ -5,7 +5,8 @@
 //
 // wasm-bindgen would type the plain objects the binding builds (options, outputs, stats) as
 // `any`; they are written out here from lib.rs's doc comments, so the host's use of them is
-// checked too. Keep this file in step with lib.rs's `#[wasm_bindgen] impl Core`.
+// checked too. scripts/build.sh fails when this file's methods or parameters differ from
+// those wasm-bindgen generates for lib.rs's `#[wasm_bindgen] impl Core` (scripts/check_glue_types.py).
 
 import type { ConnectionState, InitInput, InitOutput, SyncInitInput } from "../../js/vdev_web.js";
 
