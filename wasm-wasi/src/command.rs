@@ -9,10 +9,10 @@
 use std::io::Write;
 
 use serde_json::json;
-use vdev_core::{ConnectionState, Event, MessageOptions, StreamOptions};
+use vdev_core::{Event, MessageOptions, SendError, StreamOptions};
 use wasip2::io::streams::StreamError;
 
-use crate::driver::{Driver, now_ms};
+use crate::driver::{Driver, StoreFailure, now_ms};
 use crate::notice::Notice;
 use crate::settings::{CommandOptions, Source};
 
@@ -79,7 +79,7 @@ pub fn main() -> i32 {
                 Ok(seq) => print(json!({ "event": "stored", "seq": seq })),
                 Err(error) => {
                     print(json!({ "event": "not-stored", "error": error.to_string() }));
-                    if driver.device().stats().connection_state == ConnectionState::Stopped {
+                    if error == StoreFailure::Refused(SendError::Stopped) {
                         return 1;
                     }
                 }
