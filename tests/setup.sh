@@ -16,10 +16,11 @@ rustup component list --installed | grep -q '^clippy' || rustup component add cl
 
 step "system packages"
 # mosquitto-clients: an independent MQTT peer; libssl-dev + pkg-config: the official SDK's OpenSSL;
-# chromium + chromium-driver: the browser tests and the demo's Playwright test (node, npm and
-# python3 come with the machine).
+# chromium + chromium-driver: the browser tests and the demo's Playwright test; strace: the
+# Platform test that every acknowledgement follows a flush to disk (node, npm and python3 come
+# with the machine).
 missing=()
-for pkg in mosquitto-clients libssl-dev pkg-config chromium chromium-driver; do
+for pkg in mosquitto-clients libssl-dev pkg-config chromium chromium-driver strace; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if ((${#missing[@]})); then

@@ -291,6 +291,7 @@ fn open_state(config: &Config, admin_token: &str) -> Result<Arc<AppState>, Start
         }
     };
     Ok(Arc::new(AppState {
+        ingestor: crate::messages::Ingestor::start(store.clone()),
         store,
         signing_key,
         admin_token_hash: secrets::hash_token(admin_token),

@@ -21,7 +21,7 @@ use serde_json::{Map, Value, json};
 use crate::clock::{now_ms, rfc3339};
 use crate::problem::Problem;
 use crate::state::AppState;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// Why a telemetry message was refused.
 #[derive(Debug, thiserror::Error)]
@@ -84,40 +84,78 @@ struct Link {
     link: String,
 }
 
-/// Store one telemetry message (or drop it as a replay).
-pub fn ingest(
-    state: &AppState,
-    workspace_id: &str,
-    device_id: &str,
-    property_bag: &str,
-    payload: &[u8],
-) -> Result<IngestOutcome, IngestError> {
-    let properties = parse_property_bag(property_bag)?;
-    let get = |key: &str| {
-        properties
+/// A telemetry message read from its topic, ready to be written.
+#[derive(Debug)]
+pub struct Telemetry {
+    workspace_id: String,
+    device_id: String,
+    properties: Vec<(String, String)>,
+    sequence: Option<(String, i64)>,
+    payload: Vec<u8>,
+}
+
+impl Telemetry {
+    /// Reads the property bag after `messages/events/`; refuses a bag or `vdev-seq` it cannot
+    /// read before anything is written.
+    pub fn new(
+        workspace_id: &str,
+        device_id: &str,
+        property_bag: &str,
+        payload: Vec<u8>,
+    ) -> Result<Self, IngestError> {
+        let properties = parse_property_bag(property_bag)?;
+        let sequence = properties
+            .iter()
+            .find(|(k, _)| k == "vdev-seq")
+            .map(|(_, v)| parse_sequence(v))
+            .transpose()?;
+        Ok(Self {
+            workspace_id: workspace_id.to_owned(),
+            device_id: device_id.to_owned(),
+            properties,
+            sequence,
+            payload,
+        })
+    }
+
+    fn get(&self, key: &str) -> Option<String> {
+        self.properties
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.clone())
-    };
-    let flag = |key: &str| get(key).is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    let sequence = get("vdev-seq").map(|v| parse_sequence(&v)).transpose()?;
-    let externalized = flag("has-externalized-payload");
+    }
+
+    fn flag(&self, key: &str) -> bool {
+        self.get(key)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    }
+}
+
+/// Stores one telemetry message (or drops it as a replay) in the caller's transaction.
+fn write(tx: &rusqlite::Transaction<'_>, message: &Telemetry) -> Result<IngestOutcome, StoreError> {
+    let Telemetry {
+        workspace_id,
+        device_id,
+        sequence,
+        payload,
+        ..
+    } = message;
+    let externalized = message.flag("has-externalized-payload");
     let blob_name = if externalized {
         serde_json::from_slice::<Link>(payload).ok().map(|l| l.link)
     } else {
         None
     };
     let properties_json = Value::Object(
-        properties
+        message
+            .properties
             .iter()
             .map(|(k, v)| (k.clone(), Value::String(v.clone())))
             .collect::<Map<_, _>>(),
     )
     .to_string();
-    let mut db = state.store.lock();
-    let tx = db.transaction().map_err(StoreError::from)?;
     let mut conflict = false;
-    if let Some((origin, n)) = &sequence {
+    if let Some((origin, n)) = sequence {
         let last: Option<i64> = tx
             .query_row(
                 "SELECT last_n FROM message_sequences WHERE workspace_id = ?1 AND device_id = ?2
@@ -125,8 +163,7 @@ pub fn ingest(
                 params![workspace_id, device_id, origin],
                 |r| r.get(0),
             )
-            .optional()
-            .map_err(StoreError::from)?;
+            .optional()?;
         if last.is_some_and(|last| *n <= last) {
             let stored: Option<Vec<u8>> = tx
                 .query_row(
@@ -135,9 +172,8 @@ pub fn ingest(
                     params![workspace_id, device_id, origin, n],
                     |r| r.get(0),
                 )
-                .optional()
-                .map_err(StoreError::from)?;
-            if stored.as_deref() == Some(payload) {
+                .optional()?;
+            if stored.as_deref() == Some(payload.as_slice()) {
                 return Ok(IngestOutcome::Duplicate);
             }
             conflict = true;
@@ -147,8 +183,7 @@ pub fn ingest(
                  VALUES (?1, ?2, ?3, ?4) ON CONFLICT (workspace_id, device_id, origin)
                  DO UPDATE SET last_n = excluded.last_n",
                 params![workspace_id, device_id, origin, n],
-            )
-            .map_err(StoreError::from)?;
+            )?;
         }
     }
     tx.execute(
@@ -162,17 +197,17 @@ pub fn ingest(
             workspace_id,
             device_id,
             now_ms(),
-            get("stream-group-name"),
-            get("stream-name"),
-            get("site-id"),
-            get("batch-id"),
-            get("batch-slice-id"),
-            get("message-id"),
-            get("chunk-id"),
-            get("content-encoding"),
-            flag("complete-batch"),
-            flag("complete-message"),
-            flag("ignore-payload"),
+            message.get("stream-group-name"),
+            message.get("stream-name"),
+            message.get("site-id"),
+            message.get("batch-id"),
+            message.get("batch-slice-id"),
+            message.get("message-id"),
+            message.get("chunk-id"),
+            message.get("content-encoding"),
+            message.flag("complete-batch"),
+            message.flag("complete-message"),
+            message.flag("ignore-payload"),
             externalized,
             blob_name,
             sequence.as_ref().map(|(o, _)| o.clone()),
@@ -181,10 +216,8 @@ pub fn ingest(
             payload,
             conflict
         ],
-    )
-    .map_err(StoreError::from)?;
+    )?;
     let id = tx.last_insert_rowid();
-    tx.commit().map_err(StoreError::from)?;
     if conflict {
         tracing::warn!(
             workspace_id,
@@ -196,6 +229,100 @@ pub fn ingest(
         return Ok(IngestOutcome::Conflict(id));
     }
     Ok(IngestOutcome::Stored(id))
+}
+
+/// The answer to one [`Ingestor::submit`]: given once the message is durable, or why it was
+/// not stored.
+pub type Ingested = tokio::sync::oneshot::Receiver<Result<IngestOutcome, String>>;
+
+type Job = (
+    Telemetry,
+    tokio::sync::oneshot::Sender<Result<IngestOutcome, String>>,
+);
+
+/// Most messages written in one transaction.
+const MAX_BATCH: usize = 512;
+
+/// Writes telemetry with group commit: one writer thread takes every message submitted while it
+/// was busy, writes them in one transaction (`synchronous = FULL`, so the commit is on disk)
+/// and only then answers each. A device is acknowledged for what is durable, and a burst costs
+/// one disk flush instead of one per message. Messages are written in the order they were
+/// submitted, so one connection's acknowledgements come in its order.
+#[derive(Debug, Clone)]
+pub struct Ingestor {
+    jobs: tokio::sync::mpsc::UnboundedSender<Job>,
+}
+
+impl Ingestor {
+    /// Starts the writer thread; it ends when the last `Ingestor` is dropped.
+    pub fn start(store: Store) -> Self {
+        let (jobs, mut queue) = tokio::sync::mpsc::unbounded_channel::<Job>();
+        std::thread::Builder::new()
+            .name("vdev-ingest".into())
+            .spawn(move || {
+                while let Some(first) = queue.blocking_recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match queue.try_recv() {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    write_batch(&store, batch);
+                }
+            })
+            .expect("the ingest thread starts");
+        Self { jobs }
+    }
+
+    /// Queues a message; the answer comes once it is durable.
+    pub fn submit(&self, message: Telemetry) -> Ingested {
+        let (answer, ingested) = tokio::sync::oneshot::channel();
+        // A closed queue (the Platform stopping) drops `answer`: the session sees it as refused.
+        let _ = self.jobs.send((message, answer));
+        ingested
+    }
+}
+
+/// One transaction for the whole batch: all of it is durable, or none (each job is refused).
+fn write_batch(store: &Store, batch: Vec<Job>) {
+    let mut db = store.lock();
+    let written = (|| {
+        let tx = db.transaction()?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (message, _) in &batch {
+            outcomes.push(write(&tx, message)?);
+        }
+        // The devices were seen: once per device per batch, in the same commit.
+        let mut seen: Vec<(&str, &str)> = batch
+            .iter()
+            .map(|(m, _)| (m.workspace_id.as_str(), m.device_id.as_str()))
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        for (workspace_id, device_id) in seen {
+            tx.execute(
+                "UPDATE devices SET last_seen_at = ?3 WHERE workspace_id = ?1 AND device_id = ?2",
+                params![workspace_id, device_id, now_ms()],
+            )?;
+        }
+        tx.commit()?;
+        Ok::<_, StoreError>(outcomes)
+    })();
+    drop(db);
+    match written {
+        Ok(outcomes) => {
+            for ((_, answer), outcome) in batch.into_iter().zip(outcomes) {
+                let _ = answer.send(Ok(outcome));
+            }
+        }
+        Err(error) => {
+            tracing::error!(%error, messages = batch.len(), "telemetry batch not stored");
+            for (_, answer) in batch {
+                let _ = answer.send(Err(error.to_string()));
+            }
+        }
+    }
 }
 
 /// Filters of a message query.

@@ -32,6 +32,8 @@ pub struct GatewayEndpoints {
 pub struct AppState {
     /// The database.
     pub store: Store,
+    /// Writes telemetry with group commit (acknowledged once durable).
+    pub ingestor: crate::messages::Ingestor,
     /// Key that signs device Shared Access Signatures and upload URLs.
     pub signing_key: [u8; 32],
     /// Hash of the admin bearer token.

@@ -4,7 +4,7 @@
 //! fast, and every statement here is short.
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -21,7 +21,7 @@ pub enum StoreError {
 
 const SCHEMA: &str = r#"
 PRAGMA journal_mode = WAL;
-PRAGMA synchronous = NORMAL;
+PRAGMA synchronous = FULL;
 PRAGMA foreign_keys = ON;
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS workspaces (
@@ -89,10 +89,10 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("registration_tokens", "used_at", "INTEGER"),
 ];
 
-/// The Platform's database.
-#[derive(Debug)]
+/// The Platform's database. Clones share the one connection (the ingest writer holds one).
+#[derive(Debug, Clone)]
 pub struct Store {
-    connection: Mutex<Connection>,
+    connection: Arc<Mutex<Connection>>,
 }
 
 impl Store {
@@ -115,7 +115,7 @@ impl Store {
         }
         connection.execute_batch(INDEXES)?;
         Ok(Self {
-            connection: Mutex::new(connection),
+            connection: Arc::new(Mutex::new(connection)),
         })
     }
 

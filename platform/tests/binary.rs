@@ -1,5 +1,6 @@
 //! The `vdev-platform` binary as a real process: it prints where everything is, writes
-//! `platform.json`, and keeps its state (tokens, devices, messages) across a hard kill and restart.
+//! `platform.json`, keeps its state (tokens, devices, messages) across a hard kill and restart,
+//! and acknowledges a message only once it is flushed to disk.
 
 mod common;
 
@@ -15,12 +16,17 @@ use vdev_platform::PlatformInfo;
 
 struct Running {
     child: Child,
+    /// The Platform's own process when `child` is a wrapper that outlives its kill (strace).
+    platform_pid: Option<u32>,
     info: PlatformInfo,
     printed: String,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
+        if let Some(pid) = self.platform_pid {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -28,20 +34,52 @@ impl Drop for Running {
 
 /// Start the binary and wait (bounded) until it prints the path of platform.json.
 fn start(data_dir: &Path) -> Running {
-    start_with_open_files(data_dir, None)
+    start_wrapped(data_dir, None)
 }
 
 /// [`start`], with at most `max_open_files` file descriptors (the shell's `ulimit -n`).
-fn start_with_open_files(data_dir: &Path, max_open_files: Option<u32>) -> Running {
+fn start_with_open_files(data_dir: &Path, max_open_files: u32) -> Running {
+    let mut shell = Command::new("sh");
+    shell
+        .arg("-c")
+        .arg(format!("ulimit -n {max_open_files} && exec \"$0\" \"$@\""));
+    start_wrapped(data_dir, Some(shell))
+}
+
+/// [`start`] under `strace -f`, which writes the disk flushes and socket writes of every thread
+/// to `trace`.
+fn start_traced(data_dir: &Path, trace: &Path) -> Running {
+    let mut strace = Command::new("strace");
+    strace
+        .args([
+            "-f",
+            "-qq",
+            "-e",
+            "trace=fsync,fdatasync,write,writev,sendto,sendmsg",
+            "-o",
+        ])
+        .arg(trace);
+    let mut running = start_wrapped(data_dir, Some(strace));
+    // Killing strace would leave the Platform running, detached: remember its own process.
+    let id = running.child.id();
+    let children = std::fs::read_to_string(format!("/proc/{id}/task/{id}/children"))
+        .expect("the children of strace");
+    running.platform_pid = children
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok());
+    assert!(running.platform_pid.is_some(), "strace runs the Platform");
+    running
+}
+
+/// Starts the binary, through `wrapper` (a command that runs the binary given as its last
+/// argument) when there is one.
+fn start_wrapped(data_dir: &Path, wrapper: Option<Command>) -> Running {
     let binary = env!("CARGO_BIN_EXE_vdev-platform");
-    let mut command = match max_open_files {
-        Some(limit) => {
-            let mut shell = Command::new("sh");
-            shell
-                .arg("-c")
-                .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
-                .arg(binary);
-            shell
+    let mut command = match wrapper {
+        Some(mut wrapper) => {
+            wrapper.arg(binary);
+            wrapper
         }
         None => Command::new(binary),
     };
@@ -82,6 +120,7 @@ fn start_with_open_files(data_dir: &Path, max_open_files: Option<u32>) -> Runnin
     .expect("platform.json parses");
     Running {
         child,
+        platform_pid: None,
         info,
         printed,
     }
@@ -140,57 +179,9 @@ async fn binary_prints_its_endpoints_and_keeps_state_across_a_restart() {
         }
     }
 
-    let pt = format!("DeviceToken {}", info.provisioning_token);
     let admin = format!("Bearer {}", info.admin_token);
-    let (_, op) = call(
-        &info,
-        "POST",
-        "/provisioning-operations/init",
-        &pt,
-        json!({"deviceId": "proc-01"}),
-    )
-    .await;
-    let op_id = op["provisioningOperationId"].clone();
-    let approve_path = format!(
-        "/workspaces/{}/provisioning-operations/approve",
-        info.workspace_id
-    );
-    let (status, _) = call(
-        &info,
-        "PUT",
-        &approve_path,
-        &admin,
-        json!({"provisioningOperationId": op_id}),
-    )
-    .await;
-    assert_eq!(status, 200);
-    let (_, rt) = call(
-        &info,
-        "PUT",
-        "/provisioning-operations/complete",
-        &pt,
-        json!({"provisioningOperationId": op_id}),
-    )
-    .await;
-    let rt = rt["registrationToken"].as_str().expect("rt").to_owned();
-    let register = |info: PlatformInfo, rt: String| async move {
-        call(
-            &info,
-            "PUT",
-            "/devices/register",
-            &format!("DeviceToken {rt}"),
-            json!({"connectionStringType": "SharedAccessSignature"}),
-        )
-        .await
-    };
-    let (status, registration) = register(info.clone(), rt.clone()).await;
-    assert_eq!(status, 200);
-    let device = Device::from_registration(&registration, rt.clone());
-    let (host, port) = registration["gatewayEndpoints"]["mqttTcp"]
-        .as_str()
-        .and_then(|e| e.rsplit_once(':'))
-        .map(|(h, p)| (h.to_owned(), p.parse::<u16>().expect("port")))
-        .expect("mqtt endpoint in the register response");
+    let (device, host, port) = provision(&info, "proc-01").await;
+    let rt = device.registration_token.clone();
     let mut mqtt = Mqtt::spawn(device.options(&host, port));
     assert_eq!(mqtt.connack().await, Ok(ConnectReturnCode::Success));
     mqtt.publish_message(
@@ -247,6 +238,108 @@ async fn binary_prints_its_endpoints_and_keeps_state_across_a_restart() {
     assert_eq!(payloads, ["before restart", "after restart"]);
 }
 
+/// Provisions `device_id` through the HTTP API (init, approve, complete, register): the device
+/// and the MQTT TCP endpoint it was told.
+async fn provision(info: &PlatformInfo, device_id: &str) -> (Device, String, u16) {
+    let pt = format!("DeviceToken {}", info.provisioning_token);
+    let admin = format!("Bearer {}", info.admin_token);
+    let (_, op) = call(
+        info,
+        "POST",
+        "/provisioning-operations/init",
+        &pt,
+        json!({ "deviceId": device_id }),
+    )
+    .await;
+    let op_id = op["provisioningOperationId"].clone();
+    let approve_path = format!(
+        "/workspaces/{}/provisioning-operations/approve",
+        info.workspace_id
+    );
+    let (status, _) = call(
+        info,
+        "PUT",
+        &approve_path,
+        &admin,
+        json!({"provisioningOperationId": op_id}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, rt) = call(
+        info,
+        "PUT",
+        "/provisioning-operations/complete",
+        &pt,
+        json!({"provisioningOperationId": op_id}),
+    )
+    .await;
+    let rt = rt["registrationToken"].as_str().expect("rt").to_owned();
+    let (status, registration) = register(info.clone(), rt.clone()).await;
+    assert_eq!(status, 200);
+    let device = Device::from_registration(&registration, rt);
+    let (host, port) = registration["gatewayEndpoints"]["mqttTcp"]
+        .as_str()
+        .and_then(|e| e.rsplit_once(':'))
+        .map(|(h, p)| (h.to_owned(), p.parse::<u16>().expect("port")))
+        .expect("mqtt endpoint in the register response");
+    (device, host, port)
+}
+
+async fn register(info: PlatformInfo, rt: String) -> (u16, Value) {
+    call(
+        &info,
+        "PUT",
+        "/devices/register",
+        &format!("DeviceToken {rt}"),
+        json!({"connectionStringType": "SharedAccessSignature"}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_message_is_acknowledged_only_once_it_is_flushed_to_disk() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trace = dir.path().join("strace.txt");
+    let running = start_traced(&dir.path().join("data"), &trace);
+    let (device, host, port) = provision(&running.info, "flushed-01").await;
+    let mut mqtt = Mqtt::spawn(device.options(&host, port));
+    assert_eq!(mqtt.connack().await, Ok(ConnectReturnCode::Success));
+    const MESSAGES: u8 = 10;
+    for n in 1..=MESSAGES {
+        // One at a time: each PUBACK must come after a flush that happened after the previous.
+        mqtt.publish_message(
+            device.events_topic(&format!("vdev-seq=f.{n}")),
+            format!("reading {n}").into_bytes(),
+        )
+        .await;
+    }
+    drop(mqtt);
+    drop(running);
+    // Each PUBACK (bytes 0x40 0x02, strace's "@\2") written to a socket follows a completed
+    // fsync/fdatasync since the one before it.
+    let trace = std::fs::read_to_string(&trace).expect("strace wrote its trace");
+    let mut flushed = false;
+    let mut acknowledged = 0;
+    for line in trace.lines() {
+        let completed = line.contains(" = 0") && !line.contains("unfinished");
+        if (line.contains("fdatasync") || line.contains("fsync")) && completed {
+            flushed = true;
+        }
+        let written = ["write(", "writev(", "sendto(", "sendmsg("]
+            .iter()
+            .any(|call| line.contains(call));
+        if written && line.contains(r#""@\2\0"#) {
+            acknowledged += 1;
+            assert!(
+                flushed,
+                "PUBACK {acknowledged} was written before its message was flushed to disk: {line}"
+            );
+            flushed = false;
+        }
+    }
+    assert_eq!(acknowledged, MESSAGES, "every message acknowledged");
+}
+
 /// CPU time the process `pid` has used, user and system, in clock ticks (1/100 s here).
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/<pid>/stat");
@@ -261,7 +354,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[tokio::test]
 async fn out_of_file_descriptors_the_accept_loops_wait_instead_of_spinning_and_recover() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let running = start_with_open_files(dir.path(), Some(64));
+    let running = start_with_open_files(dir.path(), 64);
     let mqtt = running
         .info
         .gateway_endpoints

@@ -27,11 +27,12 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::now_ms;
 use crate::devices;
 use crate::gateway::registry::SessionCommand;
-use crate::messages::{self, IngestOutcome};
+use crate::messages::{IngestOutcome, Ingested, Telemetry};
 use crate::options::check_device_id;
 use crate::provisioning::credential_token_usable;
 use crate::secrets::{SasError, verify_sas};
 use crate::state::AppState;
+use tokio::sync::oneshot::error::RecvError;
 
 /// How long a new connection may take to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,6 +43,10 @@ const PRE_AUTH_BYTES: usize = 64 * 1024;
 /// Most topic filters one session holds: a device needs four (twin responses, desired
 /// patches, methods, cloud-to-device); every distinct filter is kept and matched per message.
 const MAX_SUBSCRIPTIONS: usize = 32;
+/// Most telemetry messages of one connection waiting for their commit: past it, the session
+/// reads no more until the oldest is acknowledged (a client that only sends cannot queue
+/// without bound).
+const MAX_UNACKNOWLEDGED: usize = 1024;
 const TWIN_RESPONSE_PREFIX: &str = "$iothub/twin/res/";
 const DESIRED_PREFIX: &str = "$iothub/twin/PATCH/properties/desired/";
 const METHODS_PREFIX: &str = "$iothub/methods/POST/";
@@ -128,6 +133,9 @@ struct Session<'a, T: Transport> {
     identity: Option<Identity>,
     timers: HashMap<TimerKindKey, Instant>,
     peer: String,
+    /// Telemetry submitted for storage, oldest first, with the packet id its PUBACK carries
+    /// once it is durable.
+    unacknowledged: VecDeque<(Option<u16>, Ingested)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -176,6 +184,7 @@ pub async fn run<T: Transport>(
         identity: None,
         timers: HashMap::new(),
         peer,
+        unacknowledged: VecDeque::new(),
     };
     let reason = session.drive(shutdown).await;
     let Close::Normal(reason) = reason;
@@ -219,14 +228,22 @@ impl<T: Transport> Session<'_, T> {
                     None => std::future::pending().await,
                 }
             };
+            let reading = self.unacknowledged.len() < MAX_UNACKNOWLEDGED;
+            let stored = async {
+                match self.unacknowledged.front_mut() {
+                    Some((_, ingested)) => ingested.await,
+                    None => std::future::pending().await,
+                }
+            };
             let result = tokio::select! {
                 _ = shutdown.cancelled() => return Close::Normal("platform shutting down".into()),
+                stored = stored => self.acknowledge(stored).await,
                 command = commands => match command {
                     Some(command) => self.handle_command(command).await,
                     // The registry dropped this session's entry: a newer one replaced it.
                     None => return Close::Normal("session replaced".into()),
                 },
-                read = self.transport.read(&mut buf) => match read {
+                read = self.transport.read(&mut buf), if reading => match read {
                     Ok(0) => return Close::Normal("peer closed the connection".into()),
                     Ok(n) if self.identity.is_none()
                         && pre_auth_bytes.saturating_add(n) > PRE_AUTH_BYTES =>
@@ -632,17 +649,15 @@ impl<T: Transport> Session<'_, T> {
             return Err(Close::Normal("qos 2 is not supported".into()));
         }
         if let Some(bag) = topic.strip_prefix(&identity.events_topic()) {
-            match messages::ingest(self.state, &workspace_id, &device_id, bag, &payload) {
-                Ok(
-                    IngestOutcome::Stored(_)
-                    | IngestOutcome::Duplicate
-                    | IngestOutcome::Conflict(_),
-                ) => {}
-                Err(e) => {
-                    tracing::warn!(peer = %self.peer, %e, "telemetry refused");
-                    return Err(Close::Normal(format!("telemetry refused: {e}")));
-                }
-            }
+            let message = Telemetry::new(&workspace_id, &device_id, bag, payload).map_err(|e| {
+                tracing::warn!(peer = %self.peer, %e, "telemetry refused");
+                Close::Normal(format!("telemetry refused: {e}"))
+            })?;
+            // Acknowledged once it is durable (`acknowledge`); the device was seen then too.
+            let ingested = self.state.ingestor.submit(message);
+            self.unacknowledged
+                .push_back((publish.packet_id(), ingested));
+            return Ok(events);
         } else if let Some(query) = topic.strip_prefix("$iothub/twin/GET/?") {
             let rid = request_id(query);
             let response = match devices::load_twin(self.state, &workspace_id, &device_id) {
@@ -693,6 +708,34 @@ impl<T: Transport> Session<'_, T> {
             events.extend(self.connection.checked_send(ack));
         }
         Ok(events)
+    }
+
+    /// The oldest telemetry message is durable (or could not be stored): its PUBACK, in the
+    /// order the messages came.
+    async fn acknowledge(
+        &mut self,
+        stored: Result<Result<IngestOutcome, String>, RecvError>,
+    ) -> Result<(), Close> {
+        let Some((packet_id, _)) = self.unacknowledged.pop_front() else {
+            return Ok(());
+        };
+        match stored {
+            // Stored, a replay dropped, or a conflict stored and flagged: the device is done.
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                return Err(Close::Normal(format!("telemetry not stored: {e}")));
+            }
+            Err(_) => return Err(Close::Normal("platform shutting down".into())),
+        }
+        let Some(packet_id) = packet_id else {
+            return Ok(());
+        };
+        let ack = v3_1_1::Puback::builder()
+            .packet_id(packet_id)
+            .build()
+            .map_err(|e| Close::Normal(format!("cannot build puback: {e:?}")))?;
+        let events = self.connection.checked_send(ack);
+        self.handle_events(events).await
     }
 
     async fn handle_command(&mut self, command: SessionCommand) -> Result<(), Close> {
