@@ -95,6 +95,8 @@ export class Driver {
     this.storeRunning = false;
     /** @type {Map<number, Deferred<number>>} */
     this.durable = new Map(); // seq -> deferred, settled as the core says (`settles` of its events)
+    /** @type {Map<number, string>} */
+    this.sendKeys = new Map(); // seq -> key of the forwarded request, until its append is done
     /** @type {[number, Deferred<void>][]} */
     this.savedWaiters = []; // [revision, deferred], settled by the core's reportedPropertiesStored
     /** @type {Deferred<void>[]} */
@@ -132,12 +134,15 @@ export class Driver {
   }
 
   /**
-   * Queues a message or marker; resolves to its sequence number once it is durable.
+   * Queues a message or marker; resolves to its sequence number once it is durable. `key`
+   * names a forwarded request (tabs.js): the store keeps it with the record, in the same
+   * transaction.
    * @param {Stream} stream
    * @param {Sendable} what
+   * @param {string} [key]
    * @returns {Promise<number>}
    */
-  send(stream, what) {
+  send(stream, what, key) {
     if (this.stopping) return Promise.reject(stoppedError());
     /** @type {Deferred<number>} */
     const waiter = deferred();
@@ -156,6 +161,7 @@ export class Driver {
         return waiter.reject(new VdevError(error.name, `message refused: ${error.message}`));
       }
       this.durable.set(seq, waiter);
+      if (key !== undefined) this.sendKeys.set(seq, key);
     });
     return waiter;
   }
@@ -378,7 +384,19 @@ export class Driver {
     if (this.storeRunning || !this.storeQueue.length) return;
     this.storeRunning = true;
     const requests = this.storeQueue.splice(0);
-    this.store.execute(requests).then(
+    /** @type {Map<string, number>} */
+    const sends = new Map();
+    for (const request of requests) {
+      if (request.kind !== "append") continue;
+      for (const { seq } of request.records) {
+        const key = this.sendKeys.get(seq);
+        if (key !== undefined) {
+          sends.set(key, seq);
+          this.sendKeys.delete(seq);
+        }
+      }
+    }
+    this.store.execute(requests, sends).then(
       (answers) => this.wake((now) => this.stored(now, answers)),
       (failure) => this.wake((now) => this.storeFailed(now, requests, failure)),
     );

@@ -1,8 +1,12 @@
 // The browser's outbox store: the core's storage contract (its `append`, `remove`, `load` and
 // `saveState` requests) kept in one IndexedDB database.
 //
-// Layout (database version 1):
+// Layout (database version 2):
 // - object store `records`: key = sequence number, value = the record's bytes (Uint8Array);
+// - object store `sent` (since version 2): key = a forwarded request's key (`"<from> <n>"`, see
+//   tabs.js), value = the sequence number its message was stored under, written in the same
+//   transaction as the record. A new owner answers a request its predecessor stored but could
+//   not answer from here instead of storing the message twice; the newest REMEMBERED_SENDS stay;
 // - object store `meta`: `origin` (the core makes it and writes it with a reservation),
 //   `nextSeq` (the high-water mark, kept after records are removed), `reserved` (the core's
 //   durable reservation of sequence numbers), `bytes` (total size of the stored records, so that
@@ -34,6 +38,10 @@ import { describe } from "./io.js";
 
 const RECORDS = "records";
 const META = "meta";
+const SENT = "sent";
+
+/** How many forwarded sends the store remembers (see `sent`): the newest are enough. */
+const REMEMBERED_SENDS = 10000;
 
 /** Why a storage transaction failed; nothing of its batch was stored. */
 export class StoreFailure extends Error {
@@ -77,7 +85,8 @@ function factory() {
 
 /**
  * Opens (creating on first use) the database `name`. Resolves to `{ store, contents }`,
- * `contents` being `{ origin, nextSeq, reserved, bytes, count, state }` (what the core is made from).
+ * `contents` being `{ origin, nextSeq, reserved, bytes, count, state }` (what the core is made
+ * from) and `sent` (the forwarded sends stored: request key -> sequence number).
  * @param {string} name
  */
 export async function openStore(name) {
@@ -85,14 +94,14 @@ export async function openStore(name) {
     new VdevError("storageUnavailable", `cannot open database '${name}': ${describe(error)}`);
   let request;
   try {
-    request = factory().open(name, 1);
+    request = factory().open(name, 2);
   } catch (error) {
     throw error.message?.startsWith("indexeddb") ? error : failed(error);
   }
-  // Only version 1 exists: create whichever store is missing.
+  // From any earlier version: create whichever store is missing (version 2 added `sent`).
   request.onupgradeneeded = () => {
     const database = request.result;
-    for (const store of [RECORDS, META]) {
+    for (const store of [RECORDS, META, SENT]) {
       if (!database.objectStoreNames.contains(store)) database.createObjectStore(store);
     }
   };
@@ -150,8 +159,8 @@ class IdbStore {
    * core can use it, and a new one when not, are the core's to decide.
    */
   readContents() {
-    return this.transaction(async (records, meta) => {
-      const [origin, nextSeq, reserved, bytes, state, stored, last] = await Promise.all([
+    return this.transaction(async (records, meta, sent) => {
+      const [origin, nextSeq, reserved, bytes, state, stored, last, sentKeys, sentSeqs] = await Promise.all([
         done(meta.get("origin")),
         done(meta.get("nextSeq")),
         done(meta.get("reserved")),
@@ -159,6 +168,8 @@ class IdbStore {
         done(meta.get("state")),
         done(records.count()),
         done(records.openKeyCursor(null, "prev")),
+        done(sent.getAllKeys()),
+        done(sent.getAll()),
       ]);
       const highest = last && Number.isInteger(last.key) ? /** @type {number} */ (last.key) : -1;
       const contents = {
@@ -170,7 +181,13 @@ class IdbStore {
         count: count(stored),
         // Something else than bytes reaches the core as empty, which it reports as unreadable.
         state: state === undefined || state instanceof Uint8Array ? state : new Uint8Array(0),
+        /** @type {Map<string, number>} */
+        sent: new Map(),
       };
+      // The newest forwarded sends are kept; older ones go.
+      const byAge = sentKeys.map((key, at) => ({ key: String(key), seq: count(sentSeqs[at]) })).sort((a, b) => b.seq - a.seq);
+      for (const { key, seq } of byAge.slice(0, REMEMBERED_SENDS)) contents.sent.set(key, seq);
+      for (const { key } of byAge.slice(REMEMBERED_SENDS)) sent.delete(key);
       return contents;
     });
   }
@@ -178,12 +195,16 @@ class IdbStore {
   /**
    * Performs `requests` in order in one transaction. Resolves to the answers (`appended` per
    * non-empty append, `loaded` per load) once the transaction committed; rejects with a
-   * `StoreFailure`, and then nothing of the batch was stored.
+   * `StoreFailure`, and then nothing of the batch was stored. `sends` are the forwarded
+   * requests whose messages this batch appends (request key -> sequence number): remembered
+   * with them, all or nothing.
    * @param {StoreRequest[]} requests
+   * @param {Map<string, number>} [sends]
    */
-  execute(requests) {
+  execute(requests, sends) {
     const strict = requests.some((r) => r.durable);
-    return this.transaction(async (records, meta) => {
+    return this.transaction(async (records, meta, sent) => {
+      for (const [key, seq] of sends ?? []) sent.put(seq, key);
       let [nextSeq, bytes, reserved] = (
         await Promise.all([done(meta.get("nextSeq")), done(meta.get("bytes")), done(meta.get("reserved"))])
       ).map(count);
@@ -234,17 +255,17 @@ class IdbStore {
   }
 
   /**
-   * Runs `steps(records, meta)` in a readwrite transaction; its result once committed (with
-   * `strict`, once on disk).
+   * Runs `steps(records, meta, sent)` in a readwrite transaction; its result once committed
+   * (with `strict`, once on disk).
    * @template T
-   * @param {(records: IDBObjectStore, meta: IDBObjectStore) => Promise<T>} steps
+   * @param {(records: IDBObjectStore, meta: IDBObjectStore, sent: IDBObjectStore) => Promise<T>} steps
    * @param {boolean} [strict]
    * @returns {Promise<T>}
    */
   async transaction(steps, strict = false) {
     let transaction;
     try {
-      transaction = this.database.transaction([RECORDS, META], "readwrite", strict ? { durability: "strict" } : undefined);
+      transaction = this.database.transaction([RECORDS, META, SENT], "readwrite", strict ? { durability: "strict" } : undefined);
     } catch (error) {
       throw new StoreFailure(error);
     }
@@ -255,7 +276,7 @@ class IdbStore {
     });
     let result;
     try {
-      result = await steps(transaction.objectStore(RECORDS), transaction.objectStore(META));
+      result = await steps(transaction.objectStore(RECORDS), transaction.objectStore(META), transaction.objectStore(SENT));
     } catch (error) {
       // A failed step aborts the transaction, so nothing of it stays.
       try {

@@ -11,8 +11,10 @@
 //   callbacks and getters work as the owner's do, from the first `hello` or `request` it hears
 //   on: an owner without followers posts nothing per message;
 // - `owner` announces a new owner (followers say `hello` and resend what is unanswered; the
-//   owner answers a request it already ran again instead of running it twice), `released` says
-//   the owner has finished (every answer is out) and lets go of the lock.
+//   owner answers a request it already ran again instead of running it twice, and so does an
+//   owner after the one that ran it: the store keeps each forwarded send's key with its record,
+//   so a send stored by an owner that died before answering is answered, not stored twice),
+//   `released` says the owner has finished (every answer is out) and lets go of the lock.
 //
 // When the owner stops or its tab closes, the lock goes to the next waiting client, which opens
 // the database and resumes the device from it. It first waits for `released` (at most
@@ -240,12 +242,18 @@ export class Coordinator {
     this.release = release;
     try {
       const { store, contents } = await openStore(this.database);
+      const { sent, ...facts } = contents;
+      // Forwarded sends a previous owner stored: answered from here, never stored twice.
+      for (const [key, seq] of sent) {
+        const [to, n] = key.split(" ");
+        this.handled.set(key, { t: "answer", to, n: Number(n), seq });
+      }
       let core;
       try {
         core = this.makeCore({
           ...this.config,
-          ...contents,
-          savedState: contents.state,
+          ...facts,
+          savedState: facts.state,
           now: Date.now(),
           random: crypto.getRandomValues(new Uint8Array(32)),
         });
@@ -333,23 +341,28 @@ export class Coordinator {
     const driver = /** @type {Driver} */ (this.driver); // made by becomeOwner
     const pending = [...this.pending.values()];
     this.pending.clear();
-    // Never `offline` (a follower keeps that as its wish), so each answers with a promise.
+    // Never `offline` (a follower keeps that as its wish), so each answers with a promise. A
+    // send the previous owner stored but could not answer is answered from the store.
     for (const { message, waiter } of pending) {
-      /** @type {Promise<number | undefined>} */ (this.run(message)).then(waiter.resolve, waiter.reject);
+      const stored = this.handled.get(`${this.id} ${message.n}`);
+      if (stored?.seq !== undefined) waiter.resolve(stored.seq);
+      else /** @type {Promise<number | undefined>} */ (this.run(message, `${this.id} ${message.n}`)).then(waiter.resolve, waiter.reject);
     }
     for (const waiter of this.sentWaiters.splice(0)) driver.waitSent().then(waiter.resolve, waiter.reject);
     if (this.offlineWish !== undefined) driver.setOffline(this.offlineWish);
   }
 
   /**
-   * Runs a call (as a follower would forward it) on this owner's device.
+   * Runs a call (as a follower would forward it) on this owner's device; `key` names a
+   * forwarded request, which the store remembers with its message.
    * @param {Request} request
+   * @param {string} [key]
    */
-  run(request) {
+  run(request, key) {
     const driver = /** @type {Driver} */ (this.driver); // only an owner runs calls
     switch (request.kind) {
       case "send":
-        return driver.send(request.stream, request.what);
+        return driver.send(request.stream, request.what, key);
       case "reported":
         return driver.updateReported(request.patch);
       case "offline":
@@ -534,7 +547,7 @@ export class Coordinator {
         else if (this.handled.has(key)) this.handled.set(key, reply);
         this.post(reply);
       });
-    /** @type {Promise<number | undefined>} */ (this.run(message)).then(
+    /** @type {Promise<number | undefined>} */ (this.run(message, key)).then(
       (seq) => finish(message.kind === "send" ? { seq } : { done: true }),
       (error) => finish(error.code === "stopped" ? { retry: true } : { error: error.message, code: error.code }),
     );

@@ -758,3 +758,51 @@ async fn a_followers_set_offline_holds_for_the_owner_and_still_after_it_takes_ov
     follower.stop().await;
     discard(&database).await;
 }
+
+#[wasm_bindgen_test]
+async fn a_followers_send_stored_by_an_owner_that_died_before_answering_is_stored_once() {
+    let (database, device_id) = (unique("vdev-tabs-crash"), unique("web-tabs-crash"));
+    let owner = start(&database, &device_id).await;
+    owner.approve_and_connect().await;
+    let follower = start(&database, &device_id).await;
+    assert_eq!(role(&follower), "follower");
+    wait_until("the follower to see the owner's state", 10_000.0, || {
+        follower.connection_state() == "connected"
+    })
+    .await;
+
+    // The owner stores the follower's message and delivers it, but its answer never leaves:
+    // it dies in between, as a tab killed at that moment would.
+    let coordinator = Reflect::get(&owner.client, &JsValue::from_str("coordinator")).unwrap();
+    let mute_answers = js_sys::Function::new_with_args(
+        "c",
+        "const post = c.post.bind(c); c.post = (m) => { if (m.t !== 'answer') post(m); };",
+    );
+    mute_answers.call1(&JsValue::NULL, &coordinator).unwrap();
+    let sender = follower.client.create_stream_sender(None).unwrap();
+    let texts = vec!["stored once".to_owned()];
+    let sends = start_sends(&sender, &texts);
+    wait_until_async("the owner to deliver it", 30_000.0, || async {
+        (stored_at_platform(&device_id).await.0.len() == 1).then_some(())
+    })
+    .await;
+    let die = js_sys::Function::new_with_args(
+        "c",
+        "c.post = () => {}; c.close(); c.driver.finish(); c.release();",
+    );
+    die.call1(&JsValue::NULL, &coordinator).unwrap();
+
+    // The follower takes over and finds its send in the store: answered, not sent again.
+    let stored = stored_as(sends, &texts).await;
+    assert_eq!(role(&follower), "owner");
+    follower.wait_all_sent().await;
+    assert_stored_exactly(&device_id, &texts).await;
+    let (_, seqs) = stored_at_platform(&device_id).await;
+    assert_eq!(
+        seqs,
+        [stored[0].0 as i64],
+        "the send resolved with the number it was stored under"
+    );
+    follower.stop().await;
+    discard(&database).await;
+}
