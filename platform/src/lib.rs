@@ -144,6 +144,9 @@ pub enum StartError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The telemetry writer's thread could not be started.
+    #[error("cannot start the telemetry writer: {0}")]
+    Writer(std::io::Error),
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -291,7 +294,7 @@ fn open_state(config: &Config, admin_token: &str) -> Result<Arc<AppState>, Start
         }
     };
     Ok(Arc::new(AppState {
-        ingestor: crate::messages::Ingestor::start(store.clone()),
+        ingestor: crate::messages::Ingestor::start(store.clone()).map_err(StartError::Writer)?,
         store,
         signing_key,
         admin_token_hash: secrets::hash_token(admin_token),

@@ -240,8 +240,9 @@ type Job = (
     tokio::sync::oneshot::Sender<Result<IngestOutcome, String>>,
 );
 
-/// Most messages written in one transaction.
+/// Most messages, and most payload bytes, written in one transaction.
 const MAX_BATCH: usize = 512;
+const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
 
 /// Writes telemetry with group commit: one writer thread takes every message submitted while it
 /// was busy, writes them in one transaction (`synchronous = FULL`, so the commit is on disk)
@@ -255,24 +256,34 @@ pub struct Ingestor {
 
 impl Ingestor {
     /// Starts the writer thread; it ends when the last `Ingestor` is dropped.
-    pub fn start(store: Store) -> Self {
+    pub fn start(store: Store) -> std::io::Result<Self> {
         let (jobs, mut queue) = tokio::sync::mpsc::unbounded_channel::<Job>();
         std::thread::Builder::new()
             .name("vdev-ingest".into())
             .spawn(move || {
                 while let Some(first) = queue.blocking_recv() {
+                    let mut bytes = first.0.payload.len();
                     let mut batch = vec![first];
-                    while batch.len() < MAX_BATCH {
+                    while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
                         match queue.try_recv() {
-                            Ok(job) => batch.push(job),
+                            Ok(job) => {
+                                bytes += job.0.payload.len();
+                                batch.push(job);
+                            }
                             Err(_) => break,
                         }
                     }
-                    write_batch(&store, batch);
+                    // A bug that panics refuses this batch (its sessions hear the writer went
+                    // away and close), not every later one.
+                    let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        write_batch(&store, batch)
+                    }));
+                    if written.is_err() {
+                        tracing::error!("the telemetry writer panicked; its batch was not stored");
+                    }
                 }
-            })
-            .expect("the ingest thread starts");
-        Self { jobs }
+            })?;
+        Ok(Self { jobs })
     }
 
     /// Queues a message; the answer comes once it is durable.

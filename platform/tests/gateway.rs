@@ -190,6 +190,43 @@ async fn malformed_sequence_closes_the_connection_and_stores_nothing() {
 }
 
 #[tokio::test]
+async fn pubacks_come_in_the_order_of_the_publishes_across_topics() {
+    let platform = TestPlatform::start().await;
+    let device = platform.provision("order-01").await;
+    let (host, port) = platform.mqtt_tcp();
+    let mut mqtt = Mqtt::spawn(device.options(&host, port));
+    assert_eq!(mqtt.connack().await, Ok(ConnectReturnCode::Success));
+    // Telemetry waits for its commit; the reported-properties patch after it, at QoS 1 too
+    // (as the official SDKs send it), must not be acknowledged first (MQTT 3.1.1, 4.6).
+    let mut sent = Vec::new();
+    for round in 0..5 {
+        mqtt.publish_raw(
+            device.events_topic(&format!("vdev-seq=o.{round}")),
+            b"t".to_vec(),
+        )
+        .await;
+        mqtt.publish_raw(
+            format!("$iothub/twin/PATCH/properties/reported/?$rid={round}"),
+            format!(r#"{{"round":{round}}}"#).into_bytes(),
+        )
+        .await;
+        sent.extend([2 * round + 1, 2 * round + 2]);
+    }
+    let mut acknowledged = Vec::new();
+    while acknowledged.len() < sent.len() {
+        let pkid = mqtt
+            .next_matching(|p| match p {
+                Packet::PubAck(ack) => Some(ack.pkid),
+                _ => None,
+            })
+            .await
+            .expect("puback");
+        acknowledged.push(pkid);
+    }
+    assert_eq!(acknowledged, sent, "PUBACKs in the order of the PUBLISHes");
+}
+
+#[tokio::test]
 async fn twin_get_reported_patch_and_desired_push() {
     let platform = TestPlatform::start().await;
     let device = platform.provision("twin-01").await;

@@ -43,10 +43,11 @@ const PRE_AUTH_BYTES: usize = 64 * 1024;
 /// Most topic filters one session holds: a device needs four (twin responses, desired
 /// patches, methods, cloud-to-device); every distinct filter is kept and matched per message.
 const MAX_SUBSCRIPTIONS: usize = 32;
-/// Most telemetry messages of one connection waiting for their commit: past it, the session
-/// reads no more until the oldest is acknowledged (a client that only sends cannot queue
-/// without bound).
+/// Most telemetry messages, and most of their bytes, of one connection waiting for their
+/// commit: past either, the session reads no more until the oldest is acknowledged (a client
+/// that only sends cannot queue without bound).
 const MAX_UNACKNOWLEDGED: usize = 1024;
+const MAX_UNACKNOWLEDGED_BYTES: usize = 32 * 1024 * 1024;
 const TWIN_RESPONSE_PREFIX: &str = "$iothub/twin/res/";
 const DESIRED_PREFIX: &str = "$iothub/twin/PATCH/properties/desired/";
 const METHODS_PREFIX: &str = "$iothub/methods/POST/";
@@ -133,9 +134,12 @@ struct Session<'a, T: Transport> {
     identity: Option<Identity>,
     timers: HashMap<TimerKindKey, Instant>,
     peer: String,
-    /// Telemetry submitted for storage, oldest first, with the packet id its PUBACK carries
-    /// once it is durable.
-    unacknowledged: VecDeque<(Option<u16>, Ingested)>,
+    /// QoS 1 publishes not acknowledged yet, oldest first: the packet id the PUBACK carries,
+    /// the payload's size and, for telemetry, its storage (`None`: nothing to wait for, it only
+    /// waits for the PUBACKs before it, which MQTT sends in the order the publishes came).
+    unacknowledged: VecDeque<(Option<u16>, usize, Option<Ingested>)>,
+    /// The payload bytes of `unacknowledged`.
+    unacknowledged_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -185,6 +189,7 @@ pub async fn run<T: Transport>(
         timers: HashMap::new(),
         peer,
         unacknowledged: VecDeque::new(),
+        unacknowledged_bytes: 0,
     };
     let reason = session.drive(shutdown).await;
     let Close::Normal(reason) = reason;
@@ -228,10 +233,13 @@ impl<T: Transport> Session<'_, T> {
                     None => std::future::pending().await,
                 }
             };
-            let reading = self.unacknowledged.len() < MAX_UNACKNOWLEDGED;
+            let reading = self.unacknowledged.len() < MAX_UNACKNOWLEDGED
+                && self.unacknowledged_bytes < MAX_UNACKNOWLEDGED_BYTES;
             let stored = async {
                 match self.unacknowledged.front_mut() {
-                    Some((_, ingested)) => ingested.await,
+                    Some((_, _, Some(ingested))) => ingested.await,
+                    // Not telemetry: acknowledged as soon as it is the oldest.
+                    Some((_, _, None)) => Ok(Ok(IngestOutcome::Duplicate)),
                     None => std::future::pending().await,
                 }
             };
@@ -655,8 +663,12 @@ impl<T: Transport> Session<'_, T> {
             })?;
             // Acknowledged once it is durable (`acknowledge`); the device was seen then too.
             let ingested = self.state.ingestor.submit(message);
-            self.unacknowledged
-                .push_back((publish.packet_id(), ingested));
+            self.unacknowledged_bytes += publish.payload().len();
+            self.unacknowledged.push_back((
+                publish.packet_id(),
+                publish.payload().len(),
+                Some(ingested),
+            ));
             return Ok(events);
         } else if let Some(query) = topic.strip_prefix("$iothub/twin/GET/?") {
             let rid = request_id(query);
@@ -701,6 +713,11 @@ impl<T: Transport> Session<'_, T> {
         }
         let _ = devices::touch(self.state, &workspace_id, &device_id);
         if let Some(packet_id) = publish.packet_id() {
+            if !self.unacknowledged.is_empty() {
+                // Telemetry before it still waits for its commit: this PUBACK comes after theirs.
+                self.unacknowledged.push_back((Some(packet_id), 0, None));
+                return Ok(events);
+            }
             let ack = v3_1_1::Puback::builder()
                 .packet_id(packet_id)
                 .build()
@@ -710,22 +727,23 @@ impl<T: Transport> Session<'_, T> {
         Ok(events)
     }
 
-    /// The oldest telemetry message is durable (or could not be stored): its PUBACK, in the
-    /// order the messages came.
+    /// The oldest unacknowledged publish is done (telemetry: durable, or it could not be
+    /// stored): its PUBACK, in the order the publishes came.
     async fn acknowledge(
         &mut self,
         stored: Result<Result<IngestOutcome, String>, RecvError>,
     ) -> Result<(), Close> {
-        let Some((packet_id, _)) = self.unacknowledged.pop_front() else {
+        let Some((packet_id, bytes, _)) = self.unacknowledged.pop_front() else {
             return Ok(());
         };
+        self.unacknowledged_bytes -= bytes;
         match stored {
             // Stored, a replay dropped, or a conflict stored and flagged: the device is done.
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 return Err(Close::Normal(format!("telemetry not stored: {e}")));
             }
-            Err(_) => return Err(Close::Normal("platform shutting down".into())),
+            Err(_) => return Err(Close::Normal("the telemetry writer stopped".into())),
         }
         let Some(packet_id) = packet_id else {
             return Ok(());
