@@ -1,16 +1,18 @@
 // The browser's outbox store: the core's storage contract (its `append`, `remove`, `load` and
 // `saveState` requests) kept in one IndexedDB database.
 //
-// Layout (database version 2):
+// Layout (database version 1):
 // - object store `records`: key = sequence number, value = the record's bytes (Uint8Array);
-// - object store `sent` (since version 2): key = a forwarded request's key (`"<from> <n>"`, see
-//   tabs.js), value = the sequence number its message was stored under, written in the same
-//   transaction as the record. A new owner answers a request its predecessor stored but could
-//   not answer from here instead of storing the message twice; the newest REMEMBERED_SENDS stay;
 // - object store `meta`: `origin` (the core makes it and writes it with a reservation),
 //   `nextSeq` (the high-water mark, kept after records are removed), `reserved` (the core's
 //   durable reservation of sequence numbers), `bytes` (total size of the stored records, so that
-//   opening a large backlog needs no scan) and `state` (the core's blob).
+//   opening a large backlog needs no scan) and `state` (the core's blob);
+//   `sent:<seq, 16 digits>` = the key of the forwarded request (`"<from> <n>"`, see tabs.js)
+//   whose message was stored under `seq`, written in the same transaction as the record: a new
+//   owner answers a request its predecessor stored but could not answer from there instead of
+//   storing the message twice. Entries more than REMEMBERED_SENDS numbers below the newest go.
+//   (In `meta`, so no new database version: a tab still running an older vdev-web keeps
+//   opening the database.)
 //
 // `execute` runs a whole batch of requests in ONE readwrite transaction and resolves only once
 // it has committed. A batch holding a request the core marks `durable` (appends,
@@ -38,10 +40,15 @@ import { describe } from "./io.js";
 
 const RECORDS = "records";
 const META = "meta";
-const SENT = "sent";
 
-/** How many forwarded sends the store remembers (see `sent`): the newest are enough. */
+/** How far below the newest forwarded send the store remembers others (see `sent:`). */
 const REMEMBERED_SENDS = 10000;
+
+/** The `meta` key of the forwarded send stored under `seq`: ordered as the numbers are. */
+const sentKey = (/** @type {number} */ seq) => `sent:${String(seq).padStart(16, "0")}`;
+
+/** The `sent:` keys of `meta` below `end` (all of them without one). */
+const sentBelow = (/** @type {string} */ end = "sent;") => IDBKeyRange.bound("sent:", end, false, true);
 
 /** Why a storage transaction failed; nothing of its batch was stored. */
 export class StoreFailure extends Error {
@@ -86,7 +93,7 @@ function factory() {
 /**
  * Opens (creating on first use) the database `name`. Resolves to `{ store, contents }`,
  * `contents` being `{ origin, nextSeq, reserved, bytes, count, state }` (what the core is made
- * from) and `sent` (the forwarded sends stored: request key -> sequence number).
+ * from) and `sent` (the forwarded sends stored, oldest first: request key -> sequence number).
  * @param {string} name
  */
 export async function openStore(name) {
@@ -94,14 +101,14 @@ export async function openStore(name) {
     new VdevError("storageUnavailable", `cannot open database '${name}': ${describe(error)}`);
   let request;
   try {
-    request = factory().open(name, 2);
+    request = factory().open(name, 1);
   } catch (error) {
     throw error.message?.startsWith("indexeddb") ? error : failed(error);
   }
-  // From any earlier version: create whichever store is missing (version 2 added `sent`).
+  // Only version 1 exists: create whichever store is missing.
   request.onupgradeneeded = () => {
     const database = request.result;
-    for (const store of [RECORDS, META, SENT]) {
+    for (const store of [RECORDS, META]) {
       if (!database.objectStoreNames.contains(store)) database.createObjectStore(store);
     }
   };
@@ -159,8 +166,8 @@ class IdbStore {
    * core can use it, and a new one when not, are the core's to decide.
    */
   readContents() {
-    return this.transaction(async (records, meta, sent) => {
-      const [origin, nextSeq, reserved, bytes, state, stored, last, sentKeys, sentSeqs] = await Promise.all([
+    return this.transaction(async (records, meta) => {
+      const [origin, nextSeq, reserved, bytes, state, stored, last, sentKeys, sentRequests] = await Promise.all([
         done(meta.get("origin")),
         done(meta.get("nextSeq")),
         done(meta.get("reserved")),
@@ -168,8 +175,8 @@ class IdbStore {
         done(meta.get("state")),
         done(records.count()),
         done(records.openKeyCursor(null, "prev")),
-        done(sent.getAllKeys()),
-        done(sent.getAll()),
+        done(meta.getAllKeys(sentBelow())),
+        done(meta.getAll(sentBelow())),
       ]);
       const highest = last && Number.isInteger(last.key) ? /** @type {number} */ (last.key) : -1;
       const contents = {
@@ -184,10 +191,11 @@ class IdbStore {
         /** @type {Map<string, number>} */
         sent: new Map(),
       };
-      // The newest forwarded sends are kept; older ones go.
-      const byAge = sentKeys.map((key, at) => ({ key: String(key), seq: count(sentSeqs[at]) })).sort((a, b) => b.seq - a.seq);
-      for (const { key, seq } of byAge.slice(0, REMEMBERED_SENDS)) contents.sent.set(key, seq);
-      for (const { key } of byAge.slice(REMEMBERED_SENDS)) sent.delete(key);
+      // Ascending, as IndexedDB returns keys.
+      sentKeys.forEach((key, at) => {
+        const seq = Number(String(key).slice("sent:".length));
+        if (typeof sentRequests[at] === "string" && Number.isSafeInteger(seq)) contents.sent.set(sentRequests[at], seq);
+      });
       return contents;
     });
   }
@@ -203,8 +211,15 @@ class IdbStore {
    */
   execute(requests, sends) {
     const strict = requests.some((r) => r.durable);
-    return this.transaction(async (records, meta, sent) => {
-      for (const [key, seq] of sends ?? []) sent.put(seq, key);
+    return this.transaction(async (records, meta) => {
+      if (sends?.size) {
+        let newest = 0;
+        for (const [key, seq] of sends) {
+          meta.put(key, sentKey(seq));
+          newest = Math.max(newest, seq);
+        }
+        meta.delete(sentBelow(sentKey(Math.max(0, newest - REMEMBERED_SENDS))));
+      }
       let [nextSeq, bytes, reserved] = (
         await Promise.all([done(meta.get("nextSeq")), done(meta.get("bytes")), done(meta.get("reserved"))])
       ).map(count);
@@ -255,17 +270,17 @@ class IdbStore {
   }
 
   /**
-   * Runs `steps(records, meta, sent)` in a readwrite transaction; its result once committed
-   * (with `strict`, once on disk).
+   * Runs `steps(records, meta)` in a readwrite transaction; its result once committed (with
+   * `strict`, once on disk).
    * @template T
-   * @param {(records: IDBObjectStore, meta: IDBObjectStore, sent: IDBObjectStore) => Promise<T>} steps
+   * @param {(records: IDBObjectStore, meta: IDBObjectStore) => Promise<T>} steps
    * @param {boolean} [strict]
    * @returns {Promise<T>}
    */
   async transaction(steps, strict = false) {
     let transaction;
     try {
-      transaction = this.database.transaction([RECORDS, META, SENT], "readwrite", strict ? { durability: "strict" } : undefined);
+      transaction = this.database.transaction([RECORDS, META], "readwrite", strict ? { durability: "strict" } : undefined);
     } catch (error) {
       throw new StoreFailure(error);
     }
@@ -276,7 +291,7 @@ class IdbStore {
     });
     let result;
     try {
-      result = await steps(transaction.objectStore(RECORDS), transaction.objectStore(META), transaction.objectStore(SENT));
+      result = await steps(transaction.objectStore(RECORDS), transaction.objectStore(META));
     } catch (error) {
       // A failed step aborts the transaction, so nothing of it stays.
       try {

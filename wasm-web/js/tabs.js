@@ -12,7 +12,8 @@
 //   on: an owner without followers posts nothing per message;
 // - `owner` announces a new owner (followers say `hello` and resend what is unanswered; the
 //   owner answers a request it already ran again instead of running it twice, and so does an
-//   owner after the one that ran it: the store keeps each forwarded send's key with its record,
+//   owner after the one that ran it: the store keeps each forwarded send's key with its record
+//   (store.js, `sent:` in `meta`),
 //   so a send stored by an owner that died before answering is answered, not stored twice),
 //   `released` says the owner has finished (every answer is out) and lets go of the lock.
 //
@@ -245,8 +246,8 @@ export class Coordinator {
       const { sent, ...facts } = contents;
       // Forwarded sends a previous owner stored: answered from here, never stored twice.
       for (const [key, seq] of sent) {
-        const [to, n] = key.split(" ");
-        this.handled.set(key, { t: "answer", to, n: Number(n), seq });
+        const space = key.lastIndexOf(" ");
+        this.handled.set(key, { t: "answer", to: key.slice(0, space), n: Number(key.slice(space + 1)), seq });
       }
       let core;
       try {
