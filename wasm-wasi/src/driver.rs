@@ -200,10 +200,14 @@ impl BodyReader {
         } = self;
         drop(readable);
         drop(stream);
-        // A body cut at the limit is dropped unfinished: its trailers are never read.
+        // A body cut at the limit is dropped unfinished: its trailers are never read. Either
+        // way it goes before its response.
         if bytes.len() <= max_bytes as usize {
             drop(IncomingBody::finish(incoming));
+        } else {
+            drop(incoming);
         }
+        drop(_response);
         HttpResponse {
             status,
             retry_after,
@@ -276,10 +280,11 @@ impl BodyWriter {
             ..
         } = self;
         drop(writable);
-        stream
-            .flush()
-            .map_err(|e| format!("request body: {}", stream_error(e)))?;
+        let flushed = stream.flush();
+        // The stream goes before its body, also when the flush failed (a refused connection):
+        // a body dropped with its stream alive traps ("resource has children").
         drop(stream);
+        flushed.map_err(|e| format!("request body: {}", stream_error(e)))?;
         OutgoingBody::finish(body, None).map_err(|e| format!("request body: {e:?}"))?;
         Ok(BodyProgress::Done)
     }
