@@ -200,11 +200,7 @@ async fn binary_prints_its_endpoints_and_keeps_state_across_a_restart() {
     let (status, registration) = register(again.clone(), rt).await;
     assert_eq!(status, 200, "the registration token survives the restart");
     let device = Device::from_registration(&registration, device.registration_token.clone());
-    let (host, port) = registration["gatewayEndpoints"]["mqttTcp"]
-        .as_str()
-        .and_then(|e| e.rsplit_once(':'))
-        .map(|(h, p)| (h.to_owned(), p.parse::<u16>().expect("port")))
-        .expect("mqtt endpoint");
+    let (host, port) = mqtt_endpoint(&registration);
     let mut mqtt = Mqtt::spawn(device.options(&host, port));
     assert_eq!(mqtt.connack().await, Ok(ConnectReturnCode::Success));
     // The replayed sequence number is still known: it is dropped, the next one is stored.
@@ -277,12 +273,17 @@ async fn provision(info: &PlatformInfo, device_id: &str) -> (Device, String, u16
     let (status, registration) = register(info.clone(), rt.clone()).await;
     assert_eq!(status, 200);
     let device = Device::from_registration(&registration, rt);
-    let (host, port) = registration["gatewayEndpoints"]["mqttTcp"]
+    let (host, port) = mqtt_endpoint(&registration);
+    (device, host, port)
+}
+
+/// The MQTT TCP endpoint a register answer announces, as host and port.
+fn mqtt_endpoint(registration: &Value) -> (String, u16) {
+    registration["gatewayEndpoints"]["mqttTcp"]
         .as_str()
         .and_then(|e| e.rsplit_once(':'))
         .map(|(h, p)| (h.to_owned(), p.parse::<u16>().expect("port")))
-        .expect("mqtt endpoint in the register response");
-    (device, host, port)
+        .expect("mqtt endpoint in the register response")
 }
 
 async fn register(info: PlatformInfo, rt: String) -> (u16, Value) {
