@@ -14,6 +14,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::cleartext::check_url;
+use crate::clock::Clock;
 use crate::config::DeviceConfig;
 use crate::event::{ConnectionState, Event};
 use crate::http::{HttpCall, HttpRequest, HttpResponse, MAX_ANSWER_BYTES, RequestId};
@@ -261,7 +262,7 @@ enum Owner {
 #[derive(Debug)]
 pub struct Device {
     config: DeviceConfig,
-    now: u64,
+    clock: Clock,
     rng: Rng,
     phase: Phase,
     session: Session,
@@ -318,7 +319,7 @@ impl Device {
         }
         let mut device = Self {
             outbox,
-            now,
+            clock: Clock::starting_at(now),
             rng,
             phase: Phase::Failed,
             session,
@@ -378,9 +379,9 @@ impl Device {
     }
 
     /// The operation waiting for approval, if any.
-    pub fn provisioning_operation(&self) -> Option<&ProvisioningOperation> {
+    pub fn provisioning_operation(&self) -> Option<ProvisioningOperation> {
         match &self.phase {
-            Phase::Provisioning(p) => p.operation(),
+            Phase::Provisioning(p) => p.operation().map(|op| op.on_wall_clock(self.clock)),
             _ => None,
         }
     }
@@ -457,14 +458,15 @@ impl Device {
         if matches!(self.phase, Phase::Stopped) {
             return Err(SendError::Stopped);
         }
-        let now = self.clamp(now);
+        self.clock.advance(now);
+        // Stamped with the wall clock: it is saved with the message and shown to the app.
         let message = StoredMessage::build(
             stream,
             options,
             marker,
             payload,
             self.config.upload_threshold,
-            now,
+            self.clock.wall_now(),
         )?;
         let seq = self.outbox.enqueue(message)?;
         Ok(seq)
@@ -477,7 +479,7 @@ impl Device {
         if matches!(self.phase, Phase::Stopped) {
             return Err(TwinError::Stopped);
         }
-        let now = self.clamp(now);
+        let now = self.clock.advance(now);
         let changed = self.twin.update_reported(now, patch)?;
         let (revision, stored) = self.saves.reported_update(changed);
         if let Some(revision) = stored {
@@ -490,7 +492,7 @@ impl Device {
 
     /// Disconnects and stops all activity; queued messages stay in the store.
     pub fn stop(&mut self, now: u64) {
-        let now = self.clamp(now);
+        let now = self.clock.advance(now);
         self.session.clear_params(now);
         self.phase = Phase::Stopped;
         self.upload = None;
@@ -503,9 +505,9 @@ impl Device {
 
     /// Feeds one input.
     pub fn handle_input(&mut self, now: u64, input: Input<'_>) {
-        let now = self.clamp(now);
+        let now = self.clock.advance(now);
         match input {
-            Input::Timeout => return self.handle_timeout(now),
+            Input::Timeout => return self.on_timeout(now),
             Input::HttpResponse { id, response } => self.route_response(now, id, Ok(response)),
             Input::HttpFailed { id, error } => {
                 self.route_response(now, id, Err(RequestFailure::Network(error)))
@@ -574,7 +576,12 @@ impl Device {
 
     /// Lets time-driven work happen. Idempotent; calling it early does nothing.
     pub fn handle_timeout(&mut self, now: u64) {
-        let now = self.clamp(now);
+        let now = self.clock.advance(now);
+        self.on_timeout(now);
+    }
+
+    /// [`Device::handle_timeout`] at `now` on the core's timeline.
+    fn on_timeout(&mut self, now: u64) {
         let expired: Vec<RequestId> = self
             .requests
             .iter()
@@ -597,12 +604,6 @@ impl Device {
     fn store_failed(&mut self, operation: StoreOperation, reason: StoreError) {
         self.events
             .push_back(Event::StoreFailed { operation, reason });
-    }
-
-    fn clamp(&mut self, now: u64) -> u64 {
-        // Time never goes backwards for the core, whatever the host's clock does.
-        self.now = self.now.max(now);
-        self.now
     }
 
     fn route_response(
@@ -633,13 +634,13 @@ impl Device {
         }
         let read = match (owner, &mut self.phase) {
             (Owner::Provisioning, Phase::Provisioning(p)) => {
-                p.handle_response(now, &mut self.rng, response)
+                p.handle_response(self.clock, &mut self.rng, response)
             }
             (Owner::Credentials, Phase::Registered(c)) => {
-                c.handle_response(now, &mut self.rng, response)
+                c.handle_response(self.clock, &mut self.rng, response)
             }
             (Owner::Upload(seq), _) => match self.upload.as_mut().filter(|u| u.seq() == seq) {
-                Some(upload) => upload.handle_response(now, &mut self.rng, response),
+                Some(upload) => upload.handle_response(self.clock, &mut self.rng, response),
                 None => Ok(()),
             },
             _ => Ok(()),
@@ -656,11 +657,11 @@ impl Device {
 
     /// The next thing for the host to do. Call repeatedly until it returns [`Output::Timeout`].
     pub fn poll_output(&mut self) -> Output {
-        if let Some(request) = self.outbox.poll_store(self.now) {
+        if let Some(request) = self.outbox.poll_store(self.clock.now()) {
             return Output::Store(request);
         }
-        if let Some(reported_revision) = self.saves.due(self.now) {
-            let state = self.saved.to_json(self.twin.state());
+        if let Some(reported_revision) = self.saves.due(self.clock.now()) {
+            let state = self.saved.to_json(self.twin.state(), self.clock);
             return Output::Store(StoreRequest::SaveState {
                 state,
                 reported_revision,
@@ -678,17 +679,18 @@ impl Device {
             && let Some(mut request) = self.http_out.pop_front()
         {
             // Large uploads get time in proportion to their size (at 64 KB/s at worst).
-            request.deadline =
-                self.now + self.config.http_timeout_ms + request.body.len() as u64 / 64;
-            if let Some((_, _, deadline)) = self.requests.get_mut(request.id.0) {
-                *deadline = request.deadline;
+            let deadline =
+                self.clock.now() + self.config.http_timeout_ms + request.body.len() as u64 / 64;
+            if let Some((_, _, kept)) = self.requests.get_mut(request.id.0) {
+                *kept = deadline;
             }
+            request.deadline = self.clock.to_wall(deadline);
             return Output::Http(request);
         }
         if let Some(event) = self.events.pop_front() {
             return Output::Event(event);
         }
-        Output::Timeout(self.poll_timeout())
+        Output::Timeout(self.poll_timeout().map(|at| self.clock.to_wall(at)))
     }
 
     fn poll_timeout(&self) -> Option<u64> {
@@ -705,7 +707,10 @@ impl Device {
             .min();
         // An upload step can only run with a usable credential; until then it waits for one.
         let upload = match &self.phase {
-            Phase::Registered(c) if c.connection().is_some_and(|i| !i.is_expired(self.now)) => {
+            Phase::Registered(c)
+                if c.connection()
+                    .is_some_and(|i| !i.is_expired(self.clock.now())) =>
+            {
                 self.upload.as_ref().and_then(Upload::poll_timeout)
             }
             _ => None,
@@ -783,7 +788,7 @@ impl Device {
             // Never sent: answered at once, as a failure the sub-machine will not retry.
             self.requests.insert(id.0, (owner, call.kind, u64::MAX));
             let failure = RequestFailure::Insecure(refused.to_string());
-            return self.route_response(self.now, id, Err(failure));
+            return self.route_response(self.clock.now(), id, Err(failure));
         }
         // The deadline is set when the request leaves (see `poll_output`): until then it has
         // none, so a request held while offline does not time out.
@@ -804,7 +809,8 @@ impl Device {
             ProvisioningEvent::Operation(op) => {
                 self.saved.operation = Some(op.clone());
                 self.saves.ask();
-                self.events.push_back(Event::ProvisioningOperation(op));
+                let shown = op.on_wall_clock(self.clock);
+                self.events.push_back(Event::ProvisioningOperation(shown));
             }
             ProvisioningEvent::Completed(token) => {
                 self.saved.operation = None;

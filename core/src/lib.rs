@@ -60,7 +60,8 @@
 //! There are no callbacks: a callback would need shared ownership of the device, which means
 //! `Rc<RefCell<..>>` or locks, and re-entrancy bugs when the callback calls back in. Instead
 //! everything the core wants to happen is a value the host polls, as in quinn-proto and str0m.
-//! Time is an argument and never goes backwards inside the core (an earlier `now` is clamped).
+//! Time is an argument: the host's wall clock, which the core turns into a timeline of its own
+//! that a backward step of the clock does not stop (see the `clock` module).
 //! Randomness comes from the host's seed, so a simulation run is reproducible from its seed.
 //!
 //! ## Panics, errors and unwraps
@@ -91,6 +92,7 @@ macro_rules! value {
 
 mod backoff;
 mod cleartext;
+mod clock;
 mod config;
 // The wire-format modules marked below are `pub` inside private modules: `testing` re-exports them for the
 // tests and the simulator; without it they are crate-internal. Of MQTT the app sees only

@@ -10,6 +10,7 @@
 use thiserror::Error;
 
 use crate::backoff::{Backoff, BackoffConfig};
+use crate::clock::Clock;
 use crate::http::{HttpCall, HttpResponse, Method, Verdict, classify_platform, join_url};
 use crate::json::{self, Object, Value};
 use crate::reason::{Reason, RequestFailure, RequestKind};
@@ -30,13 +31,22 @@ pub struct ProvisioningOperation {
 }
 
 impl ProvisioningOperation {
-    /// Its form in the saved device state.
-    pub(crate) fn to_saved(&self) -> Value {
+    /// Its form in the saved device state (the expiry as the wall clock reads it).
+    pub(crate) fn to_saved(&self, clock: Clock) -> Value {
         Value::object([
             ("id", self.id.as_str().into()),
             ("verification_code", self.verification_code.as_str().into()),
-            ("expires_at", self.expires_at.into()),
+            ("expires_at", clock.to_wall(self.expires_at).into()),
         ])
+    }
+
+    /// The operation as the app sees it: the expiry the core keeps on its timeline, read on
+    /// the wall clock.
+    pub(crate) fn on_wall_clock(&self, clock: Clock) -> Self {
+        Self {
+            expires_at: clock.to_wall(self.expires_at),
+            ..self.clone()
+        }
     }
 
     /// Reads [`ProvisioningOperation::to_saved`]'s form back.
@@ -215,13 +225,13 @@ impl Provisioning {
     /// be read (the request is made again after a delay), for the app to hear why.
     pub(crate) fn handle_response(
         &mut self,
-        now: u64,
+        clock: Clock,
         rng: &mut Rng,
         response: Result<HttpResponse, RequestFailure>,
     ) -> Result<(), String> {
         match std::mem::replace(&mut self.state, State::Finished) {
-            State::InitSent => self.on_init_response(now, rng, response),
-            State::PollSent { op } => self.on_complete_response(now, rng, op, response),
+            State::InitSent => self.on_init_response(clock, rng, response),
+            State::PollSent { op } => self.on_complete_response(clock, rng, op, response),
             other => {
                 self.state = other;
                 Ok(())
@@ -231,14 +241,15 @@ impl Provisioning {
 
     fn on_init_response(
         &mut self,
-        now: u64,
+        clock: Clock,
         rng: &mut Rng,
         response: Result<HttpResponse, RequestFailure>,
     ) -> Result<(), String> {
-        match classify_platform(&response, now) {
+        let now = clock.now();
+        match classify_platform(&response, clock.wall_now()) {
             Verdict::Success | Verdict::Pending => {
                 let body = response.map(|r| r.body).unwrap_or_default();
-                match parse_init(&body) {
+                match parse_init(&body, clock) {
                     Ok(op) => {
                         self.backoff.reset();
                         self.events.push(ProvisioningEvent::Operation(op.clone()));
@@ -264,12 +275,13 @@ impl Provisioning {
 
     fn on_complete_response(
         &mut self,
-        now: u64,
+        clock: Clock,
         rng: &mut Rng,
         op: ProvisioningOperation,
         response: Result<HttpResponse, RequestFailure>,
     ) -> Result<(), String> {
-        let verdict = match classify_platform(&response, now) {
+        let now = clock.now();
+        let verdict = match classify_platform(&response, clock.wall_now()) {
             // An operation the Platform does not know (any more) is as good as expired.
             Verdict::Rejected(failure @ RequestFailure::Status { status: 404, .. }) => {
                 Verdict::Gone {
@@ -287,7 +299,7 @@ impl Provisioning {
                     .as_ref()
                     .ok()
                     .and_then(|r| r.retry_after.as_deref())
-                    .and_then(|value| parse_retry_after(value, now))
+                    .and_then(|value| parse_retry_after(value, clock.wall_now()))
                     .unwrap_or(0);
                 self.state = State::Poll {
                     op,
@@ -296,7 +308,7 @@ impl Provisioning {
             }
             Verdict::Success => {
                 let body = response.map(|r| r.body).unwrap_or_default();
-                match parse_complete(&body, now) {
+                match parse_complete(&body, clock) {
                     Ok(token) => {
                         self.events.push(ProvisioningEvent::Completed(token));
                         self.state = State::Finished;
@@ -377,17 +389,20 @@ impl Provisioning {
     }
 }
 
-fn parse_init(body: &[u8]) -> Result<ProvisioningOperation, String> {
+/// The operation `init` started, its expiry on the core's timeline.
+fn parse_init(body: &[u8], clock: Clock) -> Result<ProvisioningOperation, String> {
     let init = json::parse_object(body)?;
     let expiration = json::string(&init, "expirationTime")?;
+    let expires_at = json::read("expirationTime", parse_rfc3339(&expiration))?;
     Ok(ProvisioningOperation {
         id: json::string(&init, "provisioningOperationId")?,
         verification_code: json::string(&init, "verificationCode")?,
-        expires_at: json::read("expirationTime", parse_rfc3339(&expiration))?,
+        expires_at: clock.onto_timeline(expires_at),
     })
 }
 
-fn parse_complete(body: &[u8], now: u64) -> Result<RegistrationToken, String> {
+/// The token `complete` handed out, its times on the core's timeline.
+fn parse_complete(body: &[u8], clock: Clock) -> Result<RegistrationToken, String> {
     let complete = json::parse_object(body)?;
     let expires_at = match json::optional_string(&complete, "expirationTime")? {
         Some(time) => Some(json::read("expirationTime", parse_rfc3339(&time))?),
@@ -395,7 +410,7 @@ fn parse_complete(body: &[u8], now: u64) -> Result<RegistrationToken, String> {
     };
     Ok(RegistrationToken {
         token: json::string(&complete, "registrationToken")?,
-        obtained_at: now,
-        expires_at,
+        obtained_at: clock.now(),
+        expires_at: expires_at.map(|at| clock.onto_timeline(at)),
     })
 }

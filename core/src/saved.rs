@@ -9,6 +9,7 @@
 //! second copy to fall out of step with it. The document's format is fixed: it must read what
 //! earlier versions wrote and write the same document back.
 
+use crate::clock::Clock;
 use crate::json::{self, Value};
 use crate::outbox::retry_delay;
 use crate::provisioning::ProvisioningOperation;
@@ -26,18 +27,20 @@ pub(crate) struct SavedState {
 
 impl SavedState {
     /// The JSON the host stores (`StoreRequest::SaveState`), with `twin` as the twin's part.
-    pub(crate) fn to_json(&self, twin: &TwinState) -> Vec<u8> {
+    /// The core keeps expiries on its own timeline; they are saved as the wall clock reads
+    /// them, since the next run's timeline starts at the wall clock.
+    pub(crate) fn to_json(&self, twin: &TwinState, clock: Clock) -> Vec<u8> {
         Value::object([
             (
                 "operation",
-                self.operation
-                    .as_ref()
-                    .map(ProvisioningOperation::to_saved)
-                    .into(),
+                self.operation.as_ref().map(|op| op.to_saved(clock)).into(),
             ),
             (
                 "token",
-                self.token.as_ref().map(RegistrationToken::to_saved).into(),
+                self.token
+                    .as_ref()
+                    .map(|token| token.to_saved(clock))
+                    .into(),
             ),
             ("workspace_id", self.workspace_id.as_deref().into()),
             ("device_id", self.device_id.as_deref().into()),
@@ -199,7 +202,8 @@ mod tests {
         assert_eq!((token.obtained_at, token.expires_at), (5, None));
         assert_eq!(saved.device_id.as_deref(), Some("dev-1"));
         assert_eq!((twin.desired_version, twin.next_rid), (Some(3), 7));
-        let written: serde_json::Value = serde_json::from_slice(&saved.to_json(&twin)).unwrap();
+        let written: serde_json::Value =
+            serde_json::from_slice(&saved.to_json(&twin, Clock::starting_at(0))).unwrap();
         let before: serde_json::Value = serde_json::from_str(WRITTEN_BEFORE).unwrap();
         assert_eq!(written, before);
     }

@@ -18,6 +18,7 @@
 //! beside it too, since it stays in use while its renewal is under way.
 
 use crate::backoff::{Backoff, BackoffConfig};
+use crate::clock::Clock;
 use crate::connection_string::ConnectionString;
 use crate::http::{HttpCall, HttpResponse, Method, Verdict, classify_platform, join_url};
 use crate::iothub::{self, GatewayEndpoints};
@@ -39,12 +40,15 @@ pub struct RegistrationToken {
 }
 
 impl RegistrationToken {
-    /// Its form in the saved device state.
-    pub(crate) fn to_saved(&self) -> Value {
+    /// Its form in the saved device state (its times as the wall clock reads them).
+    pub(crate) fn to_saved(&self, clock: Clock) -> Value {
         Value::object([
             ("token", self.token.as_str().into()),
-            ("obtained_at", self.obtained_at.into()),
-            ("expires_at", self.expires_at.into()),
+            ("obtained_at", clock.to_wall(self.obtained_at).into()),
+            (
+                "expires_at",
+                self.expires_at.map(|at| clock.to_wall(at)).into(),
+            ),
         ])
     }
 
@@ -286,7 +290,7 @@ impl Credentials {
     /// be read (the request is made again after a delay), for the app to hear why.
     pub(crate) fn handle_response(
         &mut self,
-        now: u64,
+        clock: Clock,
         rng: &mut Rng,
         response: Result<HttpResponse, RequestFailure>,
     ) -> Result<(), String> {
@@ -294,11 +298,12 @@ impl Credentials {
             return Ok(());
         };
         self.state = State::Idle;
-        let verdict = classify_platform(&response, now);
+        let now = clock.now();
+        let verdict = classify_platform(&response, clock.wall_now());
         let body = response.map(|r| r.body).unwrap_or_default();
         let request = pending.kind();
         match (pending, verdict) {
-            (Pending::Register, Verdict::Success) => match parse_register(&body, now) {
+            (Pending::Register, Verdict::Success) => match parse_register(&body, clock) {
                 Ok((info, remaining)) => {
                     self.register_backoff.reset();
                     if let Some(remaining_ms) = remaining {
@@ -312,7 +317,7 @@ impl Credentials {
                     return Err(unreadable);
                 }
             },
-            (Pending::Refresh, Verdict::Success) => match parse_refresh(&body, now) {
+            (Pending::Refresh, Verdict::Success) => match parse_refresh(&body, clock) {
                 Ok(token) => {
                     self.refresh_backoff.reset();
                     self.refresh_retry_at = None;
@@ -401,7 +406,9 @@ impl Credentials {
     }
 }
 
-fn parse_register(body: &[u8], now: u64) -> Result<(ConnectionInfo, Option<i64>), String> {
+/// The credential `register` handed out, its times on the core's timeline, and the token's
+/// remaining lifetime when the answer tells it.
+fn parse_register(body: &[u8], clock: Clock) -> Result<(ConnectionInfo, Option<i64>), String> {
     let response = json::parse_object(body)?;
     let connection_string = json::string(&response, "connectionString")?;
     let parsed = json::read(
@@ -412,7 +419,8 @@ fn parse_register(body: &[u8], now: u64) -> Result<(ConnectionInfo, Option<i64>)
         Some(time) => parse_rfc3339(&time).ok(),
         None => None,
     }
-    .or_else(|| parsed.sas_expiry_ms());
+    .or_else(|| parsed.sas_expiry_ms())
+    .map(|at| clock.onto_timeline(at));
     let remaining = match json::optional_string(&response, "tokenRemainingLifetime")? {
         Some(span) => Some(json::read("tokenRemainingLifetime", parse_timespan(&span))?),
         None => None,
@@ -427,13 +435,14 @@ fn parse_register(body: &[u8], now: u64) -> Result<(ConnectionInfo, Option<i64>)
         device_id: parsed.device_id,
         shared_access_signature: parsed.shared_access_signature,
         sas_expires_at,
-        obtained_at: now,
+        obtained_at: clock.now(),
         endpoints,
     };
     Ok((info, remaining))
 }
 
-fn parse_refresh(body: &[u8], now: u64) -> Result<RegistrationToken, String> {
+/// The token a refresh handed out, its times on the core's timeline.
+fn parse_refresh(body: &[u8], clock: Clock) -> Result<RegistrationToken, String> {
     let response = json::parse_object(body)?;
     let expires_at = match json::optional_string(&response, "expirationTime")? {
         Some(time) => Some(json::read("expirationTime", parse_rfc3339(&time))?),
@@ -441,8 +450,8 @@ fn parse_refresh(body: &[u8], now: u64) -> Result<RegistrationToken, String> {
     };
     Ok(RegistrationToken {
         token: json::string(&response, "registrationToken")?,
-        obtained_at: now,
-        expires_at,
+        obtained_at: clock.now(),
+        expires_at: expires_at.map(|at| clock.onto_timeline(at)),
     })
 }
 

@@ -9,6 +9,7 @@
 //! the same blob instead of leaving orphans.
 
 use crate::backoff::{Backoff, BackoffConfig};
+use crate::clock::Clock;
 use crate::http::{HttpCall, HttpResponse, Method, Verdict, classify};
 use crate::json::{self, Value};
 use crate::reason::{RequestFailure, RequestKind};
@@ -172,11 +173,12 @@ impl Upload {
     /// read (the step is made again after a delay), for the app to hear why.
     pub(crate) fn handle_response(
         &mut self,
-        now: u64,
+        clock: Clock,
         rng: &mut Rng,
         response: Result<HttpResponse, RequestFailure>,
     ) -> Result<(), String> {
-        let verdict = classify(&response, now);
+        let now = clock.now();
+        let verdict = classify(&response, clock.wall_now());
         let mut unreadable = Ok(());
         let body = response.map(|r| r.body).unwrap_or_default();
         let step = std::mem::replace(&mut self.step, Step::Finished);

@@ -152,3 +152,55 @@ fn a_device_approved_again_under_another_id_carries_nothing_of_the_old_twin_acro
         assert_eq!(report.violations, Vec::<String>::new(), "seed {seed}");
     }
 }
+
+#[test]
+fn a_clock_set_back_for_good_or_ahead_until_corrected_does_not_stop_the_device() {
+    const DAY: i64 = 24 * 60 * MINUTE as i64;
+    for seed in 0..10 {
+        let mut sim = Sim::new(seed, Faults::none());
+        let mid_stream = sim.drive_until(
+            |sim| {
+                sim.stored().len() >= 3
+                    && sim
+                        .device()
+                        .is_some_and(|device| device.stats().pending_count > 0)
+            },
+            sim.fault_window_ms(),
+        );
+        assert!(mid_stream, "seed {seed}: the stream never got going");
+
+        // The clock steps and the connection drops at the same moment: the reconnect, the
+        // keep-alives and every retry hang on timers set across the step. Set back, a core
+        // that only clamped its time slept through the day. Set ahead, every timer fires at
+        // once and every expiry looks past until the clock is corrected (a clock that stays a
+        // day ahead makes every token of a shorter lifetime look expired on arrival, which no
+        // client can help).
+        let set_back = seed % 2 == 0;
+        sim.step_clock(if set_back { -DAY } else { DAY });
+        sim.inject(Incident::Cut);
+        if !set_back {
+            sim.drive(30_000);
+            sim.step_clock(-DAY);
+        }
+        let drained = sim.drive_until(
+            |sim| sim.elapsed_ms() >= sim.fault_window_ms() && sim.is_drained(),
+            sim.fault_window_ms() + 10 * MINUTE,
+        );
+
+        assert!(
+            drained,
+            "seed {seed}: after the clock was set {} the device did not drain within minutes",
+            if set_back { "back" } else { "ahead" }
+        );
+        let seqs: Vec<u64> = sim.stored().iter().map(|m| m.seq).collect();
+        assert!(
+            seqs.windows(2).all(|pair| pair[0] < pair[1]),
+            "seed {seed}: stored out of order or twice: {seqs:?}"
+        );
+        let stored: BTreeSet<u64> = seqs.into_iter().collect();
+        assert_eq!(&stored, sim.durable(), "seed {seed}");
+        assert_eq!(sim.delivered(), sim.durable(), "seed {seed}");
+        let report = sim.finish();
+        assert_eq!(report.violations, Vec::<String>::new(), "seed {seed}");
+    }
+}

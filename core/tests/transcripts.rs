@@ -1285,3 +1285,38 @@ fn being_told_the_network_is_there_while_online_skips_no_backoff_and_a_stopped_d
         "a stopped device does not go offline"
     );
 }
+
+#[test]
+fn after_the_clock_is_set_back_a_day_timers_and_expiries_follow_the_wall_clock() {
+    const DAY: u64 = 24 * 60 * MINUTE;
+    let mut host = Host::provisioning();
+    // The wall clock goes back a day (a restored virtual machine) while `init` is on its way;
+    // the Platform's answer is read with the clock as it now stands.
+    host.now -= DAY;
+    let expires_at = host.now + 10 * MINUTE;
+    let init = json!({
+        "provisioningOperationId": OPERATION_ID,
+        "verificationCode": "123456",
+        "expirationTime": vdev_core::testing::format_rfc3339(expires_at),
+    });
+    // The operation is shown and polled, not taken for expired (a core that clamped its time
+    // kept the day-later time and started a new operation at once).
+    assert_eq!(
+        host.answer("/provisioning-operations/init", 200, init),
+        ["store save-state", "event operation op-1 code 123456"]
+    );
+    assert_eq!(
+        host.device.provisioning_operation().map(|op| op.expires_at),
+        Some(expires_at),
+        "the app is shown the expiry on the wall clock"
+    );
+    let saved: Value = serde_json::from_slice(host.store.state().unwrap()).unwrap();
+    assert_eq!(saved["operation"]["expires_at"], json!(expires_at));
+    // The host's timer is set on its own (stepped) clock: the poll is a second away, not a
+    // day and a second.
+    assert_eq!(host.deadline, Some(host.now + 1_000));
+    assert_eq!(
+        host.advance(),
+        ["http PUT /provisioning-operations/complete"]
+    );
+}

@@ -405,6 +405,7 @@ impl GuestDevice for DeviceResource {
             .borrow()
             .device()
             .provisioning_operation()
+            .as_ref()
             .map(operation)
     }
 

@@ -79,6 +79,9 @@ pub enum Incident {
     HalfOpen,
     /// The host loses its network and says so, for a while.
     Offline,
+    /// The device's wall clock steps by up to two days: back for good (a restored virtual
+    /// machine), ahead and corrected back later, or back and corrected ahead later (NTP).
+    ClockStep,
 }
 
 /// Relative weights of the incidents (0: never).
@@ -95,6 +98,7 @@ pub struct IncidentWeights {
     pub kick_storm: u32,
     pub half_open: u32,
     pub offline: u32,
+    pub clock_step: u32,
 }
 
 impl IncidentWeights {
@@ -113,10 +117,11 @@ impl IncidentWeights {
             kick_storm: 4,
             half_open: 2,
             offline: 1,
+            clock_step: 3,
         }
     }
 
-    pub fn choices(&self) -> [(Incident, u32); 11] {
+    pub fn choices(&self) -> [(Incident, u32); 12] {
         [
             (Incident::Crash, self.crash),
             (Incident::PowerLoss, self.power_loss),
@@ -129,6 +134,7 @@ impl IncidentWeights {
             (Incident::KickStorm, self.kick_storm),
             (Incident::HalfOpen, self.half_open),
             (Incident::Offline, self.offline),
+            (Incident::ClockStep, self.clock_step),
         ]
     }
 }
@@ -224,6 +230,8 @@ fault_counts! {
     refresh_retries: "refreshes retried after a lost answer",
     refused_publishes: "publishes the gateway refused",
     lost_appends: "appends lost by relaxed stores",
+    clock_steps_back: "clock steps back",
+    clock_steps_ahead: "clock steps ahead",
 }
 
 /// `<n> <name>, <n> <name>, ...`

@@ -33,6 +33,8 @@ use super::rng::Rng;
 
 const SECOND: u64 = 1_000;
 const MINUTE: u64 = 60 * SECOND;
+const HOUR: u64 = 60 * MINUTE;
+const DAY: u64 = 24 * HOUR;
 const START: u64 = 1_800_000_000_000;
 /// Session timing of the simulated device (see `Sim::config`).
 const KEEP_ALIVE_MS: u64 = 30 * SECOND;
@@ -114,11 +116,16 @@ enum Ev {
     HalfOpen,
     HalfOpenCheck {
         link: u64,
+        since: u64,
     },
     /// The host loses its network and says so (`Input::NetworkLost`): the device must not try
     /// to connect or call HTTP until it is told the network is back.
     OfflineStart,
     OfflineEnd,
+    /// The device's wall clock steps by `by` ms (the Platform's clock does not).
+    ClockStep {
+        by: i64,
+    },
 }
 
 /// A kick storm in progress: how many CONNECTs the device sent during it.
@@ -209,6 +216,15 @@ pub struct Sim {
     kick_storm: Option<KickStorm>,
     /// Events run so far.
     steps: u64,
+    /// Messages the app sent that the gateway refuses.
+    poison_sent: u64,
+    /// The device's wall clock minus the true time (the Platform's clock).
+    clock_skew: i64,
+    /// The forward steps of the device's clock so far: the core takes a step ahead as time
+    /// passing, so its timers run this far ahead of the true time.
+    clock_lead: u64,
+    /// When the device's clock last stepped back.
+    last_step_back: Option<u64>,
 }
 
 impl Sim {
@@ -278,6 +294,10 @@ impl Sim {
             not_before: BTreeMap::new(),
             kick_storm: None,
             steps: 0,
+            poison_sent: 0,
+            clock_skew: 0,
+            clock_lead: 0,
+            last_step_back: None,
         };
         sim.schedule_faults_and_app();
         sim
@@ -390,13 +410,40 @@ impl Sim {
                 self.at(t, Ev::OfflineStart);
                 self.at(end, Ev::OfflineEnd);
             }
+            Incident::ClockStep => {
+                let size = match self.rng.below(3) {
+                    0 => self.rng.range(SECOND..MINUTE),
+                    1 => self.rng.range(MINUTE..2 * HOUR),
+                    _ => self.rng.range(2 * HOUR..2 * DAY),
+                } as i64;
+                let end = (t + self.rng.range(SECOND..2 * MINUTE)).min(fault_end);
+                match self.rng.below(3) {
+                    // Set back for good, as a restored virtual machine is.
+                    0 => self.at(t, Ev::ClockStep { by: -size }),
+                    // Wrong ahead, then corrected.
+                    1 => {
+                        self.at(t, Ev::ClockStep { by: size });
+                        self.at(end, Ev::ClockStep { by: -size });
+                    }
+                    // Wrong behind, then corrected.
+                    _ => {
+                        self.at(t, Ev::ClockStep { by: -size });
+                        self.at(end, Ev::ClockStep { by: size });
+                    }
+                }
+            }
         }
     }
 
     /// Runs to the end and checks the invariants: until the device has drained after the fault
     /// window, or `drain_bound_ms` after it.
     pub fn run(mut self, drain_bound_ms: u64) -> Report {
-        let bound = (self.fault_end + drain_bound_ms).saturating_sub(self.now);
+        let window = self.fault_end.saturating_sub(self.now);
+        self.drive_until(|sim| sim.now >= sim.fault_end, window);
+        // Each message the gateway refuses holds the queue for the two minutes the core gives
+        // it before giving it up (the core's `GATEWAY_REFUSAL_MS`), plus its reconnects.
+        let refusals = self.poison_sent * 3 * MINUTE;
+        let bound = (self.fault_end + drain_bound_ms + refusals).saturating_sub(self.now);
         self.drive_until(|sim| sim.now >= sim.fault_end && sim.is_drained(), bound);
         self.finish()
     }
@@ -449,6 +496,11 @@ impl Sim {
     /// after it).
     pub fn inject(&mut self, incident: Incident) {
         self.schedule_incident(self.now, incident);
+    }
+
+    /// The device's wall clock steps by `by` ms now (the Platform's does not).
+    pub fn step_clock(&mut self, by: i64) {
+        self.at(self.now, Ev::ClockStep { by });
     }
 
     /// The app reports a properties patch now (marked with the identity its device has).
@@ -548,7 +600,9 @@ impl Sim {
                             .as_deref()
                             .and_then(|value| value.parse::<u64>().ok())
                     {
-                        self.not_before.insert(endpoint, now + seconds * SECOND);
+                        let device_time = now + self.clock_lead;
+                        self.not_before
+                            .insert(endpoint, device_time + seconds * SECOND);
                     }
                     let input = match response {
                         Ok(response) => Input::HttpResponse { id, response },
@@ -724,18 +778,37 @@ impl Sim {
                     self.links.get_mut(&link).unwrap().half_open = true;
                     // The device has only its keep-alive and ack timers to notice.
                     let check_at = now + KEEP_ALIVE_MS + PING_TIMEOUT_MS + SECOND;
-                    self.at(check_at, Ev::HalfOpenCheck { link });
+                    self.at(check_at, Ev::HalfOpenCheck { link, since: now });
                 }
             }
-            Ev::HalfOpenCheck { link } => {
+            Ev::HalfOpenCheck { link, since } => {
+                // A clock stepped back meanwhile cost the device the time between its last
+                // input and the step (see the core's `clock` module): its timers may run late
+                // by that much, once.
+                let stepped_back = self.last_step_back.is_some_and(|at| at >= since);
                 if let Some(l) = self.links.get(&link)
                     && l.open
                     && l.instance == self.instance
+                    && !stepped_back
                 {
                     self.report.violations.push(format!(
                         "half-open link {link} still used {} ms after the gateway went silent",
                         KEEP_ALIVE_MS + PING_TIMEOUT_MS + SECOND
                     ));
+                }
+            }
+            Ev::ClockStep { by } => {
+                self.clock_skew += by;
+                if by > 0 {
+                    self.report.faults.clock_steps_ahead += 1;
+                    self.clock_lead += by as u64;
+                    // Its backoff delays end early: a step ahead is time passing to it.
+                    if let Some(storm) = &mut self.kick_storm {
+                        storm.fresh_starts += 1;
+                    }
+                } else {
+                    self.report.faults.clock_steps_back += 1;
+                    self.last_step_back = Some(now);
                 }
             }
             Ev::SasExpiryCheck => {
@@ -799,8 +872,13 @@ impl Sim {
         }
     }
 
+    /// The device's wall clock.
+    fn device_now(&self) -> u64 {
+        self.now.saturating_add_signed(self.clock_skew)
+    }
+
     fn with_device(&mut self, f: impl FnOnce(&mut Device, u64)) {
-        let now = self.now;
+        let now = self.device_now();
         if let Some(device) = self.device.as_mut() {
             f(device, now);
             self.drain();
@@ -808,6 +886,7 @@ impl Sim {
     }
 
     fn app_send(&mut self) {
+        let now = self.device_now();
         let Some(device) = self.device.as_mut() else {
             return; // the app is down with the device
         };
@@ -821,6 +900,7 @@ impl Sim {
         // A small message the gateway refuses now and then: it must end rejected, not hold up
         // the queue.
         let poison = self.faults.poison_rate > 0.0 && self.rng.chance(self.faults.poison_rate);
+        self.poison_sent += u64::from(poison);
         let size = if poison { 20 } else { size };
         let mut payload = if poison {
             [POISON, format!("{n} ").as_bytes()].concat()
@@ -838,7 +918,7 @@ impl Sim {
             batch_id: Some(format!("b{}", n / 10)),
             ..Default::default()
         };
-        match device.send(self.now, &stream, &options, payload.clone()) {
+        match device.send(now, &stream, &options, payload.clone()) {
             Ok(seq) => {
                 self.attempted.insert(seq, payload);
                 self.report.sent += 1;
@@ -886,7 +966,7 @@ impl Sim {
         let seed: [u8; 32] = self.rng.bytes();
         let device = Device::new(
             self.config(),
-            self.now,
+            self.device_now(),
             seed,
             &self.store.meta(),
             self.store.state(),
@@ -914,7 +994,7 @@ impl Sim {
         self.device = Some(device);
         if self.offline {
             // A host knows at start that it has no network (the browser's `navigator.onLine`).
-            let now = self.now;
+            let now = self.device_now();
             if let Some(device) = self.device.as_mut() {
                 device.handle_input(now, Input::NetworkLost);
             }
@@ -930,6 +1010,8 @@ impl Sim {
             let output = device.poll_output();
             match output {
                 Output::Timeout(deadline) => {
+                    // The host's timer waits on the true time for the device's wall clock.
+                    let deadline = deadline.map(|at| at.saturating_add_signed(-self.clock_skew));
                     self.timer_at = deadline;
                     if let Some(at) = deadline {
                         let instance = self.instance;
@@ -1201,7 +1283,19 @@ impl Sim {
         self.crash();
     }
 
+    /// Whether the device's clock is behind the Platform's. Then it cannot know the Platform's
+    /// instants (expiries it learnt since the step, or that a process started since read with
+    /// that clock): it may present what expired, the Platform refuses it, and what must hold is
+    /// that the device gets over that. Expiries are checked whenever its clock is right or
+    /// ahead, which includes after every correction.
+    fn clock_behind(&self) -> bool {
+        self.clock_skew < 0
+    }
+
     fn check_token_use(&mut self, request: &HttpRequest) {
+        if self.clock_behind() {
+            return;
+        }
         let auth = request
             .headers
             .iter()
@@ -1245,13 +1339,15 @@ impl Sim {
         }
         self.check_token_use(&request);
         let endpoint = Endpoint::of(&request);
+        // `Retry-After` is a wait on the device's timeline, which a step ahead moves on.
+        let device_time = self.now + self.clock_lead;
         if let Some(&not_before) = self.not_before.get(&endpoint)
-            && self.now < not_before
+            && device_time < not_before
         {
             self.report.violations.push(format!(
                 "{endpoint:?} called at {} ms, {} ms before its Retry-After passed",
                 self.now - START,
-                not_before - self.now
+                not_before - device_time
             ));
         }
         if self.partitioned || (self.now < self.fault_end && self.rng.chance(self.faults.http_loss))
@@ -1362,7 +1458,8 @@ impl Sim {
     }
 
     fn check_connect_credential(&self, bytes: &[u8]) -> Option<String> {
-        if bytes.first().is_some_and(|b| b >> 4 == 1)
+        if !self.clock_behind()
+            && bytes.first().is_some_and(|b| b >> 4 == 1)
             && let Ok(Some((vdev_core::testing::mqtt::Packet::Connect(c), _))) =
                 vdev_core::testing::mqtt::decode(bytes, 1 << 20)
         {
