@@ -102,6 +102,8 @@ mod connection_string;
 mod device;
 mod event;
 mod excerpt;
+#[cfg(feature = "file-outbox")]
+pub mod file_outbox;
 mod http;
 mod identity;
 mod iothub;

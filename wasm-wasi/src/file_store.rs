@@ -1,61 +1,24 @@
 //! The outbox and saved state in files: the core's storage contract (`vdev_core::StoreRequest`)
 //! on plain `std::fs`, so it runs in a WASI preopened directory and natively in unit tests.
 //!
-//! Hand-written because no crate offers this contract: a crash-safe log keyed by the core's
-//! sequence numbers with out-of-order removal. Layout of the store directory:
+//! The format, what opening recovers and which file operations each request takes are the
+//! core's (`vdev_core::file_outbox`, shared with the Node.js host): this module only lists and
+//! reads the directory, performs the [`FileOp`]s in order and hands back what happened. What
+//! it adds is how a file operation is done durably here: a synced write is `sync_data`, a
+//! replacement is a temporary file synced and renamed over the old one, and the directory is
+//! synced after a file is created, renamed or deleted. A failed directory sync fails the
+//! operation (a host without directory sync, reported as unsupported, is accepted).
 //!
-//! - `seg-<first seq, 20 digits>.log`: append-only segments of framed records
-//!   (`len u32 LE | crc32 u32 LE | seq u64 LE | data`, the CRC covering `len`, `seq` and `data`).
-//!   An append is written in one piece and `sync`ed before it is reported durable.
-//! - `acks.log`: framed removal records — a cursor (every seq below it is gone) or a list of
-//!   removed seqs. Removals are not synced: the contract allows losing one (the message is sent
-//!   again and the Platform drops the replay).
-//! - `origin`, `state`: the origin id (written with a reservation that carries one: the core
-//!   makes it) and the saved state blob, each replaced atomically (temp file, sync, rename).
-//! - `reserved`: the core's reservation (`StoreRequest::Reserve`), replaced atomically and
-//!   synced before it is answered. The core numbers new messages from it at every start, so a
-//!   store that lost records (a cut tail, a lost segment or `acks.log`) never hands out a number
-//!   the Platform may hold.
-//!
-//! On open every segment is checked. The first frame that is short, oversized or fails its
-//! checksum ends the valid part of that file: the rest is cut (never the records before it) and
-//! reported as a [`StoreRecovery`]. A missing or unreadable `origin` or `reserved` file is handed to
-//! the core as such (an empty origin, no reservation); the core decides that the store cannot
-//! tell which numbers the Platform holds, starts a new origin (messages still stored may then
-//! arrive twice, never be dropped as replays) and tells the app. A segment is deleted once all its records
-//! are removed, after a compacted `acks.log` recording a cursor past them is in place, so the
-//! high-water mark survives even when every segment is gone.
-//!
-//! What is synced before its answer is what `StoreRequest::must_be_durable` names (appends,
-//! reservations, state saves); removals are not. Directories are synced after a file is
-//! created, renamed or deleted; a failed directory sync
-//! fails the operation (a host without directory sync, reported as unsupported, is accepted).
-//!
-//! Memory: 24 bytes per stored record for the index; record data stays on disk.
+//! Files being written stay open between requests (a device appends to one segment for a long
+//! time); a replaced, created or deleted file's handle is dropped first.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use vdev_core::{Input, OutboxMeta, Record, Seq, StoreError, StoreRecovery, StoreRequest};
-
-/// Header bytes of a frame: length and checksum.
-const FRAME_HEADER: usize = 8;
-/// Largest frame payload accepted on open; anything larger is a corrupt length.
-const MAX_FRAME: usize = 64 * 1024 * 1024;
-// Every record the core appends (and its sequence number) reads back.
-const _: () = assert!(vdev_core::MAX_RECORD_BYTES + 8 <= MAX_FRAME);
-/// A new segment is started once the active one is this large.
-const DEFAULT_SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
-/// `acks.log` is compacted when it grows past this.
-const ACKS_COMPACT_BYTES: u64 = 256 * 1024;
-
-const RESERVED: &str = "reserved";
-const ORIGIN: &str = "origin";
-
-const ACK_CURSOR: u8 = 0;
-const ACK_REMOVED: u8 = 1;
+use vdev_core::file_outbox::{FileOp, FileOutbox, FileOutboxOpener};
+use vdev_core::{Input, OutboxMeta, Seq, StoreError, StoreRecovery, StoreRequest};
 
 /// Why the store could not be opened or a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -73,42 +36,13 @@ pub enum FileStoreError {
     },
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    seq: Seq,
-    segment: Seq,
-    /// Offset of the record's data (past the frame header and seq).
-    offset: u64,
-    len: u32,
-    live: bool,
-}
-
-#[derive(Debug)]
-struct Segment {
-    path: PathBuf,
-    len: u64,
-    live: u64,
-}
-
 /// A store directory opened for one device.
 #[derive(Debug)]
 pub struct FileStore {
     dir: PathBuf,
-    origin: String,
-    state: Option<Vec<u8>>,
-    /// Every record still in a segment, ascending by seq (removed ones until their segment goes).
-    entries: Vec<Entry>,
-    segments: BTreeMap<Seq, Segment>,
-    active: Option<(Seq, File)>,
-    acks: Option<File>,
-    acks_len: u64,
-    next_seq: Seq,
-    /// No record at or above this was ever written (the `reserved` file); `None` when the file
-    /// is missing or unreadable (the core decides what that means for the origin).
-    reserved: Option<Seq>,
-    count: u64,
-    bytes: u64,
-    segment_limit: u64,
+    outbox: FileOutbox,
+    /// Files open for writing, by name.
+    writing: BTreeMap<String, File>,
 }
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> FileStoreError {
@@ -120,61 +54,6 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> File
     }
 }
 
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len()).expect("records are far below 4 GiB (outbox limits)");
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&len.to_le_bytes());
-    crc.update(payload);
-    let mut out = Vec::with_capacity(FRAME_HEADER + payload.len());
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc.finalize().to_le_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
-/// Where the first unreadable frame starts, and why it is unreadable.
-type BadFrame = (u64, String);
-
-/// Splits `bytes` into frame payloads (with their offsets); stops at the first bad frame and
-/// says why.
-fn read_frames(bytes: &[u8]) -> (Vec<(u64, &[u8])>, Option<BadFrame>) {
-    let mut frames = Vec::new();
-    let mut at = 0usize;
-    while at < bytes.len() {
-        let rest = &bytes[at..];
-        if rest.len() < FRAME_HEADER {
-            return (frames, Some((at as u64, "torn frame header".into())));
-        }
-        let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
-        if len > MAX_FRAME {
-            return (
-                frames,
-                Some((at as u64, format!("frame length {len} is corrupt"))),
-            );
-        }
-        if rest.len() < FRAME_HEADER + len {
-            let reason = format!(
-                "torn record: {} of {len} bytes present",
-                rest.len() - FRAME_HEADER
-            );
-            return (frames, Some((at as u64, reason)));
-        }
-        let payload = &rest[FRAME_HEADER..FRAME_HEADER + len];
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(&rest[0..4]);
-        hasher.update(payload);
-        if hasher.finalize() != crc {
-            return (frames, Some((at as u64, "checksum mismatch".into())));
-        }
-        frames.push(((at + FRAME_HEADER) as u64, payload));
-        at += FRAME_HEADER + len;
-    }
-    (frames, None)
-}
-
-/// Best effort: makes a rename or a new file durable in its directory. Some WASI hosts cannot
-/// open directories as files; the data itself was already synced.
 /// Makes the directory's entries (a new, renamed or deleted file) durable. A host that cannot
 /// sync directories says so with `Unsupported`; that one is accepted, every other error is not.
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -196,23 +75,12 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), FileStor
     sync_dir(dir).map_err(io_error("sync directory", dir))
 }
 
-fn segment_name(first: Seq) -> String {
-    format!("seg-{first:020}.log")
-}
-
-fn store_error(error: &io::Error) -> StoreError {
-    match error.kind() {
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => StoreError::QuotaExceeded,
-        _ => StoreError::Failed(error.to_string()),
-    }
-}
-
-/// [`store_error`] of a failed file operation: a full disk is a quota error for every
-/// operation, as it is for appends.
-fn file_store_error(error: &FileStoreError) -> StoreError {
+/// The core's word for a failed file operation: a full disk is a quota error for every
+/// operation, anything else fails with the action and the file named.
+fn store_error(error: &FileStoreError) -> StoreError {
     let FileStoreError::Io { source, .. } = error;
-    match store_error(source) {
-        StoreError::QuotaExceeded => StoreError::QuotaExceeded,
+    match source.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => StoreError::QuotaExceeded,
         _ => StoreError::Failed(error.to_string()),
     }
 }
@@ -222,529 +90,151 @@ impl FileStore {
     /// had to be cut, if anything.
     pub fn open(dir: &Path) -> Result<(Self, Vec<StoreRecovery>), FileStoreError> {
         fs::create_dir_all(dir).map_err(io_error("create directory", dir))?;
-        let origin_path = dir.join(ORIGIN);
-        // Whether the text is an origin the core can use is the core's to decide.
-        let origin = match fs::read(&origin_path) {
-            Ok(bytes) => Some(String::from_utf8_lossy(&bytes).trim().to_owned())
-                .filter(|origin| !origin.is_empty()),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => None,
-            Err(error) => return Err(io_error("read", &origin_path)(error)),
-        };
-        let state_path = dir.join("state");
-        let state = match fs::read(&state_path) {
-            Ok(state) => Some(state),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => None,
-            Err(error) => return Err(io_error("read", &state_path)(error)),
-        };
-        let reserved_path = dir.join(RESERVED);
-        let reserved = match fs::read_to_string(&reserved_path) {
-            Ok(text) => text.trim().parse::<Seq>().ok(),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => None,
-            Err(error) => return Err(io_error("read", &reserved_path)(error)),
-        };
-        let mut recoveries = Vec::new();
+        let names = fs::read_dir(dir)
+            .map_err(io_error("list", dir))?
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok());
+        let mut opener = FileOutboxOpener::new();
+        for name in FileOutboxOpener::files_to_read(names) {
+            let path = dir.join(&name);
+            let bytes = fs::read(&path).map_err(io_error("read", &path))?;
+            opener.read(&name, &bytes);
+        }
+        let (outbox, ops, recoveries) = opener.finish();
         let mut store = Self {
             dir: dir.to_owned(),
-            origin: origin.clone().unwrap_or_default(),
-            state,
-            entries: Vec::new(),
-            segments: BTreeMap::new(),
-            active: None,
-            acks: None,
-            acks_len: 0,
-            next_seq: 0,
-            reserved,
-            count: 0,
-            bytes: 0,
-            segment_limit: DEFAULT_SEGMENT_BYTES,
+            outbox,
+            writing: BTreeMap::new(),
         };
-        store.load_segments(&mut recoveries)?;
-        store.load_acks(&mut recoveries)?;
-        store.count = store.entries.iter().filter(|e| e.live).count() as u64;
-        store.bytes = store
-            .entries
-            .iter()
-            .filter(|e| e.live)
-            .map(|e| u64::from(e.len))
-            .sum();
-        store.drop_empty_segments()?;
+        store.perform(&ops).map_err(|(_, error)| error)?;
         Ok((store, recoveries))
     }
 
     /// Segments roll over at `bytes` instead of 4 MiB (tests use small segments).
     pub fn with_segment_limit(mut self, bytes: u64) -> Self {
-        self.segment_limit = bytes.max(1);
+        self.outbox = self.outbox.with_segment_limit(bytes);
         self
-    }
-
-    fn load_segments(&mut self, recoveries: &mut Vec<StoreRecovery>) -> Result<(), FileStoreError> {
-        let mut names: Vec<(Seq, String)> = fs::read_dir(&self.dir)
-            .map_err(io_error("list", &self.dir))?
-            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-            .filter_map(|name| {
-                let first = name
-                    .strip_prefix("seg-")?
-                    .strip_suffix(".log")?
-                    .parse()
-                    .ok()?;
-                Some((first, name))
-            })
-            .collect();
-        names.sort();
-        for (first, name) in names {
-            let path = self.dir.join(&name);
-            let bytes = fs::read(&path).map_err(io_error("read", &path))?;
-            let (frames, bad) = read_frames(&bytes);
-            let mut valid = bytes.len() as u64;
-            let mut reason = bad.map(|(at, reason)| {
-                valid = at;
-                reason
-            });
-            let mut live = 0;
-            for (index, (offset, payload)) in frames.iter().enumerate() {
-                let seq = match payload.get(..8) {
-                    Some(seq) => Seq::from_le_bytes(seq.try_into().expect("8 bytes")),
-                    None => Seq::MAX,
-                };
-                let in_order = self.entries.last().is_none_or(|last| last.seq < seq);
-                if seq == Seq::MAX || !in_order {
-                    valid = offset - FRAME_HEADER as u64;
-                    reason = Some(format!("record {index} has an invalid sequence number"));
-                    break;
-                }
-                self.entries.push(Entry {
-                    seq,
-                    segment: first,
-                    offset: offset + 8,
-                    len: (payload.len() - 8) as u32,
-                    live: true,
-                });
-                self.next_seq = self.next_seq.max(seq.saturating_add(1));
-                live += 1;
-            }
-            if let Some(reason) = reason {
-                self.entries
-                    .retain(|e| e.segment != first || e.offset < valid);
-                live = self.entries.iter().filter(|e| e.segment == first).count() as u64;
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(io_error("open", &path))?;
-                file.set_len(valid).map_err(io_error("truncate", &path))?;
-                file.sync_all().map_err(io_error("sync", &path))?;
-                recoveries.push(StoreRecovery {
-                    file: name,
-                    valid_bytes: valid,
-                    cut_bytes: bytes.len() as u64 - valid,
-                    reason,
-                });
-            }
-            self.segments.insert(
-                first,
-                Segment {
-                    path,
-                    len: valid,
-                    live,
-                },
-            );
-        }
-        Ok(())
-    }
-
-    fn load_acks(&mut self, recoveries: &mut Vec<StoreRecovery>) -> Result<(), FileStoreError> {
-        let path = self.dir.join("acks.log");
-        let bytes = match fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(error) => return Err(io_error("read", &path)(error)),
-        };
-        let (frames, bad) = read_frames(&bytes);
-        let mut valid = bytes.len() as u64;
-        for (offset, payload) in &frames {
-            let seqs: Vec<Seq> = payload
-                .get(1..)
-                .unwrap_or_default()
-                .chunks_exact(8)
-                .map(|c| Seq::from_le_bytes(c.try_into().expect("8 bytes")))
-                .collect();
-            match (payload.first(), seqs.as_slice()) {
-                (Some(&ACK_CURSOR), [cursor]) => {
-                    self.next_seq = self.next_seq.max(*cursor);
-                    for entry in self.entries.iter_mut().take_while(|e| e.seq < *cursor) {
-                        entry.live = false;
-                    }
-                }
-                (Some(&ACK_REMOVED), seqs) => {
-                    for seq in seqs {
-                        // A removed record may have been cut by a recovery: its number was
-                        // still used and must not be given again.
-                        self.next_seq = self.next_seq.max(seq.saturating_add(1));
-                        if let Ok(index) = self.entries.binary_search_by_key(seq, |e| e.seq) {
-                            self.entries[index].live = false;
-                        }
-                    }
-                }
-                _ => {
-                    valid = offset - FRAME_HEADER as u64;
-                    break;
-                }
-            }
-        }
-        if let Some((at, reason)) = bad {
-            valid = valid.min(at);
-            recoveries.push(StoreRecovery {
-                file: "acks.log".into(),
-                valid_bytes: valid,
-                cut_bytes: bytes.len() as u64 - valid,
-                reason,
-            });
-        }
-        for segment in self.segments.values_mut() {
-            segment.live = 0;
-        }
-        for entry in self.entries.iter().filter(|e| e.live) {
-            if let Some(segment) = self.segments.get_mut(&entry.segment) {
-                segment.live += 1;
-            }
-        }
-        let acks = OpenOptions::new()
-            .create(true)
-            .append(false)
-            .write(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io_error("open", &path))?;
-        acks.set_len(valid).map_err(io_error("truncate", &path))?;
-        self.acks = Some(acks);
-        self.acks_len = valid;
-        Ok(())
     }
 
     /// What `vdev_core::Device::new` needs to know about the stored records.
     pub fn meta(&self) -> OutboxMeta {
-        OutboxMeta {
-            origin: self.origin.clone(),
-            next_seq: self.next_seq,
-            reserved: self.reserved,
-            count: self.count,
-            bytes: self.bytes,
-        }
+        self.outbox.meta()
     }
 
     /// The saved device state, if any.
     pub fn state(&self) -> Option<&[u8]> {
-        self.state.as_deref()
+        self.outbox.state()
     }
 
     /// The sequence numbers stored and not removed, ascending.
     pub fn live_seqs(&self) -> Vec<Seq> {
-        self.entries
-            .iter()
-            .filter(|e| e.live)
-            .map(|e| e.seq)
-            .collect()
+        self.outbox.live_seqs()
     }
 
     /// Number of segment files on disk.
     pub fn segment_count(&self) -> usize {
-        self.segments.len()
+        self.outbox.segment_count()
     }
 
     /// Performs `request`; returns the answer the core expects, if any: a failed append, load,
     /// removal or state save is such an answer (the core decides what follows).
     pub fn execute(&mut self, request: StoreRequest) -> Option<Input<'static>> {
-        match request {
-            StoreRequest::Append { records } => self.append(records),
-            StoreRequest::Load {
-                from,
-                max_count,
-                max_bytes,
-            } => Some(match self.load(from, max_count, max_bytes) {
-                Ok(records) => Input::Loaded { records },
-                // The core asks again later; nothing is lost by a failed read.
-                Err(error) => Input::LoadFailed {
-                    error: file_store_error(&error),
-                },
-            }),
-            StoreRequest::Remove { seqs, bytes } => match self.remove(&seqs) {
-                Ok(()) => None,
-                Err(error) => Some(Input::RemoveFailed {
-                    seqs,
-                    bytes,
-                    error: file_store_error(&error),
-                }),
-            },
-            StoreRequest::SaveState {
-                state,
-                reported_revision,
-            } => match write_atomically(&self.dir, "state", &state) {
-                Ok(()) => {
-                    self.state = Some(state);
-                    Some(Input::StateSaved { reported_revision })
-                }
-                Err(error) => Some(Input::SaveStateFailed {
-                    error: file_store_error(&error),
-                }),
-            },
-            StoreRequest::Reserve { below, origin } => {
-                let reserved = self.reserved.unwrap_or(0).max(below);
-                // The origin first: a crash between the two leaves the new origin with an
-                // older reservation, which numbers under it can never collide with.
-                let written = match &origin {
-                    Some(origin) => write_atomically(&self.dir, ORIGIN, origin.as_bytes()),
-                    None => Ok(()),
-                }
-                .and_then(|()| {
-                    write_atomically(&self.dir, RESERVED, reserved.to_string().as_bytes())
-                });
-                match written {
-                    Ok(()) => {
-                        if let Some(origin) = origin {
-                            self.origin = origin;
-                        }
-                        self.reserved = Some(reserved);
-                        Some(Input::Reserved { below })
-                    }
-                    Err(error) => Some(Input::ReserveFailed {
-                        below,
-                        error: file_store_error(&error),
-                    }),
-                }
+        let job = self.outbox.plan(request);
+        let outcome = self
+            .perform(&job.ops)
+            .map_err(|(index, error)| (index, store_error(&error)));
+        self.outbox.finish(job, outcome)
+    }
+
+    /// Performs `ops` in order until one fails; the bytes of each read.
+    fn perform(&mut self, ops: &[FileOp]) -> Result<Vec<Vec<u8>>, (usize, FileStoreError)> {
+        let mut reads = Vec::new();
+        for (index, op) in ops.iter().enumerate() {
+            if let Some(bytes) = self.perform_one(op).map_err(|error| (index, error))? {
+                reads.push(bytes);
             }
         }
+        Ok(reads)
     }
 
-    fn append(&mut self, records: Vec<Record>) -> Option<Input<'static>> {
-        let (first, last) = (records.first()?.seq, records.last()?.seq);
-        match self.append_durably(&records) {
-            Ok(()) => Some(Input::Appended { first, last }),
-            Err(error) => Some(Input::AppendFailed {
-                first,
-                last,
-                error: store_error(&error),
-            }),
-        }
-    }
-
-    fn append_durably(&mut self, records: &[Record]) -> io::Result<()> {
-        if let Some(newest) = self.entries.last()
-            && records.first().is_some_and(|r| r.seq <= newest.seq)
-        {
-            return Err(io::Error::other("sequence numbers must grow"));
-        }
-        let rolls = self
-            .active
-            .as_ref()
-            .and_then(|(first, _)| self.segments.get(first))
-            .is_none_or(|segment| segment.len >= self.segment_limit);
-        if rolls {
-            let first = records[0].seq;
-            let path = self.dir.join(segment_name(first));
-            let file = OpenOptions::new().create(true).append(true).open(&path)?;
-            file.set_len(0)?;
-            sync_dir(&self.dir)?;
-            self.segments.insert(
-                first,
-                Segment {
-                    path,
-                    len: 0,
-                    live: 0,
-                },
-            );
-            self.active = Some((first, file));
-        }
-        let (segment_first, file) = self.active.as_mut().expect("an active segment was opened");
-        let segment = self
-            .segments
-            .get_mut(segment_first)
-            .expect("the active segment is listed");
-        let mut buffer = Vec::new();
-        let mut new_entries = Vec::with_capacity(records.len());
-        for record in records {
-            let mut payload = Vec::with_capacity(8 + record.data.len());
-            payload.extend_from_slice(&record.seq.to_le_bytes());
-            payload.extend_from_slice(&record.data);
-            let offset = segment.len + buffer.len() as u64 + FRAME_HEADER as u64 + 8;
-            buffer.extend_from_slice(&frame(&payload));
-            new_entries.push(Entry {
-                seq: record.seq,
-                segment: *segment_first,
+    fn perform_one(&mut self, op: &FileOp) -> Result<Option<Vec<u8>>, FileStoreError> {
+        let dir = self.dir.clone();
+        match op {
+            FileOp::Create { file } => {
+                self.writing.remove(file);
+                let path = dir.join(file);
+                let handle = OpenOptions::new()
+                    .create(true)
+                    .truncate(true)
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_error("create", &path))?;
+                sync_dir(&dir).map_err(io_error("sync directory", &dir))?;
+                self.writing.insert(file.clone(), handle);
+            }
+            FileOp::Write {
+                file,
                 offset,
-                len: record.data.len() as u32,
-                live: true,
-            });
+                bytes,
+                sync,
+            } => {
+                let path = dir.join(file);
+                let handle = self.writable(file)?;
+                handle
+                    .seek(SeekFrom::Start(*offset))
+                    .and_then(|_| handle.write_all(bytes))
+                    .map_err(io_error("write", &path))?;
+                if *sync {
+                    handle.sync_data().map_err(io_error("sync", &path))?;
+                }
+            }
+            FileOp::Truncate { file, len } => {
+                let path = dir.join(file);
+                let handle = self.writable(file)?;
+                handle.set_len(*len).map_err(io_error("truncate", &path))?;
+                handle.sync_all().map_err(io_error("sync", &path))?;
+            }
+            FileOp::Replace { file, bytes } => {
+                self.writing.remove(file);
+                write_atomically(&dir, file, bytes)?;
+            }
+            FileOp::Delete { file } => {
+                self.writing.remove(file);
+                let path = dir.join(file);
+                fs::remove_file(&path).map_err(io_error("remove", &path))?;
+                sync_dir(&dir).map_err(io_error("sync directory", &dir))?;
+            }
+            FileOp::Read { file, offset, len } => {
+                let path = dir.join(file);
+                let mut handle = File::open(&path).map_err(io_error("open", &path))?;
+                let mut bytes = vec![0; usize::try_from(*len).unwrap_or(usize::MAX)];
+                handle
+                    .seek(SeekFrom::Start(*offset))
+                    .and_then(|_| handle.read_exact(&mut bytes))
+                    .map_err(io_error("read", &path))?;
+                return Ok(Some(bytes));
+            }
         }
-        let written = file.write_all(&buffer).and_then(|()| file.sync_data());
-        if let Err(error) = written {
-            // All or none: cut what may have reached the file.
-            let _ = file.set_len(segment.len);
-            return Err(error);
-        }
-        segment.len += buffer.len() as u64;
-        segment.live += records.len() as u64;
-        self.count += records.len() as u64;
-        self.bytes += records.iter().map(|r| r.data.len() as u64).sum::<u64>();
-        self.next_seq = self.next_seq.max(records[records.len() - 1].seq + 1);
-        self.entries.extend(new_entries);
-        Ok(())
+        Ok(None)
     }
 
-    fn load(
-        &mut self,
-        from: Seq,
-        max_count: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<Record>, FileStoreError> {
-        let start = self.entries.partition_point(|e| e.seq < from);
-        let mut out = Vec::new();
-        let mut total = 0usize;
-        let mut open: Option<(Seq, File)> = None;
-        for entry in self.entries[start..].iter().filter(|e| e.live) {
-            if out.len() >= max_count || total >= max_bytes {
-                break;
-            }
-            let Some(segment) = self.segments.get(&entry.segment) else {
-                continue;
-            };
-            if open
-                .as_ref()
-                .is_none_or(|(first, _)| *first != entry.segment)
-            {
-                let file = File::open(&segment.path).map_err(io_error("open", &segment.path))?;
-                open = Some((entry.segment, file));
-            }
-            let (_, file) = open.as_mut().expect("opened above");
-            let mut data = vec![0; entry.len as usize];
-            file.seek(SeekFrom::Start(entry.offset))
-                .and_then(|_| file.read_exact(&mut data))
-                .map_err(io_error("read", &segment.path))?;
-            total += data.len();
-            out.push(Record {
-                seq: entry.seq,
-                data,
-            });
-        }
-        Ok(out)
-    }
-
-    fn remove(&mut self, seqs: &[Seq]) -> Result<(), FileStoreError> {
-        let removed: Vec<usize> = seqs
-            .iter()
-            .filter_map(|seq| self.entries.binary_search_by_key(seq, |e| e.seq).ok())
-            .filter(|&index| self.entries[index].live)
-            .collect();
-        if removed.is_empty() {
-            return Ok(());
-        }
-        let mut payload = vec![ACK_REMOVED];
-        for &index in &removed {
-            payload.extend_from_slice(&self.entries[index].seq.to_le_bytes());
-        }
-        // Written first: a removal that failed leaves the records live, so the core's retry
-        // finds them again.
-        self.append_ack(&payload)?;
-        for index in removed {
-            let entry = &mut self.entries[index];
-            entry.live = false;
-            self.count -= 1;
-            self.bytes -= u64::from(entry.len);
-            if let Some(segment) = self.segments.get_mut(&entry.segment) {
-                segment.live -= 1;
-            }
-        }
-        self.drop_empty_segments()
-    }
-
-    fn append_ack(&mut self, payload: &[u8]) -> Result<(), FileStoreError> {
-        let path = self.dir.join("acks.log");
-        let bytes = frame(payload);
-        let acks = self
-            .acks
-            .as_mut()
-            .expect("acks.log is opened by FileStore::open");
-        acks.seek(SeekFrom::Start(self.acks_len))
-            .and_then(|_| acks.write_all(&bytes))
-            .map_err(io_error("write", &path))?;
-        self.acks_len += bytes.len() as u64;
-        Ok(())
-    }
-
-    /// Deletes the oldest segments whose records are all removed, after recording a cursor past
-    /// them; compacts `acks.log` when it grew large.
-    fn drop_empty_segments(&mut self) -> Result<(), FileStoreError> {
-        // The segment being appended to stays until it is full: a device that keeps up would
-        // otherwise delete it, rewrite `acks.log` and create a new segment (five syncs instead
-        // of one) for every message.
-        let active = self.active.as_ref().map(|(first, _)| *first);
-        let droppable: Vec<Seq> = self
-            .segments
-            .iter()
-            .take_while(|(first, segment)| {
-                segment.live == 0 && (Some(**first) != active || segment.len >= self.segment_limit)
-            })
-            .map(|(first, _)| *first)
-            .collect();
-        if droppable.is_empty() && self.acks_len < ACKS_COMPACT_BYTES {
-            return Ok(());
-        }
-        self.compact_acks()?;
-        for first in droppable {
-            if self
-                .active
-                .as_ref()
-                .is_some_and(|(active, _)| *active == first)
-            {
-                self.active = None;
-            }
-            if let Some(segment) = self.segments.remove(&first) {
-                fs::remove_file(&segment.path).map_err(io_error("remove", &segment.path))?;
-            }
-            self.entries.retain(|e| e.segment != first);
-        }
-        Ok(())
-    }
-
-    /// Rewrites `acks.log` as a cursor (everything below the oldest live record) and the list
-    /// of removed records above it that are still in segments.
-    fn compact_acks(&mut self) -> Result<(), FileStoreError> {
-        let cursor = self
-            .entries
-            .iter()
-            .find(|e| e.live)
-            .map_or(self.next_seq, |e| e.seq);
-        let mut bytes = Vec::new();
-        let mut cursor_payload = vec![ACK_CURSOR];
-        cursor_payload.extend_from_slice(&cursor.to_le_bytes());
-        bytes.extend_from_slice(&frame(&cursor_payload));
-        let removed: Vec<Seq> = self
-            .entries
-            .iter()
-            .filter(|e| !e.live && e.seq > cursor)
-            .map(|e| e.seq)
-            .collect();
-        if !removed.is_empty() {
-            let mut payload = vec![ACK_REMOVED];
-            for seq in removed {
-                payload.extend_from_slice(&seq.to_le_bytes());
-            }
-            bytes.extend_from_slice(&frame(&payload));
-        }
-        write_atomically(&self.dir, "acks.log", &bytes)?;
-        let path = self.dir.join("acks.log");
-        self.acks = Some(
-            OpenOptions::new()
+    /// The open handle of `file` for writing, opened when it is not yet.
+    fn writable(&mut self, file: &str) -> Result<&mut File, FileStoreError> {
+        if !self.writing.contains_key(file) {
+            let path = self.dir.join(file);
+            let handle = OpenOptions::new()
                 .write(true)
                 .open(&path)
-                .map_err(io_error("open", &path))?,
-        );
-        self.acks_len = bytes.len() as u64;
-        Ok(())
+                .map_err(io_error("open", &path))?;
+            self.writing.insert(file.to_owned(), handle);
+        }
+        Ok(self.writing.get_mut(file).expect("inserted above"))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vdev_core::Record;
 
     fn open(dir: &Path) -> (FileStore, Vec<StoreRecovery>) {
         let (store, recoveries) = FileStore::open(dir).expect("opens");
@@ -753,6 +243,9 @@ mod tests {
 
     /// How far the tests reserve ahead, as the core does in blocks.
     const SEQ_RESERVE: u64 = 4096;
+
+    /// Bytes of a frame header (length and checksum) in the core's format.
+    const FRAME_HEADER: usize = 8;
 
     /// Appends `seqs`, reserving their numbers first when needed (with an origin when the
     /// store holds none), as the core does.
@@ -810,7 +303,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut store, _) = open(dir.path());
         append(&mut store, 0..4);
-        let segment = store.segments.values().next().unwrap().path.clone();
+        let segment = newest_segment(dir.path());
         let hidden = segment.with_extension("hidden");
         std::fs::rename(&segment, &hidden).unwrap();
         let answer = store.execute(StoreRequest::Load {
