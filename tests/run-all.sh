@@ -35,6 +35,9 @@ python3 wasm-web/scripts/smoke.py wasm-web/pkg
 bash tests/web-app-types/run.sh wasm-web/pkg/vdev-web-*.tgz
 bash wasm-web/js-check/run.sh
 
+step "Node.js: the same npm package installed from its tarball, against a real Platform (TLS, TCP, SIGKILL, damage, 100 devices)"
+bash wasm-web/scripts/test-node.sh
+
 step "browser end-to-end: the demo and a Vite app in Chromium (Playwright)"
 bash tests/e2e/run.sh
 

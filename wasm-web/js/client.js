@@ -15,21 +15,27 @@ import { Coordinator } from "./tabs.js";
 /** @typedef {(options: CoreOptions) => Core} MakeCore */
 
 /**
- * What `Core` is made from, less what the store and the moment add; the database's name rides
- * along.
- * @typedef {Pick<CoreOptions, "instance" | "provisioningToken" | "deviceId" | "provisioningParameters">
- *   & { database: string }} Config
+ * What `Core` is made from, less what the store and the moment add; the database's name (a
+ * directory on Node.js) and the Node.js host's `ca` ride along.
+ * @typedef {Pick<CoreOptions, "instance" | "provisioningToken" | "deviceId" | "provisioningParameters" | "transport">
+ *   & { database: string, ca?: StartOptions["ca"] }} Config
  */
 
 /** @type {MakeCore | undefined} */
 let makeCore;
 
+/** What drives the device for a client: the tab coordination here; the Node.js entry's own. */
+let Owner = Coordinator;
+
 /**
- * Hands the host the wasm `Core` maker (`options => new Core(options)`); the package entry does.
+ * Hands the host the wasm `Core` maker (`options => new Core(options)`), and what drives the
+ * device when it is not the browser's `Coordinator`; the package entry does.
  * @param {MakeCore} make
+ * @param {typeof Coordinator} [owner]
  */
-export function provideCore(make) {
+export function provideCore(make, owner) {
   makeCore = make;
+  if (owner) Owner = owner;
 }
 
 const CALLBACKS = /** @type {const} */ ([
@@ -94,6 +100,9 @@ function coreConfig(options) {
     provisioningToken: required(options, "provisioningToken"),
     database: required(options, "database"),
     deviceId: option(options, "deviceId"),
+    // The core refuses a transport this host cannot open (only WebSocket in a browser).
+    transport: option(options, "transport"),
+    ca: options.ca ?? undefined,
   };
   const parameters = options.provisioningParameters;
   if (parameters != null) {
@@ -141,7 +150,7 @@ export class DeviceClient {
     const callbacks = {};
     // `any`: TypeScript cannot pair each name with its own callback type through the loop.
     for (const name of CALLBACKS) callbacks[name] = /** @type {any} */ (option(options, name, "function"));
-    const coordinator = new Coordinator(config, config.database, callbacks, makeCore);
+    const coordinator = new Owner(config, config.database, callbacks, makeCore);
     await coordinator.start();
     const client = new DeviceClient(coordinator);
     await client.askPersistentStorage();

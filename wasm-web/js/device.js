@@ -15,7 +15,7 @@ import { VdevError } from "./errors.js";
 import { WakeTimer } from "./timer.js";
 
 /**
- * @import { Core, SendSettlement, StoreRequest } from "./vdev_web_core.js"
+ * @import { Core, Output, SendSettlement, StoreRequest } from "./vdev_web_core.js"
  * @import { DeviceEvent } from "./vdev_web.js"
  * @import { Answer, Store, StoreFailure } from "./store.js"
  * @import { Callbacks } from "./client.js"
@@ -25,6 +25,8 @@ import { WakeTimer } from "./timer.js";
  * Calls the app's callback `name`, its arguments typed as the public types say.
  * @typedef {<K extends keyof Callbacks>(name: K, args: Parameters<NonNullable<Callbacks[K]>>) => void} Tell
  */
+
+/** A `connect` output of the core. @typedef {Extract<Output, { kind: "connect" }>} Connect */
 
 /**
  * A stream as the core's commands take it (`compression` as the core numbers it).
@@ -72,12 +74,15 @@ export class Driver {
   /**
    * `tell(name, args)` calls the app's callback `name` (and mirrors it to other tabs);
    * `settled()` is called after every burst of work (the figures may have changed).
+   * `open` replaces `Driver.open` (the Node.js host opens TCP and TLS too).
    * @param {Core} core
    * @param {Store} store
    * @param {Tell} tell
    * @param {() => void} settled
+   * @param {Driver["open"]} [open]
    */
-  constructor(core, store, tell, settled) {
+  constructor(core, store, tell, settled, open) {
+    if (open) this.open = open;
     this.core = core;
     this.store = store;
     this.tell = tell;
@@ -250,7 +255,7 @@ export class Driver {
           );
           break;
         case "connect":
-          this.connect(output.conn, output.url);
+          this.connect(output);
           break;
         case "transmit": {
           const socket = this.sockets.get(output.conn);
@@ -279,11 +284,9 @@ export class Driver {
     }
   }
 
-  /**
-   * @param {number} conn
-   * @param {string | undefined} url
-   */
-  connect(conn, url) {
+  /** @param {Connect} output */
+  connect(output) {
+    const conn = output.conn;
     const closed = (/** @type {string} */ reason) =>
       this.wake((now) => {
         // Also when the socket is still open (a text frame): the core is done with it.
@@ -291,11 +294,9 @@ export class Driver {
         this.core.closed(now, conn, reason);
       });
     try {
-      // Never asked for: the core is made for WebSocket only (`validate_for`).
-      if (!url) throw "tcp and tls are not available in this host";
       this.sockets.set(
         conn,
-        openSocket(url, {
+        this.open(output, {
           open: () => this.wake((now) => this.core.connected(now, conn)),
           data: (bytes) => this.wake((now) => this.core.received(now, conn, bytes)),
           closed,
@@ -305,6 +306,20 @@ export class Driver {
       // Reported like any other failed connection, on the next turn.
       queueMicrotask(() => closed(String(reason)));
     }
+  }
+
+  /**
+   * Opens the connection a `connect` output names, WebSocket-like (`send`, `close`, the `on*`
+   * handlers `closeSocket` silences); throws a reason when it cannot even start. (The Node.js
+   * host opens TCP and TLS too.)
+   * @param {Connect} output
+   * @param {Parameters<typeof openSocket>[1]} on
+   * @returns {WebSocket}
+   */
+  open({ url }, on) {
+    // Never asked for: the core is made for WebSocket only (`validate_for`).
+    if (!url) throw "tcp and tls are not available in this host";
+    return openSocket(url, on);
   }
 
   /** @param {number} conn */
@@ -415,6 +430,8 @@ export class Driver {
         this.core.reserved(now, answer.below);
       } else if (answer.kind === "stateSaved") {
         this.core.stateSaved(now, answer.reportedRevision);
+      } else if (answer.kind === "input") {
+        answer.feed(now);
       } else {
         this.core.loaded(now, answer.records);
       }

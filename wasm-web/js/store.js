@@ -29,11 +29,13 @@ import { describe } from "./io.js";
 /** @import { StoreRequest, StoredRecord } from "./vdev_web_core.js" */
 
 /**
- * What `execute` answers: the core's `appended`, `loaded`, `reserved` and `stateSaved` inputs.
+ * What `execute` answers: the core's `appended`, `loaded`, `reserved` and `stateSaved` inputs,
+ * or (`input`, the Node.js host's directory store) an answer the store feeds the core itself.
  * @typedef {{ kind: "appended", first: number, last: number }
  *   | { kind: "loaded", records: StoredRecord[] }
  *   | { kind: "reserved", below: number }
- *   | { kind: "stateSaved", reportedRevision: number }} Answer
+ *   | { kind: "stateSaved", reportedRevision: number }
+ *   | { kind: "input", feed(now: number): void }} Answer
  */
 
 /** The store `openStore` makes, named for other modules (the class is not exported). @typedef {IdbStore} Store */

@@ -11,8 +11,23 @@ export interface StartOptions {
     provisioningToken: string;
     /** The Device ID to ask for; the Platform or the technician decides when absent. */
     deviceId?: string;
-    /** Name of the IndexedDB database holding this device's queue, identity and twin. */
+    /**
+     * Where this device's queue, identity and twin are kept: in a browser, the name of an
+     * IndexedDB database; on Node.js, a directory (created when missing; one process at a time).
+     */
     database: string;
+    /**
+     * Node.js only: how to reach the gateway. `"tls"` (the default there): MQTT over TLS, port
+     * 8883 unless the Platform announces another; `"tcp"`: plain MQTT where the Platform
+     * announces it on a loopback address, TLS otherwise; `"websocket"`: MQTT over WebSocket
+     * (needs Node.js 22 or later). A browser always uses WebSocket and refuses the others.
+     */
+    transport?: "tls" | "tcp" | "websocket";
+    /**
+     * Node.js only: certificate authorities (PEM text, or the contents of a PEM file) trusted for
+     * TLS besides the system's, e.g. a test Platform's own CA.
+     */
+    ca?: string | Uint8Array;
     /** Shown to the technician who approves the provisioning operation. */
     provisioningParameters?: Record<string, string>;
     /** A provisioning operation waits for approval: show its verification code. */
@@ -318,7 +333,9 @@ export type VdevErrorCode =
     /** Tabs of this database could not agree on who drives the device. */
     | "coordinationFailed"
     /** Another tab runs another version of vdev-web: reload it. */
-    | "versionMismatch";
+    | "versionMismatch"
+    /** Node.js: another process (or client) uses the outbox directory. */
+    | "storeLocked";
 
 /** The error of every refused or failed call of the API (rejected promises and throws). */
 export class VdevError extends Error {

@@ -130,12 +130,37 @@ if ! grep -qE 'new URL\("vdev_web_bg\.wasm", ?import\.meta\.url\)' "$out_dir/vde
 fi
 cp "$web_dir/js/vdev_web.d.ts" "$out_dir/vdev_web.d.ts"
 
+# The Node.js build: the same host with js-node/ (the outbox in a directory, TCP and TLS, the
+# wasm module read from the package's own file), over a wasm module built with the `node`
+# feature (the core's file outbox) and with Brotli (size matters less on a server). Not
+# minified: stack traces stay readable. The package's `exports` send Node.js here.
+echo "== cargo build --features node (the Node.js build)"
+cargo build -p vdev-web --profile web-release --target wasm32-unknown-unknown --features node
+node_build="$build_dir/node"
+mkdir -p "$node_build"
+wasm-bindgen --target web --out-dir "$node_build" --out-name vdev_node_core "$wasm"
+if [ "$wasm_opt" = 1 ]; then
+    echo "== wasm-opt -O2 (the Node.js build: speed before size)"
+    "$tools/node_modules/.bin/wasm-opt" -O2 \
+        --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+        --enable-mutable-globals --enable-reference-types --enable-multivalue \
+        "$node_build/vdev_node_core_bg.wasm" -o "$out_dir/vdev_node_bg.wasm"
+else
+    cp "$node_build/vdev_node_core_bg.wasm" "$out_dir/vdev_node_bg.wasm"
+fi
+for source in "$web_dir"/js/*.js "$web_dir"/js-node/*.js; do
+    cp "$source" "$node_build/"
+done
+"$tools/node_modules/.bin/esbuild" "$node_build/node.js" --bundle --format=esm \
+    --platform=node --target=node20 --charset=utf8 --legal-comments=none \
+    --log-level=warning --outfile="$out_dir/vdev_node.js"
+
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -n 1)"
 cat >"$out_dir/package.json" <<JSON
 {
   "name": "vdev-web",
   "version": "$version",
-  "description": "vdev device SDK for browsers: provisioning, a durable IndexedDB outbox and MQTT over WebSocket",
+  "description": "vdev device SDK for browsers and Node.js: provisioning, a durable outbox (IndexedDB or a directory) and MQTT",
   "license": "MIT OR Apache-2.0",
   "type": "module",
   "main": "./vdev_web.js",
@@ -144,6 +169,8 @@ cat >"$out_dir/package.json" <<JSON
   "exports": {
     ".": {
       "types": "./vdev_web.d.ts",
+      "node": "./vdev_node.js",
+      "browser": "./vdev_web.js",
       "default": "./vdev_web.js"
     },
     "./vdev_web_bg.wasm": "./vdev_web_bg.wasm"
@@ -152,10 +179,15 @@ cat >"$out_dir/package.json" <<JSON
     "vdev_web.js",
     "vdev_web.d.ts",
     "vdev_web_bg.wasm",
+    "vdev_node.js",
+    "vdev_node_bg.wasm",
     "README.md",
     "LICENSE-MIT",
     "LICENSE-APACHE"
   ],
+  "engines": {
+    "node": ">=20"
+  },
   "sideEffects": false
 }
 JSON

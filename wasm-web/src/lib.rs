@@ -24,6 +24,11 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+#[cfg(feature = "node")]
+mod node;
+#[cfg(feature = "node")]
+pub use node::FileOutbox;
+
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use vdev_core::json::Value;
 use vdev_core::{
@@ -44,14 +49,19 @@ static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_all
 #[derive(Debug)]
 pub struct Core {
     device: Device,
+    /// The store requests polled and not yet planned by the Node host's [`FileOutbox`], oldest
+    /// first (the host performs every one, in order).
+    #[cfg(feature = "node")]
+    store_requests: std::collections::VecDeque<StoreRequest>,
 }
 
 #[wasm_bindgen]
 impl Core {
-    /// `Device::new` with the browser's transport (MQTT over WebSocket). `options`:
-    /// `{ instance, provisioningToken, deviceId?, provisioningParameters? (JSON text of an object
-    /// of strings), now, random (32 bytes), origin, nextSeq, reserved, bytes, count,
-    /// savedState? }`, the last six being what the store holds.
+    /// `Device::new` with the host's transport. `options`: `{ instance, provisioningToken,
+    /// deviceId?, provisioningParameters? (JSON text of an object of strings), transport?
+    /// ("websocket", the browser's only one and the default; "tcp" and "tls" in the Node.js
+    /// build), now, random (32 bytes), origin, nextSeq, reserved, bytes, count, savedState? }`,
+    /// the last six being what the store holds.
     #[wasm_bindgen(constructor)]
     pub fn new(options: &JsValue) -> Result<Core, JsError> {
         let text = |name: &str| field(options, name).as_string();
@@ -60,7 +70,16 @@ impl Core {
             text("instance").unwrap_or_default(),
             text("provisioningToken").unwrap_or_default(),
         );
-        config.transport = Transport::WebSocket;
+        config.transport = match text("transport").as_deref() {
+            None | Some("websocket") => Transport::WebSocket,
+            Some("tcp") => Transport::Tcp,
+            Some("tls") => Transport::Tls,
+            Some(other) => {
+                return Err(JsError::new(&format!(
+                    "option transport: \"{other}\" is not tcp, tls or websocket"
+                )));
+            }
+        };
         config.device_id = text("deviceId")
             .map(|id| DeviceId::parse(&id))
             .transpose()
@@ -71,22 +90,20 @@ impl Core {
             })?;
         }
         // Every option is set before the core's checks, so they all see what the app gave.
-        config
-            .validate_for(&[Transport::WebSocket])
-            .map_err(|error| {
-                let option = match error.option {
-                    ConfigOption::InstanceUrl => "instance",
-                    ConfigOption::ProvisioningToken => "provisioningToken",
-                    // Not options here yet: the core's defaults are valid.
-                    ConfigOption::ProvisioningPollInterval => "provisioningPollIntervalMs",
-                    ConfigOption::HttpTimeout => "httpTimeoutMs",
-                    ConfigOption::RetryInitial => "retryInitialMs",
-                    ConfigOption::RetryMax => "retryMaxMs",
-                    ConfigOption::ProvisioningParameters => "provisioningParameters",
-                    ConfigOption::Transport => "transport",
-                };
-                JsError::new(&format!("option {option}: {}", error.reason))
-            })?;
+        config.validate_for(TRANSPORTS).map_err(|error| {
+            let option = match error.option {
+                ConfigOption::InstanceUrl => "instance",
+                ConfigOption::ProvisioningToken => "provisioningToken",
+                // Not options here yet: the core's defaults are valid.
+                ConfigOption::ProvisioningPollInterval => "provisioningPollIntervalMs",
+                ConfigOption::HttpTimeout => "httpTimeoutMs",
+                ConfigOption::RetryInitial => "retryInitialMs",
+                ConfigOption::RetryMax => "retryMaxMs",
+                ConfigOption::ProvisioningParameters => "provisioningParameters",
+                ConfigOption::Transport => "transport",
+            };
+            JsError::new(&format!("option {option}: {}", error.reason))
+        })?;
         let seed: [u8; 32] = bytes_of(&field(options, "random"))
             .try_into()
             .map_err(|_| JsError::new("random must be 32 bytes"))?;
@@ -101,7 +118,11 @@ impl Core {
         let saved = field(options, "savedState");
         let saved = saved.is_object().then(|| bytes_of(&saved));
         let device = Device::new(config, number("now"), seed, &meta, saved.as_deref());
-        Ok(Core { device })
+        Ok(Core {
+            device,
+            #[cfg(feature = "node")]
+            store_requests: Default::default(),
+        })
     }
 
     /// The answer to an `http` output. `retryAfter` is the `Retry-After` header (the only one the
@@ -437,25 +458,19 @@ impl Core {
                     ),
                 ])
             }
-            Output::Connect { conn, endpoint } => {
-                let url = match endpoint {
-                    Endpoint::WebSocket { url } => url.into(),
-                    // The browser's core is made with the WebSocket transport only.
-                    Endpoint::Tcp { .. } | Endpoint::Tls { .. } => JsValue::UNDEFINED,
-                };
-                object(&[
-                    ("kind", "connect".into()),
-                    ("conn", number(conn.0)),
-                    ("url", url),
-                ])
-            }
+            Output::Connect { conn, endpoint } => connect_to_js(conn, endpoint),
             Output::Transmit { conn, bytes: data } => object(&[
                 ("kind", "transmit".into()),
                 ("conn", number(conn.0)),
                 ("bytes", bytes(&data)),
             ]),
             Output::Close { conn } => object(&[("kind", "close".into()), ("conn", number(conn.0))]),
-            Output::Store(request) => store_request_to_js(&request),
+            Output::Store(request) => {
+                let js = store_request_to_js(&request);
+                #[cfg(feature = "node")]
+                self.store_requests.push_back(request);
+                js
+            }
             // Events cross in the core's one vocabulary: its JSON text (the host parses it)
             // and the byte-string field kept out of it.
             Output::Event(event) => object(&[
@@ -475,6 +490,33 @@ impl Core {
             ]),
         }
     }
+}
+
+/// The transports this build's host opens: WebSocket in browsers; TCP and TLS too on Node.js.
+const TRANSPORTS: &[Transport] = if cfg!(feature = "node") {
+    &[Transport::Tcp, Transport::Tls, Transport::WebSocket]
+} else {
+    &[Transport::WebSocket]
+};
+
+/// A `connect` output: {conn, url} for WebSocket; {conn, host, port, tls} for TCP and TLS,
+/// which only the Node.js build's core asks for.
+fn connect_to_js(conn: ConnectionId, endpoint: Endpoint) -> JsValue {
+    let mut fields = vec![("kind", "connect".into()), ("conn", number(conn.0))];
+    let (host, port, tls) = match endpoint {
+        Endpoint::WebSocket { url } => {
+            fields.push(("url", url.into()));
+            return object(&fields);
+        }
+        Endpoint::Tcp { host, port } => (host, port, false),
+        Endpoint::Tls { host, port } => (host, port, true),
+    };
+    fields.extend([
+        ("host", host.into()),
+        ("port", number(u64::from(port))),
+        ("tls", tls.into()),
+    ]);
+    object(&fields)
 }
 
 /// The sends an event settles, as `pollOutput` hands them to the host: {first, last, error?},

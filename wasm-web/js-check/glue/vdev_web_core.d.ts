@@ -17,6 +17,8 @@ export interface CoreOptions {
     deviceId?: string;
     /** JSON text of an object of strings. */
     provisioningParameters?: string;
+    /** "websocket" (the default and the browser's only one); "tcp" and "tls" on Node.js. */
+    transport?: string;
     now?: number;
     /** 32 bytes. */
     random: Uint8Array;
@@ -66,7 +68,8 @@ export type Output =
           maxResponseBytes: number;
       }
     /** `url` is undefined for TCP, which a browser cannot open. */
-    | { kind: "connect"; conn: number; url: string | undefined }
+    /** `url` for WebSocket; `host`, `port` and `tls` for TCP and TLS (the Node.js build). */
+    | { kind: "connect"; conn: number; url?: string; host?: string; port?: number; tls?: boolean }
     | { kind: "transmit"; conn: number; bytes: Uint8Array<ArrayBuffer> }
     | { kind: "close"; conn: number }
     | StoreRequest

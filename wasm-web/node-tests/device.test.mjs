@@ -1,0 +1,197 @@
+// The npm package on Node.js, installed from its packed tarball into a fresh folder as an app
+// installs it, against a real vdev-platform: provisioning, delivery in order, the directory
+// outbox across a SIGKILL and damage, one client per directory, a Platform restart, many devices
+// in one process. Run by scripts/test-node.sh.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync, truncateSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import init, { DeviceClient } from "vdev-web";
+import { Platform, waitFor } from "./platform.mjs";
+
+/** @type {Platform} */
+let platform;
+before(async () => {
+  await init();
+  platform = await Platform.start();
+});
+after(() => platform?.stop());
+
+let devices = 0;
+/** A fresh outbox directory and Device ID. */
+function fresh() {
+  devices += 1;
+  return { directory: mkdtempSync(join(tmpdir(), "vdev-node-outbox-")), deviceId: `node-${process.pid}-${devices}` };
+}
+
+/**
+ * Starts a client of the test Platform that the technician approves; `events` collects every
+ * event it hears.
+ * @param {{ directory: string, deviceId: string }} where
+ * @param {Record<string, unknown>} [options]
+ */
+async function start({ directory, deviceId }, options = {}) {
+  /** @type {any[]} */
+  const events = [];
+  const client = await DeviceClient.start({
+    instance: platform.info.httpUrl,
+    provisioningToken: platform.info.provisioningToken,
+    database: directory,
+    deviceId,
+    transport: "tls",
+    ca: platform.ca(),
+    onProvisioningOperation: (op) => platform.approve(op.id),
+    onEvent: (event) => events.push(event),
+    ...options,
+  });
+  return { client, events };
+}
+
+/** The payloads the Platform stored for `deviceId`, oldest first. @param {string} deviceId */
+const stored = async (deviceId) => (await platform.messages(deviceId)).map((message) => message.payloadText);
+
+/** `m<from>` ... `m<to - 1>`. */
+const range = (/** @type {number} */ from, /** @type {number} */ to) =>
+  Array.from({ length: to - from }, (_, index) => `m${from + index}`);
+
+test("provisions with a technician's approval and delivers 1,000 messages over TLS in order, each once", async () => {
+  const where = fresh();
+  const { client, events } = await start(where);
+  const sender = client.createStreamSender();
+  const sequences = await Promise.all(range(0, 1000).map((payload) => sender.sendMessage(payload)));
+  assert.deepEqual(sequences, [...sequences].sort((a, b) => a - b), "sequence numbers follow the sends");
+  await client.waitEnqueuedMessagesSent();
+  assert.deepEqual(await stored(where.deviceId), range(0, 1000));
+  assert.equal(events.filter((e) => e.kind === "messageDelivered").length, 1000);
+  assert.equal(client.deviceId, where.deviceId);
+  await client.stop();
+});
+
+test("a second client of one directory is refused, in the same process and in another", async () => {
+  const where = fresh();
+  const { client } = await start(where, { onProvisioningOperation: undefined });
+  await assert.rejects(start(where), (error) => error.code === "storeLocked" && error.message.includes(where.directory));
+  const other = spawn(process.execPath, ["--input-type=module", "-e", `
+    import init, { DeviceClient } from "vdev-web";
+    await init();
+    try {
+      await DeviceClient.start({ instance: "http://127.0.0.1:9", provisioningToken: "t", database: ${JSON.stringify(where.directory)} });
+      console.log("started");
+    } catch (error) { console.log(error.code); }
+    process.exit(0);`], { cwd: process.cwd(), stdio: ["ignore", "pipe", "inherit"] });
+  let output = "";
+  other.stdout.on("data", (chunk) => (output += chunk));
+  await new Promise((resolve) => other.once("exit", resolve));
+  assert.equal(output.trim(), "storeLocked");
+  await client.stop();
+  // Free again once the first one stopped.
+  const { client: next } = await start(where, { onProvisioningOperation: undefined });
+  await next.stop();
+});
+
+test("killed with SIGKILL while sending, a restarted process delivers every stored message once, in order, without provisioning again", async () => {
+  const where = fresh();
+  const infoPath = join(platform.dataDir, "platform.json");
+  const run = (/** @type {string} */ mode) =>
+    spawn(process.execPath, ["sender.mjs", infoPath, where.directory, where.deviceId, mode], {
+      cwd: process.cwd(),
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+  const sending = run("send");
+  let lines = "";
+  sending.stdout.on("data", (chunk) => (lines += chunk));
+  const exited = new Promise((resolve) => sending.once("exit", resolve));
+  // Killed mid-stream: once it has stored a few hundred and the Platform holds some.
+  await waitFor("a stream in progress", async () => lines.split("\n").length > 300 && (await stored(where.deviceId)).length > 0);
+  sending.kill("SIGKILL");
+  await exited;
+  const resolved = lines.split("\n").filter((line) => line.startsWith("stored ")).length;
+
+  const draining = run("drain");
+  let drained = "";
+  draining.stdout.on("data", (chunk) => (drained += chunk));
+  await new Promise((resolve) => draining.once("exit", resolve));
+  assert.equal(drained.trim(), "drained");
+
+  const payloads = await stored(where.deviceId);
+  // Every send that resolved is there, each once and in order; one more may be (stored, but
+  // killed before its promise resolved).
+  assert.deepEqual(payloads.slice(0, resolved), range(0, resolved));
+  assert.ok(payloads.length <= resolved + 1, `${payloads.length} stored, ${resolved} resolved`);
+  assert.deepEqual(payloads, range(0, payloads.length));
+  assert.equal((await platform.operations(where.deviceId)).length, 1, "provisioned once");
+});
+
+test("a torn last record and a flipped byte are cut and reported on open, the records before them delivered", async () => {
+  for (const damage of ["torn", "flipped"]) {
+    const where = fresh();
+    // Stored while the Platform cannot be reached.
+    const offline = await DeviceClient.start({
+      instance: "http://127.0.0.1:9",
+      provisioningToken: "t",
+      database: where.directory,
+      deviceId: where.deviceId,
+      transport: "tcp",
+    });
+    const sender = offline.createStreamSender();
+    for (const payload of range(0, 10)) await sender.sendMessage(payload);
+    await offline.stop();
+
+    const segment = join(where.directory, readdirSync(where.directory).filter((name) => name.startsWith("seg-")).sort().pop() ?? "");
+    const bytes = readFileSync(segment);
+    // Frames: length (u32 LE), checksum, then the sequence number and the record.
+    const starts = [];
+    for (let at = 0; at < bytes.length; at += 8 + bytes.readUInt32LE(at)) starts.push(at);
+    assert.equal(starts.length, 10);
+    if (damage === "torn") {
+      truncateSync(segment, bytes.length - 3);
+    } else {
+      bytes[starts[6] + 20] ^= 0x01;
+      writeFileSync(segment, bytes);
+    }
+    const kept = damage === "torn" ? 9 : 6;
+
+    const { client, events } = await start(where, { transport: "tcp" });
+    await client.waitEnqueuedMessagesSent();
+    const recovered = events.filter((event) => event.kind === "outboxRecovered");
+    assert.equal(recovered.length, 1, `${damage}: one recovery reported`);
+    assert.match(recovered[0].reason, damage === "torn" ? /torn record/ : /checksum mismatch/);
+    assert.equal(recovered[0].validBytes, starts[kept]);
+    assert.deepEqual(await stored(where.deviceId), range(0, kept), damage);
+    await client.stop();
+  }
+});
+
+test("the Platform stopped and restarted mid-stream: the queue drains in order, each message once", async () => {
+  const where = fresh();
+  let delivered = 0;
+  const { client } = await start(where, {
+    onMessageOutcome: (/** @type {{ status: string }} */ outcome) => (delivered += outcome.status === "delivered" ? 1 : 0),
+  });
+  const sender = client.createStreamSender();
+  await sender.sendMessage("m0");
+  await client.waitEnqueuedMessagesSent();
+  const sends = range(1, 400).map((payload) => sender.sendMessage(payload));
+  await waitFor("some deliveries", () => delivered > 50);
+  await platform.restart();
+  await Promise.all(sends);
+  await client.waitEnqueuedMessagesSent();
+  assert.deepEqual(await stored(where.deviceId), range(0, 400));
+  await client.stop();
+});
+
+test("100 devices in one process each deliver in order", async () => {
+  const all = Array.from({ length: 100 }, fresh);
+  const clients = await Promise.all(all.map((where) => start(where, { transport: "tcp" })));
+  await Promise.all(
+    clients.map(async ({ client }) => {
+      const sender = client.createStreamSender();
+      await Promise.all(range(0, 20).map((payload) => sender.sendMessage(payload)));
+      await client.waitEnqueuedMessagesSent();
+    }),
+  );
+  for (const where of all) assert.deepEqual(await stored(where.deviceId), range(0, 20), where.deviceId);
+  await Promise.all(clients.map(({ client }) => client.stop()));
+});
