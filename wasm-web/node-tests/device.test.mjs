@@ -195,3 +195,52 @@ test("100 devices in one process each deliver in order", async () => {
   for (const where of all) assert.deepEqual(await stored(where.deviceId), range(0, 20), where.deviceId);
   await Promise.all(clients.map(({ client }) => client.stop()));
 });
+
+test("a 1 MB message goes by upload, byte-identical at the Platform, in its place in the order", async () => {
+  const where = fresh();
+  const { client } = await start(where);
+  const sender = client.createStreamSender();
+  const large = Uint8Array.from({ length: 1_048_576 }, (_, i) => (i * 7 + Math.floor(i / 1000)) & 0xff);
+  await sender.sendMessage("small before");
+  assert.equal(await sender.sendMessage(large), 1);
+  await sender.sendMessage("small after");
+  await client.waitEnqueuedMessagesSent();
+
+  const messages = await platform.messages(where.deviceId);
+  assert.equal(messages.length, 3);
+  assert.equal(messages[0].payloadText, "small before");
+  assert.equal(messages[2].payloadText, "small after");
+  const link = messages[1];
+  assert.equal(link.hasExternalizedPayload, true, JSON.stringify(link));
+  assert.equal(link.sequence.n, 1);
+  const response = await fetch(
+    `${platform.info.httpUrl}/workspaces/${platform.info.workspaceId}/blobs/content?deviceId=${where.deviceId}&name=${link.blobName}`,
+    { headers: { Authorization: `Bearer ${platform.info.adminToken}` } },
+  );
+  assert.equal(response.status, 200);
+  const blob = new Uint8Array(await response.arrayBuffer());
+  assert.equal(blob.length, large.length, "the blob holds the whole payload");
+  assert.ok(Buffer.from(blob).equals(Buffer.from(large)), "the blob holds the message's bytes");
+  await client.stop();
+});
+
+test("desired properties arrive and reported properties reach the Platform", async () => {
+  const where = fresh();
+  /** @type {[Record<string, unknown>, number][]} */
+  const desired = [];
+  const { client } = await start(where, {
+    onDesiredPropertiesChanged: (/** @type {any} */ properties, /** @type {number} */ version) => desired.push([properties, version]),
+  });
+  await waitFor("the first twin fetch", () => desired.length > 0);
+  const { status } = await platform.admin("PUT", `/devices/${where.deviceId}/desired-properties`, { threshold: 7, mode: "eco" });
+  assert.ok(status < 300, `setting desired properties answered ${status}`);
+  await waitFor("the desired properties", () => desired.some(([properties]) => properties.threshold === 7));
+  assert.equal(client.desiredProperties().properties.mode, "eco");
+
+  await client.updateReportedProperties({ firmware: "1.2.3", uptime: 5 });
+  await waitFor("the reported properties at the Platform", async () => {
+    const { body } = await platform.admin("GET", `/devices/${where.deviceId}/reported-properties`);
+    return body?.firmware === "1.2.3" && body?.uptime === 5;
+  });
+  await client.stop();
+});
