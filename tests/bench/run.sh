@@ -22,8 +22,13 @@ mkdir -p "$target/bench"
 # set-up: the npm package (also figure 1), MQTT.js 5.16 and playwright-core from tests/bench.
 bash tests/bench/browser.sh "${quick[@]}" --out "$target/bench/browser.json"
 
+# The Node.js figures (enqueue and drain rate of the same package on Node.js beside MQTT.js on
+# Node.js over TCP), with the packages browser.sh installed here.
+node tests/bench/node.mjs "${quick[@]}" --out "$target/bench/node.json"
+
 # The native figures, merged with the browser ones into one table. The package selection is the
 # test command's (`--workspace --exclude vdev-web`), so the quick run reuses its build.
 VDEV_BENCH_MQTT_JS="$PWD/tests/bench/node_modules/mqtt/dist/mqtt.min.js" \
 VDEV_BENCH_BROWSER_JSON="$target/bench/browser.json" \
+VDEV_BENCH_NODE_JSON="$target/bench/node.json" \
   cargo bench --workspace --exclude vdev-web --bench figures "${profile[@]}" -- "${quick[@]}" --out "$target/bench"

@@ -7,7 +7,8 @@
 //!
 //! `cargo bench -p vdev-tests --bench figures -- [--quick] [--only KEY] [--out DIR]` (see
 //! `tests/bench/run.sh`, which first runs the browser figures of `tests/bench/browser.mjs` and
-//! hands their JSON over in `VDEV_BENCH_BROWSER_JSON`; they are merged into one table).
+//! the Node.js figures of `tests/bench/node.mjs` and hands their JSON over in
+//! `VDEV_BENCH_BROWSER_JSON` and `VDEV_BENCH_NODE_JSON`; they are merged into one table).
 //! `--quick` runs every figure with tiny counts: it checks the harness, its numbers mean
 //! nothing. `--only KEY` runs one native figure (`bundle_size`, `drain_rate`, `wasi_scale`,
 //! `latency`, `platform_ingest`) and merges no browser figures.
@@ -146,10 +147,13 @@ fn main() {
         eprintln!("--only names no figure: {}", only.unwrap_or_default());
         std::process::exit(2);
     }
-    if let Some(path) = std::env::var_os("VDEV_BENCH_BROWSER_JSON")
-        && only.is_none()
-    {
-        merge_browser_figures(&mut figures, Path::new(&path));
+    // The JavaScript figures (browser and Node.js), measured by their own harnesses.
+    for variable in ["VDEV_BENCH_BROWSER_JSON", "VDEV_BENCH_NODE_JSON"] {
+        if let Some(path) = std::env::var_os(variable)
+            && only.is_none()
+        {
+            merge_browser_figures(&mut figures, Path::new(&path));
+        }
     }
 
     let missing: Vec<&str> = figures

@@ -92,11 +92,16 @@ export async function stopProcess(child, signal = "SIGINT") {
   clearTimeout(timer);
 }
 
-/** A real vdev-platform on ephemeral loopback ports; resolves with its platform.json. */
-export async function startPlatform(dataDir = tempDir("vdev-e2e-platform-")) {
+/**
+ * A real vdev-platform on ephemeral loopback ports; resolves with its platform.json. `extraArgs`
+ * (flag, value pairs) replace the defaults or add flags (e.g. `["--mqtt-tcp", "127.0.0.1:0"]`).
+ */
+export async function startPlatform(dataDir = tempDir("vdev-e2e-platform-"), extraArgs = []) {
+  const flags = { "--data-dir": dataDir, "--http": "127.0.0.1:0", "--mqtt-tcp": "off", "--mqtt-tls": "off", "--https": "off" };
+  for (let i = 0; i + 1 < extraArgs.length; i += 2) flags[extraArgs[i]] = extraArgs[i + 1];
   const child = spawn(
     platformBinary,
-    ["--data-dir", dataDir, "--http", "127.0.0.1:0", "--mqtt-tcp", "off", "--mqtt-tls", "off", "--https", "off"],
+    Object.entries(flags).flat(),
     { detached: true, stdio: ["ignore", "pipe", "pipe"] },
   );
   await waitForOutput(child, /vdev-platform is running/, "vdev-platform");

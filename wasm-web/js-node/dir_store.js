@@ -71,15 +71,16 @@ class DirStore {
   }
 
   /**
-   * Performs `requests` in order, each with its own answer (a failed one too: the core
-   * decides what follows).
-   * @param {unknown[]} requests the driver's copies; the operations come from the core
+   * Performs the core's store requests in order, each with its own answer (a failed one too:
+   * the core decides what follows). The driver's copies of them are not needed: `FileOutbox`
+   * takes them from the core, with appends that follow each other joined into one.
    */
-  async execute(requests) {
+  async execute() {
     const answers = [];
-    for (let index = 0; index < requests.length; index++) {
-      /** @type {FileOp[]} */
+    for (;;) {
+      /** @type {FileOp[] | undefined} */
       const ops = this.outbox.plan(this.core);
+      if (!ops) break;
       /** @type {Uint8Array[]} */
       const reads = [];
       let failedAt;

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 
 use js_sys::{Array, Uint8Array};
 use vdev_core::file_outbox::{self, FileJob, FileOp, FileOutboxOpener};
-use vdev_core::{Input, StoreRecovery};
+use vdev_core::{Input, StoreRecovery, StoreRequest};
 use wasm_bindgen::prelude::*;
 
 use crate::{Core, bytes, number, object, optional_number};
@@ -96,12 +96,24 @@ impl FileOutbox {
     }
 
     /// The file operations of the oldest store request `core` handed out and this outbox has
-    /// not planned yet (an empty array when there is none).
+    /// not planned yet; `undefined` when there is none. Appends that follow each other are one
+    /// request here (one write, one sync, answered together): the driver hands over one per
+    /// `send`, and the store contract lets a host commit several requests as one unit.
     pub fn plan(&mut self, core: &mut Core) -> JsValue {
-        let (Some(outbox), Some(request)) = (self.outbox.as_mut(), core.store_requests.pop_front())
+        let (Some(outbox), Some(mut request)) =
+            (self.outbox.as_mut(), core.store_requests.pop_front())
         else {
-            return Array::new().into();
+            return JsValue::UNDEFINED;
         };
+        if let StoreRequest::Append { records } = &mut request {
+            while let Some(StoreRequest::Append { .. }) = core.store_requests.front() {
+                if let Some(StoreRequest::Append { records: next }) =
+                    core.store_requests.pop_front()
+                {
+                    records.extend(next);
+                }
+            }
+        }
         let job = outbox.plan(request);
         let ops = ops_to_js(&job.ops);
         self.job = Some(job);
