@@ -244,3 +244,20 @@ test("desired properties arrive and reported properties reach the Platform", asy
   });
   await client.stop();
 });
+
+test("MQTT over WebSocket where Node.js has a WebSocket, a clear refusal at start where it has none", async () => {
+  const where = fresh();
+  if (!globalThis.WebSocket) {
+    await assert.rejects(
+      start(where, { transport: "websocket" }),
+      (error) => error.code === "invalidOption" && /websocket needs Node\.js 22 or later/.test(error.message),
+    );
+    return;
+  }
+  const { client } = await start(where, { transport: "websocket" });
+  const sender = client.createStreamSender();
+  await Promise.all(range(0, 10).map((payload) => sender.sendMessage(payload)));
+  await client.waitEnqueuedMessagesSent();
+  assert.deepEqual(await stored(where.deviceId), range(0, 10));
+  await client.stop();
+});
