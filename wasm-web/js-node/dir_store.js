@@ -42,7 +42,9 @@ export async function openDirStore(directory) {
     const { ops, recoveries } = outbox.open();
     const store = new DirStore(directory, outbox, release);
     for (const op of ops) await store.perform(op);
-    return { store, contents: outbox.contents(), recoveries };
+    // Defined once opened.
+    const contents = /** @type {NonNullable<ReturnType<FileOutbox["contents"]>>} */ (outbox.contents());
+    return { store, contents, recoveries };
   } catch (error) {
     release();
     throw error instanceof VdevError ? error : failed(error);

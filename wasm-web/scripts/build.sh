@@ -139,6 +139,8 @@ cargo build -p vdev-web --profile web-release --target wasm32-unknown-unknown --
 node_build="$build_dir/node"
 mkdir -p "$node_build"
 wasm-bindgen --target web --out-dir "$node_build" --out-name vdev_node_core "$wasm"
+python3 "$web_dir/scripts/check_glue_types.py" "$node_build/vdev_node_core.d.ts" \
+    "$web_dir/js-check/glue/vdev_node_core.d.ts" "$web_dir/js-check/glue/vdev_web_core.d.ts"
 if [ "$wasm_opt" = 1 ]; then
     echo "== wasm-opt -O2 (the Node.js build: speed before size)"
     "$tools/node_modules/.bin/wasm-opt" -O2 \

@@ -67,7 +67,6 @@ export type Output =
           /** The most body bytes the core takes; a longer answer fails the request. */
           maxResponseBytes: number;
       }
-    /** `url` is undefined for TCP, which a browser cannot open. */
     /** `url` for WebSocket; `host`, `port` and `tls` for TCP and TLS (the Node.js build). */
     | { kind: "connect"; conn: number; url?: string; host?: string; port?: number; tls?: boolean }
     | { kind: "transmit"; conn: number; bytes: Uint8Array<ArrayBuffer> }
