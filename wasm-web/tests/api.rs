@@ -103,6 +103,27 @@ async fn start_names_the_option_that_is_missing_or_mistyped() {
         empty_token,
         "invalidOption: option provisioningToken: is empty"
     );
+
+    // TCP and TLS are the Node.js build's; a browser says so at start.
+    for (transport, expected) in [
+        (
+            "tcp",
+            "invalidOption: option transport: tcp is not available in this host; use websocket",
+        ),
+        (
+            "carrier-pigeon",
+            "invalidOption: option transport: \"carrier-pigeon\" is not tcp, tls or websocket",
+        ),
+    ] {
+        let refused = start_error(js_object(&[
+            ("instance", "http://127.0.0.1:9".into()),
+            ("provisioningToken", "token".into()),
+            ("database", "db".into()),
+            ("transport", transport.into()),
+        ]))
+        .await;
+        assert_eq!(refused, expected);
+    }
 }
 
 #[wasm_bindgen_test]
