@@ -78,6 +78,39 @@ pub struct Config {
     /// How long a write to an MQTT client may wait for it to read before its connection is
     /// closed.
     pub write_timeout: Duration,
+    /// Which contract devices get: the stand-in's extensions, or only what a real IoT Hub-based
+    /// instance offers.
+    pub contract: Contract,
+    /// Host name of the blob storage upload answers name (`hostName`); it must differ from
+    /// `host_name` under [`Contract::IotHub`]. Default: `blob.<host_name>`.
+    pub blob_host_name: Option<String>,
+}
+
+/// What the Platform offers devices beyond the real instance's contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Contract {
+    /// The stand-in's extensions: `gatewayEndpoints` in the registration answer (plain TCP, a
+    /// loopback WebSocket, the HTTP base) and `uploadUrl` in the file-upload answer, so devices
+    /// can use plain listeners on ephemeral ports.
+    #[default]
+    Extended,
+    /// Only what a real instance offers: no `gatewayEndpoints`, no `uploadUrl`, no plain
+    /// listeners. Devices find MQTT over TLS on 8883 and over WebSocket on 443 under the hub host
+    /// name, the file-upload API on the hub host and blob storage under its own host name, which
+    /// checks a `PUT` as Azure Blob storage does (`x-ms-blob-type: BlockBlob`, the SAS query).
+    IotHub,
+}
+
+impl std::str::FromStr for Contract {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "extended" => Ok(Self::Extended),
+            "iothub" => Ok(Self::IotHub),
+            other => Err(format!("{other:?} is not extended or iothub")),
+        }
+    }
 }
 
 impl Config {
@@ -97,6 +130,8 @@ impl Config {
             max_message_bytes: 16 * 1024 * 1024,
             max_connections: 10_000,
             write_timeout: Duration::from_secs(30),
+            contract: Contract::Extended,
+            blob_host_name: None,
         }
     }
 }
@@ -158,6 +193,9 @@ pub enum StartError {
     /// TLS material could not be made.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// The configuration contradicts its contract (a plain listener under `iothub`).
+    #[error("{0}")]
+    Contract(String),
     /// The default workspace or token could not be made.
     #[error("cannot create defaults: {0}")]
     Defaults(String),
@@ -238,9 +276,10 @@ impl Platform {
             .clone()
             .or_else(|| previous.as_ref().map(|p| p.admin_token.clone()))
             .unwrap_or_else(|| secrets::random_token("admin_"));
+        check_contract(&config)?;
         let state = open_state(&config, &admin_token)?;
         let (workspace_id, provisioning_token) = ensure_defaults(&state, previous.as_ref())?;
-        let tls = tls::load_or_create(&data_dir.join("tls"), &config.host_name)?;
+        let tls = tls::load_or_create(&data_dir.join("tls"), &tls_names(&config))?;
         let listeners = match bind_listeners(&config, &state, &tls).await {
             Ok(listeners) => listeners,
             Err(e) => {
@@ -299,6 +338,8 @@ fn open_state(config: &Config, admin_token: &str) -> Result<Arc<AppState>, Start
         signing_key,
         admin_token_hash: secrets::hash_token(admin_token),
         host_name: config.host_name.clone(),
+        blob_host_name: blob_host_name(config),
+        contract: config.contract,
         sas_lifetime_seconds: i64::try_from(config.sas_lifetime.as_secs()).unwrap_or(3600),
         max_json_body_bytes: config.max_json_body_bytes,
         max_message_bytes: config.max_message_bytes,
@@ -312,6 +353,56 @@ fn open_state(config: &Config, admin_token: &str) -> Result<Arc<AppState>, Start
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
     }))
+}
+
+/// The blob storage's host name: the configured one, or `blob.<host name>`.
+fn blob_host_name(config: &Config) -> String {
+    config
+        .blob_host_name
+        .clone()
+        .unwrap_or_else(|| format!("blob.{}", config.host_name))
+}
+
+/// What the server certificate is for: the hub and blob host names, loopback, and the
+/// addresses the TLS listeners bind (a test may give each Platform its own loopback address).
+fn tls_names(config: &Config) -> Vec<String> {
+    let mut names = vec![config.host_name.clone(), blob_host_name(config)];
+    let ips = [config.https, config.mqtt_tls]
+        .into_iter()
+        .flatten()
+        .map(|addr| addr.ip().to_string());
+    for ip in ["127.0.0.1".to_owned(), "::1".to_owned()]
+        .into_iter()
+        .chain(ips)
+    {
+        if !names.contains(&ip) {
+            names.push(ip);
+        }
+    }
+    names
+}
+
+/// Under [`Contract::IotHub`] devices get no plain listener, and the blob host is its own.
+fn check_contract(config: &Config) -> Result<(), StartError> {
+    if config.contract != Contract::IotHub {
+        return Ok(());
+    }
+    if config.http.is_some() || config.mqtt_tcp.is_some() {
+        return Err(StartError::Contract(
+            "the iothub contract has no plain listeners: set http and mqtt-tcp off".into(),
+        ));
+    }
+    if config.https.is_none() {
+        return Err(StartError::Contract(
+            "the iothub contract serves its HTTP API over https: set an https listener".into(),
+        ));
+    }
+    if blob_host_name(config) == config.host_name {
+        return Err(StartError::Contract(
+            "the iothub contract's blob storage has a host name of its own".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// What binding the listeners produced.

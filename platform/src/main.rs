@@ -36,6 +36,13 @@ struct Args {
     /// Lifetime of MQTT credentials issued at registration, in seconds.
     #[arg(long, default_value_t = 3600)]
     sas_lifetime_seconds: u64,
+    /// What devices get: "extended" (the stand-in's additions: gatewayEndpoints, uploadUrl) or
+    /// "iothub" (only what a real instance offers; needs --http off --mqtt-tcp off and --https).
+    #[arg(long, env = "VDEV_CONTRACT", default_value = "extended")]
+    contract: vdev_platform::Contract,
+    /// Host name of blob storage in upload answers (default: blob.<host name>).
+    #[arg(long, env = "VDEV_BLOB_HOST_NAME")]
+    blob_host_name: Option<String>,
 }
 
 fn listener(value: &str, flag: &str) -> Result<Option<SocketAddr>, String> {
@@ -71,6 +78,8 @@ async fn main() -> std::process::ExitCode {
             host_name: args.host_name.clone(),
             admin_token: args.admin_token.clone(),
             sas_lifetime: Duration::from_secs(args.sas_lifetime_seconds),
+            contract: args.contract,
+            blob_host_name: args.blob_host_name.clone(),
             ..Config::ephemeral(&args.data_dir)
         })
     })();

@@ -40,6 +40,10 @@ pub struct AppState {
     pub admin_token_hash: String,
     /// Host name devices are told to use (`iotHubHostName`).
     pub host_name: String,
+    /// Host name of the blob storage (`hostName` of an upload answer).
+    pub blob_host_name: String,
+    /// Which contract devices get.
+    pub contract: crate::Contract,
     /// Lifetime of an issued MQTT credential, in seconds.
     pub sas_lifetime_seconds: i64,
     /// Largest JSON body accepted.

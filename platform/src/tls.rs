@@ -42,8 +42,10 @@ pub(crate) struct TlsMaterial {
     pub(crate) server_config: Arc<rustls::ServerConfig>,
 }
 
-/// Load the CA and server certificate from `dir`, or make them for `host`.
-pub(crate) fn load_or_create(dir: &Path, host: &str) -> Result<TlsMaterial, TlsError> {
+/// Load the CA and server certificate from `dir`, or make them for `names` (host names and IP
+/// addresses; the first is the certificate's common name). Asked for other names, it makes a
+/// new CA and certificate (the CA's key is not kept), which clients must trust anew.
+pub(crate) fn load_or_create(dir: &Path, names: &[String]) -> Result<TlsMaterial, TlsError> {
     let io = |source| TlsError::Io {
         path: dir.to_owned(),
         source,
@@ -53,8 +55,9 @@ pub(crate) fn load_or_create(dir: &Path, host: &str) -> Result<TlsMaterial, TlsE
     let cert_path = dir.join("server.pem");
     let key_path = dir.join("server-key.pem");
     let host_path = dir.join("server-host.txt");
-    let same_host = std::fs::read_to_string(&host_path).is_ok_and(|h| h == host);
-    if !(same_host && ca_path.exists() && cert_path.exists() && key_path.exists()) {
+    let described = names.join("\n");
+    let same_names = std::fs::read_to_string(&host_path).is_ok_and(|h| h == described);
+    if !(same_names && ca_path.exists() && cert_path.exists() && key_path.exists()) {
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -68,14 +71,19 @@ pub(crate) fn load_or_create(dir: &Path, host: &str) -> Result<TlsMaterial, TlsE
         ];
         let ca_cert = ca_params.self_signed(&ca_key)?;
         let server_key = KeyPair::generate()?;
-        let mut server_params = CertificateParams::new(vec![host.to_owned()])?;
-        server_params
-            .distinguished_name
-            .push(DnType::CommonName, host);
-        for ip in ["127.0.0.1", "::1"] {
-            if let Ok(ip) = ip.parse() {
-                server_params.subject_alt_names.push(SanType::IpAddress(ip));
-            }
+        let host_names: Vec<String> = names
+            .iter()
+            .filter(|name| name.parse::<std::net::IpAddr>().is_err())
+            .cloned()
+            .collect();
+        let mut server_params = CertificateParams::new(host_names)?;
+        if let Some(common_name) = names.first() {
+            server_params
+                .distinguished_name
+                .push(DnType::CommonName, common_name.as_str());
+        }
+        for ip in names.iter().filter_map(|name| name.parse().ok()) {
+            server_params.subject_alt_names.push(SanType::IpAddress(ip));
         }
         server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         server_params.key_usages = vec![
@@ -87,7 +95,7 @@ pub(crate) fn load_or_create(dir: &Path, host: &str) -> Result<TlsMaterial, TlsE
         std::fs::write(&cert_path, server_cert.pem()).map_err(io)?;
         crate::secrets::write_private(&key_path, server_key.serialize_pem().as_bytes())
             .map_err(io)?;
-        std::fs::write(&host_path, host).map_err(io)?;
+        std::fs::write(&host_path, &described).map_err(io)?;
     }
     // A key written by an earlier version may be readable by others.
     #[cfg(unix)]

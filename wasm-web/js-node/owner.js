@@ -6,6 +6,7 @@ import { Driver } from "./device.js";
 import { VdevError } from "./errors.js";
 import { describe } from "./io.js";
 import { openDirStore } from "./dir_store.js";
+import { perform } from "./http.js";
 import { openConnection } from "./net.js";
 
 export class SoleOwner {
@@ -61,7 +62,10 @@ export class SoleOwner {
       /** @type {any} */ (store),
       (name, args) => this.tell(name, args),
       () => {},
-      (output, on) => /** @type {any} */ (openConnection(output, on, ca)),
+      {
+        open: (output, on) => /** @type {any} */ (openConnection(output, on, ca)),
+        perform: (request, now) => perform(request, now, ca),
+      },
     );
   }
 

@@ -74,15 +74,17 @@ export class Driver {
   /**
    * `tell(name, args)` calls the app's callback `name` (and mirrors it to other tabs);
    * `settled()` is called after every burst of work (the figures may have changed).
-   * `open` replaces `Driver.open` (the Node.js host opens TCP and TLS too).
+   * `io` replaces `Driver.open` and `Driver.perform` (the Node.js host opens TCP and TLS too,
+   * and trusts the app's certificate authorities for HTTPS).
    * @param {Core} core
    * @param {Store} store
    * @param {Tell} tell
    * @param {() => void} settled
-   * @param {Driver["open"]} [open]
+   * @param {{ open?: Driver["open"], perform?: Driver["perform"] }} [io]
    */
-  constructor(core, store, tell, settled, open) {
-    if (open) this.open = open;
+  constructor(core, store, tell, settled, io) {
+    if (io?.open) this.open = io.open;
+    if (io?.perform) this.perform = io.perform;
     this.core = core;
     this.store = store;
     this.tell = tell;
@@ -246,7 +248,7 @@ export class Driver {
           this.storeQueue.push(output);
           break;
         case "http":
-          perform(output, Date.now()).then(
+          this.perform(output, Date.now()).then(
             (response) =>
               this.wake((now) =>
                 this.core.httpResponse(now, output.id, response.status, response.retryAfter, response.body),
@@ -320,6 +322,16 @@ export class Driver {
     // Never asked for: the core is made for WebSocket only (`validate_for`).
     if (!url) throw "tcp and tls are not available in this host";
     return openSocket(url, on);
+  }
+
+  /**
+   * Performs an `http` output (io.js: `fetch`).
+   * @param {Extract<Output, { kind: "http" }>} request
+   * @param {number} now
+   * @returns {Promise<{ status: number, retryAfter: string | undefined, body: Uint8Array }>}
+   */
+  perform(request, now) {
+    return perform(request, now);
   }
 
   /** @param {number} conn */

@@ -117,7 +117,7 @@ async fn register(
         "HostName={};DeviceId={iot_device_id};SharedAccessSignature={sas}",
         state.host_name
     );
-    Ok(Json(json!({
+    let mut answer = json!({
         "connectionString": connection_string,
         "iotHubHostName": state.host_name,
         "connectionStringType": "SharedAccessSignature",
@@ -125,8 +125,12 @@ async fn register(
         "tokenRemainingLifetime": token.expires_at.map(|e| timespan(e - now)),
         "workspaceId": token.workspace_id,
         "deviceId": token.device_id,
-        "gatewayEndpoints": state.endpoints.get().cloned().unwrap_or_default(),
-    })))
+    });
+    // The stand-in's extension: where its (possibly plain, ephemeral) listeners are.
+    if state.contract == crate::Contract::Extended {
+        answer["gatewayEndpoints"] = json!(state.endpoints.get().cloned().unwrap_or_default());
+    }
+    Ok(Json(answer))
 }
 
 #[derive(Deserialize)]

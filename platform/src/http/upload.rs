@@ -37,6 +37,16 @@ pub(super) fn routes(state: SharedState) -> Router<SharedState> {
         )
 }
 
+/// The host name a request was sent to (its `Host` header, without the port).
+fn host_of(headers: &HeaderMap) -> Option<&str> {
+    let host = headers.get(axum::http::header::HOST)?.to_str().ok()?;
+    Some(
+        host.rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host, |(name, _)| name),
+    )
+}
+
 /// Check the device's SAS (sent raw in Authorization, as IoT Hub expects) for `ws:dev`.
 fn authenticate_device(
     state: &SharedState,
@@ -137,15 +147,20 @@ async fn init_upload(
         "?cid={correlation_id}&se={expires_s}&sig={}",
         utf8_percent_encode(&signature, NON_ALPHANUMERIC)
     );
-    let base = state.http_base.get().cloned().unwrap_or_default();
-    Ok(Json(json!({
+    let mut answer = json!({
         "correlationId": correlation_id,
-        "hostName": state.host_name,
+        "hostName": state.blob_host_name,
         "containerName": CONTAINER,
         "blobName": body.blob_name,
         "sasToken": sas_token,
-        "uploadUrl": format!("{base}/{CONTAINER}/{}{sas_token}", body.blob_name),
-    })))
+    });
+    // The stand-in's extension: the blob URL on its own listener (a real instance's device
+    // builds `https://<hostName>/<containerName>/<blobName><sasToken>`).
+    if state.contract == crate::Contract::Extended {
+        let base = state.http_base.get().cloned().unwrap_or_default();
+        answer["uploadUrl"] = json!(format!("{base}/{CONTAINER}/{}{sas_token}", body.blob_name));
+    }
+    Ok(Json(answer))
 }
 
 #[derive(Deserialize)]
@@ -159,9 +174,24 @@ async fn put_blob(
     State(state): State<SharedState>,
     Path(blob): Path<String>,
     Query(query): Query<UploadQuery>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, Problem> {
     let forbidden = |why: &str| Problem::new(StatusCode::FORBIDDEN, "Forbidden", why);
+    if state.contract == crate::Contract::IotHub {
+        // Blob storage is its own service under its own host name, and takes block blobs only.
+        if host_of(&headers) != Some(state.blob_host_name.as_str()) {
+            return Err(Problem::not_found(format!(
+                "blobs are stored at https://{}",
+                state.blob_host_name
+            )));
+        }
+        if headers.get("x-ms-blob-type").and_then(|v| v.to_str().ok()) != Some("BlockBlob") {
+            return Err(Problem::bad_request(
+                "x-ms-blob-type: BlockBlob is required (the only blob type uploads take)",
+            ));
+        }
+    }
     if !verify(
         &state.signing_key,
         &upload_claims(&query.cid, query.se),
