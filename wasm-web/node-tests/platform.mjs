@@ -3,8 +3,11 @@
 // CA in `info.caCertificatePath`), its admin API, and a restart on the same ports and data.
 
 import { spawn } from "node:child_process";
+import dns from "node:dns";
 import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { request } from "node:https";
 import { connect } from "node:net";
+import { rootCertificates } from "node:tls";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -32,6 +35,46 @@ const listening = (/** @type {string} */ address) =>
     socket.on("error", () => resolve(false));
   });
 
+/** Host names this process resolves itself (the strict Platform's), name -> loopback address. */
+const resolved = new Map();
+const systemLookup = dns.lookup;
+/**
+ * Makes `name` resolve to `address` in this process (for `node:net`, `node:tls` and
+ * `node:http(s)`, which look names up through `dns.lookup`): no hosts file needed.
+ * @param {string} name
+ * @param {string} address
+ */
+export function resolveTo(name, address) {
+  resolved.set(name, address);
+  // @ts-ignore: the same function with every overload of the original
+  dns.lookup = (hostname, options, callback) => {
+    const done = typeof options === "function" ? options : callback;
+    const all = typeof options === "object" && options?.all;
+    const address = resolved.get(hostname);
+    if (address === undefined) return systemLookup(hostname, options, callback);
+    process.nextTick(() => (all ? done(null, [{ address, family: 4 }]) : done(null, address, 4)));
+  };
+}
+
+/**
+ * A request over HTTPS trusting `ca` (this process's own requests to a strict Platform).
+ * @param {string} url
+ * @param {{ method: string, headers: Record<string, string>, body?: string, ca: Buffer }} options
+ * @returns {Promise<{ status: number, bytes: Buffer }>}
+ */
+function httpsCall(url, { method, headers, body, ca }) {
+  return new Promise((resolve, reject) => {
+    const outgoing = request(url, { method, headers, ca: [...rootCertificates, ca.toString()] }, (response) => {
+      /** @type {Buffer[]} */
+      const chunks = [];
+      response.on("data", (chunk) => chunks.push(chunk));
+      response.on("end", () => resolve({ status: response.statusCode ?? 0, bytes: Buffer.concat(chunks) }));
+    });
+    outgoing.on("error", reject);
+    outgoing.end(body);
+  });
+}
+
 export class Platform {
   static async start() {
     const platform = new Platform(mkdtempSync(join(tmpdir(), "vdev-node-platform-")));
@@ -39,34 +82,58 @@ export class Platform {
     return platform;
   }
 
-  /** @param {string} dataDir */
-  constructor(dataDir) {
+  /**
+   * The stand-in in its strict mode (`--contract iothub`): what a real instance offers, on 443
+   * and 8883 of its own loopback address under the host name `hub`, blob storage under
+   * `blob.<hub>`, both resolved to that address in this process only.
+   * @param {string} hub
+   */
+  static async startStrict(hub) {
+    const address = `127.0.0.${2 + Math.floor(Math.random() * 250)}`;
+    resolveTo(hub, address);
+    resolveTo(`blob.${hub}`, address);
+    const platform = new Platform(mkdtempSync(join(tmpdir(), "vdev-node-strict-platform-")), ["--contract", "iothub", "--host-name", hub]);
+    await platform.launch(["off", "off", `${address}:8883`, `${address}:443`]);
+    return platform;
+  }
+
+  /**
+   * @param {string} dataDir
+   * @param {string[]} [flags] more flags of vdev-platform
+   */
+  constructor(dataDir, flags = []) {
     this.dataDir = dataDir;
+    this.flags = flags;
     /** @type {any} */
     this.info = undefined;
     /** @type {import("node:child_process").ChildProcess | undefined} */
     this.process = undefined;
   }
 
-  /** @param {string[]} addresses http, mqtt tcp, mqtt tls */
-  async launch([http, tcp, tls]) {
+  /** @param {string[]} addresses http, mqtt tcp, mqtt tls, https ("off": none) */
+  async launch([http, tcp, tls, https = "off"]) {
     const infoPath = join(this.dataDir, "platform.json");
     const bin = process.env.VDEV_PLATFORM_BIN;
     if (!bin) throw new Error("VDEV_PLATFORM_BIN names the vdev-platform binary");
-    this.process = spawn(bin, ["--data-dir", this.dataDir, "--http", http, "--https", "off", "--mqtt-tcp", tcp, "--mqtt-tls", tls], {
-      stdio: ["ignore", "ignore", "inherit"],
-      env: { ...process.env, RUST_LOG: "warn" },
-    });
-    if (http.endsWith(":0")) {
-      await waitFor("platform.json", () => existsSync(infoPath) && JSON.parse(readFileSync(infoPath, "utf8")).httpUrl != null);
+    this.addresses = [http, tcp, tls, https];
+    const args = ["--data-dir", this.dataDir, "--http", http, "--https", https, "--mqtt-tcp", tcp, "--mqtt-tls", tls, ...this.flags];
+    this.process = spawn(bin, args, { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, RUST_LOG: "warn" } });
+    if (!this.info) {
+      await waitFor("platform.json", () => existsSync(infoPath) && JSON.parse(readFileSync(infoPath, "utf8")).adminToken != null);
       this.info = JSON.parse(readFileSync(infoPath, "utf8"));
     }
-    await waitFor("the platform to listen", () => listening(this.info.httpUrl.split("://")[1]));
+    await waitFor("the platform to listen", () => listening(https !== "off" ? https : this.info.httpUrl.split("://")[1]));
+  }
+
+  /** The instance URL devices are given. */
+  get instance() {
+    return this.info.httpUrl ?? this.info.httpsUrl;
   }
 
   /** Stops it (SIGTERM) and starts it again on the same ports and data directory. */
   async restart() {
     await this.stop();
+    if (!this.info.httpUrl) return this.launch(/** @type {string[]} */ (this.addresses));
     const endpoints = this.info.gatewayEndpoints;
     const tlsPort = endpoints.mqttTls.slice(endpoints.mqttTls.lastIndexOf(":") + 1);
     await this.launch([this.info.httpUrl.split("://")[1], endpoints.mqttTcp, `127.0.0.1:${tlsPort}`]);
@@ -92,13 +159,26 @@ export class Platform {
    * @param {unknown} [body]
    */
   async admin(method, path, body) {
-    const response = await fetch(`${this.info.httpUrl}/workspaces/${this.info.workspaceId}${path}`, {
-      method,
-      headers: { Authorization: `Bearer ${this.info.adminToken}`, "Content-Type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const text = await response.text();
-    return { status: response.status, body: text ? JSON.parse(text) : null };
+    const { status, bytes } = await this.adminBytes(method, path, body);
+    const text = bytes.toString("utf8");
+    return { status, body: text ? JSON.parse(text) : null };
+  }
+
+  /**
+   * Calls the admin API for raw bytes (a blob's content).
+   * @param {string} method
+   * @param {string} path under /workspaces/<workspace>
+   * @param {unknown} [body]
+   */
+  async adminBytes(method, path, body) {
+    const url = `${this.instance}/workspaces/${this.info.workspaceId}${path}`;
+    const headers = { Authorization: `Bearer ${this.info.adminToken}`, "Content-Type": "application/json" };
+    const json = body === undefined ? undefined : JSON.stringify(body);
+    if (url.startsWith("https:")) {
+      return httpsCall(url, { method, headers, body: json, ca: this.ca() });
+    }
+    const response = await fetch(url, { method, headers, body: json });
+    return { status: response.status, bytes: Buffer.from(await response.arrayBuffer()) };
   }
 
   /** Approves a provisioning operation as a technician would. @param {string} id */
