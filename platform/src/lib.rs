@@ -55,7 +55,8 @@ use crate::store::{Store, StoreError};
 pub struct Config {
     /// Directory of the database, blobs, TLS files and `platform.json`.
     pub data_dir: PathBuf,
-    /// Plain HTTP listener (device API, admin API, console, MQTT over WebSocket).
+    /// Plain HTTP listener (device API, admin API, console, MQTT over WebSocket; only the admin
+    /// API and the console under [`Contract::IotHub`]).
     pub http: Option<SocketAddr>,
     /// HTTPS listener with the same routes (the official SDK needs port 443).
     pub https: Option<SocketAddr>,
@@ -94,8 +95,9 @@ pub enum Contract {
     /// can use plain listeners on ephemeral ports.
     #[default]
     Extended,
-    /// Only what a real instance offers: no `gatewayEndpoints`, no `uploadUrl`, no plain
-    /// listeners. Devices find MQTT over TLS on 8883 and over WebSocket on 443 under the hub host
+    /// Only what a real instance offers: no `gatewayEndpoints`, no `uploadUrl`, nothing plain
+    /// for devices (a plain HTTP listener serves the admin API and the console only). Devices
+    /// find MQTT over TLS on 8883 and over WebSocket on 443 under the hub host
     /// name, the file-upload API on the hub host and blob storage under its own host name, which
     /// checks a `PUT` as Azure Blob storage does (`x-ms-blob-type: BlockBlob`, the SAS query).
     IotHub,
@@ -387,9 +389,9 @@ fn check_contract(config: &Config) -> Result<(), StartError> {
     if config.contract != Contract::IotHub {
         return Ok(());
     }
-    if config.http.is_some() || config.mqtt_tcp.is_some() {
+    if config.mqtt_tcp.is_some() {
         return Err(StartError::Contract(
-            "the iothub contract has no plain listeners: set http and mqtt-tcp off".into(),
+            "the iothub contract has no plain MQTT listener: set mqtt-tcp off".into(),
         ));
     }
     if config.https.is_none() {
@@ -425,19 +427,26 @@ async fn bind_listeners(
         http_url: None,
         https_url: None,
     };
-    let router = http::router(state.clone());
+    let router = http::router(state.clone(), false);
     if let Some(addr) = config.http {
         let (listener, bound) = bind(addr).await?;
         let url = format!("http://{bound}");
-        listeners.endpoints.http = Some(url.clone());
-        listeners.endpoints.web_socket = Some(format!("ws://{bound}/$iothub/websocket"));
-        listeners.http_url = Some(url.clone());
-        let _ = state.http_base.set(url);
+        let strict = config.contract == Contract::IotHub;
+        if !strict {
+            listeners.endpoints.http = Some(url.clone());
+            listeners.endpoints.web_socket = Some(format!("ws://{bound}/$iothub/websocket"));
+            let _ = state.http_base.set(url.clone());
+        }
+        listeners.http_url = Some(url);
         listeners.servers.push(tokio::spawn(http::serve_http(
             listener,
             None,
             config.max_connections,
-            router.clone(),
+            if strict {
+                http::router(state.clone(), true)
+            } else {
+                router.clone()
+            },
             state.shutdown.clone(),
             state.tasks.clone(),
         )));

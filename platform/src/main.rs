@@ -37,7 +37,8 @@ struct Args {
     #[arg(long, default_value_t = 3600)]
     sas_lifetime_seconds: u64,
     /// What devices get: "extended" (the stand-in's additions: gatewayEndpoints, uploadUrl) or
-    /// "iothub" (only what a real instance offers; needs --http off --mqtt-tcp off and --https).
+    /// "iothub" (only what a real instance offers; needs --mqtt-tcp off and --https, and --http
+    /// then serves the admin API and the console only).
     #[arg(long, env = "VDEV_CONTRACT", default_value = "extended")]
     contract: vdev_platform::Contract,
     /// Host name of blob storage in upload answers (default: blob.<host name>).

@@ -239,15 +239,47 @@ async fn a_strict_platform_offers_only_what_a_real_instance_does() {
 }
 
 #[tokio::test]
-async fn a_strict_platform_refuses_plain_listeners_at_start() {
+async fn a_strict_platform_has_nothing_plain_for_devices() {
     let dir = tempfile::tempdir().expect("temp dir");
+    let with_mqtt = Config {
+        mqtt_tcp: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        ..strict(dir.path())
+    };
+    let Err(error) = Platform::start(with_mqtt).await else {
+        panic!("plain MQTT under the iothub contract must be refused");
+    };
+    assert!(matches!(error, StartError::Contract(_)), "{error}");
+    assert!(
+        error.to_string().contains("no plain MQTT listener"),
+        "{error}"
+    );
+
+    // A plain HTTP listener serves the admin API and the console, and nothing of a device's.
     let with_http = Config {
         http: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         ..strict(dir.path())
     };
-    let Err(error) = Platform::start(with_http).await else {
-        panic!("a plain listener under the iothub contract must be refused");
-    };
-    assert!(matches!(error, StartError::Contract(_)), "{error}");
-    assert!(error.to_string().contains("no plain listeners"), "{error}");
+    let platform = Platform::start(with_http).await.expect("starts");
+    let info = platform.info().clone();
+    let base = info.http_url.clone().expect("http");
+    let client = reqwest::Client::new();
+    let admin = client
+        .get(format!("{base}/workspaces/{}/devices", info.workspace_id))
+        .bearer_auth(&info.admin_token)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(admin.status(), 200);
+    let init = client
+        .post(format!("{base}/provisioning-operations/init"))
+        .header(
+            "Authorization",
+            format!("DeviceToken {}", info.provisioning_token),
+        )
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(init.status(), 404, "no device API in plain text");
+    assert!(info.gateway_endpoints.web_socket.is_none());
 }

@@ -2,6 +2,8 @@
 //! stand-in Platform. The crate hard-codes `https://<instance>` on port 443 and MQTT over TLS on
 //! port 8883, so this test binds those fixed loopback ports; it is the only test in this binary,
 //! so no other test of the workspace competes for them (cargo runs test binaries one at a time).
+//! The stand-in runs its strict contract (`Contract::IotHub`): the crate meets exactly what a
+//! real instance offers.
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -12,7 +14,7 @@ use spotflow::{
     DesiredProperties, DesiredPropertiesUpdatedCallback, DeviceClient, DeviceClientBuilder,
     MessageContext, ProvisioningOperation, ProvisioningOperationDisplayHandler,
 };
-use vdev_platform::{Config, Platform};
+use vdev_platform::{Config, Contract, Platform};
 
 const BATCHES: usize = 10;
 const MESSAGES_PER_BATCH: usize = 10;
@@ -116,10 +118,15 @@ fn official_sdk_provisions_sends_in_order_and_syncs_twin() {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    // The strict contract: only what a real instance offers (no stand-in extensions), the
+    // plain listener serving the admin API alone. Blob storage's host name must differ from
+    // the hub's and resolve without a hosts file: the loopback address itself.
     let config = Config {
         https: Some("127.0.0.1:443".parse().expect("address")),
         mqtt_tls: Some("127.0.0.1:8883".parse().expect("address")),
         mqtt_tcp: None,
+        contract: Contract::IotHub,
+        blob_host_name: Some("127.0.0.1".into()),
         ..Config::ephemeral(data.path().join("platform"))
     };
     let platform = runtime

@@ -97,19 +97,25 @@ async fn errors_as_problems(response: Response) -> Response {
     Problem::new(status, title, detail).into_response()
 }
 
-/// The whole router.
-pub(crate) fn router(state: SharedState) -> Router {
-    Router::new()
-        .merge(
-            device::routes(state.clone())
-                .merge(upload::routes(state.clone()))
-                .route_layer(axum::middleware::from_fn_with_state(
-                    state.clone(),
-                    inject_faults,
-                )),
-        )
+/// The whole router; with `admin_only`, the admin API and the console without anything a
+/// device uses (the plain listener of the strict contract).
+pub(crate) fn router(state: SharedState, admin_only: bool) -> Router {
+    let routes = if admin_only {
+        Router::new()
+    } else {
+        Router::new()
+            .merge(
+                device::routes(state.clone())
+                    .merge(upload::routes(state.clone()))
+                    .route_layer(axum::middleware::from_fn_with_state(
+                        state.clone(),
+                        inject_faults,
+                    )),
+            )
+            .route("/$iothub/websocket", get(websocket))
+    };
+    routes
         .merge(admin::routes(state.clone()))
-        .route("/$iothub/websocket", get(websocket))
         .route("/console", get(console))
         .route("/", get(|| async { Redirect::temporary("/console") }))
         .fallback(|| async { Problem::not_found("no such endpoint") })
