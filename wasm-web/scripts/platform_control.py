@@ -18,7 +18,11 @@ The first start binds an ephemeral port; restarts reuse it, so the device's URLs
 Once the platform runs, the control URL is written to CONTROL_FILE (test.sh waits for it).
 SIGTERM/SIGINT stop the platform and exit.
 
-usage: platform_control.py PLATFORM_BIN DATA_DIR LOG_FILE CONTROL_FILE
+usage: platform_control.py PLATFORM_BIN DATA_DIR LOG_FILE CONTROL_FILE [FLAG VALUE ...]
+
+The optional flag/value pairs replace the defaults (`--https off --mqtt-tcp off --mqtt-tls off`)
+or add flags, e.g. the strict contract: `--contract iothub --https 127.0.0.9:443 ...`; the plain
+HTTP listener is always there (under the strict contract it serves the admin API only).
 """
 
 import http.server
@@ -32,6 +36,7 @@ import threading
 import time
 
 platform_bin, data_dir, log_path, control_file = sys.argv[1:5]
+extra_flags = dict(zip(sys.argv[5::2], sys.argv[6::2]))
 info_path = os.path.join(data_dir, "platform.json")
 lock = threading.Lock()
 process = None
@@ -74,9 +79,10 @@ def start():
     if first and os.path.exists(info_path):
         os.remove(info_path)
     log = open(log_path, "ab")
+    flags = {"--data-dir": data_dir, "--http": http_address, "--https": "off",
+             "--mqtt-tcp": "off", "--mqtt-tls": "off", **extra_flags}
     process = subprocess.Popen(
-        [platform_bin, "--data-dir", data_dir, "--http", http_address, "--https", "off",
-         "--mqtt-tcp", "off", "--mqtt-tls", "off"],
+        [platform_bin, *[part for pair in flags.items() for part in pair]],
         stdout=log, stderr=subprocess.STDOUT)
     if first:
         wait_for("platform.json", read_http_url)

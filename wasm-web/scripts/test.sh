@@ -7,7 +7,11 @@
 #      (DeviceClient against a real vdev-platform);
 #   2. tests/quota.rs, a real QuotaExceededError: Chromium's profile goes on a 256 MB tmpfs
 #      (TMPDIR of the runner, where chromedriver makes it), so the site's quota is small enough
-#      to fill. Mounting needs root; without it this step is skipped, saying so.
+#      to fill. Mounting needs root; without it this step is skipped, saying so;
+#   3. tests/strict.rs, the package against a second vdev-platform in its strict contract
+#      (--contract iothub: HTTPS on 443 and MQTT/TLS on 8883 of its own loopback address, under
+#      a host name Chromium resolves there), over wss:// and https:// with its test CA. Port 443
+#      needs root; without it this step is skipped, saying so.
 # It starts vdev-platform on an ephemeral loopback port with a temporary data directory, through
 # scripts/platform_control.py, a loopback control server that lets the tests stop and restart
 # the platform (same port, same data directory). The platform's URL and tokens and the control
@@ -62,13 +66,14 @@ log_file="$work_dir/platform.log"
 control_file="$work_dir/control.url"
 mkdir -p "$data_dir"
 control_pid=""
+strict_pid=""
 quota_fs="$work_dir/quota-fs"
 quota_mounted=0
 cleanup() {
-    if [ -n "$control_pid" ]; then
-        kill "$control_pid" 2>/dev/null || true
-        wait "$control_pid" 2>/dev/null || true
-    fi
+    for pid in $control_pid $strict_pid; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     if [ "$quota_mounted" = 1 ]; then
         umount "$quota_fs" || true
     fi
@@ -82,7 +87,7 @@ control_pid=$!
 
 # Wait (bounded) until the platform has bound its listener and written platform.json.
 read_info() {
-    python3 - "$data_dir/platform.json" <<'PY'
+    python3 - "${1:-$data_dir}/platform.json" <<'PY'
 import json, sys
 info = json.load(open(sys.argv[1]))
 for key in ("httpUrl", "adminToken", "workspaceId", "provisioningToken"):
@@ -139,4 +144,59 @@ if mount -t tmpfs -o size=256m tmpfs "$quota_fs" 2>/dev/null; then
         cargo test -p vdev-web --target wasm32-unknown-unknown --test quota "$@"
 else
     echo "== SKIPPED tests/quota.rs: cannot mount a tmpfs (needs root)" >&2
+fi
+
+echo "== vdev-web: the strict contract over wss:// and https:// at a host name (tests/strict.rs)"
+# The stand-in as a real instance is (--contract iothub): HTTPS on 443 and MQTT over TLS on 8883
+# of a loopback address of its own, under the host name hub.vdev.test (blob storage under
+# blob.hub.vdev.test). Chromium resolves both names there (--host-resolver-rules) and trusts the
+# Platform's certificate by its key (--ignore-certificate-errors-spki-list), through a
+# webdriver.json of its own (WASM_BINDGEN_TEST_WEBDRIVER_JSON). Port 443 needs root.
+if [ "$(id -u)" = 0 ]; then
+    strict_ip="127.0.0.$((RANDOM % 200 + 30))"
+    strict_hub="hub.vdev.test"
+    strict_dir="$work_dir/strict"
+    strict_control="$work_dir/strict-control.url"
+    mkdir -p "$strict_dir"
+    python3 "$web_dir/scripts/platform_control.py" "$platform_bin" "$strict_dir" "$log_file" \
+        "$strict_control" --contract iothub --host-name "$strict_hub" \
+        --https "$strict_ip:443" --mqtt-tls "$strict_ip:8883" 2>>"$log_file" &
+    strict_pid=$!
+    deadline=$((SECONDS + 60))
+    until [ -s "$strict_control" ] && strict_info="$(read_info "$strict_dir" 2>/dev/null)"; do
+        if ! kill -0 "$strict_pid" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
+            echo "error: the strict-contract vdev-platform did not start:" >&2
+            tail -n 30 "$log_file" >&2
+            exit 1
+        fi
+        sleep 0.2
+    done
+    {
+        read -r VDEV_WEB_STRICT_ADMIN_URL
+        read -r VDEV_WEB_STRICT_ADMIN_TOKEN
+        read -r VDEV_WEB_STRICT_WORKSPACE
+        read -r VDEV_WEB_STRICT_PROVISIONING_TOKEN
+    } <<<"$strict_info"
+    VDEV_WEB_STRICT_CONTROL_URL="$(cat "$strict_control")"
+    VDEV_WEB_STRICT_HUB="$strict_hub"
+    export VDEV_WEB_STRICT_ADMIN_URL VDEV_WEB_STRICT_ADMIN_TOKEN VDEV_WEB_STRICT_WORKSPACE \
+        VDEV_WEB_STRICT_PROVISIONING_TOKEN VDEV_WEB_STRICT_CONTROL_URL VDEV_WEB_STRICT_HUB
+    spki="$(openssl x509 -in "$strict_dir/tls/server.pem" -pubkey -noout \
+        | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64)"
+    python3 - "$web_dir/webdriver.json" "$work_dir/webdriver-strict.json" "$strict_hub" "$strict_ip" "$spki" <<'PY'
+import json, sys
+source, target, hub, ip, spki = sys.argv[1:6]
+config = json.load(open(source))
+config["goog:chromeOptions"]["args"] += [
+    f"--host-resolver-rules=MAP {hub} {ip},MAP blob.{hub} {ip}",
+    f"--ignore-certificate-errors-spki-list={spki}",
+]
+json.dump(config, open(target, "w"), indent=2)
+PY
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+    WASM_BINDGEN_TEST_WEBDRIVER_JSON="$work_dir/webdriver-strict.json" \
+    WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-300}" \
+        cargo test -p vdev-web --target wasm32-unknown-unknown --test strict "$@"
+else
+    echo "== SKIPPED tests/strict.rs: the strict contract listens on port 443 (needs root)" >&2
 fi

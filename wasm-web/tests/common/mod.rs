@@ -212,6 +212,22 @@ pub fn platform() -> Platform {
     }
 }
 
+/// The stand-in in its strict contract (`--contract iothub`) that `test.sh` starts for
+/// tests/strict.rs, and the hub host name Chromium resolves to it; `None` when it did not (it
+/// needs root, for port 443). `url` is its plain listener, which serves the admin API only.
+pub fn strict_platform() -> Option<(Platform, &'static str)> {
+    Some((
+        Platform {
+            url: option_env!("VDEV_WEB_STRICT_ADMIN_URL")?,
+            admin_token: option_env!("VDEV_WEB_STRICT_ADMIN_TOKEN")?,
+            workspace: option_env!("VDEV_WEB_STRICT_WORKSPACE")?,
+            provisioning_token: option_env!("VDEV_WEB_STRICT_PROVISIONING_TOKEN")?,
+            control_url: option_env!("VDEV_WEB_STRICT_CONTROL_URL")?,
+        },
+        option_env!("VDEV_WEB_STRICT_HUB")?,
+    ))
+}
+
 /// A compile-time setting of the test script; without it the platform tests cannot run.
 fn setting(value: Option<&'static str>) -> &'static str {
     value.unwrap_or_else(|| {
