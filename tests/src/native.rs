@@ -1,15 +1,18 @@
-//! A native host for `vdev-core`: tokio TCP sockets for MQTT, reqwest for HTTP, and a
-//! [`MemoryStore`] shared across restarts of the device. It is the thinnest possible adapter —
-//! feed inputs, drain outputs, arm one timer — so a test that passes here proves the core,
-//! not the glue. Plain TCP only: the stand-in Platform offers it on loopback.
+//! A native host for `vdev-core`: tokio sockets for MQTT (plain TCP, or TLS with rustls),
+//! reqwest for HTTP, and a [`MemoryStore`] shared across restarts of the device. It is the
+//! thinnest possible adapter — feed inputs, drain outputs, arm one timer — so a test that passes
+//! here proves the core, not the glue. [`Network`] says which CA it trusts and which host names
+//! it resolves itself (the strict stand-in's, on a loopback address of its own).
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -38,12 +41,25 @@ enum Command {
     },
     Stats(oneshot::Sender<Stats>),
     Network(bool),
+    Reported(vdev_core::json::Value),
     Stop(oneshot::Sender<()>),
+}
+
+/// The writing half of an MQTT connection, plain or TLS.
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// What the host trusts and resolves besides the system's.
+#[derive(Debug, Clone, Default)]
+pub struct Network {
+    /// PEM of a certificate authority to trust (the stand-in's test CA); none: plain TCP only.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Host names resolved here, without DNS.
+    pub resolve: Vec<(String, IpAddr)>,
 }
 
 enum Io {
     Http(RequestId, Result<HttpResponse, String>),
-    Connected(ConnectionId, OwnedWriteHalf),
+    Connected(ConnectionId, Writer),
     Data(ConnectionId, Vec<u8>),
     Closed(ConnectionId, String),
 }
@@ -59,9 +75,19 @@ pub struct NativeDevice {
 impl NativeDevice {
     /// Starts a device on `store` (its saved state and queued messages are resumed).
     pub fn start(config: DeviceConfig, store: SharedStore, seed: [u8; 32]) -> Self {
+        Self::start_with(config, store, seed, Network::default())
+    }
+
+    /// [`NativeDevice::start`] with a CA to trust and host names to resolve.
+    pub fn start_with(
+        config: DeviceConfig,
+        store: SharedStore,
+        seed: [u8; 32],
+        network: Network,
+    ) -> Self {
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (event_tx, events) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(config, store, seed, command_rx, event_tx));
+        let task = tokio::spawn(run(config, store, seed, network, command_rx, event_tx));
         Self {
             commands,
             events,
@@ -92,6 +118,13 @@ impl NativeDevice {
         rx.await.expect("device task answers")
     }
 
+    /// Merges `patch` into the reported properties (they reach the Platform when connected).
+    pub fn update_reported_properties(&self, patch: vdev_core::json::Value) {
+        self.commands
+            .send(Command::Reported(patch))
+            .expect("device task is running");
+    }
+
     /// Tells the device whether the host has a network (`Input::NetworkAvailable` /
     /// `Input::NetworkLost`), as a browser's `online`/`offline` events would.
     pub fn set_network(&self, available: bool) {
@@ -114,16 +147,45 @@ struct Host {
     device: Device,
     store: SharedStore,
     io_tx: mpsc::UnboundedSender<Io>,
-    writers: HashMap<ConnectionId, OwnedWriteHalf>,
+    writers: HashMap<ConnectionId, Writer>,
     waiting_durable: BTreeMap<Seq, oneshot::Sender<Result<Seq, SendError>>>,
     events: mpsc::UnboundedSender<Event>,
     http: reqwest::Client,
+    network: Arc<Network>,
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+/// The HTTP client and the MQTT TLS connector of `network`.
+fn clients(network: &Network) -> (reqwest::Client, Option<tokio_rustls::TlsConnector>) {
+    let mut builder = reqwest::Client::builder();
+    for (name, ip) in &network.resolve {
+        builder = builder.resolve(name, SocketAddr::new(*ip, 0));
+    }
+    let Some(pem) = &network.ca_pem else {
+        return (builder.build().expect("http client"), None);
+    };
+    builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem).expect("a CA"));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        roots.add(cert.expect("a CA certificate")).expect("a CA");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("tls versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (
+        builder.build().expect("http client"),
+        Some(tokio_rustls::TlsConnector::from(Arc::new(config))),
+    )
 }
 
 async fn run(
     config: DeviceConfig,
     store: SharedStore,
     seed: [u8; 32],
+    network: Network,
     mut commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<Event>,
 ) {
@@ -132,6 +194,7 @@ async fn run(
         Device::new(config, now_ms(), seed, &store.meta(), store.state())
     };
     let (io_tx, mut io_rx) = mpsc::unbounded_channel();
+    let (http, tls) = clients(&network);
     let mut host = Host {
         device,
         store,
@@ -139,7 +202,9 @@ async fn run(
         writers: HashMap::new(),
         waiting_durable: BTreeMap::new(),
         events,
-        http: reqwest::Client::new(),
+        http,
+        network: Arc::new(network),
+        tls,
     };
     loop {
         let deadline = host.drain().await;
@@ -161,6 +226,11 @@ async fn run(
                     }
                 }
                 Some(Command::Stats(reply)) => { let _ = reply.send(host.device.stats()); }
+                Some(Command::Reported(patch)) => {
+                    host.device
+                        .update_reported_properties(now_ms(), patch)
+                        .expect("a valid patch");
+                }
                 Some(Command::Network(available)) => {
                     let input = if available { Input::NetworkAvailable } else { Input::NetworkLost };
                     host.device.handle_input(now_ms(), input);
@@ -294,12 +364,22 @@ impl Host {
 
     fn connect(&self, conn: ConnectionId, endpoint: Endpoint) {
         let io = self.io_tx.clone();
+        let (network, tls) = (self.network.clone(), self.tls.clone());
         tokio::spawn(async move {
-            let Endpoint::Tcp { host, port } = endpoint else {
-                let _ = io.send(Io::Closed(conn, "this host speaks plain TCP only".into()));
-                return;
+            let (host, port, secure) = match endpoint {
+                Endpoint::Tcp { host, port } => (host, port, false),
+                Endpoint::Tls { host, port } => (host, port, true),
+                Endpoint::WebSocket { .. } => {
+                    let _ = io.send(Io::Closed(conn, "this host speaks TCP and TLS only".into()));
+                    return;
+                }
             };
-            let stream = match TcpStream::connect((host.as_str(), port)).await {
+            let resolved = network.resolve.iter().find(|(name, _)| *name == host);
+            let stream = match resolved {
+                Some((_, ip)) => TcpStream::connect(SocketAddr::new(*ip, port)).await,
+                None => TcpStream::connect((host.as_str(), port)).await,
+            };
+            let stream = match stream {
                 Ok(stream) => stream,
                 Err(error) => {
                     let _ = io.send(Io::Closed(conn, format!("connect failed: {error}")));
@@ -307,7 +387,25 @@ impl Host {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let (mut reader, writer) = stream.into_split();
+            let (mut reader, writer): (Box<dyn AsyncRead + Send + Unpin>, Writer) = if secure {
+                let (Some(tls), Ok(name)) = (tls, ServerName::try_from(host.clone())) else {
+                    let _ = io.send(Io::Closed(conn, "no CA to trust for tls".into()));
+                    return;
+                };
+                match tls.connect(name, stream).await {
+                    Ok(stream) => {
+                        let (reader, writer) = tokio::io::split(stream);
+                        (Box::new(reader), Box::new(writer))
+                    }
+                    Err(error) => {
+                        let _ = io.send(Io::Closed(conn, format!("tls failed: {error}")));
+                        return;
+                    }
+                }
+            } else {
+                let (reader, writer) = stream.into_split();
+                (Box::new(reader), Box::new(writer))
+            };
             if io.send(Io::Connected(conn, writer)).is_err() {
                 return;
             }

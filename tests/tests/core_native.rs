@@ -138,3 +138,194 @@ async fn core_provisions_and_delivers_1000_messages_in_order_across_a_platform_r
     device.stop().await;
     platform.shutdown().await;
 }
+
+/// The strict stand-in (`Contract::IotHub`) on 443 and 8883 of a loopback address of its own,
+/// its hub and blob host names resolved by the native host itself.
+fn strict_config(dir: &std::path::Path, ip: std::net::IpAddr) -> Config {
+    Config {
+        http: Some("127.0.0.1:0".parse().expect("address")),
+        https: Some(std::net::SocketAddr::new(ip, 443)),
+        mqtt_tcp: None,
+        mqtt_tls: Some(std::net::SocketAddr::new(ip, 8883)),
+        host_name: "hub.native.test".into(),
+        contract: vdev_platform::Contract::IotHub,
+        ..Config::ephemeral(dir)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_against_the_strict_contract_delivers_uploads_syncs_refreshes_and_survives_a_restart()
+{
+    // Port 443 needs root; the test command runs as root (the official SDK's test binds it too).
+    let ip: std::net::IpAddr = "127.0.0.77".parse().expect("address");
+    if std::net::TcpListener::bind((ip, 443)).is_err() {
+        eprintln!("SKIPPED: cannot bind {ip}:443 (needs root)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let platform = Platform::start(strict_config(dir.path(), ip))
+        .await
+        .expect("the strict platform starts");
+    let info = platform.info().clone();
+    // Registration Tokens of 6 s, refreshed at half their life.
+    let created = admin(
+        &info,
+        reqwest::Method::POST,
+        "/provisioning-tokens",
+        serde_json::json!({"name": "native-strict", "defaultRegistrationTokenLifetimeSeconds": 6}),
+    )
+    .await;
+    let mut config = vdev_core::DeviceConfig::new(
+        "hub.native.test",
+        created["token"].as_str().expect("a token"),
+    );
+    config.device_id = Some(vdev_core::DeviceId::parse("native-strict").expect("an id"));
+    config.transport = vdev_core::Transport::Tls;
+    let network = vdev_tests::native::Network {
+        ca_pem: Some(std::fs::read(&info.ca_certificate_path).expect("the test CA")),
+        resolve: vec![
+            ("hub.native.test".into(), ip),
+            ("blob.hub.native.test".into(), ip),
+        ],
+    };
+    let store: SharedStore = Arc::new(Mutex::new(MemoryStore::new("nativestrict")));
+    let mut device = NativeDevice::start_with(config, store, [5; 32], network);
+    let operation = next_event(&mut device, |e| match e {
+        Event::ProvisioningOperation(op) => Some(op.clone()),
+        _ => None,
+    })
+    .await;
+    approve(&info, &operation.id).await;
+
+    let stream = StreamOptions::default();
+    let mut delivered = 0;
+    for n in 0..100 {
+        device
+            .send(stream.clone(), format!("m{n}").into_bytes())
+            .await
+            .expect("stored");
+    }
+    // A 1 MB message: by upload to blob storage under its own host name.
+    let large: Vec<u8> = (0..1_048_576u32)
+        .map(|i| (i * 13 + (i >> 10)) as u8)
+        .collect();
+    device
+        .send(stream.clone(), large.clone())
+        .await
+        .expect("stored");
+    wait_delivered(&mut device, &mut delivered, 101).await;
+
+    // The twin: a desired change arrives, a reported patch is stored.
+    admin(
+        &info,
+        reqwest::Method::PUT,
+        "/devices/native-strict/desired-properties",
+        serde_json::json!({"mode": "strict"}),
+    )
+    .await;
+    next_event(&mut device, |e| match e {
+        Event::DesiredPropertiesChanged { properties, .. }
+            if properties.to_json().contains("strict") =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+    let patch = vdev_core::json::Value::parse(br#"{"contract":"iothub"}"#).expect("json");
+    device.update_reported_properties(patch);
+
+    // Two refreshes while messages flow.
+    let mut sent = 101;
+    timeout(DEADLINE, async {
+        loop {
+            device
+                .send(stream.clone(), format!("m{}", sent - 1).into_bytes())
+                .await
+                .expect("stored");
+            sent += 1;
+            let tokens = admin(
+                &info,
+                reqwest::Method::GET,
+                "/registration-tokens?deviceId=native-strict",
+                Value::Null,
+            )
+            .await;
+            if tokens.as_array().map_or(0, Vec::len) >= 3 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("two refreshes within the deadline");
+
+    // A restart while the rest is sent.
+    platform.shutdown().await;
+    for n in sent - 1..200 {
+        device
+            .send(stream.clone(), format!("m{n}").into_bytes())
+            .await
+            .expect("stored while the platform is down");
+    }
+    let platform = Platform::start(Config {
+        http: info.http_url.as_deref().map(|u| {
+            u.trim_start_matches("http://")
+                .parse()
+                .expect("the admin address")
+        }),
+        ..strict_config(dir.path(), ip)
+    })
+    .await
+    .expect("restarts");
+    wait_delivered(&mut device, &mut delivered, 201).await;
+
+    let messages = admin(
+        &info,
+        reqwest::Method::GET,
+        "/devices/native-strict/messages?limit=10000",
+        Value::Null,
+    )
+    .await;
+    let messages = messages.as_array().expect("a list").clone();
+    let link = messages
+        .iter()
+        .find(|m| m["hasExternalizedPayload"] == true)
+        .expect("the large message went by upload");
+    assert_eq!(link["sequence"]["n"], 100);
+    let texts: Vec<&str> = messages
+        .iter()
+        .filter(|m| m["hasExternalizedPayload"] != true)
+        .map(|m| m["payloadText"].as_str().unwrap_or_default())
+        .collect();
+    let expected: Vec<String> = (0..200).map(|n| format!("m{n}")).collect();
+    assert_eq!(texts, expected, "200 messages in order, each once");
+    let blob = reqwest::Client::new()
+        .get(format!(
+            "{}/workspaces/{}/blobs/content?deviceId=native-strict&name={}",
+            info.http_url.as_deref().expect("admin listener"),
+            info.workspace_id,
+            link["blobName"].as_str().expect("a blob name")
+        ))
+        .bearer_auth(&info.admin_token)
+        .send()
+        .await
+        .expect("the blob")
+        .bytes()
+        .await
+        .expect("its bytes");
+    assert!(
+        blob.as_ref() == large.as_slice(),
+        "the blob holds the message's bytes"
+    );
+    let reported = admin(
+        &info,
+        reqwest::Method::GET,
+        "/devices/native-strict/reported-properties",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(reported["contract"], "iothub");
+    device.stop().await;
+    platform.shutdown().await;
+}
