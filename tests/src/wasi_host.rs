@@ -12,7 +12,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command as Process;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
 use tokio::sync::mpsc;
@@ -42,8 +42,75 @@ fn socket_allowed(addr: SocketAddr, use_: SocketAddrUse) -> bool {
     }
 }
 
-/// Outgoing HTTP hooks that deny every host but a loopback address (or `localhost`).
-struct LoopbackOnly;
+/// Outgoing HTTP hooks that deny every host but a loopback address (or `localhost`), and
+/// trust a test CA for `https://` when one is given (wasmtime's own sender trusts the public
+/// roots only, and the component's HTTP TLS is the host's).
+struct LoopbackOnly {
+    https: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// A client TLS configuration trusting the CA certificates of `pem`.
+fn trusting(pem: &[u8]) -> Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        roots.add(cert?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+type Sent = (
+    http::Response<WasiBody>,
+    Box<dyn Future<Output = std::result::Result<(), wasmtime_wasi_http::Error>> + Send>,
+);
+
+/// Sends `request` over HTTPS trusting `config`: one HTTP/1.1 connection for it, as wasmtime's
+/// default sender makes (the component's own deadlines bound it).
+async fn send_trusting(
+    config: Arc<rustls::ClientConfig>,
+    mut request: http::Request<WasiBody>,
+) -> std::result::Result<Sent, wasmtime_wasi_http::Error> {
+    use http_body_util::BodyExt;
+    use wasmtime_wasi_http::Error;
+    let host = request.uri().host().unwrap_or_default().to_owned();
+    let port = request.uri().port_u16().unwrap_or(443);
+    let stream = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
+        .await
+        .map_err(Error::Connect)?;
+    let name = rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
+        .map_err(|e| Error::Tls(std::io::Error::other(e)))?;
+    let stream = tokio_rustls::TlsConnector::from(config)
+        .connect(name, stream)
+        .await
+        .map_err(Error::Tls)?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(wasmtime_wasi_http::io::TokioIo::new(stream)).await?;
+    let driven = tokio::spawn(connection);
+    // Sent to the server itself, not through a proxy: the path alone.
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    *request.uri_mut() = path.parse().map_err(|_| Error::HttpRequestUriInvalid)?;
+    let response = sender.send_request(request).await?;
+    let io = async move {
+        match driven.await {
+            Ok(result) => result.map_err(Error::from),
+            Err(_) => Ok(()),
+        }
+    };
+    Ok((
+        response.map(|body| body.map_err(Error::from).boxed_unsync()),
+        Box::new(io),
+    ))
+}
 
 impl WasiHttpHooks for LoopbackOnly {
     #[allow(clippy::type_complexity)]
@@ -70,9 +137,15 @@ impl WasiHttpHooks for LoopbackOnly {
         let host = request.uri().host().unwrap_or_default();
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let allowed = host == "localhost" || host.parse::<IpAddr>().is_ok_and(is_loopback);
+        let https = (request.uri().scheme_str() == Some("https"))
+            .then(|| self.https.clone())
+            .flatten();
         Box::new(async move {
             if !allowed {
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+            }
+            if let Some(config) = https {
+                return send_trusting(config, request).await;
             }
             use http_body_util::BodyExt;
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
@@ -297,7 +370,9 @@ impl WasiHost {
         store_dir: &Path,
         stdin: AsyncStdinStream,
         stdout: AsyncStdoutStream,
+        https_ca_pem: Option<&[u8]>,
     ) -> Result<State> {
+        let https = https_ca_pem.map(trusting).transpose()?;
         let mut builder = WasiCtxBuilder::new();
         let mut argv = vec!["vdev-device".to_owned()];
         argv.extend(args.iter().cloned());
@@ -315,7 +390,7 @@ impl WasiHost {
         Ok(State {
             wasi: builder.build(),
             http: WasiHttpCtx::new(),
-            hooks: LoopbackOnly,
+            hooks: LoopbackOnly { https },
             table: ResourceTable::new(),
             memory: LinearMemoryTally::default(),
         })
@@ -334,6 +409,7 @@ impl WasiHost {
             store_dir,
             AsyncStdinStream::new(tokio::io::empty()),
             AsyncStdoutStream::new(1024, tokio::io::sink()),
+            config.https_ca_pem.as_deref(),
         )?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.memory);
@@ -392,6 +468,7 @@ impl WasiHost {
             store_dir,
             AsyncStdinStream::new(stdin_reader),
             AsyncStdoutStream::new(64 * 1024, stdout_writer),
+            None,
         )?;
         let mut store = Store::new(&self.engine, state);
         let component = self.command.clone();
@@ -475,6 +552,9 @@ pub struct LibraryConfig {
     /// MQTT over TLS trusting this CA file (inside the store directory) besides the Mozilla
     /// roots; plain TCP when `None`.
     pub tls_ca_file: Option<String>,
+    /// The host's, not the component's: `wasi:http` requests to `https://` trust this CA (PEM)
+    /// instead of the public roots (the component's HTTP TLS is the host's).
+    pub https_ca_pem: Option<Vec<u8>>,
 }
 
 impl LibraryConfig {
@@ -485,6 +565,7 @@ impl LibraryConfig {
             provisioning_token,
             device_id,
             tls_ca_file: None,
+            https_ca_pem: None,
         }
     }
 

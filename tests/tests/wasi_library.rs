@@ -244,3 +244,189 @@ async fn wasi_library_world_delivers_over_tls_trusting_the_ca_file_of_its_config
     assert_eq!(payloads, expected, "stored once, in order, over TLS");
     platform.shutdown().await;
 }
+
+/// The strict stand-in (`Contract::IotHub`) on 127.0.0.1:443 and :8883 under the host name
+/// `localhost` (which resolves without help inside the component too), blob storage under
+/// `127.0.0.1`; its plain listener serves the admin API only.
+fn strict_config(dir: &std::path::Path, admin: &str) -> vdev_platform::Config {
+    vdev_platform::Config {
+        http: Some(admin.parse().expect("address")),
+        https: Some("127.0.0.1:443".parse().expect("address")),
+        mqtt_tcp: None,
+        mqtt_tls: Some("127.0.0.1:8883".parse().expect("address")),
+        host_name: "localhost".into(),
+        blob_host_name: Some("127.0.0.1".into()),
+        contract: vdev_platform::Contract::IotHub,
+        ..vdev_platform::Config::ephemeral(dir)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_library_world_against_the_strict_contract_works_as_on_a_real_instance() {
+    if std::net::TcpListener::bind(("127.0.0.1", 443)).is_err() {
+        eprintln!("SKIPPED: cannot bind 127.0.0.1:443 (needs root)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("platform");
+    let platform = vdev_platform::Platform::start(strict_config(&data, "127.0.0.1:0"))
+        .await
+        .expect("the strict platform starts");
+    let info = platform.info().clone();
+    let host = tokio::task::spawn_blocking(vdev_tests::wasi_host::WasiHost::load)
+        .await
+        .expect("load task")
+        .expect("the components build and compile");
+    let store = dir.path().join("device");
+    std::fs::create_dir_all(&store).expect("store dir");
+    std::fs::copy(&info.ca_certificate_path, store.join("platform-ca.pem")).expect("ca copied");
+    // Registration Tokens of 6 s, refreshed at half their life.
+    let created = admin(
+        &info,
+        reqwest::Method::POST,
+        "/provisioning-tokens",
+        json!({"name": "wasi-strict", "defaultRegistrationTokenLifetimeSeconds": 6}),
+    )
+    .await;
+    let config = LibraryConfig {
+        instance_url: "https://localhost".into(),
+        provisioning_token: created["token"].as_str().expect("a token").into(),
+        device_id: "wasi-strict".into(),
+        tls_ca_file: Some("platform-ca.pem".into()),
+        https_ca_pem: Some(std::fs::read(&info.ca_certificate_path).expect("the CA")),
+    };
+    let mut device = host
+        .start_library_device(&store, config)
+        .await
+        .expect("device starts");
+    let mut seen = Vec::new();
+    approve_its_operation(&info, &mut device, &mut seen).await;
+
+    let mut delivered = 0;
+    for n in 0..100 {
+        device
+            .send(format!("m{n}").as_bytes())
+            .await
+            .expect("stored");
+    }
+    // A 1 MB message: by upload to blob storage under its own host name.
+    let large: Vec<u8> = (0..1_048_576u32)
+        .map(|i| (i * 13 + (i >> 10)) as u8)
+        .collect();
+    device.send(&large).await.expect("stored");
+    poll_until(&mut device, &mut seen, DEADLINE, |e| {
+        delivered += usize::from(e.name == "message-delivered");
+        (delivered == 101).then_some(())
+    })
+    .await;
+
+    // The twin.
+    admin(
+        &info,
+        reqwest::Method::PUT,
+        "/devices/wasi-strict/desired-properties",
+        json!({ "mode": "strict" }),
+    )
+    .await;
+    poll_until(&mut device, &mut seen, DEADLINE, |e| {
+        (e.name == "desired-properties-changed" && format!("{:?}", e.payload).contains("strict"))
+            .then_some(())
+    })
+    .await;
+    device
+        .update_reported_properties(r#"{"contract":"iothub"}"#)
+        .await
+        .expect("reported patch accepted");
+    poll_until(&mut device, &mut seen, DEADLINE, |e| {
+        (e.name == "reported-properties-acknowledged").then_some(())
+    })
+    .await;
+
+    // Two refreshes while messages flow.
+    let mut sent = 100;
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        // Messages keep flowing (up to 150 of the 200) while the device refreshes.
+        if sent < 150 {
+            device
+                .send(format!("m{sent}").as_bytes())
+                .await
+                .expect("stored");
+            sent += 1;
+        }
+        for event in device.poll(200).await.expect("poll") {
+            delivered += usize::from(event.name == "message-delivered");
+            seen.push(event);
+        }
+        let tokens = admin(
+            &info,
+            reqwest::Method::GET,
+            "/registration-tokens?deviceId=wasi-strict",
+            Value::Null,
+        )
+        .await;
+        if tokens.as_array().map_or(0, Vec::len) >= 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "two refreshes within the deadline"
+        );
+    }
+
+    // A Platform restart while the rest is sent.
+    platform.shutdown().await;
+    for n in sent..200 {
+        device
+            .send(format!("m{n}").as_bytes())
+            .await
+            .expect("stored");
+    }
+    let admin_address = info
+        .http_url
+        .as_deref()
+        .expect("admin")
+        .trim_start_matches("http://");
+    let platform = vdev_platform::Platform::start(strict_config(&data, admin_address))
+        .await
+        .expect("restarts");
+    poll_until(&mut device, &mut seen, DEADLINE, |e| {
+        delivered += usize::from(e.name == "message-delivered");
+        (delivered >= 201).then_some(())
+    })
+    .await;
+    device.stop().await.expect("stops");
+
+    let messages = device_messages(&info, "wasi-strict").await;
+    let link = messages
+        .iter()
+        .find(|m| m["hasExternalizedPayload"] == true)
+        .expect("the large message went by upload");
+    assert_eq!(link["sequence"]["n"], 100);
+    let texts: Vec<String> = messages
+        .iter()
+        .filter(|m| m["hasExternalizedPayload"] != true)
+        .map(|m| m["payloadText"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let expected: Vec<String> = (0..200).map(|n| format!("m{n}")).collect();
+    assert_eq!(texts, expected, "200 messages in order, each once");
+    let blob = reqwest::Client::new()
+        .get(format!(
+            "{}/workspaces/{}/blobs/content?deviceId=wasi-strict&name={}",
+            info.http_url.as_deref().expect("admin"),
+            info.workspace_id,
+            link["blobName"].as_str().expect("a blob name")
+        ))
+        .bearer_auth(&info.admin_token)
+        .send()
+        .await
+        .expect("the blob")
+        .bytes()
+        .await
+        .expect("its bytes");
+    assert!(
+        blob.as_ref() == large.as_slice(),
+        "the blob holds the message's bytes"
+    );
+    platform.shutdown().await;
+}
