@@ -121,12 +121,16 @@ pub enum FileOp {
 pub type FileOpsOutcome = Result<Vec<Vec<u8>>, (usize, StoreError)>;
 
 /// The operations one [`StoreRequest`] takes. Perform [`FileJob::ops`] in order, stopping at
-/// the first that fails, and hand the outcome to [`FileOutbox::finish`].
+/// the first that fails; when one failed, perform [`FileJob::on_failure`] too (best effort,
+/// its own failures ignored); then hand the outcome to [`FileOutbox::finish`].
 #[derive(Debug)]
 #[must_use]
 pub struct FileJob {
     /// What to do, in order.
     pub ops: Vec<FileOp>,
+    /// What to undo when one of `ops` failed: a failed append's bytes are cut at once, so that
+    /// records the app was told were not stored never come back at the next start.
+    pub on_failure: Vec<FileOp>,
     pending: Pending,
 }
 
@@ -151,6 +155,8 @@ enum Pending {
         seqs: Vec<Seq>,
         bytes: u64,
         removed: Vec<usize>,
+        /// Whether op 0 appends the removal to `acks.log` (else the rewrite records it).
+        appended: bool,
         ack_bytes: u64,
         compaction: Option<Compaction>,
     },
@@ -198,10 +204,12 @@ fn segment_name(first: Seq) -> String {
 
 /// The first sequence number of the segment named `name`, if it is one.
 fn segment_first(name: &str) -> Option<Seq> {
-    name.strip_prefix("seg-")?
-        .strip_suffix(".log")?
-        .parse()
-        .ok()
+    let digits = name.strip_prefix("seg-")?.strip_suffix(".log")?;
+    // Exactly the form `segment_name` writes: another spelling of the same number would be a
+    // second file claiming the same segment.
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
 }
 
 fn frame(payload: &[u8]) -> Vec<u8> {
@@ -459,13 +467,14 @@ impl FileOutboxOpener {
             segments: self.segments,
             active: None,
             acks_len: valid,
+            acks_in_doubt: false,
             next_seq: self.next_seq,
             count,
             bytes,
             segment_limit: DEFAULT_SEGMENT_BYTES,
         };
         let mut ops = self.ops;
-        if let Some(compaction) = outbox.plan_compaction(&mut ops) {
+        if let Some(compaction) = outbox.plan_compaction(&mut ops, false) {
             outbox.apply_compaction(&compaction, compaction.dropped.len());
         }
         (outbox, ops, self.recoveries)
@@ -486,6 +495,9 @@ pub struct FileOutbox {
     /// The segment appends go to; a new one is started at the first append after opening.
     active: Option<Seq>,
     acks_len: u64,
+    /// A rewrite of `acks.log` failed: whether it is the old or the new file is unknown, so
+    /// the next removal rewrites it whole instead of appending at an offset.
+    acks_in_doubt: bool,
     next_seq: Seq,
     count: u64,
     bytes: u64,
@@ -547,6 +559,7 @@ impl FileOutbox {
                     file: STATE_FILE.into(),
                     bytes: state.clone(),
                 }],
+                on_failure: Vec::new(),
                 pending: Pending::SaveState {
                     state,
                     reported_revision,
@@ -569,6 +582,7 @@ impl FileOutbox {
                 });
                 FileJob {
                     ops,
+                    on_failure: Vec::new(),
                     pending: Pending::Reserve {
                         below,
                         reserved,
@@ -650,9 +664,17 @@ impl FileOutbox {
                 seqs,
                 bytes,
                 removed,
+                appended,
                 ack_bytes,
                 compaction,
             } => {
+                // The removal is recorded by the appended frame (op 0) or, when `acks.log` was
+                // in doubt, by its rewrite (op 0 too).
+                let rewrite = usize::from(appended);
+                if compaction.is_some() && !done(rewrite) {
+                    // Renamed into place or not: the next removal rewrites it whole.
+                    self.acks_in_doubt = true;
+                }
                 if !done(0) {
                     // The removal was not recorded: its records stay live, so the core's retry
                     // finds them again.
@@ -670,12 +692,13 @@ impl FileOutbox {
                     }
                 }
                 if let Some(compaction) = compaction
-                    && done(1)
+                    && done(rewrite)
                 {
                     let deleted = (0..compaction.dropped.len())
-                        .take_while(|i| done(2 + i))
+                        .take_while(|i| done(rewrite + 1 + i))
                         .count();
                     self.apply_compaction(&compaction, deleted);
+                    self.acks_in_doubt = false;
                 }
                 let (_, error) = outcome.err()?;
                 Some(Input::RemoveFailed { seqs, bytes, error })
@@ -710,6 +733,7 @@ impl FileOutbox {
     fn plan_append(&mut self, records: Vec<Record>) -> FileJob {
         let answer = |answer| FileJob {
             ops: Vec::new(),
+            on_failure: Vec::new(),
             pending: Pending::Answer(answer),
         };
         let (Some(first), Some(last)) = (records.first(), records.last()) else {
@@ -773,8 +797,13 @@ impl FileOutbox {
             bytes: buffer,
             sync: true,
         });
+        let on_failure = vec![FileOp::Truncate {
+            file: segment_name(segment),
+            len,
+        }];
         FileJob {
             ops,
+            on_failure,
             pending: Pending::Append {
                 first,
                 last,
@@ -820,33 +849,44 @@ impl FileOutbox {
             .collect();
         FileJob {
             ops,
+            on_failure: Vec::new(),
             pending: Pending::Load { reads },
         }
     }
 
     fn plan_remove(&mut self, seqs: Vec<Seq>, bytes: u64) -> FileJob {
-        let removed: Vec<usize> = seqs
+        let mut removed: Vec<usize> = seqs
             .iter()
             .filter_map(|seq| self.entries.binary_search_by_key(seq, |e| e.seq).ok())
             .filter(|&index| self.entries[index].live)
             .collect();
+        // A number named twice is removed once.
+        removed.sort_unstable();
+        removed.dedup();
         if removed.is_empty() {
             return FileJob {
                 ops: Vec::new(),
+                on_failure: Vec::new(),
                 pending: Pending::Answer(None),
             };
         }
-        let ack = frame(&seqs_payload(
-            ACK_REMOVED,
-            removed.iter().map(|&index| self.entries[index].seq),
-        ));
-        let ack_bytes = ack.len() as u64;
-        let mut ops = vec![FileOp::Write {
-            file: ACKS_FILE.into(),
-            offset: self.acks_len,
-            bytes: ack,
-            sync: false,
-        }];
+        // Appended to `acks.log`, unless what that file holds is in doubt (a rewrite of it
+        // failed after it may have been renamed into place): then it is rewritten whole.
+        let mut ops = Vec::new();
+        let mut ack_bytes = 0;
+        if !self.acks_in_doubt {
+            let ack = frame(&seqs_payload(
+                ACK_REMOVED,
+                removed.iter().map(|&index| self.entries[index].seq),
+            ));
+            ack_bytes = ack.len() as u64;
+            ops.push(FileOp::Write {
+                file: ACKS_FILE.into(),
+                offset: self.acks_len,
+                bytes: ack,
+                sync: false,
+            });
+        }
         // The compaction is planned on the state after the removal, then that state is put
         // back: it changes only when the host says the removal was recorded.
         let marked: Vec<(usize, Seq)> = removed
@@ -861,7 +901,7 @@ impl FileOutbox {
         }
         let acks_len = self.acks_len;
         self.acks_len += ack_bytes;
-        let compaction = self.plan_compaction(&mut ops);
+        let compaction = self.plan_compaction(&mut ops, self.acks_in_doubt);
         self.acks_len = acks_len;
         for &(index, segment) in &marked {
             self.entries[index].live = true;
@@ -871,19 +911,22 @@ impl FileOutbox {
         }
         FileJob {
             ops,
+            on_failure: Vec::new(),
             pending: Pending::Remove {
                 seqs,
                 bytes,
                 removed,
+                appended: ack_bytes > 0,
                 ack_bytes,
                 compaction,
             },
         }
     }
 
-    /// When the oldest segments hold no live record (or `acks.log` grew large): a rewrite of
-    /// `acks.log` as a cursor past them and the deletes of those segments, appended to `ops`.
-    fn plan_compaction(&self, ops: &mut Vec<FileOp>) -> Option<Compaction> {
+    /// When the oldest segments hold no live record (or `acks.log` grew large, or `force`): a
+    /// rewrite of `acks.log` as a cursor past them and the deletes of those segments, appended
+    /// to `ops`.
+    fn plan_compaction(&self, ops: &mut Vec<FileOp>, force: bool) -> Option<Compaction> {
         // The segment being appended to stays until it is full: a device that keeps up would
         // otherwise delete it, rewrite `acks.log` and create a new segment (five syncs instead
         // of one) for every message.
@@ -896,7 +939,7 @@ impl FileOutbox {
             })
             .map(|(first, _)| *first)
             .collect();
-        if dropped.is_empty() && self.acks_len < ACKS_COMPACT_BYTES {
+        if dropped.is_empty() && self.acks_len < ACKS_COMPACT_BYTES && !force {
             return None;
         }
         // A cursor below the oldest live record, and the removed records above it that are
@@ -943,6 +986,14 @@ impl FileOutbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl FileOutboxOpener {
+        /// Opened empty, with 64-byte segments.
+        fn with_limit_for_tests(self) -> (FileOutbox, Vec<FileOp>, Vec<StoreRecovery>) {
+            let (outbox, ops, recoveries) = self.finish();
+            (outbox.with_segment_limit(64), ops, recoveries)
+        }
+    }
 
     #[test]
     fn frames_read_back_and_the_first_bad_one_ends_them() {
@@ -1023,6 +1074,82 @@ mod tests {
         let answer = outbox.finish(job, Ok(Vec::new()));
         assert_eq!(answer, Some(Input::Appended { first: 1, last: 1 }));
         assert_eq!(outbox.live_seqs(), [1]);
+    }
+
+    #[test]
+    fn a_failed_append_is_cut_at_once_and_only_canonical_segment_names_are_read() {
+        let (mut outbox, _, _) = FileOutboxOpener::new().finish();
+        let job = outbox.plan(StoreRequest::Append {
+            records: vec![Record {
+                seq: 0,
+                data: vec![1; 8],
+            }],
+        });
+        assert_eq!(
+            job.on_failure,
+            [FileOp::Truncate {
+                file: segment_name(0),
+                len: 0
+            }],
+            "what a failed write left is cut before anyone reads it"
+        );
+        let names = [
+            "seg-5.log",
+            "seg-+0000000000000000005.log",
+            "seg-00000000000000000005.log",
+        ];
+        assert_eq!(
+            FileOutboxOpener::files_to_read(names.map(String::from)),
+            ["seg-00000000000000000005.log"]
+        );
+    }
+
+    #[test]
+    fn after_a_failed_rewrite_of_the_acks_the_next_removal_rewrites_them_whole() {
+        let (mut outbox, _, _) = FileOutboxOpener::new().with_limit_for_tests();
+        let records = (0..4)
+            .map(|seq| Record {
+                seq,
+                data: vec![1; 40],
+            })
+            .collect();
+        let job = outbox.plan(StoreRequest::Append { records });
+        let _ = outbox.finish(job, Ok(Vec::new()));
+        // Segment 0 is full (limit 64 bytes) and its records all go: a compaction is planned.
+        let job = outbox.plan(StoreRequest::Remove {
+            seqs: vec![0, 1, 2, 3, 3],
+            bytes: 160,
+        });
+        assert!(matches!(
+            job.ops[..],
+            [FileOp::Write { .. }, FileOp::Replace { .. }, ..]
+        ));
+        let error = StoreError::Failed("rename acks.log".into());
+        let answer = outbox.finish(job, Err((1, error)));
+        assert!(matches!(answer, Some(Input::RemoveFailed { .. })));
+        assert_eq!(
+            outbox.meta().count,
+            0,
+            "recorded by the appended frame, each once"
+        );
+        let job = outbox.plan(StoreRequest::Append {
+            records: vec![Record {
+                seq: 4,
+                data: vec![1; 8],
+            }],
+        });
+        let _ = outbox.finish(job, Ok(Vec::new()));
+        let job = outbox.plan(StoreRequest::Remove {
+            seqs: vec![4],
+            bytes: 8,
+        });
+        assert!(
+            matches!(job.ops.first(), Some(FileOp::Replace { file, .. }) if file == ACKS_FILE),
+            "no append at an offset into a file in doubt: {:?}",
+            job.ops
+        );
+        assert_eq!(outbox.finish(job, Ok(Vec::new())), None);
+        assert_eq!(outbox.meta().count, 0);
     }
 
     #[test]

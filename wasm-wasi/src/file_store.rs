@@ -142,6 +142,10 @@ impl FileStore {
         let outcome = self
             .perform(&job.ops)
             .map_err(|(index, error)| (index, store_error(&error)));
+        if outcome.is_err() {
+            // Best effort: what it cannot undo now, the core's format undoes at the next write.
+            let _ = self.perform(&job.on_failure);
+        }
         self.outbox.finish(job, outcome)
     }
 
@@ -200,7 +204,11 @@ impl FileStore {
             FileOp::Delete { file } => {
                 self.writing.remove(file);
                 let path = dir.join(file);
-                fs::remove_file(&path).map_err(io_error("remove", &path))?;
+                match fs::remove_file(&path) {
+                    // Already gone (an earlier delete whose directory sync failed): done.
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                    removed => removed.map_err(io_error("remove", &path))?,
+                }
                 sync_dir(&dir).map_err(io_error("sync directory", &dir))?;
             }
             FileOp::Read { file, offset, len } => {

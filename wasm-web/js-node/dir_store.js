@@ -33,7 +33,12 @@ export async function openDirStore(directory) {
   } catch (error) {
     throw failed(error);
   }
-  const release = await lockDirectory(directory);
+  let release;
+  try {
+    release = await lockDirectory(directory);
+  } catch (error) {
+    throw error instanceof VdevError ? error : failed(error);
+  }
   try {
     const outbox = new FileOutbox();
     for (const name of FileOutbox.filesToRead(await readdir(directory))) {
@@ -74,15 +79,19 @@ class DirStore {
 
   /**
    * Performs the core's store requests in order, each with its own answer (a failed one too:
-   * the core decides what follows). The driver's copies of them are not needed: `FileOutbox`
-   * takes them from the core, with appends that follow each other joined into one.
+   * the core decides what follows): as many as the driver hands over (those it polls meanwhile
+   * are the next batch's, so answers keep coming under a steady stream). The driver's copies
+   * are not needed: `FileOutbox` takes them from the core, with appends that follow each other
+   * joined into one.
+   * @param {unknown[]} requests
    */
-  async execute() {
+  async execute(requests) {
     const answers = [];
-    for (;;) {
-      /** @type {FileOp[] | undefined} */
-      const ops = this.outbox.plan(this.core);
-      if (!ops) break;
+    for (let remaining = requests.length; remaining > 0; ) {
+      const job = this.outbox.plan(this.core, remaining);
+      if (!job) break;
+      remaining -= job.taken;
+      const { ops } = job;
       /** @type {Uint8Array[]} */
       const reads = [];
       let failedAt;
@@ -100,6 +109,8 @@ class DirStore {
           break;
         }
       }
+      // Best effort: what it cannot undo now, the core's format undoes at the next write.
+      if (failedAt !== undefined) for (const op of job.onFailure) await this.perform(op).catch(() => {});
       if (this.outbox.finish(failedAt, quotaExceeded, message, reads)) {
         answers.push({ kind: /** @type {const} */ ("input"), feed: (/** @type {number} */ now) => this.core.fileAnswer(now, this.outbox) });
       }
@@ -153,7 +164,10 @@ class DirStore {
       }
       case "delete":
         await this.forget(op.file);
-        await unlink(path);
+        // Already gone (an earlier delete whose directory sync failed): done.
+        await unlink(path).catch((error) => {
+          if (error.code !== "ENOENT") throw error;
+        });
         await this.syncDirectory();
         return;
       case "read": {

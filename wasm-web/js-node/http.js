@@ -16,9 +16,11 @@ import { describe } from "./io.js";
  * @param {{ method: string, url: string, headers: [string, string][], body: Uint8Array, deadline: number, maxResponseBytes: number }} request
  * @param {number} now
  * @param {string | Uint8Array | undefined} ca the app's certificate authorities (PEM)
+ * @param {AbortSignal} [stopped] aborts the request when the device stops, so that nothing
+ *   keeps the process alive after `stop()`
  * @returns {Promise<{ status: number, retryAfter: string | undefined, body: Uint8Array }>}
  */
-export function perform(request, now, ca) {
+export function perform(request, now, ca, stopped) {
   return new Promise((resolve, reject) => {
     const url = new URL(request.url);
     const secure = url.protocol === "https:";
@@ -28,6 +30,7 @@ export function perform(request, now, ca) {
     const options = {
       method: request.method,
       headers,
+      signal: stopped,
       ...(secure && ca !== undefined ? { ca: [...rootCertificates, Buffer.from(ca).toString()] } : {}),
     };
     let settled = false;

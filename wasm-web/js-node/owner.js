@@ -23,6 +23,8 @@ export class SoleOwner {
     this.makeCore = makeCore;
     /** @type {Driver | undefined} */
     this.driver = undefined;
+    // Aborts the HTTP requests still running when the device has stopped.
+    this.stopped = new AbortController();
   }
 
   async start() {
@@ -64,7 +66,7 @@ export class SoleOwner {
       () => {},
       {
         open: (output, on) => /** @type {any} */ (openConnection(output, on, ca)),
-        perform: (request, now) => perform(request, now, ca),
+        perform: (request, now) => perform(request, now, ca, this.stopped.signal),
       },
     );
   }
@@ -107,6 +109,6 @@ export class SoleOwner {
   }
 
   stop() {
-    return /** @type {Driver} */ (this.driver).stop();
+    return /** @type {Driver} */ (this.driver).stop().then(() => this.stopped.abort());
   }
 }

@@ -261,3 +261,53 @@ test("MQTT over WebSocket where Node.js has a WebSocket, a clear refusal at star
   assert.deepEqual(await stored(where.deviceId), range(0, 10));
   await client.stop();
 });
+
+test("a lock left by a client that is gone is taken over: a dead pid, another boot, this pid in an earlier life", async () => {
+  const boot = (() => {
+    try {
+      return readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+    } catch {
+      return "";
+    }
+  })();
+  const stale = [
+    { pid: 2 ** 22 + 12345, boot },
+    { pid: 1, boot: "another-boot" },
+    // A container's pid 1 after a restart: this very pid, but this process holds nothing there.
+    { pid: process.pid, boot },
+  ];
+  for (const lock of stale) {
+    if (lock.boot === "another-boot" && !boot) continue; // no boot id on this system
+    const where = fresh();
+    writeFileSync(join(where.directory, "lock"), JSON.stringify(lock));
+    const { client } = await start(where, { onProvisioningOperation: undefined });
+    assert.equal(JSON.parse(readFileSync(join(where.directory, "lock"), "utf8")).pid, process.pid, JSON.stringify(lock));
+    await client.stop();
+  }
+});
+
+test("stop() ends an HTTP request still waiting for its answer: the process exits", async () => {
+  // A server that takes requests and never answers.
+  const { createServer } = await import("node:net");
+  const held = [];
+  const server = createServer((socket) => held.push(socket));
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = /** @type {import("node:net").AddressInfo} */ (server.address());
+  const directory = mkdtempSync(join(tmpdir(), "vdev-node-hang-"));
+  const started = Date.now();
+  const child = spawn(process.execPath, ["--input-type=module", "-e", `
+    import init, { DeviceClient } from "vdev-web";
+    await init();
+    const client = await DeviceClient.start({ instance: "http://127.0.0.1:${port}", provisioningToken: "t", database: ${JSON.stringify(directory)}, transport: "tcp" });
+    setTimeout(() => client.stop().then(() => console.log("stopped")), 300);`], { cwd: process.cwd(), stdio: ["ignore", "pipe", "inherit"] });
+  let output = "";
+  child.stdout.on("data", (chunk) => (output += chunk));
+  const code = await new Promise((resolve) => child.once("exit", resolve));
+  server.close();
+  for (const socket of held) socket.destroy();
+  assert.equal(output.trim(), "stopped");
+  assert.equal(code, 0);
+  assert.ok(held.length > 0, "the device's request reached the server");
+  // Its deadline is 30 s: the process ended long before, because stop() ended the request.
+  assert.ok(Date.now() - started < 15_000, `exited after ${Date.now() - started} ms`);
+});

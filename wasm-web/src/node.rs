@@ -95,29 +95,43 @@ impl FileOutbox {
         ])
     }
 
-    /// The file operations of the oldest store request `core` handed out and this outbox has
-    /// not planned yet; `undefined` when there is none. Appends that follow each other are one
-    /// request here (one write, one sync, answered together): the driver hands over one per
-    /// `send`, and the store contract lets a host commit several requests as one unit.
-    pub fn plan(&mut self, core: &mut Core) -> JsValue {
-        let (Some(outbox), Some(mut request)) =
-            (self.outbox.as_mut(), core.store_requests.pop_front())
-        else {
+    /// The next job, from the oldest of at most `max` store requests `core` handed out and
+    /// this outbox has not planned yet: `{ ops, onFailure, taken }` (perform `ops` in order;
+    /// when one fails, `onFailure` too, ignoring its errors; `taken` requests were planned), or
+    /// `undefined` when there is none. Appends that follow each other are one job (one write,
+    /// one sync, answered together): the driver hands over one per `send`, and the store
+    /// contract lets a host commit several requests as one unit.
+    pub fn plan(&mut self, core: &mut Core, max: u32) -> JsValue {
+        let Some(outbox) = self.outbox.as_mut() else {
             return JsValue::UNDEFINED;
         };
+        if max == 0 {
+            return JsValue::UNDEFINED;
+        }
+        let Some(mut request) = core.store_requests.pop_front() else {
+            return JsValue::UNDEFINED;
+        };
+        let mut taken = 1;
         if let StoreRequest::Append { records } = &mut request {
-            while let Some(StoreRequest::Append { .. }) = core.store_requests.front() {
+            while taken < max
+                && let Some(StoreRequest::Append { .. }) = core.store_requests.front()
+            {
                 if let Some(StoreRequest::Append { records: next }) =
                     core.store_requests.pop_front()
                 {
                     records.extend(next);
                 }
+                taken += 1;
             }
         }
         let job = outbox.plan(request);
-        let ops = ops_to_js(&job.ops);
+        let answer = object(&[
+            ("ops", ops_to_js(&job.ops)),
+            ("onFailure", ops_to_js(&job.on_failure)),
+            ("taken", number(u64::from(taken))),
+        ]);
         self.job = Some(job);
-        ops
+        answer
     }
 
     /// What happened to the operations of the last `plan`: all done (`failedAt` undefined, with

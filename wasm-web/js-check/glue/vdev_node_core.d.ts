@@ -39,7 +39,7 @@ export class FileOutbox {
     contents():
         | { origin: string; nextSeq: number; reserved: number | null; count: number; bytes: number; state: Uint8Array | undefined }
         | undefined;
-    plan(core: Core): FileOp[] | undefined;
+    plan(core: Core, max: number): { ops: FileOp[]; onFailure: FileOp[]; taken: number } | undefined;
     finish(failedAt: number | null | undefined, quotaExceeded: boolean, message: string, reads: Uint8Array[]): boolean;
 }
 
