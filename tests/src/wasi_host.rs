@@ -460,6 +460,18 @@ impl WasiHost {
         env: &[(String, String)],
         store_dir: &Path,
     ) -> Result<CommandRun> {
+        self.spawn_command_trusting(args, env, store_dir, None)
+    }
+
+    /// [`WasiHost::spawn_command`] whose `wasi:http` requests to `https://` trust the CA of
+    /// `https_ca_pem` (the component's HTTP TLS is the host's).
+    pub fn spawn_command_trusting(
+        &self,
+        args: &[String],
+        env: &[(String, String)],
+        store_dir: &Path,
+        https_ca_pem: Option<&[u8]>,
+    ) -> Result<CommandRun> {
         let (stdin_writer, stdin_reader) = tokio::io::duplex(64 * 1024);
         let (stdout_writer, stdout_reader) = tokio::io::duplex(64 * 1024);
         let state = Self::context(
@@ -468,7 +480,7 @@ impl WasiHost {
             store_dir,
             AsyncStdinStream::new(stdin_reader),
             AsyncStdoutStream::new(64 * 1024, stdout_writer),
-            None,
+            https_ca_pem,
         )?;
         let mut store = Store::new(&self.engine, state);
         let component = self.command.clone();

@@ -361,3 +361,93 @@ async fn wasi_command_delivers_over_mqtt_tls_trusting_the_platform_ca() {
     assert!(strictly_increasing(&sequences));
     platform.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_command_against_the_strict_contract_delivers_in_order_and_uploads() {
+    // The strict stand-in on 127.0.0.1:443 and :8883 under `localhost`, blob storage under
+    // `127.0.0.1`, as in wasi_library.rs; port 443 needs root.
+    if std::net::TcpListener::bind(("127.0.0.1", 443)).is_err() {
+        eprintln!("SKIPPED: cannot bind 127.0.0.1:443 (needs root)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let platform = Platform::start(Config {
+        http: Some("127.0.0.1:0".parse().expect("address")),
+        https: Some("127.0.0.1:443".parse().expect("address")),
+        mqtt_tcp: None,
+        mqtt_tls: Some("127.0.0.1:8883".parse().expect("address")),
+        host_name: "localhost".into(),
+        blob_host_name: Some("127.0.0.1".into()),
+        contract: vdev_platform::Contract::IotHub,
+        ..Config::ephemeral(dir.path().join("platform"))
+    })
+    .await
+    .expect("the strict platform starts");
+    let info = platform.info().clone();
+    let host = load_host().await;
+    let store = dir.path().join("device");
+    std::fs::create_dir_all(&store).expect("store dir");
+    std::fs::copy(&info.ca_certificate_path, store.join("platform-ca.pem")).expect("ca copied");
+    let mut args = command_args(&info, "wasi-cmd-strict");
+    // The instance is the hub host over HTTPS; MQTT over TLS trusts the test CA's file.
+    args[1] = "https://localhost".into();
+    let strict = ["--transport", "tls", "--tls-ca-file", "platform-ca.pem"];
+    args.retain(|arg| arg != "--transport" && arg != "tcp");
+    args.extend(strict.iter().map(|s| (*s).to_owned()));
+    let ca = std::fs::read(&info.ca_certificate_path).expect("the CA");
+    let mut run = host
+        .spawn_command_trusting(&args, &[], &store, Some(&ca))
+        .expect("instance starts");
+    let mut seen = Vec::new();
+    provision(&info, &mut run.lines, &mut seen).await;
+    // 200 readings with a 1 MB incompressible line among them: it goes by upload.
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let big: String = (0..1_000_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b'a' + (state % 26) as u8)
+        })
+        .collect();
+    let mut lines = readings("wasi-cmd-strict", 0..100);
+    lines.push(big.clone());
+    lines.extend(readings("wasi-cmd-strict", 100..200));
+    send_lines(&mut run, &lines).await;
+    run.close_stdin();
+    let seen = finish(run, seen).await;
+    assert_eq!(count(&seen, "message-delivered"), 201);
+
+    let messages = device_messages(&info, "wasi-cmd-strict").await;
+    let texts: Vec<String> = messages
+        .iter()
+        .filter(|m| m["hasExternalizedPayload"] != true)
+        .map(|m| m["payloadText"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        texts,
+        readings("wasi-cmd-strict", 0..200),
+        "200 readings in order, each once"
+    );
+    let link = messages
+        .iter()
+        .find(|m| m["hasExternalizedPayload"] == true)
+        .expect("the large line went by upload");
+    assert_eq!(link["sequence"]["n"], 100, "in its place in the order");
+    let blob = reqwest::Client::new()
+        .get(format!(
+            "{}/workspaces/{}/blobs/content?deviceId=wasi-cmd-strict&name={}",
+            info.http_url.as_deref().expect("admin"),
+            info.workspace_id,
+            link["blobName"].as_str().expect("a blob name")
+        ))
+        .bearer_auth(&info.admin_token)
+        .send()
+        .await
+        .expect("blob call")
+        .bytes()
+        .await
+        .expect("blob body");
+    assert!(blob[..] == *big.as_bytes(), "the blob is the message");
+    platform.shutdown().await;
+}
