@@ -4,4 +4,5 @@ pub mod command_events;
 pub mod library;
 pub mod native;
 pub mod platform_admin;
+pub mod tls;
 pub mod wasi_host;

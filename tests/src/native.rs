@@ -9,8 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -165,19 +164,10 @@ fn clients(network: &Network) -> (reqwest::Client, Option<tokio_rustls::TlsConne
         return (builder.build().expect("http client"), None);
     };
     builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem).expect("a CA"));
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(pem) {
-        roots.add(cert.expect("a CA certificate")).expect("a CA");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("tls versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = crate::tls::client_config_trusting(pem).expect("the test CA");
     (
         builder.build().expect("http client"),
-        Some(tokio_rustls::TlsConnector::from(Arc::new(config))),
+        Some(tokio_rustls::TlsConnector::from(config)),
     )
 }
 

@@ -157,3 +157,45 @@ pub fn restart_config(info: &PlatformInfo) -> Config {
     config.mqtt_tls = info.gateway_endpoints.mqtt_tls.as_deref().map(socket_addr);
     config
 }
+
+/// The bytes of blob `name` of `device_id`, read through the admin API.
+pub async fn blob_content(info: &PlatformInfo, device_id: &str, name: &str) -> Vec<u8> {
+    reqwest::Client::new()
+        .get(format!(
+            "{}/workspaces/{}/blobs/content?deviceId={device_id}&name={name}",
+            info.http_url.as_deref().expect("plain HTTP listener"),
+            info.workspace_id
+        ))
+        .bearer_auth(&info.admin_token)
+        .send()
+        .await
+        .expect("blob call")
+        .error_for_status()
+        .expect("the blob is stored")
+        .bytes()
+        .await
+        .expect("blob body")
+        .to_vec()
+}
+
+/// The strict stand-in (`Contract::IotHub`): HTTPS on 443 and MQTT over TLS on 8883 of `ip`
+/// under `host_name`, blob storage under `blob_host_name` (`blob.<host>` when `None`), the plain
+/// listener at `admin` serving the admin API only.
+pub fn strict_config(
+    data_dir: &std::path::Path,
+    ip: std::net::IpAddr,
+    host_name: &str,
+    blob_host_name: Option<&str>,
+    admin: &str,
+) -> Config {
+    Config {
+        http: Some(admin.parse().expect("admin address")),
+        https: Some(SocketAddr::new(ip, 443)),
+        mqtt_tcp: None,
+        mqtt_tls: Some(SocketAddr::new(ip, 8883)),
+        host_name: host_name.into(),
+        blob_host_name: blob_host_name.map(str::to_owned),
+        contract: vdev_platform::Contract::IotHub,
+        ..Config::ephemeral(data_dir)
+    }
+}

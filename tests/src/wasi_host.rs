@@ -49,22 +49,6 @@ struct LoopbackOnly {
     https: Option<Arc<rustls::ClientConfig>>,
 }
 
-/// A client TLS configuration trusting the CA certificates of `pem`.
-fn trusting(pem: &[u8]) -> Result<Arc<rustls::ClientConfig>> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(pem) {
-        roots.add(cert?)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
 type Sent = (
     http::Response<WasiBody>,
     Box<dyn Future<Output = std::result::Result<(), wasmtime_wasi_http::Error>> + Send>,
@@ -372,7 +356,10 @@ impl WasiHost {
         stdout: AsyncStdoutStream,
         https_ca_pem: Option<&[u8]>,
     ) -> Result<State> {
-        let https = https_ca_pem.map(trusting).transpose()?;
+        let https = https_ca_pem
+            .map(crate::tls::client_config_trusting)
+            .transpose()
+            .map_err(wasmtime::Error::msg)?;
         let mut builder = WasiCtxBuilder::new();
         let mut argv = vec!["vdev-device".to_owned()];
         argv.extend(args.iter().cloned());

@@ -9,7 +9,9 @@ use tokio::time::timeout;
 use vdev_core::{Event, MemoryStore, StreamOptions};
 use vdev_platform::{Config, Platform};
 use vdev_tests::native::{NativeDevice, SharedStore};
-use vdev_tests::platform_admin::{admin, approve, device_config, restart_config};
+use vdev_tests::platform_admin::{
+    admin, approve, blob_content, device_config, restart_config, strict_config,
+};
 
 const MESSAGES: usize = 1_000;
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -139,20 +141,6 @@ async fn core_provisions_and_delivers_1000_messages_in_order_across_a_platform_r
     platform.shutdown().await;
 }
 
-/// The strict stand-in (`Contract::IotHub`) on 443 and 8883 of a loopback address of its own,
-/// its hub and blob host names resolved by the native host itself.
-fn strict_config(dir: &std::path::Path, ip: std::net::IpAddr) -> Config {
-    Config {
-        http: Some("127.0.0.1:0".parse().expect("address")),
-        https: Some(std::net::SocketAddr::new(ip, 443)),
-        mqtt_tcp: None,
-        mqtt_tls: Some(std::net::SocketAddr::new(ip, 8883)),
-        host_name: "hub.native.test".into(),
-        contract: vdev_platform::Contract::IotHub,
-        ..Config::ephemeral(dir)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn core_against_the_strict_contract_delivers_uploads_syncs_refreshes_and_survives_a_restart()
 {
@@ -163,9 +151,15 @@ async fn core_against_the_strict_contract_delivers_uploads_syncs_refreshes_and_s
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let platform = Platform::start(strict_config(dir.path(), ip))
-        .await
-        .expect("the strict platform starts");
+    let platform = Platform::start(strict_config(
+        dir.path(),
+        ip,
+        "hub.native.test",
+        None,
+        "127.0.0.1:0",
+    ))
+    .await
+    .expect("the strict platform starts");
     let info = platform.info().clone();
     // Registration Tokens of 6 s, refreshed at half their life.
     let created = admin(
@@ -268,14 +262,18 @@ async fn core_against_the_strict_contract_delivers_uploads_syncs_refreshes_and_s
             .await
             .expect("stored while the platform is down");
     }
-    let platform = Platform::start(Config {
-        http: info.http_url.as_deref().map(|u| {
-            u.trim_start_matches("http://")
-                .parse()
-                .expect("the admin address")
-        }),
-        ..strict_config(dir.path(), ip)
-    })
+    let admin_address = info
+        .http_url
+        .as_deref()
+        .expect("admin")
+        .trim_start_matches("http://");
+    let platform = Platform::start(strict_config(
+        dir.path(),
+        ip,
+        "hub.native.test",
+        None,
+        admin_address,
+    ))
     .await
     .expect("restarts");
     wait_delivered(&mut device, &mut delivered, 201).await;
@@ -300,24 +298,13 @@ async fn core_against_the_strict_contract_delivers_uploads_syncs_refreshes_and_s
         .collect();
     let expected: Vec<String> = (0..200).map(|n| format!("m{n}")).collect();
     assert_eq!(texts, expected, "200 messages in order, each once");
-    let blob = reqwest::Client::new()
-        .get(format!(
-            "{}/workspaces/{}/blobs/content?deviceId=native-strict&name={}",
-            info.http_url.as_deref().expect("admin listener"),
-            info.workspace_id,
-            link["blobName"].as_str().expect("a blob name")
-        ))
-        .bearer_auth(&info.admin_token)
-        .send()
-        .await
-        .expect("the blob")
-        .bytes()
-        .await
-        .expect("its bytes");
-    assert!(
-        blob.as_ref() == large.as_slice(),
-        "the blob holds the message's bytes"
-    );
+    let blob = blob_content(
+        &info,
+        "native-strict",
+        link["blobName"].as_str().expect("a blob name"),
+    )
+    .await;
+    assert!(blob == large, "the blob holds the message's bytes");
     let reported = admin(
         &info,
         reqwest::Method::GET,

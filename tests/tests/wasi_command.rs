@@ -14,7 +14,8 @@ use vdev_tests::command_events::{
     DEADLINE, as_stdin, count, named, next_event, nth_named, provision, readings,
 };
 use vdev_tests::platform_admin::{
-    admin, command_args, device_messages, payload_texts, sequence_numbers, strictly_increasing,
+    admin, blob_content, command_args, device_messages, payload_texts, sequence_numbers,
+    strict_config, strictly_increasing,
 };
 use vdev_tests::wasi_host::{CommandRun, WasiHost};
 
@@ -311,22 +312,7 @@ async fn wasi_command_sends_a_1_mb_message_by_upload() {
     let blob_name = uploaded["blobName"].as_str().expect("a blob link");
     assert!(strictly_increasing(&sequence_numbers(&messages)));
 
-    let url = format!(
-        "{}/workspaces/{}/blobs/content?deviceId=wasi-upload&name={blob_name}",
-        info.http_url.as_deref().expect("http"),
-        info.workspace_id
-    );
-    let blob = reqwest::Client::new()
-        .get(url)
-        .bearer_auth(&info.admin_token)
-        .send()
-        .await
-        .expect("blob call")
-        .error_for_status()
-        .expect("blob stored")
-        .bytes()
-        .await
-        .expect("blob body");
+    let blob = blob_content(&info, "wasi-upload", blob_name).await;
     assert_eq!(blob.len(), SIZE, "the whole message was uploaded");
     assert!(blob[..] == *big.as_bytes(), "the blob is the message");
     platform.shutdown().await;
@@ -371,16 +357,13 @@ async fn wasi_command_against_the_strict_contract_delivers_in_order_and_uploads(
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let platform = Platform::start(Config {
-        http: Some("127.0.0.1:0".parse().expect("address")),
-        https: Some("127.0.0.1:443".parse().expect("address")),
-        mqtt_tcp: None,
-        mqtt_tls: Some("127.0.0.1:8883".parse().expect("address")),
-        host_name: "localhost".into(),
-        blob_host_name: Some("127.0.0.1".into()),
-        contract: vdev_platform::Contract::IotHub,
-        ..Config::ephemeral(dir.path().join("platform"))
-    })
+    let platform = Platform::start(strict_config(
+        &dir.path().join("platform"),
+        [127, 0, 0, 1].into(),
+        "localhost",
+        Some("127.0.0.1"),
+        "127.0.0.1:0",
+    ))
     .await
     .expect("the strict platform starts");
     let info = platform.info().clone();
@@ -434,20 +417,12 @@ async fn wasi_command_against_the_strict_contract_delivers_in_order_and_uploads(
         .find(|m| m["hasExternalizedPayload"] == true)
         .expect("the large line went by upload");
     assert_eq!(link["sequence"]["n"], 100, "in its place in the order");
-    let blob = reqwest::Client::new()
-        .get(format!(
-            "{}/workspaces/{}/blobs/content?deviceId=wasi-cmd-strict&name={}",
-            info.http_url.as_deref().expect("admin"),
-            info.workspace_id,
-            link["blobName"].as_str().expect("a blob name")
-        ))
-        .bearer_auth(&info.admin_token)
-        .send()
-        .await
-        .expect("blob call")
-        .bytes()
-        .await
-        .expect("blob body");
+    let blob = blob_content(
+        &info,
+        "wasi-cmd-strict",
+        link["blobName"].as_str().expect("a blob name"),
+    )
+    .await;
     assert!(blob[..] == *big.as_bytes(), "the blob is the message");
     platform.shutdown().await;
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use vdev_platform::PlatformInfo;
 use vdev_tests::library::{platform_host_and_store, poll_until};
-use vdev_tests::platform_admin::{admin, approve, device_messages, payload_texts};
+use vdev_tests::platform_admin::{
+    admin, approve, blob_content, device_messages, payload_texts, strict_config,
+};
 use vdev_tests::wasi_host::{LibraryConfig, LibraryDevice, LibraryEvent};
 use wasmtime::component::Val;
 
@@ -245,20 +247,16 @@ async fn wasi_library_world_delivers_over_tls_trusting_the_ca_file_of_its_config
     platform.shutdown().await;
 }
 
-/// The strict stand-in (`Contract::IotHub`) on 127.0.0.1:443 and :8883 under the host name
-/// `localhost` (which resolves without help inside the component too), blob storage under
-/// `127.0.0.1`; its plain listener serves the admin API only.
-fn strict_config(dir: &std::path::Path, admin: &str) -> vdev_platform::Config {
-    vdev_platform::Config {
-        http: Some(admin.parse().expect("address")),
-        https: Some("127.0.0.1:443".parse().expect("address")),
-        mqtt_tcp: None,
-        mqtt_tls: Some("127.0.0.1:8883".parse().expect("address")),
-        host_name: "localhost".into(),
-        blob_host_name: Some("127.0.0.1".into()),
-        contract: vdev_platform::Contract::IotHub,
-        ..vdev_platform::Config::ephemeral(dir)
-    }
+/// The strict stand-in on 127.0.0.1:443 and :8883 under the host name `localhost` (which
+/// resolves without help inside the component too), blob storage under `127.0.0.1`.
+fn strict(dir: &std::path::Path, admin: &str) -> vdev_platform::Config {
+    strict_config(
+        dir,
+        [127, 0, 0, 1].into(),
+        "localhost",
+        Some("127.0.0.1"),
+        admin,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,7 +267,7 @@ async fn wasi_library_world_against_the_strict_contract_works_as_on_a_real_insta
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("platform");
-    let platform = vdev_platform::Platform::start(strict_config(&data, "127.0.0.1:0"))
+    let platform = vdev_platform::Platform::start(strict(&data, "127.0.0.1:0"))
         .await
         .expect("the strict platform starts");
     let info = platform.info().clone();
@@ -387,7 +385,7 @@ async fn wasi_library_world_against_the_strict_contract_works_as_on_a_real_insta
         .as_deref()
         .expect("admin")
         .trim_start_matches("http://");
-    let platform = vdev_platform::Platform::start(strict_config(&data, admin_address))
+    let platform = vdev_platform::Platform::start(strict(&data, admin_address))
         .await
         .expect("restarts");
     poll_until(&mut device, &mut seen, DEADLINE, |e| {
@@ -410,23 +408,12 @@ async fn wasi_library_world_against_the_strict_contract_works_as_on_a_real_insta
         .collect();
     let expected: Vec<String> = (0..200).map(|n| format!("m{n}")).collect();
     assert_eq!(texts, expected, "200 messages in order, each once");
-    let blob = reqwest::Client::new()
-        .get(format!(
-            "{}/workspaces/{}/blobs/content?deviceId=wasi-strict&name={}",
-            info.http_url.as_deref().expect("admin"),
-            info.workspace_id,
-            link["blobName"].as_str().expect("a blob name")
-        ))
-        .bearer_auth(&info.admin_token)
-        .send()
-        .await
-        .expect("the blob")
-        .bytes()
-        .await
-        .expect("its bytes");
-    assert!(
-        blob.as_ref() == large.as_slice(),
-        "the blob holds the message's bytes"
-    );
+    let blob = blob_content(
+        &info,
+        "wasi-strict",
+        link["blobName"].as_str().expect("a blob name"),
+    )
+    .await;
+    assert!(blob == large, "the blob holds the message's bytes");
     platform.shutdown().await;
 }
