@@ -22,6 +22,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import { CHROMIUM_FLAGS, platformBinary, serveSite, startPlatform, tempDir, waitUntil } from "../e2e/lib.mjs";
+import { STORE_DEADLINE_MS, median, messageAt, registerMqttDevice, storedRate } from "./platform.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const args = process.argv.slice(2);
@@ -50,7 +51,6 @@ const WINDOW = 100;
 const IDB_PER_TRANSACTION = 1_000;
 // vdev-web's backlog is built in bursts of this many concurrent sends (bounded page memory).
 const SEND_CHUNK = 10_000;
-const STORE_DEADLINE_MS = 20 * 60_000;
 // Memory while draining is sampled until this many messages are delivered (steady state).
 const DRAIN_SAMPLE_MESSAGES = 2_000;
 const MB = 1024 * 1024;
@@ -59,85 +59,16 @@ function log(message) {
   console.error(`[bench/browser ${new Date().toISOString().slice(11, 19)}] ${message}`);
 }
 
-function median(values) {
-  const sorted = [...values].sort((a, b) => a - b);
-  const n = sorted.length;
-  if (n === 0) return Number.NaN;
-  return n % 2 ? sorted[(n - 1) / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
-}
-
 function count(n) {
   return n.toLocaleString("en-US");
 }
 
 // ----- the Platform ---------------------------------------------------------------------------
 
-/** The device API (`DeviceToken` auth) of a running Platform. */
-async function deviceCall(platform, method, route, token, body) {
-  const response = await fetch(`${platform.info.httpUrl}${route}`, {
-    method,
-    headers: { Authorization: `DeviceToken ${token}`, "Content-Type": "application/json" },
-    body: JSON.stringify(body),
-  });
-  const text = await response.text();
-  if (!response.ok) throw new Error(`${method} ${route}: ${response.status} ${text}`);
-  return JSON.parse(text);
-}
-
-/**
- * Provisions and registers `deviceId` over the device API (as tests/tests/mosquitto.rs does) and
- * returns what a plain MQTT client needs to connect over the WebSocket.
- */
-async function registerMqttDevice(platform, deviceId) {
-  const { info, admin } = platform;
-  const operation = await deviceCall(platform, "POST", "/provisioning-operations/init", info.provisioningToken, { deviceId });
-  await admin.put("/provisioning-operations/approve", { provisioningOperationId: operation.provisioningOperationId });
-  const completed = await deviceCall(platform, "PUT", "/provisioning-operations/complete", info.provisioningToken, {
-    provisioningOperationId: operation.provisioningOperationId,
-  });
-  const registration = await deviceCall(platform, "PUT", "/devices/register", completed.registrationToken, {
-    connectionStringType: "SharedAccessSignature",
-  });
-  const password = registration.connectionString
-    .split(";")
-    .find((part) => part.startsWith("SharedAccessSignature="))
-    ?.slice("SharedAccessSignature=".length);
-  if (!password) throw new Error(`register gave no SharedAccessSignature: ${registration.connectionString}`);
-  const clientId = `${info.workspaceId}:${deviceId}`;
-  return {
-    url: `${info.httpUrl.replace(/^http:/, "ws:")}/$iothub/websocket`,
-    clientId,
-    username: `${info.hostName}/${clientId}/?api-version=2018-06-30`,
-    password,
-    topic: `devices/${clientId}/messages/events/`,
-  };
-}
-
-/** The first or last stored message: `{ id, receivedAt }` (ms), or null when none is stored. */
-async function messageAt(platform, order) {
-  const [row] = await platform.admin.get(`/messages?order=${order}&limit=1`);
-  return row ? { id: row.id, receivedAt: Date.parse(row.receivedTime) } : null;
-}
-
 /** How many messages the Platform has stored (a fresh Platform numbers them from one on). */
 async function storedCount(platform) {
   const [first, last] = [await messageAt(platform, "asc"), await messageAt(platform, "desc")];
   return first && last ? last.id - first.id + 1 : 0;
-}
-
-/** Waits until `count` messages are stored; the Platform's rate between its first and last. */
-async function storedRate(platform, count) {
-  return waitUntil(
-    `${count} messages stored at the Platform`,
-    async () => {
-      const first = await messageAt(platform, "asc");
-      const last = await messageAt(platform, "desc");
-      if (!first || !last || last.id - first.id + 1 < count) return null;
-      return Math.max(count - 1, 1) / (Math.max(last.receivedAt - first.receivedAt, 1) / 1000);
-    },
-    STORE_DEADLINE_MS,
-    50,
-  );
 }
 
 // ----- the browser ----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import path from "node:path";
 import mqtt from "mqtt";
 import init, { DeviceClient } from "vdev-web";
 import { startPlatform, tempDir, waitUntil } from "../e2e/lib.mjs";
+import { median, registerMqttDevice, storedRate } from "./platform.mjs";
 
 const args = process.argv.slice(2);
 const quick = args.includes("--quick");
@@ -30,77 +31,15 @@ if (repetitionsIndex >= 0) settings.repetitions = Number(args[repetitionsIndex +
 const WINDOW = 100;
 const FILE_PER_SYNC = 1_000;
 const PAYLOAD_BYTES = 256;
-const STORE_DEADLINE_MS = 20 * 60_000;
 
 const log = (message) => console.error(`[bench/node ${new Date().toISOString().slice(11, 19)}] ${message}`);
 const count = (n) => n.toLocaleString("en-US");
-const median = (values) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const n = sorted.length;
-  return n === 0 ? Number.NaN : n % 2 ? sorted[(n - 1) / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
-};
 const seconds = (since) => Math.max(performance.now() - since, 1) / 1000;
 /** Message `n`'s 256-byte payload: the counter, then padding (as the other figures). */
 const payload = (n) => `${String(n).padStart(10, "0")} `.padEnd(PAYLOAD_BYTES, "x");
 const payloads = (n) => Array.from({ length: n }, (_, i) => payload(i));
 
 // ----- the Platform ---------------------------------------------------------------------------
-
-async function deviceCall(platform, method, route, token, body) {
-  const response = await fetch(`${platform.info.httpUrl}${route}`, {
-    method,
-    headers: { Authorization: `DeviceToken ${token}`, "Content-Type": "application/json" },
-    body: JSON.stringify(body),
-  });
-  const text = await response.text();
-  if (!response.ok) throw new Error(`${method} ${route}: ${response.status} ${text}`);
-  return JSON.parse(text);
-}
-
-/** Provisions and registers `deviceId` over the device API; what MQTT.js needs over TCP. */
-async function registerMqttDevice(platform, deviceId) {
-  const { info, admin } = platform;
-  const operation = await deviceCall(platform, "POST", "/provisioning-operations/init", info.provisioningToken, { deviceId });
-  await admin.put("/provisioning-operations/approve", { provisioningOperationId: operation.provisioningOperationId });
-  const completed = await deviceCall(platform, "PUT", "/provisioning-operations/complete", info.provisioningToken, {
-    provisioningOperationId: operation.provisioningOperationId,
-  });
-  const registration = await deviceCall(platform, "PUT", "/devices/register", completed.registrationToken, {
-    connectionStringType: "SharedAccessSignature",
-  });
-  const password = registration.connectionString
-    .split(";")
-    .find((part) => part.startsWith("SharedAccessSignature="))
-    ?.slice("SharedAccessSignature=".length);
-  const clientId = `${info.workspaceId}:${deviceId}`;
-  return {
-    url: `mqtt://${info.gatewayEndpoints.mqttTcp}`,
-    clientId,
-    username: `${info.hostName}/${clientId}/?api-version=2018-06-30`,
-    password,
-    topic: `devices/${clientId}/messages/events/`,
-  };
-}
-
-async function messageAt(platform, order) {
-  const [row] = await platform.admin.get(`/messages?order=${order}&limit=1`);
-  return row ? { id: row.id, receivedAt: Date.parse(row.receivedTime) } : null;
-}
-
-/** Waits until `n` messages are stored; the Platform's rate between its first and last. */
-function storedRate(platform, n) {
-  return waitUntil(
-    `${n} messages stored at the Platform`,
-    async () => {
-      const first = await messageAt(platform, "asc");
-      const last = await messageAt(platform, "desc");
-      if (!first || !last || last.id - first.id + 1 < n) return null;
-      return Math.max(n - 1, 1) / (Math.max(last.receivedAt - first.receivedAt, 1) / 1000);
-    },
-    STORE_DEADLINE_MS,
-    50,
-  );
-}
 
 /** A fresh Platform with TCP MQTT (startPlatform's has none), torn down after `body`. */
 async function withPlatform(body) {
@@ -146,8 +85,8 @@ async function vdevSend(sender, messages) {
   return rate;
 }
 
-async function mqttConnected({ url, clientId, username, password }) {
-  const client = mqtt.connect(url, {
+async function mqttConnected({ tcpUrl, clientId, username, password }) {
+  const client = mqtt.connect(tcpUrl, {
     protocolVersion: 4,
     clientId,
     username,
