@@ -12,21 +12,26 @@ use sim::harness::Sim;
 
 const MINUTE: u64 = 60 * 1_000;
 
+/// Drives `sim` to mid-stream: the Platform has some of the telemetry and the device has more
+/// queued.
+fn drive_to_mid_stream(sim: &mut Sim, seed: u64) {
+    let mid_stream = sim.drive_until(
+        |sim| {
+            sim.stored().len() >= 3
+                && sim
+                    .device()
+                    .is_some_and(|device| device.stats().pending_count > 0)
+        },
+        sim.fault_window_ms(),
+    );
+    assert!(mid_stream, "seed {seed}: the stream never got going");
+}
+
 #[test]
 fn a_device_that_crashes_mid_stream_delivers_everything_in_order_once() {
     for seed in 0..10 {
         let mut sim = Sim::new(seed, Faults::none());
-        // Mid-stream: the Platform has some of the telemetry and the device has more queued.
-        let mid_stream = sim.drive_until(
-            |sim| {
-                sim.stored().len() >= 3
-                    && sim
-                        .device()
-                        .is_some_and(|device| device.stats().pending_count > 0)
-            },
-            sim.fault_window_ms(),
-        );
-        assert!(mid_stream, "seed {seed}: the stream never got going");
+        drive_to_mid_stream(&mut sim, seed);
         let stored_before_crash = sim.stored().len();
 
         sim.inject(Incident::Crash);
@@ -158,16 +163,7 @@ fn a_clock_set_back_for_good_or_ahead_until_corrected_does_not_stop_the_device()
     const DAY: i64 = 24 * 60 * MINUTE as i64;
     for seed in 0..10 {
         let mut sim = Sim::new(seed, Faults::none());
-        let mid_stream = sim.drive_until(
-            |sim| {
-                sim.stored().len() >= 3
-                    && sim
-                        .device()
-                        .is_some_and(|device| device.stats().pending_count > 0)
-            },
-            sim.fault_window_ms(),
-        );
-        assert!(mid_stream, "seed {seed}: the stream never got going");
+        drive_to_mid_stream(&mut sim, seed);
 
         // The clock steps and the connection drops at the same moment: the reconnect, the
         // keep-alives and every retry hang on timers set across the step. Set back, a core
