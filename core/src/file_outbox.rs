@@ -1,8 +1,8 @@
 //! The outbox kept in a directory of files, as a sans-IO state machine: the on-disk format, what
-//! opening recovers, and which file operations each [`StoreRequest`] takes. Every host that
-//! keeps the outbox in files (the WASI component on `std::fs`, the Node.js package on `fs`)
-//! reads the files it is asked to, performs the [`FileOp`]s it is given in order and hands back
-//! what happened; no format or recovery rule lives in a host, so the two cannot drift apart.
+//! opening recovers, and which file operations each [`StoreRequest`] takes. This module does no
+//! I/O: a host that keeps the outbox in files (the WASI component, the Node.js package) reads
+//! the files it is asked to, performs the [`FileOp`]s it is given in order and hands back what
+//! happened; no format or recovery rule lives in a host, so the two cannot drift apart.
 //!
 //! Hand-written because no crate offers this contract: a crash-safe log keyed by the core's
 //! sequence numbers, with out-of-order removal, that does no I/O itself. Layout of the
