@@ -99,7 +99,7 @@ impl DeviceConfig {
     }
 
     /// [`DeviceConfig::validate`] for a host that can open only the `available` transports
-    /// (a browser only WebSocket, WASI only TCP and TLS): the device never asks it for another.
+    /// (a browser only WebSocket): the device never asks it for another.
     pub fn validate_for(&self, available: &[Transport]) -> Result<(), ConfigError> {
         if !available.contains(&self.transport) {
             let mut reason = format!(

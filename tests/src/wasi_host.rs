@@ -551,6 +551,9 @@ pub struct LibraryConfig {
     /// MQTT over TLS trusting this CA file (inside the store directory) besides the Mozilla
     /// roots; plain TCP when `None`.
     pub tls_ca_file: Option<String>,
+    /// MQTT over WebSocket (`wss://` with `tls_ca_file`, at the URL the Platform announces or
+    /// at `/$iothub/websocket` of the hub) instead of TCP or TLS.
+    pub web_socket: bool,
     /// The host's, not the component's: `wasi:http` requests to `https://` trust this CA (PEM)
     /// instead of the public roots (the component's HTTP TLS is the host's).
     pub https_ca_pem: Option<Vec<u8>>,
@@ -564,6 +567,7 @@ impl LibraryConfig {
             provisioning_token,
             device_id,
             tls_ca_file: None,
+            web_socket: false,
             https_ca_pem: None,
         }
     }
@@ -587,10 +591,10 @@ impl LibraryConfig {
             (
                 "transport".into(),
                 Val::Enum(
-                    if self.tls_ca_file.is_some() {
-                        "tls"
-                    } else {
-                        "tcp"
+                    match (self.web_socket, self.tls_ca_file.is_some()) {
+                        (true, _) => "web-socket",
+                        (false, true) => "tls",
+                        (false, false) => "tcp",
                     }
                     .into(),
                 ),

@@ -1,7 +1,8 @@
 //! The single-threaded event loop that drives [`vdev_core::Device`] with WASI I/O: MQTT over
 //! `wasi:sockets` TCP, HTTP over `wasi:http/outgoing-handler`, timers on
 //! `wasi:clocks/monotonic-clock`, the seed from `wasi:random`, the [`FileStore`] in a preopened
-//! directory, and MQTT over TLS with a rustls session ([`crate::tls`]) on the same TCP stream.
+//! directory, and MQTT over TLS with a rustls session ([`crate::tls`]) on the same TCP stream,
+//! and MQTT over WebSocket ([`crate::websocket`]) on top of either.
 //!
 //! It is written on `wasi:io/poll` directly rather than on an async runtime: the library world
 //! hands control back to its caller after every `poll(timeout-ms)`, so sockets and pending
@@ -38,6 +39,7 @@ use crate::file_store::FileStore;
 use crate::notice::Notice;
 use crate::settings::{Settings, SettingsError};
 use crate::tls::TlsSession;
+use crate::websocket::WebSocketSession;
 
 /// Most bytes read from a socket or response body per call.
 const READ_CHUNK: u64 = 64 * 1024;
@@ -82,11 +84,16 @@ enum Conn {
         socket: TcpSocket,
         /// The server name to check, for a TLS connection.
         tls_host: Option<String>,
+        /// The URL to upgrade to, for MQTT over WebSocket.
+        web_socket: Option<String>,
     },
     Open {
         /// The TLS session, for a TLS connection; the core hears of the connection once its
         /// handshake is done.
         tls: Option<Box<TlsSession>>,
+        /// The WebSocket on top (of TLS or TCP), for MQTT over WebSocket; the core hears of the
+        /// connection once its upgrade is done.
+        web_socket: Option<Box<WebSocketSession>>,
         // Field order is drop order: pollables before their streams, streams before the socket.
         readable: Pollable,
         writable: Pollable,
@@ -547,17 +554,26 @@ impl Driver {
                 Output::Close { conn } => {
                     if let Some(Conn::Open {
                         tls,
+                        web_socket,
                         output,
                         socket,
                         ..
                     }) = self.conns.get_mut(&conn)
                     {
+                        // Best effort: the close frame and the alert go if the stream takes
+                        // them now.
+                        let mut goodbye = match web_socket {
+                            Some(session) => down(tls, &session.close()).unwrap_or_default(),
+                            None => Vec::new(),
+                        };
                         if let Some(session) = tls {
-                            // Best effort: the alert goes if the stream takes it now.
-                            let alert = session.close();
-                            if output.check_write().is_ok_and(|n| n >= alert.len() as u64) {
-                                let _ = output.write(&alert).and_then(|()| output.flush());
-                            }
+                            goodbye.extend(session.close());
+                        }
+                        if output
+                            .check_write()
+                            .is_ok_and(|n| n >= goodbye.len() as u64)
+                        {
+                            let _ = output.write(&goodbye).and_then(|()| output.flush());
                         }
                         let _ = socket.shutdown(wasip2::sockets::tcp::ShutdownType::Both);
                     }
@@ -569,15 +585,22 @@ impl Driver {
     }
 
     fn transmit(&mut self, conn: ConnectionId, bytes: &[u8]) {
-        let Some(Conn::Open { pending, tls, .. }) = self.conns.get_mut(&conn) else {
+        let Some(Conn::Open {
+            pending,
+            tls,
+            web_socket,
+            ..
+        }) = self.conns.get_mut(&conn)
+        else {
             return;
         };
-        match tls {
-            Some(session) => match session.encrypt(bytes) {
-                Ok(records) => pending.extend_from_slice(&records),
-                Err(reason) => return self.closed(conn, reason),
-            },
-            None => pending.extend_from_slice(bytes),
+        let framed = match web_socket {
+            Some(session) => session.send(bytes),
+            None => Ok(bytes.to_vec()),
+        };
+        match framed.and_then(|framed| down(tls, &framed)) {
+            Ok(out) => pending.extend_from_slice(&out),
+            Err(reason) => return self.closed(conn, reason),
         }
         self.flush(conn);
     }
@@ -589,16 +612,19 @@ impl Driver {
     }
 
     fn connect(&mut self, conn: ConnectionId, endpoint: Endpoint) {
-        let (host, port, tls_host) = match endpoint {
-            Endpoint::Tcp { host, port } => (host, port, None),
+        let (host, port, tls_host, web_socket) = match endpoint {
+            Endpoint::Tcp { host, port } => (host, port, None, None),
             Endpoint::Tls { host, port } => {
                 let name = host.clone();
-                (host, port, Some(name))
+                (host, port, Some(name), None)
             }
-            // Never asked for: the settings allow only tcp and tls (`validate_for`).
-            Endpoint::WebSocket { .. } => {
-                return self.closed(conn, "websocket is not available in this host".into());
-            }
+            Endpoint::WebSocket { url } => match crate::websocket::target(&url) {
+                Ok(target) => {
+                    let tls_host = target.tls.then(|| target.host.clone());
+                    (target.host, target.port, tls_host, Some(url))
+                }
+                Err(reason) => return self.closed(conn, reason),
+            },
         };
         match self.start_connect(&host, port) {
             Ok((socket, ready)) => {
@@ -608,6 +634,7 @@ impl Driver {
                         ready,
                         socket,
                         tls_host,
+                        web_socket,
                     },
                 );
             }
@@ -647,6 +674,7 @@ impl Driver {
                 ready,
                 socket,
                 tls_host,
+                web_socket,
             }) => {
                 drop(ready);
                 match socket.finish_connect() {
@@ -656,15 +684,29 @@ impl Driver {
                             Ok(tls) => tls,
                             Err(reason) => return self.closed(id, reason),
                         };
-                        let pending = tls
+                        let mut pending = tls
                             .as_mut()
                             .map(|session| session.take_outgoing())
                             .unwrap_or_default();
-                        let handshaking = tls.is_some();
+                        // The upgrade request goes right behind the ClientHello: rustls holds
+                        // it until its handshake is done.
+                        let web_socket = match web_socket.as_deref().map(WebSocketSession::new) {
+                            Some(Ok(mut session)) => {
+                                match down(&mut tls, &session.take_outgoing()) {
+                                    Ok(request) => pending.extend(request),
+                                    Err(reason) => return self.closed(id, reason),
+                                }
+                                Some(Box::new(session))
+                            }
+                            Some(Err(reason)) => return self.closed(id, reason),
+                            None => None,
+                        };
+                        let handshaking = tls.is_some() || web_socket.is_some();
                         self.conns.insert(
                             id,
                             Conn::Open {
                                 tls,
+                                web_socket,
                                 readable: input.subscribe(),
                                 writable: output.subscribe(),
                                 input,
@@ -688,6 +730,7 @@ impl Driver {
                                 ready,
                                 socket,
                                 tls_host,
+                                web_socket,
                             },
                         );
                     }
@@ -717,48 +760,69 @@ impl Driver {
         let Some(Conn::Open {
             input,
             tls,
+            web_socket,
             pending,
             ..
         }) = self.conns.get_mut(&id)
         else {
             return;
         };
-        match input.read(READ_CHUNK) {
-            Ok(bytes) if bytes.is_empty() => {}
-            Ok(bytes) => {
-                let Some(session) = tls else {
-                    return self.device.handle_input(
-                        now_ms(),
-                        Input::Received {
-                            conn: id,
-                            bytes: &bytes,
-                        },
-                    );
-                };
+        let bytes = match input.read(READ_CHUNK) {
+            Ok(bytes) if bytes.is_empty() => return,
+            Ok(bytes) => bytes,
+            Err(StreamError::Closed) => return self.closed(id, "closed by the gateway".into()),
+            Err(StreamError::LastOperationFailed(error)) => {
+                return self.closed(id, format!("read failed: {}", error.to_debug_string()));
+            }
+        };
+        // Up the layers: TLS, then WebSocket, then the core. The core hears of the connection
+        // when the top layer is ready.
+        let mut connected = false;
+        let plaintext = match tls {
+            None => bytes,
+            Some(session) => {
                 let was_handshaking = session.is_handshaking();
                 let received = match session.receive(&bytes) {
                     Ok(received) => received,
                     Err(reason) => return self.closed(id, reason),
                 };
                 pending.extend_from_slice(&received.to_send);
-                if was_handshaking && !session.is_handshaking() {
-                    self.device
-                        .handle_input(now_ms(), Input::Connected { conn: id });
-                }
-                if !received.plaintext.is_empty() {
-                    self.device.handle_input(
-                        now_ms(),
-                        Input::Received {
-                            conn: id,
-                            bytes: &received.plaintext,
-                        },
-                    );
-                }
+                connected = was_handshaking && !session.is_handshaking();
+                received.plaintext
             }
-            Err(StreamError::Closed) => self.closed(id, "closed by the gateway".into()),
-            Err(StreamError::LastOperationFailed(error)) => {
-                self.closed(id, format!("read failed: {}", error.to_debug_string()))
+        };
+        let (mqtt, gone) = match web_socket {
+            None => (plaintext, None),
+            Some(session) => {
+                let received = match session.receive(&plaintext) {
+                    Ok(received) => received,
+                    Err(reason) => return self.closed(id, reason),
+                };
+                match down(tls, &received.to_send) {
+                    Ok(out) => pending.extend_from_slice(&out),
+                    Err(reason) => return self.closed(id, reason),
+                }
+                connected = received.opened;
+                (received.payload, received.closed)
             }
+        };
+        if connected {
+            self.device
+                .handle_input(now_ms(), Input::Connected { conn: id });
+        }
+        if !mqtt.is_empty() {
+            self.device.handle_input(
+                now_ms(),
+                Input::Received {
+                    conn: id,
+                    bytes: &mqtt,
+                },
+            );
+        }
+        if let Some(reason) = gone {
+            // The answer to the close goes before the stream does.
+            self.flush(id);
+            self.closed(id, reason);
         }
     }
 
@@ -885,6 +949,15 @@ impl Driver {
         self.requests.remove(&id);
         self.device
             .handle_input(now_ms(), Input::HttpFailed { id, error });
+    }
+}
+
+/// Bytes for the stream: encrypted by the TLS session when there is one.
+fn down(tls: &mut Option<Box<TlsSession>>, bytes: &[u8]) -> Result<Vec<u8>, String> {
+    match tls {
+        _ if bytes.is_empty() => Ok(Vec::new()),
+        Some(session) => session.encrypt(bytes),
+        None => Ok(bytes.to_vec()),
     }
 }
 

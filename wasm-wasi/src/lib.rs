@@ -31,6 +31,7 @@ pub mod notice;
 pub mod settings;
 #[cfg(target_os = "wasi")]
 mod tls;
+mod websocket;
 
 pub use file_store::{FileStore, FileStoreError};
 pub use notice::Notice;

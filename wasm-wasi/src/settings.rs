@@ -69,13 +69,10 @@ impl Settings {
             self.retry_initial_ms.unwrap_or(config.backoff.initial_ms),
             self.retry_max_ms.unwrap_or(config.backoff.max_ms),
         );
-        // This host opens TCP and TLS connections only.
-        config
-            .validate_for(&[Transport::Tcp, Transport::Tls])
-            .map_err(|error| SettingsError::Invalid {
-                name: setting_name(error.option).into(),
-                reason: error.reason,
-            })?;
+        config.validate().map_err(|error| SettingsError::Invalid {
+            name: setting_name(error.option).into(),
+            reason: error.reason,
+        })?;
         Ok(config)
     }
 }
@@ -407,10 +404,6 @@ mod tests {
         assert_eq!(
             with(&["--transport", "udp"]),
             "invalid transport: \"udp\" is not tcp, tls or websocket"
-        );
-        assert_eq!(
-            with(&["--transport", "websocket"]),
-            "invalid transport: websocket is not available in this host; use tcp or tls"
         );
         assert!(with(&["--device-id", "x"]).starts_with("invalid device-id"));
         assert_eq!(with(&["--bogus", "1"]), "unknown argument --bogus");
