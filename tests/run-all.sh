@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# One run from a clean clone gains nothing from incremental compilation, which would add 2 GB
+# of caches to the target directory (set CARGO_INCREMENTAL=1 to keep it).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 # Installs what is missing: Rust targets and components, Debian packages, wasm-bindgen-cli.
 bash tests/setup.sh
 
