@@ -32,6 +32,7 @@ mod secrets;
 pub mod state;
 pub mod store;
 pub mod tls;
+pub mod transcript;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -85,6 +86,9 @@ pub struct Config {
     /// Host name of the blob storage upload answers name (`hostName`); it must differ from
     /// `host_name` under [`Contract::IotHub`]. Default: `blob.<host_name>`.
     pub blob_host_name: Option<String>,
+    /// Keep a transcript of what devices send (`transcript.rs`), read and cleared through the
+    /// admin API (`GET`/`DELETE /transcript`): for comparing clients. It grows with the traffic.
+    pub record_transcript: bool,
 }
 
 /// What the Platform offers devices beyond the real instance's contract.
@@ -134,6 +138,7 @@ impl Config {
             write_timeout: Duration::from_secs(30),
             contract: Contract::Extended,
             blob_host_name: None,
+            record_transcript: false,
         }
     }
 }
@@ -350,6 +355,7 @@ fn open_state(config: &Config, admin_token: &str) -> Result<Arc<AppState>, Start
         blob_dir: config.data_dir.join("blobs"),
         sessions: Default::default(),
         faults: Default::default(),
+        transcript: crate::transcript::Transcript::new(config.record_transcript),
         endpoints: OnceLock::new(),
         http_base: OnceLock::new(),
         shutdown: CancellationToken::new(),

@@ -44,6 +44,10 @@ struct Args {
     /// Host name of blob storage in upload answers (default: blob.<host name>).
     #[arg(long, env = "VDEV_BLOB_HOST_NAME")]
     blob_host_name: Option<String>,
+    /// Record what devices send (every device HTTP request and MQTT packet, secrets as their
+    /// shape); the admin API reads it at GET /transcript and clears it with DELETE.
+    #[arg(long)]
+    record_transcript: bool,
 }
 
 fn listener(value: &str, flag: &str) -> Result<Option<SocketAddr>, String> {
@@ -81,6 +85,7 @@ async fn main() -> std::process::ExitCode {
             sas_lifetime: Duration::from_secs(args.sas_lifetime_seconds),
             contract: args.contract,
             blob_host_name: args.blob_host_name.clone(),
+            record_transcript: args.record_transcript,
             ..Config::ephemeral(&args.data_dir)
         })
     })();

@@ -64,6 +64,8 @@ pub struct AppState {
     pub http_base: OnceLock<String>,
     /// Faults armed for device tests.
     pub faults: crate::faults::Faults,
+    /// What devices sent, when recording is on.
+    pub transcript: crate::transcript::Transcript,
     /// Cancelled when the Platform stops.
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Connection tasks, awaited on shutdown.

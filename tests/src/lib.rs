@@ -5,4 +5,5 @@ pub mod library;
 pub mod native;
 pub mod platform_admin;
 pub mod tls;
+pub mod transcript;
 pub mod wasi_host;

@@ -38,6 +38,11 @@ enum Command {
         payload: Vec<u8>,
         stored: oneshot::Sender<Result<Seq, SendError>>,
     },
+    CompleteBatch {
+        stream: StreamOptions,
+        batch_id: String,
+        stored: oneshot::Sender<Result<Seq, SendError>>,
+    },
     Stats(oneshot::Sender<Stats>),
     Network(bool),
     Reported(vdev_core::json::Value),
@@ -96,12 +101,40 @@ impl NativeDevice {
 
     /// Queues a message; resolves once it is durable in the store.
     pub async fn send(&self, stream: StreamOptions, payload: Vec<u8>) -> Result<Seq, SendError> {
+        self.send_with(stream, MessageOptions::default(), payload)
+            .await
+    }
+
+    /// [`NativeDevice::send`] with a batch id, message id, slice or chunk.
+    pub async fn send_with(
+        &self,
+        stream: StreamOptions,
+        options: MessageOptions,
+        payload: Vec<u8>,
+    ) -> Result<Seq, SendError> {
         let (stored, reply) = oneshot::channel();
         self.commands
             .send(Command::Send {
                 stream,
-                options: MessageOptions::default(),
+                options,
                 payload,
+                stored,
+            })
+            .expect("device task is running");
+        reply.await.expect("device task answers")
+    }
+
+    /// Queues the marker that completes batch `batch_id`; resolves once it is durable.
+    pub async fn complete_batch(
+        &self,
+        stream: StreamOptions,
+        batch_id: &str,
+    ) -> Result<Seq, SendError> {
+        let (stored, reply) = oneshot::channel();
+        self.commands
+            .send(Command::CompleteBatch {
+                stream,
+                batch_id: batch_id.to_owned(),
                 stored,
             })
             .expect("device task is running");
@@ -211,6 +244,12 @@ async fn run(
             command = commands.recv() => match command {
                 Some(Command::Send { stream, options, payload, stored }) => {
                     match host.device.send(now_ms(), &stream, &options, payload) {
+                        Ok(seq) => { host.waiting_durable.insert(seq, stored); }
+                        Err(error) => { let _ = stored.send(Err(error)); }
+                    }
+                }
+                Some(Command::CompleteBatch { stream, batch_id, stored }) => {
+                    match host.device.enqueue_batch_completion(now_ms(), &stream, &batch_id) {
                         Ok(seq) => { host.waiting_durable.insert(seq, stored); }
                         Err(error) => { let _ = stored.send(Err(error)); }
                     }

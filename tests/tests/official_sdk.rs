@@ -4,6 +4,11 @@
 //! so no other test of the workspace competes for them (cargo runs test binaries one at a time).
 //! The stand-in runs its strict contract (`Contract::IotHub`): the crate meets exactly what a
 //! real instance offers.
+//!
+//! The same run records what the crate sends (`--record-transcript`), then has a vdev device
+//! (the core on the native host) go through the same steps against the same Platform, and
+//! compares the two transcripts field by field: `docs/wire-contract.md` lists the differences
+//! allowed.
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -39,6 +44,31 @@ impl Admin {
             .unwrap_or_else(|e| panic!("GET {path}: {e}"))
             .into_json()
             .expect("admin api answers json")
+    }
+
+    /// Waits until the Platform has ended the device's session: whatever it sent last (its
+    /// DISCONNECT) is in the transcript then.
+    fn wait_disconnected(&self, device_id: &str) {
+        poll_until("the session to end", || {
+            (self.get(&format!("/devices/{device_id}"))["connected"] == false).then_some(())
+        });
+    }
+
+    /// What devices sent since the transcript was cleared.
+    fn transcript(&self) -> Vec<Value> {
+        ureq::get(&format!("{}/transcript", self.base))
+            .set("Authorization", &format!("Bearer {}", self.token))
+            .call()
+            .expect("GET /transcript")
+            .into_json()
+            .expect("a json array")
+    }
+
+    fn clear_transcript(&self) {
+        ureq::delete(&format!("{}/transcript", self.base))
+            .set("Authorization", &format!("Bearer {}", self.token))
+            .call()
+            .expect("DELETE /transcript");
     }
 
     fn put(&self, path: &str, body: Value) -> Value {
@@ -111,7 +141,7 @@ fn next_desired(rx: &mpsc::Receiver<String>) -> Value {
 }
 
 #[test]
-fn official_sdk_provisions_sends_in_order_and_syncs_twin() {
+fn official_sdk_provisions_sends_in_order_and_syncs_twin_and_vdev_sends_what_it_sends() {
     let data = tempfile::tempdir().expect("temp dir");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -127,6 +157,7 @@ fn official_sdk_provisions_sends_in_order_and_syncs_twin() {
         mqtt_tcp: None,
         contract: Contract::IotHub,
         blob_host_name: Some("127.0.0.1".into()),
+        record_transcript: true,
         ..Config::ephemeral(data.path().join("platform"))
     };
     let platform = runtime
@@ -293,7 +324,156 @@ fn official_sdk_provisions_sends_in_order_and_syncs_twin() {
     assert_eq!(reported, json!({"firmware": "1.2.3", "temperature": 21.5}));
 
     drop(client);
+
+    // What the crate sent, then what a vdev device sends for the same steps.
+    admin.wait_disconnected(device_id);
+    let official = admin.transcript();
+    let vdev = runtime.block_on(vdev_same_steps(&info, &admin, "vdev-device"));
+    vdev_tests::transcript::assert_same_contract(
+        &vdev_tests::transcript::normalise(&official, device_id, &info),
+        &vdev_tests::transcript::normalise(&vdev, "vdev-device", &info),
+    );
     runtime.block_on(platform.shutdown());
+}
+
+/// The steps of the official crate's run above, by a vdev device: provisioning, batches with
+/// message ids and their completions, a large message by upload, a desired change and a
+/// reported patch. Returns the transcript of its traffic.
+async fn vdev_same_steps(
+    info: &vdev_platform::PlatformInfo,
+    admin: &Admin,
+    device_id: &str,
+) -> Vec<Value> {
+    use vdev_core::{Compression, Event, MemoryStore, MessageOptions, StreamOptions};
+    use vdev_tests::native::{NativeDevice, Network, SharedStore};
+
+    let admin_now = admin.clone();
+    tokio::task::spawn_blocking(move || admin_now.clear_transcript())
+        .await
+        .expect("cleared");
+    let mut config = vdev_core::DeviceConfig::new("localhost", &info.provisioning_token);
+    config.device_id = Some(vdev_core::DeviceId::parse(device_id).expect("an id"));
+    config.transport = vdev_core::Transport::Tls;
+    let network = Network {
+        ca_pem: Some(std::fs::read(&info.ca_certificate_path).expect("the test CA")),
+        resolve: Vec::new(),
+    };
+    let store: SharedStore =
+        std::sync::Arc::new(std::sync::Mutex::new(MemoryStore::new("transcriptvdev")));
+    let mut device = NativeDevice::start_with(config, store, [3; 32], network);
+    let operation = wait_for(&mut device, "the provisioning operation", |e| match e {
+        Event::ProvisioningOperation(operation) => Some(operation.id.clone()),
+        _ => None,
+    })
+    .await;
+    let approver = admin.clone();
+    tokio::task::spawn_blocking(move || {
+        approver.put(
+            "/provisioning-operations/approve",
+            json!({"provisioningOperationId": operation}),
+        )
+    })
+    .await
+    .expect("approved");
+
+    let stream = StreamOptions {
+        stream_group: Some("sdk-group".into()),
+        stream: Some("sdk-stream".into()),
+        compression: Compression::Fastest,
+        ..Default::default()
+    };
+    let mut sent = 0;
+    for batch in 0..2 {
+        let batch_id = format!("{batch:02}");
+        for message in 0..MESSAGES_PER_BATCH {
+            let options = MessageOptions {
+                batch_id: Some(batch_id.clone()),
+                message_id: Some(format!("{message:02}")),
+                ..Default::default()
+            };
+            let payload = format!("payload {batch_id}/{message:02} ").repeat(50);
+            device
+                .send_with(stream.clone(), options, payload.into_bytes())
+                .await
+                .expect("stored");
+            sent += 1;
+        }
+        device
+            .complete_batch(stream.clone(), &batch_id)
+            .await
+            .expect("stored");
+        sent += 1;
+    }
+    let large = MessageOptions {
+        batch_id: Some("large".into()),
+        message_id: Some("00".into()),
+        ..Default::default()
+    };
+    device
+        .send_with(stream.clone(), large, large_payload())
+        .await
+        .expect("stored");
+    sent += 1;
+    let mut delivered = 0;
+    wait_for(&mut device, "every message delivered", |e| {
+        delivered += usize::from(matches!(e, Event::MessageDelivered { .. }));
+        (delivered == sent).then_some(())
+    })
+    .await;
+
+    let desired = json!({"interval": 7});
+    let setter = admin.clone();
+    let path = format!("/devices/{device_id}/desired-properties");
+    let body = desired.clone();
+    tokio::task::spawn_blocking(move || setter.put(&path, body))
+        .await
+        .expect("desired set");
+    wait_for(&mut device, "the desired change", |e| match e {
+        Event::DesiredPropertiesChanged { .. } => Some(()),
+        _ => None,
+    })
+    .await;
+    device.update_reported_properties(
+        vdev_core::json::Value::parse(br#"{"firmware": "1.2.3", "temperature": 21.5}"#)
+            .expect("a patch"),
+    );
+    wait_for(
+        &mut device,
+        "the reported patch acknowledged",
+        |e| match e {
+            Event::ReportedPropertiesAcknowledged => Some(()),
+            _ => None,
+        },
+    )
+    .await;
+    device.stop().await;
+
+    let reader = admin.clone();
+    let device_id = device_id.to_owned();
+    tokio::task::spawn_blocking(move || {
+        reader.wait_disconnected(&device_id);
+        reader.transcript()
+    })
+    .await
+    .expect("transcript read")
+}
+
+/// Waits for the first event `pick` accepts.
+async fn wait_for<T>(
+    device: &mut vdev_tests::native::NativeDevice,
+    what: &str,
+    mut pick: impl FnMut(&vdev_core::Event) -> Option<T>,
+) -> T {
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            let event = device.events.recv().await.expect("the device is running");
+            if let Some(found) = pick(&event) {
+                return found;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
 /// 300,000 bytes that brotli cannot shrink (xorshift), so the SDK must upload them.

@@ -31,6 +31,8 @@ pub mod notice;
 pub mod settings;
 #[cfg(target_os = "wasi")]
 mod tls;
+// Plain Rust: its unit tests run natively too.
+#[cfg(any(target_os = "wasi", test))]
 mod websocket;
 
 pub use file_store::{FileStore, FileStoreError};

@@ -252,6 +252,8 @@ mod tests {
     use tungstenite::protocol::CloseFrame;
     use tungstenite::protocol::frame::coding::CloseCode;
 
+    // The callback's signature is tungstenite's.
+    #[allow(clippy::result_large_err)]
     fn server_accepting(request: Vec<u8>) -> (WebSocket<Pipe>, Vec<u8>) {
         let pipe = Pipe {
             incoming: request.into(),
@@ -381,6 +383,18 @@ mod tests {
                 .contains("not ws:// or wss://")
         );
         assert!(target("not a url").is_err());
+    }
+
+    #[test]
+    fn closing_sends_a_close_frame_and_nothing_after_it() {
+        let mut client = WebSocketSession::new("ws://127.0.0.1:1/$iothub/websocket").unwrap();
+        let (mut server, answer) = server_accepting(client.take_outgoing());
+        assert!(client.receive(&answer).unwrap().opened);
+        let close = client.close();
+        server.get_mut().incoming.extend(close);
+        assert!(matches!(server.read(), Ok(Message::Close(_))));
+        assert!(client.send(b"late").is_err());
+        assert!(client.close().is_empty());
     }
 
     #[test]

@@ -365,6 +365,11 @@ impl<T: Transport> Session<'_, T> {
     }
 
     async fn handle_packet(&mut self, packet: Packet) -> Result<Vec<Event>, Close> {
+        if self.state.transcript.is_on() {
+            self.state
+                .transcript
+                .push(crate::transcript::mqtt_entry(&packet));
+        }
         match packet {
             Packet::V3_1_1Connect(connect) => self.handle_connect(&connect).await,
             Packet::V5_0Connect(_) => {

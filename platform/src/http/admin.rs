@@ -94,6 +94,7 @@ pub(super) fn routes(state: SharedState) -> Router<SharedState> {
             &format!("{ws}/fleet-configurations/{{id}}"),
             delete(delete_fleet),
         )
+        .route("/transcript", get(read_transcript).delete(clear_transcript))
         .route(&format!("{ws}/blobs"), get(list_blobs))
         .route(&format!("{ws}/blobs/content"), get(blob_content))
         .route_layer(middleware::from_fn_with_state(state, require_admin))
@@ -113,6 +114,26 @@ async fn require_admin(
 }
 
 type ApiResult = Result<Json<Value>, Problem>;
+
+const NO_TRANSCRIPT: &str =
+    "no transcript is recorded: start the platform with --record-transcript";
+
+/// What devices sent since the transcript was last cleared (`--record-transcript`).
+async fn read_transcript(State(state): State<SharedState>) -> ApiResult {
+    let entries = state
+        .transcript
+        .entries()
+        .ok_or_else(|| Problem::not_found(NO_TRANSCRIPT))?;
+    Ok(Json(Value::Array(entries)))
+}
+
+async fn clear_transcript(State(state): State<SharedState>) -> ApiResult {
+    let cleared = state
+        .transcript
+        .take()
+        .ok_or_else(|| Problem::not_found(NO_TRANSCRIPT))?;
+    Ok(Json(json!({ "cleared": cleared.len() })))
+}
 
 async fn list_workspaces(State(state): State<SharedState>) -> ApiResult {
     Ok(Json(provisioning::list_workspaces(&state)?))

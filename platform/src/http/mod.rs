@@ -73,6 +73,31 @@ async fn inject_faults(
     }
 }
 
+/// Records a device request in the transcript, when recording is on.
+async fn record(
+    State(state): State<SharedState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !state.transcript.is_on() {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, state.max_message_bytes).await {
+        Ok(bytes) => bytes,
+        Err(_) => return Problem::too_large(state.max_message_bytes).into_response(),
+    };
+    state.transcript.push(crate::transcript::http_entry(
+        parts.method.as_str(),
+        parts.uri.path(),
+        parts.uri.query(),
+        &parts.headers,
+        &bytes,
+    ));
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
+
 /// Turn axum's own plain-text rejections (bad path or query, wrong method, ...) into problem
 /// details, so every error a client sees has the same shape.
 async fn errors_as_problems(response: Response) -> Response {
@@ -110,7 +135,8 @@ pub(crate) fn router(state: SharedState, admin_only: bool) -> Router {
                     .route_layer(axum::middleware::from_fn_with_state(
                         state.clone(),
                         inject_faults,
-                    )),
+                    ))
+                    .route_layer(axum::middleware::from_fn_with_state(state.clone(), record)),
             )
             .route("/$iothub/websocket", get(websocket))
     };
