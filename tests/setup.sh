@@ -16,11 +16,12 @@ rustup component list --installed | grep -q '^clippy' || rustup component add cl
 
 step "system packages"
 # mosquitto-clients: an independent MQTT peer; libssl-dev + pkg-config: the official SDK's OpenSSL;
-# chromium + chromium-driver: the browser tests and the demo's Playwright test; strace: the
+# chromium + chromium-driver: the browser tests and the demo's Playwright test; firefox-esr: the
+# browser suites in Firefox too (its WebDriver, geckodriver, comes from crates.io); strace: the
 # Platform test that every acknowledgement follows a flush to disk (node, npm and python3 come
 # with the machine).
 missing=()
-for pkg in mosquitto-clients libssl-dev pkg-config chromium chromium-driver strace; do
+for pkg in mosquitto-clients libssl-dev pkg-config chromium chromium-driver firefox-esr strace; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
@@ -36,4 +37,9 @@ step "wasm-bindgen-cli 0.2.130 (must equal the wasm-bindgen crate)"
 if ! wasm-bindgen --version 2>/dev/null | grep -q ' 0\.2\.130$'; then
   # Without --locked: its lockfile wants a crate version the registry here lacks.
   cargo install wasm-bindgen-cli --version 0.2.130
+fi
+
+step "geckodriver 0.37.1 (Firefox's WebDriver; Debian has no package of it)"
+if ! geckodriver --version 2>/dev/null | grep -q '^geckodriver 0\.37\.1'; then
+  cargo install geckodriver --version 0.37.1 --locked
 fi

@@ -153,13 +153,16 @@ export class DeviceClient {
     const coordinator = new Owner(config, config.database, callbacks, makeCore);
     await coordinator.start();
     const client = new DeviceClient(coordinator);
-    await client.askPersistentStorage();
+    // Not awaited: Firefox asks the user, and `start` must not wait for an answer that may come
+    // late or never (a headless Firefox never resolves it).
+    void client.askPersistentStorage();
     return client;
   }
 
   /**
    * Asks the browser to keep the queue's storage (`navigator.storage.persist()`), so that
-   * queued messages are not evicted; `statistics().persistentStorage` tells the answer.
+   * queued messages are not evicted; `statistics().persistentStorage` tells the answer once
+   * the browser (or, in Firefox, the user) gave it.
    */
   async askPersistentStorage() {
     // `persist` exists in pages, not in workers.

@@ -217,8 +217,9 @@ export interface Statistics {
     role: "owner" | "follower";
     /**
      * Whether the browser granted persistent storage (`navigator.storage.persist()`, asked at
-     * start): the queue is then not evicted under storage pressure or by Safari's seven-day
-     * rule. `null` where the browser cannot say.
+     * start, not waited for): the queue is then not evicted under storage pressure or by
+     * Safari's seven-day rule. `null` until the browser answers (Firefox asks the user), or
+     * where it cannot say.
      */
     persistentStorage: boolean | null;
 }

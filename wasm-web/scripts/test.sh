@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs vdev-web's tests, all of them wasm_bindgen_test suites in headless Chromium that drive
-# the JavaScript host (js/) with the crate's wasm `Core` linked into the test:
+# Runs vdev-web's tests, all of them wasm_bindgen_test suites in headless browsers that drive
+# the JavaScript host (js/) with the crate's wasm `Core` linked into the test. Step 1 runs in
+# Chromium and in Firefox (ESR), steps 2 and 3 in Chromium only so far:
 #   1. tests/store.rs (js/store.js against the core's storage contract), tests/api.rs (the JS
 #      API's refusals, no network), tests/init.rs (`start` before `init()`), tests/host.rs (the
 #      host's own rules: callbacks never nest, the tab protocol version), tests/platform.rs
@@ -20,7 +21,8 @@
 # re-link of the test crates. The platform is stopped on exit.
 #
 # Needs: rustup target wasm32-unknown-unknown, wasm-bindgen-cli 0.2.130 (same version as the
-# `wasm-bindgen` crate), Debian's chromium and chromium-driver, python3.
+# `wasm-bindgen` crate), Debian's chromium and chromium-driver, firefox-esr and geckodriver
+# (crates.io), python3 (tests/setup.sh installs them).
 # Extra arguments go to the wasm `cargo test` (e.g. `-- provisioning`).
 set -euo pipefail
 
@@ -42,6 +44,12 @@ if [ ! -x "$CHROMEDRIVER" ]; then
     echo "error: $CHROMEDRIVER not found: apt-get install -y chromium chromium-driver" >&2
     exit 1
 fi
+for tool in firefox-esr geckodriver; do
+    if ! command -v "$tool" >/dev/null; then
+        echo "error: $tool not found: bash tests/setup.sh installs it" >&2
+        exit 1
+    fi
+done
 
 # wasm-bindgen copies into a test's snippets/ folder only the js/ files the tests name in a
 # `module = "..."` import (tests/common/mod.rs), not the siblings those import; a module left
@@ -122,18 +130,46 @@ export VDEV_WEB_TEST_CONTROL_URL
 export VDEV_WEB_TEST_HTTP_URL VDEV_WEB_TEST_ADMIN_TOKEN VDEV_WEB_TEST_WORKSPACE VDEV_WEB_TEST_PROVISIONING_TOKEN
 echo "== vdev-platform at $VDEV_WEB_TEST_HTTP_URL (control: $VDEV_WEB_TEST_CONTROL_URL)"
 
-echo "== vdev-web: browser tests (headless Chromium)"
-# The runner looks for webdriver.json (extra Chrome flags) in the working directory.
+# One line per engine: "browser <engine> <version>: N passed, M failed", from cargo's results.
+summarise() {
+    python3 - "$@" <<'PY'
+import re, sys
+engine, version, log = sys.argv[1:4]
+passed = failed = 0
+for found in re.finditer(r"test result: \w+\. (\d+) passed; (\d+) failed", open(log, errors="replace").read()):
+    passed += int(found.group(1))
+    failed += int(found.group(2))
+print(f"browser {engine} {version}: {passed} passed, {failed} failed")
+PY
+}
+
+# The suites every engine runs: the store, the JS API, the host's rules and a real Platform.
+suites=(--test store --test api --test init --test host --test platform --test reasons)
+# The runner looks for webdriver.json (extra Chrome flags, Firefox preferences) in the working
+# directory. wasm-bindgen's runner drives Firefox when GECKODRIVER is set, Chromium otherwise.
 cd "$web_dir"
-status=0
-CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
-WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-300}" \
-    cargo test -p vdev-web --target wasm32-unknown-unknown --test store --test api --test init --test host --test platform --test reasons "$@" || status=$?
-if [ "$status" -ne 0 ]; then
-    echo "== vdev-platform log (last 60 lines)" >&2
-    tail -n 60 "$log_file" >&2
-    exit "$status"
-fi
+run_suites() {
+    local engine="$1" version="$2" log="$work_dir/$1.log"
+    shift 2
+    echo "== vdev-web: browser tests (headless $engine)"
+    local status=0
+    env "$@" CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+        WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-300}" \
+        cargo test -p vdev-web --target wasm32-unknown-unknown "${suites[@]}" "${test_args[@]}" \
+        2>&1 | tee "$log" || status=$?
+    summarise "$engine" "$version" "$log"
+    if [ "$status" -ne 0 ]; then
+        echo "== vdev-platform log (last 60 lines)" >&2
+        tail -n 60 "$log_file" >&2
+        exit "$status"
+    fi
+}
+test_args=("$@")
+run_suites chromium "$(chromium --version | awk '{print $2}')" -u GECKODRIVER
+# Firefox asks the user before it grants persistent storage; webdriver.json's preferences answer
+# yes, as a user would (the SDK does not wait for the answer either way).
+run_suites firefox "$(firefox-esr --version | awk '{print $3}')" \
+    GECKODRIVER="${GECKODRIVER:-$(command -v geckodriver)}"
 
 echo "== vdev-web: QuotaExceededError test (Chromium profile on a 256 MB tmpfs)"
 mkdir -p "$quota_fs"

@@ -243,13 +243,17 @@ async fn the_client_asks_for_persistent_storage_and_says_what_the_browser_answer
     ]))
     .await
     .expect("the client starts");
-    let said = Reflect::get(
-        &client.statistics(),
-        &JsValue::from_str("persistentStorage"),
-    )
-    .unwrap()
-    .as_bool()
-    .expect("statistics().persistentStorage is the browser's answer");
+    // Chromium answers without asking anyone; `start` does not wait for it.
+    let answer = || {
+        Reflect::get(
+            &client.statistics(),
+            &JsValue::from_str("persistentStorage"),
+        )
+        .unwrap()
+        .as_bool()
+    };
+    common::wait_until("the browser's answer", 10_000.0, || answer().is_some()).await;
+    let said = answer().expect("statistics().persistentStorage is the browser's answer");
     // The browser's own record of the site, asked independently.
     let storage = Reflect::get(
         &Reflect::get(&js_sys::global(), &JsValue::from_str("navigator")).unwrap(),
@@ -264,6 +268,49 @@ async fn the_client_asks_for_persistent_storage_and_says_what_the_browser_answer
         .unwrap()
         .as_bool();
     assert_eq!(Some(said), browser);
+    JsFuture::from(Promise::from(JsValue::from(client.stop())))
+        .await
+        .expect("stop resolves");
+    common::delete_database(&database).await.expect("deleted");
+}
+
+#[wasm_bindgen_test]
+async fn start_does_not_wait_for_an_unanswered_persistent_storage_question() {
+    // As in Firefox, which asks the user: a question nobody answers (a headless Firefox never
+    // resolves it). `start` used to await it and never resolved there.
+    let storage: js_sys::Object = Reflect::get(
+        &Reflect::get(&js_sys::global(), &JsValue::from_str("navigator")).unwrap(),
+        &JsValue::from_str("storage"),
+    )
+    .unwrap()
+    .unchecked_into();
+    let replace = |name: &str, body: &str| {
+        let value = js_object(&[
+            ("value", js_sys::Function::new_no_args(body).into()),
+            ("configurable", JsValue::TRUE),
+        ])
+        .unchecked_into();
+        assert!(Reflect::define_property(&storage, &JsValue::from_str(name), &value).unwrap());
+    };
+    replace("persisted", "return Promise.resolve(false)");
+    replace("persist", "return new Promise(() => {})");
+    let database = unique("vdev-api");
+    let started = DeviceClient::start(js_object(&[
+        ("instance", "http://127.0.0.1:9".into()),
+        ("provisioningToken", "token".into()),
+        ("database", database.clone().into()),
+    ]))
+    .await;
+    for name in ["persisted", "persist"] {
+        Reflect::delete_property(&storage, &JsValue::from_str(name)).unwrap();
+    }
+    let client = started.expect("the client starts");
+    let said = Reflect::get(
+        &client.statistics(),
+        &JsValue::from_str("persistentStorage"),
+    )
+    .unwrap();
+    assert!(said.is_null(), "no answer yet: {said:?}");
     JsFuture::from(Promise::from(JsValue::from(client.stop())))
         .await
         .expect("stop resolves");
