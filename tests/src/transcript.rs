@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use vdev_platform::PlatformInfo;
 
 /// Property-bag keys whose values are per message (the ids the app chose); the keys themselves
@@ -234,11 +234,11 @@ pub fn shape(value: &Value) -> String {
             format!("[{}]", shapes.join("|"))
         }
         Value::Object(members) => {
-            let sorted: Map<String, Value> = members.clone();
-            let inner: Vec<String> = sorted
+            let mut inner: Vec<String> = members
                 .iter()
                 .map(|(name, value)| format!("{name}: {}", shape(value)))
                 .collect();
+            inner.sort();
             format!("{{{}}}", inner.join(", "))
         }
     }
