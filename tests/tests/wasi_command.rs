@@ -286,17 +286,7 @@ async fn wasi_command_sends_a_1_mb_message_by_upload() {
     let mut seen = Vec::new();
     provision(&info, &mut run.lines, &mut seen).await;
 
-    // Incompressible text (brotli would shrink a repeated pattern under the upload threshold):
-    // a deterministic pseudo-random stream of letters, one stdin line.
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let big: String = (0..SIZE)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            char::from(b'a' + (state % 26) as u8)
-        })
-        .collect();
+    let big = incompressible_line(0x9e37_79b9_7f4a_7c15, SIZE);
     let lines = vec!["before".to_owned(), big.clone(), "after".to_owned()];
     send_lines(&mut run, &lines).await;
     run.close_stdin();
@@ -384,15 +374,7 @@ async fn wasi_command_against_the_strict_contract_delivers_in_order_and_uploads(
     let mut seen = Vec::new();
     provision(&info, &mut run.lines, &mut seen).await;
     // 200 readings with a 1 MB incompressible line among them: it goes by upload.
-    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-    let big: String = (0..1_000_000)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            char::from(b'a' + (state % 26) as u8)
-        })
-        .collect();
+    let big = incompressible_line(0x2545_f491_4f6c_dd1d, 1_000_000);
     let mut lines = readings("wasi-cmd-strict", 0..100);
     lines.push(big.clone());
     lines.extend(readings("wasi-cmd-strict", 100..200));
@@ -425,4 +407,18 @@ async fn wasi_command_against_the_strict_contract_delivers_in_order_and_uploads(
     .await;
     assert!(blob[..] == *big.as_bytes(), "the blob is the message");
     platform.shutdown().await;
+}
+
+/// `len` letters brotli cannot shrink under the upload threshold (a repeated pattern it would):
+/// a deterministic xorshift stream from `seed`, one stdin line.
+fn incompressible_line(seed: u64, len: usize) -> String {
+    let mut state = seed;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b'a' + (state % 26) as u8)
+        })
+        .collect()
 }
