@@ -17,11 +17,14 @@ rustup component list --installed | grep -q '^clippy' || rustup component add cl
 step "system packages"
 # mosquitto-clients: an independent MQTT peer; libssl-dev + pkg-config: the official SDK's OpenSSL;
 # chromium + chromium-driver: the browser tests and the demo's Playwright test; firefox-esr: the
-# browser suites in Firefox too (its WebDriver, geckodriver, comes from crates.io); strace: the
+# browser suites in Firefox too (its WebDriver, geckodriver, comes from crates.io);
+# webkit2gtk-driver + xvfb: the browser suites in WebKitGTK (WebKitWebDriver starts its
+# MiniBrowser, which needs a display: a private Xvfb); strace: the
 # Platform test that every acknowledgement follows a flush to disk (node, npm and python3 come
 # with the machine).
 missing=()
-for pkg in mosquitto-clients libssl-dev pkg-config chromium chromium-driver firefox-esr strace; do
+for pkg in mosquitto-clients libssl-dev pkg-config chromium chromium-driver firefox-esr \
+  webkit2gtk-driver xvfb strace; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if ((${#missing[@]})); then

@@ -122,11 +122,18 @@ export class Coordinator {
     try {
       if (!locks || !globalThis.BroadcastChannel) {
         const missing = !locks ? "Web Locks" : "BroadcastChannel";
+        // Browsers give Web Locks to secure contexts only, and engines disagree on which
+        // loopback pages are secure: WebKit does not count http://127.0.0.1.
+        const why =
+          globalThis.isSecureContext === false
+            ? `this page (${globalThis.location?.origin}) is not a secure context in this browser, ` +
+              `so it has no ${missing}`
+            : `this page has no ${missing}`;
         throw new VdevError(
           "coordinationFailed",
-          `this page has no ${missing}, so vdev cannot keep a second client (another tab) from ` +
-            "writing the same database: serve the page over https:// or from localhost, in a browser " +
-            "that has both",
+          `${why}, and vdev cannot keep a second client (another tab) from writing the same ` +
+            "database: serve the page over https:// or from http://localhost (WebKit does not " +
+            "count http://127.0.0.1 as secure), in a browser that has Web Locks and BroadcastChannel",
         );
       }
       this.channel = new BroadcastChannel(name);

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Runs vdev-web's tests, all of them wasm_bindgen_test suites in headless browsers that drive
 # the JavaScript host (js/) with the crate's wasm `Core` linked into the test. Step 1 runs in
-# Chromium and in Firefox (ESR), steps 2 and 3 in Chromium only so far:
+# Chromium, Firefox (ESR) and WebKitGTK, steps 2 and 3 in Chromium only so far:
 #   1. tests/store.rs (js/store.js against the core's storage contract), tests/api.rs (the JS
 #      API's refusals, no network), tests/init.rs (`start` before `init()`), tests/host.rs (the
 #      host's own rules: callbacks never nest, the tab protocol version), tests/platform.rs
-#      (DeviceClient against a real vdev-platform);
+#      (DeviceClient against a real vdev-platform), tests/reasons.rs (failures and their
+#      reasons). One line per engine sums it up: "browser <engine> <version>: N passed, M failed".
+#      VDEV_WEB_ENGINES (default "chromium firefox webkit") picks the engines;
 #   2. tests/quota.rs, a real QuotaExceededError: Chromium's profile goes on a 256 MB tmpfs
 #      (TMPDIR of the runner, where chromedriver makes it), so the site's quota is small enough
 #      to fill. Mounting needs root; without it this step is skipped, saying so;
@@ -44,7 +46,7 @@ if [ ! -x "$CHROMEDRIVER" ]; then
     echo "error: $CHROMEDRIVER not found: apt-get install -y chromium chromium-driver" >&2
     exit 1
 fi
-for tool in firefox-esr geckodriver; do
+for tool in firefox-esr geckodriver WebKitWebDriver Xvfb; do
     if ! command -v "$tool" >/dev/null; then
         echo "error: $tool not found: bash tests/setup.sh installs it" >&2
         exit 1
@@ -75,10 +77,12 @@ control_file="$work_dir/control.url"
 mkdir -p "$data_dir"
 control_pid=""
 strict_pid=""
+xvfb_pid=""
+xvfb_display=""
 quota_fs="$work_dir/quota-fs"
 quota_mounted=0
 cleanup() {
-    for pid in $control_pid $strict_pid; do
+    for pid in $control_pid $strict_pid $xvfb_pid; do
         kill "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
@@ -144,32 +148,81 @@ PY
 }
 
 # The suites every engine runs: the store, the JS API, the host's rules and a real Platform.
-suites=(--test store --test api --test init --test host --test platform --test reasons)
+all_suites=(--test store --test api --test init --test host --test platform --test reasons)
+suites=("${all_suites[@]}")
 # The runner looks for webdriver.json (extra Chrome flags, Firefox preferences) in the working
 # directory. wasm-bindgen's runner drives Firefox when GECKODRIVER is set, Chromium otherwise.
 cd "$web_dir"
+# run_suites <engine> [env assignments / -u NAME ...]: runs "${suites[@]}" "${test_args[@]}" in
+# the engine the environment selects, adding cargo's results to <engine>'s log.
 run_suites() {
-    local engine="$1" version="$2" log="$work_dir/$1.log"
-    shift 2
+    local engine="$1"
+    shift
     echo "== vdev-web: browser tests (headless $engine)"
     local status=0
     env "$@" CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
         WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-300}" \
         cargo test -p vdev-web --target wasm32-unknown-unknown "${suites[@]}" "${test_args[@]}" \
-        2>&1 | tee "$log" || status=$?
-    summarise "$engine" "$version" "$log"
+        2>&1 | tee -a "$work_dir/$engine.log" || status=$?
     if [ "$status" -ne 0 ]; then
+        summarise "$engine" "?" "$work_dir/$engine.log"
         echo "== vdev-platform log (last 60 lines)" >&2
         tail -n 60 "$log_file" >&2
         exit "$status"
     fi
 }
-test_args=("$@")
-run_suites chromium "$(chromium --version | awk '{print $2}')" -u GECKODRIVER
-# Firefox asks the user before it grants persistent storage; webdriver.json's preferences answer
-# yes, as a user would (the SDK does not wait for the answer either way).
-run_suites firefox "$(firefox-esr --version | awk '{print $3}')" \
-    GECKODRIVER="${GECKODRIVER:-$(command -v geckodriver)}"
+start_xvfb() {
+    if [ -n "$xvfb_pid" ]; then
+        return
+    fi
+    local fifo="$work_dir/xvfb.display"
+    mkfifo "$fifo"
+    Xvfb -displayfd 3 -screen 0 1280x1024x24 -nolisten tcp 3>"$fifo" 2>>"$work_dir/xvfb.log" &
+    xvfb_pid=$!
+    read -r -t 30 number <"$fifo" || { echo "error: Xvfb did not start" >&2; exit 1; }
+    xvfb_display=":$number"
+}
+# A port free on `host` now (the runner binds it a moment later).
+free_port() {
+    python3 -c 'import socket, sys; s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' "$1"
+}
+# The WebKitGTK version is the library's (the driver and MiniBrowser print none of their own).
+webkit_version() {
+    dpkg-query -W -f '${Version}' libwebkit2gtk-4.1-0 2>/dev/null | sed 's/-.*//' || echo unknown
+}
+user_args=("$@")
+test_args=("${user_args[@]}")
+engines=" ${VDEV_WEB_ENGINES:-chromium firefox webkit} "
+if [[ "$engines" == *" chromium "* ]]; then
+    run_suites chromium -u GECKODRIVER -u SAFARIDRIVER
+    summarise chromium "$(chromium --version | awk '{print $2}')" "$work_dir/chromium.log"
+fi
+if [[ "$engines" == *" firefox "* ]]; then
+    # Firefox asks the user before it grants persistent storage; webdriver.json's preferences
+    # answer yes, as a user would (the SDK does not wait for the answer either way).
+    run_suites firefox -u SAFARIDRIVER GECKODRIVER="${GECKODRIVER:-$(command -v geckodriver)}"
+    summarise firefox "$(firefox-esr --version | awk '{print $3}')" "$work_dir/firefox.log"
+fi
+if [[ "$engines" == *" webkit "* ]]; then
+    # WebKitGTK's WebDriver starts its MiniBrowser, which needs a display: a private Xvfb gives
+    # it one (-displayfd picks a free display number). wasm-bindgen's runner drives it through
+    # its Safari path (SAFARIDRIVER), the W3C protocol both speak.
+    start_xvfb
+    webkit_env=(-u GECKODRIVER DISPLAY="$xvfb_display"
+        SAFARIDRIVER="${SAFARIDRIVER:-$(command -v WebKitWebDriver)}")
+    # WebKit does not count http://127.0.0.1 as a secure context (a page there has no Web
+    # Locks), while http://[::1] and http://localhost are secure, as in every other engine. So
+    # the suites are served on ::1 (the runner then needs a fixed port: a free one is picked)...
+    run_suites webkit "${webkit_env[@]}" WASM_BINDGEN_TEST_ADDRESS="[::1]:$(free_port ::1)"
+    # ...and the API suite's insecure-page test runs once more from http://127.0.0.1, where the
+    # SDK must refuse to start and say why.
+    suites=(--test api)
+    test_args=(-- not_a_secure_context)
+    run_suites webkit "${webkit_env[@]}"
+    suites=("${all_suites[@]}")
+    test_args=("${user_args[@]}")
+    summarise webkit "$(webkit_version)" "$work_dir/webkit.log"
+fi
 
 echo "== vdev-web: QuotaExceededError test (Chromium profile on a 256 MB tmpfs)"
 mkdir -p "$quota_fs"

@@ -243,6 +243,31 @@ async fn the_client_asks_for_persistent_storage_and_says_what_the_browser_answer
     ]))
     .await
     .expect("the client starts");
+    let storage = Reflect::get(
+        &Reflect::get(&js_sys::global(), &JsValue::from_str("navigator")).unwrap(),
+        &JsValue::from_str("storage"),
+    )
+    .unwrap();
+    if storage.is_undefined() {
+        // WebKitGTK has no StorageManager: nobody can say whether the storage is kept, and the
+        // client says so with `null` instead of guessing.
+        // A turn for anything the client might still do with the (missing) answer.
+        gloo_timers::future::TimeoutFuture::new(50).await;
+        let said = Reflect::get(
+            &client.statistics(),
+            &JsValue::from_str("persistentStorage"),
+        )
+        .unwrap();
+        assert!(
+            said.is_null(),
+            "an engine without navigator.storage: {said:?}"
+        );
+        JsFuture::from(Promise::from(JsValue::from(client.stop())))
+            .await
+            .expect("stop resolves");
+        common::delete_database(&database).await.expect("deleted");
+        return;
+    }
     // Chromium answers without asking anyone; `start` does not wait for it.
     let answer = || {
         Reflect::get(
@@ -255,11 +280,6 @@ async fn the_client_asks_for_persistent_storage_and_says_what_the_browser_answer
     common::wait_until("the browser's answer", 10_000.0, || answer().is_some()).await;
     let said = answer().expect("statistics().persistentStorage is the browser's answer");
     // The browser's own record of the site, asked independently.
-    let storage = Reflect::get(
-        &Reflect::get(&js_sys::global(), &JsValue::from_str("navigator")).unwrap(),
-        &JsValue::from_str("storage"),
-    )
-    .unwrap();
     let persisted: js_sys::Function = Reflect::get(&storage, &JsValue::from_str("persisted"))
         .unwrap()
         .unchecked_into();
@@ -278,12 +298,23 @@ async fn the_client_asks_for_persistent_storage_and_says_what_the_browser_answer
 async fn start_does_not_wait_for_an_unanswered_persistent_storage_question() {
     // As in Firefox, which asks the user: a question nobody answers (a headless Firefox never
     // resolves it). `start` used to await it and never resolved there.
-    let storage: js_sys::Object = Reflect::get(
-        &Reflect::get(&js_sys::global(), &JsValue::from_str("navigator")).unwrap(),
-        &JsValue::from_str("storage"),
-    )
-    .unwrap()
-    .unchecked_into();
+    let navigator: js_sys::Object =
+        Reflect::get(&js_sys::global(), &JsValue::from_str("navigator"))
+            .unwrap()
+            .unchecked_into();
+    let mut storage = Reflect::get(&navigator, &JsValue::from_str("storage")).unwrap();
+    let engine_has_storage = !storage.is_undefined();
+    if !engine_has_storage {
+        // WebKitGTK has no StorageManager; give the page one that asks like Firefox's.
+        storage = js_sys::Object::new().into();
+        let value: js_sys::Object =
+            js_object(&[("value", storage.clone()), ("configurable", JsValue::TRUE)])
+                .unchecked_into();
+        assert!(
+            Reflect::define_property(&navigator, &JsValue::from_str("storage"), &value).unwrap()
+        );
+    }
+    let storage: js_sys::Object = storage.unchecked_into();
     let replace = |name: &str, body: &str| {
         let value = js_object(&[
             ("value", js_sys::Function::new_no_args(body).into()),
@@ -303,6 +334,9 @@ async fn start_does_not_wait_for_an_unanswered_persistent_storage_question() {
     .await;
     for name in ["persisted", "persist"] {
         Reflect::delete_property(&storage, &JsValue::from_str(name)).unwrap();
+    }
+    if !engine_has_storage {
+        Reflect::delete_property(&navigator, &JsValue::from_str("storage")).unwrap();
     }
     let client = started.expect("the client starts");
     let said = Reflect::get(
@@ -343,7 +377,7 @@ async fn without_web_locks_start_refuses_instead_of_letting_two_clients_write_on
     Reflect::delete_property(&navigator, &JsValue::from_str("locks")).unwrap();
     for refusal in [first, second] {
         assert!(
-            refusal.starts_with("coordinationFailed: this page has no Web Locks"),
+            refusal.starts_with("coordinationFailed: this page has no Web Locks, and vdev cannot"),
             "{refusal}"
         );
     }
@@ -353,4 +387,70 @@ async fn without_web_locks_start_refuses_instead_of_letting_two_clients_write_on
         .await
         .expect("stop resolves");
     common::delete_database(&database).await.expect("deleted");
+}
+
+#[wasm_bindgen_test]
+async fn on_a_page_that_is_not_a_secure_context_start_refuses_and_says_why() {
+    // For real where the page is insecure: WebKit serves this suite once more from
+    // http://127.0.0.1, which it does not count as a secure context, so the page has no Web
+    // Locks. In an engine that counts the page secure, the two are hidden as they would be.
+    let global: js_sys::Object = js_sys::global().unchecked_into();
+    let navigator: js_sys::Object = Reflect::get(&global, &JsValue::from_str("navigator"))
+        .unwrap()
+        .unchecked_into();
+    let secure = Reflect::get(&global, &JsValue::from_str("isSecureContext"))
+        .unwrap()
+        .as_bool()
+        == Some(true);
+    let hide = |object: &js_sys::Object, name: &str, value: JsValue| {
+        let descriptor: js_sys::Object =
+            js_object(&[("value", value), ("configurable", JsValue::TRUE)]).unchecked_into();
+        assert!(Reflect::define_property(object, &JsValue::from_str(name), &descriptor).unwrap());
+    };
+    // `isSecureContext` is the global object's own property: put the original back after.
+    let original =
+        js_sys::Object::get_own_property_descriptor(&global, &JsValue::from_str("isSecureContext"));
+    if secure {
+        hide(&global, "isSecureContext", JsValue::FALSE);
+        hide(&navigator, "locks", JsValue::UNDEFINED);
+    }
+    let database = unique("vdev-api");
+    let refusal = start_error(js_object(&[
+        ("instance", "http://127.0.0.1:9".into()),
+        ("provisioningToken", "token".into()),
+        ("database", database.into()),
+    ]))
+    .await;
+    if secure {
+        Reflect::delete_property(&global, &JsValue::from_str("isSecureContext")).unwrap();
+        if !original.is_undefined() {
+            assert!(
+                Reflect::define_property(
+                    &global,
+                    &JsValue::from_str("isSecureContext"),
+                    original.unchecked_ref()
+                )
+                .unwrap()
+            );
+        }
+        Reflect::delete_property(&navigator, &JsValue::from_str("locks")).unwrap();
+    }
+    let origin = Reflect::get(
+        &Reflect::get(&global, &JsValue::from_str("location")).unwrap(),
+        &JsValue::from_str("origin"),
+    )
+    .unwrap()
+    .as_string()
+    .unwrap();
+    assert!(
+        refusal.starts_with(&format!(
+            "coordinationFailed: this page ({origin}) is not a secure context in this browser, \
+             so it has no Web Locks"
+        )),
+        "{refusal}"
+    );
+    assert!(
+        refusal.contains("from http://localhost"),
+        "it says what to do: {refusal}"
+    );
 }
