@@ -17,7 +17,10 @@ const server = await preview({
   preview: { host: "127.0.0.1", port, strictPort: true, open: false },
 });
 const address = server.httpServer.address();
-console.log(JSON.stringify({ url: `http://127.0.0.1:${address.port}/` }));
+// The URL names localhost, not 127.0.0.1: browsers give Web Locks (which the SDK needs) to
+// secure contexts only, and WebKit counts http://localhost as one but not http://127.0.0.1.
+// localhost may resolve to ::1 first; browsers then try 127.0.0.1, where this listens.
+console.log(JSON.stringify({ url: `http://localhost:${address.port}/` }));
 const stop = () => server.close().then(() => process.exit(0));
 process.on("SIGINT", stop);
 process.on("SIGTERM", stop);

@@ -30,7 +30,12 @@ step "tests (unit, property, simulation: VDEV_SIM_SEEDS=${VDEV_SIM_SEEDS:-10000}
 # vdev-web's tests run in the browser, below.
 cargo test --workspace --exclude vdev-web
 
-step "browser SDK: IndexedDB store, JS API and a real Platform in headless Chromium"
+# Each browser step adds "<engine> <version> <passed> <failed>" lines here; the end sums them.
+export VDEV_BROWSER_RESULTS="${CARGO_TARGET_DIR:-$PWD/target}/browser-results.txt"
+mkdir -p "$(dirname "$VDEV_BROWSER_RESULTS")"
+: >"$VDEV_BROWSER_RESULTS"
+
+step "browser SDK: IndexedDB store, JS API and a real Platform in headless Chromium, Firefox and WebKit"
 bash wasm-web/scripts/test.sh
 
 step "browser SDK: npm package (size-tuned build, gzipped size), its smoke test, its types; tsc over the JS host"
@@ -42,8 +47,13 @@ bash wasm-web/js-check/run.sh
 step "Node.js: the same npm package installed from its tarball, against a real Platform (TLS, TCP, SIGKILL, damage, 100 devices)"
 bash wasm-web/scripts/test-node.sh
 
-step "browser end-to-end: the demo and a Vite app in Chromium (Playwright)"
+step "browser end-to-end: the demo and a Vite app in Chromium (Playwright), Firefox and WebKit (WebDriver)"
 bash tests/e2e/run.sh
 
 step "benchmarks, quick mode: every figure is produced (the numbers mean nothing here)"
 bash tests/bench/run.sh --quick
+
+step "browsers: every suite and end-to-end test, one line per engine"
+awk '{ key = $1 " " $2; if (!(key in passed)) order[++n] = key; passed[key] += $3; failed[key] += $4 }
+     END { for (i = 1; i <= n; i++) printf "browser %s: %d passed, %d failed\n", order[i], passed[order[i]], failed[order[i]] }' \
+  "$VDEV_BROWSER_RESULTS"

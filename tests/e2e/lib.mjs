@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { launchWebDriverBrowser } from "./webdriver.mjs";
 
 export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const targetDir = process.env.CARGO_TARGET_DIR ?? path.join(root, "target");
@@ -23,7 +24,15 @@ export const CHROMIUM_FLAGS = [
   "--disable-sync",
 ];
 
+/** The engine the tests run in (VDEV_E2E_ENGINE: chromium, the default, firefox or webkit). */
+export const engine = process.env.VDEV_E2E_ENGINE ?? "chromium";
+
+/**
+ * The browser: Debian's Chromium through Playwright, or Firefox ESR and WebKitGTK through their
+ * WebDriver servers with the same page API (webdriver.mjs).
+ */
 export function launchBrowser() {
+  if (engine !== "chromium") return launchWebDriverBrowser(engine);
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     headless: true,
@@ -35,10 +44,13 @@ export function tempDir(prefix) {
   return mkdtempSync(path.join(tmpdir(), prefix));
 }
 
-/** Where a test saves its screenshots (VDEV_E2E_SCREENSHOTS, else a new temporary folder). */
+/**
+ * Where a test saves its screenshots: `<engine>/<name>` under VDEV_E2E_SCREENSHOTS, else under a
+ * new temporary folder.
+ */
 export function screenshotDir(name) {
   const base = process.env.VDEV_E2E_SCREENSHOTS ?? tempDir("vdev-e2e-screenshots-");
-  const dir = path.join(base, name);
+  const dir = path.join(base, engine, name);
   mkdirSync(dir, { recursive: true });
   return dir;
 }

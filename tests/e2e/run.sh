@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The browser end-to-end tests in Debian's Chromium (playwright-core): the demo as a person uses
-# it (tests/e2e/demo.test.mjs, through demo-site/run.sh) and the tiny Vite app of issue 4
-# (tests/e2e/web-app.test.mjs). Builds what they need: the Platform, the demo site and the web
+# The browser end-to-end tests: the demo as a person uses it (tests/e2e/demo.test.mjs, through
+# demo-site/run.sh) and the tiny Vite app of issue 4 (tests/e2e/web-app.test.mjs), in each engine
+# of VDEV_E2E_ENGINES (default "chromium firefox webkit"): Debian's Chromium through
+# playwright-core, Firefox ESR and WebKitGTK through their WebDriver servers (webdriver.mjs). Builds what they need: the Platform, the demo site and the web
 # app from the packed vdev-web tarball (built by wasm-web/scripts/build.sh when missing, or
-# always with --build-wasm). Screenshots go to VDEV_E2E_SCREENSHOTS (default target/e2e-screenshots).
+# always with --build-wasm). Screenshots go to VDEV_E2E_SCREENSHOTS/<engine> (default target/e2e-screenshots).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
@@ -25,6 +26,54 @@ if [ ! -d node_modules/playwright-core ] || [ package-lock.json -nt node_modules
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
-step "e2e: Playwright in Chromium (screenshots under $VDEV_E2E_SCREENSHOTS)"
-rm -rf "$VDEV_E2E_SCREENSHOTS/demo"
-node --test --test-concurrency=1 --test-reporter=spec demo.test.mjs web-app.test.mjs
+# One line per engine, as the browser suites print: "e2e <engine> <version>: N passed, M failed",
+# added to VDEV_BROWSER_RESULTS when set (tests/run-all.sh sums each engine's lines at the end).
+engine_version() {
+  case "$1" in
+    chromium) chromium --version | awk '{print $2}' ;;
+    firefox) firefox-esr --version | awk '{print $3}' ;;
+    webkit) dpkg-query -W -f '${Version}' libwebkit2gtk-4.1-0 | sed 's/-.*//' ;;
+  esac
+}
+work="$(mktemp -d -t vdev-e2e.XXXXXX)"
+xvfb_pid=""
+cleanup() {
+  [ -n "$xvfb_pid" ] && kill "$xvfb_pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+status=0
+for engine in ${VDEV_E2E_ENGINES:-chromium firefox webkit}; do
+  engine_env=(VDEV_E2E_ENGINE="$engine")
+  case "$engine" in
+    chromium) how="Playwright" ;;
+    firefox) how="geckodriver (WebDriver)" ;;
+    webkit)
+      how="WebKitWebDriver (WebDriver) under a private Xvfb"
+      # WebKitGTK's MiniBrowser needs a display; -displayfd picks a free display number.
+      if [ -z "$xvfb_pid" ]; then
+        mkfifo "$work/display"
+        Xvfb -displayfd 3 -screen 0 1400x1000x24 -nolisten tcp 3>"$work/display" 2>"$work/xvfb.log" &
+        xvfb_pid=$!
+        read -r -t 30 display <"$work/display" || { echo "error: Xvfb did not start" >&2; exit 1; }
+      fi
+      engine_env+=(DISPLAY=":$display")
+      ;;
+    *) echo "error: unknown engine $engine (chromium, firefox, webkit)" >&2; exit 1 ;;
+  esac
+  rm -rf "$VDEV_E2E_SCREENSHOTS/$engine"
+  step "e2e in $engine through $how (screenshots under $VDEV_E2E_SCREENSHOTS/$engine)"
+  tap="$work/$engine.tap"
+  env "${engine_env[@]}" node --test --test-concurrency=1 \
+    --test-reporter=spec --test-reporter-destination=stdout \
+    --test-reporter=tap --test-reporter-destination="$tap" \
+    demo.test.mjs web-app.test.mjs || status=1
+  passed="$(sed -n 's/^# pass //p' "$tap" | tail -n 1)"
+  failed="$(sed -n 's/^# fail //p' "$tap" | tail -n 1)"
+  version="$(engine_version "$engine")"
+  echo "e2e $engine $version: ${passed:-0} passed, ${failed:-0} failed"
+  if [ -n "${VDEV_BROWSER_RESULTS:-}" ]; then
+    echo "$engine $version ${passed:-0} ${failed:-0}" >>"$VDEV_BROWSER_RESULTS"
+  fi
+done
+exit "$status"
