@@ -19,12 +19,13 @@ step "system packages"
 # chromium + chromium-driver: the browser tests and the demo's Playwright test; firefox-esr: the
 # browser suites in Firefox too (its WebDriver, geckodriver, comes from crates.io);
 # webkit2gtk-driver + xvfb: the browser suites in WebKitGTK (WebKitWebDriver starts its
-# MiniBrowser, which needs a display: a private Xvfb); strace: the
+# MiniBrowser, which needs a display: a private Xvfb); libnss3-tools: certutil, which puts the
+# strict test's CA in a Firefox profile; strace: the
 # Platform test that every acknowledgement follows a flush to disk (node, npm and python3 come
 # with the machine).
 missing=()
 for pkg in mosquitto-clients libssl-dev pkg-config chromium chromium-driver firefox-esr \
-  webkit2gtk-driver xvfb strace; do
+  webkit2gtk-driver xvfb libnss3-tools strace; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if ((${#missing[@]})); then

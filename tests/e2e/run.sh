@@ -2,9 +2,10 @@
 # The browser end-to-end tests: the demo as a person uses it (tests/e2e/demo.test.mjs, through
 # demo-site/run.sh) and the tiny Vite app of issue 4 (tests/e2e/web-app.test.mjs), in each engine
 # of VDEV_E2E_ENGINES (default "chromium firefox webkit"): Debian's Chromium through
-# playwright-core, Firefox ESR and WebKitGTK through their WebDriver servers (webdriver.mjs). Builds what they need: the Platform, the demo site and the web
-# app from the packed vdev-web tarball (built by wasm-web/scripts/build.sh when missing, or
-# always with --build-wasm). Screenshots go to VDEV_E2E_SCREENSHOTS/<engine> (default target/e2e-screenshots).
+# playwright-core, Firefox ESR and WebKitGTK through their WebDriver servers (webdriver.mjs).
+# Builds what they need: the Platform, the demo site and the web app from the packed vdev-web
+# tarball (built by wasm-web/scripts/build.sh when missing, or always with --build-wasm).
+# Screenshots go to VDEV_E2E_SCREENSHOTS/<engine> (default target/e2e-screenshots).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"

@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # Runs vdev-web's tests, all of them wasm_bindgen_test suites in headless browsers that drive
 # the JavaScript host (js/) with the crate's wasm `Core` linked into the test. Step 1 runs in
-# Chromium, Firefox (ESR) and WebKitGTK, steps 2 and 3 in Chromium only so far:
+# Chromium, Firefox (ESR) and WebKitGTK (step 2 in Chromium only so far):
 #   1. tests/store.rs (js/store.js against the core's storage contract), tests/api.rs (the JS
 #      API's refusals, no network), tests/init.rs (`start` before `init()`), tests/host.rs (the
 #      host's own rules: callbacks never nest, the tab protocol version), tests/platform.rs
 #      (DeviceClient against a real vdev-platform), tests/reasons.rs (failures and their
-#      reasons). One line per engine sums it up: "browser <engine> <version>: N passed, M failed".
-#      VDEV_WEB_ENGINES (default "chromium firefox webkit") picks the engines;
+#      reasons). VDEV_WEB_ENGINES (default "chromium firefox webkit") picks the engines.
+#      WebKit's pages are served from http://[::1] (it does not count http://127.0.0.1 as a
+#      secure context), and its API suite's insecure-page test runs once more from 127.0.0.1;
 #   2. tests/quota.rs, a real QuotaExceededError: Chromium's profile goes on a 256 MB tmpfs
 #      (TMPDIR of the runner, where chromedriver makes it), so the site's quota is small enough
 #      to fill. Mounting needs root; without it this step is skipped, saying so;
 #   3. tests/strict.rs, the package against a second vdev-platform in its strict contract
 #      (--contract iothub: HTTPS on 443 and MQTT/TLS on 8883 of its own loopback address, under
-#      a host name Chromium resolves there), over wss:// and https:// with its test CA. Port 443
-#      needs root; without it this step is skipped, saying so.
+#      a host name each engine resolves there), over wss:// and https:// with its test
+#      certificate, in each engine. Port 443 needs root; without it this step is skipped.
+# At the end, one line per engine sums up its suites: "browser <engine> <version>: N passed,
+# M failed" (added to VDEV_BROWSER_RESULTS when set, for tests/run-all.sh's totals).
 # It starts vdev-platform on an ephemeral loopback port with a temporary data directory, through
 # scripts/platform_control.py, a loopback control server that lets the tests stop and restart
 # the platform (same port, same data directory). The platform's URL and tokens and the control
@@ -24,7 +27,8 @@
 #
 # Needs: rustup target wasm32-unknown-unknown, wasm-bindgen-cli 0.2.130 (same version as the
 # `wasm-bindgen` crate), Debian's chromium and chromium-driver, firefox-esr and geckodriver
-# (crates.io), python3 (tests/setup.sh installs them).
+# (crates.io), webkit2gtk-driver and xvfb, certutil (libnss3-tools), python3 (tests/setup.sh
+# installs them).
 # Extra arguments go to the wasm `cargo test` (e.g. `-- provisioning`).
 set -euo pipefail
 
@@ -46,7 +50,7 @@ if [ ! -x "$CHROMEDRIVER" ]; then
     echo "error: $CHROMEDRIVER not found: apt-get install -y chromium chromium-driver" >&2
     exit 1
 fi
-for tool in firefox-esr geckodriver WebKitWebDriver Xvfb; do
+for tool in firefox-esr geckodriver WebKitWebDriver Xvfb certutil; do
     if ! command -v "$tool" >/dev/null; then
         echo "error: $tool not found: bash tests/setup.sh installs it" >&2
         exit 1
@@ -77,12 +81,13 @@ control_file="$work_dir/control.url"
 mkdir -p "$data_dir"
 control_pid=""
 strict_pid=""
+webkit_driver_pid=""
 xvfb_pid=""
 xvfb_display=""
 quota_fs="$work_dir/quota-fs"
 quota_mounted=0
 cleanup() {
-    for pid in $control_pid $strict_pid $xvfb_pid; do
+    for pid in $control_pid $strict_pid $webkit_driver_pid $xvfb_pid; do
         kill "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
@@ -249,9 +254,7 @@ fi
 echo "== vdev-web: the strict contract over wss:// and https:// at a host name (tests/strict.rs)"
 # The stand-in as a real instance is (--contract iothub): HTTPS on 443 and MQTT over TLS on 8883
 # of a loopback address of its own, under the host name hub.vdev.test (blob storage under
-# blob.hub.vdev.test). Chromium resolves both names there (--host-resolver-rules) and trusts the
-# Platform's certificate by its key (--ignore-certificate-errors-spki-list), through a
-# webdriver.json of its own (WASM_BINDGEN_TEST_WEBDRIVER_JSON). Port 443 needs root.
+# blob.hub.vdev.test). Port 443 needs root.
 if [ "$(id -u)" = 0 ]; then
     strict_ip="127.0.0.$((RANDOM % 200 + 30))"
     strict_hub="hub.vdev.test"
@@ -287,7 +290,10 @@ if [ "$(id -u)" = 0 ]; then
     #   --ignore-certificate-errors-spki-list (Chromium has no flag for a CA of its own);
     # - Firefox: the CA in the certificate store (certutil, NSS) of a profile of its own, and
     #   network.dns.forceResolve, which sends every name it looks up to the Platform's address
-    #   (the test's other addresses are IP literals, which it does not look up).
+    #   (the test's other addresses are IP literals, which it does not look up);
+    # - WebKit: the Platform's certificate allowed for the two names, and a CONNECT proxy that
+    #   sends the two names there, both as session capabilities, which scripts/webkit_driver.py
+    #   adds (wasm-bindgen's runner asks WebKit for a session with none).
     spki="$(openssl x509 -in "$strict_dir/tls/server.pem" -pubkey -noout \
         | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64)"
     strict_profile="$work_dir/firefox-strict-profile"
@@ -311,13 +317,31 @@ PY
     strict_engines=()
     [[ "$engines" == *" chromium "* ]] && strict_engines+=(chromium)
     [[ "$engines" == *" firefox "* ]] && strict_engines+=(firefox)
+    [[ "$engines" == *" webkit "* ]] && strict_engines+=(webkit)
     for engine in "${strict_engines[@]}"; do
         echo "== vdev-web: the strict contract in $engine"
-        if [ "$engine" = chromium ]; then
-            engine_env=(-u GECKODRIVER -u SAFARIDRIVER)
-        else
-            engine_env=(-u SAFARIDRIVER GECKODRIVER="${GECKODRIVER:-$(command -v geckodriver)}")
-        fi
+        case "$engine" in
+            chromium) engine_env=(-u GECKODRIVER -u SAFARIDRIVER) ;;
+            firefox) engine_env=(-u SAFARIDRIVER GECKODRIVER="${GECKODRIVER:-$(command -v geckodriver)}") ;;
+            webkit)
+                start_xvfb
+                DISPLAY="$xvfb_display" python3 "$web_dir/scripts/webkit_driver.py" \
+                    "$work_dir/webkit-driver.url" "$strict_dir/tls/server.pem" "$strict_ip" \
+                    "$strict_hub" "blob.$strict_hub" 2>>"$log_file" &
+                webkit_driver_pid=$!
+                deadline=$((SECONDS + 60))
+                until [ -s "$work_dir/webkit-driver.url" ]; do
+                    if ! kill -0 "$webkit_driver_pid" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
+                        echo "error: scripts/webkit_driver.py did not start" >&2
+                        exit 1
+                    fi
+                    sleep 0.2
+                done
+                engine_env=(-u GECKODRIVER -u SAFARIDRIVER
+                    SAFARIDRIVER_REMOTE="$(cat "$work_dir/webkit-driver.url")"
+                    WASM_BINDGEN_TEST_ADDRESS="[::1]:$(free_port ::1)")
+                ;;
+        esac
         env "${engine_env[@]}" CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
             WASM_BINDGEN_TEST_WEBDRIVER_JSON="$work_dir/webdriver-strict.json" \
             WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-300}" \

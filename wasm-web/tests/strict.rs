@@ -1,12 +1,12 @@
 //! The browser package against the stand-in in its strict contract (`--contract iothub`), which
-//! `wasm-web/scripts/test.sh` starts on 443 and 8883 of a loopback address of its own, Chromium
-//! resolving `hub.vdev.test` and `blob.hub.vdev.test` there (`--host-resolver-rules`) and
-//! trusting its certificate (`--ignore-certificate-errors-spki-list`): the device takes the paths
-//! a real instance makes it take, the HTTPS API at `https://<hub>`, MQTT over `wss://<hub>` at
-//! `/$iothub/websocket`, blob storage at `https://blob.<hub>`. Provisioning, 200 messages in
-//! order, a 1 MB upload byte-identical, desired and reported properties, two token refreshes, a
-//! Platform restart. Skipped (with a line saying so) where test.sh could not start it (no root
-//! for port 443).
+//! `wasm-web/scripts/test.sh` starts on 443 and 8883 of a loopback address of its own, each engine
+//! (Chromium, Firefox, WebKit) resolving `hub.vdev.test` and `blob.hub.vdev.test` there and
+//! trusting the Platform's test certificate in the way that engine offers (test.sh says which):
+//! the device takes the paths a real instance makes it take, the HTTPS API at `https://<hub>`,
+//! MQTT over `wss://<hub>` at `/$iothub/websocket`, blob storage at `https://blob.<hub>`.
+//! Provisioning, 200 messages in order, a 1 MB upload byte-identical, desired and reported
+//! properties, two token refreshes, a Platform restart. Skipped (with a line saying so) where
+//! test.sh could not start it (no root for port 443).
 
 #![cfg(target_arch = "wasm32")]
 
