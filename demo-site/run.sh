@@ -9,6 +9,12 @@
 # Environment: VDEV_DEMO_HTTP (Platform, default 127.0.0.1:8080), VDEV_DEMO_PORT (demo site,
 #   default 5173; 0 = any free port), VDEV_DEMO_DATA_DIR (default demo-site/.data: the Platform's
 #   state, kept across runs so devices resume).
+#   VDEV_DEMO_TLS_IP (e.g. 127.0.0.1): the Platform as a real instance is instead
+#   (--contract iothub): devices reach it only over https:// and wss:// on port 443 (and MQTT
+#   over TLS on 8883) of that loopback address, under the host name VDEV_DEMO_HOST_NAME (default
+#   hub.vdev.test), which the browser must resolve there and whose test CA it must trust (the
+#   CA's path is printed); VDEV_DEMO_HTTP then serves the console and admin API only. Port 443
+#   needs root.
 set -euo pipefail
 site="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$site/.." && pwd)"
@@ -64,7 +70,14 @@ wait_for_line() {
 }
 
 step "starting vdev-platform on $platform_http (data: $data_dir)"
-"$platform_bin" --data-dir "$data_dir" --http "$platform_http" --mqtt-tcp off --mqtt-tls off --https off \
+tls_ip="${VDEV_DEMO_TLS_IP:-}"
+if [ -n "$tls_ip" ]; then
+  device_listeners=(--contract iothub --host-name "${VDEV_DEMO_HOST_NAME:-hub.vdev.test}"
+    --https "$tls_ip:443" --mqtt-tls "$tls_ip:8883")
+else
+  device_listeners=(--mqtt-tls off --https off)
+fi
+"$platform_bin" --data-dir "$data_dir" --http "$platform_http" --mqtt-tcp off "${device_listeners[@]}" \
   >"$logs/platform.log" 2>&1 &
 pids+=($!)
 wait_for_line "$logs/platform.log" "vdev-platform is running" "${pids[-1]}"
@@ -79,11 +92,14 @@ node --input-type=module - "$data_dir/platform.json" "$logs/demo.log" <<'JS'
 import { readFileSync } from "node:fs";
 const info = JSON.parse(readFileSync(process.argv[2], "utf8"));
 const demo = readFileSync(process.argv[3], "utf8").split("\n").map((l) => { try { return JSON.parse(l); } catch { return {}; } }).find((l) => l.url).url;
-const fragment = new URLSearchParams({ instance: info.httpUrl, token: info.provisioningToken });
+// Under the strict contract the plain listener serves the console only: devices use HTTPS.
+const instance = info.httpsUrl ?? info.httpUrl;
+const fragment = new URLSearchParams({ instance, token: info.provisioningToken });
 console.log(`
 vdev demo is running (Ctrl+C stops it)
   demo page:          ${demo}#${fragment}
-  technician console: ${info.consoleUrl}#token=${info.adminToken}
+  technician console: ${info.consoleUrl}#token=${info.adminToken}${info.httpsUrl ? `
+  test CA:            ${info.caCertificatePath}` : ""}
 
 1. Open the demo page and press Start: the device shows a verification code.
 2. In the console, find that code under "Provisioning operations" and press Approve.

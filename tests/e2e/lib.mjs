@@ -2,6 +2,7 @@
 // vdev-platform on ephemeral loopback ports, static sites served with Vite's preview server, the
 // Platform's admin API, and polling for a condition with a deadline (never sleeping to sync).
 import { spawn } from "node:child_process";
+import { createHash, X509Certificate } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -31,13 +32,35 @@ export const engine = process.env.VDEV_E2E_ENGINE ?? "chromium";
  * The browser: Debian's Chromium through Playwright, or Firefox ESR and WebKitGTK through their
  * WebDriver servers with the same page API (webdriver.mjs).
  */
-export function launchBrowser() {
-  if (engine !== "chromium") return launchWebDriverBrowser(engine);
+export function launchBrowser({ tls } = {}) {
+  if (engine !== "chromium") return launchWebDriverBrowser(engine, { tls });
+  const args = [...CHROMIUM_FLAGS];
+  if (tls) {
+    // Chromium has no flag for a CA of its own: it trusts the server's key by its hash.
+    const key = new X509Certificate(readFileSync(tls.certificate)).publicKey.export({ type: "spki", format: "der" });
+    args.push(
+      `--host-resolver-rules=${tls.names.map((name) => `MAP ${name} ${tls.ip}`).join(",")}`,
+      `--ignore-certificate-errors-spki-list=${createHash("sha256").update(key).digest("base64")}`,
+    );
+  }
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     headless: true,
-    args: CHROMIUM_FLAGS,
+    args,
   });
+}
+
+/**
+ * What a browser needs to reach a Platform at host names over TLS (`launchBrowser({ tls })`):
+ * the names, the loopback address they stand for, the server certificate and the test CA.
+ */
+export function tlsOf(info, ip) {
+  return {
+    names: [info.hostName, `blob.${info.hostName}`],
+    ip,
+    certificate: path.join(path.dirname(info.caCertificatePath), "server.pem"),
+    ca: info.caCertificatePath,
+  };
 }
 
 export function tempDir(prefix) {
@@ -131,12 +154,22 @@ export async function serveSite(dist) {
   return { child, url: JSON.parse(line).url, stop: () => stopProcess(child, "SIGTERM") };
 }
 
-/** The demo command itself (demo-site/run.sh) on ephemeral ports; resolves with its two URLs. */
-export async function startDemo(dataDir = tempDir("vdev-e2e-demo-")) {
+/**
+ * The demo command itself (demo-site/run.sh) on ephemeral ports; resolves with its two URLs.
+ * With `tlsIp`, its Platform behaves as a real instance does (devices over https:// and wss://
+ * on port 443 of that address, at a host name; needs root).
+ */
+export async function startDemo({ dataDir = tempDir("vdev-e2e-demo-"), tlsIp } = {}) {
   const child = spawn("bash", [path.join(root, "demo-site", "run.sh"), "--skip-setup", "--skip-build"], {
     detached: true,
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, VDEV_DEMO_HTTP: "127.0.0.1:0", VDEV_DEMO_PORT: "0", VDEV_DEMO_DATA_DIR: dataDir },
+    env: {
+      ...process.env,
+      VDEV_DEMO_HTTP: "127.0.0.1:0",
+      VDEV_DEMO_PORT: "0",
+      VDEV_DEMO_DATA_DIR: dataDir,
+      ...(tlsIp ? { VDEV_DEMO_TLS_IP: tlsIp } : {}),
+    },
   });
   const { output } = await waitForOutput(child, /^\s+logs:/, "demo-site/run.sh");
   const url = (label) => output.match(new RegExp(`${label}:\\s+(\\S+)`))?.[1];

@@ -12,9 +12,12 @@
 // Uncaught errors of a page ("pageerror") are collected by listeners installed after each
 // navigation, so an error thrown while the page loads, before `goto` returns, is not seen (classic
 // WebDriver has no script that runs before the page's own).
-import { spawn } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import http from "node:http";
 import net from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
 
 const ELEMENT = "element-6066-11e4-a52e-4f735466cecf";
 const DEFAULT_TIMEOUT_MS = 30_000;
@@ -22,28 +25,103 @@ const POLL_MS = 50;
 const COMMAND_TIMEOUT_MS = 60_000;
 
 /** The engines this module drives, with their drivers and the capabilities of a new session. */
+// Each engine trusts a test certificate and maps host names to loopback in its own way (`tls`:
+// names, ip, certificate, ca, from lib.mjs's tlsOf):
+// - Firefox: the CA in its profile's certificate store (certutil) and network.dns.localDomains,
+//   which resolves the names to loopback (so the Platform listens on 127.0.0.1);
+// - WebKit: the certificate allowed for the names (webkitgtk:browserOptions.certificates) and a
+//   CONNECT proxy in https_proxy that sends the names to `ip` (WebKit has no resolver flag; its
+//   WebDriver `proxy` capability would make it speak TLS to the proxy).
 const ENGINES = {
   firefox: {
     driver: () => process.env.GECKODRIVER ?? "geckodriver",
-    capabilities: () => ({
-      browserName: "firefox",
-      "moz:firefoxOptions": {
-        binary: process.env.FIREFOX ?? "/usr/bin/firefox-esr",
-        args: ["-headless"],
+    capabilities: (tls) => {
+      const prefs = {
         // Firefox asks the user before it grants persistent storage: answer yes, as a user would.
-        prefs: { "dom.storageManager.prompt.testing": true, "dom.storageManager.prompt.testing.allow": true },
-      },
-    }),
+        "dom.storageManager.prompt.testing": true,
+        "dom.storageManager.prompt.testing.allow": true,
+      };
+      const args = ["-headless"];
+      if (tls) {
+        if (!tls.ip.startsWith("127.0.0.1")) throw new Error("Firefox maps names to 127.0.0.1 only");
+        const profile = mkdtempSync(path.join(tmpdir(), "vdev-e2e-firefox-"));
+        for (const command of [
+          ["-N", "-d", `sql:${profile}`, "--empty-password"],
+          ["-A", "-d", `sql:${profile}`, "-n", "vdev-platform test CA", "-t", "C,,", "-i", tls.ca],
+        ]) {
+          const run = spawnSync("certutil", command, { encoding: "utf8" });
+          if (run.status !== 0) throw new Error(`certutil ${command.join(" ")}: ${run.stderr}`);
+        }
+        args.push("-profile", profile);
+        prefs["network.dns.localDomains"] = tls.names.join(",");
+      }
+      return {
+        browserName: "firefox",
+        "moz:firefoxOptions": { binary: process.env.FIREFOX ?? "/usr/bin/firefox-esr", args, prefs },
+      };
+    },
     version: (capabilities) => capabilities.browserVersion,
     fullPageScreenshot: "/moz/screenshot/full",
   },
   webkit: {
     driver: () => process.env.WEBKITWEBDRIVER ?? "WebKitWebDriver",
-    capabilities: () => ({}),
+    capabilities: (tls) =>
+      tls
+        ? {
+            "webkitgtk:browserOptions": {
+              certificates: tls.names.map((host) => ({ host, certificateFile: tls.certificate })),
+            },
+          }
+        : {},
+    environment: async (tls) => {
+      if (!tls) return { proxy: null, env: {} };
+      const proxy = await connectProxy(tls);
+      return { proxy, env: { https_proxy: `http://127.0.0.1:${proxy.address().port}`, no_proxy: "" } };
+    },
     version: (capabilities) => capabilities.browserVersion,
     fullPageScreenshot: null,
   },
 };
+
+/**
+ * A CONNECT proxy on loopback that opens tunnels to `tls.ip` for `tls.names` only (so nothing
+ * leaves loopback), refusing every other target.
+ */
+function connectProxy(tls) {
+  const server = http.createServer((request, response) => {
+    response.writeHead(405).end("only CONNECT");
+  });
+  server.on("connect", (request, client, head) => {
+    const [host, port] = request.url.split(":");
+    if (!tls.names.includes(host)) {
+      client.end("HTTP/1.1 403 Forbidden\r\n\r\n");
+      return;
+    }
+    const upstream = net.connect(Number(port), tls.ip, () => {
+      client.write("HTTP/1.1 200 Connection established\r\n\r\n");
+      upstream.write(head);
+      upstream.pipe(client);
+      client.pipe(upstream);
+    });
+    const close = () => {
+      upstream.destroy();
+      client.destroy();
+    };
+    upstream.on("error", close);
+    client.on("error", close);
+  });
+  // Tunnels end with the browser; closing the proxy ends any left.
+  const sockets = new Set();
+  server.on("connection", (socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+  });
+  server.stop = () => {
+    for (const socket of sockets) socket.destroy();
+    return new Promise((resolve) => server.close(() => resolve()));
+  };
+  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
+}
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -56,12 +134,19 @@ function freePort() {
   });
 }
 
-/** Starts `engine`'s WebDriver server; resolves with an object shaped like Playwright's Browser. */
-export async function launchWebDriverBrowser(engine) {
+/**
+ * Starts `engine`'s WebDriver server; resolves with an object shaped like Playwright's Browser.
+ * With `tls`, its sessions reach a Platform at host names over TLS (see ENGINES).
+ */
+export async function launchWebDriverBrowser(engine, { tls } = {}) {
   const spec = ENGINES[engine];
   if (!spec) throw new Error(`no WebDriver engine "${engine}" (known: ${Object.keys(ENGINES).join(", ")})`);
   const port = await freePort();
-  const child = spawn(spec.driver(), [`--port=${port}`], { stdio: ["ignore", "pipe", "pipe"] });
+  const { proxy, env } = spec.environment ? await spec.environment(tls) : { proxy: null, env: {} };
+  const child = spawn(spec.driver(), [`--port=${port}`], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, ...env },
+  });
   let log = "";
   child.stdout.on("data", (chunk) => (log += chunk));
   child.stderr.on("data", (chunk) => (log += chunk));
@@ -75,7 +160,10 @@ export async function launchWebDriverBrowser(engine) {
     if (Date.now() > deadline) throw new Error(`${spec.driver()} did not answer within 30 s:\n${log}`);
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
-  return new WebDriverBrowser(engine, spec, base, child, exited);
+  const browser = new WebDriverBrowser(engine, spec, base, child, exited);
+  browser.tls = tls;
+  browser.proxy = proxy;
+  return browser;
 }
 
 class WebDriverError extends Error {}
@@ -111,7 +199,7 @@ class WebDriverBrowser {
     // The drivers run one session at a time: one a failed test left open is closed first.
     for (const open of this.contexts) await open.close().catch(() => {});
     const answer = await call(this.base, "POST", "/session", {
-      capabilities: { alwaysMatch: this.spec.capabilities() },
+      capabilities: { alwaysMatch: this.spec.capabilities(this.tls) },
     });
     const context = new Context(this, answer.sessionId, answer.capabilities);
     this.contexts.add(context);
@@ -140,6 +228,7 @@ class WebDriverBrowser {
     for (const context of this.contexts) await context.close().catch(() => {});
     this.child.kill("SIGTERM");
     await this.exited;
+    await this.proxy?.stop();
   }
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs vdev-web's tests, all of them wasm_bindgen_test suites in headless browsers that drive
 # the JavaScript host (js/) with the crate's wasm `Core` linked into the test. Step 1 runs in
-# Chromium, Firefox (ESR) and WebKitGTK (step 2 in Chromium only so far):
+# Chromium, Firefox (ESR) and WebKitGTK (step 2 in Chromium and Firefox only so far):
 #   1. tests/store.rs (js/store.js against the core's storage contract), tests/api.rs (the JS
 #      API's refusals, no network), tests/init.rs (`start` before `init()`), tests/host.rs (the
 #      host's own rules: callbacks never nest, the tab protocol version), tests/platform.rs
@@ -9,9 +9,9 @@
 #      reasons). VDEV_WEB_ENGINES (default "chromium firefox webkit") picks the engines.
 #      WebKit's pages are served from http://[::1] (it does not count http://127.0.0.1 as a
 #      secure context), and its API suite's insecure-page test runs once more from 127.0.0.1;
-#   2. tests/quota.rs, a real QuotaExceededError: Chromium's profile goes on a 256 MB tmpfs
-#      (TMPDIR of the runner, where chromedriver makes it), so the site's quota is small enough
-#      to fill. Mounting needs root; without it this step is skipped, saying so;
+#   2. tests/quota.rs, a real QuotaExceededError: the browser's profile goes on a 256 MB tmpfs
+#      (TMPDIR of the runner, where chromedriver and geckodriver make it), so the site's quota
+#      is small enough to fill. Mounting needs root; without it this step is skipped, saying so;
 #   3. tests/strict.rs, the package against a second vdev-platform in its strict contract
 #      (--contract iothub: HTTPS on 443 and MQTT/TLS on 8883 of its own loopback address, under
 #      a host name each engine resolves there), over wss:// and https:// with its test
@@ -237,16 +237,38 @@ if [[ "$engines" == *" webkit "* ]]; then
     test_args=("${user_args[@]}")
 fi
 
-echo "== vdev-web: QuotaExceededError test (Chromium profile on a 256 MB tmpfs)"
+echo "== vdev-web: QuotaExceededError test (the browser's profile on a 256 MB tmpfs)"
+# Chromium and Firefox both size a site's quota from the free space of the profile's disk, and
+# both drivers make the profile in TMPDIR. Firefox's limit for a site that is not persisted is
+# its group limit (a fifth of half the free space); one that is persisted may use far more, so
+# there the user declines persist(), through webdriver-quota.json's preferences.
 mkdir -p "$quota_fs"
-if [[ "$engines" != *" chromium "* ]]; then
-    echo "== SKIPPED tests/quota.rs: Chromium is not among VDEV_WEB_ENGINES" >&2
+quota_engines=()
+[[ "$engines" == *" chromium "* ]] && quota_engines+=(chromium)
+[[ "$engines" == *" firefox "* ]] && quota_engines+=(firefox)
+if [ "${#quota_engines[@]}" = 0 ]; then
+    echo "== SKIPPED tests/quota.rs: neither Chromium nor Firefox is among VDEV_WEB_ENGINES" >&2
 elif mount -t tmpfs -o size=256m tmpfs "$quota_fs" 2>/dev/null; then
     quota_mounted=1
-    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER="env TMPDIR=$quota_fs wasm-bindgen-test-runner" \
-    WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-300}" \
-        cargo test -p vdev-web --target wasm32-unknown-unknown --test quota "$@" \
-        2>&1 | tee -a "$work_dir/chromium.log"
+    python3 - "$web_dir/webdriver.json" "$work_dir/webdriver-quota.json" <<'PY'
+import json, sys
+config = json.load(open(sys.argv[1]))
+config["moz:firefoxOptions"]["prefs"]["dom.storageManager.prompt.testing.allow"] = False
+json.dump(config, open(sys.argv[2], "w"), indent=2)
+PY
+    for engine in "${quota_engines[@]}"; do
+        echo "== vdev-web: the quota test in $engine"
+        case "$engine" in
+            chromium) engine_env=(-u GECKODRIVER -u SAFARIDRIVER) ;;
+            firefox) engine_env=(-u SAFARIDRIVER GECKODRIVER="${GECKODRIVER:-$(command -v geckodriver)}") ;;
+        esac
+        env "${engine_env[@]}" \
+            CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER="env TMPDIR=$quota_fs wasm-bindgen-test-runner" \
+            WASM_BINDGEN_TEST_WEBDRIVER_JSON="$work_dir/webdriver-quota.json" \
+            WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-300}" \
+            cargo test -p vdev-web --target wasm32-unknown-unknown --test quota "$@" \
+            2>&1 | tee -a "$work_dir/$engine.log"
+    done
 else
     echo "== SKIPPED tests/quota.rs: cannot mount a tmpfs (needs root)" >&2
 fi

@@ -1,10 +1,12 @@
-//! A real `QuotaExceededError` from headless Chromium: the test fills the site's storage with
-//! 1 MB messages until the browser refuses one. `scripts/test.sh` runs this suite with
-//! Chromium's profile on a 256 MB tmpfs (through `TMPDIR`, where chromedriver makes the
-//! profile): Chromium's quota for a site is a share of the profile's disk, so it is reached after
-//! about a hundred messages instead of gigabytes. (Chromium's DevTools quota override, tried
-//! before, had no effect; a much smaller tmpfs fills up before the quota is reached, which
-//! IndexedDB reports as an `IOError`/`UnknownError`, not as quota.)
+//! A real `QuotaExceededError` from headless Chromium and Firefox: the test fills the site's
+//! storage with 1 MB messages until the browser refuses one. `scripts/test.sh` runs this suite
+//! with the browser's profile on a 256 MB tmpfs (through `TMPDIR`, where chromedriver and
+//! geckodriver make the profile): both size a site's quota from the free space of the profile's
+//! disk, so it is reached after tens of messages instead of gigabytes. Firefox holds a site that
+//! is not persisted to its group limit (the quota `estimate()` reports); one that is persisted may
+//! use far more, so there the user declines `persist()` (test.sh's preferences). (Chromium's
+//! DevTools quota override, tried before, had no effect; a much smaller tmpfs fills up before the
+//! quota is reached, which IndexedDB reports as an `IOError`/`UnknownError`, not as quota.)
 
 #![cfg(target_arch = "wasm32")]
 
@@ -18,7 +20,8 @@ use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
-/// Message size: large values are kept by Chromium as files of their own, uncompressed.
+/// Message size: large values are kept as files of their own (both engines), and random bytes
+/// do not compress.
 const CHUNK: usize = 1 << 20;
 
 /// The largest quota this test is willing to fill (Chromium reports 1 GiB on the small disk,
@@ -58,7 +61,7 @@ async fn a_full_quota_rejects_the_send_with_a_clear_error_and_keeps_what_was_sto
     assert!(
         quota <= MAX_QUOTA,
         "a quota of {quota} bytes is too large to fill in a test: run this suite through \
-         wasm-web/scripts/test.sh, which puts Chromium's profile on a small tmpfs"
+         wasm-web/scripts/test.sh, which puts the browser's profile on a small tmpfs"
     );
     let database = unique("vdev-quota");
     let client = start(&database).await;
