@@ -16,13 +16,14 @@
 // (first row vdev, then its anchors; each value the median of the repetitions) and exits non-zero
 // when a figure could not be produced. `--quick` uses tiny counts: it checks the harness only.
 // Needs `npm ci` here, the packed vdev-web installed here (`npm install --no-save <tarball>`),
-// tests/e2e's and demo-site's node_modules (their run.sh/build.sh) and the debug vdev-platform.
+// tests/e2e's and demo-site's node_modules (their run.sh/build.sh) and vdev-platform (browser.sh
+// builds the optimised one and names it in VDEV_PLATFORM_BIN).
 import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import { CHROMIUM_FLAGS, platformBinary, serveSite, startPlatform, tempDir, waitUntil } from "../e2e/lib.mjs";
-import { STORE_DEADLINE_MS, median, messageAt, registerMqttDevice, storedRate } from "./platform.mjs";
+import { STORE_DEADLINE_MS, median, messageAt, platformBuild, registerMqttDevice, storedRate } from "./platform.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const args = process.argv.slice(2);
@@ -209,7 +210,7 @@ async function drainRate(siteUrl) {
     note:
       `${count(n)} messages, ${settings.repetitions} repetition(s); vdev-web's backlog stored while ` +
       "setOffline(true), then drained. Rates from the Platform's receivedTime of the first and last message; " +
-      "the Platform is the debug build the e2e tests use (tests/benches/figures.rs embeds an optimised one). " +
+      `the Platform is its ${platformBuild()} build. ` +
       "`--profile-drain FILE` records the page's CPU profile of vdev-web's drain.",
   };
 }
@@ -308,7 +309,7 @@ async function memoryBacklog(siteUrl) {
 
 function checkSetUp() {
   const missing = [
-    [platformBinary, "cargo build -p vdev-platform"],
+    [platformBinary, "cargo build --release -p vdev-platform (tests/bench/browser.sh does)"],
     [path.join(here, "node_modules", "vdev-web", "vdev_web.js"), "npm install --no-save wasm-web/pkg/vdev-web-*.tgz in tests/bench"],
     [path.join(here, "node_modules", "mqtt", "dist", "mqtt.esm.js"), "npm ci in tests/bench"],
   ].filter(([file]) => !existsSync(file));

@@ -2,22 +2,23 @@
 // MQTT over TCP) beside MQTT.js on Node.js over TCP to the same Platform, in the same run:
 // durable enqueue rate (vdev `sendMessage` resolved, fdatasync'ed, vs MQTT.js QoS 1 publish
 // acknowledged vs plain appends to a file with one fdatasync per 1,000) and drain rate of a
-// stored backlog (vdev vs MQTT.js, 100 outstanding). A fresh Platform per repetition (the debug
-// build the e2e tests use, as the browser figures do); rates at the Platform from its own
-// `receivedTime` of the first and last message.
+// stored backlog (vdev vs MQTT.js, 100 outstanding). A fresh Platform per repetition (the
+// optimised build browser.sh makes, named in VDEV_PLATFORM_BIN, as for the browser figures; the
+// debug one in the quick run); rates at the Platform from its own `receivedTime` of the first
+// and last message.
 //
 //   node tests/bench/node.mjs [--quick] [--repetitions N] [--out FILE.json]
 //
 // Writes {"quick", "repetitions", "figures": [...]} as browser.mjs does; tests/benches/figures.rs
 // merges it (VDEV_BENCH_NODE_JSON). Needs `npm ci` here and the packed vdev-web installed here
-// (browser.sh does both), and the debug vdev-platform.
+// (browser.sh does both), and vdev-platform.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { open, rm } from "node:fs/promises";
 import path from "node:path";
 import mqtt from "mqtt";
 import init, { DeviceClient } from "vdev-web";
 import { startPlatform, tempDir, waitUntil } from "../e2e/lib.mjs";
-import { median, registerMqttDevice, storedRate } from "./platform.mjs";
+import { median, platformBuild, registerMqttDevice, storedRate } from "./platform.mjs";
 
 const args = process.argv.slice(2);
 const quick = args.includes("--quick");
@@ -211,7 +212,8 @@ async function drainRate() {
     ],
     note:
       `${count(n)} messages, ${settings.repetitions} repetition(s), ${process.version}; vdev's backlog stored while ` +
-      "setOffline(true), then drained. Rates from the Platform's receivedTime of the first and last message.",
+      "setOffline(true), then drained. Rates from the Platform's receivedTime of the first and last message; " +
+      `the Platform is its ${platformBuild()} build.`,
   };
 }
 

@@ -1,7 +1,13 @@
 // What the benchmark harnesses (browser.mjs, node.mjs) share about the stand-in Platform: the
 // device API for a plain MQTT client (MQTT.js) and the rates read from the Platform's own
-// `receivedTime`, and the median of repetitions.
-import { waitUntil } from "../e2e/lib.mjs";
+// `receivedTime`, the median of repetitions, and which build of the Platform ran.
+import path from "node:path";
+import { platformBinary, waitUntil } from "../e2e/lib.mjs";
+
+/** Which build of vdev-platform the figures ran against (VDEV_PLATFORM_BIN), for the notes. */
+export function platformBuild() {
+  return path.basename(path.dirname(platformBinary)) === "release" ? "optimised (release)" : "debug";
+}
 
 /** How long a figure may wait for its messages to be stored. */
 export const STORE_DEADLINE_MS = 20 * 60_000;

@@ -23,7 +23,13 @@ mkdir -p "$target/bench"
 bash tests/bench/browser.sh "${quick[@]}" --out "$target/bench/browser.json"
 
 # The Node.js figures (enqueue and drain rate of the same package on Node.js beside MQTT.js on
-# Node.js over TCP), with the packages browser.sh installed here.
+# Node.js over TCP), with the packages browser.sh installed here, against the Platform build
+# browser.sh made (optimised, or debug in the quick run).
+if [ "${#quick[@]}" = 0 ]; then
+  export VDEV_PLATFORM_BIN="$target/release/vdev-platform"
+else
+  export VDEV_PLATFORM_BIN="$target/debug/vdev-platform"
+fi
 node tests/bench/node.mjs "${quick[@]}" --out "$target/bench/node.json"
 
 # The native figures, merged with the browser ones into one table. The package selection is the

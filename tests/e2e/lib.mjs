@@ -12,7 +12,8 @@ import { launchWebDriverBrowser } from "./webdriver.mjs";
 
 export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const targetDir = process.env.CARGO_TARGET_DIR ?? path.join(root, "target");
-export const platformBinary = path.join(targetDir, "debug", "vdev-platform");
+/** The vdev-platform binary: the debug build, or VDEV_PLATFORM_BIN (the benchmarks' optimised one). */
+export const platformBinary = process.env.VDEV_PLATFORM_BIN ?? path.join(targetDir, "debug", "vdev-platform");
 
 export const CHROMIUM_FLAGS = [
   "--headless",
