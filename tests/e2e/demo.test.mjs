@@ -46,15 +46,24 @@ async function withFailureScreenshots(body) {
   }
 }
 
-test("a virtual device provisions, sends, survives offline, follows its twin and resumes after a reload", () => withFailureScreenshots(async (pages) => {
+/**
+ * A new context with one page (registered for failure screenshots as `name`), its uncaught
+ * errors, a screenshot helper, and locators of the (first) device panel and its `data-role`s.
+ */
+async function openDevicePage(pages, name) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   const page = await context.newPage();
-  pages.set("demo", page);
+  pages.set(name, page);
   const pageErrors = [];
   page.on("pageerror", (e) => pageErrors.push(e.message));
-  const shot = (name, on = page) => on.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
+  const shot = (file, on = page) => on.screenshot({ path: path.join(shots, `${file}.png`), fullPage: true });
   const panel = page.locator("article.device");
-  const role = (name) => panel.locator(`[data-role="${name}"]`);
+  const role = (dataRole) => panel.locator(`[data-role="${dataRole}"]`);
+  return { context, page, pageErrors, shot, panel, role };
+}
+
+test("a virtual device provisions, sends, survives offline, follows its twin and resumes after a reload", () => withFailureScreenshots(async (pages) => {
+  const { context, page, pageErrors, shot, panel, role } = await openDevicePage(pages, "demo");
 
   // The demo page opens with the instance and token from the demo command's URL.
   await page.goto(demo.demoUrl);
@@ -240,14 +249,7 @@ test("fleet mode runs several devices in one page, each its own device", () => w
 }));
 
 test("over https:// and wss:// at a host name, a device is approved, sends in order and follows its twin", { skip: !canListenOn443 && "port 443 needs root" }, () => withFailureScreenshots(async (pages) => {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-  const page = await context.newPage();
-  pages.set("tls-demo", page);
-  const pageErrors = [];
-  page.on("pageerror", (e) => pageErrors.push(e.message));
-  const shot = (name, on = page) => on.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
-  const panel = page.locator("article.device");
-  const role = (name) => panel.locator(`[data-role="${name}"]`);
+  const { context, page, pageErrors, shot, panel, role } = await openDevicePage(pages, "tls-demo");
 
   await page.goto(tlsDemo.demoUrl);
   assert.equal(tlsDemo.info.httpsUrl, "https://hub.vdev.test");

@@ -29,15 +29,9 @@ fi
 
 # One line per engine, as the browser suites print: "e2e <engine> <version>: N passed, M failed",
 # added to VDEV_BROWSER_RESULTS when set (tests/run-all.sh sums each engine's lines at the end).
-engine_version() {
-  case "$1" in
-    chromium) chromium --version | awk '{print $2}' ;;
-    firefox) firefox-esr --version | awk '{print $3}' ;;
-    webkit) dpkg-query -W -f '${Version}' libwebkit2gtk-4.1-0 | sed 's/-.*//' ;;
-  esac
-}
 work="$(mktemp -d -t vdev-e2e.XXXXXX)"
-xvfb_pid=""
+# shellcheck source=../browsers.sh
+source "$root/tests/browsers.sh"
 cleanup() {
   [ -n "$xvfb_pid" ] && kill "$xvfb_pid" 2>/dev/null
   rm -rf "$work"
@@ -51,14 +45,8 @@ for engine in ${VDEV_E2E_ENGINES:-chromium firefox webkit}; do
     firefox) how="geckodriver (WebDriver)" ;;
     webkit)
       how="WebKitWebDriver (WebDriver) under a private Xvfb"
-      # WebKitGTK's MiniBrowser needs a display; -displayfd picks a free display number.
-      if [ -z "$xvfb_pid" ]; then
-        mkfifo "$work/display"
-        Xvfb -displayfd 3 -screen 0 1400x1000x24 -nolisten tcp 3>"$work/display" 2>"$work/xvfb.log" &
-        xvfb_pid=$!
-        read -r -t 30 display <"$work/display" || { echo "error: Xvfb did not start" >&2; exit 1; }
-      fi
-      engine_env+=(DISPLAY=":$display")
+      start_private_xvfb "$work"
+      engine_env+=(DISPLAY="$xvfb_display")
       ;;
     *) echo "error: unknown engine $engine (chromium, firefox, webkit)" >&2; exit 1 ;;
   esac
@@ -71,7 +59,7 @@ for engine in ${VDEV_E2E_ENGINES:-chromium firefox webkit}; do
     demo.test.mjs web-app.test.mjs || status=1
   passed="$(sed -n 's/^# pass //p' "$tap" | tail -n 1)"
   failed="$(sed -n 's/^# fail //p' "$tap" | tail -n 1)"
-  version="$(engine_version "$engine")"
+  version="$(browser_version "$engine")"
   echo "e2e $engine $version: ${passed:-0} passed, ${failed:-0} failed"
   if [ -n "${VDEV_BROWSER_RESULTS:-}" ]; then
     echo "$engine $version ${passed:-0} ${failed:-0}" >>"$VDEV_BROWSER_RESULTS"

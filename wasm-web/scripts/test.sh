@@ -82,8 +82,8 @@ mkdir -p "$data_dir"
 control_pid=""
 strict_pid=""
 webkit_driver_pid=""
-xvfb_pid=""
-xvfb_display=""
+# shellcheck source=../../tests/browsers.sh
+source "$root/tests/browsers.sh"
 quota_fs="$work_dir/quota-fs"
 quota_mounted=0
 cleanup() {
@@ -187,24 +187,9 @@ run_suites() {
         exit "$status"
     fi
 }
-start_xvfb() {
-    if [ -n "$xvfb_pid" ]; then
-        return
-    fi
-    local fifo="$work_dir/xvfb.display"
-    mkfifo "$fifo"
-    Xvfb -displayfd 3 -screen 0 1280x1024x24 -nolisten tcp 3>"$fifo" 2>>"$work_dir/xvfb.log" &
-    xvfb_pid=$!
-    read -r -t 30 number <"$fifo" || { echo "error: Xvfb did not start" >&2; exit 1; }
-    xvfb_display=":$number"
-}
 # A port free on `host` now (the runner binds it a moment later).
 free_port() {
     python3 -c 'import socket, sys; s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' "$1"
-}
-# The WebKitGTK version is the library's (the driver and MiniBrowser print none of their own).
-webkit_version() {
-    dpkg-query -W -f '${Version}' libwebkit2gtk-4.1-0 2>/dev/null | sed 's/-.*//' || echo unknown
 }
 user_args=("$@")
 test_args=("${user_args[@]}")
@@ -221,7 +206,7 @@ if [[ "$engines" == *" webkit "* ]]; then
     # WebKitGTK's WebDriver starts its MiniBrowser, which needs a display: a private Xvfb gives
     # it one (-displayfd picks a free display number). wasm-bindgen's runner drives it through
     # its Safari path (SAFARIDRIVER), the W3C protocol both speak.
-    start_xvfb
+    start_private_xvfb "$work_dir"
     webkit_env=(-u GECKODRIVER DISPLAY="$xvfb_display"
         SAFARIDRIVER="${SAFARIDRIVER:-$(command -v WebKitWebDriver)}")
     # WebKit does not count http://127.0.0.1 as a secure context (a page there has no Web
@@ -346,7 +331,7 @@ PY
             chromium) engine_env=(-u GECKODRIVER -u SAFARIDRIVER) ;;
             firefox) engine_env=(-u SAFARIDRIVER GECKODRIVER="${GECKODRIVER:-$(command -v geckodriver)}") ;;
             webkit)
-                start_xvfb
+                start_private_xvfb "$work_dir"
                 DISPLAY="$xvfb_display" python3 "$web_dir/scripts/webkit_driver.py" \
                     "$work_dir/webkit-driver.url" "$strict_dir/tls/server.pem" "$strict_ip" \
                     "$strict_hub" "blob.$strict_hub" 2>>"$log_file" &
@@ -376,8 +361,8 @@ fi
 
 # One line per engine that ran: every suite of it, with the quota and strict steps in Chromium's.
 [ -s "$work_dir/chromium.log" ] &&
-    record chromium "$(chromium --version | awk '{print $2}')" "$work_dir/chromium.log"
+    record chromium "$(browser_version chromium)" "$work_dir/chromium.log"
 [ -s "$work_dir/firefox.log" ] &&
-    record firefox "$(firefox-esr --version | awk '{print $3}')" "$work_dir/firefox.log"
-[ -s "$work_dir/webkit.log" ] && record webkit "$(webkit_version)" "$work_dir/webkit.log"
+    record firefox "$(browser_version firefox)" "$work_dir/firefox.log"
+[ -s "$work_dir/webkit.log" ] && record webkit "$(browser_version webkit)" "$work_dir/webkit.log"
 exit 0
