@@ -13,12 +13,13 @@
 // navigation, so an error thrown while the page loads, before `goto` returns, is not seen (classic
 // WebDriver has no script that runs before the page's own).
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import http from "node:http";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 
+const here = path.dirname(fileURLToPath(import.meta.url));
 const ELEMENT = "element-6066-11e4-a52e-4f735466cecf";
 const DEFAULT_TIMEOUT_MS = 30_000;
 const POLL_MS = 50;
@@ -30,8 +31,8 @@ const COMMAND_TIMEOUT_MS = 60_000;
 // - Firefox: the CA in its profile's certificate store (certutil) and network.dns.localDomains,
 //   which resolves the names to loopback (so the Platform listens on 127.0.0.1);
 // - WebKit: the certificate allowed for the names (webkitgtk:browserOptions.certificates) and a
-//   CONNECT proxy in https_proxy that sends the names to `ip` (WebKit has no resolver flag; its
-//   WebDriver `proxy` capability would make it speak TLS to the proxy).
+//   CONNECT proxy in https_proxy that sends the names to `ip`, both from
+//   wasm-web/scripts/webkit_driver.py, which the strict browser suite uses too.
 const ENGINES = {
   firefox: {
     driver: () => process.env.GECKODRIVER ?? "geckodriver",
@@ -65,63 +66,17 @@ const ENGINES = {
   },
   webkit: {
     driver: () => process.env.WEBKITWEBDRIVER ?? "WebKitWebDriver",
-    capabilities: (tls) =>
-      tls
-        ? {
-            "webkitgtk:browserOptions": {
-              certificates: tls.names.map((host) => ({ host, certificateFile: tls.certificate })),
-            },
-          }
-        : {},
-    environment: async (tls) => {
-      if (!tls) return { proxy: null, env: {} };
-      const proxy = await connectProxy(tls);
-      return { proxy, env: { https_proxy: `http://127.0.0.1:${proxy.address().port}`, no_proxy: "" } };
-    },
+    capabilities: () => ({}),
+    // With `tls`, the browser suites' wasm-web/scripts/webkit_driver.py stands in front of the
+    // driver: it adds the certificate capability to each session and is the CONNECT proxy.
+    tlsDriver: (tls, urlFile) => [
+      "python3",
+      [path.join(here, "..", "..", "wasm-web", "scripts", "webkit_driver.py"), urlFile, tls.certificate, tls.ip, ...tls.names],
+    ],
     version: (capabilities) => capabilities.browserVersion,
     fullPageScreenshot: null,
   },
 };
-
-/**
- * A CONNECT proxy on loopback that opens tunnels to `tls.ip` for `tls.names` only (so nothing
- * leaves loopback), refusing every other target.
- */
-function connectProxy(tls) {
-  const server = http.createServer((request, response) => {
-    response.writeHead(405).end("only CONNECT");
-  });
-  server.on("connect", (request, client, head) => {
-    const [host, port] = request.url.split(":");
-    if (!tls.names.includes(host)) {
-      client.end("HTTP/1.1 403 Forbidden\r\n\r\n");
-      return;
-    }
-    const upstream = net.connect(Number(port), tls.ip, () => {
-      client.write("HTTP/1.1 200 Connection established\r\n\r\n");
-      upstream.write(head);
-      upstream.pipe(client);
-      client.pipe(upstream);
-    });
-    const close = () => {
-      upstream.destroy();
-      client.destroy();
-    };
-    upstream.on("error", close);
-    client.on("error", close);
-  });
-  // Tunnels end with the browser; closing the proxy ends any left.
-  const sockets = new Set();
-  server.on("connection", (socket) => {
-    sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
-  });
-  server.stop = () => {
-    for (const socket of sockets) socket.destroy();
-    return new Promise((resolve) => server.close(() => resolve()));
-  };
-  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
-}
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -142,27 +97,28 @@ export async function launchWebDriverBrowser(engine, { tls } = {}) {
   const spec = ENGINES[engine];
   if (!spec) throw new Error(`no WebDriver engine "${engine}" (known: ${Object.keys(ENGINES).join(", ")})`);
   const port = await freePort();
-  const { proxy, env } = spec.environment ? await spec.environment(tls) : { proxy: null, env: {} };
-  const child = spawn(spec.driver(), [`--port=${port}`], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, ...env },
-  });
+  const behind = Boolean(tls && spec.tlsDriver);
+  const urlFile = path.join(mkdtempSync(path.join(tmpdir(), "vdev-e2e-driver-")), "driver.url");
+  const [command, args] = behind ? spec.tlsDriver(tls, urlFile) : [spec.driver(), [`--port=${port}`]];
+  const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
   let log = "";
   child.stdout.on("data", (chunk) => (log += chunk));
   child.stderr.on("data", (chunk) => (log += chunk));
   const exited = new Promise((resolve) => child.once("exit", resolve));
-  const base = `http://127.0.0.1:${port}`;
+  // webkit_driver.py names its URL in urlFile once it listens.
+  const where = () => (!behind ? `http://127.0.0.1:${port}` : existsSync(urlFile) ? readFileSync(urlFile, "utf8") : null);
+  let base;
   const deadline = Date.now() + 30_000;
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`${spec.driver()} exited (${child.exitCode}):\n${log}`);
-    const ready = await fetch(`${base}/status`).then((r) => r.ok, () => false);
+    if (child.exitCode !== null) throw new Error(`${command} exited (${child.exitCode}):\n${log}`);
+    base = where();
+    const ready = base !== null && (await fetch(`${base}/status`).then((r) => r.ok, () => false));
     if (ready) break;
-    if (Date.now() > deadline) throw new Error(`${spec.driver()} did not answer within 30 s:\n${log}`);
+    if (Date.now() > deadline) throw new Error(`${command} did not answer within 30 s:\n${log}`);
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   const browser = new WebDriverBrowser(engine, spec, base, child, exited);
   browser.tls = tls;
-  browser.proxy = proxy;
   return browser;
 }
 
@@ -228,7 +184,6 @@ class WebDriverBrowser {
     for (const context of this.contexts) await context.close().catch(() => {});
     this.child.kill("SIGTERM");
     await this.exited;
-    await this.proxy?.stop();
   }
 }
 

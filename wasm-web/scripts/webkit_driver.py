@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""WebKitWebDriver for the strict-contract test, with the capabilities that test needs.
+"""WebKitWebDriver for tests at a host name over TLS (tests/strict.rs, the e2e TLS demo test).
 
 wasm-bindgen's test runner drives WebKit through its Safari path, which asks for a session with
 no capabilities at all (it reads no webdriver.json for Safari). WebKitGTK takes two things a
