@@ -62,6 +62,34 @@ async function openDevicePage(pages, name) {
   return { context, page, pageErrors, shot, panel, role };
 }
 
+/**
+ * Run in the console page: from now on its requests for the device list wait until
+ * `releaseAll()`, after which they pass; `answered` counts held answers the console has read
+ * (counted in a task queued once the body is read, so after the console's code that awaited it).
+ */
+function holdDeviceListRefreshes() {
+  const original = window.fetch;
+  const held = { waiting: [], answered: 0, released: false };
+  held.releaseAll = () => {
+    held.released = true;
+    for (const release of held.waiting.splice(0)) release();
+  };
+  window.__vdevHeldRefreshes = held;
+  window.fetch = async (input, init) => {
+    const isDeviceList = /\/devices$/.test(String(input)) && (init?.method ?? "GET") === "GET";
+    if (!isDeviceList || held.released) return original(input, init);
+    await new Promise((release) => held.waiting.push(release));
+    const response = await original(input, init);
+    const readBody = response.text.bind(response);
+    response.text = () => {
+      const body = readBody();
+      body.then(() => setTimeout(() => held.answered++, 0));
+      return body;
+    };
+    return response;
+  };
+}
+
 test("a virtual device provisions, sends, survives offline, follows its twin and resumes after a reload", () => withFailureScreenshots(async (pages) => {
   const { context, page, pageErrors, shot, panel, role } = await openDevicePage(pages, "demo");
 
@@ -144,10 +172,18 @@ test("a virtual device provisions, sends, survives offline, follows its twin and
   assert.deepEqual(payloadCounters(stored), range(1, 150));
 
   // A desired property set in the console: the device shows it, applies it and reports it.
+  // The technician types while the console's periodic refresh of the device list is in flight;
+  // its answer, arriving after the typing, must not overwrite the edit (it once did, and the old
+  // desired properties were saved).
+  await consolePage.evaluate(holdDeviceListRefreshes);
+  await consolePage.waitForFunction(() => window.__vdevHeldRefreshes.waiting.length > 0);
   const desired = consolePage.locator(`textarea[data-desired="${deviceId}"]`);
   await desired.fill(JSON.stringify({ sampleIntervalMs: 500 }));
+  await consolePage.evaluate(() => window.__vdevHeldRefreshes.releaseAll());
+  await consolePage.waitForFunction(() => window.__vdevHeldRefreshes.answered > 0);
   await consolePage.click(`button[data-save="${deviceId}"]`);
   await consolePage.locator("#toast", { hasText: "Twin saved" }).waitFor();
+  assert.equal((await demo.admin.get(`/devices/${deviceId}/desired-properties`)).sampleIntervalMs, 500);
   await role("desired").filter({ hasText: '"sampleIntervalMs": 500' }).waitFor({ timeout: 30_000 });
   await role("rate").and(page.locator('[data-interval-ms="500"]')).waitFor();
   assert.equal(await role("interval").inputValue(), "500");
@@ -283,6 +319,7 @@ test("over https:// and wss:// at a host name, a device is approved, sends in or
   await desired.fill(JSON.stringify({ sampleIntervalMs: 750 }));
   await consolePage.click(`button[data-save="${deviceId}"]`);
   await consolePage.locator("#toast", { hasText: "Twin saved" }).waitFor();
+  assert.equal((await tlsDemo.admin.get(`/devices/${deviceId}/desired-properties`)).sampleIntervalMs, 750);
   await role("desired").filter({ hasText: '"sampleIntervalMs": 750' }).waitFor({ timeout: 30_000 });
   await waitUntil("the reported sampleIntervalMs at the Platform", async () => {
     const reported = await tlsDemo.admin.get(`/devices/${deviceId}/reported-properties`);

@@ -305,14 +305,18 @@ class Page {
     await this.context.switchTo(this.handle);
   }
 
-  /** Runs `body` (a function body using `args`) in the page; hands on the page's new errors. */
-  async evaluate(body, args = []) {
+  /**
+   * Runs `body` (a function body using `args`) in the page, or, as Playwright's `evaluate` does,
+   * a function with one argument; hands on the page's new errors.
+   */
+  async evaluate(body, args) {
+    if (typeof body === "function") return this.evaluate(`return (${body.toString()})(args[0]);`, [args ?? null]);
     await this.focus();
     const script = `const args = arguments;
       ${PAGE_PRELUDE}
       const result = (() => { ${body} })();
       return { result, errors: window.__vdevE2eErrors.splice(0) };`;
-    const { result, errors } = await this.context.call("POST", "/execute/sync", { script, args });
+    const { result, errors } = await this.context.call("POST", "/execute/sync", { script, args: args ?? [] });
     for (const message of errors) for (const listener of this.listeners.pageerror) listener(new Error(message));
     return result;
   }
