@@ -43,7 +43,7 @@ impl Default for OutboxLimits {
         Self {
             max_messages: 10_000_000,
             max_bytes: 1 << 30,
-            window_records: 256,
+            window_records: 2_048,
             window_bytes: 4 << 20,
         }
     }
@@ -519,6 +519,31 @@ impl Outbox {
         self.pop_done();
     }
 
+    /// Whether a load is worth a store transaction now: the window is empty, or a quarter of it
+    /// is free. Loading as soon as one record fitted made one transaction per burst of
+    /// acknowledgements, each a few small reads (in Chromium about 13 ms a transaction, and the
+    /// window ran dry while they queued). Waiting for half made loads large but late: the
+    /// window ran dry while one was read. Measured in Chromium, draining 100,000 (window 2,048):
+    /// 8,400/s loading at half free, 9,900/s at a quarter.
+    fn wants_load(&self) -> bool {
+        self.window.is_empty()
+            || (self.window.len() <= self.limits.window_records / 4 * 3
+                && self.window_size <= self.limits.window_bytes / 4 * 3)
+    }
+
+    /// Whether the removals gathered so far go to the store on their own. They are not urgent
+    /// (a delivered record that a crash leaves behind is sent again, and the Platform drops it
+    /// by its sequence number), so they wait for the next load and share its transaction,
+    /// until a window's worth has gathered or nothing is in flight any more (the queue drained,
+    /// or waits for the network). A drain thus makes one transaction per load, not two.
+    fn removals_due(&self) -> bool {
+        self.removals.len() >= self.limits.window_records
+            || !self
+                .window
+                .iter()
+                .any(|slot| slot.state == SlotState::InFlight)
+    }
+
     fn load_request_size(&self) -> (usize, usize) {
         let count = self.limits.window_records.saturating_sub(self.window.len());
         let bytes = self.limits.window_bytes.saturating_sub(self.window_size);
@@ -681,7 +706,12 @@ impl Outbox {
             self.removal_bytes += std::mem::take(&mut self.retry_removal_bytes);
             retrying = true;
         }
-        if !self.removals.is_empty() {
+        let load_due = self.loading.is_none()
+            && self.origin_saved
+            && self.load_from < self.next_seq
+            && self.wants_load()
+            && self.load_retry_at.is_none_or(|at| at <= now);
+        if !self.removals.is_empty() && (retrying || load_due || self.removals_due()) {
             // Failures in a row end with a removal that carries no failed one.
             if !retrying && self.removal_retry_at.is_none() {
                 self.removal_failures = 0;
@@ -690,12 +720,7 @@ impl Outbox {
             let bytes = std::mem::take(&mut self.removal_bytes);
             return Some(StoreRequest::Remove { seqs, bytes });
         }
-        if self.loading.is_none()
-            && self.origin_saved
-            && self.load_from < self.next_seq
-            && self.has_room()
-            && self.load_retry_at.is_none_or(|at| at <= now)
-        {
+        if load_due {
             self.load_retry_at = None;
             let (max_count, max_bytes) = self.load_request_size();
             self.loading = Some(PendingLoad {
@@ -891,12 +916,70 @@ mod tests {
         let (mut store, mut outbox) = stored_outbox(3);
         publish_all(&mut outbox);
         outbox.handle_delivered(0);
+        outbox.handle_connection_lost(0);
         drain(&mut outbox, &mut store);
         let mut restarted = Outbox::new(OutboxLimits::default(), &store.meta(), unused_origin);
         drain(&mut restarted, &mut store);
         assert_eq!(publish_all(&mut restarted), [1, 2]);
         // New messages start at the reservation: numbers below it may have been handed out.
         assert_eq!(restarted.enqueue(message(9)).unwrap(), RESERVE_BLOCK);
+    }
+
+    #[test]
+    fn removals_wait_while_messages_are_in_flight_and_go_once_none_is() {
+        let (mut store, mut outbox) = stored_outbox(3);
+        publish_all(&mut outbox);
+        outbox.handle_delivered(0);
+        drain(&mut outbox, &mut store);
+        // 1 and 2 are in flight: the removal of 0 waits to go with a later one.
+        assert_eq!(store.meta().count, 3);
+        // A crash now sends the delivered message again (the Platform drops it by its number).
+        let mut restarted = Outbox::new(OutboxLimits::default(), &store.meta(), unused_origin);
+        drain(&mut restarted, &mut store);
+        assert_eq!(publish_all(&mut restarted), [0, 1, 2]);
+        // Without a crash: once nothing is in flight, every removal reaches the store.
+        outbox.handle_delivered(1);
+        drain(&mut outbox, &mut store);
+        assert_eq!(store.meta().count, 3);
+        outbox.handle_delivered(2);
+        drain(&mut outbox, &mut store);
+        assert_eq!(store.meta().count, 0);
+    }
+
+    #[test]
+    fn a_load_waits_until_a_quarter_of_the_window_is_free_and_takes_the_removals_along() {
+        let limits = OutboxLimits {
+            window_records: 8,
+            ..OutboxLimits::default()
+        };
+        let mut store = MemoryStore::new("o");
+        let mut outbox = Outbox::new(limits, &store.meta(), unused_origin);
+        for n in 0..16 {
+            outbox.enqueue(message(n)).unwrap();
+        }
+        drain(&mut outbox, &mut store);
+        assert_eq!(publish_all(&mut outbox), (0..8).collect::<Vec<_>>());
+        // One record free of eight: no load yet, and the removal waits (seven in flight).
+        outbox.handle_delivered(0);
+        assert_eq!(outbox.poll_store(0), None);
+        // Two free: the removals and a load of two, one after the other (one transaction).
+        outbox.handle_delivered(1);
+        let size = store.records().next().unwrap().1.len() as u64;
+        assert_eq!(
+            outbox.poll_store(0),
+            Some(StoreRequest::Remove {
+                seqs: vec![0, 1],
+                bytes: 2 * size
+            })
+        );
+        assert!(matches!(
+            outbox.poll_store(0),
+            Some(StoreRequest::Load {
+                from: 8,
+                max_count: 2,
+                ..
+            })
+        ));
     }
 
     #[test]

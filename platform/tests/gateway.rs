@@ -607,6 +607,131 @@ async fn websocket_transport_carries_mqtt() {
     assert_eq!(stored[0]["payloadText"], "over websocket");
 }
 
+/// The MQTT packets in `bytes`, as (first byte, body).
+fn mqtt_packets(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut packets = Vec::new();
+    while let Some(&first) = bytes.first() {
+        let (mut length, mut shift, mut at) = (0usize, 0, 1);
+        while let Some(&byte) = bytes.get(at) {
+            length |= usize::from(byte & 0x7f) << shift;
+            shift += 7;
+            at += 1;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        let body = bytes
+            .get(at..at + length)
+            .expect("a whole packet per message");
+        packets.push((first, body.to_vec()));
+        bytes = &bytes[at + length..];
+    }
+    packets
+}
+
+#[tokio::test]
+async fn the_pubacks_of_one_commit_leave_in_one_websocket_message() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let platform = TestPlatform::start().await;
+    let device = platform.provision("ws-batch").await;
+    let url = platform
+        .platform
+        .info()
+        .gateway_endpoints
+        .web_socket
+        .clone()
+        .expect("ws url");
+    let mut request = url.into_client_request().expect("request");
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "mqtt".parse().expect("header"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("websocket opens");
+    let mut connect = Vec::new();
+    for field in [device.client_id(), device.username(), device.sas.clone()] {
+        connect.extend_from_slice(&(field.len() as u16).to_be_bytes());
+        connect.extend_from_slice(field.as_bytes());
+    }
+    let mut packet = vec![0x10];
+    packet.extend(encode_length(10 + connect.len()));
+    packet.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, 0b1100_0010, 0, 60]);
+    packet.extend_from_slice(&connect);
+    socket
+        .send(Message::Binary(packet.into()))
+        .await
+        .expect("connect");
+
+    // 200 QoS 1 publishes in one WebSocket message.
+    const COUNT: u16 = 200;
+    let mut publishes = Vec::new();
+    for id in 1..=COUNT {
+        let topic = device.events_topic(&format!("vdev-seq=b.{id}"));
+        let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+        body.extend_from_slice(topic.as_bytes());
+        body.extend_from_slice(&id.to_be_bytes());
+        body.extend_from_slice(format!("message {id}").as_bytes());
+        publishes.push(0x32);
+        publishes.extend(encode_length(body.len()));
+        publishes.extend(body);
+    }
+    socket
+        .send(Message::Binary(publishes.into()))
+        .await
+        .expect("publishes");
+
+    let mut acknowledged = Vec::new();
+    let mut carrying_pubacks = 0;
+    while acknowledged.len() < usize::from(COUNT) {
+        let next = tokio::time::timeout(common::DEADLINE, socket.next())
+            .await
+            .expect("an answer in time")
+            .expect("socket open")
+            .expect("readable");
+        let Message::Binary(bytes) = next else {
+            continue;
+        };
+        let before = acknowledged.len();
+        for (first, body) in mqtt_packets(&bytes) {
+            if first == 0x40 {
+                acknowledged.push(u16::from_be_bytes([body[0], body[1]]));
+            }
+        }
+        if acknowledged.len() > before {
+            carrying_pubacks += 1;
+        }
+    }
+    // In order, each once; and far fewer messages than PUBACKs: those of one commit travel
+    // together (a message per PUBACK cost a browser client one event per message).
+    assert_eq!(acknowledged, (1..=COUNT).collect::<Vec<_>>());
+    assert!(
+        carrying_pubacks < usize::from(COUNT) / 4,
+        "{COUNT} PUBACKs came in {carrying_pubacks} WebSocket messages"
+    );
+    assert_eq!(
+        messages(&platform, "ws-batch").await.len(),
+        usize::from(COUNT)
+    );
+}
+
+fn encode_length(mut len: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let mut byte = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if len == 0 {
+            return out;
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_session_ends_when_its_credential_expires() {
     let platform = TestPlatform::start_with(|config| vdev_platform::Config {

@@ -53,7 +53,10 @@ pub struct SessionConfig {
     pub ping_timeout_ms: u64,
     /// How long opening, CONNACK and SUBACK may take together.
     pub connect_timeout_ms: u64,
-    /// QoS 1 publishes awaiting PUBACK at once.
+    /// QoS 1 publishes awaiting PUBACK at once. The default, 256, is what a browser draining a
+    /// backlog needs to keep the connection busy: each message waits about a round trip and a
+    /// Platform commit for its PUBACK (32 drained at 1,300 messages/s in Chromium, 256 at
+    /// 9,900/s, with the other changes of the same measurement).
     pub max_in_flight: usize,
     /// Largest packet accepted from the gateway.
     pub max_packet_size: usize,
@@ -72,7 +75,7 @@ impl Default for SessionConfig {
             keep_alive_secs: 60,
             ping_timeout_ms: 20_000,
             connect_timeout_ms: 30_000,
-            max_in_flight: 32,
+            max_in_flight: 256,
             max_packet_size: 1 << 20,
             ack_timeout_ms: 60_000,
             stable_after_ms: 60_000,
@@ -165,9 +168,12 @@ pub(crate) struct Session {
     state: State,
     next_conn: u64,
     next_packet_id: u16,
-    /// Packet ids awaiting PUBACK, with the time each was sent.
-    /// Send time by packet id.
+    /// Send time by packet id, of the publishes awaiting their PUBACK.
     in_flight: KeyedVec<u64>,
+    /// The window filled up: no publish until a quarter of it is free again, so that a backlog
+    /// goes out in runs (one transmit of many publishes) rather than one publish per PUBACK.
+    /// Measured in Chromium: one WebSocket send per publish was an eighth of a drain's time.
+    window_full: bool,
     rx: Vec<u8>,
     /// Bytes of an oversized incoming packet still to be discarded as they arrive.
     skip: usize,
@@ -194,6 +200,7 @@ impl Session {
             next_conn: 1,
             next_packet_id: (rng.below_or_equal(u64::from(u16::MAX - 1)) + 1) as u16,
             in_flight: KeyedVec::default(),
+            window_full: false,
             rx: Vec::new(),
             skip: 0,
             tx: Vec::new(),
@@ -277,7 +284,7 @@ impl Session {
     }
 
     pub(crate) fn can_publish(&self) -> bool {
-        self.is_ready() && self.in_flight.len() < self.config.max_in_flight
+        self.is_ready() && !self.window_full && self.in_flight.len() < self.config.max_in_flight
     }
 
     /// Publishes at QoS 1; returns the packet id the PUBACK will carry.
@@ -299,6 +306,7 @@ impl Session {
         });
         self.encode(now, &packet)?;
         self.in_flight.insert(u64::from(packet_id), now);
+        self.window_full = self.in_flight.len() >= self.config.max_in_flight;
         Ok(packet_id)
     }
 
@@ -471,6 +479,10 @@ impl Session {
                 if self.in_flight.remove(u64::from(packet_id)).is_some() {
                     self.events.push(SessionEvent::Acked(packet_id));
                 }
+                let refill_at = self.config.max_in_flight - self.config.max_in_flight.div_ceil(4);
+                if self.in_flight.len() <= refill_at {
+                    self.window_full = false;
+                }
             }
             (_, Packet::PingResp) => {}
             (_, other) => {
@@ -576,6 +588,7 @@ impl Session {
             self.outputs.push(SessionOutput::Close { conn });
         }
         self.in_flight.clear();
+        self.window_full = false;
         // Closed on purpose: no attempt failed.
         self.events.push(SessionEvent::Lost {
             reason: None,
@@ -594,6 +607,7 @@ impl Session {
             self.failed_attempts = self.failed_attempts.saturating_add(1);
         }
         self.in_flight.clear();
+        self.window_full = false;
         self.events.push(SessionEvent::Lost {
             reason: Some(reason),
             failed_attempts: self.failed_attempts,

@@ -32,7 +32,7 @@ use crate::options::check_device_id;
 use crate::provisioning::credential_token_usable;
 use crate::secrets::{SasError, verify_sas};
 use crate::state::AppState;
-use tokio::sync::oneshot::error::RecvError;
+use tokio::sync::oneshot::error::{RecvError, TryRecvError};
 
 /// How long a new connection may take to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -140,7 +140,15 @@ struct Session<'a, T: Transport> {
     unacknowledged: VecDeque<(Option<u16>, usize, Option<Ingested>)>,
     /// The payload bytes of `unacknowledged`.
     unacknowledged_bytes: usize,
+    /// Packets to write, joined: everything one wake-up produced (say, the PUBACKs of one group
+    /// commit) goes out in one write, and over WebSocket in one binary message, which MQTT
+    /// allows (a message may carry several packets). One message per PUBACK cost the client one
+    /// event per message.
+    outgoing: Vec<u8>,
 }
+
+/// Packets are written once this much is waiting, even in the middle of a wake-up.
+const OUTGOING_FLUSH_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum TimerKindKey {
@@ -190,6 +198,7 @@ pub async fn run<T: Transport>(
         peer,
         unacknowledged: VecDeque::new(),
         unacknowledged_bytes: 0,
+        outgoing: Vec::new(),
     };
     let reason = session.drive(shutdown).await;
     let Close::Normal(reason) = reason;
@@ -282,7 +291,10 @@ impl<T: Transport> Session<'_, T> {
                     self.fire_timers().await
                 }
             };
-            if let Err(close) = result {
+            // What this wake-up produced goes out now; before closing too (the PUBACKs of what
+            // was stored, a refusing CONNACK).
+            let flushed = self.flush().await;
+            if let Err(close) = result.and(flushed) {
                 return close;
             }
         }
@@ -317,12 +329,32 @@ impl<T: Transport> Session<'_, T> {
         Ok(())
     }
 
-    /// Writes `bytes`, or closes the connection when the peer does not take them within the
-    /// write timeout: a client that stops reading must not hold its session (and its device's
-    /// place) for ever.
-    async fn send(&mut self, bytes: &[u8]) -> Result<(), Close> {
+    /// Queues a packet for the end of this wake-up; writes at once when much is waiting.
+    async fn queue(&mut self, packet: &[u8]) -> Result<(), Close> {
+        self.outgoing.extend_from_slice(packet);
+        if self.outgoing.len() >= OUTGOING_FLUSH_BYTES {
+            self.flush().await
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Writes the queued packets, or closes the connection when the peer does not take them
+    /// within the write timeout: a client that stops reading must not hold its session (and its
+    /// device's place) for ever.
+    async fn flush(&mut self) -> Result<(), Close> {
+        if self.outgoing.is_empty() {
+            return Ok(());
+        }
+        let bytes = std::mem::take(&mut self.outgoing);
         let timeout = self.state.write_timeout;
-        match tokio::time::timeout(timeout, self.transport.write(bytes)).await {
+        let written = tokio::time::timeout(timeout, self.transport.write(&bytes)).await;
+        // The buffer is kept for the next wake-up, emptied (unless a large packet grew it).
+        if bytes.capacity() <= 2 * OUTGOING_FLUSH_BYTES {
+            self.outgoing = bytes;
+            self.outgoing.clear();
+        }
+        match written {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Close::Normal(format!("write failed: {e}"))),
             Err(_) => Err(Close::Normal(format!(
@@ -337,7 +369,7 @@ impl<T: Transport> Session<'_, T> {
         while let Some(event) = queue.pop_front() {
             match event {
                 Event::RequestSendPacket { packet, .. } => {
-                    self.send(&packet.to_continuous_buffer()).await?;
+                    self.queue(&packet.to_continuous_buffer()).await?;
                 }
                 Event::NotifyPacketReceived(packet) => {
                     let more = self.handle_packet(packet).await?;
@@ -374,7 +406,7 @@ impl<T: Transport> Session<'_, T> {
             Packet::V3_1_1Connect(connect) => self.handle_connect(&connect).await,
             Packet::V5_0Connect(_) => {
                 // MQTT 3.1.1 §3.2.2.3: answer an unsupported protocol level with return code 1.
-                let _ = self.send(&[0x20, 0x02, 0x00, 0x01]).await;
+                self.queue(&[0x20, 0x02, 0x00, 0x01]).await?;
                 Err(Close::Normal(
                     "mqtt 5 is not supported (iot hub speaks 3.1.1)".into(),
                 ))
@@ -505,7 +537,7 @@ impl<T: Transport> Session<'_, T> {
             Err(code) => {
                 for event in events {
                     if let Event::RequestSendPacket { packet, .. } = event {
-                        let _ = self.send(&packet.to_continuous_buffer()).await;
+                        self.queue(&packet.to_continuous_buffer()).await?;
                     }
                 }
                 Err(Close::Normal(format!("connect refused: {code}")))
@@ -733,32 +765,46 @@ impl<T: Transport> Session<'_, T> {
     }
 
     /// The oldest unacknowledged publish is done (telemetry: durable, or it could not be
-    /// stored): its PUBACK, in the order the publishes came.
+    /// stored): its PUBACK, in the order the publishes came. Those after it whose storage has
+    /// answered too (a group commit answers many at once) are acknowledged with it, so their
+    /// PUBACKs leave in one write.
     async fn acknowledge(
         &mut self,
-        stored: Result<Result<IngestOutcome, String>, RecvError>,
+        oldest: Result<Result<IngestOutcome, String>, RecvError>,
     ) -> Result<(), Close> {
-        let Some((packet_id, bytes, _)) = self.unacknowledged.pop_front() else {
-            return Ok(());
-        };
-        self.unacknowledged_bytes -= bytes;
-        match stored {
-            // Stored, a replay dropped, or a conflict stored and flagged: the device is done.
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                return Err(Close::Normal(format!("telemetry not stored: {e}")));
+        let mut stored = oldest.map_err(|_| ());
+        loop {
+            let Some((packet_id, bytes, _)) = self.unacknowledged.pop_front() else {
+                return Ok(());
+            };
+            self.unacknowledged_bytes -= bytes;
+            match stored {
+                // Stored, a replay dropped, or a conflict stored and flagged: the device is done.
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    return Err(Close::Normal(format!("telemetry not stored: {e}")));
+                }
+                Err(()) => return Err(Close::Normal("the telemetry writer stopped".into())),
             }
-            Err(_) => return Err(Close::Normal("the telemetry writer stopped".into())),
+            if let Some(packet_id) = packet_id {
+                let ack = v3_1_1::Puback::builder()
+                    .packet_id(packet_id)
+                    .build()
+                    .map_err(|e| Close::Normal(format!("cannot build puback: {e:?}")))?;
+                let events = self.connection.checked_send(ack);
+                self.handle_events(events).await?;
+            }
+            stored = match self.unacknowledged.front_mut() {
+                None => return Ok(()),
+                // Not telemetry: acknowledged as soon as it is the oldest.
+                Some((_, _, None)) => Ok(Ok(IngestOutcome::Duplicate)),
+                Some((_, _, Some(ingested))) => match ingested.try_recv() {
+                    Ok(answer) => Ok(answer),
+                    Err(TryRecvError::Empty) => return Ok(()),
+                    Err(TryRecvError::Closed) => Err(()),
+                },
+            };
         }
-        let Some(packet_id) = packet_id else {
-            return Ok(());
-        };
-        let ack = v3_1_1::Puback::builder()
-            .packet_id(packet_id)
-            .build()
-            .map_err(|e| Close::Normal(format!("cannot build puback: {e:?}")))?;
-        let events = self.connection.checked_send(ack);
-        self.handle_events(events).await
     }
 
     async fn handle_command(&mut self, command: SessionCommand) -> Result<(), Close> {

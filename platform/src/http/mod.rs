@@ -210,6 +210,10 @@ pub(crate) async fn serve_http(
             tracing::warn!(%peer, max_connections, "http connection refused: too many open");
             continue;
         };
+        // MQTT over WebSocket rides on these connections: with Nagle's algorithm, a PUBACK
+        // written while the previous one is unacknowledged waited for the client's delayed ACK
+        // (tens of milliseconds), and that wait capped every client's drain.
+        let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
         let shutdown = shutdown.clone();
