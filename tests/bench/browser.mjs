@@ -160,7 +160,7 @@ async function enqueueRate(siteUrl) {
     rows: [
       { who: "vdev-web sendMessage resolved (stored in IndexedDB), connected", value: median(vdev) },
       { who: "MQTT.js 5.16 publish QoS 1 acknowledged, WebSocket, all outstanding", value: median(mqtt) },
-      { who: `plain IndexedDB put, ${count(IDB_PER_TRANSACTION)} per transaction`, value: median(idb) },
+      { who: `plain IndexedDB put, ${count(IDB_PER_TRANSACTION)} per transaction, strict durability`, value: median(idb) },
     ],
     note:
       `${count(n)} messages sent at once without awaiting each, ${settings.repetitions} repetition(s) on a fresh ` +

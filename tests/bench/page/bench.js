@@ -155,7 +155,8 @@ async function indexedDbPut({ count, perTransaction }) {
   const started = performance.now();
   const transactions = [];
   for (let from = 0; from < count; from += perTransaction) {
-    const tx = db.transaction("messages", "readwrite");
+    // The durability vdev-web commits its appends with: on disk when `complete` fires.
+    const tx = db.transaction("messages", "readwrite", { durability: "strict" });
     const store = tx.objectStore("messages");
     for (let i = from; i < Math.min(from + perTransaction, count); i++) store.put(all[i], i);
     transactions.push(
