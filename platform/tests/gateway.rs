@@ -498,27 +498,7 @@ async fn raw_connection(
     let mut stream = TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
-    let mut payload = Vec::new();
-    for field in [client_id, username, password] {
-        payload.extend_from_slice(&(field.len() as u16).to_be_bytes());
-        payload.extend_from_slice(field.as_bytes());
-    }
-    let mut variable = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0b1100_0010, 0, 60];
-    variable.extend_from_slice(&payload);
-    let mut packet = vec![0x10];
-    let mut len = variable.len();
-    loop {
-        let mut byte = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            byte |= 0x80;
-        }
-        packet.push(byte);
-        if len == 0 {
-            break;
-        }
-    }
-    packet.extend_from_slice(&variable);
+    let packet = connect_packet(client_id, username, password);
     stream.write_all(&packet).await.expect("write");
     let mut answer = vec![0; 4];
     tokio::time::timeout(common::DEADLINE, stream.read_exact(&mut answer))
@@ -575,17 +555,35 @@ async fn malformed_mqtt_closes_only_that_connection() {
     assert!(status.is_success(), "the http side keeps serving");
 }
 
-#[tokio::test]
-async fn websocket_transport_carries_mqtt() {
-    let platform = TestPlatform::start().await;
-    let device = platform.provision("ws-01").await;
-    let url = platform
+/// A CONNECT packet (MQTT 3.1.1, clean session, keep-alive 60 s) with these credentials.
+fn connect_packet(client_id: &str, username: &str, password: &str) -> Vec<u8> {
+    let mut variable = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0b1100_0010, 0, 60];
+    for field in [client_id, username, password] {
+        variable.extend_from_slice(&(field.len() as u16).to_be_bytes());
+        variable.extend_from_slice(field.as_bytes());
+    }
+    let mut packet = vec![0x10];
+    packet.extend(encode_length(variable.len()));
+    packet.extend(variable);
+    packet
+}
+
+/// The gateway's MQTT-over-WebSocket URL.
+fn websocket_url(platform: &TestPlatform) -> String {
+    platform
         .platform
         .info()
         .gateway_endpoints
         .web_socket
         .clone()
-        .expect("ws url");
+        .expect("ws url")
+}
+
+#[tokio::test]
+async fn websocket_transport_carries_mqtt() {
+    let platform = TestPlatform::start().await;
+    let device = platform.provision("ws-01").await;
+    let url = websocket_url(&platform);
     let port: u16 = url
         .trim_start_matches("ws://127.0.0.1:")
         .split('/')
@@ -637,29 +635,16 @@ async fn the_pubacks_of_one_commit_leave_in_one_websocket_message() {
 
     let platform = TestPlatform::start().await;
     let device = platform.provision("ws-batch").await;
-    let url = platform
-        .platform
-        .info()
-        .gateway_endpoints
-        .web_socket
-        .clone()
-        .expect("ws url");
-    let mut request = url.into_client_request().expect("request");
+    let mut request = websocket_url(&platform)
+        .into_client_request()
+        .expect("request");
     request
         .headers_mut()
         .insert("Sec-WebSocket-Protocol", "mqtt".parse().expect("header"));
     let (mut socket, _) = tokio_tungstenite::connect_async(request)
         .await
         .expect("websocket opens");
-    let mut connect = Vec::new();
-    for field in [device.client_id(), device.username(), device.sas.clone()] {
-        connect.extend_from_slice(&(field.len() as u16).to_be_bytes());
-        connect.extend_from_slice(field.as_bytes());
-    }
-    let mut packet = vec![0x10];
-    packet.extend(encode_length(10 + connect.len()));
-    packet.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, 0b1100_0010, 0, 60]);
-    packet.extend_from_slice(&connect);
+    let packet = connect_packet(&device.client_id(), &device.username(), &device.sas);
     socket
         .send(Message::Binary(packet.into()))
         .await
