@@ -245,6 +245,8 @@ pub(crate) struct Outbox {
     removals: Vec<Seq>,
     /// Bytes of the records in `removals`.
     removal_bytes: u64,
+    /// `removals` holds a rejected message: it goes at once (see `removals_due`).
+    removing_rejected: bool,
     /// Removals the host failed to perform, asked again at `removal_retry_at`.
     retry_removals: Vec<Seq>,
     retry_removal_bytes: u64,
@@ -311,6 +313,7 @@ impl Outbox {
             unconfirmed: KeyedVec::default(),
             removals: Vec::new(),
             removal_bytes: 0,
+            removing_rejected: false,
             retry_removals: Vec::new(),
             retry_removal_bytes: 0,
             removal_failures: 0,
@@ -514,6 +517,7 @@ impl Outbox {
                     .push_back(Outcome::Rejected(slot.seq, reason.clone()));
                 insert_ascending(&mut self.removals, slot.seq);
                 self.removal_bytes += slot.size as u64;
+                self.removing_rejected = true;
             }
         }
         self.pop_done();
@@ -536,8 +540,11 @@ impl Outbox {
     /// by its sequence number), so they wait for the next load and share its transaction,
     /// until a window's worth has gathered or nothing is in flight any more (the queue drained,
     /// or waits for the network). A drain thus makes one transaction per load, not two.
+    /// A rejected message goes at once: sent again after a crash, it could end differently
+    /// the second time (a gateway that refused it may take it), and the app was told.
     fn removals_due(&self) -> bool {
-        self.removals.len() >= self.limits.window_records
+        self.removing_rejected
+            || self.removals.len() >= self.limits.window_records
             || !self
                 .window
                 .iter()
@@ -601,6 +608,7 @@ impl Outbox {
         let size = slot.size as u64;
         insert_ascending(&mut self.removals, seq);
         self.removal_bytes += size;
+        self.removing_rejected |= matches!(outcome, Outcome::Rejected(..));
         self.outcomes.push_back(outcome);
         self.pop_done();
     }
@@ -716,6 +724,7 @@ impl Outbox {
             if !retrying && self.removal_retry_at.is_none() {
                 self.removal_failures = 0;
             }
+            self.removing_rejected = false;
             let seqs = std::mem::take(&mut self.removals);
             let bytes = std::mem::take(&mut self.removal_bytes);
             return Some(StoreRequest::Remove { seqs, bytes });
@@ -944,6 +953,15 @@ mod tests {
         outbox.handle_delivered(2);
         drain(&mut outbox, &mut store);
         assert_eq!(store.meta().count, 0);
+    }
+
+    #[test]
+    fn a_rejected_message_is_removed_at_once_even_with_others_in_flight() {
+        let (mut store, mut outbox) = stored_outbox(3);
+        publish_all(&mut outbox);
+        outbox.reject(0, RejectReason::Corrupt("test".into()));
+        drain(&mut outbox, &mut store);
+        assert_eq!(store.meta().count, 2);
     }
 
     #[test]

@@ -177,6 +177,10 @@ pub struct Sim {
     undurable: Vec<StoreRequest>,
     /// Messages whose append a relaxed store reported done and then lost in a power loss.
     lost_to_power: BTreeSet<u64>,
+    /// Rejected messages still in the durable store at a power loss (their removal failed, or
+    /// a relaxed store reported it done and lost it): the restarted device has them again, and
+    /// sends them again.
+    rejected_then_restored: BTreeSet<u64>,
     store_ops: std::collections::VecDeque<StoreRequest>,
     store_busy: bool,
     links: BTreeMap<u64, Link>,
@@ -265,6 +269,7 @@ impl Sim {
             durable_store: MemoryStore::new(origin),
             undurable: Vec::new(),
             lost_to_power: BTreeSet::new(),
+            rejected_then_restored: BTreeSet::new(),
             store_ops: Default::default(),
             store_busy: false,
             links: BTreeMap::new(),
@@ -1279,6 +1284,13 @@ impl Sim {
                 self.lost_to_power.extend(records.iter().map(|r| r.seq));
             }
         }
+        let restored: Vec<u64> = self
+            .durable_store
+            .records()
+            .map(|(seq, _)| seq)
+            .filter(|seq| self.rejected.contains(seq))
+            .collect();
+        self.rejected_then_restored.extend(restored);
         self.store = self.durable_store.clone();
         self.crash();
     }
@@ -1596,7 +1608,11 @@ impl Sim {
             if self.lost_to_power.contains(seq) && !self.rejected.contains(seq) {
                 continue;
             }
-            if !self.rejected.contains(seq) || self.delivered.contains(seq) {
+            // A rejected message the store still held after a power loss is the restarted
+            // device's to send again (removals are not durable requests): a gateway that takes
+            // it then delivers it.
+            let sent_again = self.rejected_then_restored.contains(seq);
+            if !self.rejected.contains(seq) || (self.delivered.contains(seq) && !sent_again) {
                 violations.push(format!(
                     "message {seq} refused by the platform has no rejected outcome"
                 ));
