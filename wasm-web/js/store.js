@@ -340,6 +340,7 @@ function remove(records, seqs) {
  * @param {Extract<StoreRequest, { kind: "load" }>} request
  */
 async function load(records, { from, maxCount, maxBytes }) {
+  /** @type {StoredRecord[]} */
   const loaded = [];
   let total = 0;
   let read = 0;
