@@ -283,6 +283,12 @@ impl Session {
         matches!(self.state, State::Ready { .. })
     }
 
+    /// The connection is gone: nothing of it awaits a PUBACK any more.
+    fn forget_in_flight(&mut self) {
+        self.in_flight.clear();
+        self.window_full = false;
+    }
+
     pub(crate) fn can_publish(&self) -> bool {
         self.is_ready() && !self.window_full && self.in_flight.len() < self.config.max_in_flight
     }
@@ -587,8 +593,7 @@ impl Session {
             self.flush_tx(conn);
             self.outputs.push(SessionOutput::Close { conn });
         }
-        self.in_flight.clear();
-        self.window_full = false;
+        self.forget_in_flight();
         // Closed on purpose: no attempt failed.
         self.events.push(SessionEvent::Lost {
             reason: None,
@@ -606,8 +611,7 @@ impl Session {
         if !matches!(self.state, State::Ready { .. }) {
             self.failed_attempts = self.failed_attempts.saturating_add(1);
         }
-        self.in_flight.clear();
-        self.window_full = false;
+        self.forget_in_flight();
         self.events.push(SessionEvent::Lost {
             reason: Some(reason),
             failed_attempts: self.failed_attempts,

@@ -346,14 +346,11 @@ impl<T: Transport> Session<'_, T> {
         if self.outgoing.is_empty() {
             return Ok(());
         }
-        let bytes = std::mem::take(&mut self.outgoing);
         let timeout = self.state.write_timeout;
-        let written = tokio::time::timeout(timeout, self.transport.write(&bytes)).await;
-        // The buffer is kept for the next wake-up, emptied (unless a large packet grew it).
-        if bytes.capacity() <= 2 * OUTGOING_FLUSH_BYTES {
-            self.outgoing = bytes;
-            self.outgoing.clear();
-        }
+        let written = tokio::time::timeout(timeout, self.transport.write(&self.outgoing)).await;
+        // The buffer serves the next wake-up (without what a large packet grew it to).
+        self.outgoing.clear();
+        self.outgoing.shrink_to(OUTGOING_FLUSH_BYTES);
         match written {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Close::Normal(format!("write failed: {e}"))),
