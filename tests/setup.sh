@@ -15,7 +15,9 @@ rustup component list --installed | grep -q '^rustfmt' || rustup component add r
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 
 step "system packages"
-# mosquitto-clients: an independent MQTT peer; libssl-dev + pkg-config: the official SDK's OpenSSL;
+# mosquitto-clients: an independent MQTT peer; mosquitto: the broker, the benchmarks' anchor of
+# MQTT.js with no Platform in the way (Node.js, over TCP: Debian's build has no WebSocket
+# listener, so the browser cannot reach it); libssl-dev + pkg-config: the official SDK's OpenSSL;
 # chromium + chromium-driver: the browser tests and the demo's Playwright test; firefox-esr: the
 # browser suites in Firefox too (its WebDriver, geckodriver, comes from crates.io);
 # webkit2gtk-driver + xvfb: the browser suites in WebKitGTK (WebKitWebDriver starts its
@@ -24,7 +26,7 @@ step "system packages"
 # Platform test that every acknowledgement follows a flush to disk (node, npm and python3 come
 # with the machine).
 missing=()
-for pkg in mosquitto-clients libssl-dev pkg-config chromium chromium-driver firefox-esr \
+for pkg in mosquitto-clients mosquitto libssl-dev pkg-config chromium chromium-driver firefox-esr \
   webkit2gtk-driver xvfb libnss3-tools strace; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done

@@ -394,8 +394,14 @@ impl Outbox {
         if let (Some((first, _)), Some((last, _))) = (confirmed.first(), confirmed.last()) {
             self.outcomes.push_back(Outcome::Stored(*first, *last));
         }
-        for slot in &mut self.window {
-            if (first..=last).contains(&slot.seq) && slot.state == SlotState::Storing {
+        // The window is in sequence order: only the answered range is visited (a scan of the
+        // whole window per answer was 4% of the native benchmark's CPU, one answer per append).
+        let start = self.window.partition_point(|slot| slot.seq < first);
+        for slot in self.window.range_mut(start..) {
+            if slot.seq > last {
+                break;
+            }
+            if slot.state == SlotState::Storing {
                 slot.state = SlotState::Ready;
             }
         }

@@ -157,66 +157,66 @@ fn write(tx: &rusqlite::Transaction<'_>, message: &Telemetry) -> Result<IngestOu
     let mut conflict = false;
     if let Some((origin, n)) = sequence {
         let last: Option<i64> = tx
-            .query_row(
+            .prepare_cached(
                 "SELECT last_n FROM message_sequences WHERE workspace_id = ?1 AND device_id = ?2
                  AND origin = ?3",
-                params![workspace_id, device_id, origin],
-                |r| r.get(0),
-            )
+            )?
+            .query_row(params![workspace_id, device_id, origin], |r| r.get(0))
             .optional()?;
         if last.is_some_and(|last| *n <= last) {
             let stored: Option<Vec<u8>> = tx
-                .query_row(
+                .prepare_cached(
                     "SELECT payload FROM messages WHERE workspace_id = ?1 AND device_id = ?2
                      AND seq_origin = ?3 AND seq_n = ?4 ORDER BY id LIMIT 1",
-                    params![workspace_id, device_id, origin, n],
-                    |r| r.get(0),
-                )
+                )?
+                .query_row(params![workspace_id, device_id, origin, n], |r| r.get(0))
                 .optional()?;
             if stored.as_deref() == Some(payload.as_slice()) {
                 return Ok(IngestOutcome::Duplicate);
             }
             conflict = true;
         } else {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO message_sequences (workspace_id, device_id, origin, last_n)
                  VALUES (?1, ?2, ?3, ?4) ON CONFLICT (workspace_id, device_id, origin)
                  DO UPDATE SET last_n = excluded.last_n",
-                params![workspace_id, device_id, origin, n],
-            )?;
+            )?
+            .execute(params![workspace_id, device_id, origin, n])?;
         }
     }
-    tx.execute(
+    // Prepared once per connection and kept (rusqlite's statement cache): preparing these
+    // statements anew for every message was most of the ingest thread's time.
+    tx.prepare_cached(
         "INSERT INTO messages (workspace_id, device_id, received_at, stream_group, stream, site_id,
          batch_id, batch_slice_id, message_id, chunk_id, content_encoding, complete_batch,
          complete_message, ignore_payload, externalized, blob_name, seq_origin, seq_n,
          properties_json, payload, conflict)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
          ?19, ?20, ?21)",
-        params![
-            workspace_id,
-            device_id,
-            now_ms(),
-            message.get("stream-group-name"),
-            message.get("stream-name"),
-            message.get("site-id"),
-            message.get("batch-id"),
-            message.get("batch-slice-id"),
-            message.get("message-id"),
-            message.get("chunk-id"),
-            message.get("content-encoding"),
-            message.flag("complete-batch"),
-            message.flag("complete-message"),
-            message.flag("ignore-payload"),
-            externalized,
-            blob_name,
-            sequence.as_ref().map(|(o, _)| o.clone()),
-            sequence.as_ref().map(|(_, n)| *n),
-            properties_json,
-            payload,
-            conflict
-        ],
-    )?;
+    )?
+    .execute(params![
+        workspace_id,
+        device_id,
+        now_ms(),
+        message.get("stream-group-name"),
+        message.get("stream-name"),
+        message.get("site-id"),
+        message.get("batch-id"),
+        message.get("batch-slice-id"),
+        message.get("message-id"),
+        message.get("chunk-id"),
+        message.get("content-encoding"),
+        message.flag("complete-batch"),
+        message.flag("complete-message"),
+        message.flag("ignore-payload"),
+        externalized,
+        blob_name,
+        sequence.as_ref().map(|(o, _)| o.clone()),
+        sequence.as_ref().map(|(_, n)| *n),
+        properties_json,
+        payload,
+        conflict
+    ])?;
     let id = tx.last_insert_rowid();
     if conflict {
         tracing::warn!(
@@ -312,10 +312,10 @@ fn write_batch(store: &Store, batch: Vec<Job>) {
         seen.sort_unstable();
         seen.dedup();
         for (workspace_id, device_id) in seen {
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE devices SET last_seen_at = ?3 WHERE workspace_id = ?1 AND device_id = ?2",
-                params![workspace_id, device_id, now_ms()],
-            )?;
+            )?
+            .execute(params![workspace_id, device_id, now_ms()])?;
         }
         tx.commit()?;
         Ok::<_, StoreError>(outcomes)

@@ -2,22 +2,31 @@
 // MQTT over TCP) beside MQTT.js on Node.js over TCP to the same Platform, in the same run:
 // durable enqueue rate (vdev `sendMessage` resolved, fdatasync'ed, vs MQTT.js QoS 1 publish
 // acknowledged vs plain appends to a file with one fdatasync per 1,000) and drain rate of a
-// stored backlog (vdev vs MQTT.js with 100 and with 256 outstanding). A fresh Platform per
+// stored backlog (vdev vs MQTT.js with 100 and with 256 outstanding, and MQTT.js against Debian's
+// mosquitto broker with no Platform in the way: the JavaScript client's own limit). A fresh Platform per
 // repetition (the optimised build browser.sh makes, named in VDEV_PLATFORM_BIN, as for the
 // browser figures; the debug one in the quick run); rates at the Platform from its own
 // `receivedTime` of the first and last message.
 //
-//   node tests/bench/node.mjs [--quick] [--repetitions N] [--out FILE.json]
+//   node tests/bench/node.mjs [--quick] [--repetitions N] [--only KEY,...] [--out FILE.json]
+//                             [--profile-drain FILE.cpuprofile]
+//
+// `--only` runs some figures (`node_enqueue_rate`, `node_drain_rate`); `--profile-drain` records
+// this process's CPU profile while vdev drains its backlog (the last repetition's), for Chrome
+// DevTools or any `.cpuprofile` reader.
 //
 // Writes {"quick", "repetitions", "figures": [...]} as browser.mjs does; tests/benches/figures.rs
 // merges it (VDEV_BENCH_NODE_JSON). Needs `npm ci` here and the packed vdev-web installed here
 // (browser.sh does both), and vdev-platform.
+import { spawn } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
+import { connect, createServer } from "node:net";
 import { open, rm } from "node:fs/promises";
+import { Session } from "node:inspector/promises";
 import path from "node:path";
 import mqtt from "mqtt";
 import init, { DeviceClient } from "vdev-web";
-import { startPlatform, tempDir, waitUntil } from "../e2e/lib.mjs";
+import { startPlatform, stopProcess, tempDir, waitUntil } from "../e2e/lib.mjs";
 import { median, platformBuild, registerMqttDevice, storedRate } from "./platform.mjs";
 
 const args = process.argv.slice(2);
@@ -29,6 +38,10 @@ const settings = quick
   ? { repetitions: 1, enqueueMessages: 300, drainMessages: 2_000 }
   : { repetitions: 3, enqueueMessages: 20_000, drainMessages: 100_000 };
 if (repetitionsIndex >= 0) settings.repetitions = Number(args[repetitionsIndex + 1]);
+const onlyIndex = args.indexOf("--only");
+const only = onlyIndex >= 0 ? (args[onlyIndex + 1] ?? "").split(",") : undefined;
+const profileIndex = args.indexOf("--profile-drain");
+const drainProfile = profileIndex >= 0 && args[profileIndex + 1] ? path.resolve(args[profileIndex + 1]) : undefined;
 const WINDOW = 100;
 // vdev-core's own window of publishes in flight (SessionConfig::max_in_flight), given to MQTT.js too.
 const VDEV_WINDOW = 256;
@@ -51,6 +64,50 @@ async function withPlatform(body) {
     return await body(platform);
   } finally {
     await platform.stop();
+  }
+}
+
+/** A free TCP port on loopback (mosquitto cannot be told to pick one and say which). */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = /** @type {import("node:net").AddressInfo} */ (server.address());
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Debian's mosquitto broker on loopback (anonymous, nothing persisted), torn down after `body`:
+ * MQTT.js with no Platform in the way, the JavaScript client's own limit. `body` gets its URL.
+ */
+async function withMosquitto(body) {
+  const port = await freePort();
+  const directory = tempDir("vdev-bench-mosquitto-");
+  const config = path.join(directory, "mosquitto.conf");
+  writeFileSync(config, `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\n`);
+  const broker = spawn("mosquitto", ["-c", config], { detached: true, stdio: ["ignore", "ignore", "pipe"] });
+  let output = "";
+  broker.stderr.on("data", (chunk) => (output += chunk));
+  const failed = new Promise((_, reject) => {
+    broker.once("error", (e) => reject(new Error(`mosquitto (Debian package mosquitto): ${e.message}`)));
+    broker.once("exit", (code) => reject(new Error(`mosquitto exited (${code}): ${output}`)));
+  });
+  failed.catch(() => {});
+  const accepts = () =>
+    new Promise((resolve) => {
+      const socket = connect(port, "127.0.0.1");
+      socket.once("connect", () => (socket.destroy(), resolve(true)));
+      socket.once("error", () => resolve(false));
+    });
+  try {
+    await Promise.race([failed, waitUntil("mosquitto listening", accepts)]);
+    return await body(`mqtt://127.0.0.1:${port}`);
+  } finally {
+    await stopProcess(broker, "SIGTERM");
+    await rm(directory, { recursive: true, force: true });
   }
 }
 
@@ -175,9 +232,18 @@ async function enqueueRate() {
   };
 }
 
+/** This process's CPU profiler, started. */
+async function startProfiler() {
+  const session = new Session();
+  session.connect();
+  await session.post("Profiler.enable");
+  await session.post("Profiler.start");
+  return session;
+}
+
 async function drainRate() {
   const n = settings.drainMessages;
-  const [vdev, mqttjs, mqttjsWide] = [[], [], []];
+  const [vdev, mqttjs, mqttjsWide, mosquitto] = [[], [], [], []];
   for (let rep = 1; rep <= settings.repetitions; rep++) {
     log(`drain rate ${rep}/${settings.repetitions}: vdev backlog of ${count(n)}`);
     await withPlatform(async (platform) => {
@@ -188,8 +254,15 @@ async function drainRate() {
         await Promise.all(payloads(Math.min(10_000, n - from)).map((p) => device.sender.sendMessage(p)));
       }
       if (device.client.pendingMessagesCount() !== n) throw new Error(`vdev holds ${device.client.pendingMessagesCount()} of ${n}`);
+      const profiler = drainProfile && rep === settings.repetitions ? await startProfiler() : undefined;
       device.client.setOffline(false);
       vdev.push(await storedRate(platform, n));
+      if (profiler) {
+        const { profile } = await profiler.post("Profiler.stop");
+        profiler.disconnect();
+        writeFileSync(drainProfile, JSON.stringify(profile));
+        log(`CPU profile of vdev's drain: ${drainProfile}`);
+      }
       await device.client.waitEnqueuedMessagesSent();
       await device.client.stop();
       await rm(device.directory, { recursive: true, force: true });
@@ -204,6 +277,12 @@ async function drainRate() {
         await client.endAsync(true);
       });
     }
+    log(`drain rate ${rep}/${settings.repetitions}: MQTT.js to mosquitto, ${count(n)} messages, ${VDEV_WINDOW} outstanding`);
+    await withMosquitto(async (tcpUrl) => {
+      const client = await mqttConnected({ tcpUrl, clientId: "node-drain-mosquitto" });
+      mosquitto.push(await mqttPublish(client, "bench/drain", payloads(n), VDEV_WINDOW));
+      await client.endAsync(true);
+    });
   }
   return {
     key: "node_drain_rate",
@@ -214,11 +293,16 @@ async function drainRate() {
       { who: "vdev on Node.js, directory outbox + TCP", value: median(vdev) },
       { who: `MQTT.js 5.16 on Node.js, TCP, ${WINDOW} outstanding`, value: median(mqttjs) },
       { who: `MQTT.js 5.16 on Node.js, TCP, ${VDEV_WINDOW} outstanding (vdev's window)`, value: median(mqttjsWide) },
+      {
+        who: `MQTT.js 5.16 on Node.js to Debian's mosquitto 2.0 (no Platform, nothing durable), TCP, ${VDEV_WINDOW} outstanding`,
+        value: median(mosquitto),
+      },
     ],
     note:
       `${count(n)} messages, ${settings.repetitions} repetition(s), ${process.version}; vdev's backlog stored while ` +
       "setOffline(true), then drained. Rates from the Platform's receivedTime of the first and last message; " +
-      `the Platform is its ${platformBuild()} build.`,
+      `the Platform is its ${platformBuild()} build. Against mosquitto (which stores nothing), the rate is MQTT.js's ` +
+      "own, from its first publish to its last acknowledgement.",
   };
 }
 
@@ -227,7 +311,11 @@ async function main() {
   await init();
   const figures = [];
   const failures = [];
-  for (const figure of [enqueueRate, drainRate]) {
+  const all = { node_enqueue_rate: enqueueRate, node_drain_rate: drainRate };
+  const unknown = (only ?? []).filter((key) => !(key in all));
+  if (unknown.length) throw new Error(`--only: unknown figure(s) ${unknown.join(", ")}; known: ${Object.keys(all).join(", ")}`);
+  for (const [key, figure] of Object.entries(all)) {
+    if (only && !only.includes(key)) continue;
     try {
       figures.push(await figure());
     } catch (e) {
