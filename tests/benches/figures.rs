@@ -718,8 +718,9 @@ fn drain_rate(settings: &Settings) -> Figure {
                 median(raw_tcp),
             ),
         ],
-        note: "vdev-web in Chromium (IndexedDB, WebSocket) and MQTT.js come with the browser \
-               harness; until then vdev is measured through the native host."
+        note: "The raw senders are the wire's limit: no SDK logic at all. The tagged one sends \
+               what vdev sends (a `vdev-seq` property per message, so the Platform makes the \
+               same replay check) over the same transport with the same window."
             .into(),
     }
 }
@@ -940,8 +941,7 @@ fn merge_browser_figures(figures: &mut Vec<Figure>, path: &Path) {
     for browser in figures_from_json(&document) {
         if let Some(figure) = figures.iter_mut().find(|f| f.key == browser.key) {
             figure.rows.splice(0..0, browser.rows);
-            // The native note only says the browser rows are missing.
-            figure.note = browser.note;
+            figure.note = format!("{} {}", browser.note, figure.note);
         } else {
             figures.push(browser);
         }
