@@ -658,15 +658,10 @@ fn bytes_of(value: &JsValue) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-/// A plain object with these properties; an `undefined` one is left out (reading it gives the
-/// same, and each property set is a call across the boundary: a delivered message's event
-/// would pay two more for nothing).
+/// A plain object with these properties.
 fn object(properties: &[(&str, JsValue)]) -> JsValue {
     let object = Object::new();
     for (name, value) in properties {
-        if value.is_undefined() {
-            continue;
-        }
         // Setting a property on a fresh plain object cannot throw.
         let _ = Reflect::set(&object, &JsValue::from_str(name), value);
     }
