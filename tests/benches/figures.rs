@@ -36,6 +36,9 @@ const PAYLOAD_BYTES: usize = 256;
 const WINDOW: usize = 100;
 /// vdev-core's own window of publishes in flight (`SessionConfig::max_in_flight`).
 const VDEV_WINDOW: usize = 256;
+/// The `websocket` argument of [`RawDevice::connect`] and [`raw_rate`].
+const OVER_WEBSOCKET: bool = true;
+const OVER_TCP: bool = false;
 const DEADLINE: Duration = Duration::from_secs(600);
 
 struct Settings {
@@ -669,24 +672,25 @@ fn drain_rate(settings: &Settings) -> Figure {
         });
         stand.stop();
 
-        let stand = Stand::start(false);
-        runtime.block_on(async {
-            let mut device = RawDevice::connect(&stand, "drain-raw", true).await;
-            device.publish(n, WINDOW, None).await;
-        });
-        raw.push(stand.stored_rate(n));
-        stand.stop();
+        raw.push(raw_rate(
+            &runtime,
+            "drain-raw",
+            OVER_WEBSOCKET,
+            false,
+            n,
+            WINDOW,
+        ));
 
         // The same transport, window and Platform work per message (a `vdev-seq` property) as
         // vdev's: the ratio that says what vdev costs.
-        let stand = Stand::start(false);
-        runtime.block_on(async {
-            let mut device = RawDevice::connect(&stand, "drain-raw-tcp", false).await;
-            device.sequence_tags = true;
-            device.publish(n, VDEV_WINDOW, None).await;
-        });
-        raw_tcp.push(stand.stored_rate(n));
-        stand.stop();
+        raw_tcp.push(raw_rate(
+            &runtime,
+            "drain-raw-tcp",
+            OVER_TCP,
+            true,
+            n,
+            VDEV_WINDOW,
+        ));
 
         official.push(official_drain(settings.official_messages));
     }
@@ -723,6 +727,27 @@ fn drain_rate(settings: &Settings) -> Figure {
                same replay check) over the same transport with the same window."
             .into(),
     }
+}
+
+/// The rate at which a fresh Platform stored `count` messages from one raw device, `window`
+/// unacknowledged at most, over a WebSocket or TCP, with or without `vdev-seq` tags.
+fn raw_rate(
+    runtime: &tokio::runtime::Runtime,
+    device_id: &str,
+    websocket: bool,
+    sequence_tags: bool,
+    count: usize,
+    window: usize,
+) -> f64 {
+    let stand = Stand::start(false);
+    runtime.block_on(async {
+        let mut device = RawDevice::connect(&stand, device_id, websocket).await;
+        device.sequence_tags = sequence_tags;
+        device.publish(count, window, None).await;
+    });
+    let rate = stand.stored_rate(count);
+    stand.stop();
+    rate
 }
 
 fn client_runtime() -> tokio::runtime::Runtime {
@@ -902,13 +927,14 @@ fn ingest(settings: &Settings) -> Figure {
         many.push(stand.stored_rate(devices * per_device));
         stand.stop();
 
-        let stand = Stand::start(false);
-        runtime.block_on(async {
-            let mut link = RawDevice::connect(&stand, "ingest-single", false).await;
-            link.publish(single, VDEV_WINDOW, None).await;
-        });
-        one.push(stand.stored_rate(single));
-        stand.stop();
+        one.push(raw_rate(
+            &runtime,
+            "ingest-single",
+            OVER_TCP,
+            false,
+            single,
+            VDEV_WINDOW,
+        ));
     }
     Figure {
         key: "platform_ingest".into(),
