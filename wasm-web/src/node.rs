@@ -13,7 +13,7 @@ use vdev_core::file_outbox::{self, FileJob, FileOp, FileOutboxOpener};
 use vdev_core::{Input, StoreRecovery, StoreRequest};
 use wasm_bindgen::prelude::*;
 
-use crate::{Core, bytes, number, object, optional_number};
+use crate::Core;
 
 /// The outbox directory of one device: opened from the files the host reads, then the file
 /// operations of each store request, and the core's answers to them.
@@ -234,4 +234,27 @@ fn ops_to_js(ops: &[FileOp]) -> JsValue {
         })
         .collect();
     ops.into()
+}
+
+/// A plain object with these properties. (The Node.js build's file plans cross as objects: the
+/// bytes they carry are many, and this build has no size budget as tight as the browser's.)
+fn object(properties: &[(&str, JsValue)]) -> JsValue {
+    let object = js_sys::Object::new();
+    for (name, value) in properties {
+        // Setting a property on a fresh plain object cannot throw.
+        let _ = js_sys::Reflect::set(&object, &JsValue::from_str(name), value);
+    }
+    object.into()
+}
+
+fn number(value: u64) -> JsValue {
+    JsValue::from_f64(value as f64)
+}
+
+fn optional_number(value: Option<u64>) -> JsValue {
+    value.map_or(JsValue::NULL, number)
+}
+
+fn bytes(data: &[u8]) -> JsValue {
+    js_sys::Uint8Array::from(data).into()
 }

@@ -58,11 +58,33 @@ impl JsStore {
     /// `store.execute(requests)`, the requests converted as `pollOutput` gives them and the
     /// answers back into the core's inputs.
     async fn execute(&self, requests: &[StoreRequest]) -> Result<Vec<Input<'static>>, JsValue> {
-        let requests: Array = requests.iter().map(vdev_web::store_request_to_js).collect();
+        let requests: Array = requests.iter().map(request_to_js).collect();
         let answers = JsFuture::from(self.0.execute(&requests)).await?;
         let answers: Array = answers.dyn_into().expect("the answers are an array");
         Ok(answers.iter().map(|answer| core_input(&answer)).collect())
     }
+}
+
+/// A store request as the host's `nextOutput` hands it to the store: `pollOutput`'s text parsed,
+/// with the bytes in their fields.
+fn request_to_js(request: &StoreRequest) -> JsValue {
+    let text = vdev_web::store_request_json(request);
+    let js = js_sys::JSON::parse(&text).expect("the binding writes valid JSON");
+    let set = |object: &JsValue, name: &str, data: &[u8]| {
+        Reflect::set(object, &JsValue::from_str(name), &Uint8Array::from(data))
+            .expect("a parsed object takes a property");
+    };
+    match request {
+        StoreRequest::Append { records } => {
+            let js_records: Array = get(&js, "records").dyn_into().expect("records");
+            for (record, js_record) in records.iter().zip(js_records.iter()) {
+                set(&js_record, "data", &record.data);
+            }
+        }
+        StoreRequest::SaveState { state, .. } => set(&js, "state", state),
+        _ => {}
+    }
+    js
 }
 
 /// An answer of `store.execute` as the core's input; panics on anything the contract does not

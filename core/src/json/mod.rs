@@ -82,6 +82,12 @@ impl Value {
         out
     }
 
+    /// Appends the compact JSON text of this value to `out` (for a host that writes a larger
+    /// document around it, as the browser binding writes its outputs).
+    pub fn write_to(&self, out: &mut String) {
+        self.write(out);
+    }
+
     /// True for `null`.
     pub fn is_null(&self) -> bool {
         matches!(self, Self::Null)
@@ -196,9 +202,9 @@ impl Value {
     }
 }
 
-/// Writes `text` as a JSON string: quotes, backslashes and control characters escaped, all
+/// Appends `text` as a JSON string: quotes, backslashes and control characters escaped, all
 /// else (including non-ASCII) as it is.
-fn write_string(out: &mut String, text: &str) {
+pub fn write_string(out: &mut String, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
     let mut plain_from = 0;

@@ -8,7 +8,7 @@
 // checked too. scripts/build.sh fails when this file's methods or parameters differ from
 // those wasm-bindgen generates for lib.rs's `#[wasm_bindgen] impl Core` (scripts/check_glue_types.py).
 
-import type { ConnectionState, InitInput, InitOutput, SyncInitInput } from "../../js/vdev_web.js";
+import type { ConnectionState, DeviceEvent, InitInput, InitOutput, SyncInitInput } from "../../js/vdev_web.js";
 
 /** What `new Core(options)` reads; the last five are what the store holds. */
 export interface CoreOptions {
@@ -36,7 +36,11 @@ export interface StoredRecord {
     data: Uint8Array;
 }
 
-/** The storage contract's requests (`store_request_to_js`); `durable`: it must be on disk before its answer. */
+/**
+ * The storage contract's requests (`store_request_json`, with their bytes taken); `durable`: it
+ * must be on disk before its answer. In the Node.js build an append's `data` and a state's
+ * `state` are undefined: its store reads them from the core (`FileOutbox.plan`).
+ */
 export type StoreRequest = { durable: boolean } & (
     | { kind: "append"; records: StoredRecord[] }
     | { kind: "load"; from: number; maxCount: number; maxBytes: number }
@@ -50,10 +54,13 @@ export type StoreRequest = { durable: boolean } & (
 export interface SendSettlement {
     first: number;
     last: number;
-    error: { code: string; message: string } | undefined;
+    error?: { code: string; message: string };
 }
 
-/** What `pollOutput()` returns, by `kind`; the host polls until `timeout`. */
+/**
+ * An output of the core, by `kind`: `pollOutput()`'s JSON text parsed, with the byte strings it
+ * announces taken (`takeBytes()`) into their fields. The host polls until `timeout`.
+ */
 export type Output =
     | {
           kind: "http";
@@ -73,10 +80,11 @@ export type Output =
     | { kind: "close"; conn: number }
     | StoreRequest
     /**
-     * `event` is the JSON text of the core's event; its byte-string field comes apart.
-     * `settles`: the sends this event settles (`Event::send_settlement`), failed with `error`.
+     * `event` is the core's event; its byte-string field comes apart (`true` in the text, the
+     * bytes once taken). `settles`: the sends this event settles (`Event::send_settlement`),
+     * failed with `error`.
      */
-    | { kind: "event"; event: string; payload: Uint8Array | undefined; settles: SendSettlement | undefined }
+    | { kind: "event"; event: DeviceEvent; payload?: Uint8Array; settles?: SendSettlement }
     | { kind: "timeout"; deadline: number | null };
 
 export interface CoreStats {
@@ -150,8 +158,12 @@ export class Core {
     desiredVersion(): number | undefined;
     workspaceId(): string | undefined;
     deviceId(): string | undefined;
-    stats(): CoreStats;
-    pollOutput(): Output;
+    /** The JSON text of `CoreStats`. */
+    stats(): string;
+    /** The JSON text of an `Output` without its byte strings. */
+    pollOutput(): string;
+    /** The next byte string the last `pollOutput()` announced; undefined when none is left. */
+    takeBytes(): Uint8Array<ArrayBuffer> | undefined;
 }
 
 export function initSync(module: { module: SyncInitInput } | SyncInitInput): InitOutput;
