@@ -11,7 +11,9 @@ import init, {
     type Compression,
     type ConnectionState,
     type DesiredProperties,
+    type DeliveryOptions,
     type DeviceEvent,
+    type DeviceEventMap,
     type InitInput,
     type InitOutput,
     type MessageOptions,
@@ -24,6 +26,7 @@ import init, {
     type StreamSenderOptions,
     type SyncInitInput,
     type VdevErrorCode,
+    type WaitOptions,
 } from "vdev-web";
 
 // Exact types: `Equal<A, B>` is `true` only when A and B are the same type (an `any` on either
@@ -168,6 +171,47 @@ export async function run(): Promise<void> {
     const deviceId: string | undefined = client.deviceId;
     const workspaceId: string | undefined = client.workspaceId;
     await client.waitEnqueuedMessagesSent();
+
+    // Events the DOM way: typed by their kind.
+    const target: EventTarget = client;
+    const onDelivered = (event: CustomEvent<{ kind: "messageDelivered"; seq: number }>) => seen.push(String(event.detail.seq));
+    client.addEventListener("messageDelivered", onDelivered);
+    client.removeEventListener("messageDelivered", onDelivered);
+    client.addEventListener("connectionStateChanged", (event) => {
+        const changed: ConnectionState = event.detail.state;
+        seen.push(changed);
+    }, { once: true });
+    client.addEventListener("messageRejected", (event) => seen.push(event.detail.reason.code));
+    client.addEventListener("cloudToDeviceMessage", {
+        handleEvent: (event) => {
+            const payload: Uint8Array = event.detail.payload;
+            seen.push(String(payload.length));
+        },
+    });
+    expectType<Equal<DeviceEventMap["registered"]["detail"], { kind: "registered"; workspaceId: string; deviceId: string }>>(true);
+
+    // Delivery awaited, bounded by a signal and a timeout.
+    const controller = new AbortController();
+    const wait: WaitOptions = { signal: controller.signal, timeout: 30_000 };
+    const delivery: DeliveryOptions = { ...messageOptions, ...wait };
+    const delivered: number = await sender.deliverMessage("acknowledged", delivery);
+    await sender.deliverMessage(new Uint8Array([4]), { timeout: 1_000 });
+    await sender.deliverMessage("no options");
+    try {
+        await sender.deliverMessage("maybe rejected", { signal: AbortSignal.timeout(5_000) });
+    } catch (error) {
+        if (error instanceof VdevError && error.code === "messageRejected") {
+            const reason: RejectReason | undefined = error.reason;
+            const rejectedSequence: number | undefined = error.sequence;
+            seen.push(String(reason?.code), String(rejectedSequence));
+        }
+        if (error instanceof VdevError && error.code === "timedOut") seen.push(error.message);
+    }
+    await client.waitEnqueuedMessagesSent({ timeout: 60_000 });
+    await client.waitEnqueuedMessagesSent(wait);
+    await client.waitEnqueuedMessagesSent(null);
+    expectType<Equal<ReturnType<StreamSender["deliverMessage"]>, Promise<number>>>(true);
+    void [target, delivered];
     await client.stop();
     await second.stop();
     void [sequence, batchDone, messageDone, version, properties, pending, oldest, state, role];
@@ -219,5 +263,15 @@ export async function wrongUsages(client: DeviceClient, sender: StreamSender): P
     client.free();
     // @ts-expect-error no such method
     client.send("hello");
-    void [sequence, role, version, celsius, stopped];
+    // @ts-expect-error a delivered message's event has no reason
+    client.addEventListener("messageDelivered", (event) => event.detail.reason);
+    // @ts-expect-error the connection state is a string union, not a number
+    client.addEventListener("connectionStateChanged", (event: CustomEvent<{ state: number }>) => event);
+    // @ts-expect-error the timeout is a number of milliseconds
+    await client.waitEnqueuedMessagesSent({ timeout: "5s" });
+    // @ts-expect-error the signal is an AbortSignal, not its controller
+    await sender.deliverMessage("x", { signal: new AbortController() });
+    // @ts-expect-error deliverMessage resolves to the sequence number
+    const deliveredAs: string = await sender.deliverMessage("x");
+    void [sequence, role, version, celsius, stopped, deliveredAs];
 }

@@ -4,15 +4,28 @@
 // tab that drives it.
 
 import { VdevError } from "./errors.js";
+import { deferred, stoppedError } from "./device.js";
 import { Coordinator } from "./tabs.js";
 
 /**
  * @import { Core, CoreOptions } from "./vdev_web_core.js"
- * @import { MessageOptions, StartOptions, StreamSenderOptions } from "./vdev_web.js"
- * @import { Sendable, Stream } from "./device.js"
+ * @import { DeliveryOptions, DeviceEvent, MessageOptions, StartOptions, StreamSenderOptions, WaitOptions } from "./vdev_web.js"
+ * @import { Deferred, Sendable, Stream } from "./device.js"
  */
 
 /** @typedef {(options: CoreOptions) => Core} MakeCore */
+
+/**
+ * The error of a message the Platform will never have: its sequence number and the reason.
+ * @param {number} sequence
+ * @param {import("./vdev_web.js").RejectReason} reason
+ */
+function rejected(sequence, reason) {
+  return Object.assign(new VdevError("messageRejected", `message ${sequence} rejected: ${reason.message}`), {
+    sequence,
+    reason,
+  });
+}
 
 /**
  * What `Core` is made from, less what the store and the moment add; the database's name (a
@@ -77,6 +90,56 @@ function option(object, name, type = "string") {
 }
 
 /**
+ * The `signal` and `timeout` of a waiting call, checked.
+ * @param {WaitOptions | null | undefined} options
+ * @returns {{ signal: AbortSignal | undefined, timeout: number | undefined }}
+ */
+function waitOptions(options) {
+  const signal = options?.signal ?? undefined;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalid("signal", "must be an AbortSignal");
+  const timeout = options?.timeout ?? undefined;
+  if (timeout !== undefined && !(typeof timeout === "number" && timeout >= 0 && timeout <= 2 ** 31 - 1)) {
+    throw invalid("timeout", "must be a number of milliseconds from 0 to 2147483647");
+  }
+  return { signal, timeout };
+}
+
+/**
+ * `promise`, or a rejection when `signal` aborts first (with its reason, as `fetch` does) or
+ * `timeout` ms pass first (`timedOut`, saying `what` did not happen). Giving up only stops the
+ * waiting: `giveUp` forgets the waiter; what was waited for goes on.
+ * @template T
+ * @param {Promise<T>} promise
+ * @param {{ signal: AbortSignal | undefined, timeout: number | undefined }} wait
+ * @param {string} what
+ * @param {() => void} [giveUp]
+ * @returns {Promise<T>}
+ */
+function bounded(promise, { signal, timeout }, what, giveUp) {
+  if (!signal && timeout === undefined) return promise;
+  return new Promise((resolve, reject) => {
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    let timer;
+    const settle = (/** @type {() => void} */ how) => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", aborted);
+      how();
+    };
+    const stop = (/** @type {unknown} */ error) => settle(() => (giveUp?.(), reject(error)));
+    const aborted = () => stop(signal?.reason);
+    if (signal?.aborted) return aborted();
+    signal?.addEventListener("abort", aborted);
+    if (timeout !== undefined) {
+      timer = setTimeout(() => stop(new VdevError("timedOut", `${what} within ${timeout} ms`)), timeout);
+    }
+    promise.then(
+      (value) => settle(() => resolve(value)),
+      (error) => settle(() => reject(error)),
+    );
+  });
+}
+
+/**
  * @param {StartOptions} object
  * @param {"instance" | "provisioningToken" | "database"} name
  * @returns {string}
@@ -114,14 +177,32 @@ function coreConfig(options) {
   return config;
 }
 
-/** A device: provisions itself, keeps a durable queue in IndexedDB and forwards it in order. */
-export class DeviceClient {
+/**
+ * A device: provisions itself, keeps a durable queue in IndexedDB and forwards it in order. An
+ * `EventTarget`: every event of the device is dispatched under its `kind` as a `CustomEvent`
+ * whose `detail` is the event (`onEvent`'s argument).
+ */
+export class DeviceClient extends EventTarget {
   /**
    * Made by `start` only (the types make it private).
    * @param {Coordinator} coordinator
    */
   constructor(coordinator) {
+    super();
     this.coordinator = coordinator;
+    /**
+     * The event types a listener was ever added for: an event nobody listens to costs no
+     * `CustomEvent` (a drain has one per message).
+     * @type {Set<string>}
+     */
+    this.listened = new Set();
+    /**
+     * `deliverMessage`'s waiters, by sequence number.
+     * @type {Map<number, Deferred<number>>}
+     */
+    this.deliveries = new Map();
+    /** Set once `stop` finished: no outcome comes any more. */
+    this.stopped = false;
     /**
      * Whether the browser keeps this site's storage under pressure and past its eviction rules
      * (Safari deletes a site's data after seven days without interaction unless it is
@@ -150,9 +231,21 @@ export class DeviceClient {
     const callbacks = {};
     // `any`: TypeScript cannot pair each name with its own callback type through the loop.
     for (const name of CALLBACKS) callbacks[name] = /** @type {any} */ (option(options, name, "function"));
+    // Every event reaches the client's listeners after the app's `onEvent` (which alone sees
+    // those of `start` itself, before there is a client to listen to).
+    /** @type {DeviceClient | undefined} */
+    let client;
+    const onEvent = callbacks.onEvent;
+    callbacks.onEvent = (event) => {
+      try {
+        onEvent?.(event);
+      } finally {
+        client?.dispatch(event);
+      }
+    };
     const coordinator = new Owner(config, config.database, callbacks, makeCore);
     await coordinator.start();
-    const client = new DeviceClient(coordinator);
+    client = new DeviceClient(coordinator);
     // Not awaited: Firefox asks the user, and `start` must not wait for an answer that may come
     // late or never (a headless Firefox never resolves it).
     void client.askPersistentStorage();
@@ -193,7 +286,47 @@ export class DeviceClient {
       siteId: option(options, "siteId"),
       compression,
     };
-    return new StreamSender(this.coordinator, stream);
+    return new StreamSender(this, stream);
+  }
+
+  /**
+   * @param {string} type
+   * @param {EventListenerOrEventListenerObject | null} listener
+   * @param {boolean | AddEventListenerOptions} [options]
+   */
+  addEventListener(type, listener, options) {
+    this.listened.add(type);
+    super.addEventListener(type, listener, options);
+  }
+
+  /**
+   * Settles `deliverMessage`'s waiter of an outcome, then tells the listeners.
+   * @param {DeviceEvent} event
+   */
+  dispatch(event) {
+    if (event.kind === "messageDelivered" || event.kind === "messageRejected") {
+      const waiter = this.deliveries.get(event.seq);
+      if (waiter) {
+        this.deliveries.delete(event.seq);
+        if (event.kind === "messageDelivered") waiter.resolve(event.seq);
+        else waiter.reject(rejected(event.seq, event.reason));
+      }
+    }
+    if (this.listened.has(event.kind)) this.dispatchEvent(new CustomEvent(event.kind, { detail: event }));
+  }
+
+  /**
+   * Resolves with `sequence` once that message is delivered; rejects when it is rejected.
+   * Registered before its outcome can come: see `deliverMessage`.
+   * @param {number} sequence
+   * @returns {Promise<number>}
+   */
+  delivery(sequence) {
+    if (this.stopped) return Promise.reject(stoppedError());
+    /** @type {Deferred<number>} */
+    const waiter = deferred();
+    this.deliveries.set(sequence, waiter);
+    return waiter;
   }
 
   /** Messages stored and not yet delivered or rejected. */
@@ -201,9 +334,20 @@ export class DeviceClient {
     return this.coordinator.snapshot().pendingCount;
   }
 
-  /** Resolves once no message is pending (delivered or rejected, every one). */
-  waitEnqueuedMessagesSent() {
-    return this.coordinator.waitSent();
+  /**
+   * Resolves once no message is pending (delivered or rejected, every one); rejects when
+   * `options.signal` aborts or `options.timeout` ms pass first (the messages stay queued).
+   * @param {WaitOptions | null} [options]
+   */
+  waitEnqueuedMessagesSent(options) {
+    try {
+      const wait = waitOptions(options);
+      /** @type {Promise<void>} */
+      const sent = Promise.resolve(this.coordinator.waitSent());
+      return bounded(sent, wait, "the queued messages were not all sent");
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   /** The desired properties (the saved copy until the first fetch) and their version. */
@@ -274,19 +418,47 @@ export class DeviceClient {
    * stored for the next start.
    */
   stop() {
-    return this.coordinator.stop();
+    return Promise.resolve(this.coordinator.stop()).then(() => {
+      this.stopped = true;
+      for (const waiter of this.deliveries.values()) waiter.reject(stoppedError());
+      this.deliveries.clear();
+    });
   }
 }
 
 /** Sends messages to one stream. */
 export class StreamSender {
   /**
-   * @param {Coordinator} coordinator
+   * @param {DeviceClient} client
    * @param {Stream} stream
    */
-  constructor(coordinator, stream) {
-    this.coordinator = coordinator;
+  constructor(client, stream) {
+    this.client = client;
     this.stream = stream;
+  }
+
+  /**
+   * Queues a message and resolves to its sequence number once the Platform acknowledged it;
+   * rejects with `messageRejected` (and the reason) when it never will be, as `sendMessage`
+   * does when it cannot be stored, and when `options.signal` aborts or `options.timeout` ms
+   * pass first (the message stays queued and still goes out).
+   * @param {any} payload a Uint8Array or a string
+   * @param {DeliveryOptions | null} [options]
+   */
+  deliverMessage(payload, options) {
+    try {
+      const wait = waitOptions(options);
+      return this.sendMessage(payload, options).then((stored) => {
+        const sequence = /** @type {number} */ (stored);
+        // Registered in the turn the message is stored: it is sent only once stored, so its
+        // outcome comes in a later turn.
+        const delivered = this.client.delivery(sequence);
+        const giveUp = () => this.client.deliveries.delete(sequence);
+        return bounded(delivered, wait, `message ${sequence} was not delivered`, giveUp);
+      });
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   /**
@@ -343,7 +515,7 @@ export class StreamSender {
   enqueue(what, strings = []) {
     const wrong = strings.find((name) => typeof what[name] !== "string");
     if (wrong) return Promise.reject(invalid(wrong, "must be a string"));
-    return this.coordinator.call({ kind: "send", stream: this.stream, what });
+    return this.client.coordinator.call({ kind: "send", stream: this.stream, what });
   }
 }
 

@@ -198,6 +198,25 @@ export interface MessageOptions {
     chunkId?: string;
 }
 
+/** How long a waiting call waits: until `signal` aborts (it rejects with the signal's reason)
+ * or `timeout` milliseconds pass (it rejects with `timedOut`). Giving up stops the waiting,
+ * never what is waited for: queued messages stay queued and still go out. */
+export interface WaitOptions {
+    signal?: AbortSignal;
+    timeout?: number;
+}
+
+/** `deliverMessage`'s options: the message's and the wait's. */
+export interface DeliveryOptions extends MessageOptions, WaitOptions {}
+
+/**
+ * The events a `DeviceClient` dispatches: every event of the device, under its `kind`, as a
+ * `CustomEvent` whose `detail` is the event (what `onEvent` is given).
+ */
+export type DeviceEventMap = {
+    [K in DeviceEvent["kind"]]: CustomEvent<Extract<DeviceEvent, { kind: K }>>;
+};
+
 export interface Statistics {
     /** Messages stored and not yet delivered or rejected. */
     pendingCount: number;
@@ -232,9 +251,25 @@ export interface DesiredProperties {
 
 /**
  * A device: provisions itself, keeps a durable queue in IndexedDB and forwards it in order.
+ * An `EventTarget` of the device's events (`DeviceEventMap`); the start options' callbacks are
+ * a shortcut, and only `onEvent` sees the events of `start` itself.
  */
-export class DeviceClient {
+export class DeviceClient extends EventTarget {
     private constructor();
+    /**
+     * Listens to one kind of the device's events, e.g. `"messageDelivered"` (the
+     * `CustomEvent`'s `detail` is `{ kind, seq }`).
+     */
+    addEventListener<K extends keyof DeviceEventMap>(
+        type: K,
+        listener: ((this: DeviceClient, event: DeviceEventMap[K]) => void) | { handleEvent(event: DeviceEventMap[K]): void } | null,
+        options?: boolean | AddEventListenerOptions,
+    ): void;
+    removeEventListener<K extends keyof DeviceEventMap>(
+        type: K,
+        listener: ((this: DeviceClient, event: DeviceEventMap[K]) => void) | { handleEvent(event: DeviceEventMap[K]): void } | null,
+        options?: boolean | EventListenerOptions,
+    ): void;
     /**
      * A sender for one stream (the workspace's defaults when the names are absent).
      */
@@ -274,9 +309,10 @@ export class DeviceClient {
      */
     updateReportedProperties(patch: Record<string, unknown>): Promise<void>;
     /**
-     * Resolves once no message is pending (delivered or rejected, every one).
+     * Resolves once no message is pending (delivered or rejected, every one); rejects when
+     * `options.signal` aborts or `options.timeout` ms pass first (the messages stay queued).
      */
-    waitEnqueuedMessagesSent(): Promise<void>;
+    waitEnqueuedMessagesSent(options?: WaitOptions | null): Promise<void>;
     /**
      * The Device ID, once registered.
      */
@@ -309,6 +345,13 @@ export class StreamSender {
      * waits for the network); rejects when it cannot be stored.
      */
     sendMessage(payload: Uint8Array | string, options?: MessageOptions | null): Promise<number>;
+    /**
+     * Queues a message and resolves to its sequence number once the Platform acknowledged
+     * it. Rejects with `messageRejected` (the error's `reason` says why) when it never will
+     * be, as `sendMessage` does when it cannot be stored, and when `options.signal` aborts or
+     * `options.timeout` ms pass first (the message stays queued and still goes out).
+     */
+    deliverMessage(payload: Uint8Array | string, options?: DeliveryOptions | null): Promise<number>;
 }
 
 /** What went wrong in a refused or failed call: match on it, show `message`. */
@@ -336,12 +379,20 @@ export type VdevErrorCode =
     /** Another tab runs another version of vdev-web: reload it. */
     | "versionMismatch"
     /** Node.js: another process (or client) uses the outbox directory. */
-    | "storeLocked";
+    | "storeLocked"
+    /** A waiting call's `timeout` passed first (what it waited for goes on). */
+    | "timedOut"
+    /** `deliverMessage`: the message will never be delivered; `reason` says why. */
+    | "messageRejected";
 
 /** The error of every refused or failed call of the API (rejected promises and throws). */
 export class VdevError extends Error {
     readonly name: "VdevError";
     readonly code: VdevErrorCode;
+    /** `messageRejected`: the message's sequence number. */
+    readonly sequence?: number;
+    /** `messageRejected`: why it will never be delivered. */
+    readonly reason?: RejectReason;
 }
 
 /** Where `init` gets the wasm module: a URL or request to fetch, a response, its bytes, or the module. */

@@ -69,6 +69,46 @@ test("provisions with a technician's approval and delivers 1,000 messages over T
   await client.stop();
 });
 
+test("listeners hear the events, a delivery is awaited, and a wait gives up on its signal or timeout", async () => {
+  const where = fresh();
+  const { client } = await start(where);
+  /** @type {number[]} */
+  const delivered = [];
+  /** @type {any[]} */
+  const rejected = [];
+  client.addEventListener("messageDelivered", (event) => delivered.push(event.detail.seq));
+  client.addEventListener("messageRejected", (event) => rejected.push(event.detail));
+  const sender = client.createStreamSender();
+  assert.equal(await sender.deliverMessage("first"), 0);
+  assert.deepEqual(await stored(where.deviceId), ["first"], "at the Platform when it resolves");
+  assert.deepEqual(delivered, [0]);
+
+  client.setOffline(true);
+  await waitFor("offline", () => client.statistics().connectionState !== "connected");
+  await assert.rejects(sender.deliverMessage("second", { timeout: 200 }), { code: "timedOut" });
+  const controller = new AbortController();
+  const waiting = client.waitEnqueuedMessagesSent({ signal: controller.signal });
+  controller.abort();
+  await assert.rejects(waiting, { name: "AbortError" });
+  await assert.rejects(client.waitEnqueuedMessagesSent({ timeout: -1 }), { code: "invalidOption" });
+  client.setOffline(false);
+  await client.waitEnqueuedMessagesSent({ timeout: 30_000 });
+  assert.deepEqual(await stored(where.deviceId), ["first", "second"], "given up on, still delivered");
+  assert.deepEqual(delivered, [0, 1]);
+
+  // Refused for good: the upload slot of a large message answers 400.
+  const path = `/devices/${client.workspaceId}:${where.deviceId}/files`;
+  await platform.armFault({ pathPrefix: path, status: 400 });
+  await assert.rejects(sender.deliverMessage(new Uint8Array(1_048_576)), (error) => {
+    assert.equal(error.code, "messageRejected");
+    assert.equal(error.sequence, 2);
+    assert.equal(error.reason.code, "uploadRefused");
+    return true;
+  });
+  assert.deepEqual(rejected.map((event) => [event.seq, event.reason.code]), [[2, "uploadRefused"]]);
+  await client.stop();
+});
+
 test("a second client of one directory is refused, in the same process and in another", async () => {
   const where = fresh();
   const { client } = await start(where, { onProvisioningOperation: undefined });

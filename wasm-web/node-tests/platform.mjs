@@ -171,7 +171,24 @@ export class Platform {
    * @param {unknown} [body]
    */
   async adminBytes(method, path, body) {
-    const url = `${this.instance}/workspaces/${this.info.workspaceId}${path}`;
+    return this.adminAt(`${this.instance}/workspaces/${this.info.workspaceId}${path}`, method, body);
+  }
+
+  /**
+   * Arms a fault of the stand-in (`POST /faults`), e.g. `{ pathPrefix, status }`.
+   * @param {unknown} fault
+   */
+  async armFault(fault) {
+    const { status, bytes } = await this.adminAt(`${this.instance}/faults`, "POST", fault);
+    if (status >= 300) throw new Error(`arming the fault answered ${status}: ${bytes}`);
+  }
+
+  /**
+   * @param {string} url
+   * @param {string} method
+   * @param {unknown} [body]
+   */
+  async adminAt(url, method, body) {
     const headers = { Authorization: `Bearer ${this.info.adminToken}`, "Content-Type": "application/json" };
     const json = body === undefined ? undefined : JSON.stringify(body);
     if (url.startsWith("https:")) {

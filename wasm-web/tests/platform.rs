@@ -806,3 +806,116 @@ async fn a_followers_send_stored_by_an_owner_that_died_before_answering_is_store
     follower.stop().await;
     discard(&database).await;
 }
+
+/// The `code` of a rejection that must be a `VdevError` (or the `name` of a `DOMException`).
+async fn rejection_code(promise: Promise) -> (String, JsValue) {
+    let error = JsFuture::from(promise)
+        .await
+        .expect_err("the promise rejects");
+    let code = field_string(&error, "code")
+        .filter(|_| field_string(&error, "name").as_deref() == Some("VdevError"))
+        .or_else(|| field_string(&error, "name"))
+        .unwrap_or_default();
+    (code, error)
+}
+
+#[wasm_bindgen_test]
+async fn listeners_hear_the_events_and_a_delivery_is_awaited_bounded_by_a_signal_or_a_timeout() {
+    let (database, device_id) = (unique("vdev-events"), unique("web-events"));
+    let device = start(&database, &device_id).await;
+    let (states, on_state) = Recorder::new();
+    let (delivered, on_delivered) = Recorder::new();
+    let (rejected, on_rejected) = Recorder::new();
+    let client = &device.client;
+    client.add_event_listener("connectionStateChanged", &on_state);
+    client.add_event_listener("messageDelivered", &on_delivered);
+    client.add_event_listener("messageRejected", &on_rejected);
+    device.approve_and_connect().await;
+    // Each listener gets a `CustomEvent` whose detail is the core's event.
+    let detail = |event: &JsValue| Reflect::get(event, &"detail".into()).unwrap();
+    let heard_states: Vec<String> = states
+        .first_args()
+        .iter()
+        .filter_map(|event| field_string(&detail(event), "state"))
+        .collect();
+    assert_eq!(
+        heard_states.last().map(String::as_str),
+        Some("connected"),
+        "{heard_states:?}"
+    );
+
+    // Resolved on delivery: the Platform holds the message when the promise resolves.
+    let sender = device.client.create_stream_sender(None).unwrap();
+    let deliver =
+        |text: &str, options: JsValue| sender.deliver_message(JsValue::from_str(text), &options);
+    let seq = await_promise(deliver("first", JsValue::UNDEFINED)).await;
+    assert_eq!(seq.as_f64(), Some(0.0));
+    assert_eq!(stored_at_platform(&device_id).await.0, ["first"]);
+    let heard: Vec<Option<f64>> = delivered
+        .first_args()
+        .iter()
+        .map(|event| field_number(&detail(event), "seq"))
+        .collect();
+    assert_eq!(heard, [Some(0.0)], "the listener heard the delivery");
+
+    // A removed listener hears nothing more.
+    client.remove_event_listener("messageDelivered", &on_delivered);
+    await_promise(deliver("second", JsValue::UNDEFINED)).await;
+    assert_eq!(delivered.len(), 1, "removed: not called again");
+
+    // Offline, a delivery cannot come: the timeout rejects it, and the message stays queued.
+    client.set_offline(true);
+    device.wait_offline().await;
+    let (code, error) =
+        rejection_code(deliver("third", js_object(&[("timeout", 300.into())]))).await;
+    assert_eq!(code, "timedOut", "{error:?}");
+    assert_eq!(client.pending_messages_count(), 1.0, "still queued");
+    // An AbortSignal bounds the wait for the queue: aborted before or while waiting.
+    let controller = web_sys::AbortController::new().unwrap();
+    let signal = js_object(&[("signal", controller.signal().into())]);
+    let waiting = client.wait_enqueued_messages_sent_with(&signal);
+    controller.abort();
+    let (code, _) = rejection_code(waiting).await;
+    assert_eq!(code, "AbortError", "the signal's reason");
+    let (code, _) = rejection_code(client.wait_enqueued_messages_sent_with(&signal)).await;
+    assert_eq!(code, "AbortError", "an aborted signal rejects at once");
+    let (code, error) = rejection_code(
+        client.wait_enqueued_messages_sent_with(&js_object(&[("timeout", "soon".into())])),
+    )
+    .await;
+    assert_eq!(code, "invalidOption", "{error:?}");
+    client.set_offline(false);
+    await_promise(
+        client.wait_enqueued_messages_sent_with(&js_object(&[("timeout", 30_000.into())])),
+    )
+    .await;
+    assert_eq!(
+        stored_at_platform(&device_id).await.0,
+        ["first", "second", "third"]
+    );
+
+    // A message the Platform refuses for good rejects its delivery with the reason: its upload
+    // slot is refused (400). Its path names the device as its MQTT client id does.
+    let workspace = client.workspace_id().expect("registered");
+    let path = format!("/devices/{workspace}:{device_id}/files");
+    let fault = json!({ "pathPrefix": path, "status": 400 });
+    let (status, answer) = platform().admin("POST", "/faults", Some(fault)).await;
+    assert!(status < 300, "arming the fault answered {status}: {answer}");
+    let large = js_sys::Uint8Array::from(vec![7u8; 1_048_576].as_slice());
+    let (code, error) =
+        rejection_code(sender.deliver_message(large.into(), &JsValue::UNDEFINED)).await;
+    assert_eq!(code, "messageRejected", "{error:?}");
+    assert_eq!(field_number(&error, "sequence"), Some(3.0));
+    let reason = Reflect::get(&error, &"reason".into()).unwrap();
+    assert_eq!(
+        field_string(&reason, "code").as_deref(),
+        Some("uploadRefused")
+    );
+    wait_until("the rejection's event", 5_000.0, || rejected.len() == 1).await;
+    assert_eq!(
+        field_number(&detail(&rejected.first_args()[0]), "seq"),
+        Some(3.0)
+    );
+    device.stop().await;
+    discard(&database).await;
+}

@@ -48,6 +48,16 @@ extern "C" {
     #[wasm_bindgen(method, js_name = waitEnqueuedMessagesSent)]
     pub fn wait_enqueued_messages_sent(this: &DeviceClient) -> Promise;
 
+    /// `waitEnqueuedMessagesSent({ signal, timeout })`.
+    #[wasm_bindgen(method, js_name = waitEnqueuedMessagesSent)]
+    pub fn wait_enqueued_messages_sent_with(this: &DeviceClient, options: &JsValue) -> Promise;
+
+    #[wasm_bindgen(method, js_name = addEventListener)]
+    pub fn add_event_listener(this: &DeviceClient, kind: &str, listener: &Function);
+
+    #[wasm_bindgen(method, js_name = removeEventListener)]
+    pub fn remove_event_listener(this: &DeviceClient, kind: &str, listener: &Function);
+
     #[wasm_bindgen(method, js_name = setOffline)]
     pub fn set_offline(this: &DeviceClient, offline: bool);
 
@@ -68,6 +78,9 @@ extern "C" {
 
     #[wasm_bindgen(method, js_name = sendMessage)]
     pub fn send_message(this: &StreamSender, payload: JsValue, options: Option<Object>) -> Promise;
+
+    #[wasm_bindgen(method, js_name = deliverMessage)]
+    pub fn deliver_message(this: &StreamSender, payload: JsValue, options: &JsValue) -> Promise;
 
     #[wasm_bindgen(method, js_name = enqueueBatchCompletion)]
     pub fn enqueue_batch_completion(this: &StreamSender, batch_id: &str) -> Promise;
