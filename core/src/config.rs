@@ -90,6 +90,54 @@ impl DeviceConfig {
         self.session.backoff = self.backoff;
     }
 
+    /// Sets a tunable, refusing a value outside its bounds (which [`DeviceConfig::validate`]
+    /// checks again, for fields set directly).
+    pub fn set_tunable(&mut self, tunable: Tunable, value: u64) -> Result<(), ConfigError> {
+        tunable.check(value)?;
+        // Within the bounds, every value fits its field.
+        let small = |value: u64| usize::try_from(value).unwrap_or(usize::MAX);
+        match tunable {
+            Tunable::KeepAliveSeconds => {
+                self.session.keep_alive_secs = u16::try_from(value).unwrap_or(u16::MAX);
+            }
+            Tunable::PingTimeoutMs => self.session.ping_timeout_ms = value,
+            Tunable::ConnectTimeoutMs => self.session.connect_timeout_ms = value,
+            Tunable::AckTimeoutMs => self.session.ack_timeout_ms = value,
+            Tunable::MaxInFlight => self.session.max_in_flight = small(value),
+            Tunable::OutboxMaxMessages => self.outbox.max_messages = value,
+            Tunable::OutboxMaxBytes => self.outbox.max_bytes = value,
+            Tunable::RetryInitialMs => self.set_retry_delays(value, self.backoff.max_ms),
+            Tunable::RetryMaxMs => self.set_retry_delays(self.backoff.initial_ms, value),
+            Tunable::HttpTimeoutMs => self.http_timeout_ms = value,
+            Tunable::TwinTimeoutMs => self.twin.request_timeout_ms = value,
+            Tunable::ProvisioningPollIntervalMs => self.provisioning_poll_interval_ms = value,
+        }
+        Ok(())
+    }
+
+    /// Sets the tunable `name` (either spelling of [`Tunable`]); an unknown name is refused,
+    /// listing the known ones as the host spells them (`spelled`: [`Tunable::name`] or
+    /// [`Tunable::kebab_name`]).
+    pub fn set_tunable_named(
+        &mut self,
+        name: &str,
+        value: u64,
+        spelled: fn(Tunable) -> &'static str,
+    ) -> Result<(), ConfigError> {
+        let tunable = Tunable::from_name(name).ok_or_else(|| {
+            let mut reason = format!("\"{name}\" is not one of ");
+            for (at, tunable) in Tunable::ALL.into_iter().enumerate() {
+                reason.push_str(if at == 0 { "" } else { ", " });
+                reason.push_str(spelled(tunable));
+            }
+            ConfigError {
+                option: ConfigOption::Tunables,
+                reason,
+            }
+        })?;
+        self.set_tunable(tunable, value)
+    }
+
     /// Checks what every host refuses at start, so the app hears it at once with the option
     /// it names: an empty instance URL or token, an instance URL the cleartext rule does not
     /// allow, and timings that cannot work. (A device made anyway refuses every request to a
@@ -131,12 +179,6 @@ impl DeviceConfig {
         if self.provisioning_token.trim().is_empty() {
             return refuse(ConfigOption::ProvisioningToken, "is empty");
         }
-        if self.provisioning_poll_interval_ms == 0 {
-            return refuse(ConfigOption::ProvisioningPollInterval, "must be above 0 ms");
-        }
-        if self.http_timeout_ms == 0 {
-            return refuse(ConfigOption::HttpTimeout, "must be above 0 ms");
-        }
         // Shown to the technician by name: a nameless one or two of one name would be lost.
         for (at, (name, _)) in self.provisioning_parameters.iter().enumerate() {
             if name.trim().is_empty() {
@@ -153,13 +195,20 @@ impl DeviceConfig {
                 });
             }
         }
+        for tunable in Tunable::ALL {
+            tunable.check(tunable.value(self))?;
+        }
+        // Both retry delays (the HTTP calls' and reconnecting's): set apart by a native app.
         for backoff in [self.backoff, self.session.backoff] {
             if backoff.initial_ms == 0 {
-                return refuse(ConfigOption::RetryInitial, "must be above 0 ms");
+                return refuse(
+                    ConfigOption::Tunable(Tunable::RetryInitialMs),
+                    "0 is not above 0",
+                );
             }
             if backoff.max_ms < backoff.initial_ms {
                 return Err(ConfigError {
-                    option: ConfigOption::RetryMax,
+                    option: ConfigOption::Tunable(Tunable::RetryMaxMs),
                     reason: format!(
                         "{} ms is below the first retry delay ({} ms)",
                         backoff.max_ms, backoff.initial_ms
@@ -188,6 +237,139 @@ fn normalize_instance_url(url: String) -> String {
     }
 }
 
+/// A number of [`DeviceConfig`] a host lets its app tune. One list, with its names and bounds,
+/// so that every host offers the same tunables under the same names and the core alone checks
+/// them: JavaScript spells them in camelCase ([`Tunable::name`]), WIT and the command line in
+/// kebab-case ([`Tunable::kebab_name`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tunable {
+    /// MQTT keep-alive interval, seconds ([`SessionConfig::keep_alive_secs`]).
+    KeepAliveSeconds,
+    /// How long a PINGRESP may take before the connection counts as dead.
+    PingTimeoutMs,
+    /// How long opening a connection, its CONNACK and SUBACK may take together.
+    ConnectTimeoutMs,
+    /// How long a publish may wait for its PUBACK before the connection counts as broken.
+    AckTimeoutMs,
+    /// QoS 1 publishes awaiting PUBACK at once (the in-flight window).
+    MaxInFlight,
+    /// Most messages stored at once ([`OutboxLimits::max_messages`]).
+    OutboxMaxMessages,
+    /// Most bytes of stored messages at once ([`OutboxLimits::max_bytes`]).
+    OutboxMaxBytes,
+    /// First retry and reconnect delay.
+    RetryInitialMs,
+    /// Longest retry and reconnect delay.
+    RetryMaxMs,
+    /// How long an HTTP request may take ([`DeviceConfig::http_timeout_ms`]).
+    HttpTimeoutMs,
+    /// How long a twin request may stay unanswered before it is sent again.
+    TwinTimeoutMs,
+    /// How often to ask whether provisioning was approved.
+    ProvisioningPollIntervalMs,
+}
+
+/// A day: the longest delay or timeout any tunable takes (a timer past it is a mistake).
+const DAY_MS: u64 = 86_400_000;
+
+impl Tunable {
+    /// Every tunable, in the order hosts document them.
+    pub const ALL: [Tunable; 12] = [
+        Self::KeepAliveSeconds,
+        Self::PingTimeoutMs,
+        Self::ConnectTimeoutMs,
+        Self::AckTimeoutMs,
+        Self::MaxInFlight,
+        Self::OutboxMaxMessages,
+        Self::OutboxMaxBytes,
+        Self::RetryInitialMs,
+        Self::RetryMaxMs,
+        Self::HttpTimeoutMs,
+        Self::TwinTimeoutMs,
+        Self::ProvisioningPollIntervalMs,
+    ];
+
+    /// The name in JavaScript.
+    pub fn name(self) -> &'static str {
+        self.names().0
+    }
+
+    /// The name in WIT and on the command line.
+    pub fn kebab_name(self) -> &'static str {
+        self.names().1
+    }
+
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Self::KeepAliveSeconds => ("keepAliveSeconds", "keep-alive-seconds"),
+            Self::PingTimeoutMs => ("pingTimeoutMs", "ping-timeout-ms"),
+            Self::ConnectTimeoutMs => ("connectTimeoutMs", "connect-timeout-ms"),
+            Self::AckTimeoutMs => ("ackTimeoutMs", "ack-timeout-ms"),
+            Self::MaxInFlight => ("maxInFlight", "max-in-flight"),
+            Self::OutboxMaxMessages => ("outboxMaxMessages", "outbox-max-messages"),
+            Self::OutboxMaxBytes => ("outboxMaxBytes", "outbox-max-bytes"),
+            Self::RetryInitialMs => ("retryInitialMs", "retry-initial-ms"),
+            Self::RetryMaxMs => ("retryMaxMs", "retry-max-ms"),
+            Self::HttpTimeoutMs => ("httpTimeoutMs", "http-timeout-ms"),
+            Self::TwinTimeoutMs => ("twinTimeoutMs", "twin-timeout-ms"),
+            Self::ProvisioningPollIntervalMs => (
+                "provisioningPollIntervalMs",
+                "provisioning-poll-interval-ms",
+            ),
+        }
+    }
+
+    /// The tunable of either name.
+    pub fn from_name(name: &str) -> Option<Tunable> {
+        Self::ALL
+            .into_iter()
+            .find(|tunable| tunable.name() == name || tunable.kebab_name() == name)
+    }
+
+    /// The least and the most it takes.
+    pub fn bounds(self) -> (u64, u64) {
+        match self {
+            // MQTT's field is 16 bits; 0 (no keep-alive) would leave a dead connection unseen.
+            Self::KeepAliveSeconds => (1, u64::from(u16::MAX)),
+            // Packet identifiers are 16 bits, and 0 is not one.
+            Self::MaxInFlight => (1, 65_535),
+            // The sequence numbers and sizes a host's numbers hold exactly (JavaScript's 2^53).
+            Self::OutboxMaxMessages | Self::OutboxMaxBytes => (1, 1 << 53),
+            _ => (1, DAY_MS),
+        }
+    }
+
+    /// Refuses a value outside the bounds.
+    fn check(self, value: u64) -> Result<(), ConfigError> {
+        let (least, most) = self.bounds();
+        if (least..=most).contains(&value) {
+            return Ok(());
+        }
+        Err(ConfigError {
+            option: ConfigOption::Tunable(self),
+            reason: format!("{value} is not from {least} to {most}"),
+        })
+    }
+
+    /// Its value in `config`.
+    pub fn value(self, config: &DeviceConfig) -> u64 {
+        match self {
+            Self::KeepAliveSeconds => u64::from(config.session.keep_alive_secs),
+            Self::PingTimeoutMs => config.session.ping_timeout_ms,
+            Self::ConnectTimeoutMs => config.session.connect_timeout_ms,
+            Self::AckTimeoutMs => config.session.ack_timeout_ms,
+            Self::MaxInFlight => config.session.max_in_flight as u64,
+            Self::OutboxMaxMessages => config.outbox.max_messages,
+            Self::OutboxMaxBytes => config.outbox.max_bytes,
+            Self::RetryInitialMs => config.backoff.initial_ms,
+            Self::RetryMaxMs => config.backoff.max_ms,
+            Self::HttpTimeoutMs => config.http_timeout_ms,
+            Self::TwinTimeoutMs => config.twin.request_timeout_ms,
+            Self::ProvisioningPollIntervalMs => config.provisioning_poll_interval_ms,
+        }
+    }
+}
+
 /// Which option of [`DeviceConfig`] a [`ConfigError`] is about (hosts name it in their own
 /// spelling: `instance` in JavaScript, `instance-url` in WIT).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,14 +378,10 @@ pub enum ConfigOption {
     InstanceUrl,
     /// [`DeviceConfig::provisioning_token`].
     ProvisioningToken,
-    /// [`DeviceConfig::provisioning_poll_interval_ms`].
-    ProvisioningPollInterval,
-    /// [`DeviceConfig::http_timeout_ms`].
-    HttpTimeout,
-    /// The first retry delay ([`BackoffConfig::initial_ms`]).
-    RetryInitial,
-    /// The longest retry delay ([`BackoffConfig::max_ms`]).
-    RetryMax,
+    /// One of the numbers a host may tune.
+    Tunable(Tunable),
+    /// The tunables as a whole: a name that is none of them.
+    Tunables,
     /// [`DeviceConfig::provisioning_parameters`].
     ProvisioningParameters,
     /// [`DeviceConfig::transport`].
@@ -292,25 +470,80 @@ mod tests {
             refused(|c| c.provisioning_token = " ".into()),
             ConfigOption::ProvisioningToken
         );
+        let tunable = ConfigOption::Tunable;
         assert_eq!(
             refused(|c| c.provisioning_poll_interval_ms = 0),
-            ConfigOption::ProvisioningPollInterval
+            tunable(Tunable::ProvisioningPollIntervalMs)
         );
         assert_eq!(
             refused(|c| c.http_timeout_ms = 0),
-            ConfigOption::HttpTimeout
+            tunable(Tunable::HttpTimeoutMs)
         );
         assert_eq!(
             refused(|c| c.set_retry_delays(0, 10)),
-            ConfigOption::RetryInitial
+            tunable(Tunable::RetryInitialMs)
         );
         assert_eq!(
             refused(|c| c.set_retry_delays(5_000, 1_000)),
-            ConfigOption::RetryMax
+            tunable(Tunable::RetryMaxMs)
         );
         assert_eq!(
             refused(|c| c.session.backoff.max_ms = 1),
-            ConfigOption::RetryMax
+            tunable(Tunable::RetryMaxMs)
+        );
+    }
+
+    #[test]
+    fn every_tunable_is_set_by_either_name_and_checked_against_its_bounds() {
+        for tunable in Tunable::ALL {
+            let (least, most) = tunable.bounds();
+            for name in [tunable.name(), tunable.kebab_name()] {
+                assert_eq!(Tunable::from_name(name), Some(tunable), "{name}");
+                let mut config = DeviceConfig::new("example.com", "token");
+                config.set_tunable_named(name, most, Tunable::name).unwrap();
+                // The retry bounds go together: the longest delay may not be below the first.
+                config.set_tunable(Tunable::RetryMaxMs, DAY_MS).unwrap();
+                assert_eq!(config.validate(), Ok(()), "{name} = {most}");
+                assert_eq!(tunable.value(&config), most, "{name} is kept as set");
+                config.set_tunable(Tunable::RetryInitialMs, 1).unwrap();
+                config
+                    .set_tunable_named(name, least, Tunable::name)
+                    .unwrap();
+                assert_eq!(config.validate(), Ok(()), "{name} = {least}");
+            }
+            let mut config = DeviceConfig::new("example.com", "token");
+            let error = config.set_tunable(tunable, least - 1).unwrap_err();
+            assert_eq!(error.option, ConfigOption::Tunable(tunable));
+            assert_eq!(
+                error.reason,
+                format!("{} is not from {least} to {most}", least - 1)
+            );
+            let error = config.set_tunable(tunable, most + 1).unwrap_err();
+            assert_eq!(
+                error.option,
+                ConfigOption::Tunable(tunable),
+                "above the most"
+            );
+            assert_eq!(config.validate(), Ok(()), "a refused value is not set");
+        }
+        let mut config = DeviceConfig::new("example.com", "token");
+        let unknown = config
+            .set_tunable_named("keepalive", 30, Tunable::name)
+            .unwrap_err();
+        assert_eq!(unknown.option, ConfigOption::Tunables);
+        assert!(
+            unknown
+                .reason
+                .starts_with("\"keepalive\" is not one of keepAliveSeconds, pingTimeoutMs"),
+            "{}",
+            unknown.reason
+        );
+        let kebab = config.set_tunable_named("keepalive", 30, Tunable::kebab_name);
+        assert!(
+            kebab
+                .unwrap_err()
+                .reason
+                .ends_with(", twin-timeout-ms, provisioning-poll-interval-ms")
         );
     }
 }

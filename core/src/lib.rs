@@ -136,7 +136,7 @@ mod upload;
 
 pub use backoff::BackoffConfig;
 pub use cleartext::{InsecureUrl, check_url};
-pub use config::{ConfigError, ConfigOption, DeviceConfig, Transport};
+pub use config::{ConfigError, ConfigOption, DeviceConfig, Transport, Tunable};
 pub use device::{Device, Input, Output, SendError, Stats};
 pub use event::{ConnectionState, EVENT_VOCABULARY, Event, SendSettlement};
 pub use http::{HttpRequest, HttpResponse, MAX_ANSWER_BYTES, Method, RequestId};

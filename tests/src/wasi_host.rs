@@ -557,6 +557,8 @@ pub struct LibraryConfig {
     /// The host's, not the component's: `wasi:http` requests to `https://` trust this CA (PEM)
     /// instead of the public roots (the component's HTTP TLS is the host's).
     pub https_ca_pem: Option<Vec<u8>>,
+    /// The record's `tunables`: numbers to tune, by kebab-case name.
+    pub tunables: Vec<(String, u64)>,
 }
 
 impl LibraryConfig {
@@ -569,6 +571,7 @@ impl LibraryConfig {
             tls_ca_file: None,
             web_socket: false,
             https_ca_pem: None,
+            tunables: Vec::new(),
         }
     }
 
@@ -611,6 +614,17 @@ impl LibraryConfig {
             ("provisioning-poll-interval-ms".into(), some(Val::U64(200))),
             ("retry-initial-ms".into(), some(Val::U64(100))),
             ("retry-max-ms".into(), some(Val::U64(1_000))),
+            (
+                "tunables".into(),
+                Val::List(
+                    self.tunables
+                        .iter()
+                        .map(|(name, value)| {
+                            Val::Tuple(vec![Val::String(name.clone()), Val::U64(*value)])
+                        })
+                        .collect(),
+                ),
+            ),
         ])
     }
 }

@@ -301,6 +301,7 @@ async fn strict_run(device_id: &str, web_socket: bool) {
         tls_ca_file: Some("platform-ca.pem".into()),
         web_socket,
         https_ca_pem: Some(std::fs::read(&info.ca_certificate_path).expect("the CA")),
+        tunables: Vec::new(),
     };
     let mut device = host
         .start_library_device(&store, config)
@@ -424,5 +425,74 @@ async fn strict_run(device_id: &str, web_socket: bool) {
     )
     .await;
     assert!(blob == large, "the blob holds the message's bytes");
+    platform.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_library_world_checks_its_tunables_at_start_and_holds_an_outbox_limit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (platform, host, store) = platform_host_and_store(dir.path()).await;
+    let info = platform.info().clone();
+    let config = |tunables: &[(&str, u64)]| LibraryConfig {
+        tunables: tunables
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), *value))
+            .collect(),
+        ..LibraryConfig::tcp(
+            info.http_url.clone().expect("http"),
+            info.provisioning_token.clone(),
+            "wasi-lib-tunables".into(),
+        )
+    };
+    for (tunables, name, reason) in [
+        (
+            &[("max-in-flight", 0)][..],
+            "max-in-flight",
+            "0 is not from 1 to 65535",
+        ),
+        (
+            &[("retry-initial-ms", 5_000), ("retry-max-ms", 100)][..],
+            "retry-max-ms",
+            "100 ms is below the first retry delay (5000 ms)",
+        ),
+        (
+            &[("keepalive", 30)][..],
+            "tunables",
+            r#"keepalive\" is not one of keep-alive-seconds, ping-timeout-ms"#,
+        ),
+    ] {
+        let refused = host
+            .start_library_device(&store, config(tunables))
+            .await
+            .err()
+            .expect("start refused");
+        let refused = format!("{refused:#}");
+        assert!(
+            refused.contains("invalid-configuration")
+                && refused.contains(&format!("String(\"{name}\")"))
+                && refused.contains(reason),
+            "{refused}"
+        );
+    }
+
+    // Never approved, the device never connects: its queue only fills, up to the tuned limit.
+    let tuned = [
+        ("outbox-max-messages", 2),
+        ("keep-alive-seconds", 5),
+        ("max-in-flight", 1),
+    ];
+    let mut device = host
+        .start_library_device(&store, config(&tuned))
+        .await
+        .expect("device starts");
+    assert_eq!(device.send(b"a").await.expect("stored"), 0);
+    assert_eq!(device.send(b"b").await.expect("stored"), 1);
+    let full = format!(
+        "{:#}",
+        device.send(b"c").await.expect_err("the outbox is full")
+    );
+    assert!(full.contains("outbox-full"), "{full}");
+    assert_eq!(device.pending_count().await.expect("count"), 2);
+    device.stop().await.expect("stops");
     platform.shutdown().await;
 }

@@ -24,6 +24,7 @@ import init, {
     type StartOptions,
     type Statistics,
     type StreamSenderOptions,
+    type Tunables,
     type SyncInitInput,
     type VdevErrorCode,
     type WaitOptions,
@@ -172,6 +173,23 @@ export async function run(): Promise<void> {
     const workspaceId: string | undefined = client.workspaceId;
     await client.waitEnqueuedMessagesSent();
 
+    const tunables: Tunables = {
+        keepAliveSeconds: 30,
+        pingTimeoutMs: 10_000,
+        connectTimeoutMs: 20_000,
+        ackTimeoutMs: 30_000,
+        maxInFlight: 64,
+        outboxMaxMessages: 100_000,
+        outboxMaxBytes: 64 << 20,
+        retryInitialMs: 500,
+        retryMaxMs: 30_000,
+        httpTimeoutMs: 10_000,
+        twinTimeoutMs: 10_000,
+        provisioningPollIntervalMs: 1_000,
+    };
+    const tuned = await DeviceClient.start({ ...options, database: "vdev-tuned", tunables });
+    await tuned.stop();
+
     // Events the DOM way: typed by their kind.
     const target: EventTarget = client;
     const onDelivered = (event: CustomEvent<{ kind: "messageDelivered"; seq: number }>) => seen.push(String(event.detail.seq));
@@ -267,6 +285,10 @@ export async function wrongUsages(client: DeviceClient, sender: StreamSender): P
     client.addEventListener("messageDelivered", (event) => event.detail.reason);
     // @ts-expect-error the connection state is a string union, not a number
     client.addEventListener("connectionStateChanged", (event: CustomEvent<{ state: number }>) => event);
+    // @ts-expect-error a tunable is a number
+    await DeviceClient.start({ instance: "i", provisioningToken: "t", database: "d", tunables: { maxInFlight: "64" } });
+    // @ts-expect-error an unknown tunable is refused (a typo of keepAliveSeconds)
+    await DeviceClient.start({ instance: "i", provisioningToken: "t", database: "d", tunables: { keepAlive: 30 } });
     // @ts-expect-error the timeout is a number of milliseconds
     await client.waitEnqueuedMessagesSent({ timeout: "5s" });
     // @ts-expect-error the signal is an AbortSignal, not its controller

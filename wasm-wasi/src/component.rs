@@ -11,7 +11,7 @@ use std::rc::Rc;
 use vdev_core::{
     Compression, ConnectionLoss, ConnectionState, Event, MessageOptions, ProvisioningError,
     RejectReason, RequestFailure, RequestKind, StoreError, StoreOperation, StreamOptions,
-    TokenDiscardReason, Transport, TwinError,
+    TokenDiscardReason, Transport, Tunable, TwinError,
 };
 
 use crate::driver::{Driver, StartError, StoreFailure, now_ms};
@@ -300,9 +300,19 @@ impl GuestDevice for DeviceResource {
                 wit::Transport::WebSocket => Transport::WebSocket,
             },
             store_dir: config.store_dir,
-            provisioning_poll_interval_ms: config.provisioning_poll_interval_ms,
-            retry_initial_ms: config.retry_initial_ms,
-            retry_max_ms: config.retry_max_ms,
+            // The record's three fields first, then the list (which wins for a name in both).
+            tunables: [
+                (
+                    Tunable::ProvisioningPollIntervalMs,
+                    config.provisioning_poll_interval_ms,
+                ),
+                (Tunable::RetryInitialMs, config.retry_initial_ms),
+                (Tunable::RetryMaxMs, config.retry_max_ms),
+            ]
+            .into_iter()
+            .filter_map(|(tunable, value)| Some((tunable.kebab_name().to_owned(), value?)))
+            .chain(config.tunables)
+            .collect(),
             tls_ca_file: config.tls_ca_file,
         };
         match Driver::start(&settings) {

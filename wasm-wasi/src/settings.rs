@@ -2,7 +2,7 @@
 //! and environment. Plain Rust so it is unit-tested natively; the WIT `configuration` record maps
 //! onto [`Settings`] field by field.
 
-use vdev_core::{ConfigOption, DeviceConfig, DeviceId, Transport};
+use vdev_core::{ConfigOption, DeviceConfig, DeviceId, Transport, Tunable};
 
 /// Why settings were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,12 +39,9 @@ pub struct Settings {
     pub transport: Transport,
     /// Directory of the outbox and saved state.
     pub store_dir: String,
-    /// Provisioning poll interval, when not the core's default.
-    pub provisioning_poll_interval_ms: Option<u64>,
-    /// First retry delay, when not the core's default.
-    pub retry_initial_ms: Option<u64>,
-    /// Longest retry delay, when not the core's default.
-    pub retry_max_ms: Option<u64>,
+    /// The tunables set, by name ([`Tunable`]'s, either spelling), in the order given; the
+    /// core's defaults for the others.
+    pub tunables: Vec<(String, u64)>,
     /// A PEM file of CA certificates trusted for TLS besides the Mozilla roots.
     pub tls_ca_file: Option<String>,
 }
@@ -62,17 +59,16 @@ impl Settings {
         };
         config.provisioning_parameters = self.provisioning_parameters.clone();
         config.transport = self.transport;
-        if let Some(ms) = self.provisioning_poll_interval_ms {
-            config.provisioning_poll_interval_ms = ms;
-        }
-        config.set_retry_delays(
-            self.retry_initial_ms.unwrap_or(config.backoff.initial_ms),
-            self.retry_max_ms.unwrap_or(config.backoff.max_ms),
-        );
-        config.validate().map_err(|error| SettingsError::Invalid {
+        let refused = |error: vdev_core::ConfigError| SettingsError::Invalid {
             name: setting_name(error.option).into(),
             reason: error.reason,
-        })?;
+        };
+        for (name, value) in &self.tunables {
+            config
+                .set_tunable_named(name, *value, Tunable::kebab_name)
+                .map_err(refused)?;
+        }
+        config.validate().map_err(refused)?;
         Ok(config)
     }
 }
@@ -82,11 +78,8 @@ fn setting_name(option: ConfigOption) -> &'static str {
     match option {
         ConfigOption::InstanceUrl => "instance-url",
         ConfigOption::ProvisioningToken => "provisioning-token",
-        ConfigOption::ProvisioningPollInterval => "provisioning-poll-interval-ms",
-        // Not a setting here: the core's default is always valid.
-        ConfigOption::HttpTimeout => "http-timeout-ms",
-        ConfigOption::RetryInitial => "retry-initial-ms",
-        ConfigOption::RetryMax => "retry-max-ms",
+        ConfigOption::Tunable(tunable) => tunable.kebab_name(),
+        ConfigOption::Tunables => "tunables",
         // The command's `--provisioning-parameter name=value`, the library's field.
         ConfigOption::ProvisioningParameters => "provisioning-parameters",
         ConfigOption::Transport => "transport",
@@ -125,8 +118,9 @@ pub struct CommandOptions {
     pub reported_properties: Option<vdev_core::json::Value>,
 }
 
-/// The settings the command knows, by argument name (`--name value` or `--name=value`); each
-/// can also come from the environment variable `VDEV_` + the name in upper snake case.
+/// The settings the command knows besides the tunables (every [`Tunable`], by its kebab-case
+/// name), by argument name (`--name value` or `--name=value`); each can also come from the
+/// environment variable `VDEV_` + the name in upper snake case.
 pub const COMMAND_SETTINGS: &[&str] = &[
     "instance-url",
     "provisioning-token",
@@ -134,9 +128,6 @@ pub const COMMAND_SETTINGS: &[&str] = &[
     "provisioning-parameter",
     "transport",
     "store-dir",
-    "provisioning-poll-interval-ms",
-    "retry-initial-ms",
-    "retry-max-ms",
     "source",
     "sensor-interval-ms",
     "sensor-count",
@@ -156,8 +147,13 @@ impl CommandOptions {
     /// Reads the options from arguments (after the program name) and environment variables;
     /// arguments win.
     pub fn parse(args: &[String], env: &[(String, String)]) -> Result<Self, SettingsError> {
+        let known: Vec<&'static str> = COMMAND_SETTINGS
+            .iter()
+            .copied()
+            .chain(Tunable::ALL.map(Tunable::kebab_name))
+            .collect();
         let mut values: Vec<(&'static str, String)> = Vec::new();
-        for name in COMMAND_SETTINGS {
+        for name in &known {
             let key = env_name(name);
             if let Some((_, value)) = env.iter().find(|(k, _)| *k == key) {
                 values.push((name, value.clone()));
@@ -172,7 +168,7 @@ impl CommandOptions {
                 Some((name, value)) => (name, Some(value.to_owned())),
                 None => (body, None),
             };
-            let Some(known) = COMMAND_SETTINGS.iter().find(|k| **k == name) else {
+            let Some(known) = known.iter().find(|k| **k == name) else {
                 return Err(SettingsError::UnknownArgument(arg.clone()));
             };
             let value = match inline {
@@ -239,9 +235,13 @@ impl CommandOptions {
             provisioning_parameters,
             transport,
             store_dir: get("store-dir").unwrap_or_else(|| ".".into()),
-            provisioning_poll_interval_ms: number("provisioning-poll-interval-ms")?,
-            retry_initial_ms: number("retry-initial-ms")?,
-            retry_max_ms: number("retry-max-ms")?,
+            tunables: Tunable::ALL
+                .into_iter()
+                .filter_map(|tunable| {
+                    let name = tunable.kebab_name();
+                    number(name).transpose().map(|v| Ok((name.to_owned(), v?)))
+                })
+                .collect::<Result<_, SettingsError>>()?,
             tls_ca_file: get("tls-ca-file"),
         };
         settings.device_config()?;
@@ -413,7 +413,15 @@ mod tests {
         );
         assert_eq!(
             with(&["--retry-initial-ms", "0"]),
-            "invalid retry-initial-ms: must be above 0 ms"
+            "invalid retry-initial-ms: 0 is not from 1 to 86400000"
+        );
+        assert_eq!(
+            with(&["--max-in-flight", "70000"]),
+            "invalid max-in-flight: 70000 is not from 1 to 65535"
+        );
+        assert_eq!(
+            with(&["--keep-alive-seconds", "soon"]),
+            "invalid keep-alive-seconds: \"soon\" is not a whole number"
         );
         assert_eq!(
             with(&["--retry-initial-ms", "5000", "--retry-max-ms", "100"]),

@@ -30,7 +30,7 @@ function rejected(sequence, reason) {
 /**
  * What `Core` is made from, less what the store and the moment add; the database's name (a
  * directory on Node.js) and the Node.js host's `ca` ride along.
- * @typedef {Pick<CoreOptions, "instance" | "provisioningToken" | "deviceId" | "provisioningParameters" | "transport">
+ * @typedef {Pick<CoreOptions, "instance" | "provisioningToken" | "deviceId" | "provisioningParameters" | "transport" | "tunables">
  *   & { database: string, ca?: StartOptions["ca"] }} Config
  */
 
@@ -173,6 +173,12 @@ function coreConfig(options) {
       throw invalid("provisioningParameters", "must be an object of strings");
     }
     config.provisioningParameters = JSON.stringify(parameters);
+  }
+  // Named and checked by the core (bounds, unknown names), when `start` makes its trial Core.
+  const tunables = options.tunables;
+  if (tunables != null) {
+    if (typeof tunables !== "object" || Array.isArray(tunables)) throw invalid("tunables", "must be an object of numbers");
+    config.tunables = JSON.stringify(tunables);
   }
   return config;
 }

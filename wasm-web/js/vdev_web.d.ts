@@ -30,6 +30,11 @@ export interface StartOptions {
     ca?: string | Uint8Array;
     /** Shown to the technician who approves the provisioning operation. */
     provisioningParameters?: Record<string, string>;
+    /**
+     * Numbers to tune; the defaults suit a real Platform. Each is checked at `start`: a value
+     * out of its bounds (or an unknown name) is an `invalidOption` naming it.
+     */
+    tunables?: Tunables;
     /** A provisioning operation waits for approval: show its verification code. */
     onProvisioningOperation?: (operation: ProvisioningOperation) => void;
     /** Provisioning stopped for good (cancelled, token refused), and why; messages stay queued. */
@@ -52,6 +57,34 @@ export interface StartOptions {
      * fields a WASI app receives), with the reason of every failure.
      */
     onEvent?: (event: DeviceEvent) => void;
+}
+
+/** The numbers a device may tune (whole numbers; ms: milliseconds, at most a day). */
+export interface Tunables {
+    /** MQTT keep-alive interval, 1–65535 s (default 60). */
+    keepAliveSeconds?: number;
+    /** How long a PINGRESP may take before the connection counts as dead (default 20,000 ms). */
+    pingTimeoutMs?: number;
+    /** How long opening a connection, its CONNACK and SUBACK may take together (default 30,000 ms). */
+    connectTimeoutMs?: number;
+    /** How long a message may wait for its acknowledgement before the connection counts as broken (default 60,000 ms). */
+    ackTimeoutMs?: number;
+    /** Messages awaiting their acknowledgement at once, 1–65535 (default 256). */
+    maxInFlight?: number;
+    /** Most messages stored at once (default 10,000,000); a send past it is refused with `outboxFull`. */
+    outboxMaxMessages?: number;
+    /** Most bytes of stored messages at once (default 1 GiB); a send past it is refused with `outboxFull`. */
+    outboxMaxBytes?: number;
+    /** First retry and reconnect delay (default 1,000 ms); it doubles up to `retryMaxMs`. */
+    retryInitialMs?: number;
+    /** Longest retry and reconnect delay, not below `retryInitialMs` (default 60,000 ms). */
+    retryMaxMs?: number;
+    /** How long an HTTP request may take (default 30,000 ms; uploads get more per byte). */
+    httpTimeoutMs?: number;
+    /** How long a twin request may stay unanswered before it is sent again (default 30,000 ms). */
+    twinTimeoutMs?: number;
+    /** How often to ask whether provisioning was approved (default 2,000 ms). */
+    provisioningPollIntervalMs?: number;
 }
 
 /**

@@ -109,6 +109,20 @@ test("listeners hear the events, a delivery is awaited, and a wait gives up on i
   await client.stop();
 });
 
+test("tunables: refused at start when out of bounds, and a window of one still delivers in order", async () => {
+  const where = fresh();
+  await assert.rejects(start(where, { tunables: { maxInFlight: 0 } }), {
+    code: "invalidOption",
+    message: "option tunables.maxInFlight: 0 is not from 1 to 65535",
+  });
+  const { client } = await start(where, { tunables: { maxInFlight: 1, keepAliveSeconds: 5, ackTimeoutMs: 10_000 } });
+  const sender = client.createStreamSender();
+  await Promise.all(range(0, 100).map((payload) => sender.sendMessage(payload)));
+  await client.waitEnqueuedMessagesSent({ timeout: 60_000 });
+  assert.deepEqual(await stored(where.deviceId), range(0, 100));
+  await client.stop();
+});
+
 test("a second client of one directory is refused, in the same process and in another", async () => {
   const where = fresh();
   const { client } = await start(where, { onProvisioningOperation: undefined });

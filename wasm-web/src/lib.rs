@@ -33,9 +33,10 @@ pub use node::FileOutbox;
 use js_sys::{Array, Reflect, Uint8Array};
 use vdev_core::json::{self, Value};
 use vdev_core::{
-    Compression, ConfigOption, ConnectionId, Device, DeviceConfig, DeviceId, Endpoint,
+    Compression, ConfigError, ConfigOption, ConnectionId, Device, DeviceConfig, DeviceId, Endpoint,
     HttpResponse, Input, MessageOptions, OutboxMeta, Output, Reason, Record, RequestId, SendError,
-    SendSettlement, Seq, StoreError, StoreRequest, StreamOptions, Transport, parse_reported_patch,
+    SendSettlement, Seq, StoreError, StoreRequest, StreamOptions, Transport, Tunable,
+    parse_reported_patch,
 };
 use wasm_bindgen::prelude::*;
 
@@ -63,7 +64,8 @@ impl Core {
     /// `Device::new` with the host's transport. `options`: `{ instance, provisioningToken,
     /// deviceId?, provisioningParameters? (JSON text of an object of strings), transport?
     /// ("websocket", the browser's only one and the default; "tcp" and "tls" in the Node.js
-    /// build), now, random (32 bytes), origin, nextSeq, reserved, bytes, count, savedState? }`,
+    /// build), tunables? (JSON text of an object of numbers, by `Tunable::name`), now, random
+    /// (32 bytes), origin, nextSeq, reserved, bytes, count, savedState? }`,
     /// the last six being what the store holds.
     #[wasm_bindgen(constructor)]
     pub fn new(options: &JsValue) -> Result<Core, JsError> {
@@ -92,21 +94,13 @@ impl Core {
                 JsError::new("option provisioningParameters: must be an object of strings")
             })?;
         }
+        if let Some(tunables) = text("tunables") {
+            set_tunables(&mut config, &tunables).map_err(|error| config_error(&error))?;
+        }
         // Every option is set before the core's checks, so they all see what the app gave.
-        config.validate_for(TRANSPORTS).map_err(|error| {
-            let option = match error.option {
-                ConfigOption::InstanceUrl => "instance",
-                ConfigOption::ProvisioningToken => "provisioningToken",
-                // Not options here yet: the core's defaults are valid.
-                ConfigOption::ProvisioningPollInterval => "provisioningPollIntervalMs",
-                ConfigOption::HttpTimeout => "httpTimeoutMs",
-                ConfigOption::RetryInitial => "retryInitialMs",
-                ConfigOption::RetryMax => "retryMaxMs",
-                ConfigOption::ProvisioningParameters => "provisioningParameters",
-                ConfigOption::Transport => "transport",
-            };
-            JsError::new(&format!("option {option}: {}", error.reason))
-        })?;
+        config
+            .validate_for(TRANSPORTS)
+            .map_err(|error| config_error(&error))?;
         let seed: [u8; 32] = bytes_of(&field(options, "random"))
             .try_into()
             .map_err(|_| JsError::new("random must be 32 bytes"))?;
@@ -536,6 +530,41 @@ impl Core {
         // A few per output, taken in order: removing the first costs next to nothing.
         (!self.bytes.is_empty()).then(|| self.bytes.remove(0))
     }
+}
+
+/// The core's refusal of an option, naming it as the JavaScript API spells it.
+fn config_error(error: &ConfigError) -> JsError {
+    let tunable;
+    let option = match error.option {
+        ConfigOption::InstanceUrl => "instance",
+        ConfigOption::ProvisioningToken => "provisioningToken",
+        ConfigOption::ProvisioningParameters => "provisioningParameters",
+        ConfigOption::Transport => "transport",
+        ConfigOption::Tunables => "tunables",
+        ConfigOption::Tunable(which) => {
+            tunable = ["tunables.", which.name()].concat();
+            &tunable
+        }
+    };
+    JsError::new(&["option ", option, ": ", &error.reason].concat())
+}
+
+/// Sets the tunables of the JSON text of an object of numbers (the core names and checks
+/// them).
+fn set_tunables(config: &mut DeviceConfig, text: &str) -> Result<(), ConfigError> {
+    let not_numbers = || ConfigError {
+        option: ConfigOption::Tunables,
+        reason: "must be an object of numbers".into(),
+    };
+    let value = Value::parse(text.as_bytes()).map_err(|_| not_numbers())?;
+    for (name, value) in value.as_object().ok_or_else(not_numbers)?.iter() {
+        let whole = value.as_u64().ok_or_else(|| ConfigError {
+            option: Tunable::from_name(name).map_or(ConfigOption::Tunables, ConfigOption::Tunable),
+            reason: [&value.to_json(), " is not a whole number"].concat(),
+        })?;
+        config.set_tunable_named(name, whole, Tunable::name)?;
+    }
+    Ok(())
 }
 
 /// The transports this build's host opens: WebSocket in browsers; TCP and TLS too on Node.js.

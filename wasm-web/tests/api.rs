@@ -454,3 +454,81 @@ async fn on_a_page_that_is_not_a_secure_context_start_refuses_and_says_why() {
         "it says what to do: {refusal}"
     );
 }
+
+#[wasm_bindgen_test]
+async fn tunables_are_checked_at_start_and_an_outbox_limit_holds() {
+    let start_with = |tunables: JsValue| {
+        start_error(js_object(&[
+            ("instance", "http://127.0.0.1:9".into()),
+            ("provisioningToken", "token".into()),
+            ("database", unique("vdev-tunables").into()),
+            ("tunables", tunables),
+        ]))
+    };
+    let object = |json: &str| js_sys::JSON::parse(json).unwrap();
+    for (tunables, expected) in [
+        (
+            object(r#"{"maxInFlight": 0}"#),
+            "invalidOption: option tunables.maxInFlight: 0 is not from 1 to 65535",
+        ),
+        (
+            object(r#"{"keepAliveSeconds": 70000}"#),
+            "invalidOption: option tunables.keepAliveSeconds: 70000 is not from 1 to 65535",
+        ),
+        (
+            object(r#"{"retryInitialMs": 5000, "retryMaxMs": 100}"#),
+            "invalidOption: option tunables.retryMaxMs: 100 ms is below the first retry delay (5000 ms)",
+        ),
+        (
+            object(r#"{"ackTimeoutMs": 1.5}"#),
+            "invalidOption: option tunables.ackTimeoutMs: 1.5 is not a whole number",
+        ),
+        (
+            object(r#"{"httpTimeoutMs": "30s"}"#),
+            "invalidOption: option tunables.httpTimeoutMs: \"30s\" is not a whole number",
+        ),
+        (
+            "fast".into(),
+            "invalidOption: option tunables: must be an object of numbers",
+        ),
+    ] {
+        assert_eq!(start_with(tunables).await, expected);
+    }
+    let unknown = start_with(object(r#"{"keepalive": 30}"#)).await;
+    assert!(
+        unknown.starts_with(
+            "invalidOption: option tunables: \"keepalive\" is not one of keepAliveSeconds, "
+        ),
+        "{unknown}"
+    );
+
+    // Nothing listens at the instance: the queue only fills, up to its tuned limit.
+    let database = unique("vdev-tunables");
+    let client = DeviceClient::start(js_object(&[
+        ("instance", "http://127.0.0.1:9".into()),
+        ("provisioningToken", "token".into()),
+        ("database", database.clone().into()),
+        (
+            "tunables",
+            object(r#"{"outboxMaxMessages": 3, "retryMaxMs": 2000}"#),
+        ),
+    ]))
+    .await
+    .expect("the client starts");
+    let sender = client.create_stream_sender(None).unwrap();
+    let send = |text: &str| {
+        JsFuture::from(Promise::from(JsValue::from(
+            sender.send_message(JsValue::from_str(text).unchecked_into(), None),
+        )))
+    };
+    for (seq, text) in ["a", "b", "c"].iter().enumerate() {
+        assert_eq!(send(text).await.unwrap().as_f64(), Some(seq as f64));
+    }
+    let full = common::api_error(send("d").await.expect_err("the outbox is full"));
+    assert!(full.starts_with("outboxFull: "), "{full}");
+    assert_eq!(client.pending_messages_count(), 3.0);
+    JsFuture::from(Promise::from(JsValue::from(client.stop())))
+        .await
+        .unwrap();
+    common::delete_database(&database).await.unwrap();
+}

@@ -19,6 +19,8 @@ export interface CoreOptions {
     provisioningParameters?: string;
     /** "websocket" (the default and the browser's only one); "tcp" and "tls" on Node.js. */
     transport?: string;
+    /** JSON text of an object of numbers: the tunables, by name (the core checks both). */
+    tunables?: string;
     now?: number;
     /** 32 bytes. */
     random: Uint8Array;
