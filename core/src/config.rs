@@ -122,13 +122,13 @@ impl DeviceConfig {
         &mut self,
         name: &str,
         value: u64,
-        spelled: fn(Tunable) -> &'static str,
+        spelled: fn(Tunable) -> String,
     ) -> Result<(), ConfigError> {
         let tunable = Tunable::from_name(name).ok_or_else(|| {
             let mut reason = format!("\"{name}\" is not one of ");
             for (at, tunable) in Tunable::ALL.into_iter().enumerate() {
                 reason.push_str(if at == 0 { "" } else { ", " });
-                reason.push_str(spelled(tunable));
+                reason.push_str(&spelled(tunable));
             }
             ConfigError {
                 option: ConfigOption::Tunables,
@@ -291,39 +291,51 @@ impl Tunable {
 
     /// The name in JavaScript.
     pub fn name(self) -> &'static str {
-        self.names().0
-    }
-
-    /// The name in WIT and on the command line.
-    pub fn kebab_name(self) -> &'static str {
-        self.names().1
-    }
-
-    fn names(self) -> (&'static str, &'static str) {
         match self {
-            Self::KeepAliveSeconds => ("keepAliveSeconds", "keep-alive-seconds"),
-            Self::PingTimeoutMs => ("pingTimeoutMs", "ping-timeout-ms"),
-            Self::ConnectTimeoutMs => ("connectTimeoutMs", "connect-timeout-ms"),
-            Self::AckTimeoutMs => ("ackTimeoutMs", "ack-timeout-ms"),
-            Self::MaxInFlight => ("maxInFlight", "max-in-flight"),
-            Self::OutboxMaxMessages => ("outboxMaxMessages", "outbox-max-messages"),
-            Self::OutboxMaxBytes => ("outboxMaxBytes", "outbox-max-bytes"),
-            Self::RetryInitialMs => ("retryInitialMs", "retry-initial-ms"),
-            Self::RetryMaxMs => ("retryMaxMs", "retry-max-ms"),
-            Self::HttpTimeoutMs => ("httpTimeoutMs", "http-timeout-ms"),
-            Self::TwinTimeoutMs => ("twinTimeoutMs", "twin-timeout-ms"),
-            Self::ProvisioningPollIntervalMs => (
-                "provisioningPollIntervalMs",
-                "provisioning-poll-interval-ms",
-            ),
+            Self::KeepAliveSeconds => "keepAliveSeconds",
+            Self::PingTimeoutMs => "pingTimeoutMs",
+            Self::ConnectTimeoutMs => "connectTimeoutMs",
+            Self::AckTimeoutMs => "ackTimeoutMs",
+            Self::MaxInFlight => "maxInFlight",
+            Self::OutboxMaxMessages => "outboxMaxMessages",
+            Self::OutboxMaxBytes => "outboxMaxBytes",
+            Self::RetryInitialMs => "retryInitialMs",
+            Self::RetryMaxMs => "retryMaxMs",
+            Self::HttpTimeoutMs => "httpTimeoutMs",
+            Self::TwinTimeoutMs => "twinTimeoutMs",
+            Self::ProvisioningPollIntervalMs => "provisioningPollIntervalMs",
         }
+    }
+
+    /// The name in WIT and on the command line: [`Tunable::name`] in kebab-case (made, not
+    /// stored: the browser module carries one spelling).
+    pub fn kebab_name(self) -> String {
+        let mut kebab = String::new();
+        for c in self.name().chars() {
+            if c.is_ascii_uppercase() {
+                kebab.push('-');
+            }
+            kebab.push(c.to_ascii_lowercase());
+        }
+        kebab
     }
 
     /// The tunable of either name.
     pub fn from_name(name: &str) -> Option<Tunable> {
+        // `name` in kebab-case is the camelCase name with `-x` for each `X`.
+        let is_kebab_of = |camel: &str| {
+            let mut kebab = name.bytes();
+            camel.bytes().all(|c| {
+                if c.is_ascii_uppercase() {
+                    kebab.next() == Some(b'-') && kebab.next() == Some(c.to_ascii_lowercase())
+                } else {
+                    kebab.next() == Some(c)
+                }
+            }) && kebab.next().is_none()
+        };
         Self::ALL
             .into_iter()
-            .find(|tunable| tunable.name() == name || tunable.kebab_name() == name)
+            .find(|tunable| tunable.name() == name || is_kebab_of(tunable.name()))
     }
 
     /// The least and the most it takes.
@@ -495,20 +507,23 @@ mod tests {
 
     #[test]
     fn every_tunable_is_set_by_either_name_and_checked_against_its_bounds() {
+        let camel = |tunable: Tunable| tunable.name().to_owned();
+        assert_eq!(Tunable::MaxInFlight.kebab_name(), "max-in-flight");
+        assert_eq!(Tunable::from_name("max-inflight"), None);
+        assert_eq!(Tunable::from_name("max-in-flight-"), None);
         for tunable in Tunable::ALL {
             let (least, most) = tunable.bounds();
-            for name in [tunable.name(), tunable.kebab_name()] {
+            for name in [tunable.name().to_owned(), tunable.kebab_name()] {
+                let name = name.as_str();
                 assert_eq!(Tunable::from_name(name), Some(tunable), "{name}");
                 let mut config = DeviceConfig::new("example.com", "token");
-                config.set_tunable_named(name, most, Tunable::name).unwrap();
+                config.set_tunable_named(name, most, camel).unwrap();
                 // The retry bounds go together: the longest delay may not be below the first.
                 config.set_tunable(Tunable::RetryMaxMs, DAY_MS).unwrap();
                 assert_eq!(config.validate(), Ok(()), "{name} = {most}");
                 assert_eq!(tunable.value(&config), most, "{name} is kept as set");
                 config.set_tunable(Tunable::RetryInitialMs, 1).unwrap();
-                config
-                    .set_tunable_named(name, least, Tunable::name)
-                    .unwrap();
+                config.set_tunable_named(name, least, camel).unwrap();
                 assert_eq!(config.validate(), Ok(()), "{name} = {least}");
             }
             let mut config = DeviceConfig::new("example.com", "token");
@@ -528,7 +543,7 @@ mod tests {
         }
         let mut config = DeviceConfig::new("example.com", "token");
         let unknown = config
-            .set_tunable_named("keepalive", 30, Tunable::name)
+            .set_tunable_named("keepalive", 30, camel)
             .unwrap_err();
         assert_eq!(unknown.option, ConfigOption::Tunables);
         assert!(

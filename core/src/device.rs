@@ -975,7 +975,7 @@ impl Device {
                     && let Some(properties) = cloud_to_device_properties(&publish.topic)
                 {
                     self.events.push_back(Event::CloudToDeviceMessage {
-                        properties: properties.to_owned(),
+                        properties: crate::property_bag::read_property_bag(properties),
                         payload: publish.payload,
                     });
                 }

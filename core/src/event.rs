@@ -148,8 +148,10 @@ pub enum Event {
     },
     /// A cloud-to-device message.
     CloudToDeviceMessage {
-        /// The property bag of its topic, still URL-encoded.
-        properties: String,
+        /// The property bag of its topic, decoded leniently (an escape that is not one stays
+        /// as written), in order. In the event's JSON it is an object: a name given twice
+        /// keeps its last value.
+        properties: Vec<(String, String)>,
         /// The payload.
         payload: Vec<u8>,
     },
@@ -285,7 +287,10 @@ impl Event {
                 fields.extend([("size", (*size).into()), ("limit", (*limit).into())])
             }
             Self::CloudToDeviceMessage { properties, .. } => {
-                fields.push(("properties", properties.as_str().into()))
+                let properties = properties
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), value.as_str().into()));
+                fields.push(("properties", Value::object(properties)))
             }
             Self::StoreFailed { operation, reason } => fields.extend([
                 ("operation", operation.as_str().into()),
@@ -418,7 +423,7 @@ mod tests {
                 limit: 1 << 20,
             },
             Event::CloudToDeviceMessage {
-                properties: "a=b".into(),
+                properties: vec![("a".into(), "b".into())],
                 payload: b"hi".to_vec(),
             },
             Event::StoreFailed {

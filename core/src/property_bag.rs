@@ -68,6 +68,49 @@ fn percent_encode(text: &str, out: &mut String) {
     }
 }
 
+/// Reads the property bag of a message the device receives: `key=value` pairs joined by `&`,
+/// in order, `%XX` escapes decoded, leniently: the message reaches the app whatever its
+/// sender wrote. An escape that is not one (`%G1`, a lone `%`) stays as written, and so does a
+/// key or value whose escapes decode to bytes that are not UTF-8; a pair without `=` is a key
+/// with an empty value, empty pairs are skipped and repeated keys are all kept. On bytes, for
+/// the browser module's size (as [`percent_encode`]; a lossy UTF-8 decoding cost it 1 KB).
+pub(crate) fn read_property_bag(bag: &str) -> Vec<(String, String)> {
+    fn decoded(part: &[u8]) -> String {
+        let hex = |digit: u8| char::from(digit).to_digit(16);
+        let mut bytes = Vec::with_capacity(part.len());
+        let mut at = 0;
+        while at < part.len() {
+            let escape = (part[at] == b'%')
+                .then(|| Some(hex(*part.get(at + 1)?)? * 16 + hex(*part.get(at + 2)?)?))
+                .flatten();
+            match escape {
+                Some(byte) => {
+                    bytes.push(byte as u8);
+                    at += 3;
+                }
+                None => {
+                    bytes.push(part[at]);
+                    at += 1;
+                }
+            }
+        }
+        String::from_utf8(bytes)
+            .unwrap_or_else(|_| String::from_utf8(part.to_vec()).unwrap_or_default())
+    }
+    bag.as_bytes()
+        .split(|&byte| byte == b'&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let equals = pair.iter().position(|&byte| byte == b'=');
+            let (key, value) = match equals {
+                Some(at) => (&pair[..at], &pair[at + 1..]),
+                None => (pair, &b""[..]),
+            };
+            (decoded(key), decoded(value))
+        })
+        .collect()
+}
+
 #[cfg(any(test, feature = "testing"))]
 /// Reads `key=value` pairs joined by `&`, in order, decoding `%XX` escapes.
 ///
@@ -140,6 +183,41 @@ mod tests {
         assert_eq!(encode_property_bag(&[]), "");
         assert_eq!(encode_property_bag(&[("k", "")]), "k=");
         assert_eq!(encode_property_bag(&[("a b", "c")]), "a%20b=c");
+    }
+
+    #[test]
+    fn a_received_bag_is_read_leniently() {
+        assert_eq!(
+            read_property_bag("stream-name=temp%2F%c2%b0C&k=1&k=2&flag&empty=&&a=b=c&p=1+1"),
+            owned(&[
+                ("stream-name", "temp/°C"),
+                ("k", "1"),
+                ("k", "2"),
+                ("flag", ""),
+                ("empty", ""),
+                ("a", "b=c"),
+                ("p", "1+1"),
+            ])
+        );
+        assert_eq!(read_property_bag(""), vec![]);
+        // What the strict reader refuses arrives as written.
+        assert_eq!(
+            read_property_bag("a=%G1&b=100%&c=%FF%41"),
+            owned(&[("a", "%G1"), ("b", "100%"), ("c", "%FF%41")])
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn the_lenient_reader_agrees_with_the_strict_one_on_what_encode_writes(
+            props in proptest::collection::vec((".{1,8}", ".{0,8}"), 0..5)
+        ) {
+            let refs: Vec<(&str, &str)> =
+                props.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let bag = encode_property_bag(&refs);
+            prop_assert_eq!(read_property_bag(&bag), decode_property_bag(&bag).unwrap());
+            prop_assert_eq!(read_property_bag(&bag), props);
+        }
     }
 
     #[test]

@@ -93,6 +93,61 @@ async fn wasi_library_world_provisions_round_trips_properties_and_delivers_in_or
         (desired["interval"] == 5).then_some(())
     })
     .await;
+    // A cloud-to-device message sent through the admin API arrives with its properties
+    // decoded, every pair in order.
+    admin(
+        &info,
+        reqwest::Method::POST,
+        "/devices/wasi-lib-1/c2d-messages?mode=eco&note=a%20b%26c%3D%25",
+        json!({ "setpoint": 21.5 }),
+    )
+    .await;
+    let (properties, payload) = poll_until(&mut device, &mut seen, DEADLINE, |e| {
+        let Some(Val::Record(fields)) = &e.payload else {
+            return None;
+        };
+        if e.name != "cloud-to-device-message" {
+            return None;
+        }
+        let field = |wanted: &str| fields.iter().find(|(name, _)| name == wanted).map(|f| &f.1);
+        let properties: Vec<(String, String)> = match field("properties")? {
+            Val::List(pairs) => pairs
+                .iter()
+                .filter_map(|pair| match pair {
+                    Val::Tuple(items) => match items.as_slice() {
+                        [Val::String(name), Val::String(value)] => {
+                            Some((name.clone(), value.clone()))
+                        }
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .collect(),
+            _ => return None,
+        };
+        let payload: Vec<u8> = match field("payload")? {
+            Val::List(bytes) => bytes
+                .iter()
+                .filter_map(|b| match b {
+                    Val::U8(b) => Some(*b),
+                    _ => None,
+                })
+                .collect(),
+            _ => return None,
+        };
+        Some((properties, payload))
+    })
+    .await;
+    let named = |name: &str| {
+        properties
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(named("mode"), Some("eco"), "{properties:?}");
+    assert_eq!(named("note"), Some("a b&c=%"), "decoded: {properties:?}");
+    assert_eq!(payload, br#"{"setpoint":21.5}"#);
+
     // The core's refusals come as the WIT variant, in the core's words.
     for (patch, reason) in [
         (r#"{"$version":3}"#, "is reserved"),

@@ -98,7 +98,8 @@ export async function run(): Promise<void> {
         },
         onCloudToDeviceMessage: (message: CloudToDeviceMessage) => {
             const payload: Uint8Array = message.payload;
-            seen.push(message.properties, String(payload.byteLength));
+            const properties: Record<string, string> = message.properties;
+            seen.push(properties["$.mid"] ?? "", String(payload.byteLength));
         },
         onOfflineChanged: (offline: boolean) => seen.push(offline ? "offline" : "online"),
         onEvent: (event: DeviceEvent) => {

@@ -310,7 +310,7 @@ impl GuestDevice for DeviceResource {
                 (Tunable::RetryMaxMs, config.retry_max_ms),
             ]
             .into_iter()
-            .filter_map(|(tunable, value)| Some((tunable.kebab_name().to_owned(), value?)))
+            .filter_map(|(tunable, value)| Some((tunable.kebab_name(), value?)))
             .chain(config.tunables)
             .collect(),
             tls_ca_file: config.tls_ca_file,

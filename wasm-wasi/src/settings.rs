@@ -60,7 +60,7 @@ impl Settings {
         config.provisioning_parameters = self.provisioning_parameters.clone();
         config.transport = self.transport;
         let refused = |error: vdev_core::ConfigError| SettingsError::Invalid {
-            name: setting_name(error.option).into(),
+            name: setting_name(error.option),
             reason: error.reason,
         };
         for (name, value) in &self.tunables {
@@ -74,16 +74,17 @@ impl Settings {
 }
 
 /// The setting's name for an option of the core's configuration.
-fn setting_name(option: ConfigOption) -> &'static str {
-    match option {
+fn setting_name(option: ConfigOption) -> String {
+    let name = match option {
         ConfigOption::InstanceUrl => "instance-url",
         ConfigOption::ProvisioningToken => "provisioning-token",
-        ConfigOption::Tunable(tunable) => tunable.kebab_name(),
+        ConfigOption::Tunable(tunable) => return tunable.kebab_name(),
         ConfigOption::Tunables => "tunables",
         // The command's `--provisioning-parameter name=value`, the library's field.
         ConfigOption::ProvisioningParameters => "provisioning-parameters",
         ConfigOption::Transport => "transport",
-    }
+    };
+    name.into()
 }
 
 /// Where the command component's messages come from.
@@ -147,12 +148,12 @@ impl CommandOptions {
     /// Reads the options from arguments (after the program name) and environment variables;
     /// arguments win.
     pub fn parse(args: &[String], env: &[(String, String)]) -> Result<Self, SettingsError> {
-        let known: Vec<&'static str> = COMMAND_SETTINGS
+        let known: Vec<String> = COMMAND_SETTINGS
             .iter()
-            .copied()
+            .map(|name| (*name).to_owned())
             .chain(Tunable::ALL.map(Tunable::kebab_name))
             .collect();
-        let mut values: Vec<(&'static str, String)> = Vec::new();
+        let mut values: Vec<(&str, String)> = Vec::new();
         for name in &known {
             let key = env_name(name);
             if let Some((_, value)) = env.iter().find(|(k, _)| *k == key) {
@@ -178,7 +179,7 @@ impl CommandOptions {
                     reason: "needs a value".into(),
                 })?,
             };
-            if *known != "provisioning-parameter" {
+            if known != "provisioning-parameter" {
                 values.retain(|(k, _)| k != known);
             }
             values.push((known, value));
@@ -186,7 +187,7 @@ impl CommandOptions {
         Self::from_values(&values)
     }
 
-    fn from_values(values: &[(&'static str, String)]) -> Result<Self, SettingsError> {
+    fn from_values(values: &[(&str, String)]) -> Result<Self, SettingsError> {
         let get = |name: &str| {
             values
                 .iter()
@@ -239,7 +240,7 @@ impl CommandOptions {
                 .into_iter()
                 .filter_map(|tunable| {
                     let name = tunable.kebab_name();
-                    number(name).transpose().map(|v| Ok((name.to_owned(), v?)))
+                    number(&name).transpose().map(|v| Ok((name, v?)))
                 })
                 .collect::<Result<_, SettingsError>>()?,
             tls_ca_file: get("tls-ca-file"),

@@ -181,7 +181,8 @@ export type DeviceEvent =
     | { kind: "reportedPropertiesRejected"; status: number }
     /** The gateway sent a packet larger than the device takes; it was discarded. */
     | { kind: "packetDropped"; size: number; limit: number }
-    | { kind: "cloudToDeviceMessage"; properties: string; payload: Uint8Array }
+    /** `properties`: its topic's property bag, decoded (a name given twice keeps its last value). */
+    | { kind: "cloudToDeviceMessage"; properties: Record<string, string>; payload: Uint8Array }
     /** A storage operation failed; the device asks for it again later. */
     | { kind: "storeFailed"; operation: "load" | "remove" | "saveState" | "reserve"; reason: StoreFailure }
     | { kind: "savedStateDiscarded"; reason: string }
@@ -210,8 +211,12 @@ export type MessageOutcome =
     | { sequence: number; status: "rejected"; reason: RejectReason };
 
 export interface CloudToDeviceMessage {
-    /** The property bag of the message's topic, URL-encoded. */
-    properties: string;
+    /**
+     * The property bag of the message's topic, decoded: the sender's properties and the
+     * Platform's (`$.mid`, `$.to`, ...). A `%` that is not an escape stays as written; a name
+     * given twice keeps its last value.
+     */
+    properties: Record<string, string>;
     payload: Uint8Array;
 }
 

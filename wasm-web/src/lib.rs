@@ -562,7 +562,7 @@ fn set_tunables(config: &mut DeviceConfig, text: &str) -> Result<(), ConfigError
             option: Tunable::from_name(name).map_or(ConfigOption::Tunables, ConfigOption::Tunable),
             reason: [&value.to_json(), " is not a whole number"].concat(),
         })?;
-        config.set_tunable_named(name, whole, Tunable::name)?;
+        config.set_tunable_named(name, whole, |tunable| tunable.name().into())?;
     }
     Ok(())
 }

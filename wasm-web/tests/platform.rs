@@ -919,3 +919,39 @@ async fn listeners_hear_the_events_and_a_delivery_is_awaited_bounded_by_a_signal
     device.stop().await;
     discard(&database).await;
 }
+
+#[wasm_bindgen_test]
+async fn a_cloud_to_device_message_reaches_the_app_with_its_properties_decoded() {
+    let (database, device_id) = (unique("vdev-c2d"), unique("web-c2d"));
+    let device = start(&database, &device_id).await;
+    let (received, on_message) = Recorder::new();
+    device
+        .client
+        .add_event_listener("cloudToDeviceMessage", &on_message);
+    device.approve_and_connect().await;
+    let workspace = platform().workspace;
+    let path = format!(
+        "/workspaces/{workspace}/devices/{device_id}/c2d-messages?mode=eco&note=a%20b%26c%3D%25"
+    );
+    let (status, answer) = platform()
+        .admin("POST", &path, Some(json!({ "setpoint": 21.5 })))
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    wait_until("the cloud-to-device message", 10_000.0, || {
+        received.len() == 1
+    })
+    .await;
+    let detail = Reflect::get(&received.first_args()[0], &"detail".into()).unwrap();
+    let properties = Reflect::get(&detail, &"properties".into()).unwrap();
+    assert_eq!(field_string(&properties, "mode").as_deref(), Some("eco"));
+    assert_eq!(
+        field_string(&properties, "note").as_deref(),
+        Some("a b&c=%"),
+        "decoded for the app"
+    );
+    let payload = Reflect::get(&detail, &"payload".into()).unwrap();
+    let payload = js_sys::Uint8Array::new(&payload).to_vec();
+    assert_eq!(String::from_utf8(payload).unwrap(), r#"{"setpoint":21.5}"#);
+    device.stop().await;
+    discard(&database).await;
+}

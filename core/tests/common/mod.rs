@@ -459,6 +459,10 @@ fn describe_event(event: &Event) -> String {
             format!("packet of {size} bytes dropped, limit {limit}")
         }
         Event::ReportedPropertiesStored { revision } => format!("reported {revision} stored"),
+        Event::CloudToDeviceMessage { properties, .. } => {
+            let pairs: Vec<String> = properties.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("cloud-to-device message {}", pairs.join("&"))
+        }
         Event::MessageDelivered { seq } => format!("delivered {seq}"),
         Event::MessageRejected { seq, reason } => format!("rejected {seq}: {reason}"),
         Event::DesiredPropertiesChanged { version, .. } => format!("desired v{version}"),
