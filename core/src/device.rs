@@ -363,6 +363,16 @@ impl Device {
         self.twin.desired()
     }
 
+    /// The desired properties and their version when it is above `version`, the one the app
+    /// has (the official SDK's "if newer"); `None` when the app is up to date, or before the
+    /// first fetch.
+    pub fn desired_properties_if_newer(&self, version: u64) -> Option<(&Value, u64)> {
+        match self.twin.desired() {
+            (properties, Some(newer)) if newer > version => Some((properties, newer)),
+            _ => None,
+        }
+    }
+
     /// The reported properties the app has set.
     pub fn reported_properties(&self) -> &Value {
         self.twin.reported()

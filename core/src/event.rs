@@ -234,6 +234,34 @@ impl Event {
         }
     }
 
+    /// How much a person watching the device's log wants to see it, so that every host logs
+    /// the same event at the same level: `error` when the device's storage is in trouble,
+    /// `warn` for a failure it works around or a message it gives up on, `info` for the
+    /// milestones (provisioning, the connection), `debug` for the traffic of every message.
+    pub fn level(&self) -> &'static str {
+        match self {
+            Self::StoreFailed { .. } | Self::SavedStateDiscarded { .. } => "error",
+            Self::ProvisioningFailed(_)
+            | Self::ConnectionLost { .. }
+            | Self::RequestFailed { .. }
+            | Self::RegistrationTokenDiscarded { .. }
+            | Self::MessageRejected { .. }
+            | Self::ReportedPropertiesRejected { .. }
+            | Self::PacketDropped { .. }
+            | Self::OutboxRecovered(_) => "warn",
+            Self::ProvisioningOperation(_)
+            | Self::Registered { .. }
+            | Self::ConnectionStateChanged(_)
+            | Self::OfflineChanged { .. } => "info",
+            Self::MessagesStored { .. }
+            | Self::MessageDelivered { .. }
+            | Self::DesiredPropertiesChanged { .. }
+            | Self::ReportedPropertiesAcknowledged
+            | Self::ReportedPropertiesStored { .. }
+            | Self::CloudToDeviceMessage { .. } => "debug",
+        }
+    }
+
     /// The event as one JSON object: `kind` (its name) and its fields, except the byte string
     /// [`Event::payload`], which hosts attach in their own form.
     pub fn to_value(&self) -> Value {

@@ -420,6 +420,9 @@ impl WasiHost {
             poll: func(&mut store, "[method]device.poll")?,
             pending_count: func(&mut store, "[method]device.pending-count")?,
             update_reported: func(&mut store, "[method]device.update-reported-properties")?,
+            desired_if_newer: func(&mut store, "[method]device.desired-properties-if-newer")?,
+            reported_pending: func(&mut store, "[method]device.reported-properties-pending")?,
+            forget: func(&mut store, "[method]device.forget")?,
             set_offline: func(&mut store, "[method]device.set-offline")?,
             stop: func(&mut store, "[method]device.stop")?,
         };
@@ -634,6 +637,9 @@ struct LibraryFuncs {
     poll: Func,
     pending_count: Func,
     update_reported: Func,
+    desired_if_newer: Func,
+    reported_pending: Func,
+    forget: Func,
     set_offline: Func,
     stop: Func,
 }
@@ -773,6 +779,71 @@ impl LibraryDevice {
         match ok_value(&result[0])? {
             Some(Val::U64(revision)) => Ok(revision),
             other => wasmtime::bail!("update-reported-properties returned {other:?}"),
+        }
+    }
+
+    /// `device.desired-properties-if-newer(version)`: the properties' JSON and their version.
+    pub async fn desired_properties_if_newer(
+        &mut self,
+        version: u64,
+    ) -> Result<Option<(String, Option<u64>)>> {
+        let mut result = [Val::Bool(false)];
+        self.funcs
+            .desired_if_newer
+            .call_async(
+                &mut self.store,
+                &[Val::Resource(self.device), Val::U64(version)],
+                &mut result,
+            )
+            .await?;
+        let Val::Option(desired) = &result[0] else {
+            wasmtime::bail!("desired-properties-if-newer returned {:?}", result[0]);
+        };
+        let Some(desired) = desired else {
+            return Ok(None);
+        };
+        let Val::Record(fields) = desired.as_ref() else {
+            wasmtime::bail!("not a desired-properties record: {desired:?}");
+        };
+        let (mut properties, mut version) = (String::new(), None);
+        for (name, value) in fields {
+            match (name.as_str(), value) {
+                ("properties", Val::String(json)) => properties = json.clone(),
+                ("version", Val::Option(Some(v))) => {
+                    if let Val::U64(v) = v.as_ref() {
+                        version = Some(*v);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(Some((properties, version)))
+    }
+
+    /// `device.forget(force)`; a refusal as its error's text.
+    pub async fn forget(&mut self, force: bool) -> Result<()> {
+        let mut result = [Val::Bool(false)];
+        self.funcs
+            .forget
+            .call_async(
+                &mut self.store,
+                &[Val::Resource(self.device), Val::Bool(force)],
+                &mut result,
+            )
+            .await?;
+        ok_value(&result[0]).map(|_| ())
+    }
+
+    /// `device.reported-properties-pending()`.
+    pub async fn reported_properties_pending(&mut self) -> Result<bool> {
+        let mut result = [Val::Bool(false)];
+        self.funcs
+            .reported_pending
+            .call_async(&mut self.store, &[Val::Resource(self.device)], &mut result)
+            .await?;
+        match result[0] {
+            Val::Bool(pending) => Ok(pending),
+            ref other => wasmtime::bail!("reported-properties-pending returned {other:?}"),
         }
     }
 

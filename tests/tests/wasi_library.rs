@@ -93,6 +93,29 @@ async fn wasi_library_world_provisions_round_trips_properties_and_delivers_in_or
         (desired["interval"] == 5).then_some(())
     })
     .await;
+    // "If newer": nothing for the app that has the version, the properties for one behind.
+    let (_, version) = device
+        .desired_properties_if_newer(0)
+        .await
+        .expect("call")
+        .expect("newer than none");
+    let version = version.expect("a version");
+    assert_eq!(
+        device
+            .desired_properties_if_newer(version)
+            .await
+            .expect("call"),
+        None
+    );
+    let (behind, newer) = device
+        .desired_properties_if_newer(version - 1)
+        .await
+        .expect("call")
+        .expect("newer than the one before");
+    assert_eq!(newer, Some(version));
+    let behind: Value = serde_json::from_str(&behind).expect("desired json");
+    assert_eq!(behind["interval"], 5);
+
     // A cloud-to-device message sent through the admin API arrives with its properties
     // decoded, every pair in order.
     admin(
@@ -164,10 +187,13 @@ async fn wasi_library_world_provisions_round_trips_properties_and_delivers_in_or
             "{patch}: {refused}"
         );
     }
+    assert!(!device.reported_properties_pending().await.expect("call"));
     let revision = device
         .update_reported_properties(r#"{"firmware":"1.2.3"}"#)
         .await
         .expect("reported patch accepted");
+    // The device moves only while the app polls: not acknowledged yet.
+    assert!(device.reported_properties_pending().await.expect("call"));
     // Durable in the store first (the save runs in the same turn), acknowledged later.
     poll_until(&mut device, &mut seen, DEADLINE, |e| {
         match (e.name.as_str(), &e.payload) {
@@ -182,6 +208,7 @@ async fn wasi_library_world_provisions_round_trips_properties_and_delivers_in_or
         (e.name == "reported-properties-acknowledged").then_some(())
     })
     .await;
+    assert!(!device.reported_properties_pending().await.expect("call"));
     let reported = admin(
         &info,
         reqwest::Method::GET,
@@ -548,6 +575,30 @@ async fn wasi_library_world_checks_its_tunables_at_start_and_holds_an_outbox_lim
     );
     assert!(full.contains("outbox-full"), "{full}");
     assert_eq!(device.pending_count().await.expect("count"), 2);
+
+    // Forgetting it takes `force` while those two are pending; then its files are gone.
+    let refused = format!("{:#}", device.forget(false).await.expect_err("refused"));
+    assert!(
+        refused.contains(r#"Variant("messages-pending", Some(U64(2)))"#),
+        "{refused}"
+    );
+    assert!(
+        store.read_dir().expect("list").next().is_some(),
+        "refused: nothing deleted"
+    );
+    device.forget(true).await.expect("forgotten");
+    let left: Vec<_> = store.read_dir().expect("list").collect();
+    assert!(left.is_empty(), "the store's files are gone: {left:?}");
     device.stop().await.expect("stops");
+    let mut again = host
+        .start_library_device(&store, config(&tuned))
+        .await
+        .expect("device starts again");
+    assert_eq!(
+        again.pending_count().await.expect("count"),
+        0,
+        "the queue is gone"
+    );
+    again.stop().await.expect("stops");
     platform.shutdown().await;
 }

@@ -14,6 +14,8 @@ import init, {
     type DeliveryOptions,
     type DeviceEvent,
     type DeviceEventMap,
+    type Logger,
+    type LogLevel,
     type InitInput,
     type InitOutput,
     type MessageOptions,
@@ -190,6 +192,15 @@ export async function run(): Promise<void> {
     };
     const tuned = await DeviceClient.start({ ...options, database: "vdev-tuned", tunables });
     await tuned.stop();
+    const logger: Logger = { warn: (...details: unknown[]) => seen.push(String(details[1])) };
+    await (await DeviceClient.start({ ...options, database: "vdev-logged", logger })).stop();
+    await (await DeviceClient.start({ ...options, database: "vdev-console", logger: console })).stop();
+    const level: LogLevel = "debug";
+    const newer: DesiredProperties | undefined = client.desiredPropertiesIfNewer(3);
+    const reportedPending: boolean = client.reportedPropertiesPending;
+    void [level, newer, reportedPending];
+    await tuned.forget();
+    await tuned.forget({ force: true });
 
     // Events the DOM way: typed by their kind.
     const target: EventTarget = client;
@@ -286,6 +297,17 @@ export async function wrongUsages(client: DeviceClient, sender: StreamSender): P
     client.addEventListener("messageDelivered", (event) => event.detail.reason);
     // @ts-expect-error the connection state is a string union, not a number
     client.addEventListener("connectionStateChanged", (event: CustomEvent<{ state: number }>) => event);
+    // @ts-expect-error force is a boolean
+    await client.forget({ force: "yes" });
+    // @ts-expect-error a logger's levels are methods
+    await DeviceClient.start({ instance: "i", provisioningToken: "t", database: "d", logger: { warn: "yes" } });
+    // @ts-expect-error "trace" is not a level
+    const trace: LogLevel = "trace";
+    // @ts-expect-error the version to compare with is a number
+    client.desiredPropertiesIfNewer("3");
+    // @ts-expect-error reportedPropertiesPending is read-only
+    client.reportedPropertiesPending = false;
+    void trace;
     // @ts-expect-error a tunable is a number
     await DeviceClient.start({ instance: "i", provisioningToken: "t", database: "d", tunables: { maxInFlight: "64" } });
     // @ts-expect-error an unknown tunable is refused (a typo of keepAliveSeconds)

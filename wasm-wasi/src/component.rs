@@ -386,6 +386,19 @@ impl GuestDevice for DeviceResource {
         }
     }
 
+    fn desired_properties_if_newer(&self, version: u64) -> Option<wit::DesiredProperties> {
+        let driver = self.driver.borrow();
+        let (properties, version) = driver.device().desired_properties_if_newer(version)?;
+        Some(wit::DesiredProperties {
+            properties: properties.to_string(),
+            version: Some(version),
+        })
+    }
+
+    fn reported_properties_pending(&self) -> bool {
+        self.driver.borrow().device().reported_properties_pending()
+    }
+
     fn reported_properties(&self) -> String {
         self.driver
             .borrow()
@@ -450,6 +463,17 @@ impl GuestDevice for DeviceResource {
 
     fn stop(&self) {
         self.driver.borrow_mut().stop();
+    }
+
+    fn forget(&self, force: bool) -> Result<(), wit::ForgetError> {
+        let mut driver = self.driver.borrow_mut();
+        let pending = driver.device().stats().pending_count;
+        if pending > 0 && !force {
+            return Err(wit::ForgetError::MessagesPending(pending));
+        }
+        driver
+            .forget()
+            .map_err(|error| wit::ForgetError::StoreFailed(error.to_string()))
     }
 }
 

@@ -35,7 +35,7 @@ use wasip2::sockets::network::{
 use wasip2::sockets::tcp::TcpSocket;
 use wasip2::sockets::{instance_network, ip_name_lookup, tcp_create_socket};
 
-use crate::file_store::FileStore;
+use crate::file_store::{FileStore, FileStoreError};
 use crate::notice::Notice;
 use crate::settings::{Settings, SettingsError};
 use crate::tls::TlsSession;
@@ -461,6 +461,12 @@ impl Driver {
         self.drain();
         self.conns.clear();
         self.requests.clear();
+    }
+
+    /// Stops and deletes what the device stored (see [`FileStore::forget`]).
+    pub fn forget(&mut self) -> Result<(), FileStoreError> {
+        self.stop();
+        self.store.forget()
     }
 
     /// One turn of the loop: waits at most `max_wait_ms` (less when the core's deadline is

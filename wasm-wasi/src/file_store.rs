@@ -109,6 +109,23 @@ impl FileStore {
         Ok((store, recoveries))
     }
 
+    /// Deletes what the device stored here (the outbox's files and the saved state with its
+    /// identity and tokens), and the directory once nothing else is in it: files the app keeps
+    /// there stay. For a stopped device: the store takes no request after it.
+    pub fn forget(&mut self) -> Result<(), FileStoreError> {
+        self.writing.clear();
+        let names = fs::read_dir(&self.dir)
+            .map_err(io_error("list", &self.dir))?
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok());
+        for name in FileOutboxOpener::files_to_read(names) {
+            let path = self.dir.join(&name);
+            fs::remove_file(&path).map_err(io_error("delete", &path))?;
+        }
+        // Not empty: the app's own files stay, and so does the directory.
+        let _ = fs::remove_dir(&self.dir);
+        Ok(())
+    }
+
     /// Segments roll over at `bytes` instead of 4 MiB (tests use small segments).
     pub fn with_segment_limit(mut self, bytes: u64) -> Self {
         self.outbox = self.outbox.with_segment_limit(bytes);

@@ -10,12 +10,27 @@
 // takes each from the core itself), and each is answered on its own: a failed one does not undo
 // those before it. Files being written stay open between requests.
 
-import { mkdir, open, readFile, readdir, rename, unlink } from "node:fs/promises";
+import { mkdir, open, readFile, readdir, rename, rmdir, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { FileOutbox } from "./vdev_node_core.js";
 import { VdevError } from "./errors.js";
 import { describe } from "./io.js";
 import { lockDirectory } from "./lock.js";
+
+/**
+ * Deletes what a device stored in `directory` (the outbox's files, the saved state with its
+ * identity and tokens), and the directory once nothing else is in it: files the app keeps
+ * there stay.
+ * @param {string} directory
+ */
+export async function forgetDirectory(directory) {
+  try {
+    for (const name of FileOutbox.filesToRead(await readdir(directory))) await unlink(join(directory, name));
+    await rmdir(directory).catch(() => {});
+  } catch (error) {
+    throw new VdevError("storageFailed", `cannot delete the outbox directory '${directory}': ${describe(error)}`);
+  }
+}
 
 /** @typedef {{ op: string, file: string, offset?: number, len?: number, bytes?: Uint8Array, sync?: boolean }} FileOp */
 

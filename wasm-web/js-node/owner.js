@@ -5,7 +5,7 @@
 import { Driver } from "./device.js";
 import { VdevError } from "./errors.js";
 import { describe } from "./io.js";
-import { openDirStore } from "./dir_store.js";
+import { forgetDirectory, openDirStore } from "./dir_store.js";
 import { perform } from "./http.js";
 import { openConnection } from "./net.js";
 
@@ -15,11 +15,13 @@ export class SoleOwner {
    * @param {string} database
    * @param {Record<string, ((...args: any[]) => void) | undefined>} callbacks
    * @param {(options: any) => any} makeCore
+   * @param {(level: any, ...details: unknown[]) => void} log the app's logger
    */
-  constructor(config, database, callbacks, makeCore) {
+  constructor(config, database, callbacks, makeCore, log) {
     this.config = config;
     this.database = database;
     this.callbacks = callbacks;
+    this.log = log;
     this.makeCore = makeCore;
     /** @type {Driver | undefined} */
     this.driver = undefined;
@@ -67,6 +69,7 @@ export class SoleOwner {
       {
         open: (output, on) => /** @type {any} */ (openConnection(output, on, ca)),
         perform: (request, now) => perform(request, now, ca, this.stopped.signal),
+        log: this.log,
       },
     );
   }
@@ -80,7 +83,7 @@ export class SoleOwner {
     try {
       this.callbacks[name]?.(...args);
     } catch (error) {
-      console.error("vdev:", `${name} threw: ${describe(error)}`);
+      this.log("error", `${name} threw: ${describe(error)}`);
     }
   }
 
@@ -110,5 +113,10 @@ export class SoleOwner {
 
   stop() {
     return /** @type {Driver} */ (this.driver).stop().then(() => this.stopped.abort());
+  }
+
+  /** After `stop`: deletes what the device stored. */
+  forget() {
+    return forgetDirectory(this.database);
   }
 }

@@ -10,7 +10,7 @@ import { Coordinator } from "./tabs.js";
 /**
  * @import { Core, CoreOptions } from "./vdev_web_core.js"
  * @import { DeliveryOptions, DeviceEvent, MessageOptions, StartOptions, StreamSenderOptions, WaitOptions } from "./vdev_web.js"
- * @import { Deferred, Sendable, Stream } from "./device.js"
+ * @import { Deferred, Log, Sendable, Stream } from "./device.js"
  */
 
 /** @typedef {(options: CoreOptions) => Core} MakeCore */
@@ -87,6 +87,28 @@ function option(object, name, type = "string") {
   if (value == null) return undefined;
   if (typeof value !== type) throw invalid(name, `must be a ${type}`);
   return value;
+}
+
+const LEVELS = /** @type {const} */ (["error", "warn", "info", "debug"]);
+
+/**
+ * How the client logs: through the app's `logger` (each level a method, `console` fits), or
+ * by default errors alone to the console. A logger that throws is not the device's problem.
+ * @param {StartOptions["logger"]} logger
+ * @returns {Log}
+ */
+function logThrough(logger) {
+  if (logger == null) logger = { error: (...details) => console.error(...details) };
+  const methods = /** @type {Record<string, unknown>} */ (logger);
+  if (typeof logger !== "object" || LEVELS.some((level) => methods[level] != null && typeof methods[level] !== "function")) {
+    throw invalid("logger", "must be an object whose error, warn, info and debug are functions where present");
+  }
+  const chosen = logger;
+  return (level, ...details) => {
+    try {
+      chosen[level]?.("vdev:", ...details);
+    } catch {}
+  };
 }
 
 /**
@@ -249,7 +271,7 @@ export class DeviceClient extends EventTarget {
         client?.dispatch(event);
       }
     };
-    const coordinator = new Owner(config, config.database, callbacks, makeCore);
+    const coordinator = new Owner(config, config.database, callbacks, makeCore, logThrough(options.logger));
     await coordinator.start();
     client = new DeviceClient(coordinator);
     // Not awaited: Firefox asks the user, and `start` must not wait for an answer that may come
@@ -363,6 +385,24 @@ export class DeviceClient extends EventTarget {
   }
 
   /**
+   * The desired properties and their version when it is above `version` (the one the app has
+   * applied); `undefined` when the app is up to date, or before the first fetch.
+   * @param {number} version
+   */
+  desiredPropertiesIfNewer(version) {
+    if (typeof version !== "number") throw invalid("version", "must be a number");
+    const { desired, desiredVersion } = this.coordinator.snapshot();
+    // The core's rule (`Device::desired_properties_if_newer`), on the figures a follower has too.
+    if (desiredVersion == null || !(desiredVersion > version)) return undefined;
+    return { properties: JSON.parse(desired), version: desiredVersion };
+  }
+
+  /** Whether a reported-properties update waits for the Platform's acknowledgement. */
+  get reportedPropertiesPending() {
+    return this.coordinator.snapshot().reportedPending;
+  }
+
+  /**
    * Merges `patch` into the reported properties (JSON merge patch: `null` deletes). Resolves once
    * the change is saved; it reaches the Platform when connected, across restarts.
    * @param {Record<string, unknown>} patch
@@ -417,6 +457,30 @@ export class DeviceClient extends EventTarget {
   /** Whether the device is offline (the browser's `offline` event or `setOffline(true)`). */
   get offline() {
     return this.coordinator.snapshot().offline;
+  }
+
+  /**
+   * Forgets the device: stops it and deletes what it stored (its queue, identity, tokens and
+   * twin), so that the next `start` with this database provisions a new device. Refused with
+   * `messagesPending` while stored messages are not delivered, unless `force` (they are
+   * dropped), and with `coordinationFailed` in a tab that only follows (forget it where it
+   * runs).
+   * @param {{ force?: boolean } | null} [options]
+   */
+  async forget(options) {
+    const force = option(options, "force", "boolean") ?? false;
+    if (!this.coordinator.driver) {
+      throw new VdevError("coordinationFailed", "another tab drives this device: forget it there");
+    }
+    const pending = this.pendingMessagesCount();
+    if (pending > 0 && !force) {
+      throw new VdevError(
+        "messagesPending",
+        `${pending} stored messages are not delivered yet: forget({ force: true }) drops them`,
+      );
+    }
+    await this.stop();
+    await this.coordinator.forget();
   }
 
   /**

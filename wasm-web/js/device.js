@@ -16,7 +16,7 @@ import { WakeTimer } from "./timer.js";
 
 /**
  * @import { Core, CoreStats, Output, SendSettlement, StoreRequest } from "./vdev_web_core.js"
- * @import { DeviceEvent } from "./vdev_web.js"
+ * @import { DeviceEvent, LogLevel } from "./vdev_web.js"
  * @import { Answer, Store, StoreFailure } from "./store.js"
  * @import { Callbacks } from "./client.js"
  */
@@ -24,6 +24,11 @@ import { WakeTimer } from "./timer.js";
 /**
  * Calls the app's callback `name`, its arguments typed as the public types say.
  * @typedef {<K extends keyof Callbacks>(name: K, args: Parameters<NonNullable<Callbacks[K]>>) => void} Tell
+ */
+
+/**
+ * Logs through the app's logger (`StartOptions.logger`) at `level`.
+ * @typedef {(level: LogLevel, ...details: unknown[]) => void} Log
  */
 
 /** A `connect` output of the core. @typedef {Extract<Output, { kind: "connect" }>} Connect */
@@ -80,11 +85,13 @@ export class Driver {
    * @param {Store} store
    * @param {Tell} tell
    * @param {() => void} settled
-   * @param {{ open?: Driver["open"], perform?: Driver["perform"] }} [io]
+   * @param {{ open?: Driver["open"], perform?: Driver["perform"], log?: Log }} [io]
    */
   constructor(core, store, tell, settled, io) {
     if (io?.open) this.open = io.open;
     if (io?.perform) this.perform = io.perform;
+    /** The app's logger: each event at the level the core gives it. */
+    this.log = io?.log ?? (() => {});
     this.core = core;
     this.store = store;
     this.tell = tell;
@@ -302,6 +309,7 @@ export class Driver {
           break;
         case "event":
           if (output.settles) this.settleSends(output.settles);
+          this.log(output.level, output.event.kind, output.event);
           this.event(output.event, output.payload);
           break;
         default: {
@@ -406,11 +414,6 @@ export class Driver {
         return this.tell("onDesiredPropertiesChanged", [event.properties, event.version]);
       case "cloudToDeviceMessage":
         return this.tell("onCloudToDeviceMessage", [{ properties: event.properties, payload: event.payload }]);
-      // Storage trouble shows in the console even when the app has no `onEvent`; the event
-      // as the core wrote it (its reason in the core's words).
-      case "savedStateDiscarded":
-      case "storeFailed":
-        return console.error("vdev:", event.kind, event);
     }
   }
 

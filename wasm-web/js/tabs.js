@@ -31,9 +31,10 @@
 import { Driver, deferred, stoppedError } from "./device.js";
 import { VdevError } from "./errors.js";
 import { describe } from "./io.js";
-import { openStore, randomId } from "./store.js";
+import { deleteStore, openStore, randomId } from "./store.js";
 
 /**
+ * @import { Log } from "./device.js"
  * @import { Callbacks, Config, MakeCore } from "./client.js"
  * @import { Deferred, Sendable, Stream } from "./device.js"
  * @import { VdevErrorCode } from "./vdev_web.js"
@@ -79,11 +80,13 @@ export class Coordinator {
    * @param {string} database
    * @param {Callbacks} callbacks
    * @param {MakeCore} makeCore
+   * @param {Log} log the app's logger
    */
-  constructor(config, database, callbacks, makeCore) {
+  constructor(config, database, callbacks, makeCore, log) {
     this.config = config;
     this.database = database;
     this.callbacks = callbacks;
+    this.log = log;
     this.makeCore = makeCore;
     this.id = randomId();
     /** @type {(() => void)[]} */
@@ -103,6 +106,7 @@ export class Coordinator {
       windowRecords: 0,
       connectionState: "disconnected",
       offline: false,
+      reportedPending: false,
       workspaceId: null,
       deviceId: null,
       desired: "{}",
@@ -221,7 +225,7 @@ export class Coordinator {
       // `any`: the arguments are checked at the callers, as each callback's own.
       /** @type {any} */ (this.callbacks[name])?.(...args);
     } catch (error) {
-      console.error("vdev:", `${name} threw: ${describe(error)}`);
+      this.log("error", `${name} threw: ${describe(error)}`);
     }
     if (this.driver && this.followersPresent) this.post({ t: "event", name, args });
   }
@@ -274,6 +278,7 @@ export class Coordinator {
         store,
         (name, args) => this.tell(name, args),
         () => this.figuresChanged(),
+        { log: this.log },
       );
     } catch (error) {
       this.release?.();
@@ -339,7 +344,7 @@ export class Coordinator {
       // The calls waiting for an owner fail with the reason; the client queues for the lock
       // again, to try once more when the next owner lets go.
       const failure = new VdevError("coordinationFailed", `cannot take over the device: ${error.message}`);
-      console.error("vdev:", failure.message);
+      this.log("error", failure.message);
       for (const { waiter } of this.pending.values()) waiter.reject(failure);
       this.pending.clear();
       for (const waiter of this.sentWaiters.splice(0)) waiter.reject(failure);
@@ -431,6 +436,11 @@ export class Coordinator {
   /** Follower: asks the owner to apply this app's `setOffline` (again: the same value twice changes nothing). */
   tellOfflineWish() {
     if (this.offlineWish !== undefined) this.request({ kind: "offline", value: this.offlineWish });
+  }
+
+  /** After `stop`: deletes the database (the owner's database connection is closed by then). */
+  forget() {
+    return deleteStore(this.database);
   }
 
   /**

@@ -31,6 +31,13 @@ export interface StartOptions {
     /** Shown to the technician who approves the provisioning operation. */
     provisioningParameters?: Record<string, string>;
     /**
+     * Where the device logs: each event at its level (`error`: storage trouble; `warn`: a
+     * failure worked around or a message given up; `info`: provisioning and the connection;
+     * `debug`: every message's progress), and a callback that threw (`error`). `console`
+     * fits; by default errors alone go to `console.error`, and `{}` logs nothing.
+     */
+    logger?: Logger;
+    /**
      * Numbers to tune; the defaults suit a real Platform. Each is checked at `start`: a value
      * out of its bounds (or an unknown name) is an `invalidOption` naming it.
      */
@@ -58,6 +65,12 @@ export interface StartOptions {
      */
     onEvent?: (event: DeviceEvent) => void;
 }
+
+/** A log level, most severe first. */
+export type LogLevel = "error" | "warn" | "info" | "debug";
+
+/** Where the device logs (`console` is one): a method per level; a level without one is not logged. */
+export type Logger = { [L in LogLevel]?: (...details: unknown[]) => void };
 
 /** The numbers a device may tune (whole numbers; ms: milliseconds, at most a day). */
 export interface Tunables {
@@ -342,10 +355,25 @@ export class DeviceClient extends EventTarget {
      */
     stop(): Promise<void>;
     /**
+     * Forgets the device: stops it and deletes what it stored (queue, identity, tokens, twin;
+     * on Node.js the outbox's files, and the directory when nothing else is in it), so that
+     * the next `start` with this database provisions a new device. Refused with
+     * `messagesPending` while stored messages are not delivered, unless `force` (they are
+     * dropped); in a tab that only follows, with `coordinationFailed`.
+     */
+    forget(options?: { force?: boolean } | null): Promise<void>;
+    /**
      * Merges `patch` into the reported properties (JSON merge patch: `null` deletes). Resolves
      * once the change is saved; it reaches the Platform when connected, across restarts.
      */
     updateReportedProperties(patch: Record<string, unknown>): Promise<void>;
+    /**
+     * The desired properties and their version when it is above `version` (the one the app
+     * has applied); `undefined` when the app is up to date, or before the first fetch.
+     */
+    desiredPropertiesIfNewer(version: number): DesiredProperties | undefined;
+    /** Whether a reported-properties update waits for the Platform's acknowledgement. */
+    readonly reportedPropertiesPending: boolean;
     /**
      * Resolves once no message is pending (delivered or rejected, every one); rejects when
      * `options.signal` aborts or `options.timeout` ms pass first (the messages stay queued).
@@ -421,7 +449,9 @@ export type VdevErrorCode =
     /** A waiting call's `timeout` passed first (what it waited for goes on). */
     | "timedOut"
     /** `deliverMessage`: the message will never be delivered; `reason` says why. */
-    | "messageRejected";
+    | "messageRejected"
+    /** `forget` without `force` while stored messages are not delivered yet. */
+    | "messagesPending";
 
 /** The error of every refused or failed call of the API (rejected promises and throws). */
 export class VdevError extends Error {

@@ -123,6 +123,29 @@ test("tunables: refused at start when out of bounds, and a window of one still d
   await client.stop();
 });
 
+test("forget: refused while messages are pending unless forced, then the directory is gone and the device provisions anew", async () => {
+  const where = fresh();
+  const { client } = await start(where);
+  const sender = client.createStreamSender();
+  await sender.deliverMessage("known");
+  client.setOffline(true);
+  await waitFor("offline", () => client.statistics().connectionState !== "connected");
+  await sender.sendMessage("dropped");
+  await assert.rejects(client.forget(), { code: "messagesPending" });
+  assert.equal(client.pendingMessagesCount(), 1, "refused: nothing changed");
+  await client.forget({ force: true });
+  assert.throws(() => readdirSync(where.directory), { code: "ENOENT" }, "the directory is gone");
+
+  /** @type {string[]} */
+  const operations = [];
+  const again = await start(where, { onProvisioningOperation: (op) => operations.push(op.id) });
+  assert.equal(again.client.pendingMessagesCount(), 0, "the queue is gone");
+  await waitFor("a new provisioning operation", () => operations.length === 1);
+  assert.equal(again.client.deviceId, undefined, "the identity is gone");
+  await again.client.stop();
+  assert.deepEqual(await stored(where.deviceId), ["known"]);
+});
+
 test("a second client of one directory is refused, in the same process and in another", async () => {
   const where = fresh();
   const { client } = await start(where, { onProvisioningOperation: undefined });

@@ -411,7 +411,7 @@ impl Core {
     }
 
     /// The JSON text of `{ pendingCount, pendingBytes, oldestEnqueuedAt, windowRecords,
-    /// connectionState, offline }`.
+    /// connectionState, offline, reportedPending }`.
     pub fn stats(&self) -> String {
         let stats = self.device.stats();
         let mut json = Json::object();
@@ -421,6 +421,7 @@ impl Core {
         json.number("windowRecords", stats.window_records as u64);
         json.text("connectionState", stats.connection_state.as_str());
         json.flag("offline", stats.offline);
+        json.flag("reportedPending", self.device.reported_properties_pending());
         json.end()
     }
 
@@ -428,7 +429,8 @@ impl Core {
     /// `http` {id, method, url, headers: [name, value][], deadline, maxResponseBytes} (its body
     /// follows), `connect` {conn, url} for WebSocket or {conn, host, port, tls} for TCP and TLS,
     /// `transmit` {conn} (its bytes follow), `close` {conn}, the store requests (see
-    /// [`store_request_json`]), `event` {event: `Event::to_value`, payload: true when the event
+    /// [`store_request_json`]), `event` {level: `Event::level`, event: `Event::to_value`,
+    /// payload: true when the event
     /// has one (it follows), settles?: the sends it settles (see [`write_settlement`])}, and
     /// last `timeout` {deadline: number | null}.
     ///
@@ -506,6 +508,7 @@ impl Core {
             // string kept out of it follows.
             Output::Event(event) => {
                 json.text("kind", "event");
+                json.text("level", event.level());
                 event.to_value().write_to(json.key("event"));
                 if let Some(settlement) = event.send_settlement() {
                     write_settlement(json.key("settles"), settlement);

@@ -300,8 +300,22 @@ async fn desired_properties_arrive_and_reported_properties_reach_the_platform() 
     .await;
     let current = as_json(&device.client.desired_properties());
     assert_eq!(current["properties"]["mode"], "eco");
-    assert!(current["version"].as_u64().is_some(), "{current}");
+    let version = current["version"].as_f64().expect("a version");
+    // "If newer": nothing for the app that has this version, the properties for one behind.
+    assert!(
+        device
+            .client
+            .desired_properties_if_newer(version)
+            .is_undefined()
+    );
+    let newer = as_json(&device.client.desired_properties_if_newer(version - 1.0));
+    assert_eq!(newer["properties"]["threshold"], 7);
+    assert_eq!(newer["version"].as_f64(), Some(version));
 
+    // Offline, a stored update waits: pending until the Platform acknowledged it.
+    assert!(!device.client.reported_properties_pending());
+    device.client.set_offline(true);
+    device.wait_offline().await;
     let patch = js_sys::JSON::parse(r#"{"firmware":"1.2.3","uptime":5}"#).unwrap();
     await_promise(
         device
@@ -310,6 +324,11 @@ async fn desired_properties_arrive_and_reported_properties_reach_the_platform() 
             .unchecked_into(),
     )
     .await;
+    assert!(
+        device.client.reported_properties_pending(),
+        "stored, not yet acknowledged"
+    );
+    device.client.set_offline(false);
     let reported = wait_until_async("the reported properties", 15_000.0, || async {
         let (_, reported) = platform
             .admin("GET", &twin_path("reported-properties"), None)
@@ -318,6 +337,10 @@ async fn desired_properties_arrive_and_reported_properties_reach_the_platform() 
     })
     .await;
     assert_eq!(reported["uptime"], 5);
+    wait_until("the acknowledgement", 15_000.0, || {
+        !device.client.reported_properties_pending()
+    })
+    .await;
     device.stop().await;
     discard(&database).await;
 }
@@ -953,5 +976,114 @@ async fn a_cloud_to_device_message_reaches_the_app_with_its_properties_decoded()
     let payload = js_sys::Uint8Array::new(&payload).to_vec();
     assert_eq!(String::from_utf8(payload).unwrap(), r#"{"setpoint":21.5}"#);
     device.stop().await;
+    discard(&database).await;
+}
+
+#[wasm_bindgen_test]
+async fn the_device_logs_through_the_apps_logger_at_the_levels_the_core_gives() {
+    let (database, device_id) = (unique("vdev-logger"), unique("web-logger"));
+    let (operations, on_operation) = Recorder::new();
+    let (errors, error) = Recorder::new();
+    let (infos, info) = Recorder::new();
+    let (debugs, debug) = Recorder::new();
+    let throws = js_sys::Function::new_no_args("throw new Error('the app broke')");
+    let logger = js_object(&[
+        ("error", error.into()),
+        ("info", info.into()),
+        ("debug", debug.into()),
+    ]);
+    let client = DeviceClient::start(js_object(&[
+        ("instance", platform().url.into()),
+        ("provisioningToken", platform().provisioning_token.into()),
+        ("deviceId", device_id.as_str().into()),
+        ("database", database.as_str().into()),
+        ("onProvisioningOperation", on_operation.into()),
+        ("onConnectionStateChanged", throws.into()),
+        ("logger", logger),
+    ]))
+    .await
+    .expect("the client starts");
+    wait_until("a provisioning operation", 60_000.0, || {
+        operations.len() == 1
+    })
+    .await;
+    let id = field_string(&operations.first_args()[0], "id").unwrap();
+    platform().approve(&id).await;
+    let sender = client.create_stream_sender(None).unwrap();
+    await_promise(sender.deliver_message(JsValue::from_str("logged"), &JsValue::UNDEFINED)).await;
+
+    // (prefix, what): the second argument is the event's kind or the message.
+    let said = |recorder: &Recorder| -> Vec<String> {
+        let calls = recorder.calls.borrow();
+        assert!(
+            calls
+                .iter()
+                .all(|(prefix, _)| prefix.as_string().as_deref() == Some("vdev:"))
+        );
+        calls
+            .iter()
+            .filter_map(|(_, what)| what.as_string())
+            .collect()
+    };
+    let info_said = said(&infos);
+    for kind in [
+        "provisioningOperation",
+        "registered",
+        "connectionStateChanged",
+    ] {
+        assert!(info_said.iter().any(|k| k == kind), "info: {info_said:?}");
+    }
+    let debug_said = said(&debugs);
+    assert!(
+        debug_said.iter().any(|k| k == "messageDelivered"),
+        "debug: {debug_said:?}"
+    );
+    assert!(
+        !info_said.iter().any(|k| k == "messageDelivered"),
+        "not at info"
+    );
+    let error_said = said(&errors);
+    assert!(
+        error_said
+            .iter()
+            .any(|m| m.starts_with("onConnectionStateChanged threw: Error: the app broke")),
+        "a callback that threw is an error: {error_said:?}"
+    );
+    await_promise(client.stop()).await;
+    discard(&database).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_forgotten_device_provisions_anew_and_its_queue_is_gone() {
+    let (database, device_id) = (unique("vdev-forget"), unique("web-forget"));
+    let device = start(&database, &device_id).await;
+    device.approve_and_connect().await;
+    let sender = device.client.create_stream_sender(None).unwrap();
+    await_promise(sender.deliver_message(JsValue::from_str("known"), &JsValue::UNDEFINED)).await;
+
+    // Offline, a stored message is pending: forgetting it takes `force`.
+    device.client.set_offline(true);
+    device.wait_offline().await;
+    send_all(&sender, std::iter::once("dropped".to_owned())).await;
+    let (code, error) = rejection_code(device.client.forget(&JsValue::UNDEFINED)).await;
+    assert_eq!(code, "messagesPending", "{error:?}");
+    assert_eq!(
+        device.client.pending_messages_count(),
+        1.0,
+        "refused: nothing changed"
+    );
+    await_promise(device.client.forget(&js_object(&[("force", true.into())]))).await;
+
+    // The same database again: no identity, no queue; the device asks to be provisioned.
+    let again = start(&database, &device_id).await;
+    assert_eq!(
+        again.client.pending_messages_count(),
+        0.0,
+        "the queue is gone"
+    );
+    again.operation(0).await;
+    assert_eq!(again.client.device_id(), None, "the identity is gone");
+    assert_eq!(stored_at_platform(&device_id).await.0, ["known"]);
+    again.stop().await;
     discard(&database).await;
 }

@@ -1686,6 +1686,17 @@ impl Sim {
                     self.platform.desired, self.platform.desired_version
                 ));
             }
+            // "If newer": the app that has version `v` gets nothing; one behind gets them.
+            if let Some(v) = version {
+                let behind = v
+                    .checked_sub(1)
+                    .map(|older| device.desired_properties_if_newer(older));
+                if device.desired_properties_if_newer(v).is_some()
+                    || behind.is_some_and(|newer| newer != Some((desired, v)))
+                {
+                    violations.push(format!("desired properties if newer than v{v} are wrong"));
+                }
+            }
         }
     }
 }

@@ -8,7 +8,7 @@
 // checked too. scripts/build.sh fails when this file's methods or parameters differ from
 // those wasm-bindgen generates for lib.rs's `#[wasm_bindgen] impl Core` (scripts/check_glue_types.py).
 
-import type { ConnectionState, DeviceEvent, InitInput, InitOutput, SyncInitInput } from "../../js/vdev_web.js";
+import type { ConnectionState, DeviceEvent, LogLevel, InitInput, InitOutput, SyncInitInput } from "../../js/vdev_web.js";
 
 /** What `new Core(options)` reads; the last five are what the store holds. */
 export interface CoreOptions {
@@ -86,7 +86,7 @@ export type Output =
      * bytes once taken). `settles`: the sends this event settles (`Event::send_settlement`),
      * failed with `error`.
      */
-    | { kind: "event"; event: DeviceEvent; payload?: Uint8Array; settles?: SendSettlement }
+    | { kind: "event"; level: LogLevel; event: DeviceEvent; payload?: Uint8Array; settles?: SendSettlement }
     | { kind: "timeout"; deadline: number | null };
 
 export interface CoreStats {
@@ -96,6 +96,8 @@ export interface CoreStats {
     windowRecords: number;
     connectionState: ConnectionState;
     offline: boolean;
+    /** A reported-properties update waits for the Platform's acknowledgement. */
+    reportedPending: boolean;
 }
 
 /** vdev-core's device. Inputs take `now` (ms since the epoch) first; commands throw an `Error`. */

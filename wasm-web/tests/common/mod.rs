@@ -58,6 +58,12 @@ extern "C" {
     #[wasm_bindgen(method, js_name = removeEventListener)]
     pub fn remove_event_listener(this: &DeviceClient, kind: &str, listener: &Function);
 
+    #[wasm_bindgen(method, js_name = desiredPropertiesIfNewer)]
+    pub fn desired_properties_if_newer(this: &DeviceClient, version: f64) -> JsValue;
+
+    #[wasm_bindgen(method, getter, js_name = reportedPropertiesPending)]
+    pub fn reported_properties_pending(this: &DeviceClient) -> bool;
+
     #[wasm_bindgen(method, js_name = setOffline)]
     pub fn set_offline(this: &DeviceClient, offline: bool);
 
@@ -72,6 +78,9 @@ extern "C" {
 
     #[wasm_bindgen(method)]
     pub fn stop(this: &DeviceClient) -> Promise;
+
+    #[wasm_bindgen(method)]
+    pub fn forget(this: &DeviceClient, options: &JsValue) -> Promise;
 
     /// Sends messages to one stream.
     pub type StreamSender;
