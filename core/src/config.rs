@@ -307,35 +307,16 @@ impl Tunable {
         }
     }
 
-    /// The name in WIT and on the command line: [`Tunable::name`] in kebab-case (made, not
-    /// stored: the browser module carries one spelling).
+    /// The name in WIT and on the command line: [`Tunable::name`] in kebab-case.
     pub fn kebab_name(self) -> String {
-        let mut kebab = String::new();
-        for c in self.name().chars() {
-            if c.is_ascii_uppercase() {
-                kebab.push('-');
-            }
-            kebab.push(c.to_ascii_lowercase());
-        }
-        kebab
+        crate::event::kebab_case(self.name())
     }
 
     /// The tunable of either name.
     pub fn from_name(name: &str) -> Option<Tunable> {
-        // `name` in kebab-case is the camelCase name with `-x` for each `X`.
-        let is_kebab_of = |camel: &str| {
-            let mut kebab = name.bytes();
-            camel.bytes().all(|c| {
-                if c.is_ascii_uppercase() {
-                    kebab.next() == Some(b'-') && kebab.next() == Some(c.to_ascii_lowercase())
-                } else {
-                    kebab.next() == Some(c)
-                }
-            }) && kebab.next().is_none()
-        };
         Self::ALL
             .into_iter()
-            .find(|tunable| tunable.name() == name || is_kebab_of(tunable.name()))
+            .find(|tunable| tunable.name() == name || tunable.kebab_name() == name)
     }
 
     /// The least and the most it takes.

@@ -402,6 +402,21 @@ impl<'a> SendSettlement<'a> {
     }
 }
 
+/// `camelCase` as `kebab-case`: the WIT's and the command line's spelling of the names the
+/// core gives in camelCase (events, tunables).
+pub fn kebab_case(name: &str) -> String {
+    let mut kebab = String::with_capacity(name.len() + 4);
+    for c in name.chars() {
+        if c.is_ascii_uppercase() {
+            kebab.push('-');
+            kebab.push(c.to_ascii_lowercase());
+        } else {
+            kebab.push(c);
+        }
+    }
+    kebab
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,7 @@
 //! recovery on open included), and their JSON-lines form printed by the command.
 
 use serde_json::Value;
-use vdev_core::Event;
+use vdev_core::{Event, kebab_case};
 
 /// One thing to tell the app, in order.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,18 +36,4 @@ fn core_event_json(event: &Event) -> Value {
         }
     }
     value
-}
-
-/// `camelCase` as `kebab-case`, the WIT's spelling of the same names.
-pub fn kebab_case(name: &str) -> String {
-    let mut kebab = String::with_capacity(name.len() + 4);
-    for c in name.chars() {
-        if c.is_ascii_uppercase() {
-            kebab.push('-');
-            kebab.push(c.to_ascii_lowercase());
-        } else {
-            kebab.push(c);
-        }
-    }
-    kebab
 }

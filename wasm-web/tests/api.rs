@@ -23,6 +23,13 @@ async fn start_error(options: JsValue) -> String {
     common::api_error(error)
 }
 
+/// `sender.sendMessage(text)`, awaited.
+fn send_text(sender: &common::StreamSender, text: &str) -> JsFuture {
+    JsFuture::from(Promise::from(JsValue::from(
+        sender.send_message(JsValue::from_str(text).unchecked_into(), None),
+    )))
+}
+
 /// `"<code>: <message>"` of the promise's rejection.
 async fn rejection(promise: Promise) -> String {
     let error = JsFuture::from(promise)
@@ -191,11 +198,7 @@ async fn a_storage_failure_rejects_the_send_and_reports_the_outcome() {
     .await
     .expect("the client starts");
     let sender = client.create_stream_sender(None).unwrap();
-    let send = |text: &str| {
-        JsFuture::from(Promise::from(JsValue::from(
-            sender.send_message(JsValue::from_str(text).unchecked_into(), None),
-        )))
-    };
+    let send = |text: &str| send_text(&sender, text);
     assert_eq!(send("stored").await.unwrap().as_f64(), Some(0.0));
 
     // Deleting the database closes the client's connection to it: every later transaction fails.
@@ -516,11 +519,7 @@ async fn tunables_are_checked_at_start_and_an_outbox_limit_holds() {
     .await
     .expect("the client starts");
     let sender = client.create_stream_sender(None).unwrap();
-    let send = |text: &str| {
-        JsFuture::from(Promise::from(JsValue::from(
-            sender.send_message(JsValue::from_str(text).unchecked_into(), None),
-        )))
-    };
+    let send = |text: &str| send_text(&sender, text);
     for (seq, text) in ["a", "b", "c"].iter().enumerate() {
         assert_eq!(send(text).await.unwrap().as_f64(), Some(seq as f64));
     }
