@@ -1,9 +1,11 @@
 // Shared pieces of the end-to-end tests: Debian's Chromium through playwright-core, a real
-// vdev-platform on ephemeral loopback ports, static sites served with Vite's preview server, the
-// Platform's admin API, and polling for a condition with a deadline (never sleeping to sync).
+// vdev-platform on ephemeral loopback ports, static sites served with Vite's preview server (and
+// an app by Vite's dev server), the Platform's admin API, and polling for a condition with a
+// deadline (never sleeping to sync).
 import { spawn } from "node:child_process";
 import { createHash, X509Certificate } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -153,6 +155,47 @@ export async function serveSite(dist) {
   });
   const { line } = await waitForOutput(child, /"url"/, "serve.mjs");
   return { child, url: JSON.parse(line).url, stop: () => stopProcess(child, "SIGTERM") };
+}
+
+/** A loopback port free now, for a server that cannot listen on port 0 and say which it got. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Vite's dev server (`vite`, the app's own CLI and vite.config.js) for the app in `appDir`, on a
+ * free loopback port; resolves once it answers. `--strictPort` makes a port taken meanwhile a
+ * failure, not a server elsewhere. The URL names localhost for the reason serve.mjs gives.
+ */
+export async function serveViteDev(appDir) {
+  const port = await freePort();
+  const child = spawn(
+    path.join(appDir, "node_modules", ".bin", "vite"),
+    ["--host", "127.0.0.1", "--port", String(port), "--strictPort", "--clearScreen", "false"],
+    { cwd: appDir, detached: true, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let output = "";
+  child.stdout.setEncoding("utf8").on("data", (chunk) => (output += chunk));
+  child.stderr.setEncoding("utf8").on("data", (chunk) => (output += chunk));
+  const stop = () => stopProcess(child, "SIGTERM");
+  const exited = () => child.exitCode !== null || child.signalCode !== null;
+  try {
+    // Polled at 127.0.0.1, where it listens: Node may try localhost's ::1 alone. A vite that
+    // exited ends the wait at once.
+    await waitUntil("Vite's dev server to answer", async () => exited() || (await fetch(`http://127.0.0.1:${port}/`)).ok);
+    if (exited()) throw new Error(`vite exited (${child.exitCode ?? child.signalCode}) before it answered`);
+  } catch (e) {
+    await stop();
+    throw new Error(`${e.message}:\n${output}`);
+  }
+  return { child, url: `http://localhost:${port}/`, output: () => output, stop };
 }
 
 /**

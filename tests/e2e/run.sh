@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The browser end-to-end tests: the demo as a person uses it (tests/e2e/demo.test.mjs, through
-# demo-site/run.sh) and the tiny Vite app of issue 4 (tests/e2e/web-app.test.mjs), in each engine
-# of VDEV_E2E_ENGINES (default "chromium firefox webkit"): Debian's Chromium through
-# playwright-core, Firefox ESR and WebKitGTK through their WebDriver servers (webdriver.mjs).
-# Builds what they need: the Platform, the demo site and the web app from the packed vdev-web
+# demo-site/run.sh) and one app bundled by Vite, webpack and esbuild (tests/e2e/web-app.test.mjs),
+# in each engine of VDEV_E2E_ENGINES (default "chromium firefox webkit"): Debian's Chromium
+# through playwright-core, Firefox ESR and WebKitGTK through their WebDriver servers
+# (webdriver.mjs).
+# Builds what they need: the Platform, the demo site and the bundled apps from the packed vdev-web
 # tarball (built by wasm-web/scripts/build.sh when missing, or always with --build-wasm).
 # Screenshots go to VDEV_E2E_SCREENSHOTS/<engine> (default target/e2e-screenshots).
 set -euo pipefail
@@ -18,7 +19,7 @@ if [ "$build_wasm" = 1 ] || ! ls "$root"/wasm-web/pkg/vdev-web-*.tgz >/dev/null 
   step "vdev-web package"
   bash "$root/wasm-web/scripts/build.sh"
 fi
-step "e2e: the Platform, the demo site and the Vite app from the packed vdev-web"
+step "e2e: the Platform, the demo site and the bundled apps from the packed vdev-web"
 cargo build -p vdev-platform --manifest-path "$root/Cargo.toml"
 bash "$root/demo-site/build.sh"
 bash "$root/tests/web-app/build.sh"

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Installs vite and the packed vdev-web tarball (`npm install <tarball>`, as an app would) and
-# runs `vite build` into tests/web-app/dist. Tarball: VDEV_WEB_TGZ or wasm-web/pkg/vdev-web-*.tgz.
+# Installs the bundlers (package-lock.json: vite, webpack, esbuild, pinned) and the packed
+# vdev-web tarball (`npm install <tarball>`, as an app would), then bundles the same app three
+# ways: `vite build` into dist/vite, webpack 5 and esbuild (build.mjs) into dist/webpack and
+# dist/esbuild. Vite's dev server, the fourth way, serves the same sources (started by
+# tests/e2e/web-app.test.mjs). Tarball: VDEV_WEB_TGZ or wasm-web/pkg/vdev-web-*.tgz.
 set -euo pipefail
 app="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$app/../.." && pwd)"
@@ -11,6 +14,15 @@ if [ ! -x node_modules/.bin/vite ] || [ package-lock.json -nt node_modules/.pack
   npm ci --no-audit --no-fund --loglevel=error
 fi
 npm install --no-save --no-audit --no-fund --loglevel=error "$tgz"
+# The dev server's pre-bundled dependencies: made again from the vdev-web just installed, whatever
+# Vite's cache key makes of a --no-save install.
+rm -rf node_modules/.vite
+# A bundler that fails must leave no page behind for the test to pass on.
+rm -rf dist
 node_modules/.bin/vite build --logLevel warn
-test -f dist/index.html && ls dist/assets/*.wasm >/dev/null
-echo "web app built: $app/dist (vdev-web from $(basename "$tgz"))"
+node build.mjs
+for out in vite/assets webpack esbuild; do
+  test -f "dist/${out%/assets}/index.html" && ls "dist/$out"/*.wasm >/dev/null 2>&1 \
+    || { echo "error: dist/${out%/assets} has no index.html or no wasm" >&2; exit 1; }
+done
+echo "web app built by vite, webpack and esbuild: $app/dist (vdev-web from $(basename "$tgz"))"
