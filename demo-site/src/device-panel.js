@@ -1,6 +1,7 @@
 // One virtual device and its panel: provisioning, connection, a simulated sensor, manual sends,
-// the "go offline" switch, the queue's drain progress, message outcomes and the twin.
+// the "go offline" switch, the queue's drain progress and chart, message outcomes and the twin.
 import { DeviceClient } from "vdev-web";
+import { DeviceChart } from "./chart.js";
 
 const SENSOR_STREAM = { streamGroup: "demo", stream: "sensor" };
 const MANUAL_STREAM = { streamGroup: "demo", stream: "manual" };
@@ -10,6 +11,12 @@ const DEFAULT_INTERVAL_MS = 2000;
 const MIN_INTERVAL_MS = 100;
 const MAX_INTERVAL_MS = 3_600_000;
 const OUTCOMES_SHOWN = 50;
+// The client's events after which the queue's figures or the connection's state may differ.
+const QUEUE_EVENTS = ["messagesStored", "messageDelivered", "messageRejected", "connectionStateChanged", "offlineChanged"];
+// Hidden pages get no animation frames: a render waits at most this long for one.
+const RENDER_FALLBACK_MS = 250;
+// The chart's time axis moves on with nothing happening; it is redrawn this often.
+const CLOCK_TICK_MS = 1000;
 
 const TEMPLATE = `
   <div class="device-head">
@@ -54,6 +61,10 @@ const TEMPLATE = `
     <ul class="outcomes" data-role="outcomes"></ul>
   </div>
   <div class="section">
+    <h3>Last minute <span class="muted">sensor readings and pending messages</span></h3>
+    <div class="chart-box" data-role="chart"></div>
+  </div>
+  <div class="section">
     <h3>Desired properties <span class="muted" data-role="desired-version"></span></h3>
     <pre class="mono" data-role="desired">{}</pre>
   </div>
@@ -86,6 +97,9 @@ export class DevicePanel {
     this.rejected = 0;
     this.peakPending = 0;
     this.timers = [];
+    this.chart = new DeviceChart();
+    this.renderScheduled = false;
+    this.onQueueEvent = () => this.scheduleRender();
     this.element = document.createElement("article");
     this.element.className = "card device";
     this.element.dataset.deviceId = options.deviceId;
@@ -95,6 +109,7 @@ export class DevicePanel {
     this.$("interval").value = String(this.saved.intervalMs);
     this.$("sensor-on").checked = this.saved.sensorOn;
     this.$("reported").value = JSON.stringify(this.saved.reported, null, 1);
+    this.$("chart").append(this.chart.element);
     this.setControlsEnabled(false);
     this.renderRate();
     this.wire();
@@ -166,7 +181,12 @@ export class DevicePanel {
     this.renderState(this.client.statistics().connectionState);
     const desired = this.client.desiredProperties();
     if (desired.version !== null) this.applyDesired(desired.properties, desired.version);
-    this.timers.push(setInterval(() => this.renderQueue(), 200));
+    // The queue's figures change with the client's events: each schedules one render for the
+    // next animation frame, however many come in between (a drain of thousands of messages
+    // draws at the screen's rate, not per message).
+    for (const kind of QUEUE_EVENTS) this.client.addEventListener(kind, this.onQueueEvent);
+    this.timers.push(setInterval(() => this.scheduleRender(), CLOCK_TICK_MS));
+    this.renderQueue();
     this.restartSensor();
   }
 
@@ -178,6 +198,7 @@ export class DevicePanel {
     this.setControlsEnabled(false);
     const client = this.client;
     this.client = null;
+    for (const kind of QUEUE_EVENTS) client?.removeEventListener(kind, this.onQueueEvent);
     if (client) await client.stop();
     this.renderState("stopped");
   }
@@ -256,7 +277,7 @@ export class DevicePanel {
       this.showError(String(e.message ?? e));
     } finally {
       button.disabled = false;
-      this.renderQueue();
+      this.scheduleRender();
     }
   }
 
@@ -267,6 +288,10 @@ export class DevicePanel {
     this.sensorTimer = setInterval(() => {
       const reading = { temperature: Number((21 + 3 * Math.sin(Date.now() / 60000) + Math.random() * 0.4).toFixed(2)), humidity: Math.round(40 + Math.random() * 5) };
       this.$("reading").textContent = `${new Date().toLocaleTimeString()} ${JSON.stringify(reading)}`;
+      const now = Date.now();
+      this.chart.temperature.add(now, reading.temperature);
+      this.chart.humidity.add(now, reading.humidity);
+      this.scheduleRender();
       this.send(SENSOR_STREAM, reading).catch((e) => this.showError(String(e.message ?? e)));
     }, this.saved.intervalMs);
   }
@@ -344,13 +369,30 @@ export class DevicePanel {
     const list = this.$("outcomes");
     list.prepend(item);
     while (list.children.length > OUTCOMES_SHOWN) list.lastChild.remove();
-    this.renderQueue();
+    this.scheduleRender();
+  }
+
+  /** One render on the next animation frame, for any number of calls before it. */
+  scheduleRender() {
+    if (this.renderScheduled) return;
+    this.renderScheduled = true;
+    const run = () => {
+      cancelAnimationFrame(frame);
+      clearTimeout(fallback);
+      this.renderScheduled = false;
+      this.renderQueue();
+    };
+    const frame = requestAnimationFrame(run);
+    const fallback = setTimeout(run, RENDER_FALLBACK_MS);
   }
 
   renderQueue() {
     if (!this.client) return;
     const stats = this.client.statistics();
     const pending = stats.pendingCount;
+    const now = Date.now();
+    this.chart.queue.add(now, pending);
+    this.chart.render(now);
     this.peakPending = pending === 0 ? 0 : Math.max(this.peakPending, pending);
     this.$("pending").textContent = String(pending);
     this.$("pending-bytes").textContent = pending ? `(${stats.pendingBytes} bytes)` : "";

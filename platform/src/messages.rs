@@ -350,6 +350,8 @@ pub struct MessageQuery {
     pub batch_id: Option<String>,
     /// Only rows with a greater id (paging forward).
     pub after_id: Option<i64>,
+    /// Only rows with a smaller id (paging back from the newest with `order=desc`).
+    pub before_id: Option<i64>,
     /// Only conflicts (`true`) or only the others (`false`).
     pub conflict: Option<bool>,
     /// At most this many (default 100, at most 10,000).
@@ -386,6 +388,7 @@ pub fn query(state: &AppState, workspace_id: &str, q: &MessageQuery) -> Result<V
         ("stream = ?", q.stream.clone().map(Into::into)),
         ("batch_id = ?", q.batch_id.clone().map(Into::into)),
         ("id > ?", q.after_id.map(Into::into)),
+        ("id < ?", q.before_id.map(Into::into)),
         ("conflict = ?", q.conflict.map(|c| i64::from(c).into())),
     ];
     for (filter, value) in optional {
@@ -453,6 +456,65 @@ pub fn query(state: &AppState, workspace_id: &str, q: &MessageQuery) -> Result<V
         .and_then(Iterator::collect::<Result<Vec<_>, _>>)
         .map_err(StoreError::from)?;
     Ok(Value::Array(rows))
+}
+
+/// Longest window of [`message_rate`], in seconds.
+pub const MAX_RATE_SECONDS: u32 = 3600;
+
+/// How many messages of one device the Platform received in each whole second of the last
+/// `seconds` (the last bucket is the current, partial second), oldest first.
+pub fn message_rate(
+    state: &AppState,
+    workspace_id: &str,
+    device_id: &str,
+    seconds: u32,
+) -> Result<Value, Problem> {
+    state.check_workspace(workspace_id, false)?;
+    if !(1..=MAX_RATE_SECONDS).contains(&seconds) {
+        return Err(Problem::bad_request(format!(
+            "seconds must be from 1 to {MAX_RATE_SECONDS}, not {seconds}"
+        )));
+    }
+    let end_second = now_ms().div_euclid(1000) + 1;
+    let start_second = end_second - i64::from(seconds);
+    let mut counts = vec![0u64; seconds as usize];
+    let db = state.store.lock();
+    // Newest first along the (workspace, device, id) index, stopping at the first row before
+    // the window: the single writer numbers rows in the order it stamps them, so this reads the
+    // window's rows and one more, never the device's whole history (which a GROUP BY over
+    // received_at would scan, there being no index on it). A wall clock stepped back can end the
+    // walk early; the chart then shows fewer messages for that minute, nothing worse.
+    let mut stmt = db
+        .prepare_cached(
+            "SELECT received_at FROM messages WHERE workspace_id = ?1 AND device_id = ?2
+             ORDER BY id DESC",
+        )
+        .map_err(StoreError::from)?;
+    let mut rows = stmt
+        .query(params![workspace_id, device_id])
+        .map_err(StoreError::from)?;
+    while let Some(row) = rows.next().map_err(StoreError::from)? {
+        let received_at: i64 = row.get(0).map_err(StoreError::from)?;
+        let second = received_at.div_euclid(1000);
+        if second < start_second {
+            break;
+        }
+        if let Some(count) = usize::try_from(second - start_second)
+            .ok()
+            .and_then(|i| counts.get_mut(i))
+        {
+            *count += 1;
+        }
+    }
+    Ok(json!({
+        "deviceId": device_id,
+        "bucketSeconds": 1,
+        "fromTime": rfc3339(start_second * 1000),
+        "fromMs": start_second * 1000,
+        "toTime": rfc3339(end_second * 1000),
+        "total": counts.iter().sum::<u64>(),
+        "counts": counts,
+    }))
 }
 
 /// The payload as text when it is UTF-8; a character cut at the end (by `payloadBytes`) is left

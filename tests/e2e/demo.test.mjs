@@ -1,6 +1,8 @@
 // The demo as a person uses it (issue 6 §3): the demo command's Platform and page, a device
 // approved in the technician console, 100 messages, 50 more sent offline that drain once back
 // online, a desired property applied and reported, and a reload that resumes the same device.
+// Issue 20 §8: the device's chart of its readings and queue, the console's message-rate chart
+// and its paged message view, checked from what they draw and screenshotted.
 import assert from "node:assert/strict";
 import path from "node:path";
 import { after, before, test } from "node:test";
@@ -60,6 +62,51 @@ async function openDevicePage(pages, name) {
   const panel = page.locator("article.device");
   const role = (dataRole) => panel.locator(`[data-role="${dataRole}"]`);
   return { context, page, pageErrors, shot, panel, role };
+}
+
+/**
+ * Run in a demo page: what the chart of the device `deviceId` (the first panel when null) shows,
+ * from its data attributes and from the polylines it drew.
+ */
+function readDeviceChart(deviceId) {
+  const panel = document.querySelector(deviceId ? `article.device[data-device-id="${deviceId}"]` : "article.device");
+  const chart = panel?.querySelector('[data-role="chart"] svg');
+  if (!chart) return null;
+  const drawn = (series) => chart.querySelector(`polyline[data-series="${series}"]`).getAttribute("points").trim().split(/\s+/).filter(Boolean).length;
+  return {
+    readingPoints: Number(chart.dataset.readingPoints),
+    queuePoints: Number(chart.dataset.queuePoints),
+    queueLast: chart.dataset.queueLast === "" ? null : Number(chart.dataset.queueLast),
+    queuePeak: Number(chart.dataset.queuePeak),
+    queueTrace: chart.dataset.queueTrace.split(" ").filter(Boolean).map(Number),
+    temperatureDrawn: drawn("temperature"),
+    humidityDrawn: drawn("humidity"),
+    queueDrawn: drawn("queue"),
+  };
+}
+
+/** Run in the console page: the message page shown, each row's id and payload counter `n`. */
+function readMessagePage() {
+  const box = document.getElementById("msgs");
+  const rows = [...box.querySelectorAll("tr[data-id]")].map((tr) => ({
+    id: Number(tr.dataset.id),
+    n: JSON.parse(tr.querySelector("[data-payload]").textContent).n,
+  }));
+  return {
+    page: box.dataset.page,
+    hasOlder: box.dataset.hasOlder === "true",
+    hasNewer: box.dataset.hasNewer === "true",
+    olderDisabled: document.getElementById("msg-older").disabled,
+    newerDisabled: document.getElementById("msg-newer").disabled,
+    rows,
+  };
+}
+
+/** Clicks a pager button of the console and resolves with the page it then shows (`page`). */
+async function turnPage(consolePage, button, page) {
+  await consolePage.click(button);
+  await consolePage.waitForFunction((wanted) => document.getElementById("msgs").dataset.page === wanted, page);
+  return consolePage.evaluate(readMessagePage);
 }
 
 /**
@@ -146,8 +193,20 @@ test("a virtual device provisions, sends, survives offline, follows its twin and
   await consolePage.fill("#msg-device", deviceId);
   await consolePage.fill("#msg-stream", "manual");
   await consolePage.click("#msg-refresh");
-  await consolePage.locator("#msg-count", { hasText: /^100 messages$/ }).waitFor();
+  // A page of the newest 50, with older ones behind it.
+  await consolePage.locator("#msgs[data-page='newest'][data-has-older='true']").waitFor();
+  await consolePage.locator("#msg-count", { hasText: /^50 messages on this page/ }).waitFor();
+  assert.deepEqual((await consolePage.evaluate(readMessagePage)).rows.map((r) => r.n), range(51, 100).reverse());
   await shot("4-console-100-messages", consolePage);
+
+  // The device's chart drew the queue (drained to 0 by now); no readings yet.
+  const chartWhen = (what, check) =>
+    waitUntil(`the device's chart: ${what}`, async () => {
+      const chart = await page.evaluate(readDeviceChart, null);
+      return chart && check(chart) && chart;
+    });
+  let chart = await chartWhen("the queue drawn, at 0", (c) => c.queuePoints > 0 && c.queueDrawn > 0 && c.queueLast === 0);
+  assert.equal(chart.readingPoints, 0);
 
   // Offline: 50 more are stored and stay pending; none reaches the Platform.
   await role("offline").check();
@@ -159,6 +218,8 @@ test("a virtual device provisions, sends, survives offline, follows its twin and
   await consolePage.locator(`tr[data-device="${deviceId}"] .pill`, { hasText: "offline" }).waitFor();
   assert.equal((await demo.admin.messages(deviceId, "manual")).length, 100);
   await shot("5-offline-50-pending");
+  await chartWhen("the queue at 50 while offline", (c) => c.queueLast === 50 && c.queuePeak >= 50);
+  await role("chart").screenshot({ path: path.join(shots, "5b-chart-offline-50-pending.png") });
 
   // Back online: the 50 drain, in order, none lost or duplicated.
   await role("offline").uncheck();
@@ -170,6 +231,49 @@ test("a virtual device provisions, sends, survives offline, follows its twin and
   await shot("6-connected-drained-progress");
   stored = await demo.admin.messages(deviceId, "manual");
   assert.deepEqual(payloadCounters(stored), range(1, 150));
+  // The chart's queue line rose to 50 while offline, then only fell, to 0.
+  chart = await chartWhen("the queue back at 0 after 50", (c) => c.queueLast === 0 && c.queueTrace.includes(50));
+  const drain = chart.queueTrace.slice(chart.queueTrace.lastIndexOf(50));
+  assert.ok(drain.every((v, i) => i === 0 || v < drain[i - 1]), `the queue after 50: ${drain.join(" ")}`);
+  assert.equal(drain.at(-1), 0);
+  assert.ok(chart.queueDrawn >= 3, `queue polyline of ${chart.queueDrawn} points`);
+  await role("chart").screenshot({ path: path.join(shots, "6b-chart-queue-drained.png") });
+
+  // The console: the device's messages per second over the last minute (bars, the drained 50
+  // among them), and its 150 manual messages in pages of 50, newest first, each once.
+  await consolePage.click('#tabs button[data-tab="messages"]');
+  const rateShown = await waitUntil("the console's rate chart with the drained messages", async () => {
+    const shown = await consolePage.evaluate((id) => {
+      const chart = document.getElementById("rate-chart");
+      if (document.getElementById("rate-plot").hidden || chart.dataset.device !== id) return null;
+      const bars = [...chart.querySelectorAll("rect[data-count]")];
+      return { total: Number(chart.dataset.total), bars: Number(chart.dataset.bars), drawn: bars.length, counted: bars.reduce((sum, bar) => sum + Number(bar.dataset.count), 0) };
+    }, deviceId);
+    return shown?.total >= 50 && shown;
+  });
+  assert.ok(rateShown.drawn > 0 && rateShown.drawn === rateShown.bars, JSON.stringify(rateShown));
+  assert.equal(rateShown.counted, rateShown.total);
+  await consolePage.locator("#rate-chart").screenshot({ path: path.join(shots, "6c-console-rate-chart.png") });
+  const newest = await waitUntil("the console's newest page, from message 150", async () => {
+    const shown = await consolePage.evaluate(readMessagePage);
+    return shown.page === "newest" && shown.rows[0]?.n === 150 && shown;
+  });
+  assert.deepEqual(newest.rows.map((r) => r.n), range(101, 150).reverse());
+  assert.ok(newest.newerDisabled && !newest.olderDisabled);
+  await shot("6d-console-rate-and-newest-page", consolePage);
+  const older = await turnPage(consolePage, "#msg-older", `before:${newest.rows.at(-1).id}`);
+  assert.deepEqual(older.rows.map((r) => r.n), range(51, 100).reverse());
+  const oldest = await turnPage(consolePage, "#msg-older", `before:${older.rows.at(-1).id}`);
+  assert.deepEqual(oldest.rows.map((r) => r.n), range(1, 50).reverse());
+  assert.ok(oldest.olderDisabled && !oldest.newerDisabled, "the oldest page has nothing older");
+  await shot("6e-console-oldest-page", consolePage);
+  const walked = [newest, older, oldest].flatMap((p) => p.rows);
+  assert.deepEqual(walked.map((r) => r.n).sort((a, b) => a - b), range(1, 150));
+  assert.ok(walked.every((r, i) => i === 0 || r.id < walked[i - 1].id), "ids fall from page to page");
+  const newer = await turnPage(consolePage, "#msg-newer", `after:${oldest.rows[0].id}`);
+  assert.deepEqual(newer.rows, older.rows);
+  assert.deepEqual((await turnPage(consolePage, "#msg-newest", "newest")).rows, newest.rows);
+  await consolePage.click('#tabs button[data-tab="devices"]');
 
   // A desired property set in the console: the device shows it, applies it and reports it.
   // The technician types while the console's periodic refresh of the device list is in flight;
@@ -204,6 +308,8 @@ test("a virtual device provisions, sends, survives offline, follows its twin and
   });
   assert.deepEqual(payloadCounters(readings).slice(0, 3), [1, 2, 3]);
   assert.equal(typeof JSON.parse(readings[0].payloadText).temperature, "number");
+  chart = await chartWhen("3 readings drawn", (c) => c.readingPoints >= 3 && c.temperatureDrawn >= 3 && c.humidityDrawn >= 3);
+  await role("chart").screenshot({ path: path.join(shots, "8b-chart-sensor-readings.png") });
   await role("sensor-on").uncheck();
   await role("progress").and(page.locator('[data-pending="0"]')).waitFor();
 
@@ -278,6 +384,11 @@ test("fleet mode runs several devices in one page, each its own device", () => w
       return messages.length >= 5 && messages;
     });
     assert.deepEqual(payloadCounters(stored), range(1, 5));
+    // Each panel charts its own queue.
+    await waitUntil(`the chart of ${id} drawn, its queue at 0`, async () => {
+      const chart = await page.evaluate(readDeviceChart, id);
+      return chart?.queuePoints > 0 && chart.queueDrawn > 0 && chart.queueLast === 0;
+    });
   }
   await page.screenshot({ path: path.join(shots, "10-fleet.png"), fullPage: true });
   assert.deepEqual(pageErrors, []);

@@ -481,4 +481,14 @@ class Locator {
     const { element, checked } = await this.one({ visible: true });
     if (checked) await this.page.context.call("POST", `/element/${element[ELEMENT]}/click`, {});
   }
+
+  /** A screenshot of the element alone. */
+  async screenshot({ path }) {
+    const { element } = await this.one({ visible: true });
+    // Scrolled into view by the page first: WebKitWebDriver shoots only the part of the element
+    // inside the viewport, and paints even that black, where the others scroll it in themselves.
+    await this.page.evaluate("args[0].scrollIntoView({ block: 'center' }); return null;", [element]);
+    const png = await this.page.context.call("GET", `/element/${element[ELEMENT]}/screenshot`);
+    writeFileSync(path, Buffer.from(png, "base64"));
+  }
 }

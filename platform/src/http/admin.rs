@@ -85,6 +85,10 @@ pub(super) fn routes(state: SharedState) -> Router<SharedState> {
             &format!("{ws}/devices/{{id}}/messages"),
             get(device_messages),
         )
+        .route(
+            &format!("{ws}/devices/{{id}}/message-rate"),
+            get(device_message_rate),
+        )
         .route(&format!("{ws}/messages"), get(list_messages))
         .route(
             &format!("{ws}/fleet-configurations"),
@@ -407,6 +411,25 @@ async fn device_messages(
 ) -> ApiResult {
     query.device_id = Some(id);
     Ok(Json(messages::query(&state, &ws, &query)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateWindow {
+    seconds: Option<u32>,
+}
+
+async fn device_message_rate(
+    State(state): State<SharedState>,
+    Path((ws, id)): Path<(String, String)>,
+    Query(window): Query<RateWindow>,
+) -> ApiResult {
+    Ok(Json(messages::message_rate(
+        &state,
+        &ws,
+        &id,
+        window.seconds.unwrap_or(60),
+    )?))
 }
 
 async fn list_fleet(State(state): State<SharedState>, Path(ws): Path<String>) -> ApiResult {
