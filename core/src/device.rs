@@ -21,7 +21,10 @@ use crate::http::{HttpCall, HttpRequest, HttpResponse, MAX_ANSWER_BYTES, Request
 use crate::iothub::{cloud_to_device_properties, endpoint_for, subscriptions};
 use crate::json::Value;
 use crate::keyed::KeyedVec;
-use crate::message::{Marker, MessageError, MessageOptions, StoredMessage, StreamOptions};
+use crate::message::{
+    BrotliEncoder, BuiltInBrotli, Marker, MessageError, MessageOptions, StoredMessage,
+    StreamOptions, built_in_brotli, check_compression,
+};
 use crate::mqtt::codec::ConnectReturnCode;
 use crate::mqtt::session::{
     ConnectParams, ConnectionId, Endpoint, Session, SessionEvent, SessionOutput,
@@ -214,6 +217,7 @@ pub enum SendError {
 impl Reason for SendError {
     fn code(&self) -> &'static str {
         match self {
+            Self::Message(MessageError::CompressionUnavailable) => "compressionUnavailable",
             Self::Message(_) => "invalidMessage",
             Self::Outbox(_) => "outboxFull",
             Self::Stopped => "stopped",
@@ -413,10 +417,24 @@ impl Device {
         self.outbox.origin()
     }
 
+    /// Refuses stream options the device cannot honour: compression without a Brotli encoder
+    /// (the core's own, or one the host lends, `lends_encoder`), so that a host can say so
+    /// when the app creates the stream's sender rather than at its first message.
+    pub fn check_stream(
+        &self,
+        stream: &StreamOptions,
+        lends_encoder: bool,
+    ) -> Result<(), SendError> {
+        let have_encoder = lends_encoder || built_in_brotli().is_some();
+        Ok(check_compression(stream.compression, have_encoder)?)
+    }
+
     // ----- commands ----------------------------------------------------------------------
 
     /// Queues a message. Returns its sequence number once it is accepted; it is durable when
-    /// the host has executed the resulting [`StoreRequest::Append`].
+    /// the host has executed the resulting [`StoreRequest::Append`]. A stream that asks for
+    /// compression needs the core's own encoder (its `brotli` feature) or one the host lends
+    /// ([`Device::send_with_encoder`]).
     pub fn send(
         &mut self,
         now: u64,
@@ -424,7 +442,25 @@ impl Device {
         options: &MessageOptions,
         payload: Vec<u8>,
     ) -> Result<Seq, SendError> {
-        self.enqueue(now, stream, options, Marker::Data, payload)
+        self.send_with_encoder(now, stream, options, payload, None::<&mut BuiltInBrotli>)
+    }
+
+    /// [`Device::send`] with the encoder the host lends (`None`: the core's own, if it has one).
+    pub fn send_with_encoder(
+        &mut self,
+        now: u64,
+        stream: &StreamOptions,
+        options: &MessageOptions,
+        payload: Vec<u8>,
+        encoder: Option<&mut impl BrotliEncoder>,
+    ) -> Result<Seq, SendError> {
+        match encoder {
+            Some(lent) => self.enqueue(now, stream, options, Marker::Data, payload, Some(lent)),
+            None => {
+                let mut own = built_in_brotli();
+                self.enqueue(now, stream, options, Marker::Data, payload, own.as_mut())
+            }
+        }
     }
 
     /// Queues the marker that closes batch `batch_id`.
@@ -438,7 +474,15 @@ impl Device {
             batch_id: Some(batch_id.to_owned()),
             ..Default::default()
         };
-        self.enqueue(now, stream, &options, Marker::CompleteBatch, Vec::new())
+        let none = None::<&mut BuiltInBrotli>;
+        self.enqueue(
+            now,
+            stream,
+            &options,
+            Marker::CompleteBatch,
+            Vec::new(),
+            none,
+        )
     }
 
     /// Queues the marker that closes message `message_id` of batch `batch_id`.
@@ -454,7 +498,15 @@ impl Device {
             message_id: Some(message_id.to_owned()),
             ..Default::default()
         };
-        self.enqueue(now, stream, &options, Marker::CompleteMessage, Vec::new())
+        let none = None::<&mut BuiltInBrotli>;
+        self.enqueue(
+            now,
+            stream,
+            &options,
+            Marker::CompleteMessage,
+            Vec::new(),
+            none,
+        )
     }
 
     fn enqueue(
@@ -464,6 +516,7 @@ impl Device {
         options: &MessageOptions,
         marker: Marker,
         payload: Vec<u8>,
+        encoder: Option<&mut impl BrotliEncoder>,
     ) -> Result<Seq, SendError> {
         if matches!(self.phase, Phase::Stopped) {
             return Err(SendError::Stopped);
@@ -477,6 +530,7 @@ impl Device {
             payload,
             self.config.upload_threshold,
             self.clock.wall_now(),
+            encoder,
         )?;
         let seq = self.outbox.enqueue(message)?;
         Ok(seq)

@@ -143,8 +143,8 @@ pub use http::{HttpRequest, HttpResponse, MAX_ANSWER_BYTES, Method, RequestId};
 pub use identity::{DEVICE_ID_MAX_LEN, DEVICE_ID_MIN_LEN, DeviceId, DeviceIdError};
 pub use iothub::GatewayEndpoints;
 pub use message::{
-    Compression, MAX_PAYLOAD_BYTES, MAX_RECORD_BYTES, MessageError, MessageOptions, RecordError,
-    StreamOptions,
+    BrotliEncoder, Compression, MAX_PAYLOAD_BYTES, MAX_RECORD_BYTES, MessageError, MessageOptions,
+    RecordError, StreamOptions,
 };
 pub use mqtt::codec::ConnectReturnCode;
 pub use mqtt::session::{ConnectionId, Endpoint, SessionConfig};

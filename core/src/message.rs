@@ -64,6 +64,12 @@ pub enum MessageError {
     /// A completion marker needs the id it completes.
     #[error("{0} is required")]
     MissingId(&'static str),
+    /// The stream asks for compression and the device has no Brotli encoder: the build left it
+    /// out and the host lent none.
+    #[error(
+        "compression was asked for, but this build has no Brotli encoder and none was lent to it"
+    )]
+    CompressionUnavailable,
     /// The payload is larger than a message may be ([`MAX_PAYLOAD_BYTES`]).
     #[error("the payload is {len} bytes long; at most {max} bytes are allowed")]
     PayloadTooLarge {
@@ -139,6 +145,7 @@ impl StoredMessage {
         payload: Vec<u8>,
         upload_threshold: usize,
         now: u64,
+        encoder: Option<&mut impl BrotliEncoder>,
     ) -> Result<Self, MessageError> {
         if payload.len() > MAX_PAYLOAD_BYTES {
             return Err(MessageError::PayloadTooLarge {
@@ -187,7 +194,12 @@ impl StoredMessage {
                 properties.push(("ignore-payload".into(), "true".into()));
             }
         }
-        let (payload, compressed) = match compress(&payload, stream.compression) {
+        // A marker's payload is ignored by the Platform: there is nothing to compress.
+        let encoded = match marker {
+            Marker::Data => compress(&payload, stream.compression, encoder)?,
+            Marker::CompleteBatch | Marker::CompleteMessage => None,
+        };
+        let (payload, compressed) = match encoded {
             Some(smaller) => (smaller, true),
             None => (payload, false),
         };
@@ -307,30 +319,95 @@ impl Reader<'_> {
     }
 }
 
-/// Brotli-compresses `payload` when asked to and when the result is smaller.
+/// Brotli encoding, for [`Compression::Fastest`] and [`Compression::SmallestSize`].
+///
+/// The core decides whether a payload is compressed (never an empty one, never a completion
+/// marker) and keeps the result only when it is smaller; the encoder only encodes. Built with
+/// its `brotli` feature the core has one of its own ([`Device::send`](crate::Device::send)). A
+/// host built without it (the browser package, where the encoder would make the bundle about
+/// five times larger) lends one to each call of
+/// [`Device::send_with_encoder`](crate::Device::send_with_encoder): a separate module the app
+/// loads only when it wants compression. A generic parameter, not a trait object: an indirect
+/// call keeps every function of its signature in a wasm module's table (1 KB of unrelated
+/// wasm-bindgen closures in the browser bundle, measured).
+pub trait BrotliEncoder {
+    /// `payload` encoded at `quality` (1, the fastest, to 11, the smallest), or `None` when it
+    /// could not be encoded (the payload is then sent as it is).
+    fn encode(&mut self, payload: &[u8], quality: u32) -> Option<Vec<u8>>;
+}
+
+/// The core's own encoder: the `brotli` crate's, when the core is built with it.
 #[cfg(feature = "brotli")]
-pub(crate) fn compress(payload: &[u8], compression: Compression) -> Option<Vec<u8>> {
+pub(crate) struct BuiltInBrotli;
+
+#[cfg(feature = "brotli")]
+impl BrotliEncoder for BuiltInBrotli {
+    fn encode(&mut self, payload: &[u8], quality: u32) -> Option<Vec<u8>> {
+        let params = brotli::enc::BrotliEncoderParams {
+            quality: quality as i32,
+            size_hint: payload.len(),
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        brotli::BrotliCompress(&mut &payload[..], &mut out, &params).ok()?;
+        Some(out)
+    }
+}
+
+/// Without the `brotli` feature the core has no encoder of its own (no value of this type).
+#[cfg(not(feature = "brotli"))]
+pub(crate) enum BuiltInBrotli {}
+
+#[cfg(not(feature = "brotli"))]
+impl BrotliEncoder for BuiltInBrotli {
+    fn encode(&mut self, _payload: &[u8], _quality: u32) -> Option<Vec<u8>> {
+        match *self {}
+    }
+}
+
+/// The core's own encoder, if it was built with one.
+pub(crate) fn built_in_brotli() -> Option<BuiltInBrotli> {
+    #[cfg(feature = "brotli")]
+    {
+        Some(BuiltInBrotli)
+    }
+    #[cfg(not(feature = "brotli"))]
+    {
+        None
+    }
+}
+
+/// Refuses `compression` when there is nothing to compress with: compression asked for that
+/// cannot happen is the app's mistake to hear about, not a silent no-op.
+pub(crate) fn check_compression(
+    compression: Compression,
+    have_encoder: bool,
+) -> Result<(), MessageError> {
+    if compression == Compression::None || have_encoder {
+        Ok(())
+    } else {
+        Err(MessageError::CompressionUnavailable)
+    }
+}
+
+/// `payload` compressed when asked to and when the result is smaller.
+fn compress<E: BrotliEncoder>(
+    payload: &[u8],
+    compression: Compression,
+    encoder: Option<&mut E>,
+) -> Result<Option<Vec<u8>>, MessageError> {
+    check_compression(compression, encoder.is_some())?;
     let quality = match compression {
-        Compression::None => return None,
+        Compression::None => return Ok(None),
         Compression::Fastest => 1,
         Compression::SmallestSize => 11,
     };
-    if payload.is_empty() {
-        return None;
-    }
-    let params = brotli::enc::BrotliEncoderParams {
-        quality,
-        ..Default::default()
+    let Some(encoder) = encoder.filter(|_| !payload.is_empty()) else {
+        return Ok(None);
     };
-    let mut out = Vec::new();
-    brotli::BrotliCompress(&mut &payload[..], &mut out, &params).ok()?;
-    (out.len() < payload.len()).then_some(out)
-}
-
-/// Without the `brotli` feature payloads are always sent as they are.
-#[cfg(not(feature = "brotli"))]
-pub(crate) fn compress(_payload: &[u8], _compression: Compression) -> Option<Vec<u8>> {
-    None
+    Ok(encoder
+        .encode(payload, quality)
+        .filter(|out| out.len() < payload.len()))
 }
 
 #[cfg(test)]
@@ -364,8 +441,16 @@ mod tests {
             batch_slice_id: Some("s".into()),
             chunk_id: Some("c".into()),
         };
-        let message =
-            StoredMessage::build(&stream(), &options, Marker::Data, b"x".to_vec(), 10, 0).unwrap();
+        let message = StoredMessage::build(
+            &stream(),
+            &options,
+            Marker::Data,
+            b"x".to_vec(),
+            10,
+            0,
+            built_in_brotli().as_mut(),
+        )
+        .unwrap();
         let keys = wire_keys(&message, false, "o.1");
         assert_eq!(
             keys,
@@ -387,8 +472,16 @@ mod tests {
             batch_id: Some("b".into()),
             ..Default::default()
         };
-        let mut message =
-            StoredMessage::build(&stream(), &batch, Marker::CompleteBatch, vec![], 10, 0).unwrap();
+        let mut message = StoredMessage::build(
+            &stream(),
+            &batch,
+            Marker::CompleteBatch,
+            vec![],
+            10,
+            0,
+            built_in_brotli().as_mut(),
+        )
+        .unwrap();
         message.compressed = true;
         let keys = wire_keys(&message, true, "o.4");
         assert_eq!(
@@ -404,8 +497,16 @@ mod tests {
                 "vdev-seq"
             ]
         );
-        let data =
-            StoredMessage::build(&stream(), &batch, Marker::Data, b"x".to_vec(), 10, 0).unwrap();
+        let data = StoredMessage::build(
+            &stream(),
+            &batch,
+            Marker::Data,
+            b"x".to_vec(),
+            10,
+            0,
+            built_in_brotli().as_mut(),
+        )
+        .unwrap();
         let props = data.wire_properties(true, "o.5");
         assert_eq!(
             props[props.len() - 2..],
@@ -417,15 +518,31 @@ mod tests {
     fn completion_markers_need_their_ids_and_ignore_the_payload() {
         let none = MessageOptions::default();
         assert_eq!(
-            StoredMessage::build(&stream(), &none, Marker::CompleteBatch, vec![], 10, 0),
+            StoredMessage::build(
+                &stream(),
+                &none,
+                Marker::CompleteBatch,
+                vec![],
+                10,
+                0,
+                built_in_brotli().as_mut()
+            ),
             Err(MessageError::MissingId("batch id"))
         );
         let batch = MessageOptions {
             batch_id: Some("b".into()),
             ..Default::default()
         };
-        let message =
-            StoredMessage::build(&stream(), &batch, Marker::CompleteBatch, vec![], 10, 0).unwrap();
+        let message = StoredMessage::build(
+            &stream(),
+            &batch,
+            Marker::CompleteBatch,
+            vec![],
+            10,
+            0,
+            built_in_brotli().as_mut(),
+        )
+        .unwrap();
         let props = message.wire_properties(false, "o.2");
         assert!(props.contains(&("complete-batch", "true")));
         assert!(props.contains(&("ignore-payload", "true")));
@@ -444,16 +561,81 @@ mod tests {
             repetitive,
             1 << 20,
             0,
+            built_in_brotli().as_mut(),
         )
         .unwrap();
         assert!(m.compressed && m.payload.len() < 100);
         let props = m.wire_properties(false, "o.3");
         assert!(props.contains(&("content-encoding", "br")));
-        let tiny =
-            StoredMessage::build(&s, &Default::default(), Marker::Data, b"ab".to_vec(), 10, 0)
-                .unwrap();
+        let tiny = StoredMessage::build(
+            &s,
+            &Default::default(),
+            Marker::Data,
+            b"ab".to_vec(),
+            10,
+            0,
+            built_in_brotli().as_mut(),
+        )
+        .unwrap();
         assert!(!tiny.compressed);
         assert_eq!(tiny.payload, b"ab");
+    }
+
+    /// A lent encoder that remembers what it was asked and answers with fixed bytes.
+    struct Recording {
+        asked: Vec<(usize, u32)>,
+        answer: Vec<u8>,
+    }
+
+    impl BrotliEncoder for Recording {
+        fn encode(&mut self, payload: &[u8], quality: u32) -> Option<Vec<u8>> {
+            self.asked.push((payload.len(), quality));
+            Some(self.answer.clone())
+        }
+    }
+
+    #[test]
+    fn compression_without_an_encoder_is_refused_and_a_lent_one_is_used_only_when_smaller() {
+        let mut s = stream();
+        s.compression = Compression::SmallestSize;
+        let build = |encoder: Option<&mut Recording>, marker: Marker, payload: &[u8]| {
+            let batch = MessageOptions {
+                batch_id: Some("b".into()),
+                ..Default::default()
+            };
+            StoredMessage::build(&s, &batch, marker, payload.to_vec(), 1 << 20, 0, encoder)
+        };
+        assert_eq!(
+            build(None, Marker::Data, b"data"),
+            Err(MessageError::CompressionUnavailable)
+        );
+        assert!(
+            build(None, Marker::Data, b"").is_err(),
+            "refused even when empty"
+        );
+        assert!(
+            build(None, Marker::CompleteBatch, b"").is_ok(),
+            "a marker has nothing to compress"
+        );
+        assert_eq!(check_compression(Compression::None, false), Ok(()));
+
+        let mut lent = Recording {
+            asked: Vec::new(),
+            answer: b"xyz".to_vec(),
+        };
+        let smaller = build(Some(&mut lent), Marker::Data, b"four").unwrap();
+        assert!(smaller.compressed);
+        assert_eq!(smaller.payload, b"xyz");
+        let same = build(Some(&mut lent), Marker::Data, b"abc").unwrap();
+        assert!(!same.compressed, "not smaller: sent as it is");
+        assert_eq!(same.payload, b"abc");
+        let empty = build(Some(&mut lent), Marker::Data, b"").unwrap();
+        assert!(!empty.compressed);
+        assert_eq!(
+            lent.asked,
+            [(4, 11), (3, 11)],
+            "an empty payload is not encoded"
+        );
     }
 
     #[test]
@@ -465,6 +647,7 @@ mod tests {
             vec![0; 11],
             10,
             0,
+            built_in_brotli().as_mut(),
         )
         .unwrap();
         assert!(m.externalize);
@@ -480,6 +663,7 @@ mod tests {
                 vec![0; MAX_PAYLOAD_BYTES + 1],
                 usize::MAX,
                 0,
+                built_in_brotli().as_mut(),
             )
             .map(|_| ()),
             Err(MessageError::PayloadTooLarge {
@@ -508,6 +692,7 @@ mod tests {
             vec![7; MAX_PAYLOAD_BYTES],
             usize::MAX,
             0,
+            built_in_brotli().as_mut(),
         )
         .expect("the largest payload is taken");
         assert!(largest.encode().len() <= MAX_RECORD_BYTES);
@@ -520,7 +705,15 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            StoredMessage::build(&stream(), &options, Marker::Data, vec![], 10, 0),
+            StoredMessage::build(
+                &stream(),
+                &options,
+                Marker::Data,
+                vec![],
+                10,
+                0,
+                built_in_brotli().as_mut()
+            ),
             Err(MessageError::PropertyTooLong { .. })
         ));
     }
@@ -535,7 +728,7 @@ mod tests {
         ) {
             let s = StreamOptions { stream_group: group, ..Default::default() };
             let o = MessageOptions { batch_id: batch, ..Default::default() };
-            let mut m = StoredMessage::build(&s, &o, Marker::Data, payload, usize::MAX, 0).unwrap();
+            let mut m = StoredMessage::build(&s, &o, Marker::Data, payload, usize::MAX, 0, None::<&mut BuiltInBrotli>).unwrap();
             m.externalize = externalize;
             prop_assert_eq!(StoredMessage::decode(&m.encode()).unwrap(), m);
         }

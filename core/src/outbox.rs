@@ -808,6 +808,7 @@ mod tests {
             vec![n; 8],
             usize::MAX,
             0,
+            None::<&mut crate::message::BuiltInBrotli>,
         )
         .unwrap()
     }

@@ -3,6 +3,7 @@
 // server, webpack 5 and esbuild — runs in the current engine against a real Platform and sends a
 // message end to end, each recipe in its own test.
 import assert from "node:assert/strict";
+import { brotliDecompressSync } from "node:zlib";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { launchBrowser, root, serveSite, serveViteDev, startPlatform, waitUntil } from "./lib.mjs";
@@ -61,18 +62,28 @@ for (const { bundler, serve } of RECIPES) {
     await platform.admin.put("/provisioning-operations/approve", { provisioningOperationId: operation.provisioningOperationId });
 
     await page.waitForFunction(
-      () => document.getElementById("outcome").textContent.endsWith(" delivered") || document.getElementById("error").textContent !== "",
+      () => document.getElementById("outcome").textContent.split(", ").length === 2 || document.getElementById("error").textContent !== "",
       null,
       { timeout: 30_000 },
     );
     assert.equal(await page.textContent("#error"), "");
     const sequence = await page.textContent("#sequence");
-    assert.equal(await page.textContent("#outcome"), `${sequence} delivered`);
+    // The message, then the compressed one.
+    assert.equal(await page.textContent("#outcome"), `${sequence} delivered, ${Number(sequence) + 1} delivered`);
 
     const messages = await platform.admin.messages(deviceId, "hello");
     assert.equal(messages.length, 1);
     assert.equal(messages[0].streamGroup, "web-app");
     assert.deepEqual(JSON.parse(messages[0].payloadText), { hello: "from a bundled app", bundler });
+    // The compressed stream's message, encoded by vdev-web/brotli's wasm module.
+    const [zipped, ...more] = await waitUntil("the compressed message at the Platform", async () => {
+      const stored = await platform.admin.messages(deviceId, "zipped");
+      return stored.length ? stored : undefined;
+    });
+    assert.deepEqual(more, []);
+    assert.equal(zipped.contentEncoding, "br");
+    const decoded = brotliDecompressSync(Buffer.from(zipped.payloadBase64, "base64")).toString();
+    assert.deepEqual(JSON.parse(decoded), { bundler, readings: Array(100).fill("temperature=21.5") });
     assert.deepEqual(pageErrors, []);
   });
 }

@@ -31,6 +31,8 @@ import init, {
     type VdevErrorCode,
     type WaitOptions,
 } from "vdev-web";
+import loadBrotli from "vdev-web/brotli";
+import type { BrotliEncoder } from "vdev-web";
 
 // Exact types: `Equal<A, B>` is `true` only when A and B are the same type (an `any` on either
 // side makes it false), so `expectType<Equal<...>>(true)` fails for a loosened type.
@@ -135,6 +137,14 @@ export async function run(): Promise<void> {
     client.createStreamSender(null);
     client.createStreamSender({ compression: "none" });
     client.createStreamSender({ compression: "fastest" });
+    // Compression's encoder: the opt-in module, from its default URL or another, or the app's own.
+    const brotli: BrotliEncoder = await loadBrotli();
+    await loadBrotli(new URL("./vdev_brotli_bg.wasm", import.meta.url));
+    await loadBrotli({ module_or_path: fetch("/assets/vdev_brotli_bg.wasm") });
+    const encoded: Uint8Array = brotli.encode(new Uint8Array(8), 11);
+    await DeviceClient.start({ instance: "i", provisioningToken: "t", database: "d", brotli });
+    await DeviceClient.start({ instance: "i", provisioningToken: "t", database: "d", brotli: { encode: (payload: Uint8Array) => payload } });
+    expectType<Equal<typeof encoded, Uint8Array>>(true);
 
     const sequence: number = await sender.sendMessage(JSON.stringify({ celsius: 21.5 }));
     const messageOptions: MessageOptions = { batchId: "b1", messageId: "m1", batchSliceId: "s1", chunkId: "c1" };
@@ -263,6 +273,12 @@ export async function wrongUsages(client: DeviceClient, sender: StreamSender): P
     new StreamSender();
     // @ts-expect-error "gzip" is not a compression
     client.createStreamSender({ compression: "gzip" });
+    // @ts-expect-error an encoder has an encode method
+    await DeviceClient.start({ instance: "i", provisioningToken: "t", database: "d", brotli: {} });
+    // @ts-expect-error an encoder answers bytes, not text
+    await DeviceClient.start({ instance: "i", provisioningToken: "t", database: "d", brotli: { encode: () => "br" } });
+    // @ts-expect-error loadBrotli resolves to the encoder: await it
+    await DeviceClient.start({ instance: "i", provisioningToken: "t", database: "d", brotli: loadBrotli() });
     // @ts-expect-error a payload is a string or a Uint8Array
     await sender.sendMessage(42);
     // @ts-expect-error an ArrayBuffer is not a payload (wrap it in a Uint8Array)

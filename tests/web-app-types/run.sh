@@ -33,7 +33,7 @@ if [ -n "$tarball" ]; then
   target="$here/node_modules/vdev-web/$(node -p 'require(process.argv[1]).types' "$here/node_modules/vdev-web/package.json")"
   paths='{}'
 else
-  paths="{ \"vdev-web\": [\"$target\"] }"
+  paths="{ \"vdev-web\": [\"$target\"], \"vdev-web/brotli\": [\"$(dirname "$target")/vdev_brotli.d.ts\"] }"
 fi
 [ -f "$target" ] || { echo "error: no types at $target" >&2; exit 1; }
 if grep -vE '^[[:space:]]*(\*|//|/\*)' "$target" | grep -wn 'any'; then

@@ -21,8 +21,9 @@ rm -rf node_modules/.vite
 rm -rf dist
 node_modules/.bin/vite build --logLevel warn
 node build.mjs
+# Two wasm modules each: the package's and the opt-in Brotli encoder's (vdev-web/brotli).
 for out in vite/assets webpack esbuild; do
-  test -f "dist/${out%/assets}/index.html" && ls "dist/$out"/*.wasm >/dev/null 2>&1 \
-    || { echo "error: dist/${out%/assets} has no index.html or no wasm" >&2; exit 1; }
+  test -f "dist/${out%/assets}/index.html" && [ "$(ls "dist/$out"/*.wasm 2>/dev/null | wc -l)" = 2 ] \
+    || { echo "error: dist/${out%/assets} has no index.html or not the two wasm modules" >&2; exit 1; }
 done
 echo "web app built by vite, webpack and esbuild: $app/dist (vdev-web from $(basename "$tgz"))"

@@ -9,7 +9,7 @@ import { Coordinator } from "./tabs.js";
 
 /**
  * @import { Core, CoreOptions } from "./vdev_web_core.js"
- * @import { DeliveryOptions, DeviceEvent, MessageOptions, StartOptions, StreamSenderOptions, WaitOptions } from "./vdev_web.js"
+ * @import { DeliveryOptions, DeviceEvent, MessageOptions, StartOptions, StreamSenderOptions, VdevErrorCode, WaitOptions } from "./vdev_web.js"
  * @import { Deferred, Log, Sendable, Stream } from "./device.js"
  */
 
@@ -30,7 +30,7 @@ function rejected(sequence, reason) {
 /**
  * What `Core` is made from, less what the store and the moment add; the database's name (a
  * directory on Node.js) and the Node.js host's `ca` ride along.
- * @typedef {Pick<CoreOptions, "instance" | "provisioningToken" | "deviceId" | "provisioningParameters" | "transport" | "tunables">
+ * @typedef {Pick<CoreOptions, "instance" | "provisioningToken" | "deviceId" | "provisioningParameters" | "transport" | "tunables" | "brotli">
  *   & { database: string, ca?: StartOptions["ca"] }} Config
  */
 
@@ -188,6 +188,8 @@ function coreConfig(options) {
     // The core refuses a transport this host cannot open (only WebSocket in a browser).
     transport: option(options, "transport"),
     ca: options.ca ?? undefined,
+    // Checked by the core (it must have `encode`) when `start` makes its trial Core.
+    brotli: options.brotli ?? undefined,
   };
   const parameters = options.provisioningParameters;
   if (parameters != null) {
@@ -238,6 +240,11 @@ export class DeviceClient extends EventTarget {
      * @type {boolean | null}
      */
     this.persistentStorage = null;
+    /**
+     * The core's refusal of compressed streams, when it has no Brotli encoder.
+     * @type {Error | undefined}
+     */
+    this.compressionRefusal = undefined;
   }
 
   /**
@@ -250,10 +257,22 @@ export class DeviceClient extends EventTarget {
     const config = coreConfig(options);
     // The instance URL, Device ID and parameters are the core's to check, also in a tab that
     // only follows; its refusals name the option.
+    let trial;
     try {
-      makeCore({ ...config, random: new Uint8Array(32) }).free();
+      trial = makeCore({ ...config, random: new Uint8Array(32) });
     } catch (error) {
       throw new VdevError("invalidOption", /** @type {Error} */ (error).message);
+    }
+    // Whether streams may ask for compression is the core's answer, kept for
+    // `createStreamSender`, which must refuse at the call (a following tab has no Core).
+    /** @type {Error | undefined} */
+    let compressionRefusal;
+    try {
+      trial.checkCompression(1); // "fastest": either compression needs an encoder
+    } catch (error) {
+      compressionRefusal = /** @type {Error} */ (error);
+    } finally {
+      trial.free();
     }
     /** @type {Callbacks} */
     const callbacks = {};
@@ -274,6 +293,7 @@ export class DeviceClient extends EventTarget {
     const coordinator = new Owner(config, config.database, callbacks, makeCore, logThrough(options.logger));
     await coordinator.start();
     client = new DeviceClient(coordinator);
+    client.compressionRefusal = compressionRefusal;
     // Not awaited: Firefox asks the user, and `start` must not wait for an answer that may come
     // late or never (a headless Firefox never resolves it).
     void client.askPersistentStorage();
@@ -307,6 +327,13 @@ export class DeviceClient extends EventTarget {
     const compression = Object.hasOwn(COMPRESSION, name) ? COMPRESSION[name] : undefined;
     if (compression === undefined) {
       throw invalid("compression", `must be "none", "fastest" or "smallestSize", not "${name}"`);
+    }
+    const refusal = this.compressionRefusal;
+    if (compression && refusal) {
+      throw new VdevError(
+        /** @type {VdevErrorCode} */ (refusal.name),
+        `${refusal.message} (start({ brotli: await loadBrotli() }), loadBrotli from "vdev-web/brotli")`,
+      );
     }
     const stream = {
       streamGroup: option(options, "streamGroup"),

@@ -42,6 +42,12 @@ export interface StartOptions {
      * out of its bounds (or an unknown name) is an `invalidOption` naming it.
      */
     tunables?: Tunables;
+    /**
+     * The Brotli encoder for streams that ask for compression: `await loadBrotli()` from
+     * `vdev-web/brotli` (a separate module, so the default bundle carries no encoder). The
+     * Node.js build has its own and needs none.
+     */
+    brotli?: BrotliEncoder;
     /** A provisioning operation waits for approval: show its verification code. */
     onProvisioningOperation?: (operation: ProvisioningOperation) => void;
     /** Provisioning stopped for good (cancelled, token refused), and why; messages stay queued. */
@@ -233,7 +239,17 @@ export interface CloudToDeviceMessage {
     payload: Uint8Array;
 }
 
+/**
+ * Brotli at its fastest setting (quality 1) or its smallest (quality 11); a payload goes
+ * compressed only when that is smaller. Needs a Brotli encoder (`StartOptions.brotli`).
+ */
 export type Compression = "none" | "fastest" | "smallestSize";
+
+/** Encodes payloads with Brotli: what `loadBrotli()` of `vdev-web/brotli` gives. */
+export interface BrotliEncoder {
+    /** `payload` Brotli-encoded at `quality` (1 the fastest to 11 the smallest). */
+    encode(payload: Uint8Array, quality: number): Uint8Array;
+}
 
 export interface StreamSenderOptions {
     streamGroup?: string;
@@ -322,7 +338,9 @@ export class DeviceClient extends EventTarget {
         options?: boolean | EventListenerOptions,
     ): void;
     /**
-     * A sender for one stream (the workspace's defaults when the names are absent).
+     * A sender for one stream (the workspace's defaults when the names are absent). A
+     * `compression` other than `"none"` without a Brotli encoder is refused here with
+     * `compressionUnavailable`.
      */
     createStreamSender(options?: StreamSenderOptions | null): StreamSender;
     /**
@@ -430,6 +448,8 @@ export type VdevErrorCode =
     | "stopped"
     /** The message is invalid (e.g. a property too long). */
     | "invalidMessage"
+    /** A stream asks for compression and the device has no Brotli encoder (`StartOptions.brotli`). */
+    | "compressionUnavailable"
     /** The outbox is full (its count or bytes limit). */
     | "outboxFull"
     /** The browser's storage quota for the site is exhausted; messages stored before are kept. */

@@ -8,7 +8,9 @@ import { mkdtempSync, readdirSync, readFileSync, writeFileSync, truncateSync } f
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { brotliDecompressSync } from "node:zlib";
 import init, { DeviceClient } from "vdev-web";
+import loadBrotli from "vdev-web/brotli";
 import { Platform, waitFor } from "./platform.mjs";
 
 /** @type {Platform} */
@@ -151,7 +153,9 @@ test("a second client of one directory is refused, in the same process and in an
   const { client } = await start(where, { onProvisioningOperation: undefined });
   await assert.rejects(start(where), (error) => error.code === "storeLocked" && error.message.includes(where.directory));
   const other = spawn(process.execPath, ["--input-type=module", "-e", `
-    import init, { DeviceClient } from "vdev-web";
+    import { brotliDecompressSync } from "node:zlib";
+import init, { DeviceClient } from "vdev-web";
+import loadBrotli from "vdev-web/brotli";
     await init();
     try {
       await DeviceClient.start({ instance: "http://127.0.0.1:9", provisioningToken: "t", database: ${JSON.stringify(where.directory)} });
@@ -301,6 +305,32 @@ test("a 1 MB message goes by upload, byte-identical at the Platform, in its plac
   await client.stop();
 });
 
+test("compressed streams arrive Brotli-encoded with the build's own encoder and with vdev-web/brotli's", async () => {
+  const reading = "temperature=21.5;humidity=40;".repeat(200);
+  const random = Uint8Array.from({ length: 2_000 }, () => Math.floor(Math.random() * 256));
+  const node = await loadBrotli();
+  /** The qualities the lent encoder was asked for. @type {number[]} */
+  const asked = [];
+  const counting = { encode: (/** @type {Uint8Array} */ payload, /** @type {number} */ quality) => (asked.push(quality), node.encode(payload, quality)) };
+  for (const brotli of [undefined, counting]) {
+    const where = fresh();
+    const { client } = await start(where, { brotli });
+    const sender = client.createStreamSender({ compression: "smallestSize" });
+    await sender.deliverMessage(reading);
+    await sender.deliverMessage(random);
+    const [compressed, plain] = await platform.messages(where.deviceId);
+    const lent = brotli ? "lent" : "own";
+    assert.equal(compressed.contentEncoding, "br", lent);
+    const encoded = Buffer.from(compressed.payloadBase64, "base64");
+    assert.ok(encoded.length < reading.length / 10, `${lent}: ${encoded.length} bytes`);
+    assert.equal(brotliDecompressSync(encoded).toString(), reading, lent);
+    assert.equal(plain.contentEncoding, null, `${lent}: not smaller, sent as it is`);
+    assert.ok(Buffer.from(plain.payloadBase64, "base64").equals(random), lent);
+    await client.stop();
+  }
+  assert.deepEqual(asked, [11, 11], "the lent encoder encoded both payloads, at the smallest setting");
+});
+
 test("desired properties arrive and reported properties reach the Platform", async () => {
   const where = fresh();
   /** @type {[Record<string, unknown>, number][]} */
@@ -373,7 +403,9 @@ test("stop() ends an HTTP request still waiting for its answer: the process exit
   const directory = mkdtempSync(join(tmpdir(), "vdev-node-hang-"));
   const started = Date.now();
   const child = spawn(process.execPath, ["--input-type=module", "-e", `
-    import init, { DeviceClient } from "vdev-web";
+    import { brotliDecompressSync } from "node:zlib";
+import init, { DeviceClient } from "vdev-web";
+import loadBrotli from "vdev-web/brotli";
     await init();
     const client = await DeviceClient.start({ instance: "http://127.0.0.1:${port}", provisioningToken: "t", database: ${JSON.stringify(directory)}, transport: "tcp" });
     setTimeout(() => client.stop().then(() => console.log("stopped")), 300);`], { cwd: process.cwd(), stdio: ["ignore", "pipe", "inherit"] });

@@ -15,10 +15,10 @@
 # arguments finds it. esbuild keeps `import.meta.url`, and bundlers such as Vite see the
 # `new URL(..., import.meta.url)` and emit the wasm as an asset.
 #
-# Brotli compression is left out by default: its encoder alone makes the bundle ~3.4 times
-# larger (see the sizes printed at the end); `compression` options then send payloads as they are.
-# Options: --with-brotli    include Brotli compression of payloads
-#          --no-wasm-opt    skip wasm-opt
+# The Brotli encoder is not in the bundle (it would make it about five times larger): it is the
+# separate opt-in module `vdev-web/brotli` (the crate wasm-web/brotli, its host js-brotli/),
+# built here the same way into `vdev_brotli.js` and `vdev_brotli_bg.wasm`.
+# Options: --no-wasm-opt    skip wasm-opt
 #          --no-minify      bundle without minifying (readable JavaScript)
 #          --out-dir DIR    where the package goes (default wasm-web/pkg)
 # Needs: rustup target wasm32-unknown-unknown, wasm-bindgen-cli 0.2.130, node + npm, gzip.
@@ -28,7 +28,6 @@ web_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 root="$(cd "$web_dir/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
 out_dir="$web_dir/pkg"
-features=(--no-default-features)
 wasm_opt=1
 minify=1
 binaryen_version="132.0.0"
@@ -36,7 +35,6 @@ esbuild_version="0.28.2"
 terser_version="5.44.1"
 while [ $# -gt 0 ]; do
     case "$1" in
-        --with-brotli) features=() ;;
         --no-wasm-opt) wasm_opt=0 ;;
         --no-minify) minify=0 ;;
         --out-dir) out_dir="$(mkdir -p "$2" && cd "$2" && pwd)"; shift ;;
@@ -68,7 +66,7 @@ echo "== cargo build (profile web-release: size-tuned)"
 # The workspace's web-release profile is the release profile (LTO, codegen-units = 1,
 # panic = "abort") with opt-level "z": a little speed traded for size, which is what a web
 # bundle wants (a profile of its own, so other release builds keep their artifacts).
-cargo build -p vdev-web --profile web-release --target wasm32-unknown-unknown "${features[@]}"
+cargo build -p vdev-web --profile web-release --target wasm32-unknown-unknown
 wasm="$CARGO_TARGET_DIR/wasm32-unknown-unknown/web-release/vdev_web.wasm"
 
 # The bundle's inputs: wasm-bindgen's output and a copy of js/ side by side, so index.js
@@ -130,9 +128,50 @@ if ! grep -qE 'new URL\("vdev_web_bg\.wasm", ?import\.meta\.url\)' "$out_dir/vde
 fi
 cp "$web_dir/js/vdev_web.d.ts" "$out_dir/vdev_web.d.ts"
 
+# `vdev-web/brotli`: the encoder crate through the same steps (wasm-bindgen, wasm-opt -Oz, one
+# minified ES module that loads `vdev_brotli_bg.wasm` next to itself by default), and on
+# Node.js an entry that lends node:zlib's encoder (not bundled: it imports Node's own module).
+echo "== cargo build -p vdev-web-brotli (the opt-in Brotli encoder)"
+cargo build -p vdev-web-brotli --profile web-release --target wasm32-unknown-unknown
+brotli_build="$build_dir/brotli"
+mkdir -p "$brotli_build"
+wasm-bindgen --target web --out-dir "$brotli_build" --out-name vdev_brotli_core \
+    "$CARGO_TARGET_DIR/wasm32-unknown-unknown/web-release/vdev_web_brotli.wasm"
+brotli_url="new URL('vdev_brotli_core_bg.wasm', import.meta.url)"
+if [ "$(grep -cF "$brotli_url" "$brotli_build/vdev_brotli_core.js")" != 1 ]; then
+    echo "error: wasm-bindgen's glue no longer builds its default wasm URL as $brotli_url" >&2
+    exit 1
+fi
+sed -i "s|new URL('vdev_brotli_core_bg\.wasm', import\.meta\.url)|new URL('vdev_brotli_bg.wasm', import.meta.url)|" \
+    "$brotli_build/vdev_brotli_core.js"
+if [ "$wasm_opt" = 1 ]; then
+    "$tools/node_modules/.bin/wasm-opt" -Oz \
+        --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+        --enable-mutable-globals --enable-reference-types --enable-multivalue \
+        "$brotli_build/vdev_brotli_core_bg.wasm" -o "$out_dir/vdev_brotli_bg.wasm"
+else
+    cp "$brotli_build/vdev_brotli_core_bg.wasm" "$out_dir/vdev_brotli_bg.wasm"
+fi
+cp "$web_dir/js-brotli/brotli.js" "$brotli_build/"
+"$tools/node_modules/.bin/esbuild" "$brotli_build/brotli.js" --bundle --format=esm \
+    --platform=browser --target=esnext --charset=utf8 --legal-comments=none \
+    --log-level=warning --outfile="$brotli_build/bundle.js"
+if [ "$minify" = 1 ]; then
+    "$tools/node_modules/.bin/terser" "$brotli_build/bundle.js" --module --compress passes=2 \
+        --mangle -o "$out_dir/vdev_brotli.js"
+else
+    cp "$brotli_build/bundle.js" "$out_dir/vdev_brotli.js"
+fi
+if ! grep -qE 'new URL\("vdev_brotli_bg\.wasm", ?import\.meta\.url\)' "$out_dir/vdev_brotli.js"; then
+    echo "error: vdev_brotli.js does not load vdev_brotli_bg.wasm next to itself by default" >&2
+    exit 1
+fi
+cp "$web_dir/js-brotli/brotli_node.js" "$out_dir/vdev_brotli_node.js"
+cp "$web_dir/js/vdev_brotli.d.ts" "$out_dir/vdev_brotli.d.ts"
+
 # The Node.js build: the same host with js-node/ (the outbox in a directory, TCP and TLS, the
 # wasm module read from the package's own file), over a wasm module built with the `node`
-# feature (the core's file outbox) and with Brotli (size matters less on a server). Not
+# feature (the core's file outbox and its own Brotli encoder: size matters less on a server). Not
 # minified: stack traces stay readable. The package's `exports` send Node.js here.
 echo "== cargo build --features node (the Node.js build)"
 cargo build -p vdev-web --profile web-release --target wasm32-unknown-unknown --features node
@@ -175,7 +214,14 @@ cat >"$out_dir/package.json" <<JSON
       "browser": "./vdev_web.js",
       "default": "./vdev_web.js"
     },
-    "./vdev_web_bg.wasm": "./vdev_web_bg.wasm"
+    "./vdev_web_bg.wasm": "./vdev_web_bg.wasm",
+    "./brotli": {
+      "types": "./vdev_brotli.d.ts",
+      "node": "./vdev_brotli_node.js",
+      "browser": "./vdev_brotli.js",
+      "default": "./vdev_brotli.js"
+    },
+    "./vdev_brotli_bg.wasm": "./vdev_brotli_bg.wasm"
   },
   "files": [
     "vdev_web.js",
@@ -183,6 +229,10 @@ cat >"$out_dir/package.json" <<JSON
     "vdev_web_bg.wasm",
     "vdev_node.js",
     "vdev_node_bg.wasm",
+    "vdev_brotli.js",
+    "vdev_brotli.d.ts",
+    "vdev_brotli_bg.wasm",
+    "vdev_brotli_node.js",
     "README.md",
     "LICENSE-MIT",
     "LICENSE-APACHE"
@@ -204,8 +254,10 @@ echo "== npm pack"
 gz() { gzip -9 -c "$1" | wc -c; }
 wasm_gz="$(gz "$out_dir/vdev_web_bg.wasm")"
 js_gz="$(gz "$out_dir/vdev_web.js")"
-echo "== size ($([ ${#features[@]} -eq 0 ] && echo "with" || echo "without") brotli, wasm-opt $([ "$wasm_opt" = 1 ] && echo "-Oz" || echo "skipped"), JS $([ "$minify" = 1 ] && echo "minified" || echo "not minified"))"
+echo "== size (wasm-opt $([ "$wasm_opt" = 1 ] && echo "-Oz" || echo "skipped"), JS $([ "$minify" = 1 ] && echo "minified" || echo "not minified"))"
 printf '  vdev_web_bg.wasm  %8d bytes, %7d gzipped\n' "$(wc -c <"$out_dir/vdev_web_bg.wasm")" "$wasm_gz"
 printf '  vdev_web.js       %8d bytes, %7d gzipped\n' "$(wc -c <"$out_dir/vdev_web.js")" "$js_gz"
 printf '  total gzipped     %8d bytes (%s KB)\n' "$((wasm_gz + js_gz))" "$(awk -v b="$((wasm_gz + js_gz))" 'BEGIN { printf "%.1f", b / 1024 }')"
+printf '  opt-in vdev-web/brotli: vdev_brotli_bg.wasm %d gzipped, vdev_brotli.js %d gzipped\n' \
+    "$(gz "$out_dir/vdev_brotli_bg.wasm")" "$(gz "$out_dir/vdev_brotli.js")"
 echo "  package: $(ls "$out_dir"/vdev-web-*.tgz)"

@@ -4,8 +4,12 @@ vdev_web_bg.wasm, after wasm-opt) in headless Chromium through chromedriver and 
 instantiates, starts a client, stores a message, goes offline, stores a reported patch and stops,
 once per way of loading the wasm: `init()` (the default URL, vdev_web_bg.wasm next to
 vdev_web.js), `init({ module_or_path })` with another URL, and `initSync({ module })` with the
-bytes. The page is served with only those two files (plus the wasm under another name), so a
-bundle that still imports a module of its own, or loads a wasm of another name, fails here. The
+bytes. The page is served with only those two files (plus the wasm under another name) and the
+opt-in Brotli module's two (`vdev_brotli.js`, `vdev_brotli_bg.wasm`), so a bundle that still
+imports a module of its own, or loads a wasm of another name, fails here. Each page first asks
+for a compressed stream without an encoder (refused with `compressionUnavailable`), then starts
+its client with `loadBrotli()`'s encoder and stores a compressible message in a compressed
+stream. The
 test suites run the unminified debug build; this catches a broken release build
 (docs/architecture.md, "Toolchain notes": an old wasm-opt once produced a module Chromium
 refused) or a minifier that breaks the host.
@@ -37,6 +41,7 @@ OTHER_WASM = "renamed.wasm"
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><link rel="icon" href="data:,"><title>vdev-web smoke</title></head>
 <body><pre id="out">pending</pre><script type="module">
 import init, { initSync, DeviceClient } from "./vdev_web.js";
+import loadBrotli from "./vdev_brotli.js";
 const out = document.getElementById("out");
 try {
   const mode = "MODE";
@@ -53,12 +58,23 @@ try {
     initSync({ module: bytes });
   }
   // Port 9 on loopback: nothing answers, nothing leaves the machine; the message stays queued.
-  const client = await DeviceClient.start({
+  const plain = await DeviceClient.start({
     instance: "http://127.0.0.1:9", provisioningToken: "smoke",
     database: "vdev-smoke-" + Math.random().toString(36).slice(2),
   });
+  const refused = (() => { try { plain.createStreamSender({ compression: "fastest" }); return "created"; } catch (e) { return e.code; } })();
+  if (refused !== "compressionUnavailable") throw new Error("compression without an encoder: " + refused);
+  await plain.stop();
+  const brotli = await loadBrotli();
+  const reading = new TextEncoder().encode("temperature 21.5; ".repeat(100));
+  const encoded = brotli.encode(reading, 1);
+  if (!(encoded instanceof Uint8Array) || encoded.length >= reading.length / 10) throw new Error("brotli encoded to " + encoded.length);
+  const client = await DeviceClient.start({
+    instance: "http://127.0.0.1:9", provisioningToken: "smoke",
+    database: "vdev-smoke-" + Math.random().toString(36).slice(2), brotli,
+  });
   const sender = client.createStreamSender({ compression: "fastest" });
-  const seq = await sender.sendMessage("hello");
+  const seq = await sender.sendMessage(reading);
   client.setOffline(true);
   // Resolves after the client has handled setOffline, so the getters below say offline.
   await client.updateReportedProperties({ smoke: true });
@@ -84,8 +100,9 @@ MODES = {
 
 # The files the tarball must hold (npm puts them under `package/`): the `files` list of the
 # package.json that build.sh writes, and package.json itself.
-PACKED = ("package.json", "vdev_web.js", "vdev_web.d.ts", "vdev_web_bg.wasm", "README.md",
-          "LICENSE-MIT", "LICENSE-APACHE")
+PACKED = ("package.json", "vdev_web.js", "vdev_web.d.ts", "vdev_web_bg.wasm", "vdev_node.js",
+          "vdev_node_bg.wasm", "vdev_brotli.js", "vdev_brotli.d.ts", "vdev_brotli_bg.wasm",
+          "vdev_brotli_node.js", "README.md", "LICENSE-MIT", "LICENSE-APACHE")
 
 
 def check_tarball(pkg):
@@ -124,7 +141,7 @@ def main():
     if tarball_problems:
         print(f"smoke (tarball) FAILED: {'; '.join(tarball_problems)}")
     site = tempfile.mkdtemp(prefix="vdev-smoke-")
-    for name in ("vdev_web.js", "vdev_web_bg.wasm"):
+    for name in ("vdev_web.js", "vdev_web_bg.wasm", "vdev_brotli.js", "vdev_brotli_bg.wasm"):
         shutil.copy(os.path.join(pkg, name), site)
     shutil.copy(os.path.join(pkg, "vdev_web_bg.wasm"), os.path.join(site, OTHER_WASM))
     for mode in MODES:
@@ -205,6 +222,8 @@ def main():
                 problems.append(f"page says {text!r}")
             if wanted not in fetched:
                 problems.append(f"{wanted} was not fetched")
+            if "vdev_brotli_bg.wasm" not in fetched:
+                problems.append("vdev_brotli_bg.wasm was not fetched")
             if unwanted in fetched:
                 problems.append(f"{unwanted} was fetched too")
             if missing:

@@ -33,10 +33,10 @@ pub use node::FileOutbox;
 use js_sys::{Array, Reflect, Uint8Array};
 use vdev_core::json::{self, Value};
 use vdev_core::{
-    Compression, ConfigError, ConfigOption, ConnectionId, Device, DeviceConfig, DeviceId, Endpoint,
-    HttpResponse, Input, MessageOptions, OutboxMeta, Output, Reason, Record, RequestId, SendError,
-    SendSettlement, Seq, StoreError, StoreRequest, StreamOptions, Transport, Tunable,
-    parse_reported_patch,
+    BrotliEncoder, Compression, ConfigError, ConfigOption, ConnectionId, Device, DeviceConfig,
+    DeviceId, Endpoint, HttpResponse, Input, MessageOptions, OutboxMeta, Output, Reason, Record,
+    RequestId, SendError, SendSettlement, Seq, StoreError, StoreRequest, StreamOptions, Transport,
+    Tunable, parse_reported_patch,
 };
 use wasm_bindgen::prelude::*;
 
@@ -57,6 +57,8 @@ pub struct Core {
     store_requests: std::collections::VecDeque<StoreRequest>,
     /// The byte strings of the last `pollOutput`, not yet taken.
     bytes: Vec<Vec<u8>>,
+    /// The Brotli encoder the app lent, if any.
+    brotli: Option<LentEncoder>,
 }
 
 #[wasm_bindgen]
@@ -65,8 +67,9 @@ impl Core {
     /// deviceId?, provisioningParameters? (JSON text of an object of strings), transport?
     /// ("websocket", the browser's only one and the default; "tcp" and "tls" in the Node.js
     /// build), tunables? (JSON text of an object of numbers, by `Tunable::name`), now, random
-    /// (32 bytes), origin, nextSeq, reserved, bytes, count, savedState? }`,
-    /// the last six being what the store holds.
+    /// (32 bytes), brotli? (a Brotli encoder the app lends: `{ encode(payload, quality) }`),
+    /// origin, nextSeq, reserved, bytes, count, savedState? }`, the last six being what the
+    /// store holds.
     #[wasm_bindgen(constructor)]
     pub fn new(options: &JsValue) -> Result<Core, JsError> {
         let text = |name: &str| field(options, name).as_string();
@@ -97,6 +100,16 @@ impl Core {
         if let Some(tunables) = text("tunables") {
             set_tunables(&mut config, &tunables).map_err(|error| config_error(&error))?;
         }
+        let brotli = field(options, "brotli");
+        let lent_brotli = if brotli.is_undefined() || brotli.is_null() {
+            None
+        } else if field(&brotli, "encode").is_function() {
+            Some(brotli.unchecked_into::<LentEncoder>())
+        } else {
+            return Err(JsError::new(
+                "option brotli: must be an encoder with an encode(payload, quality) method",
+            ));
+        };
         // Every option is set before the core's checks, so they all see what the app gave.
         config
             .validate_for(TRANSPORTS)
@@ -117,6 +130,7 @@ impl Core {
         let device = Device::new(config, number("now"), seed, &meta, saved.as_deref());
         Ok(Core {
             device,
+            brotli: lent_brotli,
             #[cfg(feature = "node")]
             store_requests: Default::default(),
             bytes: Vec::new(),
@@ -308,9 +322,19 @@ impl Core {
         self.device.handle_input(now as u64, input);
     }
 
+    /// Refuses a compression (numbered as `send` takes it) the device cannot honour: without
+    /// a Brotli encoder, the core's `compressionUnavailable` error.
+    #[wasm_bindgen(js_name = checkCompression)]
+    pub fn check_compression(&self, compression: u8) -> Result<(), JsValue> {
+        let stream = stream_options(None, None, None, compression);
+        self.device
+            .check_stream(&stream, self.brotli.is_some())
+            .map_err(refused)
+    }
+
     /// Queues a message; returns its sequence number (durable once its `append` is answered
-    /// with `appended`). `compression`: 0 none, 1 fastest, 2 smallest size (a build without
-    /// Brotli sends payloads as they are).
+    /// with `appended`). `compression`: 0 none, 1 fastest, 2 smallest size (refused with
+    /// `compressionUnavailable` when the device has no Brotli encoder).
     #[allow(clippy::too_many_arguments)]
     pub fn send(
         &mut self,
@@ -332,7 +356,12 @@ impl Core {
             batch_slice_id,
             chunk_id,
         };
-        queued(self.device.send(now as u64, &stream, &options, payload))
+        let now = now as u64;
+        let mut lent = self.brotli.as_ref();
+        let sent = self
+            .device
+            .send_with_encoder(now, &stream, &options, payload, lent.as_mut());
+        queued(sent)
     }
 
     /// Queues the marker that closes batch `batchId`; returns its sequence number.
@@ -729,9 +758,13 @@ fn write_store_request(json: &mut Json, request: &StoreRequest) {
 
 /// A command's sequence number for JavaScript, or the core's refusal as an `Error`.
 fn queued(result: Result<Seq, SendError>) -> Result<f64, JsValue> {
-    result
-        .map(|seq| seq as f64)
-        .map_err(|e| coded_error(e.code(), &e.to_string()))
+    result.map(|seq| seq as f64).map_err(refused)
+}
+
+/// The error of a refused send. Not inlined: three calls share it (a few hundred bytes each).
+#[inline(never)]
+fn refused(error: SendError) -> JsValue {
+    coded_error(error.code(), &error.to_string())
 }
 
 /// An `Error` whose `name` is the API's error code (the host makes it a `VdevError`).
@@ -775,6 +808,27 @@ fn string_record(text: &str) -> Option<Vec<(String, String)>> {
         .iter()
         .map(|(key, value)| Some((key.to_owned(), value.as_str()?.to_owned())))
         .collect()
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// A Brotli encoder the app lends (the `brotli` option), as `loadBrotli()` of
+    /// `vdev-web/brotli` gives.
+    #[derive(Debug)]
+    type LentEncoder;
+
+    /// `encoder.encode(payload, quality)`: `payload` is a view of the device's memory, valid
+    /// during the call (the encoder copies what it keeps).
+    #[wasm_bindgen(method, catch)]
+    fn encode(this: &LentEncoder, payload: &[u8], quality: u32) -> Result<JsValue, JsValue>;
+}
+
+impl BrotliEncoder for &LentEncoder {
+    /// An encoder that throws (or answers what is not bytes) leaves the payload as it is.
+    fn encode(&mut self, payload: &[u8], quality: u32) -> Option<Vec<u8>> {
+        let encoded = LentEncoder::encode(self, payload, quality).ok()?;
+        encoded.dyn_ref::<Uint8Array>().map(Uint8Array::to_vec)
+    }
 }
 
 /// `object[name]`; `undefined` when it cannot be read.

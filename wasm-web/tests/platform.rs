@@ -1087,3 +1087,141 @@ async fn a_forgotten_device_provisions_anew_and_its_queue_is_gone() {
     again.stop().await;
     discard(&database).await;
 }
+
+/// The bytes of base64 `text`, by the browser's `atob`.
+fn base64_decode(text: &str) -> Vec<u8> {
+    let decode = js_sys::Function::new_with_args(
+        "text",
+        "return Uint8Array.from(atob(text), (c) => c.charCodeAt(0))",
+    );
+    let bytes = decode
+        .call1(&JsValue::NULL, &text.into())
+        .expect("valid base64");
+    bytes.unchecked_into::<js_sys::Uint8Array>().to_vec()
+}
+
+/// A Brotli encoder lent the way `loadBrotli()` of `vdev-web/brotli` lends one (`{ encode }`),
+/// written in Rust with the crate that module is built from; it counts its calls.
+fn lent_brotli() -> (JsValue, std::rc::Rc<std::cell::Cell<u32>>) {
+    let calls = std::rc::Rc::new(std::cell::Cell::new(0));
+    let counted = calls.clone();
+    let encode = wasm_bindgen::closure::Closure::<
+        dyn FnMut(js_sys::Uint8Array, u32) -> js_sys::Uint8Array,
+    >::new(move |payload: js_sys::Uint8Array, quality: u32| {
+        counted.set(counted.get() + 1);
+        let params = brotli::enc::BrotliEncoderParams {
+            quality: quality as i32,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        brotli::BrotliCompress(&mut &payload.to_vec()[..], &mut out, &params).unwrap();
+        js_sys::Uint8Array::from(&out[..])
+    });
+    (js_object(&[("encode", encode.into_js_value())]), calls)
+}
+
+#[wasm_bindgen_test]
+async fn a_compressed_stream_arrives_brotli_encoded_with_a_lent_encoder_and_is_refused_without() {
+    let (database, device_id) = (unique("vdev-brotli"), unique("web-brotli"));
+    let (operations, on_operation) = Recorder::new();
+    let (encoder, calls) = lent_brotli();
+    let client = DeviceClient::start(js_object(&[
+        ("instance", platform().url.into()),
+        ("provisioningToken", platform().provisioning_token.into()),
+        ("deviceId", device_id.as_str().into()),
+        ("database", database.as_str().into()),
+        ("onProvisioningOperation", on_operation.into()),
+        ("brotli", encoder),
+    ]))
+    .await
+    .expect("the client starts");
+    wait_until("a provisioning operation", 60_000.0, || {
+        operations.len() == 1
+    })
+    .await;
+    let id = field_string(&operations.first_args()[0], "id").unwrap();
+    platform().approve(&id).await;
+
+    let compressed = client
+        .create_stream_sender(Some(
+            js_object(&[
+                ("stream", "zipped".into()),
+                ("compression", "fastest".into()),
+            ])
+            .unchecked_into(),
+        ))
+        .expect("a compressed stream with an encoder");
+    let reading = "temperature=21.5;humidity=40;".repeat(200);
+    // Bytes a compressor cannot shrink (xorshift): sent as they are.
+    let mut state = 0x2545_f491_u32;
+    let noise: Vec<u8> = (0..2_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect();
+    let payloads: [JsValue; 3] = [
+        reading.as_str().into(),
+        js_sys::Uint8Array::from(&noise[..]).into(),
+        "".into(),
+    ];
+    let sends = payloads.map(|payload| compressed.deliver_message(payload, &JsValue::UNDEFINED));
+    for send in sends {
+        JsFuture::from(Promise::from(JsValue::from(send)))
+            .await
+            .expect("delivered");
+    }
+    assert_eq!(calls.get(), 2, "the empty payload is not encoded");
+
+    let stored = platform().messages(&device_id).await;
+    assert_eq!(stored.len(), 3, "{stored:?}");
+    assert_eq!(stored[0]["contentEncoding"], "br");
+    let encoded = base64_decode(stored[0]["payloadBase64"].as_str().unwrap());
+    assert!(
+        encoded.len() < reading.len() / 10,
+        "{} bytes",
+        encoded.len()
+    );
+    let mut decoded = Vec::new();
+    brotli::BrotliDecompress(&mut &encoded[..], &mut decoded).expect("valid Brotli");
+    assert_eq!(decoded, reading.as_bytes());
+    for (row, bytes) in [(1, &noise[..]), (2, &[][..])] {
+        assert_eq!(stored[row]["contentEncoding"], Value::Null, "row {row}");
+        let payload = base64_decode(stored[row]["payloadBase64"].as_str().unwrap());
+        assert_eq!(payload, bytes, "row {row}");
+    }
+    await_promise(client.stop().unchecked_into()).await;
+    discard(&database).await;
+
+    // Without an encoder the same stream is refused when it is created, saying what to import.
+    let plain = DeviceClient::start(js_object(&[
+        ("instance", "http://127.0.0.1:9".into()),
+        ("provisioningToken", "token".into()),
+        ("database", database.as_str().into()),
+    ]))
+    .await
+    .expect("the client starts");
+    for compression in ["fastest", "smallestSize"] {
+        let refused = plain
+            .create_stream_sender(Some(
+                js_object(&[("compression", compression.into())]).unchecked_into(),
+            ))
+            .map(|_| ())
+            .expect_err("no encoder: refused");
+        let refused = common::api_error(refused);
+        assert!(
+            refused.starts_with("compressionUnavailable: compression was asked for, but this build has no Brotli encoder")
+                && refused.contains("vdev-web/brotli"),
+            "{refused}"
+        );
+    }
+    plain
+        .create_stream_sender(Some(
+            js_object(&[("compression", "none".into())]).unchecked_into(),
+        ))
+        .expect("an uncompressed stream needs no encoder");
+    await_promise(plain.stop().unchecked_into()).await;
+    discard(&database).await;
+}

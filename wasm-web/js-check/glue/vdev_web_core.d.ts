@@ -8,7 +8,7 @@
 // checked too. scripts/build.sh fails when this file's methods or parameters differ from
 // those wasm-bindgen generates for lib.rs's `#[wasm_bindgen] impl Core` (scripts/check_glue_types.py).
 
-import type { ConnectionState, DeviceEvent, LogLevel, InitInput, InitOutput, SyncInitInput } from "../../js/vdev_web.js";
+import type { BrotliEncoder, ConnectionState, DeviceEvent, LogLevel, InitInput, InitOutput, SyncInitInput } from "../../js/vdev_web.js";
 
 /** What `new Core(options)` reads; the last five are what the store holds. */
 export interface CoreOptions {
@@ -21,6 +21,8 @@ export interface CoreOptions {
     transport?: string;
     /** JSON text of an object of numbers: the tunables, by name (the core checks both). */
     tunables?: string;
+    /** A Brotli encoder the app lends (the core checks it has `encode`). */
+    brotli?: BrotliEncoder;
     now?: number;
     /** 32 bytes. */
     random: Uint8Array;
@@ -104,6 +106,8 @@ export interface CoreStats {
 export class Core {
     constructor(options: CoreOptions);
     free(): void;
+    /** Throws the core's `compressionUnavailable` error (as `send` would) when it cannot compress. */
+    checkCompression(compression: number): void;
     httpResponse(now: number, id: number, status: number, retryAfter: string | null | undefined, body: Uint8Array): void;
     httpFailed(now: number, id: number, error: string): void;
     connected(now: number, conn: number): void;
