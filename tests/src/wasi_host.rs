@@ -425,6 +425,11 @@ impl WasiHost {
             forget: func(&mut store, "[method]device.forget")?,
             set_offline: func(&mut store, "[method]device.set-offline")?,
             stop: func(&mut store, "[method]device.stop")?,
+            enqueue_batch_completion: func(&mut store, "[method]device.enqueue-batch-completion")?,
+            enqueue_message_completion: func(
+                &mut store,
+                "[method]device.enqueue-message-completion",
+            )?,
         };
         let mut result = [Val::Bool(false)];
         start
@@ -642,6 +647,8 @@ struct LibraryFuncs {
     forget: Func,
     set_offline: Func,
     stop: Func,
+    enqueue_batch_completion: Func,
+    enqueue_message_completion: Func,
 }
 
 /// A device of the library world, called through `vdev:device/client`.
@@ -651,6 +658,59 @@ pub struct LibraryDevice {
     funcs: LibraryFuncs,
     /// Events polled but handed back unread ([`LibraryDevice::unread`]).
     unread: Vec<LibraryEvent>,
+}
+
+/// The WIT `stream-options` record: where messages go and whether they are compressed.
+#[derive(Debug, Clone)]
+pub struct LibraryStream {
+    pub stream_group: Option<String>,
+    pub stream: Option<String>,
+    pub site_id: Option<String>,
+    /// The `compression` case: `none`, `fastest` or `smallest-size`.
+    pub compression: String,
+}
+
+impl LibraryStream {
+    /// Stream `stream` of group `stream_group`, uncompressed.
+    pub fn named(stream_group: &str, stream: &str) -> Self {
+        Self {
+            stream_group: Some(stream_group.into()),
+            stream: Some(stream.into()),
+            site_id: None,
+            compression: "none".into(),
+        }
+    }
+
+    fn to_val(&self) -> Val {
+        let text = |v: &Option<String>| Val::Option(v.clone().map(|s| Box::new(Val::String(s))));
+        Val::Record(vec![
+            ("stream-group".into(), text(&self.stream_group)),
+            ("stream".into(), text(&self.stream)),
+            ("site-id".into(), text(&self.site_id)),
+            ("compression".into(), Val::Enum(self.compression.clone())),
+        ])
+    }
+}
+
+/// The WIT `message-options` record: the ids of one message within its stream.
+#[derive(Debug, Clone, Default)]
+pub struct LibraryMessageIds {
+    pub batch_id: Option<String>,
+    pub message_id: Option<String>,
+    pub batch_slice_id: Option<String>,
+    pub chunk_id: Option<String>,
+}
+
+impl LibraryMessageIds {
+    fn to_val(&self) -> Val {
+        let text = |v: &Option<String>| Val::Option(v.clone().map(|s| Box::new(Val::String(s))));
+        Val::Record(vec![
+            ("batch-id".into(), text(&self.batch_id)),
+            ("message-id".into(), text(&self.message_id)),
+            ("batch-slice-id".into(), text(&self.batch_slice_id)),
+            ("chunk-id".into(), text(&self.chunk_id)),
+        ])
+    }
 }
 
 /// One `event` of the library world: its case name and payload.
@@ -712,6 +772,70 @@ impl LibraryDevice {
         match ok_value(&result[0])? {
             Some(Val::U64(seq)) => Ok(seq),
             other => wasmtime::bail!("send returned {other:?}"),
+        }
+    }
+
+    /// `device.send` with the stream and ids given; returns the sequence number once durable.
+    pub async fn send_to(
+        &mut self,
+        stream: &LibraryStream,
+        ids: &LibraryMessageIds,
+        payload: &[u8],
+    ) -> Result<u64> {
+        let bytes = Val::List(payload.iter().map(|b| Val::U8(*b)).collect());
+        let params = [
+            Val::Resource(self.device),
+            stream.to_val(),
+            ids.to_val(),
+            bytes,
+        ];
+        let send = self.funcs.send;
+        self.call_for_seq(send, &params, "send").await
+    }
+
+    /// `device.enqueue-batch-completion`: the marker that completes batch `batch_id`.
+    pub async fn enqueue_batch_completion(
+        &mut self,
+        stream: &LibraryStream,
+        batch_id: &str,
+    ) -> Result<u64> {
+        let params = [
+            Val::Resource(self.device),
+            stream.to_val(),
+            Val::String(batch_id.into()),
+        ];
+        let func = self.funcs.enqueue_batch_completion;
+        self.call_for_seq(func, &params, "enqueue-batch-completion")
+            .await
+    }
+
+    /// `device.enqueue-message-completion`: the marker that completes message `message_id` of
+    /// batch `batch_id`.
+    pub async fn enqueue_message_completion(
+        &mut self,
+        stream: &LibraryStream,
+        batch_id: &str,
+        message_id: &str,
+    ) -> Result<u64> {
+        let params = [
+            Val::Resource(self.device),
+            stream.to_val(),
+            Val::String(batch_id.into()),
+            Val::String(message_id.into()),
+        ];
+        let func = self.funcs.enqueue_message_completion;
+        self.call_for_seq(func, &params, "enqueue-message-completion")
+            .await
+    }
+
+    /// Calls a function whose answer is `result<u64, send-error>`; the error as text.
+    async fn call_for_seq(&mut self, func: Func, params: &[Val], name: &str) -> Result<u64> {
+        let mut result = [Val::Bool(false)];
+        func.call_async(&mut self.store, params, &mut result)
+            .await?;
+        match ok_value(&result[0])? {
+            Some(Val::U64(seq)) => Ok(seq),
+            other => wasmtime::bail!("{name} returned {other:?}"),
         }
     }
 

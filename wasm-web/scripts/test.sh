@@ -6,7 +6,8 @@
 #      API's refusals, no network), tests/init.rs (`start` before `init()`), tests/host.rs (the
 #      host's own rules: callbacks never nest, the tab protocol version), tests/platform.rs
 #      (DeviceClient against a real vdev-platform), tests/reasons.rs (failures and their
-#      reasons). VDEV_WEB_ENGINES (default "chromium firefox webkit") picks the engines.
+#      reasons), tests/streams.rs (batches, slices, chunks and completions at the Platform).
+#      VDEV_WEB_ENGINES (default "chromium firefox webkit") picks the engines.
 #      WebKit's pages are served from http://[::1] (it does not count http://127.0.0.1 as a
 #      secure context), and its API suite's insecure-page test runs once more from 127.0.0.1;
 #   2. tests/quota.rs, a real QuotaExceededError: the browser's profile goes on a 256 MB tmpfs
@@ -164,7 +165,7 @@ record() {
 }
 
 # The suites every engine runs: the store, the JS API, the host's rules and a real Platform.
-all_suites=(--test store --test api --test init --test host --test platform --test reasons)
+all_suites=(--test store --test api --test init --test host --test platform --test reasons --test streams)
 suites=("${all_suites[@]}")
 # The runner looks for webdriver.json (extra Chrome flags, Firefox preferences) in the working
 # directory. wasm-bindgen's runner drives Firefox when GECKODRIVER is set, Chromium otherwise.

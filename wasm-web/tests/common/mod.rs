@@ -322,6 +322,38 @@ impl Platform {
         (response.status(), js_sys::Uint8Array::new(&body).to_vec())
     }
 
+    /// The Platform's technician console in a frame of this page, signed in: its page is
+    /// fetched from the Platform and given a `<base>` there, so that its requests go to the
+    /// Platform as when it is opened from there, and the admin token goes where the console
+    /// keeps it (the session storage, which the frame shares with this page). Resolves to the
+    /// `iframe` once the page has loaded; removing the frame ends the console.
+    pub async fn open_console(&self) -> JsValue {
+        let (status, html) = self.admin_bytes("/console").await;
+        assert_eq!(status, 200, "the console's page");
+        let html = String::from_utf8(html).expect("the console's page is text");
+        let open = Function::new_with_args(
+            "html, base, token",
+            r#"sessionStorage.setItem("vdev-admin-token", token);
+            const frame = document.createElement("iframe");
+            frame.style.cssText = "width: 1200px; height: 800px";
+            const loaded = new Promise((resolve) => frame.addEventListener("load", () => resolve(frame), { once: true }));
+            frame.srcdoc = html.replace("<head>", `<head><base href="${base}/">`);
+            document.body.append(frame);
+            return loaded;"#,
+        );
+        let loaded = open
+            .call3(
+                &JsValue::NULL,
+                &html.into(),
+                &self.url.into(),
+                &self.admin_token.into(),
+            )
+            .expect("the frame is made");
+        JsFuture::from(loaded.unchecked_into::<Promise>())
+            .await
+            .expect("the console loads")
+    }
+
     /// Stops (`"stop"`) or starts again (`"start"`) the platform process, same port and data
     /// directory; returns once it is gone or accepts connections again.
     pub async fn control(&self, action: &str) {
