@@ -174,20 +174,23 @@ impl StoredMessage {
         push("batch-slice-id", &options.batch_slice_id)?;
         push("message-id", &options.message_id)?;
         push("chunk-id", &options.chunk_id)?;
+        // A completion names what it completes: an empty id would complete nothing the app
+        // ever sent (the Platform would keep a batch named "").
+        let missing = |id: &Option<String>| id.as_deref().is_none_or(str::is_empty);
         match marker {
             Marker::Data => {}
             Marker::CompleteBatch => {
-                if options.batch_id.is_none() {
+                if missing(&options.batch_id) {
                     return Err(MessageError::MissingId("batch id"));
                 }
                 properties.push(("complete-batch".into(), "true".into()));
                 properties.push(("ignore-payload".into(), "true".into()));
             }
             Marker::CompleteMessage => {
-                if options.batch_id.is_none() {
+                if missing(&options.batch_id) {
                     return Err(MessageError::MissingId("batch id"));
                 }
-                if options.message_id.is_none() {
+                if missing(&options.message_id) {
                     return Err(MessageError::MissingId("message id"));
                 }
                 properties.push(("complete-message".into(), "true".into()));
@@ -546,6 +549,22 @@ mod tests {
         let props = message.wire_properties(false, "o.2");
         assert!(props.contains(&("complete-batch", "true")));
         assert!(props.contains(&("ignore-payload", "true")));
+
+        // An empty id completes nothing the app sent.
+        let empty = |batch: &str, message: &str| MessageOptions {
+            batch_id: Some(batch.into()),
+            message_id: Some(message.into()),
+            ..Default::default()
+        };
+        for (options, marker, missing) in [
+            (empty("", "m"), Marker::CompleteBatch, "batch id"),
+            (empty("", "m"), Marker::CompleteMessage, "batch id"),
+            (empty("b", ""), Marker::CompleteMessage, "message id"),
+        ] {
+            let none = None::<&mut BuiltInBrotli>;
+            let built = StoredMessage::build(&stream(), &options, marker, vec![], 10, 0, none);
+            assert_eq!(built, Err(MessageError::MissingId(missing)), "{options:?}");
+        }
     }
 
     #[cfg(feature = "brotli")]

@@ -435,6 +435,17 @@ async fn batches_of_slices_and_chunks_with_both_completions_reach_the_platform_a
             vec![JsValue::NULL, "message-1.1".into()],
             "invalidOption: option batchId: must be a string",
         ),
+        // An empty id completes nothing the app sent: the core refuses it.
+        (
+            "enqueueBatchCompletion",
+            vec!["".into()],
+            "invalidMessage: message refused: batch id is required",
+        ),
+        (
+            "enqueueMessageCompletion",
+            vec![JsValue::from_str(batch_id), "".into()],
+            "invalidMessage: message refused: message id is required",
+        ),
     ] {
         let error = JsFuture::from(call(method, &args))
             .await
