@@ -532,8 +532,13 @@ impl Device {
             self.clock.wall_now(),
             encoder,
         )?;
-        let seq = self.outbox.enqueue(message)?;
-        Ok(seq)
+        self.queue(message)
+    }
+
+    /// Not inlined: one copy for every kind of send (see `StoredMessage::properties`).
+    #[inline(never)]
+    fn queue(&mut self, message: StoredMessage) -> Result<Seq, SendError> {
+        Ok(self.outbox.enqueue(message)?)
     }
 
     /// Merges `patch` (a JSON object, merge-patch semantics) into the reported properties; the
