@@ -5,7 +5,8 @@
 const SVG_NS = "http://www.w3.org/2000/svg";
 /** How much history the chart shows. */
 export const WINDOW_MS = 60_000;
-/** One point per series per bucket at most: a burst of thousands of events draws 240 points. */
+/** One value kept per series per bucket (the queue's highest and last): a burst of thousands of
+ * events keeps 240 buckets a series, drawn as at most a few points each. */
 const BUCKET_MS = 250;
 
 const WIDTH = 480;

@@ -189,7 +189,11 @@ export async function serveViteDev(appDir) {
   try {
     // Polled at 127.0.0.1, where it listens: Node may try localhost's ::1 alone. A vite that
     // exited ends the wait at once.
-    await waitUntil("Vite's dev server to answer", async () => exited() || (await fetch(`http://127.0.0.1:${port}/`)).ok);
+    await waitUntil(
+      "Vite's dev server to answer",
+      // Each try bounded: a server that accepts and never answers must not outlast the deadline.
+      async () => exited() || (await fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(2_000) })).ok,
+    );
     if (exited()) throw new Error(`vite exited (${child.exitCode ?? child.signalCode}) before it answered`);
   } catch (e) {
     await stop();

@@ -247,7 +247,11 @@ export type Compression = "none" | "fastest" | "smallestSize";
 
 /** Encodes payloads with Brotli: what `loadBrotli()` of `vdev-web/brotli` gives. */
 export interface BrotliEncoder {
-    /** `payload` Brotli-encoded at `quality` (1 the fastest to 11 the smallest). */
+    /**
+     * `payload` Brotli-encoded at `quality` (1 the fastest to 11 the smallest), called at once
+     * while a message is stored; `payload` is the encoder's own copy. If it throws, the payload
+     * is sent as it is.
+     */
     encode(payload: Uint8Array, quality: number): Uint8Array;
 }
 

@@ -153,9 +153,7 @@ test("a second client of one directory is refused, in the same process and in an
   const { client } = await start(where, { onProvisioningOperation: undefined });
   await assert.rejects(start(where), (error) => error.code === "storeLocked" && error.message.includes(where.directory));
   const other = spawn(process.execPath, ["--input-type=module", "-e", `
-    import { brotliDecompressSync } from "node:zlib";
-import init, { DeviceClient } from "vdev-web";
-import loadBrotli from "vdev-web/brotli";
+    import init, { DeviceClient } from "vdev-web";
     await init();
     try {
       await DeviceClient.start({ instance: "http://127.0.0.1:9", provisioningToken: "t", database: ${JSON.stringify(where.directory)} });
@@ -403,9 +401,7 @@ test("stop() ends an HTTP request still waiting for its answer: the process exit
   const directory = mkdtempSync(join(tmpdir(), "vdev-node-hang-"));
   const started = Date.now();
   const child = spawn(process.execPath, ["--input-type=module", "-e", `
-    import { brotliDecompressSync } from "node:zlib";
-import init, { DeviceClient } from "vdev-web";
-import loadBrotli from "vdev-web/brotli";
+    import init, { DeviceClient } from "vdev-web";
     await init();
     const client = await DeviceClient.start({ instance: "http://127.0.0.1:${port}", provisioningToken: "t", database: ${JSON.stringify(directory)}, transport: "tcp" });
     setTimeout(() => client.stop().then(() => console.log("stopped")), 300);`], { cwd: process.cwd(), stdio: ["ignore", "pipe", "inherit"] });

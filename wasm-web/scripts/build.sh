@@ -2,7 +2,7 @@
 # Builds the npm package `vdev-web` into wasm-web/pkg (or --out-dir DIR):
 #   release build of the binding crate tuned for size (opt-level "z", LTO, one codegen unit,
 #   panic=abort), wasm-bindgen-cli --target web (the `Core` class: glue `vdev_web_core.js`),
-#   wasm-opt -Os (with two safe assumptions, below) from the npm package `binaryen` (Debian's wasm-opt 108 breaks the module, see
+#   wasm-opt -Os (with one safe assumption, below) from the npm package `binaryen` (Debian's wasm-opt 108 breaks the module, see
 #   docs/architecture.md, "Toolchain notes") into `vdev_web_bg.wasm`, then the JavaScript host (wasm-web/js: index.js and
 #   the modules it imports) and the glue bundled into ONE ES module `vdev_web.js` by the npm
 #   package `esbuild` and minified by the npm package `terser` (about 190 bytes gzipped smaller
@@ -93,16 +93,14 @@ mkdir -p "$out_dir"
 if [ "$wasm_opt" = 1 ]; then
     echo "== wasm-opt -Os"
     # Features the Rust wasm32 target emits by default, and that wasm-bindgen's glue expects.
-    # -Os after rustc's opt-level "z" is smaller here than -Oz (by 0.8 KB gzipped with the two
-    # assumptions, measured), and two facts of this module let it drop more: its memory is its
-    # own (defined, not imported), so it starts zeroed (--zero-filled-memory: zero bytes of the
-    # data segments need not be written), and rustc puts the stack first, growing down from
-    # 1 MiB toward address 0, and the data above it, so the low 1 KiB is never addressed
-    # (--low-memory-unused: load and store offsets may fold into constants). And a function
-    # with one caller is inlined into it only up to 30 bytes (-ocimfs, unlimited by default):
-    # the module grows 2% but gzips 2.4% smaller, its large bodies staying apart instead of
-    # repeated inside each exported shim (20 to 30 measured best; wasm-web/SIZE.md).
-    "$tools/node_modules/.bin/wasm-opt" -Os -ocimfs=30 --zero-filled-memory --low-memory-unused \
+    # -Os after rustc's opt-level "z" is smaller here than -Oz (212 bytes gzipped), and
+    # --low-memory-unused lets constant addresses fold into load and store offsets (328 bytes):
+    # it says no address below 1 KiB is reached by wrapping pointer arithmetic, which Rust never
+    # does (rustc lays the stack first, growing down from 1 MiB toward 0, the data above it). A
+    # function with one caller is inlined into it only up to 30 bytes (-ocimfs, unlimited by
+    # default): the module grows 2% but gzips 2.4% smaller, its large bodies staying apart
+    # instead of repeated inside each exported shim (20 to 30 measured best; wasm-web/SIZE.md).
+    "$tools/node_modules/.bin/wasm-opt" -Os -ocimfs=30 --low-memory-unused \
         --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
         --enable-mutable-globals --enable-reference-types --enable-multivalue \
         "$build_dir/vdev_web_core_bg.wasm" -o "$out_dir/vdev_web_bg.wasm"

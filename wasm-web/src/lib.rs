@@ -817,16 +817,19 @@ extern "C" {
     #[derive(Debug)]
     type LentEncoder;
 
-    /// `encoder.encode(payload, quality)`: `payload` is a view of the device's memory, valid
-    /// during the call (the encoder copies what it keeps).
+    /// `encoder.encode(payload, quality)`.
     #[wasm_bindgen(method, catch)]
-    fn encode(this: &LentEncoder, payload: &[u8], quality: u32) -> Result<JsValue, JsValue>;
+    fn encode(this: &LentEncoder, payload: &Uint8Array, quality: u32) -> Result<JsValue, JsValue>;
 }
 
 impl BrotliEncoder for &LentEncoder {
     /// An encoder that throws (or answers what is not bytes) leaves the payload as it is.
     fn encode(&mut self, payload: &[u8], quality: u32) -> Option<Vec<u8>> {
-        let encoded = LentEncoder::encode(self, payload, quality).ok()?;
+        // A copy the encoder owns, not a view of this module's memory: an encoder that allocates
+        // here (or calls back into the device) could grow the memory and empty a view, and an
+        // empty payload encodes to a few bytes the core would keep as "smaller".
+        let payload = Uint8Array::from(payload);
+        let encoded = LentEncoder::encode(self, &payload, quality).ok()?;
         encoded.dyn_ref::<Uint8Array>().map(Uint8Array::to_vec)
     }
 }
