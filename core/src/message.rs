@@ -450,6 +450,26 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// `StoredMessage::build` at time 0 with the core's own encoder, if it has one.
+    fn build(
+        stream: &StreamOptions,
+        options: &MessageOptions,
+        marker: Marker,
+        payload: Vec<u8>,
+        upload_threshold: usize,
+    ) -> Result<StoredMessage, MessageError> {
+        let mut own = built_in_brotli();
+        StoredMessage::build(
+            stream,
+            options,
+            marker,
+            payload,
+            upload_threshold,
+            0,
+            own.as_mut(),
+        )
+    }
+
     /// The property names `message` puts on the wire, in order.
     fn wire_keys(message: &StoredMessage, externalized: bool, seq_tag: &str) -> Vec<String> {
         message
@@ -476,16 +496,7 @@ mod tests {
             batch_slice_id: Some("s".into()),
             chunk_id: Some("c".into()),
         };
-        let message = StoredMessage::build(
-            &stream(),
-            &options,
-            Marker::Data,
-            b"x".to_vec(),
-            10,
-            0,
-            built_in_brotli().as_mut(),
-        )
-        .unwrap();
+        let message = build(&stream(), &options, Marker::Data, b"x".to_vec(), 10).unwrap();
         let keys = wire_keys(&message, false, "o.1");
         assert_eq!(
             keys,
@@ -507,16 +518,7 @@ mod tests {
             batch_id: Some("b".into()),
             ..Default::default()
         };
-        let mut message = StoredMessage::build(
-            &stream(),
-            &batch,
-            Marker::CompleteBatch,
-            vec![],
-            10,
-            0,
-            built_in_brotli().as_mut(),
-        )
-        .unwrap();
+        let mut message = build(&stream(), &batch, Marker::CompleteBatch, vec![], 10).unwrap();
         message.compressed = true;
         let keys = wire_keys(&message, true, "o.4");
         assert_eq!(
@@ -532,16 +534,7 @@ mod tests {
                 "vdev-seq"
             ]
         );
-        let data = StoredMessage::build(
-            &stream(),
-            &batch,
-            Marker::Data,
-            b"x".to_vec(),
-            10,
-            0,
-            built_in_brotli().as_mut(),
-        )
-        .unwrap();
+        let data = build(&stream(), &batch, Marker::Data, b"x".to_vec(), 10).unwrap();
         let props = data.wire_properties(true, "o.5");
         assert_eq!(
             props[props.len() - 2..],
@@ -553,31 +546,14 @@ mod tests {
     fn completion_markers_need_their_ids_and_ignore_the_payload() {
         let none = MessageOptions::default();
         assert_eq!(
-            StoredMessage::build(
-                &stream(),
-                &none,
-                Marker::CompleteBatch,
-                vec![],
-                10,
-                0,
-                built_in_brotli().as_mut()
-            ),
+            build(&stream(), &none, Marker::CompleteBatch, vec![], 10),
             Err(MessageError::MissingId("batch id"))
         );
         let batch = MessageOptions {
             batch_id: Some("b".into()),
             ..Default::default()
         };
-        let message = StoredMessage::build(
-            &stream(),
-            &batch,
-            Marker::CompleteBatch,
-            vec![],
-            10,
-            0,
-            built_in_brotli().as_mut(),
-        )
-        .unwrap();
+        let message = build(&stream(), &batch, Marker::CompleteBatch, vec![], 10).unwrap();
         let props = message.wire_properties(false, "o.2");
         assert!(props.contains(&("complete-batch", "true")));
         assert!(props.contains(&("ignore-payload", "true")));
@@ -605,29 +581,11 @@ mod tests {
         let mut s = stream();
         s.compression = Compression::Fastest;
         let repetitive = vec![b'a'; 10_000];
-        let m = StoredMessage::build(
-            &s,
-            &Default::default(),
-            Marker::Data,
-            repetitive,
-            1 << 20,
-            0,
-            built_in_brotli().as_mut(),
-        )
-        .unwrap();
+        let m = build(&s, &Default::default(), Marker::Data, repetitive, 1 << 20).unwrap();
         assert!(m.compressed && m.payload.len() < 100);
         let props = m.wire_properties(false, "o.3");
         assert!(props.contains(&("content-encoding", "br")));
-        let tiny = StoredMessage::build(
-            &s,
-            &Default::default(),
-            Marker::Data,
-            b"ab".to_vec(),
-            10,
-            0,
-            built_in_brotli().as_mut(),
-        )
-        .unwrap();
+        let tiny = build(&s, &Default::default(), Marker::Data, b"ab".to_vec(), 10).unwrap();
         assert!(!tiny.compressed);
         assert_eq!(tiny.payload, b"ab");
     }
@@ -691,14 +649,12 @@ mod tests {
 
     #[test]
     fn large_payloads_are_externalized() {
-        let m = StoredMessage::build(
+        let m = build(
             &stream(),
             &Default::default(),
             Marker::Data,
             vec![0; 11],
             10,
-            0,
-            built_in_brotli().as_mut(),
         )
         .unwrap();
         assert!(m.externalize);
@@ -707,14 +663,12 @@ mod tests {
     #[test]
     fn a_payload_over_the_limit_is_refused_and_the_largest_record_fits_every_store() {
         assert_eq!(
-            StoredMessage::build(
+            build(
                 &stream(),
                 &Default::default(),
                 Marker::Data,
                 vec![0; MAX_PAYLOAD_BYTES + 1],
-                usize::MAX,
-                0,
-                built_in_brotli().as_mut(),
+                usize::MAX
             )
             .map(|_| ()),
             Err(MessageError::PayloadTooLarge {
@@ -736,14 +690,12 @@ mod tests {
             batch_slice_id: long(),
             chunk_id: long(),
         };
-        let largest = StoredMessage::build(
+        let largest = build(
             &stream,
             &options,
             Marker::Data,
             vec![7; MAX_PAYLOAD_BYTES],
             usize::MAX,
-            0,
-            built_in_brotli().as_mut(),
         )
         .expect("the largest payload is taken");
         assert!(largest.encode().len() <= MAX_RECORD_BYTES);
@@ -756,15 +708,7 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            StoredMessage::build(
-                &stream(),
-                &options,
-                Marker::Data,
-                vec![],
-                10,
-                0,
-                built_in_brotli().as_mut()
-            ),
+            build(&stream(), &options, Marker::Data, vec![], 10),
             Err(MessageError::PropertyTooLong { .. })
         ));
     }

@@ -476,15 +476,7 @@ async fn wait_for<T>(
     .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
-/// 300,000 bytes that brotli cannot shrink (xorshift), so the SDK must upload them.
+/// 300,000 bytes that brotli cannot shrink, so the SDK must upload them.
 fn large_payload() -> Vec<u8> {
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..300_000)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
+    vdev_tests::payloads::incompressible(300_000)
 }

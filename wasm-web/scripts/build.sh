@@ -75,15 +75,24 @@ wasm="$CARGO_TARGET_DIR/wasm32-unknown-unknown/web-release/vdev_web.wasm"
 build_dir="$(mktemp -d "$CARGO_TARGET_DIR/vdev-web-build.XXXXXX")"
 trap 'rm -rf "$build_dir"' EXIT
 
+# wasm-bindgen's glue loads `new URL('<generated>.wasm', import.meta.url)` by default; the
+# package ships that module as `<shipped>.wasm`, next to the bundle: the glue must say so.
+ship_glue_wasm_as() {
+    local glue="$1" generated="$2" shipped="$3"
+    local default_url="new URL('$generated.wasm', import.meta.url)"
+    if [ "$(grep -cF "$default_url" "$glue")" != 1 ]; then
+        echo "error: wasm-bindgen's glue no longer builds its default wasm URL as $default_url" >&2
+        exit 1
+    fi
+    sed -i "s|new URL('$generated\.wasm', import\.meta\.url)|new URL('$shipped.wasm', import.meta.url)|" "$glue"
+}
+# Features the Rust wasm32 target emits by default, and that wasm-bindgen's glue expects.
+wasm_features=(--enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext
+    --enable-mutable-globals --enable-reference-types --enable-multivalue)
+
 echo "== wasm-bindgen --target web"
 wasm-bindgen --target web --out-dir "$build_dir" --out-name vdev_web_core "$wasm"
-glue="$build_dir/vdev_web_core.js"
-default_url="new URL('vdev_web_core_bg.wasm', import.meta.url)"
-if [ "$(grep -cF "$default_url" "$glue")" != 1 ]; then
-    echo "error: wasm-bindgen's glue no longer builds its default wasm URL as $default_url" >&2
-    exit 1
-fi
-sed -i "s|new URL('vdev_web_core_bg\.wasm', import\.meta\.url)|new URL('vdev_web_bg.wasm', import.meta.url)|" "$glue"
+ship_glue_wasm_as "$build_dir/vdev_web_core.js" vdev_web_core_bg vdev_web_bg
 # js-check types the host against hand-written glue types: they must have lib.rs's methods.
 python3 "$web_dir/scripts/check_glue_types.py" "$build_dir/vdev_web_core.d.ts" \
     "$web_dir/js-check/glue/vdev_web_core.d.ts"
@@ -92,7 +101,6 @@ rm -rf "$out_dir"
 mkdir -p "$out_dir"
 if [ "$wasm_opt" = 1 ]; then
     echo "== wasm-opt -Os"
-    # Features the Rust wasm32 target emits by default, and that wasm-bindgen's glue expects.
     # -Os after rustc's opt-level "z" is smaller here than -Oz (212 bytes gzipped), and
     # --low-memory-unused lets constant addresses fold into load and store offsets (328 bytes):
     # it says no address below 1 KiB is reached by wrapping pointer arithmetic, which Rust never
@@ -101,8 +109,7 @@ if [ "$wasm_opt" = 1 ]; then
     # default): the module grows 2% but gzips 2.4% smaller, its large bodies staying apart
     # instead of repeated inside each exported shim (20 to 30 measured best; wasm-web/SIZE.md).
     "$tools/node_modules/.bin/wasm-opt" -Os -ocimfs=30 --low-memory-unused \
-        --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
-        --enable-mutable-globals --enable-reference-types --enable-multivalue \
+        "${wasm_features[@]}" \
         "$build_dir/vdev_web_core_bg.wasm" -o "$out_dir/vdev_web_bg.wasm"
 else
     cp "$build_dir/vdev_web_core_bg.wasm" "$out_dir/vdev_web_bg.wasm"
@@ -144,17 +151,10 @@ brotli_build="$build_dir/brotli"
 mkdir -p "$brotli_build"
 wasm-bindgen --target web --out-dir "$brotli_build" --out-name vdev_brotli_core \
     "$CARGO_TARGET_DIR/wasm32-unknown-unknown/web-release/vdev_web_brotli.wasm"
-brotli_url="new URL('vdev_brotli_core_bg.wasm', import.meta.url)"
-if [ "$(grep -cF "$brotli_url" "$brotli_build/vdev_brotli_core.js")" != 1 ]; then
-    echo "error: wasm-bindgen's glue no longer builds its default wasm URL as $brotli_url" >&2
-    exit 1
-fi
-sed -i "s|new URL('vdev_brotli_core_bg\.wasm', import\.meta\.url)|new URL('vdev_brotli_bg.wasm', import.meta.url)|" \
-    "$brotli_build/vdev_brotli_core.js"
+ship_glue_wasm_as "$brotli_build/vdev_brotli_core.js" vdev_brotli_core_bg vdev_brotli_bg
 if [ "$wasm_opt" = 1 ]; then
     "$tools/node_modules/.bin/wasm-opt" -Oz \
-        --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
-        --enable-mutable-globals --enable-reference-types --enable-multivalue \
+        "${wasm_features[@]}" \
         "$brotli_build/vdev_brotli_core_bg.wasm" -o "$out_dir/vdev_brotli_bg.wasm"
 else
     cp "$brotli_build/vdev_brotli_core_bg.wasm" "$out_dir/vdev_brotli_bg.wasm"
@@ -190,8 +190,7 @@ python3 "$web_dir/scripts/check_glue_types.py" "$node_build/vdev_node_core.d.ts"
 if [ "$wasm_opt" = 1 ]; then
     echo "== wasm-opt -O2 (the Node.js build: speed before size)"
     "$tools/node_modules/.bin/wasm-opt" -O2 \
-        --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
-        --enable-mutable-globals --enable-reference-types --enable-multivalue \
+        "${wasm_features[@]}" \
         "$node_build/vdev_node_core_bg.wasm" -o "$out_dir/vdev_node_bg.wasm"
 else
     cp "$node_build/vdev_node_core_bg.wasm" "$out_dir/vdev_node_bg.wasm"

@@ -36,12 +36,22 @@ async fn start(database: &str, device_id: &str) -> Started {
 }
 
 async fn start_with_token(database: &str, device_id: &str, provisioning_token: &str) -> Started {
+    start_with(database, device_id, provisioning_token, Vec::new()).await
+}
+
+/// `start` with more options (`extra`, after the test's own).
+async fn start_with(
+    database: &str,
+    device_id: &str,
+    provisioning_token: &str,
+    extra: Vec<(&str, JsValue)>,
+) -> Started {
     let platform = platform();
     let (operations, on_operation) = Recorder::new();
     let (outcomes, on_outcome) = Recorder::new();
     let (desired, on_desired) = Recorder::new();
     let (offline_changes, on_offline_changed) = Recorder::new();
-    let options = js_object(&[
+    let mut options = vec![
         ("instance", platform.url.into()),
         ("provisioningToken", provisioning_token.into()),
         ("deviceId", device_id.into()),
@@ -50,7 +60,9 @@ async fn start_with_token(database: &str, device_id: &str, provisioning_token: &
         ("onMessageOutcome", on_outcome.into()),
         ("onDesiredPropertiesChanged", on_desired.into()),
         ("onOfflineChanged", on_offline_changed.into()),
-    ]);
+    ];
+    options.extend(extra);
+    let options = js_object(&options);
     let client = DeviceClient::start(options)
         .await
         .expect("the client starts");
@@ -982,7 +994,6 @@ async fn a_cloud_to_device_message_reaches_the_app_with_its_properties_decoded()
 #[wasm_bindgen_test]
 async fn the_device_logs_through_the_apps_logger_at_the_levels_the_core_gives() {
     let (database, device_id) = (unique("vdev-logger"), unique("web-logger"));
-    let (operations, on_operation) = Recorder::new();
     let (errors, error) = Recorder::new();
     let (infos, info) = Recorder::new();
     let (debugs, debug) = Recorder::new();
@@ -992,23 +1003,13 @@ async fn the_device_logs_through_the_apps_logger_at_the_levels_the_core_gives() 
         ("info", info.into()),
         ("debug", debug.into()),
     ]);
-    let client = DeviceClient::start(js_object(&[
-        ("instance", platform().url.into()),
-        ("provisioningToken", platform().provisioning_token.into()),
-        ("deviceId", device_id.as_str().into()),
-        ("database", database.as_str().into()),
-        ("onProvisioningOperation", on_operation.into()),
+    let extra = vec![
         ("onConnectionStateChanged", throws.into()),
         ("logger", logger),
-    ]))
-    .await
-    .expect("the client starts");
-    wait_until("a provisioning operation", 60_000.0, || {
-        operations.len() == 1
-    })
-    .await;
-    let id = field_string(&operations.first_args()[0], "id").unwrap();
-    platform().approve(&id).await;
+    ];
+    let device = start_with(&database, &device_id, platform().provisioning_token, extra).await;
+    platform().approve(&device.operation(0).await).await;
+    let client = device.client;
     let sender = client.create_stream_sender(None).unwrap();
     await_promise(sender.deliver_message(JsValue::from_str("logged"), &JsValue::UNDEFINED)).await;
 
@@ -1123,24 +1124,11 @@ fn lent_brotli() -> (JsValue, std::rc::Rc<std::cell::Cell<u32>>) {
 #[wasm_bindgen_test]
 async fn a_compressed_stream_arrives_brotli_encoded_with_a_lent_encoder_and_is_refused_without() {
     let (database, device_id) = (unique("vdev-brotli"), unique("web-brotli"));
-    let (operations, on_operation) = Recorder::new();
     let (encoder, calls) = lent_brotli();
-    let client = DeviceClient::start(js_object(&[
-        ("instance", platform().url.into()),
-        ("provisioningToken", platform().provisioning_token.into()),
-        ("deviceId", device_id.as_str().into()),
-        ("database", database.as_str().into()),
-        ("onProvisioningOperation", on_operation.into()),
-        ("brotli", encoder),
-    ]))
-    .await
-    .expect("the client starts");
-    wait_until("a provisioning operation", 60_000.0, || {
-        operations.len() == 1
-    })
-    .await;
-    let id = field_string(&operations.first_args()[0], "id").unwrap();
-    platform().approve(&id).await;
+    let extra = vec![("brotli", encoder)];
+    let device = start_with(&database, &device_id, platform().provisioning_token, extra).await;
+    platform().approve(&device.operation(0).await).await;
+    let client = device.client;
 
     let compressed = client
         .create_stream_sender(Some(

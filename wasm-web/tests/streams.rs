@@ -7,6 +7,12 @@
 #![cfg(target_arch = "wasm32")]
 
 mod common;
+// The plan and row checks the WASI test shares (plain Rust: this wasm crate cannot depend on
+// vdev-tests, so the file is included by path).
+#[path = "../../tests/src/batch_plan.rs"]
+mod batch_plan;
+
+use batch_plan::{STREAM_GROUP, Step, as_sent, plan};
 
 use common::{
     DeviceClient, Recorder, StreamSender, field_string, js_object, platform, unique, wait_until,
@@ -19,120 +25,7 @@ use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
-const STREAM_GROUP: &str = "telemetry";
 const STREAM: &str = "web-batches";
-
-/// One thing the app queues: a chunk of a message, or the marker that completes a message or
-/// a batch.
-#[derive(Debug, Clone)]
-enum Step {
-    Chunk {
-        batch: String,
-        slice: String,
-        message: String,
-        chunk: String,
-        payload: Vec<u8>,
-    },
-    CompleteMessage {
-        batch: String,
-        message: String,
-    },
-    CompleteBatch {
-        batch: String,
-    },
-}
-
-impl Step {
-    fn batch(&self) -> &str {
-        match self {
-            Step::Chunk { batch, .. }
-            | Step::CompleteMessage { batch, .. }
-            | Step::CompleteBatch { batch } => batch,
-        }
-    }
-
-    /// The row the Platform must store for this step, in the admin API's words.
-    fn expected_row(&self) -> Value {
-        let row = |slice: Option<&str>,
-                   message: Option<&str>,
-                   chunk: Option<&str>,
-                   complete_batch: bool,
-                   complete_message: bool,
-                   payload: &[u8]| {
-            json!({
-                "streamGroup": STREAM_GROUP,
-                "stream": STREAM,
-                "batchId": self.batch(),
-                "batchSliceId": slice,
-                "messageId": message,
-                "chunkId": chunk,
-                "completeBatch": complete_batch,
-                "completeMessage": complete_message,
-                "ignorePayload": complete_batch || complete_message,
-                "contentEncoding": null,
-                "payload": readable(payload),
-            })
-        };
-        match self {
-            Step::Chunk {
-                slice,
-                message,
-                chunk,
-                payload,
-                ..
-            } => row(
-                Some(slice.as_str()),
-                Some(message.as_str()),
-                Some(chunk.as_str()),
-                false,
-                false,
-                payload,
-            ),
-            // A marker names only what it completes; its payload is empty (and ignored).
-            Step::CompleteMessage { message, .. } => {
-                row(None, Some(message.as_str()), None, false, true, &[])
-            }
-            Step::CompleteBatch { .. } => row(None, None, None, true, false, &[]),
-        }
-    }
-}
-
-/// Two batches, each of two slices of two messages in three chunks: each message's chunks are
-/// followed by its completion, each batch by its own. One chunk of each message is binary (every
-/// byte value), so a payload mangled as text would show.
-fn plan(run: &str) -> Vec<Vec<Step>> {
-    (1..=2)
-        .map(|b| {
-            let batch = format!("{run}-batch-{b}");
-            let mut steps = Vec::new();
-            for s in 1..=2 {
-                for m in 1..=2 {
-                    let message = format!("message-{s}.{m}");
-                    for c in 0..3 {
-                        let payload = if c == 1 {
-                            (0..=255u8).rev().chain([b, s, m]).collect()
-                        } else {
-                            format!("batch {b} slice {s} message {m} chunk {c}").into_bytes()
-                        };
-                        steps.push(Step::Chunk {
-                            batch: batch.clone(),
-                            slice: format!("slice-{s}"),
-                            message: message.clone(),
-                            chunk: format!("chunk-{c}"),
-                            payload,
-                        });
-                    }
-                    steps.push(Step::CompleteMessage {
-                        batch: batch.clone(),
-                        message,
-                    });
-                }
-            }
-            steps.push(Step::CompleteBatch { batch });
-            steps
-        })
-        .collect()
-}
 
 /// Queues `steps` in one JavaScript turn (their order is the call order, not the order the
 /// stores finish in); returns their sequence numbers.
@@ -185,41 +78,6 @@ fn payload_of(row: &Value) -> Vec<u8> {
         .as_string()
         .unwrap();
     binary.chars().map(|c| c as u32 as u8).collect()
-}
-
-/// A payload as a failed comparison should show it: its text, or its bytes in hex.
-fn readable(payload: &[u8]) -> Value {
-    match std::str::from_utf8(payload) {
-        Ok(text) => json!(text),
-        Err(_) => json!(format!(
-            "hex {}",
-            payload
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        )),
-    }
-}
-
-/// What the test compares of a stored row: its stream, ids, flags, encoding and payload.
-fn as_sent(row: &Value) -> Value {
-    let mut seen = json!({});
-    for key in [
-        "streamGroup",
-        "stream",
-        "batchId",
-        "batchSliceId",
-        "messageId",
-        "chunkId",
-        "completeBatch",
-        "completeMessage",
-        "ignorePayload",
-        "contentEncoding",
-    ] {
-        seen[key] = row[key].clone();
-    }
-    seen["payload"] = readable(&payload_of(row));
-    seen
 }
 
 fn sequences(rows: &[Value]) -> Vec<u64> {
@@ -383,8 +241,11 @@ async fn batches_of_slices_and_chunks_with_both_completions_reach_the_platform_a
 
     let steps: Vec<&Step> = batches.iter().flatten().collect();
     let rows = platform.messages(&device_id).await;
-    let stored: Vec<Value> = rows.iter().map(as_sent).collect();
-    let expected: Vec<Value> = steps.iter().map(|step| step.expected_row()).collect();
+    let stored: Vec<Value> = rows
+        .iter()
+        .map(|row| as_sent(row, &payload_of(row)))
+        .collect();
+    let expected: Vec<Value> = steps.iter().map(|step| step.expected_row(STREAM)).collect();
     assert_eq!(stored.len(), expected.len(), "each step stored once");
     assert_eq!(
         stored, expected,
@@ -400,9 +261,11 @@ async fn batches_of_slices_and_chunks_with_both_completions_reach_the_platform_a
     for batch in &batches {
         let batch_id = batch[0].batch();
         let rows = batch_rows(&device_id, batch_id).await;
-        let expected: Vec<Value> = batch.iter().map(Step::expected_row).collect();
+        let expected: Vec<Value> = batch.iter().map(|step| step.expected_row(STREAM)).collect();
         assert_eq!(
-            rows.iter().map(as_sent).collect::<Vec<_>>(),
+            rows.iter()
+                .map(|row| as_sent(row, &payload_of(row)))
+                .collect::<Vec<_>>(),
             expected,
             "batch {batch_id}"
         );
