@@ -72,6 +72,7 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prelude::*;
 
     #[test]
     fn ceiling_doubles_up_to_the_cap_and_resets() {

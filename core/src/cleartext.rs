@@ -10,6 +10,8 @@
 //! Written by hand: a URL parser crate would cost the browser bundle several kilobytes for the
 //! one thing needed here, the host of an absolute URL.
 
+use crate::prelude::*;
+
 use thiserror::Error;
 
 /// A URL or endpoint the cleartext rule refuses.

@@ -1,5 +1,7 @@
 //! Everything a host chooses when it creates a device, with defaults that suit a real Platform.
 
+use crate::prelude::*;
+
 use thiserror::Error;
 
 use crate::backoff::BackoffConfig;

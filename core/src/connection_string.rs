@@ -8,7 +8,9 @@
 //!
 //! The signature is a credential: neither `Debug` nor any error message shows it.
 
-use std::fmt;
+use crate::prelude::*;
+
+use core::fmt;
 
 use thiserror::Error;
 

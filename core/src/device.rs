@@ -8,7 +8,9 @@
 //! [`iothub`](crate::iothub), and turning an outbox entry into a PUBLISH or an upload in
 //! [`publish`](crate::publish).
 
-use std::collections::VecDeque;
+use crate::prelude::*;
+
+use alloc::collections::VecDeque;
 
 use serde::Serialize;
 use thiserror::Error;

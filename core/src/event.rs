@@ -10,6 +10,8 @@
 //! that maps them onto its own types (the WIT variants) must match every variant, so a new one
 //! fails to compile there instead of being mislabelled by a catch-all arm.
 
+use crate::prelude::*;
+
 use serde::Serialize;
 
 use crate::json::Value;
@@ -383,7 +385,7 @@ pub enum SendSettlement<'a> {
 
 impl<'a> SendSettlement<'a> {
     /// The sequence numbers whose sends this settles.
-    pub fn seqs(self) -> std::ops::RangeInclusive<Seq> {
+    pub fn seqs(self) -> core::ops::RangeInclusive<Seq> {
         match self {
             Self::Stored { first, last } => first..=last,
             Self::NotStored { seq, .. } => seq..=seq,

@@ -1,6 +1,8 @@
 //! How error messages quote the input they reject: whole when short, cut at a character
 //! boundary with "…" when long, so a megabyte of junk does not become a megabyte of message.
 
+use crate::prelude::*;
+
 /// `text`, or its first `max_chars` characters followed by "…".
 pub(crate) fn excerpt(text: &str, max_chars: usize) -> String {
     match text.char_indices().nth(max_chars) {

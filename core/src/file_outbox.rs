@@ -34,7 +34,9 @@
 //! reservations, state saves); removals are not. Memory: about 40 bytes per stored record for
 //! the index; record data stays on disk.
 
-use std::collections::BTreeMap;
+use crate::prelude::*;
+
+use alloc::collections::BTreeMap;
 
 use crate::device::Input;
 use crate::store::{OutboxMeta, Record, Seq, StoreError, StoreRecovery, StoreRequest};
@@ -325,7 +327,7 @@ impl FileOutboxOpener {
                     .filter(|origin| !origin.is_empty());
             }
             RESERVED_FILE => {
-                self.reserved = std::str::from_utf8(bytes)
+                self.reserved = core::str::from_utf8(bytes)
                     .ok()
                     .and_then(|text| text.trim().parse().ok());
             }
@@ -396,7 +398,7 @@ impl FileOutboxOpener {
     /// The opened store, the operations that finish the recovery (cut tails, segments whose
     /// records are all removed) for the host to perform before any request, and what was cut.
     pub fn finish(mut self) -> (FileOutbox, Vec<FileOp>, Vec<StoreRecovery>) {
-        let acks = std::mem::take(&mut self.acks);
+        let acks = core::mem::take(&mut self.acks);
         let (frames, bad) = read_frames(&acks);
         let mut valid = acks.len() as u64;
         for (offset, payload) in &frames {

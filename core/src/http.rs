@@ -6,6 +6,8 @@
 //! A response that arrives after the core gave up on the request (its deadline passed, or the
 //! activity that asked for it moved on) is ignored.
 
+use crate::prelude::*;
+
 use crate::json::Value;
 use crate::reason::{RequestFailure, RequestKind};
 use crate::retry_after::parse_retry_after;

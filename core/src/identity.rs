@@ -5,9 +5,11 @@
 //! through the same check, so an ID read back from storage or the network is never trusted
 //! blindly.
 
-use std::borrow::Borrow;
-use std::fmt;
-use std::str::FromStr;
+use crate::prelude::*;
+
+use core::borrow::Borrow;
+use core::fmt;
+use core::str::FromStr;
 
 use thiserror::Error;
 

@@ -9,6 +9,8 @@
 //! uploads on `https://<host>`. It depends on no sub-machine (the credential's module uses it). The topics the
 //! twin publishes and reads (`$iothub/twin/...`) are built and parsed in `twin/topics.rs`.
 
+use crate::prelude::*;
+
 use crate::config::Transport;
 use crate::json::{self, Object};
 use crate::mqtt::codec::QoS;

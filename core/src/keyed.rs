@@ -8,7 +8,9 @@
 //! mostly filled in key order, so appending to a `Vec` is the common case and a binary search
 //! handles the rest.
 
-use std::ops::RangeInclusive;
+use crate::prelude::*;
+
+use core::ops::RangeInclusive;
 
 /// Values by `u64` key, iterated in key order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +39,7 @@ impl<V> KeyedVec<V> {
                 None
             }
             Some(_) => match self.entries.binary_search_by_key(&key, |(k, _)| *k) {
-                Ok(index) => Some(std::mem::replace(&mut self.entries[index].1, value)),
+                Ok(index) => Some(core::mem::replace(&mut self.entries[index].1, value)),
                 Err(index) => {
                     self.entries.insert(index, (key, value));
                     None
@@ -113,7 +115,7 @@ impl<V> KeyedVec<V> {
 
 impl<V> IntoIterator for KeyedVec<V> {
     type Item = (u64, V);
-    type IntoIter = std::vec::IntoIter<(u64, V)>;
+    type IntoIter = alloc::vec::IntoIter<(u64, V)>;
 
     /// The entries in key order.
     fn into_iter(self) -> Self::IntoIter {
@@ -124,6 +126,7 @@ impl<V> IntoIterator for KeyedVec<V> {
 #[cfg(test)]
 mod tests {
     use super::KeyedVec;
+    use crate::prelude::*;
 
     #[test]
     fn keeps_key_order_whatever_the_insertion_order() {
@@ -146,7 +149,7 @@ mod tests {
     #[test]
     fn matches_a_btree_map_under_a_mixed_sequence_of_operations() {
         let mut map = KeyedVec::default();
-        let mut model = std::collections::BTreeMap::new();
+        let mut model = alloc::collections::BTreeMap::new();
         let mut state = 0x2545_f491_u64;
         for step in 0..2_000u64 {
             state = state

@@ -77,9 +77,27 @@
 //! then). Only durable messages are published. Every message ends with
 //! [`Event::MessageDelivered`] or [`Event::MessageRejected`].
 
+#![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 #![deny(missing_debug_implementations)]
+
+// `no_std` with `alloc`: the core needs no more than a heap, and a host that links no `std`
+// (the browser build) can then bring its own panic handler (see `wasm-web/SIZE.md`). The
+// `brotli` encoder is the one part that needs `std`; the unit tests use it too.
+extern crate alloc;
+#[cfg(any(test, feature = "brotli"))]
+extern crate std;
+
+/// What `std`'s prelude gives every module and `core`'s does not.
+mod prelude {
+    pub(crate) use alloc::borrow::ToOwned;
+    pub(crate) use alloc::boxed::Box;
+    pub(crate) use alloc::format;
+    pub(crate) use alloc::string::{String, ToString};
+    pub(crate) use alloc::vec;
+    pub(crate) use alloc::vec::Vec;
+}
 
 /// serde_json's `json!`, as a core JSON value: for the unit tests, and defined before the
 /// modules so that all of them see it.

@@ -7,6 +7,8 @@
 //! readable by every later version of the SDK (the version byte is checked); a record that
 //! does not decode is reported as corrupt and its message rejected, never a panic.
 
+use crate::prelude::*;
+
 use thiserror::Error;
 
 /// How a stream sender compresses payloads. Compressed data is sent only when smaller.

@@ -10,7 +10,9 @@
 //!   first, in order;
 //! - every message ends with exactly one outcome: delivered, or rejected with a reason.
 
-use std::collections::VecDeque;
+use crate::prelude::*;
+
+use alloc::collections::VecDeque;
 
 use thiserror::Error;
 
@@ -707,17 +709,17 @@ impl Outbox {
         if durable_prefix > 0 {
             let rest = self.appends.split_off(durable_prefix);
             return Some(StoreRequest::Append {
-                records: std::mem::replace(&mut self.appends, rest),
+                records: core::mem::replace(&mut self.appends, rest),
             });
         }
         let mut retrying = false;
         if self.removal_retry_at.is_some_and(|at| at <= now) {
             // The failed removals join the new ones, in ascending order.
             self.removal_retry_at = None;
-            for seq in std::mem::take(&mut self.retry_removals) {
+            for seq in core::mem::take(&mut self.retry_removals) {
                 insert_ascending(&mut self.removals, seq);
             }
-            self.removal_bytes += std::mem::take(&mut self.retry_removal_bytes);
+            self.removal_bytes += core::mem::take(&mut self.retry_removal_bytes);
             retrying = true;
         }
         let load_due = self.loading.is_none()
@@ -731,8 +733,8 @@ impl Outbox {
                 self.removal_failures = 0;
             }
             self.removing_rejected = false;
-            let seqs = std::mem::take(&mut self.removals);
-            let bytes = std::mem::take(&mut self.removal_bytes);
+            let seqs = core::mem::take(&mut self.removals);
+            let bytes = core::mem::take(&mut self.removal_bytes);
             return Some(StoreRequest::Remove { seqs, bytes });
         }
         if load_due {
@@ -917,7 +919,7 @@ mod tests {
         assert_eq!(publish_all(&mut outbox), [0, 1, 2, 3, 4]);
         outbox.handle_delivered(1);
         outbox.handle_connection_lost(0);
-        let again: Vec<(Seq, bool)> = std::iter::from_fn(|| {
+        let again: Vec<(Seq, bool)> = core::iter::from_fn(|| {
             let p = outbox.next_publishable()?;
             let item = (p.seq, p.dup);
             outbox.mark_in_flight(item.0);

@@ -7,6 +7,8 @@
 //! and none of the Platform's keys are. Decoding reads `%XX` escapes only: IoT Hub does not
 //! use `+` for a space, so `+` stays `+`.
 
+use crate::prelude::*;
+
 #[cfg(any(test, feature = "testing"))]
 use percent_encoding::percent_decode_str;
 #[cfg(any(test, feature = "testing"))]

@@ -7,6 +7,8 @@
 //! Platform lost it) starts a new operation. A still-valid operation saved before a restart is
 //! resumed instead of starting a new one.
 
+use crate::prelude::*;
+
 use thiserror::Error;
 
 use crate::backoff::{Backoff, BackoffConfig};
@@ -229,7 +231,7 @@ impl Provisioning {
         rng: &mut Rng,
         response: Result<HttpResponse, RequestFailure>,
     ) -> Result<(), String> {
-        match std::mem::replace(&mut self.state, State::Finished) {
+        match core::mem::replace(&mut self.state, State::Finished) {
             State::InitSent => self.on_init_response(clock, rng, response),
             State::PollSent { op } => self.on_complete_response(clock, rng, op, response),
             other => {

@@ -6,6 +6,8 @@
 //! `{"link": <blob>}` body of an uploaded payload. The outbox owns order and outcomes, the
 //! session the QoS 1 window, the upload its HTTP steps; the facade lends them here for one call.
 
+use crate::prelude::*;
+
 use crate::backoff::BackoffConfig;
 use crate::iothub::telemetry_topic;
 use crate::json::Value;

@@ -2,11 +2,13 @@
 //! so that every host tells the app the same specific cause instead of a bare state change.
 //!
 //! Each reason has a stable `code` (what apps match on, the same in every host) and a
-//! human-readable message ([`std::fmt::Display`], for logs). Its JSON form, which the browser
+//! human-readable message ([`core::fmt::Display`], for logs). Its JSON form, which the browser
 //! host hands to JavaScript and the WASI command prints, is `{"code": .., "message": .., ..}`
 //! with the reason's own fields beside them; see [`crate::Event::to_value`].
 
-use std::fmt::Display;
+use crate::prelude::*;
+
+use core::fmt::Display;
 
 use thiserror::Error;
 

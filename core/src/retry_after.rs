@@ -173,6 +173,7 @@ fn pack(bytes: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prelude::*;
 
     #[test]
     fn a_header_sent_twice_counts_by_its_first_value() {

@@ -77,6 +77,7 @@ impl Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prelude::*;
 
     #[test]
     fn same_seed_gives_same_sequence_and_zero_seed_is_usable() {

@@ -9,6 +9,8 @@
 //! second copy to fall out of step with it. The document's format is fixed: it must read what
 //! earlier versions wrote and write the same document back.
 
+use crate::prelude::*;
+
 use crate::clock::Clock;
 use crate::json::{self, Value};
 use crate::outbox::retry_delay;

@@ -50,7 +50,9 @@
 //! [`MemoryStore`] implements it in memory for tests, simulations and hosts that do not need
 //! durability.
 
-use std::collections::BTreeMap;
+use crate::prelude::*;
+
+use alloc::collections::BTreeMap;
 
 use crate::reason::Reason;
 
@@ -356,7 +358,7 @@ mod tests {
         );
     }
 
-    fn append(store: &mut MemoryStore, seqs: std::ops::Range<u64>) {
+    fn append(store: &mut MemoryStore, seqs: core::ops::Range<u64>) {
         let records = seqs
             .map(|seq| Record {
                 seq,

@@ -7,8 +7,10 @@
 //!
 //! Hand-written: the grammar is a dozen lines, and no small crate speaks it.
 
+use crate::prelude::*;
+
 #[cfg(any(test, feature = "testing"))]
-use std::fmt::Write as _;
+use core::fmt::Write as _;
 
 use thiserror::Error;
 
@@ -156,7 +158,7 @@ fn decimal(digits: &str, min: usize, max: usize) -> Option<u64> {
 fn fraction_millis(fraction: &str) -> u64 {
     fraction
         .bytes()
-        .chain(std::iter::repeat(b'0'))
+        .chain(core::iter::repeat(b'0'))
         .take(3)
         .fold(0, |value, digit| value * 10 + u64::from(digit - b'0'))
 }

@@ -8,8 +8,10 @@
 //! Hand-written (days-from-civil arithmetic) rather than using `chrono` or `time`: those crates
 //! add far more to the browser wasm bundle than the hundred lines needed here.
 
+use crate::prelude::*;
+
 #[cfg(any(test, feature = "testing"))]
-use std::fmt::Write as _;
+use core::fmt::Write as _;
 
 use thiserror::Error;
 
@@ -208,7 +210,7 @@ impl Cursor<'_> {
         self.position += digits;
         Ok(fraction
             .iter()
-            .chain(std::iter::repeat(&b'0'))
+            .chain(core::iter::repeat(&b'0'))
             .take(3)
             .fold(0, |value, digit| value * 10 + i64::from(digit - b'0')))
     }

@@ -17,6 +17,8 @@
 //! carry both times in most of its variants. The current credential (`connection`) is kept
 //! beside it too, since it stays in use while its renewal is under way.
 
+use crate::prelude::*;
+
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::clock::Clock;
 use crate::connection_string::ConnectionString;

@@ -8,6 +8,8 @@
 //! derived from the outbox origin and the sequence number, so a retry after a crash overwrites
 //! the same blob instead of leaving orphans.
 
+use crate::prelude::*;
+
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::clock::Clock;
 use crate::http::{HttpCall, HttpResponse, Method, Verdict, classify};
@@ -181,7 +183,7 @@ impl Upload {
         let verdict = classify(&response, clock.wall_now());
         let mut unreadable = Ok(());
         let body = response.map(|r| r.body).unwrap_or_default();
-        let step = std::mem::replace(&mut self.step, Step::Finished);
+        let step = core::mem::replace(&mut self.step, Step::Finished);
         let mut retry_at = |this: &mut Self, retry_after: Option<u64>| {
             now + this.backoff.next_delay(rng, retry_after)
         };

@@ -66,7 +66,10 @@ echo "== cargo build (profile web-release: size-tuned)"
 # The workspace's web-release profile is the release profile (LTO, codegen-units = 1,
 # panic = "abort") with opt-level "z": a little speed traded for size, which is what a web
 # bundle wants (a profile of its own, so other release builds keep their artifacts).
-cargo build -p vdev-web --profile web-release --target wasm32-unknown-unknown
+# `trap-on-panic`: no `std` in the module, and a panic traps without formatting a message
+# nobody would see (SIZE.md).
+cargo build -p vdev-web --profile web-release --target wasm32-unknown-unknown \
+    --features trap-on-panic
 wasm="$CARGO_TARGET_DIR/wasm32-unknown-unknown/web-release/vdev_web.wasm"
 
 # The bundle's inputs: wasm-bindgen's output and a copy of js/ side by side, so index.js

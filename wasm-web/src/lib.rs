@@ -23,7 +23,27 @@
 //! the JS side), written by the core's own JSON module, so no JSON converter is compiled into
 //! the module and no object is built across the boundary a property at a time.
 
+#![no_std]
 #![warn(missing_docs, unreachable_pub)]
+
+// The crate links no `std` of its own: the shipped browser build (feature `trap-on-panic`) has
+// none at all, and a panic there traps without formatting its message; measured in
+// `wasm-web/SIZE.md`. The Node.js build and the tests link `std` through their dependencies.
+extern crate alloc;
+
+use alloc::borrow::ToOwned;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+/// A panic is a bug, never an answer to input: the module traps (a `RuntimeError` in
+/// JavaScript), as `std`'s handler does with `panic = "abort"`, but without the code that
+/// formats a message nobody sees (the browser has no standard error).
+#[cfg(all(feature = "trap-on-panic", target_family = "wasm"))]
+#[panic_handler]
+fn trap(_: &core::panic::PanicInfo<'_>) -> ! {
+    core::arch::wasm32::unreachable()
+}
 
 #[cfg(feature = "node")]
 mod node;
@@ -54,7 +74,7 @@ pub struct Core {
     /// The store requests polled and not yet planned by the Node host's [`FileOutbox`], oldest
     /// first (the host performs every one, in order).
     #[cfg(feature = "node")]
-    store_requests: std::collections::VecDeque<StoreRequest>,
+    store_requests: alloc::collections::VecDeque<StoreRequest>,
     /// The byte strings of the last `pollOutput`, not yet taken.
     bytes: Vec<Vec<u8>>,
     /// The Brotli encoder the app lent, if any.

@@ -6,7 +6,9 @@
 //! [`Core`] keeps each one it hands out, and [`FileOutbox::plan`] takes the oldest, so the
 //! requests never cross back from JavaScript.
 
-use std::collections::VecDeque;
+use alloc::collections::VecDeque;
+use alloc::string::String;
+use alloc::vec::Vec;
 
 use js_sys::{Array, Uint8Array};
 use vdev_core::file_outbox::{self, FileJob, FileOp, FileOutboxOpener};

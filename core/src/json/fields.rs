@@ -6,6 +6,8 @@
 //! `null` optional field is `None`, unknown fields are ignored, a field of the wrong type is an
 //! error that names it.
 
+use crate::prelude::*;
+
 use super::{Map, Value};
 
 /// A JSON object.
@@ -73,7 +75,7 @@ pub(crate) fn optional_unsigned(object: &Object, key: &str) -> Result<Option<u64
 
 /// `value` read from the field `key`, its error (a timestamp or other text that does not
 /// parse) named after the field.
-pub(crate) fn read<T, E: std::fmt::Display>(key: &str, value: Result<T, E>) -> Result<T, String> {
+pub(crate) fn read<T, E: core::fmt::Display>(key: &str, value: Result<T, E>) -> Result<T, String> {
     value.map_err(|error| format!("field `{key}`: {error}"))
 }
 

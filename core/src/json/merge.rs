@@ -1,6 +1,8 @@
 //! RFC 7386 JSON merge patches: applying one to a document ([`merge`]) and computing the one
 //! that turns a document into another ([`merge_patch_diff`], its inverse).
 
+use crate::prelude::*;
+
 use super::{Map, Value};
 
 /// Applies the RFC 7386 merge patch `patch` to `target`: an object patch sets its members

@@ -17,6 +17,8 @@
 //! `serde_json::to_value` / `serde_json::from_value`. The browser build never calls those impls,
 //! so they cost it nothing.
 
+use crate::prelude::*;
+
 mod fields;
 // `pub(crate)`: `testing` re-exports `merge_patch_diff` from here.
 #[cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
@@ -26,7 +28,7 @@ mod serde_impls;
 #[cfg(test)]
 pub(crate) mod strategies;
 
-use std::fmt;
+use core::fmt;
 
 pub(crate) use fields::{
     Object, optional_object, optional_string, optional_unsigned, parse_object, read, string,
@@ -420,7 +422,7 @@ impl Map {
             return None;
         }
         match self.find(&key) {
-            Ok(index) => Some(std::mem::replace(&mut self.entries[index].1, value)),
+            Ok(index) => Some(core::mem::replace(&mut self.entries[index].1, value)),
             Err(index) => {
                 self.entries.insert(index, (key, value));
                 None
@@ -471,7 +473,7 @@ impl FromIterator<(String, Value)> for Map {
 
 impl IntoIterator for Map {
     type Item = (String, Value);
-    type IntoIter = std::vec::IntoIter<(String, Value)>;
+    type IntoIter = alloc::vec::IntoIter<(String, Value)>;
 
     fn into_iter(self) -> Self::IntoIter {
         self.entries.into_iter()

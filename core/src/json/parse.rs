@@ -1,5 +1,7 @@
 //! The JSON parser: RFC 8259, strict, recursive descent with a depth limit.
 
+use crate::prelude::*;
+
 use thiserror::Error;
 
 use super::{Map, Number, Value};

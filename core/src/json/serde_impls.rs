@@ -1,7 +1,9 @@
 //! serde's `Serialize` and `Deserialize` for [`Value`], so native apps convert to and from
 //! other serde formats (`serde_json::to_value`, `serde_json::from_value`, …).
 
-use std::fmt;
+use crate::prelude::*;
+
+use core::fmt;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, Serializer};

@@ -17,6 +17,8 @@
 //! Re-encoding such a CONNECT therefore yields different bytes. Everything else is canonical: a
 //! packet that decodes re-encodes to exactly the bytes it came from.
 
+use crate::prelude::*;
+
 use thiserror::Error;
 
 /// Largest remaining length MQTT can express (four bytes of variable-length integer).
@@ -681,9 +683,9 @@ fn check_fixed_body_len(packet_type: u8, remaining: usize) -> Result<(), DecodeE
         _ => return Ok(()),
     };
     match remaining.cmp(&expected) {
-        std::cmp::Ordering::Less => Err(DecodeError::BodyTooShort),
-        std::cmp::Ordering::Equal => Ok(()),
-        std::cmp::Ordering::Greater => Err(DecodeError::TrailingBytes(remaining - expected)),
+        core::cmp::Ordering::Less => Err(DecodeError::BodyTooShort),
+        core::cmp::Ordering::Equal => Ok(()),
+        core::cmp::Ordering::Greater => Err(DecodeError::TrailingBytes(remaining - expected)),
     }
 }
 
@@ -912,7 +914,7 @@ impl<'a> Reader<'a> {
     }
 
     fn string(&mut self) -> Result<String, DecodeError> {
-        let text = std::str::from_utf8(self.binary()?).map_err(|_| DecodeError::InvalidUtf8)?;
+        let text = core::str::from_utf8(self.binary()?).map_err(|_| DecodeError::InvalidUtf8)?;
         if text.contains('\0') {
             return Err(DecodeError::NullCharacter);
         }
@@ -932,7 +934,7 @@ impl<'a> Reader<'a> {
     }
 
     fn rest(&mut self) -> &'a [u8] {
-        std::mem::take(&mut self.bytes)
+        core::mem::take(&mut self.bytes)
     }
 
     fn finish(&self) -> Result<(), DecodeError> {

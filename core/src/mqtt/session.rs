@@ -6,6 +6,8 @@
 //! the delay grows. That is what stops two devices sharing one Device ID from kicking each
 //! other off the gateway in a tight loop.
 
+use crate::prelude::*;
+
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::cleartext::{check_plain_host, check_url};
 use crate::keyed::KeyedVec;
@@ -637,7 +639,7 @@ impl Session {
         if !self.tx.is_empty() {
             self.outputs.push(SessionOutput::Transmit {
                 conn,
-                bytes: std::mem::take(&mut self.tx),
+                bytes: core::mem::take(&mut self.tx),
             });
         }
     }

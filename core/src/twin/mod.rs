@@ -21,13 +21,15 @@
 //! the documents that arrive on them, are built and read in [`topics`]; the part the host
 //! persists is [`TwinState`], in [`state`].
 
+use crate::prelude::*;
+
 mod state;
 #[cfg(test)]
 mod tests;
 mod topics;
 
-use std::collections::VecDeque;
-use std::mem::discriminant;
+use alloc::collections::VecDeque;
+use core::mem::discriminant;
 
 use thiserror::Error;
 
@@ -386,7 +388,7 @@ impl Twin {
     /// [`state`](Self::state) then returns what to store.
     #[must_use = "a dirty state that is not stored is lost on restart"]
     pub(crate) fn take_state_dirty(&mut self) -> bool {
-        std::mem::take(&mut self.state_dirty)
+        core::mem::take(&mut self.state_dirty)
     }
 
     /// What to persist.

@@ -1,6 +1,8 @@
 //! The twin's persistent part: [`TwinState`], what the host keeps across restarts, and its form
 //! in the saved device state.
 
+use crate::prelude::*;
+
 use crate::json::{self, Map, Object, Value};
 
 /// The twin's part of the device state the host keeps across restarts (saved whenever it

@@ -8,6 +8,8 @@
 //! percent-encoded (`%24version`). Nothing here fails loudly: what does not parse is `None` (or
 //! [`TwinTopic::Ignored`]), and the twin decides what that means.
 
+use crate::prelude::*;
+
 use crate::json::{Map, Value};
 
 const TWIN_TOPIC_PREFIX: &str = "$iothub/twin/";

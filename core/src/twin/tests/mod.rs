@@ -1,6 +1,8 @@
 //! Unit tests of the twin machine: scripted sessions checked publish by publish and event by
 //! event, and property tests, among them convergence over the lossy network of [`net`].
 
+use crate::prelude::*;
+
 mod net;
 
 use super::topics::VERSION_KEY;
@@ -779,7 +781,7 @@ fn twin_is_send_and_events_are_small() {
     fn is_send<T: Send>() {}
     is_send::<Twin>();
     is_send::<TwinEvent>();
-    assert!(std::mem::size_of::<TwinEvent>() <= 48);
+    assert!(core::mem::size_of::<TwinEvent>() <= 48);
 }
 
 mod properties {

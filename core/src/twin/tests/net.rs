@@ -2,7 +2,9 @@
 //! the way IoT Hub does, a network between it and the twin that drops, reorders and refuses
 //! messages, restarts and reconnects, and the invariants checked after every step.
 
-use std::collections::{BTreeMap, VecDeque};
+use crate::prelude::*;
+
+use alloc::collections::{BTreeMap, VecDeque};
 
 use proptest::prelude::*;
 
