@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Static check of the JavaScript host wasm-web/js/*.js (and the Node.js host js-node/*.js,
-# with @types/node): `tsc --noEmit` with `checkJs` and
+# with @types/node, and the opt-in encoder's entries js-brotli/*.js): `tsc --noEmit` with `checkJs` and
 # `strict` (typescript pinned in package.json, the version tests/web-app-types uses) over the
 # JSDoc types written in the host, so that an undefined name, a wrong property or a wrong number
 # of arguments fails before any browser runs. Calls on the wasm `Core` are checked against
@@ -22,4 +22,6 @@ node_modules/.bin/tsc -p tsconfig.worker.json ||
   { echo "js-check: failed with a worker's globals (tsconfig.worker.json)" >&2; exit 1; }
 node_modules/.bin/tsc -p tsconfig.node.json ||
   { echo "js-check: failed over the Node.js host (tsconfig.node.json)" >&2; exit 1; }
-echo "js-check: wasm-web/js/*.js type-check (page and worker globals) and wasm-web/js-node/*.js (Node's), tsc $(node_modules/.bin/tsc --version | sed 's/^Version //')"
+node_modules/.bin/tsc -p tsconfig.brotli.json ||
+  { echo "js-check: failed over the opt-in encoder's entries (tsconfig.brotli.json)" >&2; exit 1; }
+echo "js-check: wasm-web/js/*.js type-check (page and worker globals) wasm-web/js-node/*.js (Node's) and wasm-web/js-brotli/*.js, tsc $(node_modules/.bin/tsc --version | sed 's/^Version //')"
