@@ -73,6 +73,13 @@ pub async fn device_messages(info: &PlatformInfo, device_id: &str) -> Vec<Value>
     }
 }
 
+/// The stand-in's facts of the device's latest MQTT session: `keepAliveSeconds` (its
+/// CONNECT's) and `peakInFlight` (the most telemetry publishes unacknowledged at once).
+pub async fn device_session(info: &PlatformInfo, device_id: &str) -> Value {
+    let path = format!("/devices/{device_id}/session");
+    admin(info, reqwest::Method::GET, &path, Value::Null).await
+}
+
 /// The text payloads of stored messages, in the Platform's order.
 pub fn payload_texts(messages: &[Value]) -> Vec<String> {
     messages

@@ -1,7 +1,8 @@
 //! The WASI command component (`vdev-device.wasm`, release build) run by the wasmtime host
 //! against the stand-in Platform on loopback: provisioning approved through the admin API,
 //! messages stored in order, a restart on the same store directory, a fleet of instances in one
-//! host, desired and reported properties, and a 1 MB message sent by upload. The first test to
+//! host, desired and reported properties, a 1 MB message sent by upload, and tunables given as
+//! flags seen on the wire (the Platform's facts of the session). The first test to
 //! run builds the component (`cargo build -p vdev-wasi --target wasm32-wasip2 --release`).
 //! Crashes, corrupt outbox files and Platform restarts are in `wasi_recovery.rs`.
 
@@ -14,8 +15,8 @@ use vdev_tests::command_events::{
     DEADLINE, as_stdin, count, named, next_event, nth_named, provision, readings,
 };
 use vdev_tests::platform_admin::{
-    admin, blob_content, command_args, device_messages, payload_texts, sequence_numbers,
-    strict_config, strictly_increasing,
+    admin, blob_content, command_args, device_messages, device_session, payload_texts,
+    sequence_numbers, strict_config, strictly_increasing,
 };
 use vdev_tests::wasi_host::{CommandRun, WasiHost};
 
@@ -95,6 +96,42 @@ async fn wasi_command_provisions_and_delivers_1000_messages_in_order() {
     let (payloads, sequences) = stored(&info, "wasi-1").await;
     assert_eq!(payloads, expected, "all messages stored once, in order");
     assert!(strictly_increasing(&sequences));
+    // The default window sends in runs: the Platform saw several unacknowledged at once.
+    let session = device_session(&info, "wasi-1").await;
+    assert!(session["peakInFlight"].as_u64() > Some(1), "{session}");
+    assert_eq!(session["keepAliveSeconds"], 60, "{session}");
+    platform.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_command_flags_tune_the_session_a_window_of_one_and_the_keep_alive() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let platform = Platform::start(Config::ephemeral(dir.path().join("platform")))
+        .await
+        .expect("platform starts");
+    let info = platform.info().clone();
+    let host = load_host().await;
+    let flags = ["--max-in-flight", "1", "--keep-alive-seconds", "17"];
+    let store = dir.path().join("device");
+    let mut run = spawn_with(&host, &info, "wasi-tuned", &store, &flags, &[]);
+    let mut seen = Vec::new();
+    provision(&info, &mut run.lines, &mut seen).await;
+    let expected = readings("wasi-tuned", 0..200);
+    send_lines(&mut run, &expected).await;
+    run.close_stdin();
+    finish(run, seen).await;
+
+    let (payloads, _) = stored(&info, "wasi-tuned").await;
+    assert_eq!(payloads, expected, "all messages stored once, in order");
+    let session = device_session(&info, "wasi-tuned").await;
+    assert_eq!(
+        session["peakInFlight"], 1,
+        "one publish at a time: {session}"
+    );
+    assert_eq!(
+        session["keepAliveSeconds"], 17,
+        "the CONNECT's keep-alive: {session}"
+    );
     platform.shutdown().await;
 }
 

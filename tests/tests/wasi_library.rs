@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use vdev_platform::PlatformInfo;
 use vdev_tests::library::{platform_host_and_store, poll_until};
 use vdev_tests::platform_admin::{
-    admin, approve, blob_content, device_messages, payload_texts, strict_config,
+    admin, approve, blob_content, device_messages, device_session, payload_texts, strict_config,
 };
 use vdev_tests::wasi_host::{LibraryConfig, LibraryDevice, LibraryEvent};
 use wasmtime::component::Val;
@@ -600,5 +600,59 @@ async fn wasi_library_world_checks_its_tunables_at_start_and_holds_an_outbox_lim
         "the queue is gone"
     );
     again.stop().await.expect("stops");
+    platform.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_library_world_tunables_reach_the_wire_a_window_of_one_and_the_keep_alive() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (platform, host, store) = platform_host_and_store(dir.path()).await;
+    let info = platform.info().clone();
+    // A backlog stored before approval, so that all of it is ready to go once connected; the
+    // Platform's facts of the session show the window and the CONNECT's keep-alive.
+    let deliver_a_backlog = async |device_id: &str, tunables: &[(&str, u64)]| {
+        let config = LibraryConfig {
+            tunables: tunables
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), *value))
+                .collect(),
+            ..LibraryConfig::tcp(
+                info.http_url.clone().expect("http"),
+                info.provisioning_token.clone(),
+                device_id.into(),
+            )
+        };
+        let outbox = store.join(device_id);
+        std::fs::create_dir_all(&outbox).expect("outbox dir");
+        let mut device = host
+            .start_library_device(&outbox, config)
+            .await
+            .expect("device starts");
+        let texts: Vec<String> = (0..50).map(|i| format!("{device_id} {i}")).collect();
+        for text in &texts {
+            device.send(text.as_bytes()).await.expect("stored");
+        }
+        let mut seen = Vec::new();
+        approve_its_operation(&info, &mut device, &mut seen).await;
+        poll_until_delivered(&mut device, &mut seen, texts.len()).await;
+        assert_eq!(
+            stored_texts(&info, device_id).await,
+            texts,
+            "in order, once each"
+        );
+        device.stop().await.expect("stops");
+        device_session(&info, device_id).await
+    };
+    // The default window sends the backlog in runs: several unacknowledged at once.
+    let untuned = deliver_a_backlog("wasi-lib-untuned", &[]).await;
+    assert!(untuned["peakInFlight"].as_u64() > Some(1), "{untuned}");
+    assert_eq!(untuned["keepAliveSeconds"], 60, "{untuned}");
+    let tuned = deliver_a_backlog(
+        "wasi-lib-tuned",
+        &[("max-in-flight", 1), ("keep-alive-seconds", 17)],
+    )
+    .await;
+    assert_eq!(tuned["peakInFlight"], 1, "one publish at a time: {tuned}");
+    assert_eq!(tuned["keepAliveSeconds"], 17, "{tuned}");
     platform.shutdown().await;
 }

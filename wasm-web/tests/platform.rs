@@ -4,7 +4,8 @@
 //! `setOffline` and by the browser's `offline`/`online` events), the Platform stopped and
 //! restarted under a sending device, a 1 MB message by upload, a short-lived Registration
 //! Token refreshed while connected, a revoked one that leads to a new provisioning, and two
-//! clients of one database (one owner, one follower, as two tabs would be).
+//! clients of one database (one owner, one follower, as two tabs would be), and tunables seen on
+//! the wire (the Platform's facts of the session: the window and the keep-alive).
 
 #![cfg(target_arch = "wasm32")]
 
@@ -953,6 +954,55 @@ async fn listeners_hear_the_events_and_a_delivery_is_awaited_bounded_by_a_signal
     );
     device.stop().await;
     discard(&database).await;
+}
+
+/// Stores 100 messages before the device is approved (so the whole backlog is ready at once),
+/// approves it, waits for every delivery; returns the Platform's facts of its session.
+async fn deliver_a_backlog(name: &str, tunables: Option<&str>) -> Value {
+    let (database, device_id) = (
+        unique(&format!("vdev-{name}")),
+        unique(&format!("web-{name}")),
+    );
+    let extra = tunables
+        .map(|json| vec![("tunables", js_sys::JSON::parse(json).unwrap())])
+        .unwrap_or_default();
+    let device = start_with(&database, &device_id, platform().provisioning_token, extra).await;
+    let sender = device.client.create_stream_sender(None).unwrap();
+    let texts: Vec<String> = (0..100).map(|i| format!("{name} {i}")).collect();
+    send_all(&sender, texts.iter().cloned()).await;
+    device.approve_and_connect().await;
+    device.wait_all_sent().await;
+    assert_stored_exactly(&device_id, &texts).await;
+    let session = platform().session(&device_id).await;
+    device.stop().await;
+    discard(&database).await;
+    session
+}
+
+#[wasm_bindgen_test]
+async fn tunables_reach_the_wire_a_window_of_one_publish_and_the_keep_alive() {
+    // The default window sends the backlog in runs: the Platform sees several unacknowledged
+    // publishes at once (so the check below can tell a window of one from it).
+    let untuned = deliver_a_backlog("untuned", None).await;
+    assert!(
+        untuned["peakInFlight"].as_u64() > Some(1),
+        "the default window: {untuned}"
+    );
+    assert_eq!(
+        untuned["keepAliveSeconds"], 60,
+        "the default keep-alive: {untuned}"
+    );
+
+    let tuned = deliver_a_backlog(
+        "tuned",
+        Some(r#"{"maxInFlight": 1, "keepAliveSeconds": 17}"#),
+    )
+    .await;
+    assert_eq!(tuned["peakInFlight"], 1, "one publish at a time: {tuned}");
+    assert_eq!(
+        tuned["keepAliveSeconds"], 17,
+        "the CONNECT's keep-alive: {tuned}"
+    );
 }
 
 #[wasm_bindgen_test]

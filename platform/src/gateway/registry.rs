@@ -31,10 +31,24 @@ struct Entry {
     sender: mpsc::UnboundedSender<SessionCommand>,
 }
 
+/// What the stand-in remembers of a device's latest authenticated MQTT session, so that a
+/// test (or a technician) can see that the device's tunables reached the wire: the keep-alive
+/// its CONNECT asked for, and the most telemetry publishes it had unacknowledged at once (at
+/// most the device's in-flight window).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SessionFacts {
+    session_id: u64,
+    /// The CONNECT's keep-alive, in seconds.
+    pub keep_alive_seconds: u16,
+    /// The most QoS 1 telemetry publishes received and not yet acknowledged at one time.
+    pub peak_in_flight: usize,
+}
+
 /// The registry of live sessions.
 #[derive(Debug, Default)]
 pub struct SessionRegistry {
     sessions: Mutex<HashMap<(String, String), Entry>>,
+    facts: Mutex<HashMap<(String, String), SessionFacts>>,
     next_id: AtomicU64,
 }
 
@@ -45,14 +59,29 @@ impl SessionRegistry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    fn lock_facts(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), SessionFacts>> {
+        self.facts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Register a newly authenticated session, closing an older one of the same device.
     pub fn register(
         &self,
         workspace_id: &str,
         device_id: &str,
         token_id: &str,
+        keep_alive_seconds: u16,
     ) -> (u64, mpsc::UnboundedReceiver<SessionCommand>) {
         let session_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock_facts().insert(
+            (workspace_id.to_owned(), device_id.to_owned()),
+            SessionFacts {
+                session_id,
+                keep_alive_seconds,
+                peak_in_flight: 0,
+            },
+        );
         let (sender, receiver) = mpsc::unbounded_channel();
         let old = self.lock().insert(
             (workspace_id.to_owned(), device_id.to_owned()),
@@ -69,6 +98,31 @@ impl SessionRegistry {
             ));
         }
         (session_id, receiver)
+    }
+
+    /// A new high of the session's unacknowledged telemetry (the session calls this only when
+    /// its own peak rises, so not once per message).
+    pub fn record_in_flight(
+        &self,
+        workspace_id: &str,
+        device_id: &str,
+        session_id: u64,
+        peak: usize,
+    ) {
+        if let Some(facts) = self
+            .lock_facts()
+            .get_mut(&(workspace_id.to_owned(), device_id.to_owned()))
+            .filter(|facts| facts.session_id == session_id)
+        {
+            facts.peak_in_flight = facts.peak_in_flight.max(peak);
+        }
+    }
+
+    /// The facts of the device's latest session, live or ended.
+    pub fn facts(&self, workspace_id: &str, device_id: &str) -> Option<SessionFacts> {
+        self.lock_facts()
+            .get(&(workspace_id.to_owned(), device_id.to_owned()))
+            .copied()
     }
 
     /// Forget a session that ended (only if it is still the registered one).

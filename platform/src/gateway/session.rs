@@ -140,6 +140,10 @@ struct Session<'a, T: Transport> {
     unacknowledged: VecDeque<(Option<u16>, usize, Option<Ingested>)>,
     /// The payload bytes of `unacknowledged`.
     unacknowledged_bytes: usize,
+    /// The telemetry entries of `unacknowledged`, and their most at one time in this session
+    /// (reported to the registry's facts when it rises).
+    telemetry_unacknowledged: usize,
+    peak_telemetry_unacknowledged: usize,
     /// Packets to write, joined: everything one wake-up produced (say, the PUBACKs of one group
     /// commit) goes out in one write, and over WebSocket in one binary message, which MQTT
     /// allows (a message may carry several packets). One message per PUBACK cost the client one
@@ -198,6 +202,8 @@ pub async fn run<T: Transport>(
         peer,
         unacknowledged: VecDeque::new(),
         unacknowledged_bytes: 0,
+        telemetry_unacknowledged: 0,
+        peak_telemetry_unacknowledged: 0,
         outgoing: Vec::new(),
     };
     let reason = session.drive(shutdown).await;
@@ -514,10 +520,12 @@ impl<T: Transport> Session<'_, T> {
                 let remaining_ms = (expiry_seconds * 1000 - now_ms()).max(0);
                 let credential_expires_at =
                     Instant::now() + Duration::from_millis(remaining_ms.unsigned_abs());
-                let (session_id, commands) =
-                    self.state
-                        .sessions
-                        .register(&workspace_id, &device_id, &token_id);
+                let (session_id, commands) = self.state.sessions.register(
+                    &workspace_id,
+                    &device_id,
+                    &token_id,
+                    connect.keep_alive(),
+                );
                 tracing::info!(peer = %self.peer, device = %connect.client_id(), "mqtt session authenticated");
                 let _ = devices::touch(self.state, &workspace_id, &device_id);
                 self.identity = Some(Identity {
@@ -698,6 +706,18 @@ impl<T: Transport> Session<'_, T> {
             // Acknowledged once it is durable (`acknowledge`); the device was seen then too.
             let ingested = self.state.ingestor.submit(message);
             self.unacknowledged_bytes += publish.payload().len();
+            if publish.qos() == Qos::AtLeastOnce {
+                self.telemetry_unacknowledged += 1;
+                if self.telemetry_unacknowledged > self.peak_telemetry_unacknowledged {
+                    self.peak_telemetry_unacknowledged = self.telemetry_unacknowledged;
+                    self.state.sessions.record_in_flight(
+                        &workspace_id,
+                        &device_id,
+                        identity.session_id,
+                        self.peak_telemetry_unacknowledged,
+                    );
+                }
+            }
             self.unacknowledged.push_back((
                 publish.packet_id(),
                 publish.payload().len(),
@@ -771,10 +791,13 @@ impl<T: Transport> Session<'_, T> {
     ) -> Result<(), Close> {
         let mut stored = oldest.map_err(|_| ());
         loop {
-            let Some((packet_id, bytes, _)) = self.unacknowledged.pop_front() else {
+            let Some((packet_id, bytes, ingested)) = self.unacknowledged.pop_front() else {
                 return Ok(());
             };
             self.unacknowledged_bytes -= bytes;
+            if packet_id.is_some() && ingested.is_some() {
+                self.telemetry_unacknowledged -= 1;
+            }
             match stored {
                 // Stored, a replay dropped, or a conflict stored and flagged: the device is done.
                 Ok(Ok(_)) => {}

@@ -89,6 +89,7 @@ pub(super) fn routes(state: SharedState) -> Router<SharedState> {
             &format!("{ws}/devices/{{id}}/message-rate"),
             get(device_message_rate),
         )
+        .route(&format!("{ws}/devices/{{id}}/session"), get(device_session))
         .route(&format!("{ws}/messages"), get(list_messages))
         .route(
             &format!("{ws}/fleet-configurations"),
@@ -411,6 +412,25 @@ async fn device_messages(
 ) -> ApiResult {
     query.device_id = Some(id);
     Ok(Json(messages::query(&state, &ws, &query)?))
+}
+
+/// The stand-in's facts of the device's latest MQTT session (live or ended): what its CONNECT
+/// asked for and how many telemetry publishes it had unacknowledged at most. Not a path of the
+/// real Platform: tests read it to see a device's tunables on the wire.
+async fn device_session(
+    State(state): State<SharedState>,
+    Path((ws, id)): Path<(String, String)>,
+) -> ApiResult {
+    state.check_workspace(&ws, false)?;
+    let facts = state
+        .sessions
+        .facts(&ws, &id)
+        .ok_or_else(|| Problem::not_found(format!("device {id} has had no mqtt session")))?;
+    Ok(Json(json!({
+        "connected": state.sessions.is_connected(&ws, &id),
+        "keepAliveSeconds": facts.keep_alive_seconds,
+        "peakInFlight": facts.peak_in_flight,
+    })))
 }
 
 #[derive(Deserialize)]

@@ -453,6 +453,15 @@ impl Platform {
         answer.as_array().cloned().unwrap_or_default()
     }
 
+    /// The stand-in's facts of the device's latest MQTT session: `keepAliveSeconds` (its
+    /// CONNECT's) and `peakInFlight` (the most telemetry publishes unacknowledged at once).
+    pub async fn session(&self, device_id: &str) -> Value {
+        let path = format!("/workspaces/{}/devices/{device_id}/session", self.workspace);
+        let (status, answer) = self.admin("GET", &path, None).await;
+        assert_eq!(status, 200, "session answered {answer}");
+        answer
+    }
+
     /// Provisioning operations of the workspace that asked for `device_id`.
     pub async fn operations_for(&self, device_id: &str) -> Vec<Value> {
         let path = format!("/workspaces/{}/provisioning-operations", self.workspace);
