@@ -1,7 +1,9 @@
 // The npm package on Node.js, installed from its packed tarball into a fresh folder as an app
 // installs it, against a real vdev-platform: provisioning, delivery in order, the directory
 // outbox across a SIGKILL and damage, one client per directory, a Platform restart, many devices
-// in one process. Run by scripts/test-node.sh.
+// in one process, and the API of issue 20 (listeners, awaited delivery, tunables seen on the
+// wire, cloud-to-device, the twin's "if newer" and pending update, the logger, compression,
+// forget). Run by scripts/test-node.sh.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync, truncateSync } from "node:fs";
@@ -68,6 +70,10 @@ test("provisions with a technician's approval and delivers 1,000 messages over T
   assert.deepEqual(await stored(where.deviceId), range(0, 1000));
   assert.equal(events.filter((e) => e.kind === "messageDelivered").length, 1000);
   assert.equal(client.deviceId, where.deviceId);
+  // The default window sends in runs: the Platform saw several unacknowledged at once.
+  const session = await platform.session(where.deviceId);
+  assert.ok(session.peakInFlight > 1, `the default window: ${JSON.stringify(session)}`);
+  assert.equal(session.keepAliveSeconds, 60);
   await client.stop();
 });
 
@@ -111,7 +117,7 @@ test("listeners hear the events, a delivery is awaited, and a wait gives up on i
   await client.stop();
 });
 
-test("tunables: refused at start when out of bounds, and a window of one still delivers in order", async () => {
+test("tunables: refused at start when out of bounds; a window of one and the keep-alive reach the wire, delivering in order", async () => {
   const where = fresh();
   await assert.rejects(start(where, { tunables: { maxInFlight: 0 } }), {
     code: "invalidOption",
@@ -122,6 +128,59 @@ test("tunables: refused at start when out of bounds, and a window of one still d
   await Promise.all(range(0, 100).map((payload) => sender.sendMessage(payload)));
   await client.waitEnqueuedMessagesSent({ timeout: 60_000 });
   assert.deepEqual(await stored(where.deviceId), range(0, 100));
+  const session = await platform.session(where.deviceId);
+  assert.equal(session.peakInFlight, 1, `one publish at a time: ${JSON.stringify(session)}`);
+  assert.equal(session.keepAliveSeconds, 5, "the CONNECT's keep-alive");
+  await client.stop();
+});
+
+test("the rest of the official SDK's surface: cloud-to-device properties decoded, desired properties if newer, a pending reported update, the logger at its levels", async () => {
+  const where = fresh();
+  /** @type {Record<string, string[]>} */
+  const said = { error: [], warn: [], info: [], debug: [] };
+  const logger = Object.fromEntries(
+    Object.keys(said).map((level) => [level, (/** @type {string} */ prefix, /** @type {string} */ what) => said[level].push(`${prefix} ${what}`)]),
+  );
+  const { client } = await start(where, { logger });
+  /** @type {any[]} */
+  const received = [];
+  client.addEventListener("cloudToDeviceMessage", (event) => received.push(/** @type {CustomEvent} */ (event).detail));
+  await waitFor("connected", () => client.statistics().connectionState === "connected");
+
+  const c2d = await platform.admin("POST", `/devices/${where.deviceId}/c2d-messages?mode=eco&note=a%20b%26c%3D%25`, { setpoint: 21.5 });
+  assert.equal(c2d.status, 201, JSON.stringify(c2d.body));
+  await waitFor("the cloud-to-device message", () => received.length === 1);
+  assert.deepEqual({ ...received[0].properties }, { mode: "eco", note: "a b&c=%" }, "decoded for the app");
+  assert.equal(new TextDecoder().decode(received[0].payload), '{"setpoint":21.5}');
+
+  const desired = await platform.admin("PUT", `/devices/${where.deviceId}/desired-properties`, { interval: 5 });
+  assert.ok(desired.status < 300, `setting desired properties answered ${desired.status}`);
+  await waitFor("the desired properties", () => client.desiredProperties()?.properties.interval === 5);
+  const { version } = client.desiredProperties();
+  assert.equal(client.desiredPropertiesIfNewer(version), undefined, "up to date: nothing newer");
+  const newer = client.desiredPropertiesIfNewer(version - 1);
+  assert.equal(newer?.version, version);
+  assert.equal(newer?.properties.interval, 5);
+
+  assert.equal(client.reportedPropertiesPending, false);
+  client.setOffline(true);
+  await waitFor("offline", () => client.statistics().connectionState !== "connected");
+  await client.updateReportedProperties({ firmware: "2.0.1" });
+  assert.equal(client.reportedPropertiesPending, true, "stored, not yet acknowledged");
+  // The next CONNECT is refused (return code 3): a warning, then the device connects again.
+  await platform.armFault({ target: "mqttConnect", count: 1 });
+  client.setOffline(false);
+  await waitFor("the acknowledgement", () => !client.reportedPropertiesPending);
+  const reported = await platform.admin("GET", `/devices/${where.deviceId}/reported-properties`);
+  assert.equal(reported.body?.firmware, "2.0.1");
+
+  for (const kind of ["provisioningOperation", "registered", "connectionStateChanged"]) {
+    assert.ok(said.info.includes(`vdev: ${kind}`), `info: ${said.info}`);
+  }
+  assert.ok(said.debug.includes("vdev: cloudToDeviceMessage"), `debug: ${said.debug}`);
+  assert.ok(said.warn.includes("vdev: connectionLost"), `warn: ${said.warn}`);
+  assert.ok(!said.info.includes("vdev: cloudToDeviceMessage"), "each event at one level");
+  assert.deepEqual(said.error, []);
   await client.stop();
 });
 

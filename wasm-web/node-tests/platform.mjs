@@ -211,6 +211,17 @@ export class Platform {
     return /** @type {any[]} */ (body);
   }
 
+  /**
+   * The stand-in's facts of the device's latest MQTT session: `keepAliveSeconds` (its CONNECT's)
+   * and `peakInFlight` (the most telemetry publishes unacknowledged at once).
+   * @param {string} deviceId
+   */
+  async session(deviceId) {
+    const { status, body } = await this.admin("GET", `/devices/${deviceId}/session`);
+    if (status !== 200) throw new Error(`session answered ${status}: ${JSON.stringify(body)}`);
+    return /** @type {{ connected: boolean, keepAliveSeconds: number, peakInFlight: number }} */ (body);
+  }
+
   /** The provisioning operations that asked for `deviceId`. @param {string} deviceId */
   async operations(deviceId) {
     const { body } = await this.admin("GET", "/provisioning-operations");
