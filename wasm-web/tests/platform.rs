@@ -1041,15 +1041,32 @@ async fn a_cloud_to_device_message_reaches_the_app_with_its_properties_decoded()
     discard(&database).await;
 }
 
+/// What a recorder was told at one level: the second argument of each call (the event's kind,
+/// or the message), after checking every first argument is the `vdev:` prefix.
+fn logged(recorder: &Recorder) -> Vec<String> {
+    let calls = recorder.calls.borrow();
+    assert!(
+        calls
+            .iter()
+            .all(|(prefix, _)| prefix.as_string().as_deref() == Some("vdev:"))
+    );
+    calls
+        .iter()
+        .filter_map(|(_, what)| what.as_string())
+        .collect()
+}
+
 #[wasm_bindgen_test]
 async fn the_device_logs_through_the_apps_logger_at_the_levels_the_core_gives() {
     let (database, device_id) = (unique("vdev-logger"), unique("web-logger"));
     let (errors, error) = Recorder::new();
+    let (warns, warn) = Recorder::new();
     let (infos, info) = Recorder::new();
     let (debugs, debug) = Recorder::new();
     let throws = js_sys::Function::new_no_args("throw new Error('the app broke')");
     let logger = js_object(&[
         ("error", error.into()),
+        ("warn", warn.into()),
         ("info", info.into()),
         ("debug", debug.into()),
     ]);
@@ -1059,24 +1076,22 @@ async fn the_device_logs_through_the_apps_logger_at_the_levels_the_core_gives() 
     ];
     let device = start_with(&database, &device_id, platform().provisioning_token, extra).await;
     platform().approve(&device.operation(0).await).await;
-    let client = device.client;
-    let sender = client.create_stream_sender(None).unwrap();
+    let sender = device.client.create_stream_sender(None).unwrap();
     await_promise(sender.deliver_message(JsValue::from_str("logged"), &JsValue::UNDEFINED)).await;
+    // The next CONNECT is refused (return code 3): the lost connection is a warning.
+    let fault = json!({ "target": "mqttConnect", "count": 1 });
+    let (status, answer) = platform().admin("POST", "/faults", Some(fault)).await;
+    assert!(status < 300, "arming the fault answered {status}: {answer}");
+    device.client.set_offline(true);
+    device.wait_offline().await;
+    device.client.set_offline(false);
+    wait_until("the refused connection's warning", 15_000.0, || {
+        logged(&warns).iter().any(|kind| kind == "connectionLost")
+    })
+    .await;
+    device.wait_connected().await;
 
-    // (prefix, what): the second argument is the event's kind or the message.
-    let said = |recorder: &Recorder| -> Vec<String> {
-        let calls = recorder.calls.borrow();
-        assert!(
-            calls
-                .iter()
-                .all(|(prefix, _)| prefix.as_string().as_deref() == Some("vdev:"))
-        );
-        calls
-            .iter()
-            .filter_map(|(_, what)| what.as_string())
-            .collect()
-    };
-    let info_said = said(&infos);
+    let info_said = logged(&infos);
     for kind in [
         "provisioningOperation",
         "registered",
@@ -1084,7 +1099,7 @@ async fn the_device_logs_through_the_apps_logger_at_the_levels_the_core_gives() 
     ] {
         assert!(info_said.iter().any(|k| k == kind), "info: {info_said:?}");
     }
-    let debug_said = said(&debugs);
+    let debug_said = logged(&debugs);
     assert!(
         debug_said.iter().any(|k| k == "messageDelivered"),
         "debug: {debug_said:?}"
@@ -1093,15 +1108,55 @@ async fn the_device_logs_through_the_apps_logger_at_the_levels_the_core_gives() 
         !info_said.iter().any(|k| k == "messageDelivered"),
         "not at info"
     );
-    let error_said = said(&errors);
+    let error_said = logged(&errors);
     assert!(
         error_said
             .iter()
             .any(|m| m.starts_with("onConnectionStateChanged threw: Error: the app broke")),
         "a callback that threw is an error: {error_said:?}"
     );
-    await_promise(client.stop()).await;
+    device.stop().await;
     discard(&database).await;
+}
+
+/// Starts a device whose state callback throws `marker`, with `logger` (absent: the default)
+/// while `console.error` is recorded; returns what `console.error` was told of the marker.
+async fn console_errors_with(logger: Option<JsValue>, marker: &str) -> Vec<String> {
+    let (database, device_id) = (unique("vdev-console"), unique("web-console"));
+    let console = Reflect::get(&js_sys::global(), &"console".into()).unwrap();
+    let original = Reflect::get(&console, &"error".into()).unwrap();
+    let (console_errors, record) = Recorder::new();
+    Reflect::set(&console, &"error".into(), &record).unwrap();
+    let throws = js_sys::Function::new_no_args(&format!("throw new Error('{marker}')"));
+    let mut extra = vec![("onConnectionStateChanged", throws.into())];
+    extra.extend(logger.map(|logger| ("logger", logger)));
+    let device = start_with(&database, &device_id, platform().provisioning_token, extra).await;
+    device.approve_and_connect().await;
+    device.stop().await;
+    Reflect::set(&console, &"error".into(), &original).unwrap();
+    discard(&database).await;
+    // Only the calls about the marker: anything else on the page may write there too.
+    let calls = console_errors.calls.borrow();
+    calls
+        .iter()
+        .filter_map(|(prefix, what)| Some(format!("{} {}", prefix.as_string()?, what.as_string()?)))
+        .filter(|line| line.contains(marker))
+        .collect()
+}
+
+#[wasm_bindgen_test]
+async fn without_a_logger_errors_alone_go_to_the_console_and_an_empty_logger_is_silent() {
+    let said = console_errors_with(None, "default logger").await;
+    assert!(
+        said.iter()
+            .any(|m| m.starts_with("vdev: onConnectionStateChanged threw: Error: default logger")),
+        "errors go to console.error by default: {said:?}"
+    );
+    let said = console_errors_with(Some(js_object(&[])), "empty logger").await;
+    assert!(
+        said.is_empty(),
+        "a logger without methods logs nothing: {said:?}"
+    );
 }
 
 #[wasm_bindgen_test]
