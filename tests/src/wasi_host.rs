@@ -151,6 +151,19 @@ struct State {
     hooks: LoopbackOnly,
     table: ResourceTable,
     memory: LinearMemoryTally,
+    /// What the library component logged through `wasi:logging`, oldest first.
+    logs: Vec<LogLine>,
+}
+
+/// One `wasi:logging` call of the library component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// The level's name: `debug`, `info`, `warn`, `error`, ...
+    pub level: String,
+    /// Who logged (vdev: `vdev`).
+    pub context: String,
+    /// The line: the event's JSON.
+    pub message: String,
 }
 
 /// Counts the linear memory of an instance as wasmtime grows it (it limits nothing): the
@@ -337,9 +350,24 @@ impl WasiHost {
         command: Component,
         library: Option<Component>,
     ) -> Result<Self> {
-        let mut linker = Linker::new(&engine);
+        let mut linker: Linker<State> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        // The library world logs through `wasi:logging`: this host keeps every line per
+        // instance, for the tests to read.
+        linker
+            .instance("wasi:logging/logging@0.1.0-draft")?
+            .func_new("log", |mut store, _, params, _| {
+                let [Val::Enum(level), Val::String(context), Val::String(message)] = params else {
+                    wasmtime::bail!("wasi:logging log called with {params:?}");
+                };
+                store.data_mut().logs.push(LogLine {
+                    level: level.clone(),
+                    context: context.clone(),
+                    message: message.clone(),
+                });
+                Ok(())
+            })?;
         Ok(Self {
             engine,
             command,
@@ -354,6 +382,7 @@ impl WasiHost {
         store_dir: &Path,
         stdin: AsyncStdinStream,
         stdout: AsyncStdoutStream,
+        stderr: Option<AsyncStdoutStream>,
         https_ca_pem: Option<&[u8]>,
     ) -> Result<State> {
         let https = https_ca_pem
@@ -368,18 +397,22 @@ impl WasiHost {
             .envs(env)
             .stdin(stdin)
             .stdout(stdout)
-            .inherit_stderr()
             .preopened_dir(store_dir, ".", FsPerms::ReadWrite)?
             .allow_tcp(true)
             .allow_udp(false)
             .allow_ip_name_lookup(true)
             .socket_addr_check(|addr, use_| Box::pin(async move { socket_allowed(addr, use_) }));
+        match stderr {
+            Some(stderr) => builder.stderr(stderr),
+            None => builder.inherit_stderr(),
+        };
         Ok(State {
             wasi: builder.build(),
             http: WasiHttpCtx::new(),
             hooks: LoopbackOnly { https },
             table: ResourceTable::new(),
             memory: LinearMemoryTally::default(),
+            logs: Vec::new(),
         })
     }
 
@@ -396,6 +429,7 @@ impl WasiHost {
             store_dir,
             AsyncStdinStream::new(tokio::io::empty()),
             AsyncStdoutStream::new(1024, tokio::io::sink()),
+            None,
             config.https_ca_pem.as_deref(),
         )?;
         let mut store = Store::new(&self.engine, state);
@@ -469,12 +503,14 @@ impl WasiHost {
     ) -> Result<CommandRun> {
         let (stdin_writer, stdin_reader) = tokio::io::duplex(64 * 1024);
         let (stdout_writer, stdout_reader) = tokio::io::duplex(64 * 1024);
+        let (stderr_writer, stderr_reader) = tokio::io::duplex(64 * 1024);
         let state = Self::context(
             args,
             env,
             store_dir,
             AsyncStdinStream::new(stdin_reader),
             AsyncStdoutStream::new(64 * 1024, stdout_writer),
+            Some(AsyncStdoutStream::new(64 * 1024, stderr_writer)),
             https_ca_pem,
         )?;
         let mut store = Store::new(&self.engine, state);
@@ -500,8 +536,19 @@ impl WasiHost {
                 }
             }
         });
+        // Standard error is kept for the test and still shown, as an inherited one would be.
+        let stderr = tokio::spawn(async move {
+            let mut kept = Vec::new();
+            let mut reader = BufReader::new(stderr_reader).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                eprintln!("{line}");
+                kept.push(line);
+            }
+            kept
+        });
         Ok(CommandRun {
             lines,
+            stderr,
             stdin: Some(stdin_writer),
             task,
         })
@@ -512,6 +559,8 @@ impl WasiHost {
 pub struct CommandRun {
     /// Its standard output, line by line (JSON events).
     pub lines: mpsc::UnboundedReceiver<String>,
+    /// Its standard error, every line once it is closed.
+    stderr: JoinHandle<Vec<String>>,
     stdin: Option<DuplexStream>,
     task: JoinHandle<Result<i32>>,
 }
@@ -535,6 +584,13 @@ impl CommandRun {
     /// Waits for the instance to exit; returns its exit code.
     pub async fn wait(self) -> Result<i32> {
         self.task.await?
+    }
+
+    /// [`CommandRun::wait`], and every line it wrote to standard error (the instance is gone,
+    /// so its standard error is closed and read to the end).
+    pub async fn wait_with_stderr(self) -> Result<(i32, Vec<String>)> {
+        let code = self.task.await??;
+        Ok((code, self.stderr.await?))
     }
 
     /// Ends the instance at once, wherever it is (its store directory stays as it was).
@@ -567,6 +623,8 @@ pub struct LibraryConfig {
     pub https_ca_pem: Option<Vec<u8>>,
     /// The record's `tunables`: numbers to tune, by kebab-case name.
     pub tunables: Vec<(String, u64)>,
+    /// The record's `log-level` (`debug`, `info`, ...): the component's default when `None`.
+    pub log_level: Option<String>,
 }
 
 impl LibraryConfig {
@@ -580,6 +638,7 @@ impl LibraryConfig {
             web_socket: false,
             https_ca_pem: None,
             tunables: Vec::new(),
+            log_level: None,
         }
     }
 
@@ -631,6 +690,14 @@ impl LibraryConfig {
                             Val::Tuple(vec![Val::String(name.clone()), Val::U64(*value)])
                         })
                         .collect(),
+                ),
+            ),
+            (
+                "log-level".into(),
+                Val::Option(
+                    self.log_level
+                        .clone()
+                        .map(|level| Box::new(Val::Enum(level))),
                 ),
             ),
         ])
@@ -873,6 +940,11 @@ impl LibraryDevice {
                 other => wasmtime::bail!("not an event: {other:?}"),
             })
             .collect()
+    }
+
+    /// What the component logged through `wasi:logging` so far, oldest first.
+    pub fn logs(&self) -> &[LogLine] {
+        &self.store.data().logs
     }
 
     /// `device.pending-count()`.

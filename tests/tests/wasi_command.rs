@@ -104,14 +104,21 @@ async fn wasi_command_provisions_and_delivers_1000_messages_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wasi_command_flags_tune_the_session_a_window_of_one_and_the_keep_alive() {
+async fn wasi_command_flags_tune_the_session_and_its_log_level() {
     let dir = tempfile::tempdir().expect("temp dir");
     let platform = Platform::start(Config::ephemeral(dir.path().join("platform")))
         .await
         .expect("platform starts");
     let info = platform.info().clone();
     let host = load_host().await;
-    let flags = ["--max-in-flight", "1", "--keep-alive-seconds", "17"];
+    let flags = [
+        "--max-in-flight",
+        "1",
+        "--keep-alive-seconds",
+        "17",
+        "--log-level",
+        "info",
+    ];
     let store = dir.path().join("device");
     let mut run = spawn_with(&host, &info, "wasi-tuned", &store, &flags, &[]);
     let mut seen = Vec::new();
@@ -119,7 +126,30 @@ async fn wasi_command_flags_tune_the_session_a_window_of_one_and_the_keep_alive(
     let expected = readings("wasi-tuned", 0..200);
     send_lines(&mut run, &expected).await;
     run.close_stdin();
-    finish(run, seen).await;
+    next_event(&mut run.lines, &mut seen, named("done")).await;
+    let (code, log) = timeout(DEADLINE, run.wait_with_stderr())
+        .await
+        .expect("exit within the deadline")
+        .expect("the instance runs without a trap");
+    assert_eq!(code, 0, "exit code; events: {seen:?}");
+    // `--log-level info`: the events at info and above also go to standard error, as a log.
+    for event in [
+        "provisioning-operation",
+        "registered",
+        "connection-state-changed",
+    ] {
+        assert!(
+            log.iter()
+                .any(|line| line.starts_with("vdev-device: info: ")
+                    && line.contains(&format!(r#""event":"{event}""#))),
+            "{event} at info: {log:?}"
+        );
+    }
+    assert!(
+        log.iter()
+            .all(|line| !line.contains(r#""event":"message-delivered""#)),
+        "nothing below info: {log:?}"
+    );
 
     let (payloads, _) = stored(&info, "wasi-tuned").await;
     assert_eq!(payloads, expected, "all messages stored once, in order");

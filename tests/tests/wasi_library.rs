@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use vdev_platform::PlatformInfo;
 use vdev_tests::library::{platform_host_and_store, poll_until};
 use vdev_tests::platform_admin::{
-    admin, approve, blob_content, device_messages, device_session, payload_texts, strict_config,
+    admin, approve, arm_fault, blob_content, device_messages, device_session, payload_texts,
+    strict_config,
 };
 use vdev_tests::wasi_host::{LibraryConfig, LibraryDevice, LibraryEvent};
 use wasmtime::component::Val;
@@ -384,6 +385,7 @@ async fn strict_run(device_id: &str, web_socket: bool) {
         web_socket,
         https_ca_pem: Some(std::fs::read(&info.ca_certificate_path).expect("the CA")),
         tunables: Vec::new(),
+        log_level: None,
     };
     let mut device = host
         .start_library_device(&store, config)
@@ -604,18 +606,20 @@ async fn wasi_library_world_checks_its_tunables_at_start_and_holds_an_outbox_lim
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wasi_library_world_tunables_reach_the_wire_a_window_of_one_and_the_keep_alive() {
+async fn wasi_library_world_tunables_reach_the_wire_and_events_are_logged_through_the_host() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (platform, host, store) = platform_host_and_store(dir.path()).await;
     let info = platform.info().clone();
     // A backlog stored before approval, so that all of it is ready to go once connected; the
-    // Platform's facts of the session show the window and the CONNECT's keep-alive.
-    let deliver_a_backlog = async |device_id: &str, tunables: &[(&str, u64)]| {
+    // Platform's facts of the session show the window and the CONNECT's keep-alive, and the
+    // host's `wasi:logging` what the component logged.
+    let deliver_a_backlog = async |device_id: &str, tunables: &[(&str, u64)], log_level| {
         let config = LibraryConfig {
             tunables: tunables
                 .iter()
                 .map(|(name, value)| ((*name).to_owned(), *value))
                 .collect(),
+            log_level,
             ..LibraryConfig::tcp(
                 info.http_url.clone().expect("http"),
                 info.provisioning_token.clone(),
@@ -632,6 +636,8 @@ async fn wasi_library_world_tunables_reach_the_wire_a_window_of_one_and_the_keep
         for text in &texts {
             device.send(text.as_bytes()).await.expect("stored");
         }
+        // Its first CONNECT is refused (return code 3): a lost connection, logged at warn.
+        arm_fault(&info, json!({ "target": "mqttConnect", "count": 1 })).await;
         let mut seen = Vec::new();
         approve_its_operation(&info, &mut device, &mut seen).await;
         poll_until_delivered(&mut device, &mut seen, texts.len()).await;
@@ -640,19 +646,47 @@ async fn wasi_library_world_tunables_reach_the_wire_a_window_of_one_and_the_keep
             texts,
             "in order, once each"
         );
+        let logs = device.logs().to_vec();
         device.stop().await.expect("stops");
-        device_session(&info, device_id).await
+        (device_session(&info, device_id).await, logs)
     };
-    // The default window sends the backlog in runs: several unacknowledged at once.
-    let untuned = deliver_a_backlog("wasi-lib-untuned", &[]).await;
+    // The default window sends the backlog in runs: several unacknowledged at once. The
+    // default log level is `error`: nothing went wrong, so nothing is logged.
+    let (untuned, logs) = deliver_a_backlog("wasi-lib-untuned", &[], None).await;
     assert!(untuned["peakInFlight"].as_u64() > Some(1), "{untuned}");
     assert_eq!(untuned["keepAliveSeconds"], 60, "{untuned}");
-    let tuned = deliver_a_backlog(
+    assert_eq!(logs, [], "errors only by default");
+
+    let (tuned, logs) = deliver_a_backlog(
         "wasi-lib-tuned",
         &[("max-in-flight", 1), ("keep-alive-seconds", 17)],
+        Some("info".into()),
     )
     .await;
     assert_eq!(tuned["peakInFlight"], 1, "one publish at a time: {tuned}");
     assert_eq!(tuned["keepAliveSeconds"], 17, "{tuned}");
+    // Each event at its level, as its JSON line; nothing below `info`.
+    let at = |level: &str, event: &str| {
+        logs.iter().any(|line| {
+            line.level == level
+                && line.context == "vdev"
+                && line.message.contains(&format!(r#""event":"{event}""#))
+        })
+    };
+    for event in [
+        "provisioning-operation",
+        "registered",
+        "connection-state-changed",
+    ] {
+        assert!(at("info", event), "{event} at info: {logs:?}");
+    }
+    assert!(
+        at("warn", "connection-lost"),
+        "the refused CONNECT at warn: {logs:?}"
+    );
+    assert!(
+        logs.iter().all(|line| line.level != "debug"),
+        "nothing below info (message-delivered is debug): {logs:?}"
+    );
     platform.shutdown().await;
 }

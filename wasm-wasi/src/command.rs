@@ -4,7 +4,9 @@
 //! output (`{"event":"stored","seq":..}` once a message is durable), and exits 0 once its input
 //! is done and every stored message was delivered (unless `--exit-when-delivered false`).
 //! `--reported-properties <json object>` is merged into the reported properties at start; desired
-//! properties are printed as `desired-properties-changed` events as they change.
+//! properties are printed as `desired-properties-changed` events as they change. Events at or
+//! above `--log-level` (`error`, `warn`, `info`, `debug` or `off`; `error` by default) are also
+//! written to standard error with their level, as a log.
 
 use std::io::Write;
 
@@ -14,7 +16,7 @@ use wasip2::io::streams::StreamError;
 
 use crate::driver::{Driver, StoreFailure, now_ms};
 use crate::notice::Notice;
-use crate::settings::{CommandOptions, Source};
+use crate::settings::{CommandOptions, LOG_LEVELS, Source};
 
 /// Longest single wait of the loop; the core's own deadlines are usually sooner.
 const MAX_WAIT_MS: u64 = 1_000;
@@ -23,6 +25,16 @@ fn print(line: serde_json::Value) {
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "{line}");
     let _ = stdout.flush();
+}
+
+/// Writes the event's line to standard error too when `most_detailed` (`--log-level`) admits
+/// its level: `vdev-device: <level>: <line>`.
+fn log(notice: &Notice, line: &serde_json::Value, most_detailed: Option<&str>) {
+    let Notice::Core(event) = notice;
+    let rank = |level: &str| LOG_LEVELS.iter().position(|known| *known == level);
+    if most_detailed.is_some_and(|most| rank(event.level()) <= rank(most)) {
+        eprintln!("vdev-device: {}: {line}", event.level());
+    }
 }
 
 /// Runs the device; returns the process exit code.
@@ -61,7 +73,9 @@ pub fn main() -> i32 {
             if let Notice::Core(Event::ProvisioningFailed(_)) = &notice {
                 failed = true;
             }
-            print(notice.to_json());
+            let line = notice.to_json();
+            log(&notice, &line, options.log_level);
+            print(line);
         }
         if failed {
             return 1;

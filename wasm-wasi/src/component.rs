@@ -28,6 +28,8 @@ wit_bindgen::generate!({
         "wasi:clocks/monotonic-clock@0.2.12": wasip2::clocks::monotonic_clock,
         "wasi:http/types@0.2.12": wasip2::http::types,
         "wasi:http/outgoing-handler@0.2.12": wasip2::http::outgoing_handler,
+        // No crate binds the logging proposal: its bindings are generated here.
+        "wasi:logging/logging@0.1.0-draft": generate,
     },
 });
 
@@ -35,6 +37,7 @@ use exports::vdev::device::client::{
     self, Device as DeviceHandle, Guest, GuestDevice, GuestStreamSender, StreamSender,
 };
 use vdev::device::types as wit;
+use wasi::logging::logging::{self, Level};
 
 struct Component;
 
@@ -48,6 +51,38 @@ impl Guest for Component {
 /// A device resource.
 pub(crate) struct DeviceResource {
     driver: Rc<RefCell<Driver>>,
+    /// The most detailed level logged through `wasi:logging` (`configuration.log-level`).
+    log_level: Level,
+}
+
+/// Logs each event `poll` returns through the host's `wasi:logging`, at the level the core
+/// gives it, as its JSON line (the command prints the same line), when `most_detailed` admits
+/// that level.
+fn log_through_host(notices: &[Notice], most_detailed: Level) {
+    for notice in notices {
+        let Notice::Core(event) = notice;
+        let level = match event.level() {
+            "error" => Level::Error,
+            "warn" => Level::Warn,
+            "info" => Level::Info,
+            _ => Level::Debug,
+        };
+        if severity(level) >= severity(most_detailed) {
+            logging::log(level, "vdev", &notice.to_json().to_string());
+        }
+    }
+}
+
+/// `wasi:logging`'s levels in order, least severe first.
+fn severity(level: Level) -> u8 {
+    match level {
+        Level::Trace => 0,
+        Level::Debug => 1,
+        Level::Info => 2,
+        Level::Warn => 3,
+        Level::Error => 4,
+        Level::Critical => 5,
+    }
 }
 
 /// A stream sender resource.
@@ -289,6 +324,7 @@ fn reject_reason(reason: RejectReason) -> wit::RejectReason {
 
 impl GuestDevice for DeviceResource {
     fn start(config: wit::Configuration) -> Result<DeviceHandle, wit::StartError> {
+        let log_level = config.log_level.unwrap_or(Level::Error);
         let settings = Settings {
             instance_url: config.instance_url,
             provisioning_token: config.provisioning_token,
@@ -318,6 +354,7 @@ impl GuestDevice for DeviceResource {
         match Driver::start(&settings) {
             Ok(driver) => Ok(DeviceHandle::new(DeviceResource {
                 driver: Rc::new(RefCell::new(driver)),
+                log_level,
             })),
             Err(StartError::Settings(e)) => {
                 Err(wit::StartError::InvalidConfiguration(invalid_setting(e)))
@@ -452,7 +489,9 @@ impl GuestDevice for DeviceResource {
                 driver.turn(wait, &[]);
             }
             if driver.has_notices() || now_ms() >= end {
-                return driver.take_notices().into_iter().map(event).collect();
+                let notices = driver.take_notices();
+                log_through_host(&notices, self.log_level);
+                return notices.into_iter().map(event).collect();
             }
         }
     }

@@ -117,7 +117,13 @@ pub struct CommandOptions {
     pub exit_when_delivered: bool,
     /// A JSON object merged into the reported properties at start (a JSON merge patch).
     pub reported_properties: Option<vdev_core::json::Value>,
+    /// The most detailed level of the events also written to standard error (`error`, `warn`,
+    /// `info`, `debug`; `None`: `off`, none).
+    pub log_level: Option<&'static str>,
 }
+
+/// The core's event levels, most severe first (`Event::level`).
+pub const LOG_LEVELS: [&str; 4] = ["error", "warn", "info", "debug"];
 
 /// The settings the command knows besides the tunables (every [`Tunable`], by its kebab-case
 /// name), by argument name (`--name value` or `--name=value`); each can also come from the
@@ -137,6 +143,7 @@ pub const COMMAND_SETTINGS: &[&str] = &[
     "exit-when-delivered",
     "reported-properties",
     "tls-ca-file",
+    "log-level",
 ];
 
 /// `instance-url` → `VDEV_INSTANCE_URL`.
@@ -280,6 +287,19 @@ impl CommandOptions {
                 })
             })
             .transpose()?;
+        let log_level = match get("log-level").as_deref() {
+            None => Some("error"),
+            Some("off") => None,
+            Some(level) => Some(
+                LOG_LEVELS
+                    .into_iter()
+                    .find(|known| *known == level)
+                    .ok_or_else(|| SettingsError::Invalid {
+                        name: "log-level".into(),
+                        reason: format!("{level:?} is not error, warn, info, debug or off"),
+                    })?,
+            ),
+        };
         Ok(Self {
             settings,
             source,
@@ -287,6 +307,7 @@ impl CommandOptions {
             stream: get("stream"),
             exit_when_delivered,
             reported_properties,
+            log_level,
         })
     }
 }
