@@ -12,23 +12,38 @@
 
 use crate::prelude::*;
 
-use thiserror::Error;
+use crate::text::Describe;
 
 /// A URL or endpoint the cleartext rule refuses.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum InsecureUrl {
     /// Cleartext (`http://`, `ws://`, plain TCP) to a host that is not loopback.
-    #[error(
-        "refusing unencrypted {0}: ws://, http:// and plain tcp are allowed only for loopback hosts, use wss://, https:// or tls"
-    )]
     Cleartext(String),
     /// Not an absolute URL with a scheme the device speaks.
-    #[error(
-        "unsupported url '{0}': expected https://, wss:// (or http://, ws:// to a loopback host)"
-    )]
     Unsupported(String),
 }
+
+impl Describe for InsecureUrl {
+    fn describe(&self, out: &mut String) {
+        match self {
+            Self::Cleartext(endpoint) => put!(
+                out,
+                "refusing unencrypted ",
+                endpoint,
+                ": ws://, http:// and plain tcp are allowed only for loopback hosts, use wss://, https:// or tls"
+            ),
+            Self::Unsupported(url) => put!(
+                out,
+                "unsupported url '",
+                url,
+                "': expected https://, wss:// (or http://, ws:// to a loopback host)"
+            ),
+        }
+    }
+}
+
+described!(InsecureUrl);
 
 /// Checks `url` against the rule.
 pub fn check_url(url: &str) -> Result<(), InsecureUrl> {
@@ -61,7 +76,7 @@ pub(crate) fn check_plain_host(host: &str, port: u16) -> Result<(), InsecureUrl>
     if is_loopback(host.as_bytes()) {
         Ok(())
     } else {
-        Err(InsecureUrl::Cleartext(format!("tcp://{host}:{port}")))
+        Err(InsecureUrl::Cleartext(text!("tcp://", host, ':', port)))
     }
 }
 

@@ -2,13 +2,12 @@
 
 use crate::prelude::*;
 
-use thiserror::Error;
-
 use crate::backoff::BackoffConfig;
 use crate::cleartext::check_url;
 use crate::identity::DeviceId;
 use crate::mqtt::session::SessionConfig;
 use crate::outbox::OutboxLimits;
+use crate::text::Describe;
 use crate::twin::TwinConfig;
 
 /// How the host carries MQTT. The gateway's own endpoints are used when it announces them (a
@@ -127,7 +126,7 @@ impl DeviceConfig {
         spelled: fn(Tunable) -> String,
     ) -> Result<(), ConfigError> {
         let tunable = Tunable::from_name(name).ok_or_else(|| {
-            let mut reason = format!("\"{name}\" is not one of ");
+            let mut reason = text!('"', name, "\" is not one of ");
             for (at, tunable) in Tunable::ALL.into_iter().enumerate() {
                 reason.push_str(if at == 0 { "" } else { ", " });
                 reason.push_str(&spelled(tunable));
@@ -152,9 +151,9 @@ impl DeviceConfig {
     /// (a browser only WebSocket): the device never asks it for another.
     pub fn validate_for(&self, available: &[Transport]) -> Result<(), ConfigError> {
         if !available.contains(&self.transport) {
-            let mut reason = format!(
-                "{} is not available in this host; use ",
-                self.transport.as_str()
+            let mut reason = text!(
+                self.transport.as_str(),
+                " is not available in this host; use "
             );
             for (at, transport) in available.iter().enumerate() {
                 reason.push_str(if at == 0 { "" } else { " or " });
@@ -176,7 +175,7 @@ impl DeviceConfig {
         }
         check_url(&self.instance_url).map_err(|error| ConfigError {
             option: ConfigOption::InstanceUrl,
-            reason: error.to_string(),
+            reason: error.text(),
         })?;
         if self.provisioning_token.trim().is_empty() {
             return refuse(ConfigOption::ProvisioningToken, "is empty");
@@ -193,7 +192,7 @@ impl DeviceConfig {
                 return Err(ConfigError {
                     option: ConfigOption::ProvisioningParameters,
                     // Quoted by hand: `{:?}` would link the Debug escaper (1.8 KB of wasm).
-                    reason: format!("the name \"{name}\" is given twice"),
+                    reason: text!("the name \"", name, "\" is given twice"),
                 });
             }
         }
@@ -211,9 +210,11 @@ impl DeviceConfig {
             if backoff.max_ms < backoff.initial_ms {
                 return Err(ConfigError {
                     option: ConfigOption::Tunable(Tunable::RetryMaxMs),
-                    reason: format!(
-                        "{} ms is below the first retry delay ({} ms)",
-                        backoff.max_ms, backoff.initial_ms
+                    reason: text!(
+                        backoff.max_ms,
+                        " ms is below the first retry delay (",
+                        backoff.initial_ms,
+                        " ms)"
                     ),
                 });
             }
@@ -235,7 +236,7 @@ fn normalize_instance_url(url: String) -> String {
     if has_scheme || trimmed.is_empty() {
         trimmed.to_owned()
     } else {
-        format!("https://{trimmed}")
+        text!("https://", trimmed)
     }
 }
 
@@ -342,7 +343,7 @@ impl Tunable {
         }
         Err(ConfigError {
             option: ConfigOption::Tunable(self),
-            reason: format!("{value} is not from {least} to {most}"),
+            reason: text!(value, " is not from ", least, " to ", most),
         })
     }
 
@@ -384,14 +385,21 @@ pub enum ConfigOption {
 }
 
 /// A configuration the device cannot start with.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("{reason}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     /// Which option.
     pub option: ConfigOption,
     /// Why, without the option's name.
     pub reason: String,
 }
+
+impl Describe for ConfigError {
+    fn describe(&self, out: &mut String) {
+        put!(out, self.reason);
+    }
+}
+
+described!(ConfigError);
 
 #[cfg(test)]
 mod tests {

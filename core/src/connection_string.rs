@@ -12,9 +12,8 @@ use crate::prelude::*;
 
 use core::fmt;
 
-use thiserror::Error;
-
 use crate::excerpt::excerpt;
+use crate::text::Describe;
 
 /// What the `SharedAccessSignature` value starts with (it doubles as the MQTT password).
 const SAS_PREFIX: &str = "SharedAccessSignature ";
@@ -33,45 +32,67 @@ pub struct ConnectionString {
 }
 
 /// Why a text is not a connection string this module can use.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConnectionStringError {
     /// A required part (`HostName`, `DeviceId` or `SharedAccessSignature`) is absent.
-    #[error("connection string has no {part} part")]
     MissingPart {
         /// The name of the absent part.
         part: &'static str,
     },
     /// A required part appears more than once, so it is unclear which one counts.
-    #[error("connection string has more than one {part} part")]
     DuplicatePart {
         /// The name of the repeated part.
         part: &'static str,
     },
     /// A part has no `=` between its name and its value.
-    #[error("connection string part {index} (counting from 0) has no '=' between name and value")]
     PartWithoutValue {
         /// The position of the part among the `;`-separated parts.
         index: usize,
     },
     /// A required part has an empty value.
-    #[error("connection string part {part} is empty")]
     EmptyValue {
         /// The name of the empty part.
         part: &'static str,
     },
     /// `DeviceId` is not `<workspaceId>:<deviceId>` with both sides non-empty.
-    #[error("connection string DeviceId '{value}' is not of the form <workspaceId>:<deviceId>")]
     InvalidDeviceId {
         /// The `DeviceId` value, shortened to its first 64 characters and `…` when longer.
         value: String,
     },
     /// `SharedAccessSignature` does not start with `SharedAccessSignature `.
-    #[error(
-        "connection string SharedAccessSignature value does not start with \"SharedAccessSignature \""
-    )]
     InvalidSignature,
 }
+
+impl Describe for ConnectionStringError {
+    fn describe(&self, out: &mut String) {
+        match self {
+            Self::MissingPart { part } => put!(out, "connection string has no ", part, " part"),
+            Self::DuplicatePart { part } => {
+                put!(out, "connection string has more than one ", part, " part")
+            }
+            Self::PartWithoutValue { index } => put!(
+                out,
+                "connection string part ",
+                index,
+                " (counting from 0) has no '=' between name and value"
+            ),
+            Self::EmptyValue { part } => put!(out, "connection string part ", part, " is empty"),
+            Self::InvalidDeviceId { value } => put!(
+                out,
+                "connection string DeviceId '",
+                value,
+                "' is not of the form <workspaceId>:<deviceId>"
+            ),
+            Self::InvalidSignature => put!(
+                out,
+                "connection string SharedAccessSignature value does not start with \"SharedAccessSignature \""
+            ),
+        }
+    }
+}
+
+described!(ConnectionStringError);
 
 impl ConnectionString {
     /// Parses a `connectionString` from the `register` response.

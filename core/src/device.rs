@@ -13,7 +13,6 @@ use crate::prelude::*;
 use alloc::collections::VecDeque;
 
 use serde::Serialize;
-use thiserror::Error;
 
 use crate::cleartext::check_url;
 use crate::clock::Clock;
@@ -42,6 +41,7 @@ use crate::saved::{SavedState, StateSaves};
 use crate::store::{
     OutboxMeta, Record, Seq, StoreError, StoreOperation, StoreRecovery, StoreRequest, new_origin,
 };
+use crate::text::Describe;
 use crate::token::{ConnectionInfo, Credentials, CredentialsEvent, RegistrationToken};
 use crate::twin::{Twin, TwinError, TwinEvent, TwinState};
 use crate::upload::{Upload, UploadEvent};
@@ -203,17 +203,38 @@ pub enum Output {
 }
 
 /// Why a message was not accepted.
-#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendError {
     /// The message itself is invalid.
-    #[error(transparent)]
-    Message(#[from] MessageError),
+    Message(MessageError),
     /// The outbox is full.
-    #[error(transparent)]
-    Outbox(#[from] OutboxError),
+    Outbox(OutboxError),
     /// The device was stopped.
-    #[error("the device is stopped")]
     Stopped,
+}
+
+impl Describe for SendError {
+    fn describe(&self, out: &mut String) {
+        match self {
+            Self::Message(error) => error.describe(out),
+            Self::Outbox(error) => error.describe(out),
+            Self::Stopped => put!(out, "the device is stopped"),
+        }
+    }
+}
+
+described!(SendError);
+
+impl From<MessageError> for SendError {
+    fn from(error: MessageError) -> Self {
+        Self::Message(error)
+    }
+}
+
+impl From<OutboxError> for SendError {
+    fn from(error: OutboxError) -> Self {
+        Self::Outbox(error)
+    }
 }
 
 impl Reason for SendError {
@@ -858,7 +879,7 @@ impl Device {
         if let Err(refused) = check_url(&call.url) {
             // Never sent: answered at once, as a failure the sub-machine will not retry.
             self.requests.insert(id.0, (owner, call.kind, u64::MAX));
-            let failure = RequestFailure::Insecure(refused.to_string());
+            let failure = RequestFailure::Insecure(refused.text());
             return self.route_response(self.clock.now(), id, Err(failure));
         }
         // The deadline is set when the request leaves (see `poll_output`): until then it has
@@ -956,7 +977,11 @@ impl Device {
         let request = ProvisioningRequest {
             instance_url: self.config.instance_url.clone(),
             provisioning_token: self.config.provisioning_token.clone(),
-            device_id: self.config.device_id.as_ref().map(|d| d.to_string()),
+            device_id: self
+                .config
+                .device_id
+                .as_ref()
+                .map(|d| d.as_str().to_owned()),
             parameters: self.config.provisioning_parameters.clone(),
             poll_interval_ms: self.config.provisioning_poll_interval_ms,
         };
@@ -1166,8 +1191,10 @@ fn oversized_answer(answer: HttpResponse) -> Result<HttpResponse, RequestFailure
     if answer.body.len() <= MAX_ANSWER_BYTES as usize {
         Ok(answer)
     } else if (200..300).contains(&answer.status) {
-        Err(RequestFailure::Malformed(format!(
-            "it is longer than the {MAX_ANSWER_BYTES} bytes the device reads"
+        Err(RequestFailure::Malformed(text!(
+            "it is longer than the ",
+            MAX_ANSWER_BYTES,
+            " bytes the device reads"
         )))
     } else {
         Ok(HttpResponse {

@@ -8,7 +8,7 @@ pub(crate) fn excerpt(text: &str, max_chars: usize) -> String {
     match text.char_indices().nth(max_chars) {
         // `get`, not indexing: the cut is a character boundary anyway, and indexing would link
         // the string slicing panic (with char and range formatting) into the browser bundle.
-        Some((cut, _)) => format!("{}…", text.get(..cut).unwrap_or_default()),
+        Some((cut, _)) => text!(text.get(..cut).unwrap_or_default(), '…'),
         None => text.to_owned(),
     }
 }

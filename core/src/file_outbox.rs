@@ -40,6 +40,7 @@ use alloc::collections::BTreeMap;
 
 use crate::device::Input;
 use crate::store::{OutboxMeta, Record, Seq, StoreError, StoreRecovery, StoreRequest};
+use crate::text::Zeros;
 
 /// The file holding the origin id.
 pub const ORIGIN_FILE: &str = "origin";
@@ -201,7 +202,7 @@ struct Segment {
 
 /// The name of the segment whose first record is `first`.
 fn segment_name(first: Seq) -> String {
-    format!("seg-{first:020}.log")
+    text!("seg-", Zeros(first, 20), ".log")
 }
 
 /// The first sequence number of the segment named `name`, if it is one.
@@ -245,13 +246,16 @@ fn read_frames(bytes: &[u8]) -> (Vec<(u64, &[u8])>, Option<BadFrame>) {
         if len > MAX_FRAME {
             return (
                 frames,
-                Some((at as u64, format!("frame length {len} is corrupt"))),
+                Some((at as u64, text!("frame length ", len, " is corrupt"))),
             );
         }
         if rest.len() < header + len {
-            let reason = format!(
-                "torn record: {} of {len} bytes present",
-                rest.len() - header
+            let reason = text!(
+                "torn record: ",
+                rest.len() - header,
+                " of ",
+                len,
+                " bytes present"
             );
             return (frames, Some((at as u64, reason)));
         }
@@ -357,7 +361,7 @@ impl FileOutboxOpener {
             let in_order = self.entries.last().is_none_or(|last| last.seq < seq);
             if seq == Seq::MAX || !in_order {
                 valid = offset - FRAME_HEADER;
-                reason = Some(format!("record {index} has an invalid sequence number"));
+                reason = Some(text!("record ", index, " has an invalid sequence number"));
                 break;
             }
             self.entries.push(Entry {
@@ -580,7 +584,7 @@ impl FileOutbox {
                     .collect();
                 ops.push(FileOp::Replace {
                     file: RESERVED_FILE.into(),
-                    bytes: reserved.to_string().into_bytes(),
+                    bytes: text!(reserved).into_bytes(),
                 });
                 FileJob {
                     ops,

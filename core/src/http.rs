@@ -172,7 +172,7 @@ pub(crate) fn classify_platform(
 
 /// Joins the Platform's base URL and an absolute path, tolerating a trailing slash.
 pub(crate) fn join_url(base: &str, path: &str) -> String {
-    format!("{}{}", base.trim_end_matches('/'), path)
+    text!(base.trim_end_matches('/'), path)
 }
 
 /// An HTTP call a sub-machine wants made; the facade gives it an id and a deadline.
@@ -199,7 +199,7 @@ impl HttpCall {
             method,
             url,
             headers: vec![
-                ("Authorization".into(), format!("DeviceToken {token}")),
+                ("Authorization".into(), text!("DeviceToken ", token)),
                 ("Content-Type".into(), "application/json".into()),
             ],
             body: body.to_json().into_bytes(),

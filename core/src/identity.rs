@@ -11,9 +11,8 @@ use core::borrow::Borrow;
 use core::fmt;
 use core::str::FromStr;
 
-use thiserror::Error;
-
 use crate::excerpt::excerpt;
+use crate::text::Describe;
 
 /// The fewest characters a device ID may have.
 pub const DEVICE_ID_MIN_LEN: usize = 4;
@@ -25,13 +24,10 @@ pub const DEVICE_ID_MAX_LEN: usize = 90;
 pub struct DeviceId(String);
 
 /// Why a text is not a valid [`DeviceId`].
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DeviceIdError {
     /// The text has fewer than [`DEVICE_ID_MIN_LEN`] characters.
-    #[error(
-        "device id '{input}' is too short: {len} characters, at least {DEVICE_ID_MIN_LEN} are required"
-    )]
     TooShort {
         /// The rejected text.
         input: String,
@@ -39,9 +35,6 @@ pub enum DeviceIdError {
         len: usize,
     },
     /// The text has more than [`DEVICE_ID_MAX_LEN`] characters.
-    #[error(
-        "device id '{input}' is too long: {len} characters, at most {DEVICE_ID_MAX_LEN} are allowed"
-    )]
     TooLong {
         /// The rejected text, shortened to its first 100 characters and `…` when longer.
         input: String,
@@ -49,10 +42,6 @@ pub enum DeviceIdError {
         len: usize,
     },
     /// The text contains a character outside `0-9 a-z A-Z - _ .`.
-    #[error(
-        "device id '{input}' has the invalid character '{character}' at position {position}: \
-         only 0-9, a-z, A-Z, '-', '_' and '.' are allowed"
-    )]
     InvalidCharacter {
         /// The rejected text, shortened to its first 100 characters and `…` when longer.
         input: String,
@@ -62,6 +51,49 @@ pub enum DeviceIdError {
         position: usize,
     },
 }
+
+impl Describe for DeviceIdError {
+    fn describe(&self, out: &mut String) {
+        match self {
+            Self::TooShort { input, len } => put!(
+                out,
+                "device id '",
+                input,
+                "' is too short: ",
+                len,
+                " characters, at least ",
+                DEVICE_ID_MIN_LEN,
+                " are required"
+            ),
+            Self::TooLong { input, len } => put!(
+                out,
+                "device id '",
+                input,
+                "' is too long: ",
+                len,
+                " characters, at most ",
+                DEVICE_ID_MAX_LEN,
+                " are allowed"
+            ),
+            Self::InvalidCharacter {
+                input,
+                character,
+                position,
+            } => put!(
+                out,
+                "device id '",
+                input,
+                "' has the invalid character '",
+                character,
+                "' at position ",
+                position,
+                ": only 0-9, a-z, A-Z, '-', '_' and '.' are allowed"
+            ),
+        }
+    }
+}
+
+described!(DeviceIdError);
 
 impl DeviceId {
     /// Checks `text` against the Platform's rule and wraps it.

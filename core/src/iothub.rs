@@ -23,7 +23,14 @@ pub(crate) const MQTT_API_VERSION: &str = "2018-06-30";
 
 /// The topic a telemetry message is published on, with its URL-encoded property bag.
 pub(crate) fn telemetry_topic(workspace_id: &str, device_id: &str, bag: &str) -> String {
-    format!("devices/{workspace_id}:{device_id}/messages/events/{bag}")
+    text!(
+        "devices/",
+        workspace_id,
+        ':',
+        device_id,
+        "/messages/events/",
+        bag
+    )
 }
 
 /// The subscriptions of every connection of client `client_id` (`<workspace>:<device>`): the
@@ -36,7 +43,7 @@ pub(crate) fn subscriptions(client_id: &str) -> Vec<(String, QoS)> {
             QoS::AtMostOnce,
         ),
         (
-            format!("devices/{client_id}/messages/devicebound/#"),
+            text!("devices/", client_id, "/messages/devicebound/#"),
             QoS::AtLeastOnce,
         ),
     ]
@@ -111,14 +118,14 @@ pub(crate) fn endpoint_for(
             url: endpoints
                 .web_socket
                 .clone()
-                .unwrap_or_else(|| format!("wss://{host_name}/$iothub/websocket")),
+                .unwrap_or_else(|| text!("wss://", host_name, "/$iothub/websocket")),
         },
     }
 }
 
 /// The base URL of the device's file-upload endpoints when the Platform announces none.
 pub(crate) fn default_upload_base(host_name: &str) -> String {
-    format!("https://{host_name}")
+    text!("https://", host_name)
 }
 
 /// `host:port` (the host possibly in brackets) split in two.

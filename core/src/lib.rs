@@ -93,10 +93,12 @@ extern crate std;
 mod prelude {
     pub(crate) use alloc::borrow::ToOwned;
     pub(crate) use alloc::boxed::Box;
-    pub(crate) use alloc::format;
-    pub(crate) use alloc::string::{String, ToString};
+    pub(crate) use alloc::string::String;
     pub(crate) use alloc::vec;
     pub(crate) use alloc::vec::Vec;
+    // Tests only: the core's own texts are written with `text!` (see `text`).
+    #[cfg(test)]
+    pub(crate) use alloc::{format, string::ToString};
 }
 
 /// serde_json's `json!`, as a core JSON value: for the unit tests, and defined before the
@@ -108,6 +110,9 @@ macro_rules! value {
     };
 }
 
+// First: its macros (`text!`, `put!`, `described!`) are seen only by the modules after it.
+#[macro_use]
+mod text;
 mod backoff;
 mod cleartext;
 mod clock;
@@ -175,5 +180,6 @@ pub use reason::{
 pub use store::{
     MemoryStore, OutboxMeta, Record, Seq, StoreError, StoreOperation, StoreRecovery, StoreRequest,
 };
+pub use text::{Describe, Piece};
 pub use token::{ConnectionInfo, RegistrationToken};
 pub use twin::{TwinConfig, TwinError, TwinState, parse_reported_patch};

@@ -9,7 +9,7 @@
 
 use crate::prelude::*;
 
-use thiserror::Error;
+use crate::text::Describe;
 
 /// How a stream sender compresses payloads. Compressed data is sent only when smaller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -50,11 +50,10 @@ pub struct MessageOptions {
 }
 
 /// Why a message could not be accepted into the outbox.
-#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MessageError {
     /// A property value is too long for the MQTT topic it travels in.
-    #[error("{name} is {len} bytes long; at most {max} bytes are allowed")]
     PropertyTooLong {
         /// Which property.
         name: &'static str,
@@ -64,16 +63,11 @@ pub enum MessageError {
         max: usize,
     },
     /// A completion marker needs the id it completes.
-    #[error("{0} is required")]
     MissingId(&'static str),
     /// The stream asks for compression and the device has no Brotli encoder: the build left it
     /// out and the host lent none.
-    #[error(
-        "compression was asked for, but this build has no Brotli encoder and none was lent to it"
-    )]
     CompressionUnavailable,
     /// The payload is larger than a message may be ([`MAX_PAYLOAD_BYTES`]).
-    #[error("the payload is {len} bytes long; at most {max} bytes are allowed")]
     PayloadTooLarge {
         /// Its length in bytes.
         len: usize,
@@ -81,6 +75,37 @@ pub enum MessageError {
         max: usize,
     },
 }
+
+impl Describe for MessageError {
+    fn describe(&self, out: &mut String) {
+        match self {
+            Self::PropertyTooLong { name, len, max } => put!(
+                out,
+                name,
+                " is ",
+                len,
+                " bytes long; at most ",
+                max,
+                " bytes are allowed"
+            ),
+            Self::MissingId(name) => put!(out, name, " is required"),
+            Self::CompressionUnavailable => put!(
+                out,
+                "compression was asked for, but this build has no Brotli encoder and none was lent to it"
+            ),
+            Self::PayloadTooLarge { len, max } => put!(
+                out,
+                "the payload is ",
+                len,
+                " bytes long; at most ",
+                max,
+                " bytes are allowed"
+            ),
+        }
+    }
+}
+
+described!(MessageError);
 
 /// The largest payload a message may have. Every store keeps a message as one record, and a
 /// store must be able to read back whatever it was given: the file store refuses frames larger
@@ -93,19 +118,30 @@ pub const MAX_PAYLOAD_BYTES: usize = 32 * 1024 * 1024;
 pub const MAX_RECORD_BYTES: usize = MAX_PAYLOAD_BYTES + 64 * 1024;
 
 /// Why a stored record could not be read back.
-#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RecordError {
     /// The record ends before its header does.
-    #[error("stored record is truncated")]
     Truncated,
     /// The record was written by an unknown format version.
-    #[error("stored record has unknown format version {0}")]
     UnknownVersion(u8),
     /// A property name or value is not UTF-8.
-    #[error("stored record has a property that is not valid UTF-8")]
     InvalidUtf8,
 }
+
+impl Describe for RecordError {
+    fn describe(&self, out: &mut String) {
+        match self {
+            Self::Truncated => put!(out, "stored record is truncated"),
+            Self::UnknownVersion(version) => {
+                put!(out, "stored record has unknown format version ", version)
+            }
+            Self::InvalidUtf8 => put!(out, "stored record has a property that is not valid UTF-8"),
+        }
+    }
+}
+
+described!(RecordError);
 
 /// Longest property value accepted: the whole topic must stay far below MQTT's 65,535 bytes.
 pub(crate) const MAX_PROPERTY_LEN: usize = 1_024;

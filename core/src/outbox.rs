@@ -14,8 +14,6 @@ use crate::prelude::*;
 
 use alloc::collections::VecDeque;
 
-use thiserror::Error;
-
 use crate::json::Value;
 use crate::keyed::KeyedVec;
 use crate::message::StoredMessage;
@@ -23,6 +21,7 @@ use crate::reason::{Reason, RequestFailure, RequestKind};
 use crate::store::{
     OutboxMeta, Record, Seq, StoreError, StoreRecovery, StoreRequest, is_usable_origin,
 };
+use crate::text::Describe;
 
 /// Bounds of the outbox, with the policy that applies when they are reached.
 ///
@@ -52,13 +51,10 @@ impl Default for OutboxLimits {
 }
 
 /// Why a message was not accepted into the outbox.
-#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OutboxError {
     /// Storing the message would exceed a limit of [`OutboxLimits`].
-    #[error(
-        "outbox is full: {count} messages, {bytes} bytes stored (limits: {max_messages} messages, {max_bytes} bytes)"
-    )]
     Full {
         /// Messages stored now.
         count: u64,
@@ -71,18 +67,41 @@ pub enum OutboxError {
     },
 }
 
+impl Describe for OutboxError {
+    fn describe(&self, out: &mut String) {
+        match self {
+            Self::Full {
+                count,
+                bytes,
+                max_messages,
+                max_bytes,
+            } => put!(
+                out,
+                "outbox is full: ",
+                count,
+                " messages, ",
+                bytes,
+                " bytes stored (limits: ",
+                max_messages,
+                " messages, ",
+                max_bytes,
+                " bytes)"
+            ),
+        }
+    }
+}
+
+described!(OutboxError);
+
 /// Why a stored message will never be delivered.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RejectReason {
     /// The host's store failed to append it; `send` reported the same error.
-    #[error("not stored: {0}")]
     NotStored(StoreError),
     /// The stored record could not be read back.
-    #[error("stored record is unreadable: {0}")]
     Corrupt(String),
     /// The payload upload failed for good on this step: the Platform refused it, or the URL it
     /// gave breaks the cleartext rule.
-    #[error("its upload failed for good on {}: {failure}", request.as_str())]
     UploadRefused {
         /// The upload step that was refused.
         request: RequestKind,
@@ -90,15 +109,10 @@ pub enum RejectReason {
         failure: Box<RequestFailure>,
     },
     /// The message does not fit in an MQTT packet.
-    #[error("message cannot be encoded: {0}")]
     Unencodable(String),
     /// Every connection that carried it ended before its acknowledgement, again and again for
     /// a long time: the gateway refuses it (MQTT 3.1.1 can only say so by closing), and it
     /// would otherwise hold up every message behind it forever.
-    #[error(
-        "the gateway closed the connection {attempts} times in a row, over {minutes} minutes, \
-         after receiving it and before acknowledging it"
-    )]
     RefusedByGateway {
         /// Connections that ended with it unacknowledged, in a row.
         attempts: u32,
@@ -106,6 +120,35 @@ pub enum RejectReason {
         minutes: u64,
     },
 }
+
+impl Describe for RejectReason {
+    fn describe(&self, out: &mut String) {
+        match self {
+            Self::NotStored(error) => put!(out, "not stored: ", error),
+            Self::Corrupt(why) => put!(out, "stored record is unreadable: ", why),
+            Self::UploadRefused { request, failure } => {
+                put!(
+                    out,
+                    "its upload failed for good on ",
+                    request.as_str(),
+                    ": ",
+                    **failure
+                )
+            }
+            Self::Unencodable(why) => put!(out, "message cannot be encoded: ", why),
+            Self::RefusedByGateway { attempts, minutes } => put!(
+                out,
+                "the gateway closed the connection ",
+                attempts,
+                " times in a row, over ",
+                minutes,
+                " minutes, after receiving it and before acknowledging it"
+            ),
+        }
+    }
+}
+
+described!(RejectReason);
 
 impl Reason for RejectReason {
     fn code(&self) -> &'static str {
@@ -285,7 +328,7 @@ impl Outbox {
             file: "origin".into(),
             valid_bytes: 0,
             cut_bytes: 0,
-            reason: format!("{why}: new messages are numbered under a new origin"),
+            reason: text!(why, ": new messages are numbered under a new origin"),
         });
         // Without both, a new origin starts a namespace none of those numbers can collide with.
         let origin_saved = usable && meta.reserved.is_some();
@@ -465,7 +508,7 @@ impl Outbox {
                 continue;
             }
             let message = StoredMessage::decode(&record.data)
-                .map_err(|error| RejectReason::Corrupt(error.to_string()));
+                .map_err(|error| RejectReason::Corrupt(error.text()));
             self.push_slot(record.seq, SlotState::Ready, record.data.len(), message);
             self.load_from = record.seq + 1;
         }

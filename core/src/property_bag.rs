@@ -10,20 +10,16 @@
 use crate::prelude::*;
 
 #[cfg(any(test, feature = "testing"))]
-use percent_encoding::percent_decode_str;
+use crate::text::Describe;
 #[cfg(any(test, feature = "testing"))]
-use thiserror::Error;
+use percent_encoding::percent_decode_str;
 
 #[cfg(any(test, feature = "testing"))]
 /// Why a text is not a property bag this module can read.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PropertyBagError {
     /// A `%` is not followed by two hexadecimal digits.
-    #[error(
-        "property bag has the invalid escape '{escape}' at byte {position}: \
-         '%' must be followed by two hex digits"
-    )]
     InvalidEscape {
         /// The `%` and up to two characters after it.
         escape: String,
@@ -31,7 +27,6 @@ pub enum PropertyBagError {
         position: usize,
     },
     /// A key or value decodes to bytes that are not UTF-8.
-    #[error("property bag {part} at byte {position} does not decode to valid utf-8")]
     InvalidUtf8 {
         /// `"key"` or `"value"`.
         part: &'static str,
@@ -39,6 +34,33 @@ pub enum PropertyBagError {
         position: usize,
     },
 }
+
+#[cfg(any(test, feature = "testing"))]
+impl Describe for PropertyBagError {
+    fn describe(&self, out: &mut String) {
+        match self {
+            Self::InvalidEscape { escape, position } => put!(
+                out,
+                "property bag has the invalid escape '",
+                escape,
+                "' at byte ",
+                position,
+                ": '%' must be followed by two hex digits"
+            ),
+            Self::InvalidUtf8 { part, position } => put!(
+                out,
+                "property bag ",
+                part,
+                " at byte ",
+                position,
+                " does not decode to valid utf-8"
+            ),
+        }
+    }
+}
+
+#[cfg(any(test, feature = "testing"))]
+described!(PropertyBagError);
 
 /// Writes `key=value` pairs joined by `&`, percent-encoding keys and values.
 pub fn encode_property_bag(props: &[(&str, &str)]) -> String {

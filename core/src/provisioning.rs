@@ -9,8 +9,6 @@
 
 use crate::prelude::*;
 
-use thiserror::Error;
-
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::clock::Clock;
 use crate::http::{HttpCall, HttpResponse, Method, Verdict, classify_platform, join_url};
@@ -18,6 +16,7 @@ use crate::json::{self, Object, Value};
 use crate::reason::{Reason, RequestFailure, RequestKind};
 use crate::retry_after::parse_retry_after;
 use crate::rng::Rng;
+use crate::text::Describe;
 use crate::timestamp::parse_rfc3339;
 use crate::token::RegistrationToken;
 
@@ -62,22 +61,38 @@ impl ProvisioningOperation {
 }
 
 /// Why provisioning stopped for good.
-#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProvisioningError {
     /// A technician (or the Platform) cancelled the operation.
-    #[error("provisioning operation {operation_id} was cancelled")]
     Cancelled {
         /// The cancelled operation.
         operation_id: String,
     },
     /// The Platform refused the Provisioning Token (401).
-    #[error("provisioning token is invalid, expired or revoked")]
     InvalidProvisioningToken,
     /// The Platform refused the request for good (400, an unexpected 410 and other final
     /// statuses), with its answer.
-    #[error("provisioning request refused: {0}")]
     Refused(RequestFailure),
 }
+
+impl Describe for ProvisioningError {
+    fn describe(&self, out: &mut String) {
+        match self {
+            Self::Cancelled { operation_id } => put!(
+                out,
+                "provisioning operation ",
+                operation_id,
+                " was cancelled"
+            ),
+            Self::InvalidProvisioningToken => {
+                put!(out, "provisioning token is invalid, expired or revoked")
+            }
+            Self::Refused(failure) => put!(out, "provisioning request refused: ", failure),
+        }
+    }
+}
+
+described!(ProvisioningError);
 
 impl Reason for ProvisioningError {
     fn code(&self) -> &'static str {

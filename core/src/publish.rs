@@ -16,6 +16,7 @@ use crate::mqtt::session::Session;
 use crate::outbox::{Outbox, Publishable, RejectReason};
 use crate::property_bag::encode_property_bag;
 use crate::store::Seq;
+use crate::text::Describe;
 use crate::upload::Upload;
 
 /// What publishing needs from the facade, borrowed for one [`Publisher::publish_ready`].
@@ -66,7 +67,7 @@ impl Publisher<'_> {
                 }
                 Err(error) => self
                     .outbox
-                    .reject(seq, RejectReason::Unencodable(error.to_string())),
+                    .reject(seq, RejectReason::Unencodable(error.text())),
             }
             progressed = true;
         }
@@ -75,7 +76,7 @@ impl Publisher<'_> {
 
     /// The topic and payload `next` is published with.
     fn wire_form(&self, next: &Publishable<'_>) -> (String, Vec<u8>) {
-        let seq_tag = format!("{}.{}", self.outbox.origin(), next.seq);
+        let seq_tag = text!(self.outbox.origin(), '.', next.seq);
         let externalized = next.uploaded.is_some();
         let bag = encode_property_bag(&next.message.wire_properties(externalized, &seq_tag));
         let topic = telemetry_topic(self.workspace_id, self.device_id, &bag);

@@ -2,22 +2,20 @@
 //! so that every host tells the app the same specific cause instead of a bare state change.
 //!
 //! Each reason has a stable `code` (what apps match on, the same in every host) and a
-//! human-readable message ([`core::fmt::Display`], for logs). Its JSON form, which the browser
-//! host hands to JavaScript and the WASI command prints, is `{"code": .., "message": .., ..}`
-//! with the reason's own fields beside them; see [`crate::Event::to_value`].
+//! human-readable message ([`Describe`], the same text as its `Display`, for logs). Its JSON
+//! form, which the browser host hands to JavaScript and the WASI command prints, is
+//! `{"code": .., "message": .., ..}` with the reason's own fields beside them; see
+//! [`crate::Event::to_value`].
 
 use crate::prelude::*;
-
-use core::fmt::Display;
-
-use thiserror::Error;
 
 use crate::http::HttpResponse;
 use crate::json::Value;
 use crate::mqtt::codec::ConnectReturnCode;
+use crate::text::Describe;
 
 /// A typed reason: a stable code, a message, and the reason's own fields.
-pub trait Reason: Display {
+pub trait Reason: Describe {
     /// The stable code apps match on (camelCase, the same in every host).
     fn code(&self) -> &'static str;
 
@@ -30,7 +28,7 @@ pub trait Reason: Display {
     fn to_value(&self) -> Value {
         let mut fields = vec![
             ("code", self.code().into()),
-            ("message", self.to_string().into()),
+            ("message", self.text().into()),
         ];
         fields.extend(self.details());
         Value::object(fields)
@@ -39,40 +37,56 @@ pub trait Reason: Display {
 
 /// Why a connection to the gateway ended, or never became usable. The core reconnects after a
 /// backoff delay in every case; the reason says what the app (or its user) may have to fix.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectionLoss {
     /// The gateway answered the CONNECT with this refusal (CONNACK return code 1–5). A refused
     /// credential (4, 5) also makes the device ask the Platform for a new one.
-    #[error("the gateway refused the connection: {} (CONNACK code {})", .0.reason(), .0.code())]
     Refused(ConnectReturnCode),
     /// The transport could not be opened: name resolution, TCP connect or the TLS handshake
     /// failed (the host's text says which), or the browser refused the WebSocket.
-    #[error("the gateway is unreachable: {0}")]
     Unreachable(String),
     /// An open transport was closed by the gateway, the network or the host (the host's text
     /// says how, with the WebSocket close code where there is one).
-    #[error("the connection closed: {0}")]
     Closed(String),
     /// The transport, CONNACK or SUBACK did not arrive before the connect timeout.
-    #[error("connecting timed out")]
     ConnectTimedOut,
     /// The gateway did not answer a keep-alive ping in time.
-    #[error("no answer to the keep-alive ping")]
     KeepAliveTimedOut,
     /// A published message was not acknowledged in time.
-    #[error("a publish was not acknowledged in time")]
     AckTimedOut,
     /// The gateway refused a subscription the device needs.
-    #[error("the gateway refused a subscription")]
     SubscriptionRefused,
     /// The gateway sent bytes that are not the MQTT the device expects.
-    #[error("protocol error: {0}")]
     Protocol(String),
     /// The endpoint would carry the credential unencrypted to a host that is not loopback;
     /// the device never opened it.
-    #[error("{0}")]
     Insecure(String),
 }
+
+impl Describe for ConnectionLoss {
+    fn describe(&self, out: &mut String) {
+        match self {
+            Self::Refused(code) => put!(
+                out,
+                "the gateway refused the connection: ",
+                code.reason(),
+                " (CONNACK code ",
+                code.code(),
+                ")"
+            ),
+            Self::Unreachable(why) => put!(out, "the gateway is unreachable: ", why),
+            Self::Closed(how) => put!(out, "the connection closed: ", how),
+            Self::ConnectTimedOut => put!(out, "connecting timed out"),
+            Self::KeepAliveTimedOut => put!(out, "no answer to the keep-alive ping"),
+            Self::AckTimedOut => put!(out, "a publish was not acknowledged in time"),
+            Self::SubscriptionRefused => put!(out, "the gateway refused a subscription"),
+            Self::Protocol(problem) => put!(out, "protocol error: ", problem),
+            Self::Insecure(refusal) => put!(out, refusal),
+        }
+    }
+}
+
+described!(ConnectionLoss);
 
 impl Reason for ConnectionLoss {
     fn code(&self) -> &'static str {
@@ -132,11 +146,10 @@ impl RequestKind {
 }
 
 /// Why one HTTP request failed.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequestFailure {
     /// The Platform, or something in between, answered with an error status. `problem_type`
     /// and `detail` come from an RFC 7807 problem body when there is one.
-    #[error("{}", describe_status(*status, problem_type.as_deref(), detail.as_deref()))]
     Status {
         /// The HTTP status.
         status: u16,
@@ -147,28 +160,55 @@ pub enum RequestFailure {
     },
     /// No answer: the host's network error (name resolution, connection refused, TLS, a
     /// browser's CORS or mixed-content block), in the host's words.
-    #[error("network error: {0}")]
     Network(String),
     /// No answer before the request's deadline.
-    #[error("no answer in time")]
     TimedOut,
     /// The answer was a redirect, which the device never follows (it reaches only URLs it
     /// checked itself). `None`: the host refused it without seeing the status (a browser's
     /// opaque redirect).
-    #[error("the answer was a redirect{}, which the device does not follow", status.map(|s| format!(" (status {s})")).unwrap_or_default())]
     Redirected {
         /// The redirect's status, when the host saw it.
         status: Option<u16>,
     },
     /// The URL would carry a token unencrypted to a host that is not loopback; the request
     /// was never made.
-    #[error("{0}")]
     Insecure(String),
     /// The answer was a success whose body the device could not read (not JSON, a field
     /// missing or of the wrong form); the request is made again later.
-    #[error("the answer could not be read: {0}")]
     Malformed(String),
 }
+
+impl Describe for RequestFailure {
+    fn describe(&self, out: &mut String) {
+        match self {
+            Self::Status {
+                status,
+                problem_type,
+                detail,
+            } => {
+                put!(out, "status ", status);
+                match (detail, problem_type) {
+                    (Some(detail), _) => put!(out, ": ", detail),
+                    (None, Some(kind)) => put!(out, " (", kind, ")"),
+                    (None, None) => {}
+                }
+            }
+            Self::Network(why) => put!(out, "network error: ", why),
+            Self::TimedOut => put!(out, "no answer in time"),
+            Self::Redirected { status } => {
+                put!(out, "the answer was a redirect");
+                if let Some(status) = status {
+                    put!(out, " (status ", status, ")");
+                }
+                put!(out, ", which the device does not follow");
+            }
+            Self::Insecure(refusal) => put!(out, refusal),
+            Self::Malformed(problem) => put!(out, "the answer could not be read: ", problem),
+        }
+    }
+}
+
+described!(RequestFailure);
 
 impl Reason for RequestFailure {
     fn code(&self) -> &'static str {
@@ -229,22 +269,12 @@ impl RequestFailure {
     }
 }
 
-fn describe_status(status: u16, problem_type: Option<&str>, detail: Option<&str>) -> String {
-    match (detail, problem_type) {
-        (Some(detail), _) => format!("status {status}: {detail}"),
-        (None, Some(kind)) => format!("status {status} ({kind})"),
-        (None, None) => format!("status {status}"),
-    }
-}
-
 /// Why the device dropped its Registration Token (and provisions again, keeping its queue).
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenDiscardReason {
     /// The token's lifetime is over.
-    #[error("the registration token expired")]
     Expired,
     /// The Platform refused the token (revoked, superseded or unknown) when it was used.
-    #[error("the platform refused the registration token on {}: {failure}", request.as_str())]
     Refused {
         /// The request that was refused.
         request: RequestKind,
@@ -252,6 +282,23 @@ pub enum TokenDiscardReason {
         failure: Box<RequestFailure>,
     },
 }
+
+impl Describe for TokenDiscardReason {
+    fn describe(&self, out: &mut String) {
+        match self {
+            Self::Expired => put!(out, "the registration token expired"),
+            Self::Refused { request, failure } => put!(
+                out,
+                "the platform refused the registration token on ",
+                request.as_str(),
+                ": ",
+                **failure
+            ),
+        }
+    }
+}
+
+described!(TokenDiscardReason);
 
 impl Reason for TokenDiscardReason {
     fn code(&self) -> &'static str {

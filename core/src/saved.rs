@@ -61,18 +61,18 @@ impl SavedState {
             operation: part("operation")?
                 .map(ProvisioningOperation::from_saved)
                 .transpose()
-                .map_err(|e| format!("operation: {e}"))?,
+                .map_err(|e| text!("operation: ", e))?,
             token: part("token")?
                 .map(RegistrationToken::from_saved)
                 .transpose()
-                .map_err(|e| format!("token: {e}"))?,
+                .map_err(|e| text!("token: ", e))?,
             workspace_id: json::optional_string(&object, "workspace_id")?,
             device_id: json::optional_string(&object, "device_id")?,
         };
         let twin = part("twin")?
             .map(TwinState::from_saved)
             .transpose()
-            .map_err(|e| format!("twin: {e}"))?
+            .map_err(|e| text!("twin: ", e))?
             .unwrap_or_default();
         Ok((saved, twin))
     }

@@ -55,6 +55,7 @@ use crate::prelude::*;
 use alloc::collections::BTreeMap;
 
 use crate::reason::Reason;
+use crate::text::Describe;
 
 /// Per-device sequence number of a stored message.
 pub type Seq = u64;
@@ -219,15 +220,27 @@ impl StoreOperation {
 }
 
 /// Why a store could not perform an operation.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreError {
     /// The storage quota is exhausted (the browser's `QuotaExceededError`, a full disk).
-    #[error("the storage quota is exhausted (what was stored before is kept)")]
     QuotaExceeded,
     /// Any other storage failure, with the host's description.
-    #[error("storage failed: {0}")]
     Failed(String),
 }
+
+impl Describe for StoreError {
+    fn describe(&self, out: &mut String) {
+        match self {
+            Self::QuotaExceeded => put!(
+                out,
+                "the storage quota is exhausted (what was stored before is kept)"
+            ),
+            Self::Failed(why) => put!(out, "storage failed: ", why),
+        }
+    }
+}
+
+described!(StoreError);
 
 impl Reason for StoreError {
     fn code(&self) -> &'static str {

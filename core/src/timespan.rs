@@ -9,12 +9,10 @@
 
 use crate::prelude::*;
 
-#[cfg(any(test, feature = "testing"))]
-use core::fmt::Write as _;
-
-use thiserror::Error;
-
 use crate::excerpt::excerpt;
+use crate::text::Describe;
+#[cfg(any(test, feature = "testing"))]
+use crate::text::Zeros;
 
 const MS_PER_SECOND: u64 = 1_000;
 const MS_PER_MINUTE: u64 = 60 * MS_PER_SECOND;
@@ -22,17 +20,15 @@ const MS_PER_HOUR: u64 = 60 * MS_PER_MINUTE;
 const MS_PER_DAY: u64 = 24 * MS_PER_HOUR;
 
 /// Why a text is not a .NET `TimeSpan` this module can read.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TimeSpanError {
     /// The text does not have the shape `[-][d.]hh:mm:ss[.fffffff]`.
-    #[error("timespan '{input}' is not of the form [-][d.]hh:mm:ss[.fffffff]")]
     Malformed {
         /// The rejected text, shortened to its first 64 characters and `…` when longer.
         input: String,
     },
     /// Hours, minutes or seconds are larger than a clock allows.
-    #[error("timespan '{input}' has {value} {field}, at most {max} are allowed")]
     OutOfRange {
         /// The rejected text, shortened to its first 64 characters and `…` when longer.
         input: String,
@@ -44,12 +40,49 @@ pub enum TimeSpanError {
         max: u64,
     },
     /// The duration does not fit in a signed 64-bit count of milliseconds.
-    #[error("timespan '{input}' is too long to count in signed 64-bit milliseconds")]
     Overflow {
         /// The rejected text, shortened to its first 64 characters and `…` when longer.
         input: String,
     },
 }
+
+impl Describe for TimeSpanError {
+    fn describe(&self, out: &mut String) {
+        match self {
+            Self::Malformed { input } => put!(
+                out,
+                "timespan '",
+                input,
+                "' is not of the form [-][d.]hh:mm:ss[.fffffff]"
+            ),
+            Self::OutOfRange {
+                input,
+                field,
+                value,
+                max,
+            } => put!(
+                out,
+                "timespan '",
+                input,
+                "' has ",
+                value,
+                " ",
+                field,
+                ", at most ",
+                max,
+                " are allowed"
+            ),
+            Self::Overflow { input } => put!(
+                out,
+                "timespan '",
+                input,
+                "' is too long to count in signed 64-bit milliseconds"
+            ),
+        }
+    }
+}
+
+described!(TimeSpanError);
 
 /// Reads a .NET `TimeSpan` (`[-][d.]hh:mm:ss[.fffffff]`) as signed milliseconds.
 ///
@@ -131,13 +164,19 @@ pub fn format_timespan(ms: i64) -> String {
     if ms < 0 {
         text.push('-');
     }
-    // Writing to a String cannot fail.
     if days > 0 {
-        let _ = write!(text, "{days}.");
+        put!(&mut text, days, '.');
     }
-    let _ = write!(text, "{hours:02}:{minutes:02}:{seconds:02}");
+    put!(
+        &mut text,
+        Zeros(hours, 2),
+        ':',
+        Zeros(minutes, 2),
+        ':',
+        Zeros(seconds, 2)
+    );
     if millis > 0 {
-        let _ = write!(text, ".{millis:03}0000");
+        put!(&mut text, '.', Zeros(millis, 3), "0000");
     }
     text
 }

@@ -10,12 +10,8 @@
 
 use crate::prelude::*;
 
-#[cfg(any(test, feature = "testing"))]
-use core::fmt::Write as _;
-
-use thiserror::Error;
-
 use crate::excerpt::excerpt;
+use crate::text::{Describe, Zeros};
 
 const MS_PER_SECOND: i64 = 1_000;
 const SECONDS_PER_DAY: i64 = 86_400;
@@ -24,11 +20,10 @@ const EPOCH_SHIFT_DAYS: i64 = 719_468;
 const DAYS_PER_ERA: i64 = 146_097;
 
 /// Why a text is not an RFC 3339 instant this module can read.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TimestampError {
     /// The text does not have the shape `YYYY-MM-DDTHH:MM:SS[.frac](Z|±hh:mm)`.
-    #[error("timestamp '{input}' is not rfc 3339: expected {expected} at byte {position}")]
     Malformed {
         /// The rejected text, shortened to its first 64 characters and `…` when longer.
         input: String,
@@ -38,13 +33,11 @@ pub enum TimestampError {
         position: usize,
     },
     /// The text ends after the time of day, so it does not say which instant it means.
-    #[error("timestamp '{input}' has no utc offset: it must end in 'Z' or ±hh:mm")]
     MissingOffset {
         /// The rejected text, shortened to its first 64 characters and `…` when longer.
         input: String,
     },
     /// The month or the day of the month does not exist (e.g. February 30).
-    #[error("timestamp '{input}' names a day that does not exist: {year:04}-{month:02}-{day:02}")]
     InvalidDate {
         /// The rejected text, shortened to its first 64 characters and `…` when longer.
         input: String,
@@ -56,7 +49,6 @@ pub enum TimestampError {
         day: u32,
     },
     /// A time-of-day or offset field is larger than a clock allows (leap seconds included).
-    #[error("timestamp '{input}' has {field} {value}, at most {max} is allowed")]
     OutOfRange {
         /// The rejected text, shortened to its first 64 characters and `…` when longer.
         input: String,
@@ -68,12 +60,78 @@ pub enum TimestampError {
         max: u32,
     },
     /// The instant is before 1970-01-01T00:00:00Z.
-    #[error("timestamp '{input}' is before 1970-01-01T00:00:00Z")]
     BeforeEpoch {
         /// The rejected text, shortened to its first 64 characters and `…` when longer.
         input: String,
     },
 }
+
+impl Describe for TimestampError {
+    fn describe(&self, out: &mut String) {
+        match self {
+            Self::Malformed {
+                input,
+                expected,
+                position,
+            } => put!(
+                out,
+                "timestamp '",
+                input,
+                "' is not rfc 3339: expected ",
+                expected,
+                " at byte ",
+                position
+            ),
+            Self::MissingOffset { input } => put!(
+                out,
+                "timestamp '",
+                input,
+                "' has no utc offset: it must end in 'Z' or ±hh:mm"
+            ),
+            Self::InvalidDate {
+                input,
+                year,
+                month,
+                day,
+            } => put!(
+                out,
+                "timestamp '",
+                input,
+                "' names a day that does not exist: ",
+                Zeros(u64::from(*year), 4),
+                "-",
+                Zeros(u64::from(*month), 2),
+                "-",
+                Zeros(u64::from(*day), 2)
+            ),
+            Self::OutOfRange {
+                input,
+                field,
+                value,
+                max,
+            } => put!(
+                out,
+                "timestamp '",
+                input,
+                "' has ",
+                field,
+                " ",
+                value,
+                ", at most ",
+                max,
+                " is allowed"
+            ),
+            Self::BeforeEpoch { input } => put!(
+                out,
+                "timestamp '",
+                input,
+                "' is before 1970-01-01T00:00:00Z"
+            ),
+        }
+    }
+}
+
+described!(TimestampError);
 
 /// Reads an RFC 3339 instant as milliseconds since the Unix epoch.
 ///
@@ -137,14 +195,23 @@ pub fn format_rfc3339(ms: u64) -> String {
     let ms_of_day = ms % 86_400_000;
     let (year, month, day) = civil_from_days(days);
     let mut text = String::with_capacity(24);
-    // Writing to a String cannot fail.
-    let _ = write!(
-        text,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        ms_of_day / 3_600_000,
-        ms_of_day / 60_000 % 60,
-        ms_of_day / 1_000 % 60,
-        ms_of_day % 1_000,
+    put!(
+        &mut text,
+        // From 1970 on: the year is never negative.
+        Zeros(year.unsigned_abs(), 4),
+        '-',
+        Zeros(u64::from(month), 2),
+        '-',
+        Zeros(u64::from(day), 2),
+        'T',
+        Zeros(ms_of_day / 3_600_000, 2),
+        ':',
+        Zeros(ms_of_day / 60_000 % 60, 2),
+        ':',
+        Zeros(ms_of_day / 1_000 % 60, 2),
+        '.',
+        Zeros(ms_of_day % 1_000, 3),
+        'Z'
     );
     text
 }

@@ -110,15 +110,16 @@ pub struct ConnectionInfo {
 impl ConnectionInfo {
     /// `<workspace>:<device>`, the MQTT client id.
     pub fn client_id(&self) -> String {
-        format!("{}:{}", self.workspace_id, self.device_id)
+        text!(self.workspace_id, ':', self.device_id)
     }
 
     /// The MQTT user name of the IoT Hub dialect.
     pub fn username(&self) -> String {
-        format!(
-            "{}/{}/?api-version={}",
+        text!(
             self.host_name,
+            '/',
             self.client_id(),
+            "/?api-version=",
             crate::iothub::MQTT_API_VERSION
         )
     }

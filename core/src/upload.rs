@@ -46,9 +46,14 @@ impl Slot {
 
     fn blob_url(&self) -> String {
         self.upload_url.clone().unwrap_or_else(|| {
-            format!(
-                "https://{}/{}/{}{}",
-                self.host_name, self.container_name, self.blob_name, self.sas_token
+            text!(
+                "https://",
+                self.host_name,
+                '/',
+                self.container_name,
+                '/',
+                self.blob_name,
+                self.sas_token
             )
         })
     }
@@ -102,7 +107,7 @@ impl Upload {
     ) -> Self {
         Self {
             seq,
-            blob_name: format!("{origin}-{seq}"),
+            blob_name: text!(origin, '-', seq),
             payload,
             step: Step::Request { at: now },
             backoff: Backoff::new(backoff),
@@ -132,7 +137,7 @@ impl Upload {
                 self.call = Some(HttpCall {
                     kind: RequestKind::UploadSlot,
                     method: Method::Post,
-                    url: format!("{base}/devices/{device}/files?{API_VERSION}"),
+                    url: text!(base, "/devices/", device, "/files?", API_VERSION),
                     headers: vec![auth, json],
                     body: Value::object([("blobName", self.blob_name.as_str().into())])
                         .to_json()
@@ -154,7 +159,13 @@ impl Upload {
                 self.call = Some(HttpCall {
                     kind: RequestKind::UploadNotify,
                     method: Method::Post,
-                    url: format!("{base}/devices/{device}/files/notifications?{API_VERSION}"),
+                    url: text!(
+                        base,
+                        "/devices/",
+                        device,
+                        "/files/notifications?",
+                        API_VERSION
+                    ),
                     headers: vec![auth, json],
                     body: Value::object([
                         ("correlationId", slot.correlation_id.as_str().into()),

@@ -32,8 +32,7 @@
 extern crate alloc;
 
 use alloc::borrow::ToOwned;
-use alloc::format;
-use alloc::string::{String, ToString};
+use alloc::string::String;
 use alloc::vec::Vec;
 
 /// A panic is a bug, never an answer to input: the module traps (a `RuntimeError` in
@@ -53,10 +52,10 @@ pub use node::FileOutbox;
 use js_sys::{Array, Reflect, Uint8Array};
 use vdev_core::json::{self, Value};
 use vdev_core::{
-    BrotliEncoder, Compression, ConfigError, ConfigOption, ConnectionId, Device, DeviceConfig,
-    DeviceId, Endpoint, HttpResponse, Input, MessageOptions, OutboxMeta, Output, Reason, Record,
-    RequestId, SendError, SendSettlement, Seq, StoreError, StoreRequest, StreamOptions, Transport,
-    Tunable, parse_reported_patch,
+    BrotliEncoder, Compression, ConfigError, ConfigOption, ConnectionId, Describe, Device,
+    DeviceConfig, DeviceId, Endpoint, HttpResponse, Input, MessageOptions, OutboxMeta, Output,
+    Piece, Reason, Record, RequestId, SendError, SendSettlement, Seq, StoreError, StoreRequest,
+    StreamOptions, Transport, Tunable, parse_reported_patch,
 };
 use wasm_bindgen::prelude::*;
 
@@ -103,15 +102,20 @@ impl Core {
             Some("tcp") => Transport::Tcp,
             Some("tls") => Transport::Tls,
             Some(other) => {
-                return Err(JsError::new(&format!(
-                    "option transport: \"{other}\" is not tcp, tls or websocket"
-                )));
+                return Err(JsError::new(
+                    &[
+                        "option transport: \"",
+                        other,
+                        "\" is not tcp, tls or websocket",
+                    ]
+                    .concat(),
+                ));
             }
         };
         config.device_id = text("deviceId")
             .map(|id| DeviceId::parse(&id))
             .transpose()
-            .map_err(|e| JsError::new(&format!("option deviceId: {e}")))?;
+            .map_err(|e| JsError::new(&["option deviceId: ", &e.text()].concat()))?;
         if let Some(parameters) = text("provisioningParameters") {
             config.provisioning_parameters = string_record(&parameters).ok_or_else(|| {
                 JsError::new("option provisioningParameters: must be an object of strings")
@@ -427,7 +431,7 @@ impl Core {
         parse_reported_patch(patch.as_bytes())
             .and_then(|patch| self.device.update_reported_properties(now as u64, patch))
             .map(|revision| revision as f64)
-            .map_err(|e| coded_error(e.code(), &e.to_string()))
+            .map_err(|e| coded_error(e.code(), &e.text()))
     }
 
     /// Disconnects and stops all activity; queued messages stay in the store.
@@ -648,7 +652,7 @@ impl Json {
     }
 
     fn number(&mut self, name: &str, value: u64) {
-        write_number(self.key(name), value);
+        value.put(self.key(name));
     }
 
     fn optional_number(&mut self, name: &str, value: Option<u64>) {
@@ -673,23 +677,6 @@ impl Json {
     }
 }
 
-/// A number in decimal, by hand: `u64`'s `Display` would bring `core::fmt` into this path.
-fn write_number(out: &mut String, mut value: u64) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    for &digit in &digits[start..] {
-        out.push(char::from(digit));
-    }
-}
-
 /// The sends an event settles: {first, last, error?}, `error` being the store's reason
 /// ({code, message}) when the messages were not stored.
 fn write_settlement(out: &mut String, settlement: SendSettlement) {
@@ -700,7 +687,7 @@ fn write_settlement(out: &mut String, settlement: SendSettlement) {
     if let SendSettlement::NotStored { error, .. } = settlement {
         let mut reason = Json::object();
         reason.text("code", error.code());
-        reason.text("message", &error.to_string());
+        reason.text("message", &error.text());
         json.key("error").push_str(&reason.end());
     }
     out.push_str(&json.end());
@@ -730,7 +717,7 @@ fn write_store_request(json: &mut Json, request: &StoreRequest) {
                 } else {
                     ",{\"seq\":"
                 });
-                write_number(out, record.seq);
+                record.seq.put(out);
                 out.push('}');
             }
             out.push(']');
@@ -753,7 +740,7 @@ fn write_store_request(json: &mut Json, request: &StoreRequest) {
                 if index > 0 {
                     out.push(',');
                 }
-                write_number(out, *seq);
+                seq.put(out);
             }
             out.push(']');
             json.number("bytes", *bytes);
@@ -784,7 +771,7 @@ fn queued(result: Result<Seq, SendError>) -> Result<f64, JsValue> {
 /// The error of a refused send. Not inlined: three calls share it (a few hundred bytes each).
 #[inline(never)]
 fn refused(error: SendError) -> JsValue {
-    coded_error(error.code(), &error.to_string())
+    coded_error(error.code(), &error.text())
 }
 
 /// An `Error` whose `name` is the API's error code (the host makes it a `VdevError`).

@@ -9,6 +9,7 @@
 use crate::prelude::*;
 
 use super::{Map, Value};
+use crate::text::{Describe, Piece};
 
 /// A JSON object.
 pub(crate) type Object = Map;
@@ -17,8 +18,8 @@ pub(crate) type Object = Map;
 pub(crate) fn parse_object(bytes: &[u8]) -> Result<Object, String> {
     match Value::parse(bytes) {
         Ok(Value::Object(object)) => Ok(object),
-        Ok(other) => Err(format!("expected a JSON object, found {}", kind(&other))),
-        Err(error) => Err(error.to_string()),
+        Ok(other) => Err(text!("expected a JSON object, found ", kind(&other))),
+        Err(error) => Err(error.text()),
     }
 }
 
@@ -35,7 +36,18 @@ fn kind(value: &Value) -> &'static str {
 }
 
 fn wrong_type(key: &str, expected: &str, found: &Value) -> String {
-    format!("field `{key}`: expected {expected}, found {}", kind(found))
+    text!(
+        "field `",
+        key,
+        "`: expected ",
+        expected,
+        ", found ",
+        kind(found)
+    )
+}
+
+fn missing(key: &str) -> String {
+    text!("missing field `", key, '`')
 }
 
 /// The field `key`, unless it is missing or `null`.
@@ -45,7 +57,7 @@ fn present<'a>(object: &'a Object, key: &str) -> Option<&'a Value> {
 
 /// A required string field.
 pub(crate) fn string(object: &Object, key: &str) -> Result<String, String> {
-    optional_string(object, key)?.ok_or_else(|| format!("missing field `{key}`"))
+    optional_string(object, key)?.ok_or_else(|| missing(key))
 }
 
 /// An optional string field.
@@ -59,7 +71,7 @@ pub(crate) fn optional_string(object: &Object, key: &str) -> Result<Option<Strin
 
 /// A required unsigned integer field.
 pub(crate) fn unsigned(object: &Object, key: &str) -> Result<u64, String> {
-    optional_unsigned(object, key)?.ok_or_else(|| format!("missing field `{key}`"))
+    optional_unsigned(object, key)?.ok_or_else(|| missing(key))
 }
 
 /// An optional unsigned integer field.
@@ -75,8 +87,8 @@ pub(crate) fn optional_unsigned(object: &Object, key: &str) -> Result<Option<u64
 
 /// `value` read from the field `key`, its error (a timestamp or other text that does not
 /// parse) named after the field.
-pub(crate) fn read<T, E: core::fmt::Display>(key: &str, value: Result<T, E>) -> Result<T, String> {
-    value.map_err(|error| format!("field `{key}`: {error}"))
+pub(crate) fn read<T, E: Piece>(key: &str, value: Result<T, E>) -> Result<T, String> {
+    value.map_err(|error| text!("field `", key, "`: ", error))
 }
 
 /// An optional object field.

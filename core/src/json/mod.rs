@@ -304,12 +304,12 @@ macro_rules! from_integer {
     ($($integer:ty),*) => {$(
         impl From<$integer> for Value {
             fn from(value: $integer) -> Self {
-                Self::Number(Number(value.to_string()))
+                Self::Number(Number::from(value))
             }
         }
         impl From<$integer> for Number {
             fn from(value: $integer) -> Self {
-                Number(value.to_string())
+                Number(text!(value))
             }
         }
     )*};
@@ -325,8 +325,10 @@ impl Number {
     /// express.
     pub fn from_f64(value: f64) -> Option<Self> {
         // Debug, not Display: it keeps `1.0` a float and writes large and small magnitudes with
-        // an exponent, which JSON accepts.
-        value.is_finite().then(|| Self(format!("{value:?}")))
+        // an exponent, which JSON accepts. The one use of `core::fmt` left in the core: the
+        // shortest text that reads back as the same float is no job for `text!`, and only
+        // serde's `visit_f64` (JSON from a serde deserializer) comes here.
+        value.is_finite().then(|| Self(alloc::format!("{value:?}")))
     }
 
     /// The text, e.g. `-12.5e3`.

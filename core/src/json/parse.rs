@@ -2,21 +2,33 @@
 
 use crate::prelude::*;
 
-use thiserror::Error;
-
 use super::{Map, Number, Value};
+use crate::text::Describe;
 
 /// How deeply arrays and objects may nest (serde_json's limit too): deeper input is refused
 /// instead of exhausting the stack.
 const MAX_DEPTH: u32 = 128;
 
 /// Why a text is not JSON, and where.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("invalid json: {problem} at byte {position}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError {
     problem: &'static str,
     position: usize,
 }
+
+impl Describe for ParseError {
+    fn describe(&self, out: &mut String) {
+        put!(
+            out,
+            "invalid json: ",
+            self.problem,
+            " at byte ",
+            self.position
+        );
+    }
+}
+
+described!(ParseError);
 
 impl ParseError {
     /// What is wrong, e.g. "expected a value".

@@ -19,7 +19,7 @@
 
 use crate::prelude::*;
 
-use thiserror::Error;
+use crate::text::{Describe, Hex};
 
 /// Largest remaining length MQTT can express (four bytes of variable-length integer).
 pub const MAX_REMAINING_LENGTH: usize = 268_435_455;
@@ -239,11 +239,10 @@ pub enum Packet {
 }
 
 /// Why a packet could not be encoded. Nothing is appended to the output when encoding fails.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum EncodeError {
     /// A string or binary field does not fit the two-byte length prefix.
-    #[error("{field} is {len} bytes, longer than the 65,535 bytes mqtt allows")]
     FieldTooLong {
         /// Which field (for example "topic" or "password").
         field: &'static str,
@@ -251,62 +250,101 @@ pub enum EncodeError {
         len: usize,
     },
     /// A string contains U+0000, which MQTT forbids in every string.
-    #[error("{field} contains the character u+0000, which mqtt forbids")]
     NullCharacter {
         /// Which field.
         field: &'static str,
     },
     /// A topic name or topic filter is empty; MQTT requires at least one character.
-    #[error("{field} is empty, but mqtt topics and filters need at least one character")]
     EmptyTopic {
         /// Which field.
         field: &'static str,
     },
     /// A PUBLISH topic contains `+` or `#`, which only subscriptions may use.
-    #[error("publish topic '{0}' contains a wildcard (+ or #)")]
     WildcardInTopic(String),
     /// A packet id is 0, which MQTT reserves.
-    #[error("packet id 0 is not allowed")]
     PacketIdZero,
     /// A PUBLISH has a packet id with QoS 0, or none with QoS 1.
-    #[error("a publish needs a packet id exactly when its qos is at least once")]
     PacketIdQoSMismatch,
     /// A QoS 0 PUBLISH has the dup flag set.
-    #[error("the dup flag is only allowed on a qos 1 publish")]
     DupWithoutQoS,
     /// A CONNECT has a password but no user name, which MQTT 3.1.1 does not allow.
-    #[error("a password needs a user name in mqtt 3.1.1")]
     PasswordWithoutUsername,
     /// A CONNACK refusing the connection claims a session is present.
-    #[error("a connack that refuses the connection cannot report a session present")]
     SessionPresentOnRefusal,
     /// A SUBSCRIBE, SUBACK or UNSUBSCRIBE has no entries.
-    #[error("{packet} must carry at least one entry")]
     EmptyList {
         /// Which packet ("subscribe", "suback" or "unsubscribe").
         packet: &'static str,
     },
     /// The packet does not fit the MQTT size limit.
-    #[error("packet body of {size} bytes is larger than the 268,435,455-byte mqtt limit")]
     PacketTooLarge {
         /// Remaining length the packet would need.
         size: usize,
     },
 }
 
+impl Describe for EncodeError {
+    fn describe(&self, out: &mut String) {
+        match self {
+            Self::FieldTooLong { field, len } => put!(
+                out,
+                field,
+                " is ",
+                len,
+                " bytes, longer than the 65,535 bytes mqtt allows"
+            ),
+            Self::NullCharacter { field } => put!(
+                out,
+                field,
+                " contains the character u+0000, which mqtt forbids"
+            ),
+            Self::EmptyTopic { field } => put!(
+                out,
+                field,
+                " is empty, but mqtt topics and filters need at least one character"
+            ),
+            Self::WildcardInTopic(topic) => put!(
+                out,
+                "publish topic '",
+                topic,
+                "' contains a wildcard (+ or #)"
+            ),
+            Self::PacketIdZero => put!(out, "packet id 0 is not allowed"),
+            Self::PacketIdQoSMismatch => put!(
+                out,
+                "a publish needs a packet id exactly when its qos is at least once"
+            ),
+            Self::DupWithoutQoS => put!(out, "the dup flag is only allowed on a qos 1 publish"),
+            Self::PasswordWithoutUsername => {
+                put!(out, "a password needs a user name in mqtt 3.1.1")
+            }
+            Self::SessionPresentOnRefusal => put!(
+                out,
+                "a connack that refuses the connection cannot report a session present"
+            ),
+            Self::EmptyList { packet } => put!(out, packet, " must carry at least one entry"),
+            Self::PacketTooLarge { size } => put!(
+                out,
+                "packet body of ",
+                size,
+                " bytes is larger than the 268,435,455-byte mqtt limit"
+            ),
+        }
+    }
+}
+
+described!(EncodeError);
+
 /// Why bytes could not be decoded into a [`Packet`]. Every error means the stream is unusable:
 /// MQTT has no resynchronisation, so the connection should be closed.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DecodeError {
     /// The packet type nibble is 0 or 15, which MQTT reserves.
-    #[error("unknown packet type {0}")]
     UnknownPacketType(u8),
     /// PUBREC, PUBREL or PUBCOMP: the QoS 2 flow, which vdev does not support.
-    #[error("packet type {0} belongs to the qos 2 flow, which is not supported")]
     UnsupportedPacketType(u8),
     /// The low nibble of the first byte is not what the packet type requires.
-    #[error("fixed header flags {flags:#04x} are wrong for packet type {packet_type}")]
     InvalidFixedHeaderFlags {
         /// Packet type nibble.
         packet_type: u8,
@@ -314,13 +352,10 @@ pub enum DecodeError {
         flags: u8,
     },
     /// The remaining length continues past its fourth byte.
-    #[error("remaining length is longer than 4 bytes")]
     RemainingLengthTooLong,
     /// The remaining length uses more bytes than its value needs.
-    #[error("remaining length is not minimally encoded")]
     RemainingLengthNotMinimal,
     /// The whole packet (fixed header included) is larger than the caller's limit.
-    #[error("packet of {size} bytes is larger than the {max}-byte limit")]
     PacketTooLarge {
         /// Size of the whole packet as declared by its fixed header.
         size: usize,
@@ -328,65 +363,130 @@ pub enum DecodeError {
         max: usize,
     },
     /// The declared remaining length ends in the middle of a field (or is too short for the type).
-    #[error("declared remaining length is shorter than the packet's fields")]
     BodyTooShort,
     /// Bytes are left within the declared remaining length after the last field.
-    #[error("declared remaining length leaves {0} unexpected bytes after the packet's fields")]
     TrailingBytes(usize),
     /// A string field is not valid UTF-8.
-    #[error("string is not valid utf-8")]
     InvalidUtf8,
     /// A string field contains U+0000.
-    #[error("string contains the character u+0000, which mqtt forbids")]
     NullCharacter,
     /// A topic name or topic filter is empty.
-    #[error("topic name or filter is empty")]
     EmptyTopic,
     /// A PUBLISH (or will) topic contains `+` or `#`.
-    #[error("publish topic '{0}' contains a wildcard (+ or #)")]
     WildcardInTopic(String),
     /// A packet id is 0, which MQTT reserves.
-    #[error("packet id 0 is not allowed")]
     PacketIdZero,
     /// A QoS value of 3, which MQTT does not define.
-    #[error("invalid qos {0}")]
     InvalidQoS(u8),
     /// QoS 2 on a PUBLISH, SUBSCRIBE or SUBACK; vdev supports QoS 0 and 1 only.
-    #[error("qos 2 is not supported")]
     UnsupportedQoS,
     /// A QoS 0 PUBLISH has the dup flag set.
-    #[error("the dup flag is set on a qos 0 publish")]
     DupWithoutQoS,
     /// CONNECT does not start with the protocol name "MQTT".
-    #[error("connect protocol name is not \"MQTT\"")]
     InvalidProtocolName,
     /// CONNECT asks for a protocol level other than 4 (MQTT 3.1.1). A server answers this
     /// with [`ConnectReturnCode::UnacceptableProtocolVersion`].
-    #[error("connect protocol level {0} is not supported (only 4, mqtt 3.1.1)")]
     UnsupportedProtocolLevel(u8),
     /// CONNECT flags are inconsistent: reserved bit set, will QoS or retain without a will,
     /// or a password without a user name.
-    #[error("connect flags {0:#04x} are invalid")]
     InvalidConnectFlags(u8),
     /// CONNACK flags have reserved bits set, or report a session present on a refusal.
-    #[error("connack flags {0:#04x} are invalid")]
     InvalidConnAckFlags(u8),
     /// CONNACK return code above 5.
-    #[error("invalid connack return code {0}")]
     InvalidConnectReturnCode(u8),
     /// SUBSCRIBE requested-QoS byte with reserved bits set.
-    #[error("subscribe options byte {0:#04x} has reserved bits set")]
     InvalidSubscriptionOptions(u8),
     /// SUBACK return code other than 0x00, 0x01, 0x02 or 0x80.
-    #[error("invalid suback return code {0:#04x}")]
     InvalidSubAckCode(u8),
     /// A SUBSCRIBE, SUBACK or UNSUBSCRIBE has no entries.
-    #[error("{packet} must carry at least one entry")]
     EmptyList {
         /// Which packet ("subscribe", "suback" or "unsubscribe").
         packet: &'static str,
     },
 }
+
+impl Describe for DecodeError {
+    fn describe(&self, out: &mut String) {
+        match self {
+            Self::UnknownPacketType(packet_type) => put!(out, "unknown packet type ", packet_type),
+            Self::UnsupportedPacketType(packet_type) => put!(
+                out,
+                "packet type ",
+                packet_type,
+                " belongs to the qos 2 flow, which is not supported"
+            ),
+            Self::InvalidFixedHeaderFlags { packet_type, flags } => put!(
+                out,
+                "fixed header flags ",
+                Hex(*flags),
+                " are wrong for packet type ",
+                packet_type
+            ),
+            Self::RemainingLengthTooLong => put!(out, "remaining length is longer than 4 bytes"),
+            Self::RemainingLengthNotMinimal => {
+                put!(out, "remaining length is not minimally encoded")
+            }
+            Self::PacketTooLarge { size, max } => put!(
+                out,
+                "packet of ",
+                size,
+                " bytes is larger than the ",
+                max,
+                "-byte limit"
+            ),
+            Self::BodyTooShort => put!(
+                out,
+                "declared remaining length is shorter than the packet's fields"
+            ),
+            Self::TrailingBytes(count) => put!(
+                out,
+                "declared remaining length leaves ",
+                count,
+                " unexpected bytes after the packet's fields"
+            ),
+            Self::InvalidUtf8 => put!(out, "string is not valid utf-8"),
+            Self::NullCharacter => put!(
+                out,
+                "string contains the character u+0000, which mqtt forbids"
+            ),
+            Self::EmptyTopic => put!(out, "topic name or filter is empty"),
+            Self::WildcardInTopic(topic) => put!(
+                out,
+                "publish topic '",
+                topic,
+                "' contains a wildcard (+ or #)"
+            ),
+            Self::PacketIdZero => put!(out, "packet id 0 is not allowed"),
+            Self::InvalidQoS(qos) => put!(out, "invalid qos ", qos),
+            Self::UnsupportedQoS => put!(out, "qos 2 is not supported"),
+            Self::DupWithoutQoS => put!(out, "the dup flag is set on a qos 0 publish"),
+            Self::InvalidProtocolName => put!(out, "connect protocol name is not \"MQTT\""),
+            Self::UnsupportedProtocolLevel(level) => put!(
+                out,
+                "connect protocol level ",
+                level,
+                " is not supported (only 4, mqtt 3.1.1)"
+            ),
+            Self::InvalidConnectFlags(flags) => {
+                put!(out, "connect flags ", Hex(*flags), " are invalid")
+            }
+            Self::InvalidConnAckFlags(flags) => {
+                put!(out, "connack flags ", Hex(*flags), " are invalid")
+            }
+            Self::InvalidConnectReturnCode(code) => put!(out, "invalid connack return code ", code),
+            Self::InvalidSubscriptionOptions(options) => put!(
+                out,
+                "subscribe options byte ",
+                Hex(*options),
+                " has reserved bits set"
+            ),
+            Self::InvalidSubAckCode(code) => put!(out, "invalid suback return code ", Hex(*code)),
+            Self::EmptyList { packet } => put!(out, packet, " must carry at least one entry"),
+        }
+    }
+}
+
+described!(DecodeError);
 
 impl Packet {
     /// The packet type's name as the specification writes it (`"CONNACK"`), for messages

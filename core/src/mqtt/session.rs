@@ -16,6 +16,7 @@ use crate::mqtt::codec::{
 };
 use crate::reason::ConnectionLoss;
 use crate::rng::Rng;
+use crate::text::Describe;
 
 /// Identifies one transport connection; inputs about an older connection are ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -373,7 +374,7 @@ impl Session {
         if let Err(error) = self.encode(now, &connect) {
             return self.fail(
                 now,
-                ConnectionLoss::Protocol(format!("cannot encode CONNECT: {error}")),
+                ConnectionLoss::Protocol(text!("cannot encode CONNECT: ", error)),
             );
         }
         self.state = State::AwaitingConnAck {
@@ -431,7 +432,7 @@ impl Session {
                 Err(error) => {
                     return self.fail(
                         now,
-                        ConnectionLoss::Protocol(format!("malformed packet: {error}")),
+                        ConnectionLoss::Protocol(text!("malformed packet: ", error)),
                     );
                 }
             }
@@ -494,7 +495,7 @@ impl Session {
             }
             (_, Packet::PingResp) => {}
             (_, other) => {
-                let unexpected = format!("unexpected {}", other.kind());
+                let unexpected = text!("unexpected ", other.kind());
                 self.fail(now, ConnectionLoss::Protocol(unexpected));
             }
         }
@@ -562,7 +563,7 @@ impl Session {
         if let Some(refused) = refused {
             // Never opened: a failed attempt like any other, so the device renews its
             // credential (and with it the announced endpoints) every few of them.
-            return self.lose(now, ConnectionLoss::Insecure(refused.to_string()));
+            return self.lose(now, ConnectionLoss::Insecure(refused.text()));
         }
         let conn = ConnectionId(self.next_conn);
         self.next_conn += 1;

@@ -31,13 +31,12 @@ mod topics;
 use alloc::collections::VecDeque;
 use core::mem::discriminant;
 
-use thiserror::Error;
-
 pub use state::TwinState;
 use topics::{Response, TwinDocument, TwinTopic};
 
 use crate::json::merge::merge_patch_diff;
 use crate::json::{self, Map, Value};
+use crate::text::Describe;
 
 /// How long a twin request may stay unanswered before it is sent again, when not configured.
 pub(crate) const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
@@ -105,33 +104,45 @@ pub(crate) enum TwinEvent {
 }
 
 /// Why a reported-properties update was refused before reaching the network.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TwinError {
     /// The patch is not JSON text ([`parse_reported_patch`]).
-    #[error("the reported properties patch is {0}")]
     NotJson(String),
     /// The patch is not a JSON object; a merge patch of the reported document must be one.
-    #[error("the reported properties patch is not a json object")]
     NotAnObject,
     /// A property name starts with `$`, which the Platform reserves for its own keys.
-    #[error(
-        "the reported property name '{name}' is reserved: names starting with '$' belong to the platform"
-    )]
     ReservedName {
         /// The offending name.
         name: String,
     },
     /// The device was stopped: it takes no more updates.
-    #[error("the device is stopped")]
     Stopped,
 }
+
+impl Describe for TwinError {
+    fn describe(&self, out: &mut String) {
+        match self {
+            Self::NotJson(problem) => put!(out, "the reported properties patch is ", problem),
+            Self::NotAnObject => put!(out, "the reported properties patch is not a json object"),
+            Self::ReservedName { name } => put!(
+                out,
+                "the reported property name '",
+                name,
+                "' is reserved: names starting with '$' belong to the platform"
+            ),
+            Self::Stopped => put!(out, "the device is stopped"),
+        }
+    }
+}
+
+described!(TwinError);
 
 /// The JSON text of a reported-properties update as the device takes it: a JSON object with
 /// no property name starting with `$`. Every host reads the app's patch with it (and a command
 /// line can refuse one before the device starts), so the refusals are the device's own words.
 pub fn parse_reported_patch(text: &[u8]) -> Result<Value, TwinError> {
-    let patch = Value::parse(text).map_err(|error| TwinError::NotJson(error.to_string()))?;
+    let patch = Value::parse(text).map_err(|error| TwinError::NotJson(error.text()))?;
     check_reported_patch(&patch)?;
     Ok(patch)
 }
@@ -471,7 +482,7 @@ impl Twin {
         let deadline = self.deadline(now);
         self.publishes.push_back(TwinPublish {
             topic: topics::reported_patch_topic(rid),
-            payload: patch.to_string().into_bytes(),
+            payload: patch.to_json().into_bytes(),
         });
         if let Some(session) = &mut self.session {
             session.reported = ReportedRequest::AwaitingResponse {

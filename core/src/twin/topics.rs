@@ -49,12 +49,12 @@ pub(super) fn parse_topic(topic: &str) -> Option<TwinTopic<'_>> {
 
 /// The topic of a full GET with request id `rid`.
 pub(super) fn get_topic(rid: u64) -> String {
-    format!("{GET_TOPIC_PREFIX}{rid}")
+    text!(GET_TOPIC_PREFIX, rid)
 }
 
 /// The topic of a reported-properties patch with request id `rid`.
 pub(super) fn reported_patch_topic(rid: u64) -> String {
-    format!("{REPORTED_PATCH_TOPIC_PREFIX}{rid}")
+    text!(REPORTED_PATCH_TOPIC_PREFIX, rid)
 }
 
 /// A full twin document as answered to a GET, with the Platform's keys taken out.
