@@ -148,6 +148,10 @@ export async function run(): Promise<void> {
 
     const sequence: number = await sender.sendMessage(JSON.stringify({ celsius: 21.5 }));
     const messageOptions: MessageOptions = { batchId: "b1", messageId: "m1", batchSliceId: "s1", chunkId: "c1" };
+    // @ts-expect-error a chunk id is a string, not its index
+    await sender.sendMessage("chunk", { batchId: "b1", messageId: "m1", chunkId: 2 });
+    // @ts-expect-error the slice id is spelled batchSliceId
+    await sender.sendMessage("slice", { batchId: "b1", sliceId: "s1" });
     await sender.sendMessage(new Uint8Array([1, 2, 3]), messageOptions);
     await defaults.sendMessage("plain", null);
     try {
@@ -225,7 +229,13 @@ export async function run(): Promise<void> {
     client.addEventListener("cloudToDeviceMessage", {
         handleEvent: (event) => {
             const payload: Uint8Array = event.detail.payload;
-            seen.push(String(payload.length));
+            const mode: string | undefined = event.detail.properties["mode"];
+            seen.push(String(payload.length), mode ?? "");
+            // @ts-expect-error decoded properties are strings, not numbers
+            const count: number = event.detail.properties["count"];
+            // @ts-expect-error the properties are an object of strings, not a list of pairs
+            event.detail.properties.forEach(() => undefined);
+            void count;
         },
     });
     expectType<Equal<DeviceEventMap["registered"]["detail"], { kind: "registered"; workspaceId: string; deviceId: string }>>(true);

@@ -255,13 +255,23 @@ export interface BrotliEncoder {
     encode(payload: Uint8Array, quality: number): Uint8Array;
 }
 
+/** Where a sender's messages go at the Platform, and how they travel. */
 export interface StreamSenderOptions {
+    /** The stream group; the Platform's default when absent. */
     streamGroup?: string;
+    /** The stream within the group; the Platform's default when absent. */
     stream?: string;
+    /** The site the messages come from. */
     siteId?: string;
+    /** `"none"` by default. */
     compression?: Compression;
 }
 
+/**
+ * The ids that place a message within its stream: a batch (closed by
+ * `enqueueBatchCompletion`), a message within it (closed by `enqueueMessageCompletion`, for a
+ * message sent in chunks), a slice of the batch and a chunk of the message.
+ */
 export interface MessageOptions {
     batchId?: string;
     messageId?: string;
