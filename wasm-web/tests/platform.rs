@@ -765,6 +765,85 @@ async fn two_clients_of_one_database_share_one_device_and_the_follower_takes_ove
 }
 
 #[wasm_bindgen_test]
+async fn a_followers_listeners_hear_the_owners_events_and_its_delivery_is_awaited() {
+    let (database, device_id) = (unique("vdev-tabs-events"), unique("web-tabs-events"));
+    let owner = start(&database, &device_id).await;
+    owner.approve_and_connect().await;
+    let follower = start(&database, &device_id).await;
+    assert_eq!(role(&follower), "follower");
+    let (delivered, on_delivered) = Recorder::new();
+    let (rejected, on_rejected) = Recorder::new();
+    follower
+        .client
+        .add_event_listener("messageDelivered", &on_delivered);
+    follower
+        .client
+        .add_event_listener("messageRejected", &on_rejected);
+
+    // The follower's delivery is awaited through the owner that sends it; its listeners hear
+    // the delivery of its own message and of the owner's.
+    let follower_sender = follower.client.create_stream_sender(None).unwrap();
+    let seq = await_promise(
+        follower_sender
+            .deliver_message(JsValue::from_str("from the follower"), &JsValue::UNDEFINED),
+    )
+    .await;
+    let seq = seq.as_f64().expect("a sequence number");
+    assert_eq!(
+        stored_at_platform(&device_id).await.0,
+        ["from the follower"]
+    );
+    let owner_sender = owner.client.create_stream_sender(None).unwrap();
+    let owners = await_promise(
+        owner_sender.deliver_message(JsValue::from_str("from the owner"), &JsValue::UNDEFINED),
+    )
+    .await;
+    let owners = owners.as_f64().expect("a sequence number");
+    let detail = |event: &JsValue| Reflect::get(event, &"detail".into()).unwrap();
+    wait_until(
+        "the follower's listener to hear both deliveries",
+        10_000.0,
+        || delivered.len() == 2,
+    )
+    .await;
+    let heard: Vec<Option<f64>> = delivered
+        .first_args()
+        .iter()
+        .map(|event| field_number(&detail(event), "seq"))
+        .collect();
+    assert_eq!(heard, [Some(seq), Some(owners)], "in order, each once");
+
+    // A refused upload: the follower's delivery rejects with the reason, and its listener
+    // hears the rejection.
+    let path = format!("/devices/{}:{device_id}/files", platform().workspace);
+    let fault = json!({ "pathPrefix": path, "status": 400 });
+    let (status, answer) = platform().admin("POST", "/faults", Some(fault)).await;
+    assert!(status < 300, "arming the fault answered {status}: {answer}");
+    let large = js_sys::Uint8Array::new_with_length(1_048_576);
+    let (code, error) = rejection_code(
+        follower_sender
+            .deliver_message(large.into(), &JsValue::UNDEFINED)
+            .unchecked_into(),
+    )
+    .await;
+    assert_eq!(code, "messageRejected", "{error:?}");
+    let reason = Reflect::get(&error, &"reason".into()).unwrap();
+    assert_eq!(
+        field_string(&reason, "code").as_deref(),
+        Some("uploadRefused")
+    );
+    wait_until(
+        "the follower's listener to hear the rejection",
+        10_000.0,
+        || rejected.len() == 1,
+    )
+    .await;
+    follower.stop().await;
+    owner.stop().await;
+    discard(&database).await;
+}
+
+#[wasm_bindgen_test]
 async fn a_followers_set_offline_holds_for_the_owner_and_still_after_it_takes_over() {
     let (database, device_id) = (unique("vdev-tabs-offline"), unique("web-tabs-offline"));
     let owner = start(&database, &device_id).await;
