@@ -165,7 +165,7 @@ async function enqueueRate(siteUrl) {
     note:
       `${count(n)} messages sent at once without awaiting each, ${settings.repetitions} repetition(s) on a fresh ` +
       "on-disk profile; vdev-web connected and delivering while it stores. MQTT.js keeps nothing durable: " +
-      "its rate is the Platform's acknowledgements. IndexedDB at Chromium's default durability, as vdev-web uses.",
+      "its rate is the Platform's acknowledgements. Plain IndexedDB commits with strict durability, as vdev-web's appends do.",
   };
 }
 
