@@ -192,7 +192,7 @@ pub fn delete_device(state: &AppState, workspace_id: &str, device_id: &str) -> R
     }
     state
         .sessions
-        .disconnect_device(workspace_id, device_id, "device deleted");
+        .forget_device(workspace_id, device_id, "device deleted");
     Ok(())
 }
 

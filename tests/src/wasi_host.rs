@@ -601,7 +601,7 @@ impl CommandRun {
 }
 
 /// The exported interface of the library world.
-const CLIENT: &str = "vdev:device/client@0.1.0";
+const CLIENT: &str = "vdev:device/client@0.2.0";
 
 /// The WIT `configuration` record, for the library world.
 #[derive(Debug, Clone)]

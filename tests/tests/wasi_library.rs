@@ -651,7 +651,7 @@ async fn wasi_library_world_tunables_reach_the_wire_and_events_are_logged_throug
         (device_session(&info, device_id).await, logs)
     };
     // The default window sends the backlog in runs: several unacknowledged at once. The
-    // default log level is `error`: nothing went wrong, so nothing is logged.
+    // default log level is `error`: the refused CONNECT is a warning, so nothing is logged.
     let (untuned, logs) = deliver_a_backlog("wasi-lib-untuned", &[], None).await;
     assert!(untuned["peakInFlight"].as_u64() > Some(1), "{untuned}");
     assert_eq!(untuned["keepAliveSeconds"], 60, "{untuned}");

@@ -31,7 +31,13 @@ fn print(line: serde_json::Value) {
 /// its level: `vdev-device: <level>: <line>`.
 fn log(notice: &Notice, line: &serde_json::Value, most_detailed: Option<&str>) {
     let Notice::Core(event) = notice;
-    let rank = |level: &str| LOG_LEVELS.iter().position(|known| *known == level);
+    // Most severe first; a level not in the list (none today) ranks below every other.
+    let rank = |level: &str| {
+        LOG_LEVELS
+            .iter()
+            .position(|known| *known == level)
+            .unwrap_or(usize::MAX)
+    };
     if most_detailed.is_some_and(|most| rank(event.level()) <= rank(most)) {
         eprintln!("vdev-device: {}: {line}", event.level());
     }

@@ -35,10 +35,16 @@ use alloc::borrow::ToOwned;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+// The Node.js build links `std` (its Brotli encoder), and `std` has a panic handler of its own.
+#[cfg(all(feature = "trap-on-panic", feature = "node"))]
+compile_error!(
+    "trap-on-panic is for the browser build: the node feature links std's panic handler"
+);
+
 /// A panic is a bug, never an answer to input: the module traps (a `RuntimeError` in
 /// JavaScript), as `std`'s handler does with `panic = "abort"`, but without the code that
 /// formats a message nobody sees (the browser has no standard error).
-#[cfg(all(feature = "trap-on-panic", target_family = "wasm"))]
+#[cfg(all(feature = "trap-on-panic", target_arch = "wasm32"))]
 #[panic_handler]
 fn trap(_: &core::panic::PanicInfo<'_>) -> ! {
     core::arch::wasm32::unreachable()

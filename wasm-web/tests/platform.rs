@@ -838,6 +838,7 @@ async fn a_followers_listeners_hear_the_owners_events_and_its_delivery_is_awaite
         || rejected.len() == 1,
     )
     .await;
+    assert_eq!(delivered.len(), 2, "no delivery heard twice");
     follower.stop().await;
     owner.stop().await;
     discard(&database).await;
@@ -1202,17 +1203,26 @@ async fn the_device_logs_through_the_apps_logger_at_the_levels_the_core_gives() 
 /// while `console.error` is recorded; returns what `console.error` was told of the marker.
 async fn console_errors_with(logger: Option<JsValue>, marker: &str) -> Vec<String> {
     let (database, device_id) = (unique("vdev-console"), unique("web-console"));
+    /// Puts the page's own `console.error` back, also when the test fails half-way: the page
+    /// is shared with the tests after this one.
+    struct Restore(JsValue, JsValue);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = Reflect::set(&self.0, &"error".into(), &self.1);
+        }
+    }
     let console = Reflect::get(&js_sys::global(), &"console".into()).unwrap();
     let original = Reflect::get(&console, &"error".into()).unwrap();
     let (console_errors, record) = Recorder::new();
     Reflect::set(&console, &"error".into(), &record).unwrap();
+    let restore = Restore(console, original);
     let throws = js_sys::Function::new_no_args(&format!("throw new Error('{marker}')"));
     let mut extra = vec![("onConnectionStateChanged", throws.into())];
     extra.extend(logger.map(|logger| ("logger", logger)));
     let device = start_with(&database, &device_id, platform().provisioning_token, extra).await;
     device.approve_and_connect().await;
     device.stop().await;
-    Reflect::set(&console, &"error".into(), &original).unwrap();
+    drop(restore);
     discard(&database).await;
     // Only the calls about the marker: anything else on the page may write there too.
     let calls = console_errors.calls.borrow();

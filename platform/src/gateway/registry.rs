@@ -74,6 +74,9 @@ impl SessionRegistry {
         keep_alive_seconds: u16,
     ) -> (u64, mpsc::UnboundedReceiver<SessionCommand>) {
         let session_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // Under the sessions lock, so the facts always belong to the session registered last
+        // (locks taken in this order only: sessions, then facts).
+        let mut sessions = self.lock();
         self.lock_facts().insert(
             (workspace_id.to_owned(), device_id.to_owned()),
             SessionFacts {
@@ -83,7 +86,7 @@ impl SessionRegistry {
             },
         );
         let (sender, receiver) = mpsc::unbounded_channel();
-        let old = self.lock().insert(
+        let old = sessions.insert(
             (workspace_id.to_owned(), device_id.to_owned()),
             Entry {
                 session_id,
@@ -151,6 +154,13 @@ impl SessionRegistry {
     pub fn is_connected(&self, workspace_id: &str, device_id: &str) -> bool {
         self.lock()
             .contains_key(&(workspace_id.to_owned(), device_id.to_owned()))
+    }
+
+    /// Close the device's live session and forget its facts (the device is deleted).
+    pub fn forget_device(&self, workspace_id: &str, device_id: &str, reason: &str) {
+        self.lock_facts()
+            .remove(&(workspace_id.to_owned(), device_id.to_owned()));
+        self.disconnect_device(workspace_id, device_id, reason);
     }
 
     /// Close the device's live session.

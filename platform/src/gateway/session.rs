@@ -706,7 +706,9 @@ impl<T: Transport> Session<'_, T> {
             // Acknowledged once it is durable (`acknowledge`); the device was seen then too.
             let ingested = self.state.ingestor.submit(message);
             self.unacknowledged_bytes += publish.payload().len();
-            if publish.qos() == Qos::AtLeastOnce {
+            // QoS 1 telemetry: a packet id to acknowledge and a storage to wait for (the same
+            // test `acknowledge` counts it down by).
+            if publish.packet_id().is_some() {
                 self.telemetry_unacknowledged += 1;
                 if self.telemetry_unacknowledged > self.peak_telemetry_unacknowledged {
                     self.peak_telemetry_unacknowledged = self.telemetry_unacknowledged;
