@@ -53,6 +53,49 @@ impl ConnectionState {
     }
 }
 
+/// How much a person watching a device's log wants to see an event, most severe first: every
+/// host logs an event at [`Event::level`] and admits it by [`LogLevel::within`]. `Error` when
+/// the device's storage is in trouble, `Warn` for a failure it works around or a message it
+/// gives up on, `Info` for the milestones (provisioning, the connection), `Debug` for the
+/// traffic of every message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LogLevel {
+    /// The device's storage is in trouble.
+    Error,
+    /// A failure worked around, or a message given up.
+    Warn,
+    /// Provisioning and the connection.
+    Info,
+    /// Every message's and update's progress.
+    Debug,
+}
+
+impl LogLevel {
+    /// Every level, most severe first.
+    pub const ALL: [LogLevel; 4] = [Self::Error, Self::Warn, Self::Info, Self::Debug];
+
+    /// The level's name in every host: `error`, `warn`, `info`, `debug`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+        }
+    }
+
+    /// The level named `name` ([`LogLevel::name`]).
+    pub fn from_name(name: &str) -> Option<LogLevel> {
+        Self::ALL.into_iter().find(|level| level.name() == name)
+    }
+
+    /// Whether an event at this level is logged by an app that wants `most_detailed` and
+    /// everything more severe.
+    pub fn within(self, most_detailed: LogLevel) -> bool {
+        self <= most_detailed
+    }
+}
+
 /// What the app is told.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -237,12 +280,10 @@ impl Event {
     }
 
     /// How much a person watching the device's log wants to see it, so that every host logs
-    /// the same event at the same level: `error` when the device's storage is in trouble,
-    /// `warn` for a failure it works around or a message it gives up on, `info` for the
-    /// milestones (provisioning, the connection), `debug` for the traffic of every message.
-    pub fn level(&self) -> &'static str {
+    /// the same event at the same level (see [`LogLevel`]).
+    pub fn level(&self) -> LogLevel {
         match self {
-            Self::StoreFailed { .. } | Self::SavedStateDiscarded { .. } => "error",
+            Self::StoreFailed { .. } | Self::SavedStateDiscarded { .. } => LogLevel::Error,
             Self::ProvisioningFailed(_)
             | Self::ConnectionLost { .. }
             | Self::RequestFailed { .. }
@@ -250,17 +291,17 @@ impl Event {
             | Self::MessageRejected { .. }
             | Self::ReportedPropertiesRejected { .. }
             | Self::PacketDropped { .. }
-            | Self::OutboxRecovered(_) => "warn",
+            | Self::OutboxRecovered(_) => LogLevel::Warn,
             Self::ProvisioningOperation(_)
             | Self::Registered { .. }
             | Self::ConnectionStateChanged(_)
-            | Self::OfflineChanged { .. } => "info",
+            | Self::OfflineChanged { .. } => LogLevel::Info,
             Self::MessagesStored { .. }
             | Self::MessageDelivered { .. }
             | Self::DesiredPropertiesChanged { .. }
             | Self::ReportedPropertiesAcknowledged
             | Self::ReportedPropertiesStored { .. }
-            | Self::CloudToDeviceMessage { .. } => "debug",
+            | Self::CloudToDeviceMessage { .. } => LogLevel::Debug,
         }
     }
 
@@ -485,6 +526,23 @@ mod tests {
                 reason: "torn write".into(),
             })),
         ]
+    }
+
+    #[test]
+    fn log_levels_admit_the_more_severe_and_read_back_by_name() {
+        for (at, level) in LogLevel::ALL.into_iter().enumerate() {
+            assert_eq!(LogLevel::from_name(level.name()), Some(level));
+            for (other_at, other) in LogLevel::ALL.into_iter().enumerate() {
+                assert_eq!(
+                    level.within(other),
+                    at <= other_at,
+                    "{level:?} within {other:?}"
+                );
+            }
+        }
+        assert_eq!(LogLevel::from_name("trace"), None);
+        assert!(LogLevel::Error.within(LogLevel::Warn));
+        assert!(!LogLevel::Debug.within(LogLevel::Info));
     }
 
     #[test]

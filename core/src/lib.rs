@@ -161,7 +161,7 @@ pub use backoff::BackoffConfig;
 pub use cleartext::{InsecureUrl, check_url};
 pub use config::{ConfigError, ConfigOption, DeviceConfig, Transport, Tunable};
 pub use device::{Device, Input, Output, SendError, Stats};
-pub use event::{ConnectionState, EVENT_VOCABULARY, Event, SendSettlement, kebab_case};
+pub use event::{ConnectionState, EVENT_VOCABULARY, Event, LogLevel, SendSettlement, kebab_case};
 pub use http::{HttpRequest, HttpResponse, MAX_ANSWER_BYTES, Method, RequestId};
 pub use identity::{DEVICE_ID_MAX_LEN, DEVICE_ID_MIN_LEN, DeviceId, DeviceIdError};
 pub use iothub::GatewayEndpoints;

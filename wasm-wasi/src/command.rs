@@ -11,12 +11,12 @@
 use std::io::Write;
 
 use serde_json::json;
-use vdev_core::{Event, MessageOptions, SendError, StreamOptions};
+use vdev_core::{Event, LogLevel, MessageOptions, SendError, StreamOptions};
 use wasip2::io::streams::StreamError;
 
 use crate::driver::{Driver, StoreFailure, now_ms};
 use crate::notice::Notice;
-use crate::settings::{CommandOptions, LOG_LEVELS, Source};
+use crate::settings::{CommandOptions, Source};
 
 /// Longest single wait of the loop; the core's own deadlines are usually sooner.
 const MAX_WAIT_MS: u64 = 1_000;
@@ -29,17 +29,11 @@ fn print(line: serde_json::Value) {
 
 /// Writes the event's line to standard error too when `most_detailed` (`--log-level`) admits
 /// its level: `vdev-device: <level>: <line>`.
-fn log(notice: &Notice, line: &serde_json::Value, most_detailed: Option<&str>) {
+fn log(notice: &Notice, line: &serde_json::Value, most_detailed: Option<LogLevel>) {
     let Notice::Core(event) = notice;
-    // Most severe first; a level not in the list (none today) ranks below every other.
-    let rank = |level: &str| {
-        LOG_LEVELS
-            .iter()
-            .position(|known| *known == level)
-            .unwrap_or(usize::MAX)
-    };
-    if most_detailed.is_some_and(|most| rank(event.level()) <= rank(most)) {
-        eprintln!("vdev-device: {}: {line}", event.level());
+    let level = event.level();
+    if most_detailed.is_some_and(|most| level.within(most)) {
+        eprintln!("vdev-device: {}: {line}", level.name());
     }
 }
 

@@ -9,9 +9,9 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use vdev_core::{
-    Compression, ConnectionLoss, ConnectionState, Event, MessageOptions, ProvisioningError,
-    RejectReason, RequestFailure, RequestKind, StoreError, StoreOperation, StreamOptions,
-    TokenDiscardReason, Transport, Tunable, TwinError,
+    Compression, ConnectionLoss, ConnectionState, Event, LogLevel, MessageOptions,
+    ProvisioningError, RejectReason, RequestFailure, RequestKind, StoreError, StoreOperation,
+    StreamOptions, TokenDiscardReason, Transport, Tunable, TwinError,
 };
 
 use crate::driver::{Driver, StartError, StoreFailure, now_ms};
@@ -52,36 +52,37 @@ impl Guest for Component {
 pub(crate) struct DeviceResource {
     driver: Rc<RefCell<Driver>>,
     /// The most detailed level logged through `wasi:logging` (`configuration.log-level`).
-    log_level: Level,
+    log_level: Option<LogLevel>,
 }
 
 /// Logs each event `poll` returns through the host's `wasi:logging`, at the level the core
 /// gives it, as its JSON line (the command prints the same line), when `most_detailed` admits
-/// that level.
-fn log_through_host(notices: &[Notice], most_detailed: Level) {
+/// that level (none: not even errors).
+fn log_through_host(notices: &[Notice], most_detailed: Option<LogLevel>) {
     for notice in notices {
         let Notice::Core(event) = notice;
-        let level = match event.level() {
-            "error" => Level::Error,
-            "warn" => Level::Warn,
-            "info" => Level::Info,
-            _ => Level::Debug,
-        };
-        if severity(level) >= severity(most_detailed) {
+        let level = event.level();
+        if most_detailed.is_some_and(|most| level.within(most)) {
+            let level = match level {
+                LogLevel::Error => Level::Error,
+                LogLevel::Warn => Level::Warn,
+                LogLevel::Info => Level::Info,
+                LogLevel::Debug => Level::Debug,
+            };
             logging::log(level, "vdev", &notice.to_json().to_string());
         }
     }
 }
 
-/// `wasi:logging`'s levels in order, least severe first.
-fn severity(level: Level) -> u8 {
+/// The core's level that `configuration.log-level` admits down to: `trace` admits everything
+/// and `critical` nothing (the core logs nothing critical).
+fn most_detailed(level: Level) -> Option<LogLevel> {
     match level {
-        Level::Trace => 0,
-        Level::Debug => 1,
-        Level::Info => 2,
-        Level::Warn => 3,
-        Level::Error => 4,
-        Level::Critical => 5,
+        Level::Trace | Level::Debug => Some(LogLevel::Debug),
+        Level::Info => Some(LogLevel::Info),
+        Level::Warn => Some(LogLevel::Warn),
+        Level::Error => Some(LogLevel::Error),
+        Level::Critical => None,
     }
 }
 
@@ -324,7 +325,7 @@ fn reject_reason(reason: RejectReason) -> wit::RejectReason {
 
 impl GuestDevice for DeviceResource {
     fn start(config: wit::Configuration) -> Result<DeviceHandle, wit::StartError> {
-        let log_level = config.log_level.unwrap_or(Level::Error);
+        let log_level = most_detailed(config.log_level.unwrap_or(Level::Error));
         let settings = Settings {
             instance_url: config.instance_url,
             provisioning_token: config.provisioning_token,

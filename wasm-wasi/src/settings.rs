@@ -2,7 +2,7 @@
 //! and environment. Plain Rust so it is unit-tested natively; the WIT `configuration` record maps
 //! onto [`Settings`] field by field.
 
-use vdev_core::{ConfigOption, DeviceConfig, DeviceId, Transport, Tunable};
+use vdev_core::{ConfigOption, DeviceConfig, DeviceId, LogLevel, Transport, Tunable};
 
 /// Why settings were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,13 +117,10 @@ pub struct CommandOptions {
     pub exit_when_delivered: bool,
     /// A JSON object merged into the reported properties at start (a JSON merge patch).
     pub reported_properties: Option<vdev_core::json::Value>,
-    /// The most detailed level of the events also written to standard error (`error`, `warn`,
-    /// `info`, `debug`; `None`: `off`, none).
-    pub log_level: Option<&'static str>,
+    /// The most detailed level of the events also written to standard error (`None`: `off`,
+    /// none).
+    pub log_level: Option<LogLevel>,
 }
-
-/// The core's event levels, most severe first (`Event::level`).
-pub const LOG_LEVELS: [&str; 4] = ["error", "warn", "info", "debug"];
 
 /// The settings the command knows besides the tunables (every [`Tunable`], by its kebab-case
 /// name), by argument name (`--name value` or `--name=value`); each can also come from the
@@ -288,17 +285,16 @@ impl CommandOptions {
             })
             .transpose()?;
         let log_level = match get("log-level").as_deref() {
-            None => Some("error"),
+            None => Some(LogLevel::Error),
             Some("off") => None,
-            Some(level) => Some(
-                LOG_LEVELS
-                    .into_iter()
-                    .find(|known| *known == level)
-                    .ok_or_else(|| SettingsError::Invalid {
+            Some(level) => {
+                Some(
+                    LogLevel::from_name(level).ok_or_else(|| SettingsError::Invalid {
                         name: "log-level".into(),
                         reason: format!("{level:?} is not error, warn, info, debug or off"),
                     })?,
-            ),
+                )
+            }
         };
         Ok(Self {
             settings,

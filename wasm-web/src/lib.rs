@@ -567,7 +567,7 @@ impl Core {
             // string kept out of it follows.
             Output::Event(event) => {
                 json.text("kind", "event");
-                json.text("level", event.level());
+                json.text("level", event.level().name());
                 event.to_value().write_to(json.key("event"));
                 if let Some(settlement) = event.send_settlement() {
                     write_settlement(json.key("settles"), settlement);
