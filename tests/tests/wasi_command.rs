@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 use tokio::time::timeout;
-use vdev_platform::{Config, Platform, PlatformInfo};
+use vdev_platform::{Config, Platform, PlatformInfo, RunningPlatform};
 use vdev_tests::command_events::{
     DEADLINE, as_stdin, count, named, next_event, nth_named, provision, readings,
 };
@@ -25,6 +25,16 @@ async fn load_host() -> WasiHost {
         .await
         .expect("load task")
         .expect("the component builds and compiles")
+}
+
+/// A stand-in Platform with its data in `dir`, what it announces, and the host with the
+/// command component compiled.
+async fn platform_and_host(dir: &Path) -> (RunningPlatform, PlatformInfo, WasiHost) {
+    let platform = Platform::start(Config::ephemeral(dir.join("platform")))
+        .await
+        .expect("platform starts");
+    let info = platform.info().clone();
+    (platform, info, load_host().await)
 }
 
 fn spawn_with(
@@ -77,11 +87,7 @@ async fn stored(info: &PlatformInfo, device_id: &str) -> (Vec<String>, Vec<u64>)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wasi_command_provisions_and_delivers_1000_messages_in_order() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let platform = Platform::start(Config::ephemeral(dir.path().join("platform")))
-        .await
-        .expect("platform starts");
-    let info = platform.info().clone();
-    let host = load_host().await;
+    let (platform, info, host) = platform_and_host(dir.path()).await;
     let mut run = spawn(&host, &info, "wasi-1", &dir.path().join("device"));
     let mut seen = Vec::new();
     provision(&info, &mut run.lines, &mut seen).await;
@@ -106,11 +112,7 @@ async fn wasi_command_provisions_and_delivers_1000_messages_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wasi_command_flags_tune_the_session_and_its_log_level() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let platform = Platform::start(Config::ephemeral(dir.path().join("platform")))
-        .await
-        .expect("platform starts");
-    let info = platform.info().clone();
-    let host = load_host().await;
+    let (platform, info, host) = platform_and_host(dir.path()).await;
     let flags = [
         "--max-in-flight",
         "1",
@@ -168,11 +170,7 @@ async fn wasi_command_flags_tune_the_session_and_its_log_level() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wasi_command_restart_on_the_same_directory_resumes_without_provisioning() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let platform = Platform::start(Config::ephemeral(dir.path().join("platform")))
-        .await
-        .expect("platform starts");
-    let info = platform.info().clone();
-    let host = load_host().await;
+    let (platform, info, host) = platform_and_host(dir.path()).await;
     let store = dir.path().join("device");
 
     // First run: provision, store 150 messages, and end the instance at once after the last
@@ -214,11 +212,7 @@ async fn wasi_hundred_instances_in_one_host_each_deliver_in_order() {
     const DEVICES: usize = 100;
     const MESSAGES: usize = 20;
     let dir = tempfile::tempdir().expect("temp dir");
-    let platform = Platform::start(Config::ephemeral(dir.path().join("platform")))
-        .await
-        .expect("platform starts");
-    let info = platform.info().clone();
-    let host = load_host().await;
+    let (platform, info, host) = platform_and_host(dir.path()).await;
 
     let mut fleet = Vec::new();
     for n in 0..DEVICES {
@@ -258,11 +252,7 @@ fn desired(event: &Value) -> Option<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wasi_command_reports_properties_from_its_environment_and_prints_desired_changes() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let platform = Platform::start(Config::ephemeral(dir.path().join("platform")))
-        .await
-        .expect("platform starts");
-    let info = platform.info().clone();
-    let host = load_host().await;
+    let (platform, info, host) = platform_and_host(dir.path()).await;
     let store = dir.path().join("device");
     // Reported properties from the environment (the documented `VDEV_REPORTED_PROPERTIES`); an
     // argument would win over it.
@@ -344,11 +334,7 @@ async fn wasi_command_reports_properties_from_its_environment_and_prints_desired
 async fn wasi_command_sends_a_1_mb_message_by_upload() {
     const SIZE: usize = 1_000_000;
     let dir = tempfile::tempdir().expect("temp dir");
-    let platform = Platform::start(Config::ephemeral(dir.path().join("platform")))
-        .await
-        .expect("platform starts");
-    let info = platform.info().clone();
-    let host = load_host().await;
+    let (platform, info, host) = platform_and_host(dir.path()).await;
     let mut run = spawn(&host, &info, "wasi-upload", &dir.path().join("device"));
     let mut seen = Vec::new();
     provision(&info, &mut run.lines, &mut seen).await;
@@ -379,12 +365,8 @@ async fn wasi_command_sends_a_1_mb_message_by_upload() {
 async fn wasi_command_delivers_over_mqtt_tls_trusting_the_platform_ca() {
     const MESSAGES: usize = 50;
     let dir = tempfile::tempdir().expect("temp dir");
-    let platform = Platform::start(Config::ephemeral(dir.path().join("platform")))
-        .await
-        .expect("platform starts");
-    let info = platform.info().clone();
+    let (platform, info, host) = platform_and_host(dir.path()).await;
     assert!(info.gateway_endpoints.mqtt_tls.is_some(), "TLS listener");
-    let host = load_host().await;
     let store = dir.path().join("device");
     std::fs::create_dir_all(&store).expect("store dir");
     // The component reads the CA through its preopened directory.
